@@ -1,0 +1,77 @@
+#include "backend.h"
+#include "errors.h"
+
+#include <thread>
+
+#include "ggml-cpu.h"
+
+namespace rrr {
+
+// Large enough for the forward graph of the deepest supported models (~90 nodes per layer).
+static constexpr size_t kMaxGraphNodes = 16384;
+
+DevicePref parse_device(const std::string & s) {
+    if (s == "auto" || s.empty()) return DevicePref::Auto;
+    if (s == "cpu") return DevicePref::Cpu;
+    if (s == "cuda" || s == "gpu") return DevicePref::Cuda;
+    throw Error("--device: unknown device '" + s + "' (expected auto, cpu or cuda)");
+}
+
+std::vector<DeviceInfo> list_devices() {
+    std::vector<DeviceInfo> out;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        const auto t = ggml_backend_dev_type(d);
+        if (t != GGML_BACKEND_DEVICE_TYPE_CPU && t != GGML_BACKEND_DEVICE_TYPE_GPU) continue;
+        DeviceInfo info;
+        info.name = ggml_backend_dev_name(d);
+        info.description = ggml_backend_dev_description(d);
+        info.type = t == GGML_BACKEND_DEVICE_TYPE_GPU ? "gpu" : "cpu";
+        ggml_backend_dev_memory(d, &info.memory_free, &info.memory_total);
+        out.push_back(info);
+    }
+    return out;
+}
+
+Backends::Backends(DevicePref pref, int n_threads) {
+    n_threads_ = n_threads > 0 ? n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
+    cpu_ = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!cpu_) throw Error("could not initialise the CPU backend");
+    ggml_backend_cpu_set_n_threads(cpu_, n_threads_);
+    primary_ = cpu_;
+    if (pref != DevicePref::Cpu) {
+        ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+        if (gpu) {
+            primary_ = ggml_backend_dev_init(gpu, nullptr);
+            if (!primary_) {
+                ggml_backend_free(cpu_);
+                throw Error(std::string("could not initialise GPU device ") + ggml_backend_dev_name(gpu));
+            }
+        } else if (pref == DevicePref::Cuda) {
+            ggml_backend_free(cpu_);
+            throw Error("--device cuda: no CUDA device available (this build has CUDA: "
+#ifdef RRR_HAVE_CUDA
+                        "yes"
+#else
+                        "no; reinstall with a CUDA toolkit that has cuBLAS, or RRR_CUDA=1"
+#endif
+                        ")");
+        }
+    }
+    std::vector<ggml_backend_t> list{primary_};
+    if (primary_ != cpu_) list.push_back(cpu_);
+    sched_ = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), kMaxGraphNodes, false, true);
+    if (!sched_) {
+        if (primary_ != cpu_) ggml_backend_free(primary_);
+        ggml_backend_free(cpu_);
+        throw Error("could not create the ggml scheduler");
+    }
+}
+
+Backends::~Backends() {
+    if (sched_) ggml_backend_sched_free(sched_);
+    if (primary_ && primary_ != cpu_) ggml_backend_free(primary_);
+    if (cpu_) ggml_backend_free(cpu_);
+}
+
+} // namespace rrr

@@ -1,0 +1,45 @@
+// The compute devices one model runs on: a primary backend (GPU when asked for and present,
+// else CPU) plus the CPU backend for ops the primary cannot run, and the scheduler over both.
+// Devices come from ggml's backend registry, the only process-wide state the addon uses.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+
+namespace rrr {
+
+enum class DevicePref { Auto, Cpu, Cuda };
+
+DevicePref parse_device(const std::string & s); // throws rrr::Error for unknown names
+
+struct DeviceInfo {
+    std::string name;
+    std::string description;
+    std::string type; // "cpu" | "gpu"
+    size_t memory_free = 0;
+    size_t memory_total = 0;
+};
+std::vector<DeviceInfo> list_devices();
+
+class Backends {
+public:
+    Backends(DevicePref pref, int n_threads);
+    ~Backends();
+    Backends(const Backends &) = delete;
+    Backends & operator=(const Backends &) = delete;
+
+    ggml_backend_t primary() const { return primary_; }
+    ggml_backend_sched_t sched() const { return sched_; }
+    bool is_gpu() const { return primary_ != cpu_; }
+    std::string name() const { return ggml_backend_name(primary_); }
+    int n_threads() const { return n_threads_; }
+
+private:
+    ggml_backend_t primary_ = nullptr;
+    ggml_backend_t cpu_ = nullptr;
+    ggml_backend_sched_t sched_ = nullptr;
+    int n_threads_ = 1;
+};
+
+} // namespace rrr

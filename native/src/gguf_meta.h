@@ -1,0 +1,17 @@
+// Typed reads of GGUF key/values with errors that name the file and key.
+#pragma once
+#include <string>
+#include "gguf.h"
+
+namespace rrr {
+
+bool gguf_has(const gguf_context * g, const std::string & key);
+std::string gguf_str(const gguf_context * g, const std::string & key, const std::string & path);
+int64_t gguf_int(const gguf_context * g, const std::string & key, const std::string & path);
+int64_t gguf_int_or(const gguf_context * g, const std::string & key, int64_t fallback, const std::string & path);
+float gguf_float_or(const gguf_context * g, const std::string & key, float fallback, const std::string & path);
+
+// Reads the first bytes of `path` and throws rrr::Error unless it looks like a GGUF file.
+void check_gguf_header(const std::string & path);
+
+} // namespace rrr

@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace rrr {
+Napi::Function define_native_model(Napi::Env env);
+Napi::Function define_native_reference(Napi::Env env);
+} // namespace rrr

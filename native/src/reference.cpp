@@ -1,0 +1,77 @@
+#include "reference.h"
+#include "errors.h"
+#include "gguf_meta.h"
+
+#include <cstring>
+#include <thread>
+
+#include "llama.h"
+
+namespace rrr {
+
+ReferenceModel::ReferenceModel(const std::string & path, const ReferenceOptions & opt) : path_(path), opt_(opt) {
+    check_gguf_header(path);
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = opt.gpu ? 999 : 0;
+    model_ = llama_model_load_from_file(path.c_str(), mp);
+    if (!model_) throw Error(path + ": libllama could not load this model");
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t) opt.n_ctx;
+    cp.n_batch = (uint32_t) opt.n_ctx;
+    cp.n_ubatch = (uint32_t) opt.n_ctx;
+    cp.n_seq_max = 1;
+    const int threads = opt.n_threads > 0 ? opt.n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    cp.flash_attn_type = opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (opt.f32_kv) {
+        cp.type_k = GGML_TYPE_F32;
+        cp.type_v = GGML_TYPE_F32;
+    }
+    cp.offload_kqv = opt.gpu;
+    cp.no_perf = true;
+    ctx_ = llama_init_from_model(model_, cp);
+    if (!ctx_) {
+        llama_model_free(model_);
+        throw Error(path + ": libllama could not create a context (n_ctx " + std::to_string(opt.n_ctx) + ")");
+    }
+}
+
+ReferenceModel::~ReferenceModel() {
+    if (ctx_) llama_free(ctx_);
+    if (model_) llama_model_free(model_);
+}
+
+ForwardResult ReferenceModel::logits(const std::vector<std::vector<int32_t>> & seqs) {
+    const llama_vocab * vocab = llama_model_get_vocab(model_);
+    ForwardResult r;
+    r.n_vocab = llama_vocab_n_tokens(vocab);
+    r.row_start.push_back(0);
+    for (const auto & seq : seqs) {
+        if (seq.empty() || (int) seq.size() > opt_.n_ctx) {
+            throw Error("reference: sequence length " + std::to_string(seq.size()) + " outside [1, " + std::to_string(opt_.n_ctx) + "]");
+        }
+        llama_memory_clear(llama_get_memory(ctx_), true);
+        llama_batch batch = llama_batch_init((int32_t) seq.size(), 0, 1);
+        for (size_t i = 0; i < seq.size(); ++i) {
+            batch.token[i] = seq[i];
+            batch.pos[i] = (llama_pos) i;
+            batch.n_seq_id[i] = 1;
+            batch.seq_id[i][0] = 0;
+            batch.logits[i] = 1;
+        }
+        batch.n_tokens = (int32_t) seq.size();
+        const int32_t rc = llama_decode(ctx_, batch);
+        llama_batch_free(batch);
+        if (rc != 0) throw Error("reference: llama_decode failed with code " + std::to_string(rc));
+        const size_t base = r.logits.size();
+        r.logits.resize(base + seq.size() * r.n_vocab);
+        for (size_t i = 0; i < seq.size(); ++i) {
+            std::memcpy(&r.logits[base + i * r.n_vocab], llama_get_logits_ith(ctx_, (int32_t) i), r.n_vocab * sizeof(float));
+        }
+        r.row_start.push_back(r.row_start.back() + (int64_t) seq.size());
+    }
+    return r;
+}
+
+} // namespace rrr

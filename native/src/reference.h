@@ -1,0 +1,40 @@
+// libllama's own model + context, used as the yardstick: parity tests compare our logits with
+// it, and bench runs the same workload through it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "forward.h"
+
+struct llama_model;
+struct llama_context;
+
+namespace rrr {
+
+struct ReferenceOptions {
+    bool gpu = false;
+    int n_ctx = 512;
+    int n_threads = 0;
+    bool f32_kv = true;       // exact comparisons need an f32 KV cache (llama.cpp defaults to f16)
+    bool flash_attn = false;
+};
+
+class ReferenceModel {
+public:
+    ReferenceModel(const std::string & path, const ReferenceOptions & opt);
+    ~ReferenceModel();
+    ReferenceModel(const ReferenceModel &) = delete;
+    ReferenceModel & operator=(const ReferenceModel &) = delete;
+
+    // Each sequence is decoded on its own from an empty cache; all positions' logits are returned.
+    ForwardResult logits(const std::vector<std::vector<int32_t>> & seqs);
+
+private:
+    std::string path_;
+    ReferenceOptions opt_;
+    llama_model * model_ = nullptr;
+    llama_context * ctx_ = nullptr;
+};
+
+} // namespace rrr
