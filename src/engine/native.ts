@@ -1,0 +1,56 @@
+// Loads the compiled addon and describes its raw surface. Only src/engine talks to it.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import type { DeviceInfo, Logits } from './types.js';
+import { RrrError } from './errors.js';
+
+export interface RawModel {
+  info(): Record<string, unknown>;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array, renderSpecial: boolean): string;
+  tokenPiece(id: number, renderSpecial: boolean): string;
+  chatTemplate(): string | null;
+  applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean): string;
+  forward(seqs: Int32Array[], lastOnly: boolean): Promise<Logits>;
+  dispose(): void;
+}
+
+export interface RawReference {
+  logits(seqs: Int32Array[]): Promise<Logits>;
+  dispose(): void;
+}
+
+export interface RawAddon {
+  NativeModel: { load(path: string, opts: { device?: string; threads?: number }): Promise<RawModel> };
+  NativeReference: {
+    load(path: string, opts: { gpu?: boolean; nCtx?: number; threads?: number; f32Kv?: boolean; flashAttn?: boolean }): Promise<RawReference>;
+  };
+  devices(): DeviceInfo[];
+  buildInfo(): { cuda: boolean; system: string };
+  writeTinyModel(spec: Record<string, unknown>): Promise<number>;
+}
+
+/** Repository (or installed package) root: two levels above dist/src/engine or src/engine. */
+export const packageRoot: string = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('rrr-native: cannot find the package root');
+    dir = up;
+  }
+  return dir;
+})();
+
+let cached: RawAddon | undefined;
+
+export function addon(): RawAddon {
+  if (cached) return cached;
+  const file = process.env.RRR_NATIVE_ADDON ?? join(packageRoot, 'build', 'Release', 'rrr_native.node');
+  if (!existsSync(file)) {
+    throw new RrrError(`native addon not built (${file} is missing): run \`npm install\` in ${packageRoot}`);
+  }
+  cached = createRequire(import.meta.url)(file) as RawAddon;
+  return cached;
+}

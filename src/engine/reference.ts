@@ -1,0 +1,43 @@
+// libllama's own inference over the same GGUF: the yardstick our engine is tested and
+// benchmarked against, never used for training.
+import { addon, type RawReference } from './native.js';
+import { fromNative, RrrError } from './errors.js';
+import type { Logits } from './types.js';
+
+export interface ReferenceOptions {
+  gpu?: boolean;
+  nCtx?: number;
+  threads?: number;
+  /** f32 KV cache (default) so comparisons are not blurred by llama.cpp's f16 cache. */
+  f32Kv?: boolean;
+  flashAttn?: boolean;
+}
+
+export class ReferenceModel {
+  private raw: RawReference | undefined;
+  private constructor(raw: RawReference) {
+    this.raw = raw;
+  }
+
+  static async load(path: string, opts: ReferenceOptions = {}): Promise<ReferenceModel> {
+    try {
+      return new ReferenceModel(await addon().NativeReference.load(path, opts));
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  async logits(seqs: (Int32Array | number[])[]): Promise<Logits> {
+    if (!this.raw) throw new RrrError('reference model has been disposed');
+    try {
+      return await this.raw.logits(seqs.map((s) => (s instanceof Int32Array ? s : Int32Array.from(s))));
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  dispose(): void {
+    this.raw?.dispose();
+    this.raw = undefined;
+  }
+}
