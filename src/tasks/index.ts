@@ -1,0 +1,20 @@
+/** Task lookup by the name used on the command line (--task). */
+import { countdownTask } from './countdown.js';
+import { functionCallingTask } from './function-calling.js';
+import type { Task, TaskItem } from './types.js';
+
+// The generator options type differs per task; callers that generate know which task they hold.
+type AnyTask = Task<TaskItem, any>;
+
+export const TASKS: ReadonlyMap<string, AnyTask> = new Map<string, AnyTask>([
+  [countdownTask.name, countdownTask as AnyTask],
+  [functionCallingTask.name, functionCallingTask as AnyTask],
+]);
+
+export function taskByName(name: string): AnyTask {
+  const t = TASKS.get(name);
+  if (t === undefined) {
+    throw new RangeError(`unknown task "${name}" (known: ${[...TASKS.keys()].join(', ')})`);
+  }
+  return t;
+}

@@ -1,0 +1,156 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DataError,
+  InvalidRecord,
+  expectObject,
+  parseJsonlText,
+  readJsonl,
+  recordId,
+  type RecordValidator,
+} from '../src/tasks/jsonl.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'rrr-jsonl-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+interface Rec {
+  id: string;
+  n: number;
+}
+const validate: RecordValidator<Rec> = (value, line) => {
+  const o = expectObject(value);
+  if (typeof o['n'] !== 'number') throw new InvalidRecord('expected "n" to be a number');
+  return { id: recordId(o, line), n: o['n'] };
+};
+
+async function rejects(p: Promise<unknown>): Promise<DataError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof DataError, `expected DataError, got ${String(err)}`);
+    assert.ok(!err.message.includes('\n'), 'message must be one line');
+    return err;
+  }
+  assert.fail('expected a DataError');
+}
+
+test('reads records, skipping blank lines; ids fall back to the line number', async () => {
+  const p = file('ok.jsonl', '{"n": 1}\n\n   \n{"n": 2, "id": "x"}\n{"n": 3, "id": 17}\n');
+  const r = await readJsonl(p, validate);
+  assert.deepEqual(r.items, [
+    { id: 'L1', n: 1 },
+    { id: 'x', n: 2 },
+    { id: '17', n: 3 },
+  ]);
+  assert.deepEqual(r.skipped, []);
+});
+
+test('tolerates CRLF line ends, a BOM and a missing final newline', async () => {
+  const p = file('crlf.jsonl', '\ufeff{"n": 1}\r\n{"n": 2}\r\n{"n": 3}');
+  const r = await readJsonl(p, validate);
+  assert.deepEqual(r.items.map((x) => x.n), [1, 2, 3]);
+  assert.deepEqual(r.items.map((x) => x.id), ['L1', 'L2', 'L3']);
+});
+
+test('bad JSON: one-line error with path and 1-based line number', async () => {
+  const p = file('badjson.jsonl', '{"n": 1}\n\n{"n": }\n{"n": 4}\n');
+  const err = await rejects(readJsonl(p, validate));
+  assert.match(err.message, new RegExp(`^${escape(p)}:3: invalid JSON \\(`));
+  assert.equal(err.line, 3);
+  assert.equal(err.path, p);
+});
+
+test('a record failing the validator names path, line and what was expected', async () => {
+  const p = file('badrec.jsonl', '{"n": 1}\n{"n": "two"}\n');
+  const err = await rejects(readJsonl(p, validate));
+  assert.equal(err.message, `${p}:2: expected "n" to be a number`);
+  assert.equal(err.line, 2);
+  const err2 = await rejects(readJsonl(file('arr.jsonl', '[1, 2]\n'), validate));
+  assert.equal(err2.message, `${join(dir, 'arr.jsonl')}:1: expected a JSON object`);
+});
+
+test('skipBadLines collects every bad line and keeps the good ones', async () => {
+  const p = file('mixed.jsonl', '{"n": 1}\n{oops\n{"n": 3}\n{"n": null}\n{"n": 5, "id": []}\n');
+  const r = await readJsonl(p, validate, { skipBadLines: true });
+  assert.deepEqual(r.items.map((x) => x.n), [1, 3]);
+  assert.equal(r.skipped.length, 3);
+  assert.deepEqual(r.skipped.map((s) => s.line), [2, 4, 5]);
+  assert.ok(r.skipped.every((s) => s.path === p));
+  assert.match(r.skipped[0]?.message ?? '', /^invalid JSON/);
+  assert.equal(r.skipped[1]?.message, 'expected "n" to be a number');
+  assert.equal(r.skipped[2]?.message, 'expected "id" to be a non-empty string or a number');
+});
+
+test('missing file, directory and empty file give one-line errors naming the path', async () => {
+  const missing = join(dir, 'nope.jsonl');
+  assert.equal((await rejects(readJsonl(missing, validate))).message, `${missing}: file not found`);
+  const d = join(dir, 'adir');
+  mkdirSync(d);
+  assert.equal((await rejects(readJsonl(d, validate))).message, `${d}: is a directory, expected a dataset file`);
+  const empty = file('empty.jsonl', '\n\n');
+  assert.equal((await rejects(readJsonl(empty, validate))).message, `${empty}: no records found`);
+  const allBad = file('allbad.jsonl', 'x\ny\n');
+  assert.equal(
+    (await rejects(readJsonl(allBad, validate, { skipBadLines: true }))).message,
+    `${allBad}: no valid records (2 bad lines skipped)`,
+  );
+  const r = await readJsonl(empty, validate, { allowEmpty: true });
+  assert.deepEqual(r, { items: [], skipped: [] });
+});
+
+test('errors that are not InvalidRecord are bugs and propagate unchanged', () => {
+  const buggy: RecordValidator<never> = () => {
+    throw new TypeError('boom');
+  };
+  assert.throws(() => parseJsonlText('{"n":1}\n', 'x.jsonl', buggy, { skipBadLines: true }), /^TypeError: boom$/);
+});
+
+test('JSON array files: elements are records, errors name the line where the element starts', async () => {
+  const text = '[\n  {"n": 1},\n  {"n": 2,\n   "id": "b"},\n  {"n": "bad"},\n  {"n": 4, "s": "a,]}{\\"x"}\n]\n';
+  const p = file('arr.json', text);
+  const err = await rejects(readJsonl(p, validate, { allowJsonArray: true }));
+  assert.equal(err.message, `${p}:5: expected "n" to be a number`);
+  const r = await readJsonl(p, validate, { allowJsonArray: true, skipBadLines: true });
+  assert.deepEqual(r.items, [
+    { id: 'L2', n: 1 },
+    { id: 'b', n: 2 },
+    { id: 'L6', n: 4 },
+  ]);
+  assert.deepEqual(r.skipped.map((s) => s.line), [5]);
+});
+
+test('JSON array files: bad element JSON is skippable; structural problems are fatal', async () => {
+  const p = file('arr2.json', '[{"n": 1}, {"n": 2,,}, {"n": 3}]');
+  const r = await readJsonl(p, validate, { allowJsonArray: true, skipBadLines: true });
+  assert.deepEqual(r.items.map((x) => x.n), [1, 3]);
+  assert.equal(r.skipped.length, 1);
+  assert.match(r.skipped[0]?.message ?? '', /^invalid JSON/);
+
+  const open = file('open.json', '[{"n": 1},\n{"n": 2}\n');
+  assert.match((await rejects(readJsonl(open, validate, { allowJsonArray: true }))).message, /not closed/);
+  const trailing = file('trail.json', '[{"n": 1}]\n\nxyz\n');
+  assert.equal(
+    (await rejects(readJsonl(trailing, validate, { allowJsonArray: true }))).message,
+    `${trailing}:3: unexpected text after the JSON array`,
+  );
+  const comma = file('comma.json', '[{"n": 1},]');
+  assert.match((await rejects(readJsonl(comma, validate, { allowJsonArray: true }))).message, /expected an array element/);
+});
+
+test('without allowJsonArray a "[" file is read as JSON Lines', async () => {
+  const p = file('notarr.jsonl', '[\n{"n": 1}\n]\n');
+  const err = await rejects(readJsonl(p, validate));
+  assert.match(err.message, new RegExp(`^${escape(p)}:1: invalid JSON`));
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
