@@ -54,7 +54,7 @@ export async function buildNative({ log: say = (m) => console.log(`rrr-native: $
   const want = JSON.stringify(defs);
   const have = existsSync(configPath) ? readFileSync(configPath, 'utf8') : '';
   const cdArgs = Object.entries(defs).map(([k, v]) => `--CD${k}=${v}`);
-  const common = ['--out', 'build/cmake', '--config', 'Release', '--parallel', String(jobs), '--log-level', 'warn'];
+  const common = ['--out', 'build/cmake', '--config', 'Release', '--parallel', String(jobs), '--log-level', 'info'];
 
   say(`backend: CPU${cuda.enabled ? ` + CUDA (${defs.CMAKE_CUDA_ARCHITECTURES})` : ''} — ${cuda.reason}`);
   const log = createWriteStream(logPath, { flags: 'a' });
@@ -68,9 +68,10 @@ export async function buildNative({ log: say = (m) => console.log(`rrr-native: $
     let last = -1;
     const tty = process.stdout.isTTY;
     await runLogged('build', ['build', ...common], log, (line) => {
-      const m = /^\[\s*(\d+)%\]/.exec(line);
+      // Make prints "[ 45%]", Ninja "[12/345]".
+      const m = /^\[\s*(\d+)%\]/.exec(line) ?? /^\[(\d+)\/(\d+)\]/.exec(line);
       if (!m) return;
-      const pct = Number(m[1]);
+      const pct = m[2] ? Math.floor((100 * Number(m[1])) / Number(m[2])) : Number(m[1]);
       if (tty) process.stdout.write(`\rrrr-native: compiling ${pct}%   `);
       else if (pct >= last + 20 || (pct === 100 && last !== 100)) { say(`compiling ${pct}%`); last = pct; }
     });

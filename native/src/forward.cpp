@@ -1,7 +1,7 @@
 #include "forward.h"
 #include "errors.h"
+#include "transformer.h"
 
-#include <cmath>
 #include <limits>
 #include <memory>
 
@@ -44,17 +44,9 @@ struct GraphCtx {
     ~GraphCtx() { ggml_free(ctx); }
 };
 
-ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * weight, float eps) {
-    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), weight);
-}
-
-ggml_tensor * maybe_add(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias) {
-    return bias ? ggml_add(ctx, x, bias) : x;
-}
-
 } // namespace
 
-ForwardResult run_forward(const ModelWeights & w, Backends & b, const PackedBatch & batch, bool last_only) {
+ForwardResult run_forward(const ModelWeights & w, const LoraView & lora, Backends & b, const PackedBatch & batch, bool last_only) {
     const ModelConfig & c = w.config();
     const int64_t T = (int64_t) batch.tokens.size();
     const int64_t n_out = last_only ? batch.n_seqs() : T;
@@ -74,44 +66,10 @@ ForwardResult run_forward(const ModelWeights & w, Backends & b, const PackedBatc
         ggml_set_input(inp_out_rows);
     }
 
-    const float kq_scale = 1.0f / std::sqrt((float) c.head_dim);
-    ggml_tensor * x = ggml_get_rows(ctx, w.tok_embd, inp_tokens);
-    for (int64_t il = 0; il < c.n_layer; ++il) {
-        const LayerWeights & l = w.layers[il];
-        ggml_tensor * h = rms_norm(ctx, x, l.attn_norm, c.rms_eps);
-
-        ggml_tensor * q = ggml_reshape_3d(ctx, maybe_add(ctx, ggml_mul_mat(ctx, l.wq, h), l.bq), c.head_dim, c.n_head, T);
-        ggml_tensor * k = ggml_reshape_3d(ctx, maybe_add(ctx, ggml_mul_mat(ctx, l.wk, h), l.bk), c.head_dim, c.n_head_kv, T);
-        ggml_tensor * v = ggml_reshape_3d(ctx, maybe_add(ctx, ggml_mul_mat(ctx, l.wv, h), l.bv), c.head_dim, c.n_head_kv, T);
-        if (c.qk_norm) {
-            q = rms_norm(ctx, q, l.q_norm, c.rms_eps);
-            k = rms_norm(ctx, k, l.k_norm, c.rms_eps);
-        }
-        // ext_factor 0 disables YaRN; beta values are then unused.
-        q = ggml_rope_ext(ctx, q, inp_pos, w.rope_freqs, (int) c.n_rot, c.rope_mode, (int) c.n_ctx_train,
-                          c.rope_base, c.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
-        k = ggml_rope_ext(ctx, k, inp_pos, w.rope_freqs, (int) c.n_rot, c.rope_mode, (int) c.n_ctx_train,
-                          c.rope_base, c.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
-
-        // [head_dim, T, heads]: mul_mat broadcasts the n_head_kv K/V heads over the query heads.
-        ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);
-        ggml_tensor * K = ggml_permute(ctx, k, 0, 2, 1, 3);
-        ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);
-        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
-        kq = ggml_soft_max_ext(ctx, kq, inp_mask, kq_scale, 0.0f);
-        ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3)); // [T, head_dim, n_head_kv]
-        ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);                        // [head_dim, T, n_head]
-        ggml_tensor * o = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), c.head_dim * c.n_head, T);
-        x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, o));
-
-        h = rms_norm(ctx, x, l.ffn_norm, c.rms_eps);
-        ggml_tensor * gate = ggml_mul_mat(ctx, l.w_gate, h);
-        ggml_tensor * up = ggml_mul_mat(ctx, l.w_up, h);
-        x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.w_down, ggml_swiglu_split(ctx, gate, up)));
-    }
-    if (inp_out_rows) x = ggml_get_rows(ctx, x, inp_out_rows);
-    x = rms_norm(ctx, x, w.output_norm, c.rms_eps);
-    ggml_tensor * logits = ggml_mul_mat(ctx, w.output, x);
+    TransformerInputs in{inp_tokens, inp_pos, inp_out_rows};
+    ggml_tensor * logits = build_transformer(ctx, w, lora, in, [&](ggml_context * c0, int64_t, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
+        return dense_attention(c0, c, q, k, v, inp_mask);
+    });
     ggml_set_output(logits);
 
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "lora.h"
 #include "weights.h"
 
 namespace rrr {
@@ -29,6 +30,6 @@ struct ForwardResult {
 };
 
 // Logits for every position, or only each sequence's last position when `last_only`.
-ForwardResult run_forward(const ModelWeights & w, Backends & b, const PackedBatch & batch, bool last_only);
+ForwardResult run_forward(const ModelWeights & w, const LoraView & lora, Backends & b, const PackedBatch & batch, bool last_only);
 
 } // namespace rrr

@@ -179,7 +179,7 @@ private:
             [core, seqs = std::move(seqs), last_only, result] {
                 std::lock_guard<std::mutex> lock(core->mu);
                 PackedBatch batch = pack_sequences(seqs, core->weights->config());
-                *result = run_forward(*core->weights, *core->backends, batch, last_only);
+                *result = run_forward(*core->weights, LoraView{}, *core->backends, batch, last_only);
             },
             [result](Napi::Env env) -> Napi::Value { return forward_result_to_js(env, std::move(*result)); });
     }
