@@ -76,3 +76,99 @@ export interface DeviceInfo {
   memoryFree: number;
   memoryTotal: number;
 }
+
+// ---- Generation (sampling engine) ----
+
+export interface SamplingOptions {
+  /** 0 means greedy (argmax). Default 1.0. */
+  temperature?: number;
+  /** 0 disables. */
+  topK?: number;
+  /** 1 disables. */
+  topP?: number;
+  /** 0 disables. */
+  minP?: number;
+  /** 1 disables; applied to the last `repeatLastN` tokens of prompt + completion. */
+  repeatPenalty?: number;
+  repeatLastN?: number;
+  /** Same seed, same requests, same options => same completions. */
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens: number;
+  /** Generation of one sequence stops after the first occurrence of any of these strings (kept out of `text`). */
+  stop?: string[];
+  /** Extra stop token ids besides the model's end-of-generation tokens. */
+  stopTokens?: number[];
+  /** Called after every decode step with the number of tokens generated so far (all sequences). */
+  onProgress?: (generatedTokens: number) => void;
+}
+
+export interface GenerateRequest {
+  /** Prompt tokens; prefilled once and shared by the `n` samples. */
+  prompt: Int32Array | number[];
+  /** Number of completions sampled from this prompt (a GRPO group). Default 1. */
+  n?: number;
+}
+
+export interface Completion {
+  tokens: Int32Array;
+  text: string;
+  /** Log-probability of each generated token under the sampling distribution's model (before temperature). */
+  logprobs: Float32Array;
+  finishReason: 'eos' | 'stop' | 'length';
+}
+
+// ---- LoRA training ----
+
+export type LoraTarget = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+
+export interface LoraConfig {
+  rank: number;
+  alpha: number;
+  targets: LoraTarget[];
+  /** Seed of A's random init (B starts at zero, so a new adapter leaves the model unchanged). */
+  seed?: number;
+}
+
+export interface OptimizerConfig {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Global gradient-norm clip; 0 disables. */
+  gradClip?: number;
+}
+
+export interface TrainSequence {
+  tokens: Int32Array;
+  /**
+   * weights[t] multiplies the log-prob term of token t (predicted from position t-1);
+   * weights[0] is ignored. RRR puts the advantage on reflection tokens and 0 elsewhere.
+   */
+  weights: Float32Array;
+  /** Log-probs of the same tokens under the sampling policy, for the clipped ratio; omitted => ratio 1. */
+  oldLogprobs?: Float32Array;
+}
+
+export interface StepOptions {
+  /** Learning rate for this step (from the schedule). */
+  lr: number;
+  /** PPO clip epsilon. */
+  clipEps?: number;
+  /** KL(pi || pi_ref) coefficient; pi_ref is the base model (adapter off). */
+  beta?: number;
+  /** Split the batch into micro-batches of at most this many tokens and accumulate gradients. */
+  microBatchTokens?: number;
+}
+
+export interface StepResult {
+  loss: number;
+  kl: number;
+  gradNorm: number;
+  meanRatio: number;
+  tokens: number;
+  ms: number;
+}
