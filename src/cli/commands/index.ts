@@ -1,0 +1,7 @@
+// The command list, in the order --help shows it.
+import type { CommandModule } from 'yargs';
+import { infoCommand } from './info.js';
+import { makeTinyModelCommand } from './make-tiny-model.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<object, any>[] = [makeTinyModelCommand, infoCommand];

@@ -1,0 +1,71 @@
+import type { CommandModule } from 'yargs';
+import { makeTinyModel } from '../../engine/tiny-model.js';
+import { TINY_PRESETS } from '../../engine/tiny-model.js';
+import type { TinyPreset } from '../../engine/types.js';
+import { emitJson, say } from '../output.js';
+
+interface Args {
+  arch: 'llama' | 'qwen2' | 'qwen3';
+  out: string;
+  preset: TinyPreset;
+  type?: string;
+  embd?: number;
+  layers?: number;
+  heads?: number;
+  'kv-heads'?: number;
+  'head-dim'?: number;
+  ff?: number;
+  ctx?: number;
+  tied?: boolean;
+  seed: number;
+  vocab?: string;
+  json: boolean;
+}
+
+export const makeTinyModelCommand: CommandModule<object, Args> = {
+  command: 'make-tiny-model',
+  describe: 'Write a small random-weight GGUF model with a real tokenizer and chat template (for tests, demos, benchmarks)',
+  builder: (y) =>
+    y
+      .option('arch', { choices: ['llama', 'qwen2', 'qwen3'] as const, default: 'qwen2' as const, describe: 'architecture' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output .gguf path (written atomically)' })
+      .option('preset', {
+        choices: Object.keys(TINY_PRESETS) as TinyPreset[],
+        default: 'tiny' as TinyPreset,
+        describe: 'shape: tiny (a few MB, tests) or a real model shape for speed measurements',
+      })
+      .option('type', { type: 'string', describe: 'projection weight type: f32, f16, bf16, q8_0, q4_0, q4_K (default f32 for tiny, f16 otherwise)' })
+      .option('embd', { type: 'number', describe: 'hidden size (overrides the preset)' })
+      .option('layers', { type: 'number', describe: 'number of transformer blocks' })
+      .option('heads', { type: 'number', describe: 'attention heads' })
+      .option('kv-heads', { type: 'number', describe: 'key/value heads (grouped-query attention)' })
+      .option('head-dim', { type: 'number', describe: 'per-head size (default embd/heads; qwen3 may differ)' })
+      .option('ff', { type: 'number', describe: 'MLP hidden size' })
+      .option('ctx', { type: 'number', describe: 'training context length written to the metadata' })
+      .option('tied', { type: 'boolean', describe: 'share token embedding and output matrix (default: qwen2 yes, others no)' })
+      .option('seed', { type: 'number', default: 42, describe: 'random seed of the weights' })
+      .option('vocab', { type: 'string', describe: 'GGUF to copy the tokenizer from (default: llama.cpp models/ggml-vocab-qwen2.gguf)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+  handler: async (a) => {
+    const t0 = Date.now();
+    const bytes = await makeTinyModel({
+      arch: a.arch,
+      out: a.out,
+      preset: a.preset,
+      ...(a.type !== undefined && { type: a.type }),
+      ...(a.embd !== undefined && { nEmbd: a.embd }),
+      ...(a.layers !== undefined && { nLayer: a.layers }),
+      ...(a.heads !== undefined && { nHead: a.heads }),
+      ...(a['kv-heads'] !== undefined && { nHeadKv: a['kv-heads'] }),
+      ...(a['head-dim'] !== undefined && { headDim: a['head-dim'] }),
+      ...(a.ff !== undefined && { nFf: a.ff }),
+      ...(a.ctx !== undefined && { nCtx: a.ctx }),
+      ...(a.tied !== undefined && { tied: a.tied }),
+      seed: a.seed,
+      ...(a.vocab !== undefined && { vocab: a.vocab }),
+    });
+    const mode = { json: a.json };
+    say(mode, `wrote ${a.out} (${a.arch}, preset ${a.preset}, ${(bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    emitJson(mode, { out: a.out, arch: a.arch, preset: a.preset, bytes });
+  },
+};

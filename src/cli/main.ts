@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// rrr-native command line. Every user-facing failure ends as one line on stderr and exit code
+// 1 (2 for usage errors); RRR_DEBUG=1 shows stacks.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { RrrError } from '../engine/errors.js';
+import { commands } from './commands/index.js';
+
+function fail(message: string, code: number, err?: unknown): never {
+  process.stderr.write(`rrr-native: ${message}\n`);
+  if (process.env.RRR_DEBUG && err instanceof Error && err.stack) process.stderr.write(err.stack + '\n');
+  process.exit(code);
+}
+
+async function main(): Promise<void> {
+  let cli = yargs(hideBin(process.argv))
+    .scriptName('rrr-native')
+    .usage('$0 <command> [options]\n\nReflect, Retry, Reward: teach a local GGUF model to write better self-reflections.')
+    .strict()
+    .recommendCommands()
+    .demandCommand(1, 'Choose a command (see the list above).')
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      fail(`${msg} (see --help)`, 2);
+    });
+  for (const c of commands) cli = cli.command(c);
+  await cli.parseAsync();
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof RrrError) fail(e.message, 1, e);
+  const msg = e instanceof Error ? e.message : String(e);
+  fail(`internal error: ${msg}`, 1, e);
+});
