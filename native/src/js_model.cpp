@@ -225,6 +225,7 @@ private:
         opt.n_threads = (int) int_opt(o, "threads", 0);
         opt.f32_kv = bool_opt(o, "f32Kv", true);
         opt.flash_attn = bool_opt(o, "flashAttn", false);
+        opt.repack = bool_opt(o, "repack", true);
         auto h = std::make_shared<Holder>();
         return PromiseJob::start(env,
             [h, path, opt] { h->model = std::make_unique<ReferenceModel>(path, opt); },

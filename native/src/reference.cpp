@@ -13,6 +13,7 @@ ReferenceModel::ReferenceModel(const std::string & path, const ReferenceOptions 
     check_gguf_header(path);
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = opt.gpu ? 999 : 0;
+    mp.use_extra_bufts = opt.repack;
     model_ = llama_model_load_from_file(path.c_str(), mp);
     if (!model_) throw Error(path + ": libllama could not load this model");
     llama_context_params cp = llama_context_default_params();

@@ -18,6 +18,9 @@ struct ReferenceOptions {
     int n_threads = 0;
     bool f32_kv = true;       // exact comparisons need an f32 KV cache (llama.cpp defaults to f16)
     bool flash_attn = false;
+    // llama.cpp repacks some quantized CPU weights for faster kernels that also round activations
+    // differently; turning it off makes both engines run the same kernels.
+    bool repack = true;
 };
 
 class ReferenceModel {

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
       if (err) throw err;
-      fail(`${msg} (see --help)`, 2);
+      fail(`${msg.replace(/\s*\n\s*/g, ' ')} (see --help)`, 2);
     });
   for (const c of commands) cli = cli.command(c);
   await cli.parseAsync();

@@ -25,7 +25,7 @@ export interface RawReference {
 export interface RawAddon {
   NativeModel: { load(path: string, opts: { device?: string; threads?: number }): Promise<RawModel> };
   NativeReference: {
-    load(path: string, opts: { gpu?: boolean; nCtx?: number; threads?: number; f32Kv?: boolean; flashAttn?: boolean }): Promise<RawReference>;
+    load(path: string, opts: { gpu?: boolean; nCtx?: number; threads?: number; f32Kv?: boolean; flashAttn?: boolean; repack?: boolean }): Promise<RawReference>;
   };
   devices(): DeviceInfo[];
   buildInfo(): { cuda: boolean; system: string };

@@ -11,6 +11,8 @@ export interface ReferenceOptions {
   /** f32 KV cache (default) so comparisons are not blurred by llama.cpp's f16 cache. */
   f32Kv?: boolean;
   flashAttn?: boolean;
+  /** llama.cpp's repacked CPU weight layouts (default on); off => the same kernels as our engine. */
+  repack?: boolean;
 }
 
 export class ReferenceModel {

@@ -1,0 +1,106 @@
+// Tokenizer, chat template, model info and the asynchronous contract of the Model wrapper.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Model, makeTinyModel, defaultVocabPath } from '../src/engine/index.js';
+import { tinyModel, testDir } from './helpers/models.js';
+
+test('hyper-parameters are read back as written', async () => {
+  const m = await Model.load(await tinyModel({ arch: 'qwen3', headDim: 32, nLayer: 3 }), { device: 'cpu' });
+  try {
+    assert.equal(m.info.arch, 'qwen3');
+    assert.equal(m.info.nLayer, 3);
+    assert.equal(m.info.nEmbd, 64);
+    assert.equal(m.info.headDim, 32);
+    assert.equal(m.info.nHead, 4);
+    assert.equal(m.info.nHeadKv, 2);
+    assert.equal(m.info.nVocab, 151936);
+    assert.equal(m.info.tiedEmbeddings, false);
+    assert.equal(m.info.weightType, 'f32');
+    assert.equal(m.info.device, 'CPU');
+  } finally {
+    m.dispose();
+  }
+});
+
+test('tokenize / detokenize round trip and special tokens', async () => {
+  const m = await Model.load(await tinyModel(), { device: 'cpu' });
+  try {
+    const text = 'Reflect, Retry, Reward: 3 + 5 × 7 = 38 ✓';
+    const t = m.tokenize(text);
+    assert.ok(t.length > 5 && t.length < text.length);
+    assert.equal(m.detokenize(t), text);
+    const plain = m.tokenize('<|im_end|>');
+    const special = m.tokenize('<|im_end|>', { parseSpecial: true });
+    assert.equal(special.length, 1);
+    assert.ok(plain.length > 1);
+    assert.ok(m.isEndOfGeneration(special[0]!));
+    assert.equal(m.tokenPiece(special[0]!, { renderSpecial: true }), '<|im_end|>');
+  } finally {
+    m.dispose();
+  }
+});
+
+test('chat template from the model', async () => {
+  const m = await Model.load(await tinyModel(), { device: 'cpu' });
+  try {
+    assert.equal(m.info.chatTemplateSource, 'model');
+    assert.ok(m.chatTemplate && m.chatTemplate.includes('im_start'));
+    const s = m.applyChatTemplate([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+    ]);
+    assert.equal(s, '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
+    const noAsst = m.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addAssistant: false });
+    assert.ok(!noAsst.endsWith('assistant\n'));
+  } finally {
+    m.dispose();
+  }
+});
+
+test('a model without a chat template falls back to chatml', async () => {
+  const out = join(testDir(), 'llama-bpe.gguf');
+  await makeTinyModel({ arch: 'llama', out, vocab: defaultVocabPath().replace('qwen2', 'llama-bpe') });
+  const m = await Model.load(out, { device: 'cpu' });
+  try {
+    assert.equal(m.chatTemplate, null);
+    assert.equal(m.info.chatTemplateSource, 'chatml');
+    assert.equal(m.info.nVocab, 128256);
+    assert.match(m.applyChatTemplate([{ role: 'user', content: 'Hi' }]), /^<\|im_start\|>user\nHi<\|im_end\|>\n<\|im_start\|>assistant\n$/);
+  } finally {
+    m.dispose();
+  }
+});
+
+test('forward runs off the JS thread', async () => {
+  const m = await Model.load(await tinyModel({ nLayer: 4 }), { device: 'cpu' });
+  try {
+    const seqs = Array.from({ length: 4 }, (_, i) => new Int32Array(256).map((_, j) => (i * 7919 + j * 31) % 150000));
+    const pending = m.forward(seqs, { lastOnly: true });
+    // If forward ran on this thread it would already be settled and win the race.
+    const first = await Promise.race([pending.then(() => 'forward'), new Promise((r) => setImmediate(() => r('event loop')))]);
+    assert.equal(first, 'event loop');
+    const out = await pending;
+    assert.deepEqual(out.rowStart, [0, 1, 2, 3, 4]);
+  } finally {
+    m.dispose();
+  }
+});
+
+test('same seed, same weights; another seed, other weights', async () => {
+  const a = join(testDir(), 'seed-a.gguf');
+  const b = join(testDir(), 'seed-b.gguf');
+  const c = join(testDir(), 'seed-c.gguf');
+  await makeTinyModel({ out: a, seed: 1 });
+  await makeTinyModel({ out: b, seed: 1 });
+  await makeTinyModel({ out: c, seed: 2 });
+  const [ma, mb, mc] = await Promise.all([a, b, c].map((p) => Model.load(p, { device: 'cpu' })));
+  try {
+    const t = [ma!.tokenize('seeded weights')];
+    const [la, lb, lc] = await Promise.all([ma!.forward(t), mb!.forward(t), mc!.forward(t)]);
+    assert.deepEqual(la!.logits, lb!.logits);
+    assert.notDeepEqual(la!.logits.subarray(0, 100), lc!.logits.subarray(0, 100));
+  } finally {
+    [ma, mb, mc].forEach((m) => m!.dispose());
+  }
+});
