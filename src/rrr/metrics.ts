@@ -1,0 +1,69 @@
+// Per-step metrics as JSON lines (one object per step, appended as steps finish) and the
+// run summary. On resume, lines of steps that will be redone are dropped first.
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic.js';
+import type { StepMetrics } from './types.js';
+
+export class MetricsLog {
+  constructor(readonly path: string) {}
+
+  /** Keeps only steps < `fromStep` (what a resumed run has already done). */
+  truncateFrom(fromStep: number): StepMetrics[] {
+    const kept = this.read().filter((m) => m.step < fromStep);
+    writeFileAtomic(this.path, kept.map((m) => JSON.stringify(m) + '\n').join(''));
+    return kept;
+  }
+
+  append(m: StepMetrics): void {
+    appendFileSync(this.path, JSON.stringify(m) + '\n');
+  }
+
+  read(): StepMetrics[] {
+    if (!existsSync(this.path)) return [];
+    return readFileSync(this.path, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim())
+      .map((l) => JSON.parse(l) as StepMetrics);
+  }
+}
+
+export interface RunSummary {
+  steps: number;
+  firstAttempt: { attempted: number; correct: number; accuracy: number };
+  failures: number;
+  /** Mean retry reward over the first and the last quarter of the steps. */
+  rewardFirstQuarter: number;
+  rewardLastQuarter: number;
+  successAfterReflectionFirstQuarter: number;
+  successAfterReflectionLastQuarter: number;
+  groupsSkipped: number;
+  groupsTrained: number;
+  generatedTokens: number;
+  trainTokens: number;
+  seconds: number;
+}
+
+function mean(xs: number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
+
+export function summarize(metrics: StepMetrics[], first: { attempted: number; correct: number }, failures: number): RunSummary {
+  const q = Math.max(1, Math.floor(metrics.length / 4));
+  const head = metrics.slice(0, q);
+  const tail = metrics.slice(-q);
+  const sum = (k: keyof StepMetrics) => metrics.reduce((a, m) => a + m[k], 0);
+  return {
+    steps: metrics.length,
+    firstAttempt: { ...first, accuracy: first.attempted ? first.correct / first.attempted : 0 },
+    failures,
+    rewardFirstQuarter: mean(head.map((m) => m.rewardMean)),
+    rewardLastQuarter: mean(tail.map((m) => m.rewardMean)),
+    successAfterReflectionFirstQuarter: mean(head.map((m) => m.successAfterReflection)),
+    successAfterReflectionLastQuarter: mean(tail.map((m) => m.successAfterReflection)),
+    groupsSkipped: sum('groupsSkipped'),
+    groupsTrained: sum('groupsTrained'),
+    generatedTokens: sum('generatedTokens'),
+    trainTokens: sum('trainTokens'),
+    seconds: sum('seconds'),
+  };
+}

@@ -1,0 +1,113 @@
+// The RRR training loop: each step takes a batch of failed tasks, samples G reflections per
+// task, retries with each, rewards successful retries, and takes one GRPO step on the
+// reflection tokens. Checkpoints every N steps and when asked to stop (Ctrl-C).
+import { learningRate } from '../grpo/schedule.js';
+import type { GrpoConfig } from '../grpo/config.js';
+import type { TaskItem } from '../tasks/types.js';
+import { buildTrainBatch } from './batch.js';
+import { reflectAndRetry } from './episode.js';
+import { stepIndices, stepSeed } from './schedule-data.js';
+import type { AnyTask, Failure, Learner, Policy, StepMetrics } from './types.js';
+
+export interface LoopSettings {
+  steps: number;
+  tasksPerStep: number;
+  seed: number;
+  checkpointEvery: number;
+  maxReflectionTokens: number;
+  maxAnswerTokens: number;
+  grpo: GrpoConfig;
+}
+
+export interface LoopHooks {
+  /** Called after every step with its metrics. */
+  onStep?(m: StepMetrics): void;
+  /** Called with generated-token counts while a step samples. */
+  onTokens?(step: number, generatedTokens: number): void;
+  /** Persist everything needed to resume after `stepsDone` steps. */
+  checkpoint(stepsDone: number): Promise<void>;
+  /** Polled between steps; true ends the loop after a checkpoint. */
+  shouldStop(): boolean;
+}
+
+export interface LoopResult {
+  stepsDone: number;
+  stopped: boolean;
+}
+
+export async function runTraining(
+  policy: Policy,
+  learner: Learner,
+  task: AnyTask,
+  items: ReadonlyMap<string, TaskItem>,
+  failures: Failure[],
+  s: LoopSettings,
+  hooks: LoopHooks,
+  startStep = 0,
+): Promise<LoopResult> {
+  const g = s.grpo;
+  for (let step = startStep; step < s.steps; step++) {
+    if (hooks.shouldStop()) {
+      await hooks.checkpoint(step);
+      return { stepsDone: step, stopped: true };
+    }
+    const t0 = Date.now();
+    const picked = stepIndices(failures.length, s.tasksPerStep, s.seed, step).map((i) => failures[i]!);
+    const batch = picked.map((f) => {
+      const item = items.get(f.itemId);
+      if (!item) throw new Error(`failure cache refers to unknown item ${f.itemId}`);
+      return { item, failure: f };
+    });
+    const groups = await reflectAndRetry(policy, task, batch, {
+      groupSize: g.groupSize,
+      reflectionTemperature: g.temperature,
+      retryTemperature: g.retryTemperature,
+      maxReflectionTokens: s.maxReflectionTokens,
+      maxAnswerTokens: s.maxAnswerTokens,
+      seed: stepSeed(s.seed, step),
+      onProgress: (n) => hooks.onTokens?.(step, n),
+    });
+    const tGen = Date.now();
+    const tb = buildTrainBatch(groups, { eps: g.advantageEps, std: g.advantageStd });
+    const lr = learningRate(step, {
+      kind: g.lrSchedule,
+      baseLr: g.learningRate,
+      warmupSteps: g.warmupSteps,
+      totalSteps: s.steps,
+      minLrRatio: g.minLrRatio,
+    });
+    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0 };
+    if (tb.sequences.length > 0) {
+      for (let p = 0; p < g.passesPerBatch; p++) {
+        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta });
+      }
+    }
+    const t1 = Date.now();
+    const rewards = groups.flatMap((x) => x.rewards);
+    const generatedTokens = groups.reduce((a, x) => a + [...x.reflections, ...x.retries].reduce((b, c) => b + c.tokens.length, 0), 0);
+    const reflections = groups.flatMap((x) => x.reflections);
+    const m: StepMetrics = {
+      step,
+      lr,
+      tasks: groups.length,
+      groupsTrained: tb.groupsTrained,
+      groupsSkipped: tb.groupsSkipped,
+      rewardMean: rewards.length ? rewards.reduce((a, b) => a + b, 0) / rewards.length : 0,
+      successAfterReflection: groups.length ? groups.filter((x) => x.rewards.some((r) => r > 0)).length / groups.length : 0,
+      loss: res.loss,
+      kl: res.kl,
+      gradNorm: res.gradNorm,
+      meanRatio: res.meanRatio,
+      reflectionTokensMean: reflections.length ? reflections.reduce((a, r) => a + r.tokens.length, 0) / reflections.length : 0,
+      generatedTokens,
+      generateTokensPerSec: generatedTokens / Math.max((tGen - t0) / 1000, 1e-3),
+      trainTokens: res.tokens,
+      trainTokensPerSec: res.tokens / Math.max((t1 - tGen) / 1000, 1e-3),
+      seconds: (t1 - t0) / 1000,
+    };
+    hooks.onStep?.(m);
+    const done = step + 1;
+    if (done % s.checkpointEvery === 0 || done === s.steps) await hooks.checkpoint(done);
+  }
+  return { stepsDone: s.steps, stopped: false };
+}

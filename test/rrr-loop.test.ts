@@ -1,0 +1,166 @@
+// The RRR loop's bookkeeping with a fake policy and learner: which tokens get weights, which
+// groups are skipped, and that a resumed run replays the uninterrupted one exactly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Completion, GenerateOptions, GenerateRequest, StepOptions, TrainSequence } from '../src/engine/types.js';
+import { buildTrainBatch } from '../src/rrr/batch.js';
+import { reflectAndRetry } from '../src/rrr/episode.js';
+import { runTraining, type LoopSettings } from '../src/rrr/train.js';
+import { stepIndices } from '../src/rrr/schedule-data.js';
+import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
+import type { Group, Policy } from '../src/rrr/types.js';
+import type { Task, TaskItem } from '../src/tasks/types.js';
+
+function completion(tokens: number[], text: string): Completion {
+  return { tokens: Int32Array.from(tokens), text, logprobs: new Float32Array(tokens.length).fill(-1), finishReason: 'eos' };
+}
+
+/** Tokens are char codes; reflections are seeded pseudo-random words; a retry "succeeds" when its reflection contains "z". */
+class FakePolicy implements Policy {
+  calls: { requests: GenerateRequest[]; opts: GenerateOptions }[] = [];
+  promptTokens(messages: { role: string; content: string }[]): Int32Array {
+    const s = messages.map((m) => `<${m.role}>${m.content}`).join('');
+    return Int32Array.from([...s].map((c) => c.charCodeAt(0)));
+  }
+  async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
+    this.calls.push({ requests, opts });
+    let state = (opts.seed ?? 0) + 1;
+    const next = () => (state = (state * 1103515245 + 12345) % 2147483648);
+    return requests.map((r) =>
+      Array.from({ length: r.n ?? 1 }, () => {
+        const prompt = String.fromCharCode(...r.prompt);
+        if (prompt.includes('Try again')) {
+          const refl = prompt.slice(prompt.lastIndexOf('<assistant>') + 11);
+          const ok = refl.includes('z');
+          return completion([ok ? 89 : 78], ok ? 'YES' : 'NO');
+        }
+        if (opts.temperature === 0) return completion([78, 79], 'NO');
+        const word = Array.from({ length: 3 }, () => 'abcz'[Math.floor(next() / 65536) % 4]).join('');
+        return completion([...word].map((c) => c.charCodeAt(0)), word);
+      }),
+    );
+  }
+}
+
+interface Item extends TaskItem {
+  q: string;
+}
+const task: Task<Item> = {
+  name: 'fake',
+  reflectionPrompt: 'Reflect.',
+  retryPrompt: 'Try again.',
+  buildPrompt: (i) => [{ role: 'user', content: i.q }],
+  verify: (_i, text) => ({ ok: text === 'YES', reason: text }),
+  load: async () => ({ items: [], skipped: [] }),
+};
+
+test('weights sit exactly on the reflection tokens, scaled by the group advantage', () => {
+  const prompt = Int32Array.from([1, 2, 3, 4]);
+  const g: Group = {
+    itemId: 'a',
+    reflectPrompt: prompt,
+    reflections: [completion([10, 11], 'x'), completion([12], 'y'), completion([13, 14, 15], 'z'), completion([16], 'w')],
+    retries: [],
+    rewards: [1, 0, 0, 0],
+    reasons: [],
+  };
+  const b = buildTrainBatch([g], { eps: 0, std: 'sample' });
+  assert.equal(b.groupsTrained, 1);
+  assert.equal(b.maskSum, 7);
+  assert.equal(b.sequences.length, 4);
+  const s0 = b.sequences[0]!;
+  assert.deepEqual(Array.from(s0.tokens), [1, 2, 3, 4, 10, 11]);
+  assert.deepEqual(Array.from(s0.weights), [0, 0, 0, 0, 1.5, 1.5]);
+  assert.deepEqual(Array.from(b.sequences[2]!.weights), [0, 0, 0, 0, -0.5, -0.5, -0.5]);
+  assert.deepEqual(Array.from(s0.oldLogprobs!), [0, 0, 0, 0, -1, -1]);
+});
+
+test('groups with equal rewards are skipped and counted', () => {
+  const mk = (rewards: number[]): Group => ({
+    itemId: 'a',
+    reflectPrompt: Int32Array.from([1]),
+    reflections: rewards.map(() => completion([5], 'r')),
+    retries: [],
+    rewards,
+    reasons: [],
+  });
+  const b = buildTrainBatch([mk([0, 0, 0]), mk([1, 1, 1]), mk([0, 1, 0])], { eps: 1e-6, std: 'sample' });
+  assert.equal(b.groupsSkipped, 2);
+  assert.equal(b.groupsTrained, 1);
+  assert.equal(b.sequences.length, 3);
+});
+
+test('reflect and retry: G reflections share one prompt, one retry each, rewarded by the verifier', async () => {
+  const p = new FakePolicy();
+  const items: Item[] = [{ id: 'i1', q: 'q1' }, { id: 'i2', q: 'q2' }];
+  const groups = await reflectAndRetry(
+    p,
+    task,
+    items.map((item) => ({ item, failure: { itemId: item.id, firstAnswer: 'NO', reason: 'wrong' } })),
+    { groupSize: 4, reflectionTemperature: 1, retryTemperature: 0, maxReflectionTokens: 8, maxAnswerTokens: 4, seed: 7 },
+  );
+  assert.equal(p.calls.length, 2);
+  assert.deepEqual(p.calls[0]!.requests.map((r) => r.n), [4, 4]);
+  assert.equal(p.calls[1]!.requests.length, 8);
+  assert.equal(p.calls[1]!.opts.temperature, 0);
+  for (const g of groups) {
+    assert.equal(g.reflections.length, 4);
+    g.reflections.forEach((r, k) => assert.equal(g.rewards[k], r.text.includes('z') ? 1 : 0));
+  }
+});
+
+test('each epoch visits every failure once', () => {
+  const seen: number[] = [];
+  for (let step = 0; step < 5; step++) seen.push(...stepIndices(10, 2, 3, step));
+  assert.deepEqual([...seen].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const epoch2: number[] = [];
+  for (let step = 5; step < 10; step++) epoch2.push(...stepIndices(10, 2, 3, step));
+  assert.deepEqual([...epoch2].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.notDeepEqual(epoch2, seen, 'each epoch is shuffled anew');
+  assert.deepEqual(stepIndices(10, 2, 3, 7), stepIndices(10, 2, 3, 7), 'a pure function of the step');
+});
+
+test('a run interrupted and resumed trains on exactly the same batches', async () => {
+  const items = new Map<string, Item>(Array.from({ length: 6 }, (_, i) => [`i${i}`, { id: `i${i}`, q: `question ${i}` }]));
+  const failures = [...items.values()].map((i) => ({ itemId: i.id, firstAnswer: 'NO', reason: 'wrong' }));
+  const settings: LoopSettings = {
+    steps: 6,
+    tasksPerStep: 2,
+    seed: 11,
+    checkpointEvery: 2,
+    maxReflectionTokens: 8,
+    maxAnswerTokens: 4,
+    grpo: { ...DEFAULT_GRPO_CONFIG, groupSize: 4 },
+  };
+  const record = () => {
+    const seen: string[] = [];
+    const learner = {
+      step: async (batch: TrainSequence[], o: StepOptions) => {
+        seen.push(JSON.stringify({ lr: o.lr, b: batch.map((s) => [Array.from(s.tokens), Array.from(s.weights)]) }));
+        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1 };
+      },
+    };
+    return { seen, learner };
+  };
+  const full = record();
+  const checkpoints: number[] = [];
+  const r = await runTraining(new FakePolicy(), full.learner, task, items, failures, settings, {
+    checkpoint: async (n) => void checkpoints.push(n),
+    shouldStop: () => false,
+  });
+  assert.deepEqual(r, { stepsDone: 6, stopped: false });
+  assert.deepEqual(checkpoints, [2, 4, 6]);
+  assert.ok(full.seen.length > 0);
+
+  const part1 = record();
+  let stepsSeen = 0;
+  const stop = await runTraining(new FakePolicy(), part1.learner, task, items, failures, settings, {
+    onStep: () => void stepsSeen++,
+    checkpoint: async () => {},
+    shouldStop: () => stepsSeen === 3,
+  });
+  assert.deepEqual(stop, { stepsDone: 3, stopped: true });
+  const part2 = record();
+  await runTraining(new FakePolicy(), part2.learner, task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }, stop.stepsDone);
+  assert.deepEqual([...part1.seen, ...part2.seen], full.seen);
+});
