@@ -76,6 +76,11 @@ export async function buildNative({ log: say = (m) => console.log(`rrr-native: $
       else if (pct >= last + 20 || (pct === 100 && last !== 100)) { say(`compiling ${pct}%`); last = pct; }
     });
     if (tty) process.stdout.write('\n');
+  } catch (e) {
+    if (cuda.enabled && e instanceof BuildError) {
+      e.message += '\n(the CUDA build needs a CUDA toolkit with cuBLAS; RRR_CUDA=0 builds the CPU backend only)';
+    }
+    throw e;
   } finally {
     await new Promise((r) => log.end(r));
   }
