@@ -108,9 +108,12 @@ void AdamW::update(ggml_backend_sched_t sched, float lr, float grad_scale) {
     ggml_tensor * hp = ggml_new_tensor_1d(g.ctx, GGML_TYPE_F32, 7);
     ggml_set_input(hp);
     for (size_t i = 0; i < params_.size(); ++i) {
+        // OPT_STEP_ADAMW insists on the PARAM flag; it is dropped again right after, because a
+        // PARAM tensor counts as a graph node instead of a leaf in every later (forward) graph.
         ggml_set_param(params_[i]);
         ggml_tensor * gr = grad_scale == 1.0f ? grads_[i] : ggml_scale(g.ctx, grads_[i], grad_scale);
         ggml_build_forward_expand(g.gf, ggml_opt_step_adamw(g.ctx, params_[i], gr, m_[i], v_[i], hp));
+        params_[i]->flags &= ~GGML_TENSOR_FLAG_PARAM;
     }
     compute(sched, g.gf, "optimizer step");
     const float b1h = 1.0f / (1.0f - (float) std::pow((double) cfg_.beta1, (double) t_));
