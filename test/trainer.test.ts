@@ -4,6 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { Model, ReferenceModel, Trainer, makeTinyModel, mergeAdapter } from '../src/engine/index.js';
 import type { StepOptions, TrainSequence } from '../src/engine/types.js';
@@ -386,6 +388,26 @@ describe('learning and adapter files', () => {
     other.dispose();
     a.dispose();
     b.dispose();
+    model.dispose();
+  });
+
+  test('rrr-native export --merge writes the merged model and fails in one line on a wrong adapter', async () => {
+    const { path, model } = await tinyModel('cli');
+    const tr = await Trainer.create(model, { rank: 2, alpha: 4, targets: ['q', 'down'] }, { lr: 1e-2 });
+    randomizeB(tr, 0.1);
+    const adapterPath = join(dir, 'cli-adapter.gguf');
+    await tr.saveAdapter(adapterPath);
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const out = join(dir, 'cli-merged.gguf');
+    const ok = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', path, '--adapter', adapterPath, '--out', out], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /4 projections merged/);
+    assert.ok(existsSync(out));
+    const bad = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', path, '--adapter', path, '--out', join(dir, 'x.gguf')], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^rrr-native: .*cli\.gguf: not a LoRA adapter GGUF.*\n$/);
+    assert.equal(existsSync(join(dir, 'x.gguf')), false);
+    tr.dispose();
     model.dispose();
   });
 });
