@@ -11,6 +11,8 @@ import { Model, ReferenceModel, Trainer, makeTinyModel, mergeAdapter } from '../
 import type { StepOptions, TrainSequence } from '../src/engine/types.js';
 
 const ALL = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+// CPU by default; RRR_TEST_DEVICE=cuda runs the same checks on a GPU build.
+const DEVICE = (process.env.RRR_TEST_DEVICE ?? 'cpu') as 'cpu' | 'cuda' | 'auto';
 let dir: string;
 
 before(() => {
@@ -23,7 +25,7 @@ after(() => {
 async function tinyModel(name: string, opts: { arch?: 'llama' | 'qwen2' | 'qwen3'; type?: string } = {}): Promise<{ path: string; model: Model }> {
   const path = join(dir, `${name}.gguf`);
   await makeTinyModel({ out: path, arch: opts.arch ?? 'qwen2', type: opts.type ?? 'f32', seed: 7 });
-  return { path, model: await Model.load(path, { device: 'cpu', threads: 2 }) };
+  return { path, model: await Model.load(path, { device: DEVICE, threads: 2 }) };
 }
 
 // Deterministic normal noise for test data.
@@ -345,7 +347,7 @@ describe('learning and adapter files', () => {
     const merged = join(dir, 'learn-merged.gguf');
     const m = await mergeAdapter({ model: path, adapter: adapterPath, out: merged });
     assert.equal(m.merged, 2 * 7);
-    const mm = await Model.load(merged, { device: 'cpu', threads: 2 });
+    const mm = await Model.load(merged, { device: DEVICE, threads: 2 });
     const ml = await mm.forward(seqs);
     let md = 0;
     for (let i = 0; i < ml.logits.length; i++) md = Math.max(md, Math.abs(ml.logits[i]! - ours.logits[i]!));
