@@ -9,6 +9,7 @@
 #include "js_async.h"
 #include "js_convert.h"
 #include "js_model.h"
+#include "js_trainer.h"
 #include "tiny_model.h"
 
 #include "llama.h"
@@ -84,11 +85,15 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
     auto * state = new AddonState();
     Napi::Function model = define_native_model(env);
     Napi::Function reference = define_native_reference(env);
+    Napi::Function trainer = define_native_trainer(env);
     state->model_ctor = Napi::Persistent(model);
     state->reference_ctor = Napi::Persistent(reference);
+    state->trainer_ctor = Napi::Persistent(trainer);
     env.SetInstanceData<AddonState>(state);
     exports.Set("NativeModel", model);
     exports.Set("NativeReference", reference);
+    exports.Set("NativeTrainer", trainer);
+    exports.Set("mergeAdapter", Napi::Function::New(env, merge_adapter_js, "mergeAdapter"));
     exports.Set("devices", Napi::Function::New(env, devices, "devices"));
     exports.Set("buildInfo", Napi::Function::New(env, build_info, "buildInfo"));
     exports.Set("writeTinyModel", Napi::Function::New(env, write_tiny, "writeTinyModel"));

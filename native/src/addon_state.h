@@ -7,5 +7,6 @@ namespace rrr {
 struct AddonState {
     Napi::FunctionReference model_ctor;
     Napi::FunctionReference reference_ctor;
+    Napi::FunctionReference trainer_ctor;
 };
 } // namespace rrr

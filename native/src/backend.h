@@ -30,6 +30,7 @@ public:
     Backends & operator=(const Backends &) = delete;
 
     ggml_backend_t primary() const { return primary_; }
+    ggml_backend_t cpu() const { return cpu_; }
     ggml_backend_sched_t sched() const { return sched_; }
     bool is_gpu() const { return primary_ != cpu_; }
     std::string name() const { return ggml_backend_name(primary_); }

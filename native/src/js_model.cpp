@@ -3,7 +3,9 @@
 #include "backend.h"
 #include "js_async.h"
 #include "js_convert.h"
+#include "js_trainer.h"
 #include "reference.h"
+#include "train_step.h"
 #include "vocab.h"
 #include "weights.h"
 
@@ -13,15 +15,6 @@
 namespace rrr {
 
 namespace {
-
-// Everything one loaded model owns. Jobs hold a shared_ptr, so dispose() while a forward pass
-// runs frees the memory when that pass ends instead of under its feet.
-struct ModelCore {
-    std::unique_ptr<Backends> backends;
-    std::unique_ptr<ModelWeights> weights;
-    std::unique_ptr<Vocab> vocab;
-    std::mutex mu;
-};
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
 public:
@@ -39,6 +32,8 @@ public:
         });
     }
 
+    std::shared_ptr<ModelCore> core_;
+
     explicit NativeModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeModel>(info) {
         if (info.Length() != 1 || !info[0].IsExternal()) {
             throw Napi::TypeError::New(info.Env(), "NativeModel is created by NativeModel.load(path, options)");
@@ -47,8 +42,6 @@ public:
     }
 
 private:
-    std::shared_ptr<ModelCore> core_;
-
     ModelCore & core(Napi::Env env) {
         if (!core_) throw Napi::Error::New(env, "model has been disposed");
         return *core_;
@@ -173,13 +166,19 @@ private:
         core(env);
         auto seqs = seqs_from_js(info[0], "forward");
         const bool last_only = info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+        // Optional third argument: a NativeTrainer whose adapter is applied (same model only).
+        std::shared_ptr<Trainer> adapter;
+        if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
+            adapter = unwrap_trainer(info[2], "forward");
+            if (adapter->model() != core_) throw Napi::Error::New(env, "forward: the adapter was created for another model");
+        }
         auto core = core_;
         auto result = std::make_shared<ForwardResult>();
         return PromiseJob::start(env,
-            [core, seqs = std::move(seqs), last_only, result] {
+            [core, seqs = std::move(seqs), last_only, result, adapter] {
                 std::lock_guard<std::mutex> lock(core->mu);
                 PackedBatch batch = pack_sequences(seqs, core->weights->config());
-                *result = run_forward(*core->weights, LoraView{}, *core->backends, batch, last_only);
+                *result = run_forward(*core->weights, adapter ? adapter->adapter().view() : LoraView{}, *core->backends, batch, last_only);
             },
             [result](Napi::Env env) -> Napi::Value { return forward_result_to_js(env, std::move(*result)); });
     }
@@ -196,6 +195,7 @@ public:
         return DefineClass(env, "NativeReference", {
             StaticMethod("load", &NativeReference::load),
             InstanceMethod("logits", &NativeReference::logits),
+            InstanceMethod("setAdapter", &NativeReference::set_adapter),
             InstanceMethod("dispose", &NativeReference::dispose),
         });
     }
@@ -250,6 +250,20 @@ private:
             [result](Napi::Env env) -> Napi::Value { return forward_result_to_js(env, std::move(*result)); });
     }
 
+    Napi::Value set_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (!ref_) throw Napi::Error::New(env, "reference model has been disposed");
+        const std::string path = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+        const float scale = info[1].IsNumber() ? info[1].As<Napi::Number>().FloatValue() : 1.0f;
+        auto h = ref_;
+        return PromiseJob::start(env,
+            [h, path, scale] {
+                std::lock_guard<std::mutex> lock(h->mu);
+                h->model->set_adapter(path, scale);
+            },
+            [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    }
+
     Napi::Value dispose(const Napi::CallbackInfo & info) {
         ref_.reset();
         return info.Env().Undefined();
@@ -259,6 +273,17 @@ private:
 } // namespace
 
 Napi::Function define_native_model(Napi::Env env) { return NativeModel::define(env); }
+
+std::shared_ptr<ModelCore> unwrap_model(const Napi::Value & v, const char * what) {
+    Napi::Env env = v.Env();
+    const Napi::FunctionReference & ctor = env.GetInstanceData<AddonState>()->model_ctor;
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
+        throw Napi::TypeError::New(env, std::string(what) + ": expected a loaded Model");
+    }
+    NativeModel * m = NativeModel::Unwrap(v.As<Napi::Object>());
+    if (!m->core_) throw Napi::Error::New(env, std::string(what) + ": the model has been disposed");
+    return m->core_;
+}
 Napi::Function define_native_reference(Napi::Env env) { return NativeReference::define(env); }
 
 } // namespace rrr

@@ -40,7 +40,19 @@ ReferenceModel::ReferenceModel(const std::string & path, const ReferenceOptions 
 
 ReferenceModel::~ReferenceModel() {
     if (ctx_) llama_free(ctx_);
+    if (adapter_) llama_adapter_lora_free(adapter_);
     if (model_) llama_model_free(model_);
+}
+
+void ReferenceModel::set_adapter(const std::string & path, float scale) {
+    llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+    if (adapter_) llama_adapter_lora_free(adapter_);
+    adapter_ = nullptr;
+    if (path.empty()) return;
+    check_gguf_header(path);
+    adapter_ = llama_adapter_lora_init(model_, path.c_str());
+    if (!adapter_) throw Error(path + ": libllama rejected this LoRA adapter (RRR_VERBOSE=1 shows why)");
+    if (llama_set_adapters_lora(ctx_, &adapter_, 1, &scale) != 0) throw Error(path + ": libllama could not apply this LoRA adapter");
 }
 
 ForwardResult ReferenceModel::logits(const std::vector<std::vector<int32_t>> & seqs) {

@@ -9,6 +9,7 @@
 
 struct llama_model;
 struct llama_context;
+struct llama_adapter_lora;
 
 namespace rrr {
 
@@ -30,6 +31,10 @@ public:
     ReferenceModel(const ReferenceModel &) = delete;
     ReferenceModel & operator=(const ReferenceModel &) = delete;
 
+    // Applies a LoRA GGUF through libllama's own loader (llama_adapter_lora_init) with `scale`;
+    // an empty path removes it. Our adapter files are tested against this.
+    void set_adapter(const std::string & path, float scale);
+
     // Each sequence is decoded on its own from an empty cache; all positions' logits are returned.
     ForwardResult logits(const std::vector<std::vector<int32_t>> & seqs);
 
@@ -38,6 +43,7 @@ private:
     ReferenceOptions opt_;
     llama_model * model_ = nullptr;
     llama_context * ctx_ = nullptr;
+    llama_adapter_lora * adapter_ = nullptr;
 };
 
 } // namespace rrr

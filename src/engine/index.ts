@@ -1,6 +1,7 @@
 // The engine layer's public surface.
 export { Model, logitsRow, argmax } from './model.js';
 export { ReferenceModel, type ReferenceOptions } from './reference.js';
+export { Trainer, mergeAdapter, type TrainerInfo, type GradientsResult } from './trainer.js';
 export { makeTinyModel, TINY_PRESETS, defaultVocabPath } from './tiny-model.js';
 export { RrrError } from './errors.js';
 export { addon, packageRoot } from './native.js';

@@ -1,5 +1,5 @@
 // Typed wrapper over the addon's NativeModel: one loaded GGUF (weights, tokenizer, template).
-import { addon, type RawModel } from './native.js';
+import { addon, type RawModel, type RawTrainer } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { ChatMessage, LoadOptions, Logits, ModelInfo } from './types.js';
 
@@ -19,6 +19,11 @@ export class Model {
     } catch (e) {
       throw fromNative(e);
     }
+  }
+
+  /** The addon object, for other engine classes built on this model (Trainer). */
+  get rawModel(): RawModel {
+    return this.native;
   }
 
   private get native(): RawModel {
@@ -58,11 +63,17 @@ export class Model {
     return this.info.eogTokens.includes(token);
   }
 
-  /** Logits for a batch of token sequences (all positions, or only each one's last). */
-  async forward(seqs: (Int32Array | number[])[], opts: { lastOnly?: boolean } = {}): Promise<Logits> {
+  /**
+   * Logits for a batch of token sequences (all positions, or only each one's last), with a LoRA
+   * adapter applied when `adapter` (a Trainer over this model) is given.
+   */
+  async forward(
+    seqs: (Int32Array | number[])[],
+    opts: { lastOnly?: boolean; adapter?: { rawTrainer: RawTrainer } } = {},
+  ): Promise<Logits> {
     const batch = seqs.map((s) => (s instanceof Int32Array ? s : Int32Array.from(s)));
     try {
-      return await this.native.forward(batch, opts.lastOnly ?? false);
+      return await this.native.forward(batch, opts.lastOnly ?? false, opts.adapter?.rawTrainer);
     } catch (e) {
       throw fromNative(e);
     }

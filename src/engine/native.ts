@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, Logits } from './types.js';
+import type { DeviceInfo, Logits, StepResult } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -13,12 +13,44 @@ export interface RawModel {
   tokenPiece(id: number, renderSpecial: boolean): string;
   chatTemplate(): string | null;
   applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean): string;
-  forward(seqs: Int32Array[], lastOnly: boolean): Promise<Logits>;
+  forward(seqs: Int32Array[], lastOnly: boolean, adapter?: RawTrainer): Promise<Logits>;
   dispose(): void;
 }
 
 export interface RawReference {
   logits(seqs: Int32Array[]): Promise<Logits>;
+  setAdapter(path: string | null, scale: number): Promise<void>;
+  dispose(): void;
+}
+
+export interface RawTrainSequence {
+  tokens: Int32Array;
+  weights: Float32Array;
+  mask?: Uint8Array;
+  oldLogprobs?: Float32Array;
+}
+
+export interface RawStepOptions {
+  lr: number;
+  clipEps?: number;
+  beta?: number;
+  microBatchTokens?: number;
+  recompute?: boolean;
+  logitsChunkRows?: number;
+}
+
+export interface RawTrainer {
+  info(): { rank: number; alpha: number; targets: string[]; nParams: number; steps: number };
+  step(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult>;
+  evaluate(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult>;
+  gradients(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult & { grads: Record<string, Float32Array> }>;
+  logprobs(seqs: Int32Array[], withAdapter: boolean, microBatchTokens: number): Promise<Float32Array[]>;
+  params(): Record<string, Float32Array>;
+  setParam(name: string, values: Float32Array): void;
+  saveAdapter(path: string): Promise<void>;
+  loadAdapter(path: string): Promise<void>;
+  saveState(path: string): Promise<void>;
+  loadState(path: string): Promise<void>;
   dispose(): void;
 }
 
@@ -27,6 +59,11 @@ export interface RawAddon {
   NativeReference: {
     load(path: string, opts: { gpu?: boolean; nCtx?: number; threads?: number; f32Kv?: boolean; flashAttn?: boolean; repack?: boolean }): Promise<RawReference>;
   };
+  NativeTrainer: {
+    create(model: RawModel, lora: Record<string, unknown>, opt: Record<string, unknown>): Promise<RawTrainer>;
+    fromAdapter(model: RawModel, path: string, opt: Record<string, unknown>): Promise<RawTrainer>;
+  };
+  mergeAdapter(spec: { model: string; adapter: string; out: string }): Promise<{ merged: number; storedAsF16: number; bytes: number }>;
   devices(): DeviceInfo[];
   buildInfo(): { cuda: boolean; system: string };
   writeTinyModel(spec: Record<string, unknown>): Promise<number>;

@@ -38,6 +38,19 @@ export class ReferenceModel {
     }
   }
 
+  /**
+   * Applies a LoRA GGUF through libllama's own adapter loader (scale multiplies alpha/rank);
+   * null removes it.
+   */
+  async setAdapter(path: string | null, scale = 1): Promise<void> {
+    if (!this.raw) throw new RrrError('reference model has been disposed');
+    try {
+      await this.raw.setAdapter(path ?? '', scale);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   dispose(): void {
     this.raw?.dispose();
     this.raw = undefined;

@@ -151,6 +151,11 @@ export interface TrainSequence {
   weights: Float32Array;
   /** Log-probs of the same tokens under the sampling policy, for the clipped ratio; omitted => ratio 1. */
   oldLogprobs?: Float32Array;
+  /**
+   * m[t] (0/1): which tokens are trained and counted in the normaliser Σm and the KL. Omitted =>
+   * m[t] = (weights[t] !== 0). Give it when some trained tokens may carry a zero advantage.
+   */
+  mask?: Uint8Array;
 }
 
 export interface StepOptions {
@@ -162,13 +167,30 @@ export interface StepOptions {
   beta?: number;
   /** Split the batch into micro-batches of at most this many tokens and accumulate gradients. */
   microBatchTokens?: number;
+  /** Recompute each layer's activations in the backward pass instead of keeping them (default true). */
+  recompute?: boolean;
+  /** Loss rows per LM-head chunk (default: about 32M logits per chunk). */
+  logitsChunkRows?: number;
 }
 
 export interface StepResult {
+  /** See Trainer: −Σ min(ρA, clip(ρ)A)/N + β·KL, or −Σ w·logπ/N + β·KL without oldLogprobs. */
   loss: number;
+  /** Mean k3 estimate of KL(π‖π_ref) over trained tokens (0 when β = 0). */
   kl: number;
+  /** Global gradient L2 norm before clipping. */
   gradNorm: number;
+  /** Mean π/π_old over trained tokens (1 without oldLogprobs). */
   meanRatio: number;
+  /** Tokens run through the training graphs (unpadded). */
   tokens: number;
   ms: number;
+  /** Mean log π of the trained tokens at the parameters before the update. */
+  meanLogprob: number;
+  /** Fraction of trained tokens whose ratio was clipped. */
+  clipFraction: number;
+  /** N = Σ m: trained tokens in the batch, the loss normaliser. */
+  lossTokens: number;
+  /** True when N = 0: nothing was trained and the optimizer did not step. */
+  skipped: boolean;
 }

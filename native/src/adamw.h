@@ -1,0 +1,55 @@
+// AdamW over a fixed list of f32 parameter tensors: gradient accumulators and both moments live
+// in backend buffers next to the parameters, and the update runs as a ggml graph (ggml's
+// OPT_STEP_ADAMW, on the GPU when the parameters are there).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ggml.h"
+#include "ggml-backend.h"
+
+namespace rrr {
+
+struct AdamWConfig {
+    float beta1 = 0.9f;
+    float beta2 = 0.999f;
+    float eps = 1e-8f;
+    float weight_decay = 0.0f;
+    float grad_clip = 1.0f; // global L2 norm; 0 disables
+};
+
+class AdamW {
+public:
+    AdamW(const std::vector<ggml_tensor *> & params, ggml_backend_t backend, const AdamWConfig & cfg);
+    ~AdamW();
+    AdamW(const AdamW &) = delete;
+    AdamW & operator=(const AdamW &) = delete;
+
+    const AdamWConfig & config() const { return cfg_; }
+    const std::vector<ggml_tensor *> & params() const { return params_; }
+    const std::vector<ggml_tensor *> & grads() const { return grads_; }
+    const std::vector<ggml_tensor *> & first_moments() const { return m_; }
+    const std::vector<ggml_tensor *> & second_moments() const { return v_; }
+
+    int64_t steps() const { return t_; }
+    void set_steps(int64_t t) { t_ = t; }
+
+    void zero_grads();
+    // Global L2 norm of the accumulated gradients (computed on the device, one float read back).
+    double grad_norm(ggml_backend_sched_t sched);
+    // One AdamW update with learning rate `lr`; the gradients are first multiplied by
+    // `grad_scale` (the clipping factor). Increments the step count used for bias correction.
+    void update(ggml_backend_sched_t sched, float lr, float grad_scale);
+    void reset_moments();
+
+private:
+    AdamWConfig cfg_;
+    std::vector<ggml_tensor *> params_, grads_, m_, v_;
+    ggml_context * ctx_ = nullptr;
+    ggml_backend_buffer_t grad_buf_ = nullptr;
+    ggml_backend_buffer_t moment_buf_ = nullptr;
+    ggml_context * moment_ctx_ = nullptr;
+    int64_t t_ = 0;
+};
+
+} // namespace rrr

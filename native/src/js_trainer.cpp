@@ -1,0 +1,374 @@
+#include "js_trainer.h"
+#include "addon_state.h"
+#include "js_async.h"
+#include "js_convert.h"
+#include "js_model.h"
+#include "lora_gguf.h"
+#include "merge.h"
+#include "train_step.h"
+
+#include <cstring>
+#include <map>
+
+namespace rrr {
+
+namespace {
+
+std::vector<TrainSeq> batch_from_js(const Napi::Value & v) {
+    Napi::Env env = v.Env();
+    if (!v.IsArray()) throw Napi::TypeError::New(env, "step: batch must be an array of { tokens, weights, mask?, oldLogprobs? }");
+    Napi::Array arr = v.As<Napi::Array>();
+    std::vector<TrainSeq> out(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+        const std::string at = "step: sequence " + std::to_string(i);
+        Napi::Value e = arr.Get(i);
+        if (!e.IsObject()) throw Napi::TypeError::New(env, at + " is not an object");
+        Napi::Object o = e.As<Napi::Object>();
+        auto typed = [&](const char * key, napi_typedarray_type type, const char * type_name, bool required) -> Napi::TypedArray {
+            Napi::Value f = o.Get(key);
+            if (f.IsUndefined() || f.IsNull()) {
+                if (required) throw Napi::TypeError::New(env, at + ": " + key + " is required");
+                return Napi::TypedArray();
+            }
+            if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != type) {
+                throw Napi::TypeError::New(env, at + ": " + key + " must be a " + type_name);
+            }
+            return f.As<Napi::TypedArray>();
+        };
+        Napi::TypedArray t = typed("tokens", napi_int32_array, "Int32Array", true);
+        Napi::TypedArray w = typed("weights", napi_float32_array, "Float32Array", true);
+        Napi::TypedArray m = typed("mask", napi_uint8_array, "Uint8Array", false);
+        Napi::TypedArray old = typed("oldLogprobs", napi_float32_array, "Float32Array", false);
+        const int32_t * tp = t.As<Napi::Int32Array>().Data();
+        out[i].tokens.assign(tp, tp + t.ElementLength());
+        const float * wp = w.As<Napi::Float32Array>().Data();
+        out[i].weights.assign(wp, wp + w.ElementLength());
+        if (!m.IsEmpty()) {
+            const uint8_t * mp = m.As<Napi::Uint8Array>().Data();
+            out[i].mask.assign(mp, mp + m.ElementLength());
+        }
+        if (!old.IsEmpty()) {
+            const float * op = old.As<Napi::Float32Array>().Data();
+            out[i].old_lp.assign(op, op + old.ElementLength());
+        }
+    }
+    return out;
+}
+
+StepSettings settings_from_js(const Napi::Value & v) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "step: options object with lr is required");
+    Napi::Object o = v.As<Napi::Object>();
+    StepSettings s;
+    s.lr = (float) num_opt(o, "lr", 0.0);
+    s.clip_eps = (float) num_opt(o, "clipEps", s.clip_eps);
+    s.beta = (float) num_opt(o, "beta", 0.0);
+    s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
+    s.graph.recompute = bool_opt(o, "recompute", true);
+    s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
+    return s;
+}
+
+Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("loss", st.loss);
+    o.Set("kl", st.kl);
+    o.Set("gradNorm", st.grad_norm);
+    o.Set("meanRatio", st.mean_ratio);
+    o.Set("meanLogprob", st.mean_logprob);
+    o.Set("clipFraction", st.clip_fraction);
+    o.Set("tokens", (double) st.tokens);
+    o.Set("lossTokens", (double) st.loss_tokens);
+    o.Set("ms", st.ms);
+    o.Set("skipped", st.skipped);
+    return o;
+}
+
+Napi::Float32Array floats_to_js(Napi::Env env, const std::vector<float> & v) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+    if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
+    return a;
+}
+
+std::vector<float> read_tensor(const ggml_tensor * t) {
+    std::vector<float> v((size_t) ggml_nelements(t));
+    ggml_backend_tensor_get(t, v.data(), 0, v.size() * sizeof(float));
+    return v;
+}
+
+AdamWConfig opt_from_js(const Napi::Value & v) {
+    AdamWConfig c;
+    if (!v.IsObject()) return c;
+    Napi::Object o = v.As<Napi::Object>();
+    c.beta1 = (float) num_opt(o, "beta1", c.beta1);
+    c.beta2 = (float) num_opt(o, "beta2", c.beta2);
+    c.eps = (float) num_opt(o, "eps", c.eps);
+    c.weight_decay = (float) num_opt(o, "weightDecay", c.weight_decay);
+    c.grad_clip = (float) num_opt(o, "gradClip", c.grad_clip);
+    return c;
+}
+
+AdapterSpec spec_from_js(const Napi::Value & v) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "Trainer.create: a LoRA config { rank, alpha, targets } is required");
+    Napi::Object o = v.As<Napi::Object>();
+    AdapterSpec s;
+    s.rank = int_opt(o, "rank", s.rank);
+    s.alpha = (float) num_opt(o, "alpha", s.alpha);
+    s.seed = (uint64_t) int_opt(o, "seed", (int64_t) s.seed);
+    Napi::Value t = o.Get("targets");
+    if (!t.IsArray()) throw Napi::TypeError::New(env, "--lora-targets: targets must be an array like ['q', 'v']");
+    Napi::Array arr = t.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+        const std::string name = arr.Get(i).ToString();
+        s.targets[(size_t) guard(env, [&] { return parse_lora_target(name, "--lora-targets"); })] = true;
+    }
+    return s;
+}
+
+class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
+public:
+    static Napi::Function define(Napi::Env env) {
+        return DefineClass(env, "NativeTrainer", {
+            StaticMethod("create", &NativeTrainer::create),
+            StaticMethod("fromAdapter", &NativeTrainer::from_adapter),
+            InstanceMethod("info", &NativeTrainer::info),
+            InstanceMethod("step", &NativeTrainer::step),
+            InstanceMethod("evaluate", &NativeTrainer::evaluate),
+            InstanceMethod("gradients", &NativeTrainer::gradients),
+            InstanceMethod("logprobs", &NativeTrainer::logprobs),
+            InstanceMethod("params", &NativeTrainer::params),
+            InstanceMethod("setParam", &NativeTrainer::set_param),
+            InstanceMethod("saveAdapter", &NativeTrainer::save_adapter_js),
+            InstanceMethod("loadAdapter", &NativeTrainer::load_adapter_js),
+            InstanceMethod("saveState", &NativeTrainer::save_state_js),
+            InstanceMethod("loadState", &NativeTrainer::load_state_js),
+            InstanceMethod("dispose", &NativeTrainer::dispose),
+        });
+    }
+
+    explicit NativeTrainer(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeTrainer>(info) {
+        if (info.Length() != 1 || !info[0].IsExternal()) {
+            throw Napi::TypeError::New(info.Env(), "NativeTrainer is created by NativeTrainer.create(model, lora, optimizer)");
+        }
+        trainer_ = *info[0].As<Napi::External<std::shared_ptr<Trainer>>>().Data();
+    }
+
+    std::shared_ptr<Trainer> trainer_;
+
+private:
+    Trainer & tr(Napi::Env env) {
+        if (!trainer_) throw Napi::Error::New(env, "trainer has been disposed");
+        return *trainer_;
+    }
+
+    static Napi::Value wrap(Napi::Env env, std::shared_ptr<Trainer> t) {
+        auto * holder = new std::shared_ptr<Trainer>(std::move(t));
+        auto ext = Napi::External<std::shared_ptr<Trainer>>::New(env, holder, [](Napi::Env, std::shared_ptr<Trainer> * p) { delete p; });
+        return env.GetInstanceData<AddonState>()->trainer_ctor.New({ext});
+    }
+
+    static Napi::Value create(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        std::shared_ptr<ModelCore> model = unwrap_model(info[0], "Trainer.create");
+        const AdapterSpec spec = spec_from_js(info[1]);
+        const AdamWConfig opt = opt_from_js(info[2]);
+        auto out = std::make_shared<std::shared_ptr<Trainer>>();
+        return PromiseJob::start(env,
+            [model, spec, opt, out] {
+                std::lock_guard<std::mutex> lock(model->mu);
+                *out = std::make_shared<Trainer>(model, spec, opt);
+            },
+            [out](Napi::Env env) { return wrap(env, *out); });
+    }
+
+    static Napi::Value from_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        std::shared_ptr<ModelCore> model = unwrap_model(info[0], "Trainer.fromAdapter");
+        if (!info[1].IsString()) throw Napi::TypeError::New(env, "--adapter: path must be a string");
+        const std::string path = info[1].As<Napi::String>();
+        const AdamWConfig opt = opt_from_js(info[2]);
+        auto out = std::make_shared<std::shared_ptr<Trainer>>();
+        return PromiseJob::start(env,
+            [model, path, opt, out] {
+                std::lock_guard<std::mutex> lock(model->mu);
+                const AdapterSpec spec = read_adapter_spec(path, *model->weights);
+                auto t = std::make_shared<Trainer>(model, spec, opt);
+                load_adapter(t->adapter(), path, *model->weights);
+                *out = t;
+            },
+            [out](Napi::Env env) { return wrap(env, *out); });
+    }
+
+    Napi::Value info(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        Trainer & t = tr(env);
+        const AdapterSpec & s = t.adapter().spec();
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("rank", (double) s.rank);
+        o.Set("alpha", s.alpha);
+        Napi::Array targets = Napi::Array::New(env);
+        for (size_t i = 0; i < kLoraTargets; ++i) {
+            if (s.targets[i]) targets.Set(targets.Length(), lora_target_name((LoraTarget) i));
+        }
+        o.Set("targets", targets);
+        o.Set("nParams", (double) t.adapter().n_elements());
+        o.Set("steps", (double) t.optimizer().steps());
+        return o;
+    }
+
+    // step/evaluate/gradients share the job shape: run under the model lock, return stats.
+    Napi::Value stats_job(const Napi::CallbackInfo & info, int mode) {
+        Napi::Env env = info.Env();
+        tr(env);
+        auto batch = batch_from_js(info[0]);
+        const StepSettings s = settings_from_js(info[1]);
+        auto t = trainer_;
+        auto st = std::make_shared<StepStats>();
+        auto grads = std::make_shared<std::vector<std::pair<std::string, std::vector<float>>>>();
+        return PromiseJob::start(env,
+            [t, batch = std::move(batch), s, mode, st, grads] {
+                std::lock_guard<std::mutex> lock(t->model()->mu);
+                if (mode == 0) *st = t->step(batch, s);
+                else if (mode == 1) *st = t->evaluate(batch, s);
+                else {
+                    *st = t->gradients(batch, s);
+                    const auto & params = t->adapter().params();
+                    const auto & g = t->optimizer().grads();
+                    for (size_t i = 0; i < params.size(); ++i) {
+                        grads->emplace_back(params[i]->name, st->skipped ? std::vector<float>((size_t) ggml_nelements(g[i]), 0.0f) : read_tensor(g[i]));
+                    }
+                }
+            },
+            [st, grads, mode](Napi::Env env) -> Napi::Value {
+                Napi::Object o = stats_to_js(env, *st);
+                if (mode == 2) {
+                    Napi::Object g = Napi::Object::New(env);
+                    for (const auto & [name, v] : *grads) g.Set(name, floats_to_js(env, v));
+                    o.Set("grads", g);
+                }
+                return o;
+            });
+    }
+
+    Napi::Value step(const Napi::CallbackInfo & info) { return stats_job(info, 0); }
+    Napi::Value evaluate(const Napi::CallbackInfo & info) { return stats_job(info, 1); }
+    Napi::Value gradients(const Napi::CallbackInfo & info) { return stats_job(info, 2); }
+
+    Napi::Value logprobs(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        tr(env);
+        auto seqs = seqs_from_js(info[0], "logprobs");
+        const bool with_adapter = !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
+        const int64_t mbt = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+        auto t = trainer_;
+        auto out = std::make_shared<std::vector<std::vector<float>>>();
+        return PromiseJob::start(env,
+            [t, seqs = std::move(seqs), with_adapter, mbt, out] {
+                std::lock_guard<std::mutex> lock(t->model()->mu);
+                *out = t->logprobs(seqs, with_adapter, mbt);
+            },
+            [out](Napi::Env env) -> Napi::Value {
+                Napi::Array arr = Napi::Array::New(env, out->size());
+                for (size_t i = 0; i < out->size(); ++i) arr.Set((uint32_t) i, floats_to_js(env, (*out)[i]));
+                return arr;
+            });
+    }
+
+    // Debug access for gradient checks; synchronous, takes the model lock briefly.
+    Napi::Value params(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        Trainer & t = tr(env);
+        std::lock_guard<std::mutex> lock(t.model()->mu);
+        Napi::Object o = Napi::Object::New(env);
+        for (const ggml_tensor * p : t.adapter().params()) o.Set(p->name, floats_to_js(env, read_tensor(p)));
+        return o;
+    }
+
+    Napi::Value set_param(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        Trainer & t = tr(env);
+        if (!info[0].IsString()) throw Napi::TypeError::New(env, "setParam: name must be a string");
+        if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+            throw Napi::TypeError::New(env, "setParam: values must be a Float32Array");
+        }
+        const std::string name = info[0].As<Napi::String>();
+        Napi::Float32Array v = info[1].As<Napi::Float32Array>();
+        std::lock_guard<std::mutex> lock(t.model()->mu);
+        ggml_tensor * p = t.adapter().find(name);
+        if (!p) throw Napi::Error::New(env, "setParam: no adapter tensor named '" + name + "'");
+        if ((int64_t) v.ElementLength() != ggml_nelements(p)) {
+            throw Napi::Error::New(env, "setParam: " + name + " has " + std::to_string(ggml_nelements(p)) + " values, got " + std::to_string(v.ElementLength()));
+        }
+        ggml_backend_tensor_set(p, v.Data(), 0, ggml_nbytes(p));
+        return env.Undefined();
+    }
+
+    using FileOp = void (*)(Trainer &, const std::string &);
+    Napi::Value file_job(const Napi::CallbackInfo & info, const char * what, FileOp op) {
+        Napi::Env env = info.Env();
+        tr(env);
+        if (!info[0].IsString()) throw Napi::TypeError::New(env, std::string(what) + ": path must be a string");
+        const std::string path = info[0].As<Napi::String>();
+        auto t = trainer_;
+        return PromiseJob::start(env,
+            [t, path, op] {
+                std::lock_guard<std::mutex> lock(t->model()->mu);
+                op(*t, path);
+            },
+            [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    }
+
+    Napi::Value save_adapter_js(const Napi::CallbackInfo & info) {
+        return file_job(info, "saveAdapter", [](Trainer & t, const std::string & p) { save_adapter(t.adapter(), p); });
+    }
+    Napi::Value load_adapter_js(const Napi::CallbackInfo & info) {
+        return file_job(info, "loadAdapter", [](Trainer & t, const std::string & p) { load_adapter(t.adapter(), p, *t.model()->weights); });
+    }
+    Napi::Value save_state_js(const Napi::CallbackInfo & info) {
+        return file_job(info, "saveState", [](Trainer & t, const std::string & p) { save_train_state(t.adapter(), t.optimizer(), p); });
+    }
+    Napi::Value load_state_js(const Napi::CallbackInfo & info) {
+        return file_job(info, "loadState", [](Trainer & t, const std::string & p) { load_train_state(t.adapter(), t.optimizer(), p); });
+    }
+
+    Napi::Value dispose(const Napi::CallbackInfo & info) {
+        trainer_.reset();
+        return info.Env().Undefined();
+    }
+};
+
+} // namespace
+
+Napi::Function define_native_trainer(Napi::Env env) { return NativeTrainer::define(env); }
+
+std::shared_ptr<Trainer> unwrap_trainer(const Napi::Value & v, const char * what) {
+    Napi::Env env = v.Env();
+    const Napi::FunctionReference & ctor = env.GetInstanceData<AddonState>()->trainer_ctor;
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
+        throw Napi::TypeError::New(env, std::string(what) + ": expected a Trainer (adapter)");
+    }
+    NativeTrainer * t = NativeTrainer::Unwrap(v.As<Napi::Object>());
+    if (!t->trainer_) throw Napi::Error::New(env, std::string(what) + ": the trainer has been disposed");
+    return t->trainer_;
+}
+
+Napi::Value merge_adapter_js(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "mergeAdapter: expected { model, adapter, out }");
+    Napi::Object o = info[0].As<Napi::Object>();
+    const std::string model = str_opt(o, "model", ""), adapter = str_opt(o, "adapter", ""), out = str_opt(o, "out", "");
+    if (model.empty()) throw Napi::TypeError::New(env, "--model: a base model path is required");
+    if (adapter.empty()) throw Napi::TypeError::New(env, "--adapter: an adapter path is required");
+    auto res = std::make_shared<MergeResult>();
+    return PromiseJob::start(env, [model, adapter, out, res] { *res = merge_adapter(model, adapter, out); },
+                             [res](Napi::Env env) -> Napi::Value {
+                                 Napi::Object r = Napi::Object::New(env);
+                                 r.Set("merged", (double) res->merged);
+                                 r.Set("storedAsF16", (double) res->requantized_f16);
+                                 r.Set("bytes", (double) res->bytes);
+                                 return r;
+                             });
+}
+
+} // namespace rrr

@@ -1,0 +1,461 @@
+#include "train_graph.h"
+#include "errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <unordered_map>
+
+namespace rrr {
+
+namespace {
+
+// About 32M logits (128 MiB of f32) per LM-head chunk: the only full-vocabulary tensors.
+constexpr int64_t kChunkLogits = 32ll << 20;
+
+struct GraphMem {
+    ggml_context * ctx = nullptr;
+    ggml_cgraph * gf = nullptr;
+    explicit GraphMem(size_t n_nodes) {
+        ggml_init_params ip{ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false), nullptr, true};
+        ctx = ggml_init(ip);
+        if (!ctx) throw Error("out of host memory building the training graph");
+        gf = ggml_new_graph_custom(ctx, n_nodes, false);
+    }
+    ~GraphMem() { ggml_free(ctx); }
+};
+
+struct Inputs {
+    ggml_tensor * tokens = nullptr, * positions = nullptr, * mask = nullptr;
+    ggml_tensor * rows = nullptr, * targets = nullptr, * flat_idx = nullptr;
+    ggml_tensor * neg_w = nullptr, * kl_m = nullptr, * old_lp = nullptr, * ref_lp = nullptr;
+    ggml_tensor * iota = nullptr; // 0..n-1, to dequantise frozen weights with get_rows
+};
+
+struct Proj {
+    ggml_tensor * y = nullptr;
+    ggml_tensor * a = nullptr; // A x, kept for dB
+};
+
+struct LayerActs {
+    ggml_tensor * x = nullptr, * h1 = nullptr;
+    Proj q, k, v;
+    ggml_tensor * q3 = nullptr, * k3 = nullptr; // [hd, heads, T] before the qk norm
+    ggml_tensor * qr = nullptr, * kr = nullptr; // after rope
+    ggml_tensor * Kx = nullptr, * Vx = nullptr; // K and V repeated to n_head heads
+    ggml_tensor * P = nullptr;                  // attention probabilities [L, L, n_head, B]
+    ggml_tensor * attn = nullptr;               // [hd * n_head, T]
+    Proj o;
+    ggml_tensor * x2 = nullptr, * h2 = nullptr;
+    Proj g, u;
+    ggml_tensor * act = nullptr;
+    Proj d;
+    ggml_tensor * out = nullptr;
+};
+
+class Builder {
+public:
+    Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B)
+        : ctx_(ctx), gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {}
+
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
+
+    ggml_tensor * embed() { return ggml_get_rows(ctx_, w_.tok_embd, in_.tokens); }
+
+    LayerActs layer_forward(int64_t il, ggml_tensor * x) {
+        const LayerWeights & l = w_.layers[il];
+        const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
+        LayerActs a;
+        a.x = x;
+        a.h1 = norm_w(x, l.attn_norm);
+        a.q = proj(l.wq, a.h1, pair(il, LoraTarget::Q), l.bq);
+        a.k = proj(l.wk, a.h1, pair(il, LoraTarget::K), l.bk);
+        a.v = proj(l.wv, a.h1, pair(il, LoraTarget::V), l.bv);
+        a.q3 = ggml_reshape_3d(ctx_, a.q.y, hd, nh, T_);
+        a.k3 = ggml_reshape_3d(ctx_, a.k.y, hd, nkv, T_);
+        ggml_tensor * qn = c_.qk_norm ? norm_w(a.q3, l.q_norm) : a.q3;
+        ggml_tensor * kn = c_.qk_norm ? norm_w(a.k3, l.k_norm) : a.k3;
+        a.qr = rope(qn);
+        a.kr = rope(kn);
+        a.Kx = expand_kv(a.kr);
+        a.Vx = expand_kv(ggml_reshape_3d(ctx_, a.v.y, hd, nkv, T_));
+
+        ggml_tensor * Q = ggml_permute(ctx_, heads4(a.qr), 0, 2, 1, 3); // [hd, L, nh, B]
+        ggml_tensor * K = ggml_permute(ctx_, heads4(a.Kx), 0, 2, 1, 3);
+        ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);                     // [L_k, L_q, nh, B]
+        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+        a.P = ggml_soft_max_ext(ctx_, kq, in_.mask, kq_scale(), 0.0f);
+        ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Vx), 1, 2, 0, 3)); // [L, hd, nh, B]
+        ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
+        a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
+        a.o = proj(l.wo, a.attn, pair(il, LoraTarget::O), nullptr);
+        a.x2 = ggml_add(ctx_, x, a.o.y);
+
+        a.h2 = norm_w(a.x2, l.ffn_norm);
+        a.g = proj(l.w_gate, a.h2, pair(il, LoraTarget::Gate), nullptr);
+        a.u = proj(l.w_up, a.h2, pair(il, LoraTarget::Up), nullptr);
+        a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
+        a.d = proj(l.w_down, a.act, pair(il, LoraTarget::Down), nullptr);
+        a.out = ggml_add(ctx_, a.x2, a.d.y);
+        return a;
+    }
+
+    // dL/dx of the layer's input given dL/d(out).
+    ggml_tensor * layer_backward(int64_t il, const LayerActs & a, ggml_tensor * dout) {
+        const LayerWeights & l = w_.layers[il];
+        const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
+
+        // MLP: out = x2 + W_down (silu(gate) * up)
+        ggml_tensor * d_act = proj_back(l.w_down, a.act, a.d, pair(il, LoraTarget::Down), dout);
+        ggml_tensor * d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
+        ggml_tensor * d_up = ggml_mul(ctx_, ggml_silu(ctx_, a.g.y), d_act);
+        ggml_tensor * dh2 = ggml_add(ctx_, proj_back(l.w_gate, a.h2, a.g, pair(il, LoraTarget::Gate), d_gate),
+                                     proj_back(l.w_up, a.h2, a.u, pair(il, LoraTarget::Up), d_up));
+        ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
+
+        // Attention: x2 = x + W_o attn
+        ggml_tensor * d_attn = proj_back(l.wo, a.attn, a.o, pair(il, LoraTarget::O), dx2);
+        ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
+        ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.Vx), 0, 2, 1, 3);                              // [hd, L, nh, B]
+        ggml_tensor * dP = ggml_mul_mat(ctx_, Vp, dkqv);                                              // [L_k, L_q, nh, B]
+        ggml_tensor * dV = ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, dkqv)),
+                                        ggml_cont(ctx_, ggml_transpose(ctx_, a.P)));                  // [hd, L_k, nh, B]
+        ggml_tensor * dS = ggml_soft_max_ext_back(ctx_, dP, a.P, kq_scale(), 0.0f);                   // d(kq)
+        ggml_tensor * KT = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Kx), 1, 2, 0, 3));            // [L, hd, nh, B]
+        ggml_tensor * QT = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.qr), 1, 2, 0, 3));
+        ggml_tensor * dQ = ggml_mul_mat(ctx_, KT, dS);                                                // [hd, L_q, nh, B]
+        ggml_tensor * dK = ggml_mul_mat(ctx_, QT, ggml_cont(ctx_, ggml_transpose(ctx_, dS)));         // [hd, L_k, nh, B]
+        auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, nh, T_); };
+        ggml_tensor * dqr = unheads(dQ);
+        ggml_tensor * dkr = reduce_kv(unheads(dK));
+        ggml_tensor * dv3 = reduce_kv(unheads(dV));
+        ggml_tensor * dq3 = rope_back(dqr);
+        ggml_tensor * dk3 = rope_back(dkr);
+        if (c_.qk_norm) {
+            dq3 = norm_back(dq3, a.q3, l.q_norm);
+            dk3 = norm_back(dk3, a.k3, l.k_norm);
+        }
+        ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
+        ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
+        ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
+        ggml_tensor * dh1 = proj_back(l.wq, a.h1, a.q, pair(il, LoraTarget::Q), dq);
+        dh1 = ggml_add(ctx_, dh1, proj_back(l.wk, a.h1, a.k, pair(il, LoraTarget::K), dk));
+        dh1 = ggml_add(ctx_, dh1, proj_back(l.wv, a.h1, a.v, pair(il, LoraTarget::V), dv));
+        return ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
+    }
+
+    // The LM head over the loss rows in chunks. Returns the per-chunk log-prob tensors and, when
+    // `backward`, dL/d(x_final) via *dx.
+    std::vector<ggml_tensor *> head(ggml_tensor * x_final, int64_t R, int64_t chunk, bool backward, const LossSpec & loss,
+                                    ggml_tensor ** dx) {
+        const int64_t V = c_.n_vocab;
+        ggml_tensor * xr = ggml_get_rows(ctx_, x_final, in_.rows);
+        ggml_tensor * hf = norm_w(xr, w_.output_norm);
+        ggml_tensor * Wt_out = backward ? frozen_t(w_.output) : nullptr;
+        std::vector<ggml_tensor *> lps;
+        ggml_tensor * dhf = nullptr;
+        for (int64_t c0 = 0; c0 < R; c0 += chunk) {
+            const int64_t n = std::min(chunk, R - c0);
+            ggml_tensor * hc = ggml_view_2d(ctx_, hf, hf->ne[0], n, hf->nb[1], (size_t) c0 * hf->nb[1]);
+            ggml_tensor * logits = ggml_mul_mat(ctx_, w_.output, hc); // [V, n]
+            ggml_tensor * p = ggml_soft_max(ctx_, logits);
+            ggml_tensor * pt = ggml_get_rows(ctx_, ggml_reshape_2d(ctx_, p, 1, V * n), ggml_view_1d(ctx_, in_.flat_idx, n, (size_t) c0 * sizeof(int32_t)));
+            ggml_tensor * lp = ggml_log(ctx_, pt); // [1, n]
+            ggml_set_output(lp);
+            ggml_build_forward_expand(gf_, lp);
+            lps.push_back(lp);
+            if (!backward) continue;
+
+            // coef = dL/d(log p of the target), treated as a constant: see train_step.h.
+            ggml_tensor * coef = row_view(in_.neg_w, c0, n);
+            if (loss.has_old) {
+                ggml_tensor * rho = ggml_exp(ctx_, ggml_sub(ctx_, lp, row_view(in_.old_lp, c0, n)));
+                ggml_tensor * u = ggml_mul(ctx_, rho, coef);
+                ggml_tensor * cl = ggml_mul(ctx_, ggml_clamp(ctx_, rho, 1.0f - loss.clip_eps, 1.0f + loss.clip_eps), coef);
+                // min(ρA, clip(ρ)A) takes the clipped branch, with zero gradient, where that is smaller.
+                ggml_tensor * clipped = ggml_step(ctx_, ggml_sub(ctx_, cl, u));
+                coef = ggml_sub(ctx_, u, ggml_mul(ctx_, u, clipped));
+            }
+            if (loss.kl) {
+                ggml_tensor * km = row_view(in_.kl_m, c0, n);
+                ggml_tensor * r = ggml_exp(ctx_, ggml_sub(ctx_, row_view(in_.ref_lp, c0, n), lp));
+                coef = ggml_add(ctx_, coef, ggml_sub(ctx_, km, ggml_mul(ctx_, km, r)));
+            }
+            // d(log p_t)/d(logits) = onehot(t) - p: the onehot part is the target's own output row.
+            ggml_tensor * dlogits = ggml_mul(ctx_, p, ggml_scale(ctx_, coef, -1.0f));
+            ggml_tensor * tgt_rows = ggml_get_rows(ctx_, w_.output, ggml_view_1d(ctx_, in_.targets, n, (size_t) c0 * sizeof(int32_t)));
+            ggml_tensor * dh = ggml_add(ctx_, ggml_mul_mat(ctx_, Wt_out, dlogits), ggml_mul(ctx_, tgt_rows, coef));
+            ggml_build_forward_expand(gf_, dh);
+            dhf = dhf ? ggml_concat(ctx_, dhf, dh, 1) : dh;
+        }
+        if (backward) {
+            ggml_tensor * dxr = norm_back(dhf, xr, w_.output_norm);
+            *dx = ggml_get_rows_back(ctx_, dxr, in_.rows, x_final);
+        }
+        return lps;
+    }
+
+private:
+    ggml_context * ctx_;
+    ggml_cgraph * gf_;
+    const ModelWeights & w_;
+    const ModelConfig & c_;
+    LoraView lora_;
+    const Inputs & in_;
+    int64_t L_, B_, T_;
+
+    const LoraPair * pair(int64_t il, LoraTarget t) const { return lora_.pair(il, t); }
+    float kq_scale() const { return 1.0f / std::sqrt((float) c_.head_dim); }
+
+    ggml_tensor * norm_w(ggml_tensor * x, ggml_tensor * weight) { return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, c_.rms_eps), weight); }
+
+    // d/dx of rms_norm(x) * weight, weight frozen.
+    ggml_tensor * norm_back(ggml_tensor * dy, ggml_tensor * x, ggml_tensor * weight) {
+        return ggml_rms_norm_back(ctx_, ggml_mul(ctx_, dy, weight), x, c_.rms_eps);
+    }
+
+    // Same op order as transformer.cpp's project(), so both graphs give the same numbers.
+    Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
+        Proj r;
+        r.y = ggml_mul_mat(ctx_, W, x);
+        if (p) {
+            r.a = ggml_mul_mat(ctx_, p->a, x);
+            r.y = ggml_add(ctx_, r.y, ggml_scale(ctx_, ggml_mul_mat(ctx_, p->b, r.a), lora_.scale));
+        }
+        if (bias) r.y = ggml_add(ctx_, r.y, bias);
+        return r;
+    }
+
+    // Wᵀ as a contiguous matrix [n_out, n_in] that mul_mat accepts on every backend.
+    ggml_tensor * frozen_t(ggml_tensor * W) {
+        if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16) {
+            return ggml_cont(ctx_, ggml_transpose(ctx_, W));
+        }
+        ggml_tensor * deq = ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, in_.iota, W->ne[1], 0)); // f32 [n_in, n_out]
+        return ggml_cast(ctx_, ggml_transpose(ctx_, deq), GGML_TYPE_F16);
+    }
+
+    // Backward of y = W x + s B (A x) (+ bias): returns dx, accumulates dA and dB.
+    ggml_tensor * proj_back(ggml_tensor * W, ggml_tensor * x, const Proj & p, const LoraPair * pr, ggml_tensor * dy) {
+        ggml_tensor * dx = ggml_mul_mat(ctx_, frozen_t(W), dy);
+        if (pr) {
+            const float s = lora_.scale;
+            ggml_tensor * dB = ggml_scale(ctx_, ggml_out_prod(ctx_, p.a, dy), s);                                      // [r, n_out]
+            ggml_tensor * da = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->b)), dy), s); // [r, T]
+            ggml_tensor * dA = ggml_out_prod(ctx_, x, da);                                                              // [n_in, r]
+            dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));
+            accumulate(pr->a, dA);
+            accumulate(pr->b, dB);
+        }
+        return dx;
+    }
+
+    void accumulate(const ggml_tensor * param, ggml_tensor * d) {
+        auto it = grad_of.find(param);
+        if (it == grad_of.end()) throw Error(std::string("internal error: no gradient buffer for ") + param->name);
+        ggml_build_forward_expand(gf_, ggml_cpy(ctx_, ggml_add(ctx_, it->second, d), it->second));
+    }
+
+    ggml_tensor * rope(ggml_tensor * t) {
+        return ggml_rope_ext(ctx_, t, in_.positions, w_.rope_freqs, (int) c_.n_rot, c_.rope_mode, (int) c_.n_ctx_train, c_.rope_base,
+                             c_.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+    }
+    ggml_tensor * rope_back(ggml_tensor * d) {
+        return ggml_rope_ext_back(ctx_, d, in_.positions, w_.rope_freqs, (int) c_.n_rot, c_.rope_mode, (int) c_.n_ctx_train, c_.rope_base,
+                                  c_.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+    }
+
+    ggml_tensor * heads4(ggml_tensor * t) { return ggml_reshape_4d(ctx_, t, c_.head_dim, c_.n_head, L_, B_); }
+
+    // Grouped-query attention: query head h reads K/V head h / (n_head / n_head_kv), the same
+    // grouping mul_mat's broadcast uses; repeating along a new axis of size n_head/n_head_kv
+    // placed before the kv-head axis gives that order, and its backward is a plain sum.
+    ggml_tensor * expand_kv(ggml_tensor * t) {
+        const int64_t grp = c_.n_head / c_.n_head_kv;
+        if (grp == 1) return t;
+        ggml_tensor * r = ggml_repeat_4d(ctx_, ggml_reshape_4d(ctx_, t, c_.head_dim, 1, c_.n_head_kv, T_), c_.head_dim, grp, c_.n_head_kv, T_);
+        return ggml_reshape_3d(ctx_, r, c_.head_dim, c_.n_head, T_);
+    }
+    ggml_tensor * reduce_kv(ggml_tensor * d) {
+        const int64_t grp = c_.n_head / c_.n_head_kv;
+        if (grp == 1) return d;
+        ggml_tensor * shape = ggml_new_tensor_4d(ctx_, GGML_TYPE_F32, c_.head_dim, 1, c_.n_head_kv, T_);
+        ggml_tensor * s = ggml_repeat_back(ctx_, ggml_reshape_4d(ctx_, d, c_.head_dim, grp, c_.n_head_kv, T_), shape);
+        return ggml_reshape_3d(ctx_, s, c_.head_dim, c_.n_head_kv, T_);
+    }
+
+    ggml_tensor * row_view(ggml_tensor * v, int64_t c0, int64_t n) {
+        return ggml_view_2d(ctx_, v, 1, n, sizeof(float), (size_t) c0 * sizeof(float));
+    }
+};
+
+size_t train_graph_size(int64_t n_layer, int64_t n_chunks) { return (size_t) (480 * n_layer + 48 * n_chunks + 1024); }
+
+bool needs_dequant(const ModelWeights & w) {
+    auto quant = [](const ggml_tensor * t) {
+        return t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16;
+    };
+    if (quant(w.output)) return true;
+    for (const LayerWeights & l : w.layers) {
+        for (const ggml_tensor * t : {l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down}) {
+            if (quant(t)) return true;
+        }
+    }
+    return false;
+}
+
+int64_t chunk_rows_for(const ModelConfig & c, const GraphOptions & opt, int64_t R) {
+    int64_t chunk = opt.chunk_rows > 0 ? opt.chunk_rows : std::max<int64_t>(1, kChunkLogits / c.n_vocab);
+    // flat indices into a chunk's [V, n] probabilities are int32
+    chunk = std::min(chunk, (int64_t) (std::numeric_limits<int32_t>::max() / c.n_vocab) - 1);
+    return std::max<int64_t>(1, std::min(chunk, R));
+}
+
+Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch & mb, bool backward, const LossSpec & loss) {
+    const ModelConfig & c = w.config();
+    const int64_t T = mb.L * mb.B, R = (int64_t) mb.rows.size();
+    Inputs in;
+    auto input = [&](ggml_type type, int64_t n0, int64_t n1 = 1) {
+        ggml_tensor * t = n1 == 1 ? ggml_new_tensor_1d(ctx, type, n0) : ggml_new_tensor_2d(ctx, type, n0, n1);
+        ggml_set_input(t);
+        return t;
+    };
+    in.tokens = input(GGML_TYPE_I32, T);
+    in.positions = input(GGML_TYPE_I32, T);
+    in.mask = input(GGML_TYPE_F32, mb.L, mb.L);
+    in.rows = input(GGML_TYPE_I32, R);
+    in.targets = input(GGML_TYPE_I32, R);
+    in.flat_idx = input(GGML_TYPE_I32, R);
+    if (backward) {
+        in.neg_w = input(GGML_TYPE_F32, R);
+        if (loss.kl) in.kl_m = input(GGML_TYPE_F32, R);
+        if (loss.kl) in.ref_lp = input(GGML_TYPE_F32, R);
+        if (loss.has_old) in.old_lp = input(GGML_TYPE_F32, R);
+        if (needs_dequant(w)) in.iota = input(GGML_TYPE_I32, std::max({c.n_vocab, c.n_ff, c.n_embd, c.n_head * c.head_dim}));
+    }
+    return in;
+}
+
+void set_inputs(const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk) {
+    // Inputs a graph does not read (e.g. targets in a forward-only pass) get no buffer.
+    auto set = [](ggml_tensor * t, const void * data) {
+        if (t && t->buffer) ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));
+    };
+    set(in.tokens, mb.tokens.data());
+    set(in.positions, mb.positions.data());
+    {
+        const float neg_inf = -std::numeric_limits<float>::infinity();
+        std::vector<float> mask((size_t) (mb.L * mb.L), neg_inf);
+        for (int64_t q = 0; q < mb.L; ++q) {
+            for (int64_t k = 0; k <= q; ++k) mask[q * mb.L + k] = 0.0f;
+        }
+        set(in.mask, mask.data());
+    }
+    set(in.rows, mb.rows.data());
+    set(in.targets, mb.targets.data());
+    {
+        std::vector<int32_t> flat(mb.rows.size());
+        for (size_t r = 0; r < flat.size(); ++r) flat[r] = (int32_t) ((int64_t) (r % chunk) * n_vocab + mb.targets[r]);
+        set(in.flat_idx, flat.data());
+    }
+    set(in.neg_w, mb.neg_w.data());
+    set(in.kl_m, mb.kl_m.data());
+    set(in.old_lp, mb.old_lp.data());
+    set(in.ref_lp, mb.ref_lp.data());
+    if (in.iota) {
+        std::vector<int32_t> iota((size_t) in.iota->ne[0]);
+        for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t) i;
+        set(in.iota, iota.data());
+    }
+}
+
+void check_batch(const MicroBatch & mb, const LossSpec & loss, bool backward) {
+    const size_t R = mb.rows.size();
+    bool ok = mb.L > 0 && mb.B > 0 && mb.tokens.size() == (size_t) (mb.L * mb.B) && mb.positions.size() == mb.tokens.size() && R > 0 &&
+              mb.targets.size() == R;
+    if (backward) {
+        ok = ok && mb.neg_w.size() == R && (!loss.kl || (mb.kl_m.size() == R && mb.ref_lp.size() == R)) &&
+             (!loss.has_old || mb.old_lp.size() == R);
+    }
+    if (!ok) throw Error("internal error: inconsistent micro-batch");
+}
+
+std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk,
+                       const std::vector<ggml_tensor *> & lps, const char * what) {
+    ggml_backend_sched_reset(sched);
+    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+        throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
+                    " tokens (use smaller micro-batches: microBatchTokens / --micro-batch-tokens)");
+    }
+    set_inputs(in, mb, n_vocab, chunk);
+    if (ggml_backend_sched_graph_compute(sched, gf) != GGML_STATUS_SUCCESS) throw Error(std::string(what) + " failed");
+    std::vector<float> out(mb.rows.size());
+    size_t off = 0;
+    for (ggml_tensor * lp : lps) {
+        const size_t n = (size_t) ggml_nelements(lp);
+        ggml_backend_tensor_get(lp, out.data() + off, 0, n * sizeof(float));
+        off += n;
+    }
+    ggml_backend_sched_reset(sched);
+    return out;
+}
+
+} // namespace
+
+size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows) {
+    const int64_t chunk = chunk_rows_for(c, opt, std::max<int64_t>(rows, 1));
+    return train_graph_size(c.n_layer, (rows + chunk - 1) / chunk);
+}
+
+std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
+                                    const GraphOptions & opt) {
+    const LossSpec none;
+    check_batch(mb, none, false);
+    const ModelConfig & c = w.config();
+    const int64_t R = (int64_t) mb.rows.size();
+    const int64_t chunk = chunk_rows_for(c, opt, R);
+    GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
+    Inputs in = make_inputs(g.ctx, w, mb, false, none);
+    Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B);
+    ggml_tensor * x = b.embed();
+    for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
+    std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
+    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "log-prob pass");
+}
+
+std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt) {
+    check_batch(mb, loss, true);
+    const ModelConfig & c = w.config();
+    const int64_t R = (int64_t) mb.rows.size();
+    const int64_t chunk = chunk_rows_for(c, opt, R);
+    GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
+    Inputs in = make_inputs(g.ctx, w, mb, true, loss);
+    Builder b(g.ctx, g.gf, w, adapter.view(), in, mb.L, mb.B);
+    const auto & params = adapter.params();
+    for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
+
+    std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
+    std::vector<LayerActs> acts(opt.recompute ? 0 : (size_t) c.n_layer);
+    inputs[0] = b.embed();
+    for (int64_t il = 0; il < c.n_layer; ++il) {
+        LayerActs a = b.layer_forward(il, inputs[il]);
+        inputs[il + 1] = a.out;
+        if (!opt.recompute) acts[il] = a;
+    }
+    ggml_tensor * dx = nullptr;
+    std::vector<ggml_tensor *> lps = b.head(inputs[c.n_layer], R, chunk, true, loss, &dx);
+    ggml_build_forward_expand(g.gf, dx);
+    for (int64_t il = c.n_layer - 1; il >= 0; --il) {
+        // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
+        // activations are built just before its backward and freed right after.
+        const LayerActs a = opt.recompute ? b.layer_forward(il, inputs[il]) : acts[il];
+        dx = b.layer_backward(il, a, dx);
+        // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
+        if (il > 0) ggml_build_forward_expand(g.gf, dx);
+    }
+    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "training pass");
+}
+
+} // namespace rrr

@@ -1,0 +1,62 @@
+// The training graphs over one micro-batch: the model with LoRA, run on B sequences padded to a
+// common length L ([n_embd, L*B] activations, per-sequence causal attention, so no T×T mask),
+// the log-prob of each loss row's target computed in chunks of rows, and a hand-written backward
+// pass into the LoRA tensors only.
+//
+// Why a hand-written backward instead of ggml_build_backward_expand: ggml's automatic gradient of
+// mul_mat(W, x) with respect to x is out_prod(W, dyᵀ), which ggml's CUDA backend runs only for
+// f32 W, so f16/bf16/quantized bases would fall back to the CPU. Here dx = Wᵀ dy is a mul_mat of
+// a transposed copy of W (dequantised to f16 through get_rows for quantized types), which every
+// backend runs. It also gives activation recomputation per layer and chunked loss rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "adapter.h"
+#include "weights.h"
+
+namespace rrr {
+
+// One micro-batch as the graphs see it. Row r of the loss is position rows[r] = b*L + p of the
+// padded batch, predicting targets[r] = tokens of sequence b at p+1.
+struct MicroBatch {
+    int64_t L = 0, B = 0;
+    std::vector<int32_t> tokens;    // B*L, padded with token 0
+    std::vector<int32_t> positions; // B*L
+    std::vector<int32_t> rows;
+    std::vector<int32_t> targets;
+    // Per-row loss inputs (see train_step.h for the loss they define):
+    std::vector<float> neg_w;       // -w / N
+    std::vector<float> kl_m;        // beta * m / N
+    std::vector<float> old_lp;      // behaviour-policy log-probs (when has_old)
+    std::vector<float> ref_lp;      // base-model log-probs (when kl)
+    // Host-side, for the reported loss and for mapping rows back to sequences:
+    std::vector<float> w;           // advantage weight of each row
+    std::vector<int32_t> seq_index; // batch index of each of the B sequences
+    int64_t real_tokens = 0;        // tokens before padding
+};
+
+struct LossSpec {
+    bool has_old = false;
+    bool kl = false;
+    float clip_eps = 0.2f;
+};
+
+struct GraphOptions {
+    bool recompute = true;     // keep only each layer's input; rebuild the layer in the backward pass
+    int64_t chunk_rows = 0;    // loss rows per LM-head chunk; 0 picks ~32M logits per chunk
+};
+
+// Log-probs of each row's target under the model with `lora` (disabled view = the base model).
+std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
+                                    const GraphOptions & opt);
+
+// Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` (same order as
+// adapter.params()) and returns the rows' log-probs.
+std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt);
+
+// Graph nodes the passes above may need for a micro-batch with `rows` loss rows (to size the scheduler).
+size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows);
+
+} // namespace rrr

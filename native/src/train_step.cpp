@@ -1,0 +1,240 @@
+#include "train_step.h"
+#include "errors.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+namespace rrr {
+
+namespace {
+
+struct Prepared {
+    std::vector<MicroBatch> mbs;
+    int64_t n = 0;        // N: trained (masked-in) tokens of the whole batch
+    int64_t tokens = 0;
+    bool has_old = false;
+};
+
+void validate(const ModelConfig & c, const std::vector<TrainSeq> & batch, const char * what) {
+    if (batch.empty()) throw Error(std::string(what) + ": empty batch");
+    const bool has_old = !batch[0].old_lp.empty();
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const TrainSeq & s = batch[i];
+        const std::string at = std::string(what) + ": sequence " + std::to_string(i);
+        const size_t n = s.tokens.size();
+        if (n == 0) throw Error(at + " is empty");
+        if ((int64_t) n > c.n_ctx_train) {
+            throw Error("context overflow: " + at + " has " + std::to_string(n) + " tokens, the model's context length is " +
+                        std::to_string(c.n_ctx_train));
+        }
+        for (int32_t t : s.tokens) {
+            if (t < 0 || t >= c.n_vocab) {
+                throw Error(at + ": token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+            }
+        }
+        if (s.weights.size() != n) throw Error(at + " has " + std::to_string(n) + " tokens but " + std::to_string(s.weights.size()) + " weights");
+        if (!s.mask.empty() && s.mask.size() != n) throw Error(at + " has " + std::to_string(n) + " tokens but a mask of " + std::to_string(s.mask.size()));
+        if (s.old_lp.empty() == has_old) {
+            throw Error(std::string(what) + ": oldLogprobs must be given for every sequence or for none (sequence " + std::to_string(i) + ")");
+        }
+        if (has_old && s.old_lp.size() != n) {
+            throw Error(at + " has " + std::to_string(n) + " tokens but " + std::to_string(s.old_lp.size()) + " oldLogprobs");
+        }
+        for (size_t t = 1; t < n; ++t) {
+            if (!std::isfinite(s.weights[t])) throw Error(at + ": weight " + std::to_string(t) + " is not finite");
+            if (has_old && !std::isfinite(s.old_lp[t]) && (s.mask.empty() ? s.weights[t] != 0 : s.mask[t] != 0)) {
+                throw Error(at + ": oldLogprobs[" + std::to_string(t) + "] is not finite");
+            }
+        }
+    }
+}
+
+bool trained(const TrainSeq & s, size_t t) { return s.mask.empty() ? s.weights[t] != 0.0f : s.mask[t] != 0; }
+
+Prepared prepare(const ModelConfig & c, const std::vector<TrainSeq> & batch, const StepSettings & st, const char * what) {
+    validate(c, batch, what);
+    Prepared p;
+    p.has_old = !batch[0].old_lp.empty();
+    std::vector<int64_t> rows_of(batch.size(), 0);
+    for (size_t i = 0; i < batch.size(); ++i) {
+        for (size_t t = 1; t < batch[i].tokens.size(); ++t) rows_of[i] += trained(batch[i], t) ? 1 : 0;
+        p.n += rows_of[i];
+    }
+    if (p.n == 0) return p;
+    const float inv_n = 1.0f / (float) p.n;
+
+    // Greedy packing in batch order: a micro-batch holds B sequences padded to its longest L, B*L <= budget.
+    std::vector<std::vector<int32_t>> groups;
+    int64_t longest = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        if (rows_of[i] == 0) continue;
+        const int64_t len = (int64_t) batch[i].tokens.size();
+        const int64_t L = std::max(longest, len);
+        if (groups.empty() || (st.micro_batch_tokens > 0 && (int64_t) (groups.back().size() + 1) * L > st.micro_batch_tokens)) {
+            groups.emplace_back();
+            longest = 0;
+        }
+        groups.back().push_back((int32_t) i);
+        longest = std::max(longest, len);
+    }
+    for (const auto & grp : groups) {
+        MicroBatch mb;
+        mb.B = (int64_t) grp.size();
+        for (int32_t i : grp) mb.L = std::max(mb.L, (int64_t) batch[i].tokens.size());
+        mb.tokens.assign((size_t) (mb.B * mb.L), 0);
+        mb.positions.resize(mb.tokens.size());
+        for (int64_t b = 0; b < mb.B; ++b) {
+            const TrainSeq & s = batch[grp[b]];
+            mb.seq_index.push_back(grp[b]);
+            mb.real_tokens += (int64_t) s.tokens.size();
+            for (int64_t q = 0; q < mb.L; ++q) {
+                mb.positions[b * mb.L + q] = (int32_t) q;
+                if (q < (int64_t) s.tokens.size()) mb.tokens[b * mb.L + q] = s.tokens[q];
+            }
+            for (size_t t = 1; t < s.tokens.size(); ++t) {
+                if (!trained(s, t)) continue;
+                mb.rows.push_back((int32_t) (b * mb.L + (int64_t) t - 1));
+                mb.targets.push_back(s.tokens[t]);
+                mb.w.push_back(s.weights[t]);
+                mb.neg_w.push_back(-s.weights[t] * inv_n);
+                if (st.beta > 0) mb.kl_m.push_back(st.beta * inv_n);
+                if (p.has_old) mb.old_lp.push_back(s.old_lp[t]);
+            }
+        }
+        p.tokens += mb.real_tokens;
+        p.mbs.push_back(std::move(mb));
+    }
+    return p;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+} // namespace
+
+Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt) : model_(std::move(model)) {
+    adapter_ = std::make_unique<Adapter>(*model_->weights, spec, model_->backends->primary());
+    opt_ = std::make_unique<AdamW>(adapter_->params(), model_->backends->primary(), opt);
+}
+
+Trainer::~Trainer() {
+    if (sched_) ggml_backend_sched_free(sched_);
+}
+
+// Training graphs are far larger than the inference ones and get their own scheduler, so the
+// model's forward passes do not keep a training-sized compute buffer alive.
+ggml_backend_sched_t Trainer::sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g) {
+    size_t need = 0;
+    for (const MicroBatch & mb : mbs) need = std::max(need, train_graph_nodes(model_->weights->config(), g, (int64_t) mb.rows.size()));
+    if (sched_ && need <= sched_size_) return sched_;
+    if (sched_) ggml_backend_sched_free(sched_);
+    sched_ = nullptr;
+    const Backends & b = *model_->backends;
+    std::vector<ggml_backend_t> list{b.primary()};
+    if (b.primary() != b.cpu()) list.push_back(b.cpu());
+    sched_size_ = std::max(need, (size_t) 8192);
+    sched_ = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), sched_size_, false, true);
+    if (!sched_) throw Error("could not create the training scheduler");
+    return sched_;
+}
+
+StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!(s.beta >= 0) || !std::isfinite(s.beta)) throw Error("step: beta must be a finite number >= 0");
+    if (!(s.clip_eps > 0 && s.clip_eps < 1)) throw Error("step: clipEps must be in (0, 1)");
+    const ModelWeights & w = *model_->weights;
+    Prepared p = prepare(w.config(), batch, s, "step");
+    StepStats st;
+    st.loss_tokens = p.n;
+    if (p.n == 0) {
+        st.skipped = true;
+        st.ms = ms_since(t0);
+        return st;
+    }
+    const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
+    ggml_backend_sched_t sched = sched_for(p.mbs, s.graph);
+    if (backward) opt_->zero_grads();
+
+    double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
+    int64_t clipped = 0;
+    for (MicroBatch & mb : p.mbs) {
+        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, s.graph);
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, s.graph)
+                                               : compute_logprobs(w, adapter_->view(), sched, mb, s.graph);
+        for (size_t r = 0; r < lp.size(); ++r) {
+            const double a = mb.w[r];
+            double rho = 1.0;
+            if (loss.has_old) {
+                rho = std::exp((double) lp[r] - (double) mb.old_lp[r]);
+                const double cl = std::min(std::max(rho, 1.0 - s.clip_eps), 1.0 + s.clip_eps);
+                pg += std::min(rho * a, cl * a);
+                clipped += cl * a < rho * a ? 1 : 0;
+            } else {
+                pg += a * lp[r];
+            }
+            if (loss.kl) {
+                const double d = (double) mb.ref_lp[r] - (double) lp[r];
+                kl += std::exp(d) - d - 1.0;
+            }
+            sum_rho += rho;
+            sum_lp += lp[r];
+        }
+    }
+    const double n = (double) p.n;
+    st.kl = kl / n;
+    st.loss = -pg / n + (double) s.beta * st.kl;
+    st.mean_ratio = sum_rho / n;
+    st.mean_logprob = sum_lp / n;
+    st.clip_fraction = (double) clipped / n;
+    st.tokens = p.tokens;
+    if (backward) st.grad_norm = opt_->grad_norm(sched);
+    st.ms = ms_since(t0);
+    return st;
+}
+
+StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings & s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!(s.lr >= 0) || !std::isfinite(s.lr)) throw Error("step: lr must be a finite number >= 0");
+    StepStats st = run(batch, s, true);
+    if (st.skipped) return st;
+    const float clip = opt_->config().grad_clip;
+    const float scale = clip > 0 && st.grad_norm > clip ? (float) (clip / st.grad_norm) : 1.0f;
+    opt_->update(sched_, s.lr, scale);
+    st.ms = ms_since(t0);
+    return st;
+}
+
+StepStats Trainer::evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, false); }
+
+StepStats Trainer::gradients(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, true); }
+
+std::vector<std::vector<float>> Trainer::logprobs(const std::vector<std::vector<int32_t>> & seqs, bool with_adapter, int64_t micro_batch_tokens) {
+    std::vector<TrainSeq> batch(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        batch[i].tokens = seqs[i];
+        batch[i].weights.assign(seqs[i].size(), 0.0f);
+        batch[i].mask.assign(seqs[i].size(), 1);
+    }
+    StepSettings st;
+    st.micro_batch_tokens = micro_batch_tokens;
+    const ModelWeights & w = *model_->weights;
+    Prepared p = prepare(w.config(), batch, st, "logprobs");
+    std::vector<std::vector<float>> out(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) out[i].assign(seqs[i].size(), 0.0f);
+    if (p.n == 0) return out;
+    ggml_backend_sched_t sched = sched_for(p.mbs, st.graph);
+    const LoraView view = with_adapter ? adapter_->view() : LoraView{};
+    for (const MicroBatch & mb : p.mbs) {
+        const std::vector<float> lp = compute_logprobs(w, view, sched, mb, st.graph);
+        for (size_t r = 0; r < lp.size(); ++r) {
+            const int64_t b = mb.rows[r] / mb.L, pos = mb.rows[r] % mb.L;
+            out[(size_t) mb.seq_index[(size_t) b]][(size_t) pos + 1] = lp[r];
+        }
+    }
+    return out;
+}
+
+} // namespace rrr

@@ -1,0 +1,83 @@
+// One LoRA training step over a batch of token sequences: micro-batching, the base-model pass
+// for the KL term, gradient accumulation, clipping and AdamW.
+//
+// The loss (DESIGN.md, step 4). For sequence i and token t >= 1 (predicted from position t-1):
+//   w_t   = TrainSequence.weights[t]            (A_i * m_t: the advantage on trained tokens)
+//   m_t   = mask[t] != 0 when a mask is given, else w_t != 0
+//   N     = sum of m_t over the whole batch (all micro-batches)
+//   lp_t  = log pi(token_t | prefix) with the adapter, ref_t the same with the adapter off
+//   rho_t = exp(lp_t - old_t)                   when oldLogprobs are given
+//   KL    = sum m_t * (exp(ref_t - lp_t) - (ref_t - lp_t) - 1) / N   (k3 estimator, >= 0)
+//   with oldLogprobs:    loss = -sum min(rho_t w_t, clip(rho_t, 1-eps, 1+eps) w_t) / N + beta * KL
+//   without oldLogprobs: loss = -sum w_t lp_t / N + beta * KL
+// The two agree in gradient when old == lp (rho = 1): the second is the plain policy gradient,
+// written with lp instead of rho so that its value moves with the parameters. Tokens with m_t = 0
+// do not enter the graph's LM head at all. A batch with N = 0 is no step: the adapter, the
+// optimizer moments and the step count stay as they were.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "adamw.h"
+#include "adapter.h"
+#include "model_core.h"
+#include "train_graph.h"
+
+namespace rrr {
+
+struct TrainSeq {
+    std::vector<int32_t> tokens;
+    std::vector<float> weights;
+    std::vector<uint8_t> mask;     // empty: m = (w != 0)
+    std::vector<float> old_lp;     // empty: no ratio
+};
+
+struct StepSettings {
+    float lr = 0.0f;
+    float clip_eps = 0.2f;
+    float beta = 0.0f;
+    int64_t micro_batch_tokens = 0; // 0: one micro-batch
+    GraphOptions graph;
+};
+
+struct StepStats {
+    double loss = 0, kl = 0, grad_norm = 0, mean_ratio = 1, mean_logprob = 0, clip_fraction = 0;
+    int64_t tokens = 0;      // tokens run through the training graphs (before padding)
+    int64_t loss_tokens = 0; // N
+    double ms = 0;
+    bool skipped = false;    // N == 0: no update
+};
+
+class Trainer {
+public:
+    Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt);
+    ~Trainer();
+    Trainer(const Trainer &) = delete;
+    Trainer & operator=(const Trainer &) = delete;
+
+    // The caller holds model()->mu for all of these.
+    StepStats step(const std::vector<TrainSeq> & batch, const StepSettings & s);
+    // Loss and statistics at the current parameters, no gradients.
+    StepStats evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s);
+    // Loss and gradients (left in optimizer().grads()), no update.
+    StepStats gradients(const std::vector<TrainSeq> & batch, const StepSettings & s);
+    // Per-token log-probs (index t: token t; index 0 is 0), with or without the adapter.
+    std::vector<std::vector<float>> logprobs(const std::vector<std::vector<int32_t>> & seqs, bool with_adapter, int64_t micro_batch_tokens);
+
+    const std::shared_ptr<ModelCore> & model() const { return model_; }
+    Adapter & adapter() { return *adapter_; }
+    AdamW & optimizer() { return *opt_; }
+
+private:
+    std::shared_ptr<ModelCore> model_;
+    std::unique_ptr<Adapter> adapter_;
+    std::unique_ptr<AdamW> opt_;
+    ggml_backend_sched_t sched_ = nullptr;
+    size_t sched_size_ = 0;
+
+    ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
+    StepStats run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward);
+};
+
+} // namespace rrr

@@ -1,0 +1,415 @@
+// LoRA training on tiny generated models (CPU): gradients against finite differences, the masked
+// loss's edge cases, learning, and adapter files checked through libllama's own LoRA loader.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { Model, ReferenceModel, Trainer, makeTinyModel, mergeAdapter } from '../src/engine/index.js';
+import type { StepOptions, TrainSequence } from '../src/engine/types.js';
+
+const ALL = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+// CPU by default; RRR_TEST_DEVICE=cuda runs the same checks on a GPU build.
+const DEVICE = (process.env.RRR_TEST_DEVICE ?? 'cpu') as 'cpu' | 'cuda' | 'auto';
+let dir: string;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'rrr-train-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function tinyModel(name: string, opts: { arch?: 'llama' | 'qwen2' | 'qwen3'; type?: string } = {}): Promise<{ path: string; model: Model }> {
+  const path = join(dir, `${name}.gguf`);
+  await makeTinyModel({ out: path, arch: opts.arch ?? 'qwen2', type: opts.type ?? 'f32', seed: 7 });
+  return { path, model: await Model.load(path, { device: DEVICE, threads: 2 }) };
+}
+
+// Deterministic normal noise for test data.
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  const u = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
+  return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+}
+
+/** Non-zero B so that every adapter tensor has a gradient (a fresh adapter has B = 0, hence dA = 0). */
+function randomizeB(tr: Trainer, std: number, seed = 1): void {
+  const g = rng(seed);
+  for (const [name, v] of Object.entries(tr.params())) {
+    if (name.endsWith('lora_b')) tr.setParam(name, v.map(() => std * g()));
+  }
+}
+
+function seq(n: number, offset: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, i) => (i * 7919 + offset) % 150000);
+}
+
+/** Two sequences: a positive advantage on a span of the first, a negative one on the second. */
+function mixedBatch(): TrainSequence[] {
+  const a = seq(14, 5);
+  const b = seq(10, 77);
+  const wa = new Float32Array(a.length);
+  wa.fill(1.2, 4, 12);
+  const wb = new Float32Array(b.length);
+  wb.fill(-0.8, 2, 9);
+  return [
+    { tokens: a, weights: wa },
+    { tokens: b, weights: wb },
+  ];
+}
+
+function dot(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
+  let s = 0;
+  for (const [k, v] of Object.entries(a)) {
+    const w = b[k]!;
+    for (let i = 0; i < v.length; i++) s += v[i]! * w[i]!;
+  }
+  return s;
+}
+
+function shifted(p: Record<string, Float32Array>, d: Record<string, Float32Array>, h: number): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(p)) out[k] = v.map((x, i) => x + h * d[k]![i]!);
+  return out;
+}
+
+function setAll(tr: Trainer, p: Record<string, Float32Array>): void {
+  for (const [k, v] of Object.entries(p)) tr.setParam(k, v);
+}
+
+/** Central difference of the loss along direction d (unit norm), against the analytic Σ g·d. */
+async function directional(tr: Trainer, batch: TrainSequence[], opts: Omit<StepOptions, 'lr'>, d: Record<string, Float32Array>, h = 1e-2) {
+  const p0 = tr.params();
+  setAll(tr, shifted(p0, d, h));
+  const lp = (await tr.evaluate(batch, opts)).loss;
+  setAll(tr, shifted(p0, d, -h));
+  const lm = (await tr.evaluate(batch, opts)).loss;
+  setAll(tr, p0);
+  return (lp - lm) / (2 * h);
+}
+
+function unit(g: Record<string, Float32Array>): Record<string, Float32Array> {
+  const n = Math.sqrt(dot(g, g));
+  const out: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(g)) out[k] = v.map((x) => x / n);
+  return out;
+}
+
+function randomDirection(like: Record<string, Float32Array>, seed: number): Record<string, Float32Array> {
+  const g = rng(seed);
+  const d: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(like)) d[k] = v.map(() => g());
+  return unit(d);
+}
+
+/**
+ * The gradient checks: along the gradient itself and along a random direction (all tensors at
+ * once, where f32 rounding of the loss is negligible against the signal), plus the largest
+ * coordinates of a few individual tensors (looser: single coordinates carry little signal).
+ */
+async function checkGradients(tr: Trainer, batch: TrainSequence[], opts: Omit<StepOptions, 'lr'>, tol = 0.02, h = 1e-2) {
+  const g = await tr.gradients(batch, opts);
+  const gn = Math.sqrt(dot(g.grads, g.grads));
+  assert.ok(gn > 1e-3, `gradient too small to check (${gn})`);
+  assert.ok(Math.abs(gn - g.gradNorm) <= 1e-3 * gn, `reported gradNorm ${g.gradNorm} vs ${gn}`);
+  // Along the gradient restricted to the A tensors, then to the B tensors: each part is checked
+  // against its own norm, so an error in the smaller part cannot hide behind the larger.
+  for (const part of ['lora_a', 'lora_b']) {
+    const gp: Record<string, Float32Array> = {};
+    for (const [k, v] of Object.entries(g.grads)) gp[k] = k.endsWith(part) ? v : new Float32Array(v.length);
+    const np = Math.sqrt(dot(gp, gp));
+    const along = await directional(tr, batch, opts, unit(gp), h);
+    assert.ok(Math.abs(along - np) <= tol * np, `along the ${part} gradient: finite difference ${along}, analytic ${np}`);
+  }
+  const d = randomDirection(g.grads, 99);
+  const fd = await directional(tr, batch, opts, d, h);
+  const an = dot(g.grads, d);
+  assert.ok(Math.abs(fd - an) <= tol * gn, `random direction: finite difference ${fd}, analytic ${an} (|g| ${gn})`);
+  return g;
+}
+
+async function checkCoordinates(tr: Trainer, batch: TrainSequence[], opts: Omit<StepOptions, 'lr'>, names: string[]) {
+  const g = await tr.gradients(batch, opts);
+  const p0 = tr.params();
+  for (const name of names) {
+    const gr = g.grads[name]!;
+    let i = 0;
+    for (let j = 1; j < gr.length; j++) if (Math.abs(gr[j]!) > Math.abs(gr[i]!)) i = j;
+    const h = 1e-2;
+    const p = p0[name]!.slice();
+    p[i] = p0[name]![i]! + h;
+    tr.setParam(name, p);
+    const lp = (await tr.evaluate(batch, opts)).loss;
+    p[i] = p0[name]![i]! - h;
+    tr.setParam(name, p);
+    const lm = (await tr.evaluate(batch, opts)).loss;
+    tr.setParam(name, p0[name]!);
+    const fd = (lp - lm) / (2 * h);
+    assert.ok(Math.abs(fd - gr[i]!) <= 0.1 * Math.abs(gr[i]!) + 0.01, `${name}[${i}]: finite difference ${fd}, analytic ${gr[i]}`);
+  }
+}
+
+describe('LoRA gradients match finite differences', () => {
+  test('qwen2 (GQA, q/k/v bias, tied output): ± advantages, several LM-head chunks and micro-batches', async () => {
+    const { model } = await tinyModel('grad-qwen2');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    const opts = { logitsChunkRows: 4, microBatchTokens: 14 };
+    await checkGradients(tr, mixedBatch(), opts);
+    await checkCoordinates(tr, mixedBatch(), opts, [
+      'blk.0.attn_q.weight.lora_a',
+      'blk.1.attn_k.weight.lora_b',
+      'blk.0.attn_output.weight.lora_a',
+      'blk.1.ffn_gate.weight.lora_b',
+      'blk.0.ffn_down.weight.lora_a',
+    ]);
+    tr.dispose();
+    model.dispose();
+  });
+
+  test('with KL to the base model and clipped ratios against old log-probs', async () => {
+    const { model } = await tinyModel('grad-kl');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 4 }, { lr: 1e-3 });
+    // A small adapter keeps lp near ref: e^(ref−lp) in the KL would otherwise amplify f32 rounding.
+    randomizeB(tr, 0.05, 5);
+    const batch = mixedBatch();
+    const noise = rng(11);
+    const lps = await tr.logprobs(batch.map((s) => s.tokens));
+    batch.forEach((s, i) => (s.oldLogprobs = lps[i]!.map((x) => x + 0.3 * noise())));
+    const opts = { beta: 0.5, clipEps: 0.2, logitsChunkRows: 5 };
+    // Clipping makes the loss piecewise smooth: a smaller step keeps most ratios on their side of 1±ε.
+    const g = await checkGradients(tr, batch, opts, 0.02, 3e-3);
+    assert.ok(g.kl > 0, 'KL to the base model should be positive with a non-zero adapter');
+    assert.ok(g.clipFraction > 0 && g.clipFraction < 1, `some but not all ratios clipped (got ${g.clipFraction})`);
+    tr.dispose();
+    model.dispose();
+  });
+
+  test('qwen3 (qk-norm) and llama (untied output, normal rope) with KL', async () => {
+    for (const arch of ['qwen3', 'llama'] as const) {
+      const { model } = await tinyModel(`grad-${arch}`, { arch });
+      const tr = await Trainer.create(model, { rank: 2, alpha: 4, targets: ['q', 'k', 'v', 'down'], seed: 6 }, { lr: 1e-3 });
+      randomizeB(tr, 0.3, 8);
+      await checkGradients(tr, mixedBatch(), { beta: 0.3 });
+      tr.dispose();
+      model.dispose();
+    }
+  });
+
+  // Finite differences are too coarse here (the forward pass itself rounds activations to f16 for
+  // these weight types), so the reference is the f32 model drawn from the same random values.
+  test('f16, bf16 and q8_0 bases (transposed and dequantised frozen weights) agree with f32', async () => {
+    const grads = async (type: string) => {
+      const { model } = await tinyModel(`grad-${type}`, { type });
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+      randomizeB(tr, 0.3);
+      const g = (await tr.gradients(mixedBatch(), { beta: 0.2 })).grads;
+      tr.dispose();
+      model.dispose();
+      return g;
+    };
+    const ref = await grads('f32');
+    const nr = Math.sqrt(dot(ref, ref));
+    // Bounds from the weights' own rounding (measured: f16 cos 0.99999, bf16 0.9994, q8_0 0.9991,
+    // norms within 0.1%, 1% and 4.3%). q8_0 stands for every quantized type: they share the
+    // get_rows dequantisation path; coarser types differ from f32 as models, not as gradients.
+    for (const [type, minCos, normTol] of [['f16', 0.9999, 0.005], ['bf16', 0.998, 0.02], ['q8_0', 0.998, 0.06]] as const) {
+      const g = await grads(type);
+      const ng = Math.sqrt(dot(g, g));
+      const cos = dot(g, ref) / (ng * nr);
+      assert.ok(cos > minCos, `${type}: cosine to the f32 gradient ${cos}`);
+      assert.ok(Math.abs(ng / nr - 1) < normTol, `${type}: gradient norm ${ng} vs f32 ${nr}`);
+    }
+  });
+
+  test('activation recomputation does not change the gradients', async () => {
+    const { model } = await tinyModel('grad-recompute');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    const a = await tr.gradients(mixedBatch(), { recompute: true, beta: 0.1 });
+    const b = await tr.gradients(mixedBatch(), { recompute: false, beta: 0.1 });
+    for (const [k, v] of Object.entries(a.grads)) {
+      const w = b.grads[k]!;
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= 1e-5 * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
+    }
+    tr.dispose();
+    model.dispose();
+  });
+});
+
+describe('masked loss', () => {
+  let model: Model;
+  before(async () => {
+    model = (await tinyModel('mask')).model;
+  });
+  after(() => model.dispose());
+
+  test('an all-zero mask trains nothing: no update, no optimizer step', async () => {
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL] }, { lr: 1e-2, weightDecay: 0.1 });
+    randomizeB(tr, 0.1);
+    const before = tr.params();
+    const tokens = seq(12, 3);
+    const r = await tr.step([{ tokens, weights: new Float32Array(tokens.length) }], { lr: 0.1, beta: 0.5 });
+    assert.equal(r.skipped, true);
+    assert.equal(r.lossTokens, 0);
+    assert.equal(r.loss, 0);
+    assert.deepEqual(tr.params(), before);
+    assert.equal(tr.info.steps, 0);
+    tr.dispose();
+  });
+
+  test('masked-out sequences and tokens do not touch the gradient', async () => {
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL] }, { lr: 1e-2 });
+    randomizeB(tr, 0.2);
+    const batch = mixedBatch();
+    const a = await tr.gradients(batch, {});
+    const extra = seq(9, 1234);
+    const b = await tr.gradients([...batch, { tokens: extra, weights: new Float32Array(extra.length) }], {});
+    assert.equal(a.lossTokens, b.lossTokens);
+    for (const [k, v] of Object.entries(a.grads)) {
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - b.grads[k]![i]!) <= 1e-6 * (1 + Math.abs(v[i]!)), k);
+    }
+    tr.dispose();
+  });
+
+  test('ratio is 1 when old log-probs come from the same weights, and the gradient is the plain policy gradient', async () => {
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL] }, { lr: 1e-2 });
+    randomizeB(tr, 0.2);
+    const batch = mixedBatch();
+    const old = await tr.logprobs(batch.map((s) => s.tokens));
+    const withOld = batch.map((s, i) => ({ ...s, oldLogprobs: old[i]! }));
+    const r = await tr.gradients(withOld, {});
+    assert.ok(Math.abs(r.meanRatio - 1) < 1e-5, `mean ratio ${r.meanRatio}`);
+    assert.equal(r.clipFraction, 0);
+    const plain = await tr.gradients(batch, {});
+    for (const [k, v] of Object.entries(plain.grads)) {
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - r.grads[k]![i]!) <= 1e-4 * (1 + Math.abs(v[i]!)), k);
+    }
+    tr.dispose();
+  });
+
+  test('mismatched inputs are one-line errors', async () => {
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-2 });
+    const tokens = seq(6, 1);
+    await assert.rejects(tr.step([{ tokens, weights: new Float32Array(5) }], { lr: 1e-3 }), /sequence 0 has 6 tokens but 5 weights/);
+    await assert.rejects(
+      tr.step([{ tokens: Int32Array.from([1, 9999999]), weights: new Float32Array(2).fill(1) }], { lr: 1e-3 }),
+      /outside the vocabulary/,
+    );
+    await assert.rejects(Trainer.create(model, { rank: 4, alpha: 8, targets: ['qq' as never] }, { lr: 1e-3 }), /unknown LoRA target 'qq'/);
+    tr.dispose();
+  });
+});
+
+describe('learning and adapter files', () => {
+  test('positive weight on a fixed sequence raises its log-prob; libllama loads the adapter and agrees', async () => {
+    const { path, model } = await tinyModel('learn');
+    const tr = await Trainer.create(model, { rank: 8, alpha: 16, targets: [...ALL], seed: 2 }, { lr: 1e-2 });
+    const target = seq(16, 42);
+    const weights = new Float32Array(target.length).fill(1);
+    const [before] = await tr.logprobs([target]);
+    const mean = (v: Float32Array) => v.subarray(1).reduce((s, x) => s + x, 0) / (v.length - 1);
+    let last = 0;
+    for (let i = 0; i < 30; i++) last = (await tr.step([{ tokens: target, weights }], { lr: 1e-2 })).meanLogprob;
+    const [afterLp] = await tr.logprobs([target]);
+    assert.ok(mean(afterLp!) > mean(before!) + 8, `mean log-prob ${mean(before!)} -> ${mean(afterLp!)}`);
+    assert.ok(mean(afterLp!) > last, 'the last step improved on the log-prob it saw');
+    assert.equal(tr.info.steps, 30);
+
+    const adapterPath = join(dir, 'learn-adapter.gguf');
+    await tr.saveAdapter(adapterPath);
+    const seqs = [target, seq(7, 5)];
+    const ours = await model.forward(seqs, { adapter: tr });
+    const base = await model.forward(seqs);
+    const ref = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
+    await ref.setAdapter(adapterPath);
+    const theirs = await ref.logits(seqs);
+    let diff = 0;
+    let moved = 0;
+    for (let i = 0; i < ours.logits.length; i++) {
+      diff = Math.max(diff, Math.abs(ours.logits[i]! - theirs.logits[i]!));
+      moved = Math.max(moved, Math.abs(ours.logits[i]! - base.logits[i]!));
+    }
+    assert.ok(moved > 1, `the adapter should change the logits (max change ${moved})`);
+    assert.ok(diff < 2e-3, `our logits with the adapter vs libllama's LoRA loader: max |diff| ${diff}`);
+    ref.dispose();
+
+    // The same weights read back through our loader and through export --merge.
+    const again = await Trainer.fromAdapter(model, adapterPath);
+    assert.deepEqual(again.info.targets, [...ALL]);
+    assert.deepEqual(again.params(), tr.params());
+    const merged = join(dir, 'learn-merged.gguf');
+    const m = await mergeAdapter({ model: path, adapter: adapterPath, out: merged });
+    assert.equal(m.merged, 2 * 7);
+    const mm = await Model.load(merged, { device: DEVICE, threads: 2 });
+    const ml = await mm.forward(seqs);
+    let md = 0;
+    for (let i = 0; i < ml.logits.length; i++) md = Math.max(md, Math.abs(ml.logits[i]! - ours.logits[i]!));
+    assert.ok(md < 2e-3, `merged model vs adapter: max |diff| ${md}`);
+    mm.dispose();
+    again.dispose();
+    tr.dispose();
+    model.dispose();
+  });
+
+  test('training state resumes bit-for-bit; files are written atomically; mismatches are named', async () => {
+    const { model } = await tinyModel('state');
+    const cfg = { rank: 4, alpha: 8, targets: ['q', 'v', 'up'] as ('q' | 'v' | 'up')[], seed: 9 };
+    const opt = { lr: 1e-2, weightDecay: 0.01, gradClip: 0.5 };
+    const batch = mixedBatch();
+    const a = await Trainer.create(model, cfg, opt);
+    for (let i = 0; i < 3; i++) await a.step(batch, { lr: 1e-2 });
+    const state = join(dir, 'state.gguf');
+    await a.saveState(state);
+    for (let i = 0; i < 2; i++) await a.step(batch, { lr: 5e-3 });
+
+    const b = await Trainer.create(model, { ...cfg, seed: 1 }, opt);
+    await b.loadState(state);
+    assert.equal(b.info.steps, 3);
+    for (let i = 0; i < 2; i++) await b.step(batch, { lr: 5e-3 });
+    assert.deepEqual(b.params(), a.params());
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+
+    const other = await Trainer.create(model, { ...cfg, rank: 8 }, opt);
+    const adapterPath = join(dir, 'rank4.gguf');
+    await a.saveAdapter(adapterPath);
+    await assert.rejects(other.loadAdapter(adapterPath), /rank4\.gguf: adapter rank 4 does not match the trainer's rank 8/);
+    await assert.rejects(other.loadState(state), /state\.gguf: adapter rank 4 does not match/);
+
+    const q3 = await tinyModel('state-qwen3', { arch: 'qwen3' });
+    await assert.rejects(Trainer.fromAdapter(q3.model, adapterPath), /adapter for architecture 'qwen2', but the model is 'qwen3'/);
+    await assert.rejects(a.saveAdapter(join(dir, 'no-such-dir', 'x.gguf')), /x\.gguf: cannot write/);
+    assert.equal(existsSync(join(dir, 'no-such-dir')), false);
+    q3.model.dispose();
+    other.dispose();
+    a.dispose();
+    b.dispose();
+    model.dispose();
+  });
+
+  test('rrr-native export --merge writes the merged model and fails in one line on a wrong adapter', async () => {
+    const { path, model } = await tinyModel('cli');
+    const tr = await Trainer.create(model, { rank: 2, alpha: 4, targets: ['q', 'down'] }, { lr: 1e-2 });
+    randomizeB(tr, 0.1);
+    const adapterPath = join(dir, 'cli-adapter.gguf');
+    await tr.saveAdapter(adapterPath);
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const out = join(dir, 'cli-merged.gguf');
+    const ok = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', path, '--adapter', adapterPath, '--out', out], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /4 projections merged/);
+    assert.ok(existsSync(out));
+    const bad = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', path, '--adapter', path, '--out', join(dir, 'x.gguf')], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^rrr-native: .*cli\.gguf: not a LoRA adapter GGUF.*\n$/);
+    assert.equal(existsSync(join(dir, 'x.gguf')), false);
+    tr.dispose();
+    model.dispose();
+  });
+});
