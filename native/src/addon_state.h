@@ -7,5 +7,7 @@ namespace rrr {
 struct AddonState {
     Napi::FunctionReference model_ctor;
     Napi::FunctionReference reference_ctor;
+    Napi::FunctionReference generator_ctor;
+    Napi::FunctionReference ref_decoder_ctor;
 };
 } // namespace rrr

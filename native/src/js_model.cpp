@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "js_async.h"
 #include "js_convert.h"
+#include "model_core.h"
 #include "reference.h"
 #include "vocab.h"
 #include "weights.h"
@@ -13,15 +14,6 @@
 namespace rrr {
 
 namespace {
-
-// Everything one loaded model owns. Jobs hold a shared_ptr, so dispose() while a forward pass
-// runs frees the memory when that pass ends instead of under its feet.
-struct ModelCore {
-    std::unique_ptr<Backends> backends;
-    std::unique_ptr<ModelWeights> weights;
-    std::unique_ptr<Vocab> vocab;
-    std::mutex mu;
-};
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
 public:
@@ -45,6 +37,8 @@ public:
         }
         core_ = *info[0].As<Napi::External<std::shared_ptr<ModelCore>>>().Data();
     }
+
+    const std::shared_ptr<ModelCore> & core_ptr() const { return core_; }
 
 private:
     std::shared_ptr<ModelCore> core_;
@@ -258,6 +252,17 @@ private:
 } // namespace
 
 Napi::Function define_native_model(Napi::Env env) { return NativeModel::define(env); }
+
+std::shared_ptr<ModelCore> model_core_of(const Napi::Value & v, const char * what) {
+    Napi::Env env = v.Env();
+    Napi::Function ctor = env.GetInstanceData<AddonState>()->model_ctor.Value();
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor)) {
+        throw Napi::TypeError::New(env, std::string(what) + ": expected a NativeModel");
+    }
+    const auto & core = NativeModel::Unwrap(v.As<Napi::Object>())->core_ptr();
+    if (!core) throw Napi::Error::New(env, std::string(what) + ": model has been disposed");
+    return core;
+}
 Napi::Function define_native_reference(Napi::Env env) { return NativeReference::define(env); }
 
 } // namespace rrr
