@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 namespace rrr {
@@ -14,6 +15,79 @@ uint64_t splitmix64(uint64_t & x) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+// Scalar and four-lane (compiler generic vectors: SSE, AVX or NEON as the target allows)
+// versions of the few operations exp needs; exp_poly is written once over either.
+inline int32_t to_int(float x) { return (int32_t) x; }
+inline float from_bits(int32_t b) {
+    float f;
+    std::memcpy(&f, &b, sizeof(f));
+    return f;
+}
+#if defined(__GNUC__)
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+inline i4 to_int(f4 x) { return __builtin_convertvector(x, i4); }
+inline f4 from_bits(i4 b) {
+    f4 f;
+    std::memcpy(&f, &b, sizeof(f));
+    return f;
+}
+inline f4 load4(const float * p) {
+    f4 v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+#endif
+
+// exp with relative error ~1e-7 over the range logits need, branch-free: libm's expf is a
+// scalar call, and the whole-vocabulary passes below run it 150k times per sampled token.
+template <typename F>
+inline F exp_poly(F x) {
+    x = x < -87.0f ? x - x - 87.0f : x;
+    x = x > 88.0f ? x - x + 88.0f : x;
+    // Adding and removing 1.5 * 2^23 rounds to the nearest integer with plain arithmetic.
+    const F n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    const F r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+    F p = r * (1.0f / 720) + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    return p * from_bits((to_int(n) + 127) << 23);
+}
+inline float fast_exp(float x) { return exp_poly(x); }
+
+float row_max(const float * v, int64_t n) {
+    float r = -INFINITY;
+    int64_t i = 0;
+#if defined(__GNUC__)
+    f4 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (; i + 4 <= n; i += 4) {
+        const f4 x = load4(v + i);
+        m = x > m ? x : m;
+    }
+    for (int k = 0; k < 4; ++k) r = std::max(r, m[k]);
+#endif
+    for (; i < n; ++i) r = std::max(r, v[i]);
+    return r;
+}
+
+double sum_exp(const float * v, int64_t n, float shift) {
+    double s = 0.0;
+    int64_t i = 0;
+#if defined(__GNUC__)
+    f4 a = {0, 0, 0, 0}, b = {0, 0, 0, 0};
+    for (; i + 8 <= n; i += 8) {
+        a += exp_poly(load4(v + i) - shift);
+        b += exp_poly(load4(v + i + 4) - shift);
+    }
+    for (int k = 0; k < 4; ++k) s += (double) a[k] + (double) b[k];
+#endif
+    for (; i < n; ++i) s += fast_exp(v[i] - shift);
+    return s;
 }
 
 // Larger logit first; on ties the lower id, matching argmax, so top-k = 1 is exactly greedy.
@@ -34,11 +108,8 @@ void validate(const SamplingParams & p) {
 }
 
 float token_logprob(const float * logits, int64_t n, int32_t token) {
-    float mx = logits[0];
-    for (int64_t i = 1; i < n; ++i) mx = std::max(mx, logits[i]);
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += std::exp((double) (logits[i] - mx));
-    return (float) ((double) (logits[token] - mx) - std::log(sum));
+    const float mx = row_max(logits, n);
+    return (float) ((double) (logits[token] - mx) - std::log(sum_exp(logits, n, mx)));
 }
 
 SequenceSampler::SequenceSampler(const SamplingParams & p, uint64_t request, uint64_t sample, const std::vector<int32_t> & history)
@@ -70,14 +141,27 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n) {
             penalised.push_back({id, v > 0 ? v / p_.repeat_penalty : v * p_.repeat_penalty});
         }
     }
+    if (p_.temperature == 0.0f || p_.top_k == 1) {
+        // Greedy reads the row in place: the unpenalised argmax, then the few penalised ids.
+        int32_t best = -1;
+        float bv = -INFINITY;
+        std::sort(penalised.begin(), penalised.end());
+        size_t next = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            float v = logits[i];
+            if (next < penalised.size() && penalised[next].first == i) v = penalised[next++].second;
+            if (best < 0 || v > bv) {
+                best = (int32_t) i;
+                bv = v;
+            }
+        }
+        return best;
+    }
     cand_.resize((size_t) n);
     for (int64_t i = 0; i < n; ++i) cand_[i] = {(int32_t) i, logits[i]};
     for (auto & [id, v] : penalised) cand_[id].v = v;
 
     auto cmp = [](const Cand & a, const Cand & b) { return better(a.v, a.id, b.v, b.id); };
-    if (p_.temperature == 0.0f || p_.top_k == 1) {
-        return std::min_element(cand_.begin(), cand_.end(), cmp)->id;
-    }
     size_t m = cand_.size();
     bool sorted = false;
     if (p_.top_k > 0 && (size_t) p_.top_k < m) {
@@ -91,27 +175,42 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n) {
     for (size_t i = 0; i < m; ++i) mx = std::max(mx, cand_[i].v);
     double total = 0.0;
     for (size_t i = 0; i < m; ++i) {
-        cand_[i].v = std::exp((cand_[i].v - mx) * inv_t);
+        cand_[i].v = fast_exp((cand_[i].v - mx) * inv_t);
         total += cand_[i].v;
     }
     auto pcmp = [](const Cand & a, const Cand & b) { return a.v > b.v || (a.v == b.v && a.id < b.id); };
     if (p_.top_p < 1.0f) {
-        // Nucleus: the smallest high-probability prefix holding top_p of the mass. Sorting the
-        // whole vocabulary is rarely needed: grow a partially sorted head until it suffices.
-        size_t head = sorted ? m : std::min<size_t>(m, 64);
-        for (;;) {
-            if (!sorted) std::partial_sort(cand_.begin(), cand_.begin() + head, cand_.begin() + m, pcmp);
-            double acc = 0.0;
-            size_t keep = 0;
-            while (keep < head && acc < p_.top_p * total) acc += cand_[keep++].v;
-            if (acc >= p_.top_p * total || head == m) {
-                m = std::max<size_t>(keep, 1);
-                total = 0.0;
-                for (size_t i = 0; i < m; ++i) total += cand_[i].v;
-                break;
+        // Nucleus: the smallest high-probability prefix holding top_p of the mass. Instead of
+        // sorting the vocabulary, a histogram over the float bits (monotone in the value) finds
+        // the bucket where the mass crosses top_p; only candidates at or above it get sorted.
+        const double want = p_.top_p * total;
+        if (!sorted) {
+            std::vector<double> & hist = hist_;
+            hist.assign(1 << 12, 0.0);
+            auto key = [](float v) {
+                uint32_t bits;
+                std::memcpy(&bits, &v, sizeof(bits));
+                return bits >> 19;  // sign 0, exponent and 4 mantissa bits: 12 bits
+            };
+            for (size_t i = 0; i < m; ++i) hist[key(cand_[i].v)] += cand_[i].v;
+            uint32_t cut = (uint32_t) hist.size() - 1;
+            for (double acc = 0.0; cut > 0; --cut) {
+                acc += hist[cut];
+                if (acc >= want) break;
             }
-            head = std::min(m, head * 8);
+            size_t j = 0;
+            for (size_t i = 0; i < m; ++i) {
+                if (key(cand_[i].v) >= cut) std::swap(cand_[j++], cand_[i]);
+            }
+            std::sort(cand_.begin(), cand_.begin() + j, pcmp);
+            m = j;
         }
+        double acc = 0.0;
+        size_t keep = 0;
+        while (keep < m && acc < want) acc += cand_[keep++].v;
+        m = std::max<size_t>(keep, 1);
+        total = 0.0;
+        for (size_t i = 0; i < m; ++i) total += cand_[i].v;
     }
     if (p_.min_p > 0.0f) {
         float pmax = 0.0f;

@@ -49,7 +49,8 @@ private:
     SamplingParams p_;
     uint64_t state_;
     std::deque<int32_t> recent_;
-    std::vector<Cand> cand_;  // scratch reused across steps
+    std::vector<Cand> cand_;     // scratch reused across steps
+    std::vector<double> hist_;
 };
 
 // log softmax(logits)[token], computed stably.

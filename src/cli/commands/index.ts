@@ -1,7 +1,8 @@
 // The command list, in the order --help shows it.
 import type { CommandModule } from 'yargs';
+import { benchCommand } from './bench.js';
 import { infoCommand } from './info.js';
 import { makeTinyModelCommand } from './make-tiny-model.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<object, any>[] = [makeTinyModelCommand, infoCommand];
+export const commands: CommandModule<object, any>[] = [makeTinyModelCommand, infoCommand, benchCommand];
