@@ -87,6 +87,12 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     for (const std::string & s : p.stop) max_stop = std::max(max_stop, s.size());
 
     cache_->clear();
+    // The kept graph may name another adapter, and the scheduler may have run other graphs.
+    decoder_.invalidate();
+    struct Release {
+        Decoder & d;
+        ~Release() { d.invalidate(); }
+    } release{decoder_};
     std::vector<Seq> seqs;
     std::vector<int> first_seq(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) {
@@ -139,7 +145,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     std::vector<float> logits;
     auto flush_prefill = [&] {
         if (batch.empty()) return;
-        decode_step(w_, lora_, b_, *cache_, batch, so, logits);
+        decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
         st.prefill_tokens += (int64_t) batch.size();
         const auto ts = Clock::now();
         for (size_t k = 0; k < batch_groups.size(); ++k) {
@@ -187,7 +193,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
                 batch.push_back({s.out.tokens.back(), s.next_pos, cells[k], s.id, true});
                 ++s.next_pos;
             }
-            decode_step(w_, lora_, b_, *cache_, batch, so, logits);
+            decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
             st.decode_tokens += (int64_t) batch.size();
             const auto ts = Clock::now();
             for (size_t k = 0; k < chunk.size(); ++k) take(*chunk[k], &logits[k * (size_t) n_vocab]);

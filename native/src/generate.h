@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "decode.h"
 #include "kv_cache.h"
 #include "lora.h"
 #include "sampler.h"
@@ -84,6 +85,7 @@ private:
     bool flash_attn_;
     LoraView lora_;  // disabled by default: the base model
     std::unique_ptr<KvCache> cache_;
+    Decoder decoder_;
 };
 
 } // namespace rrr

@@ -70,9 +70,18 @@ export class Generator {
     const waves = this.plan(requests, maxTokens);
     const out: Completion[][] = requests.map(() => []);
     const stats: GenerateStats = { waves: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0 };
+    // Native progress arrives through a thread-safe queue that may trail the result: report
+    // only increases, and each wave's final count when it resolves.
+    let reported = 0;
+    const report = (n: number) => {
+      if (opts.onProgress && n > reported) {
+        reported = n;
+        opts.onProgress(n);
+      }
+    };
     for (const wave of waves) {
       const base = stats.generated;
-      const progress = opts.onProgress ? (n: number) => opts.onProgress!(base + n) : undefined;
+      const progress = opts.onProgress ? (n: number) => report(base + n) : undefined;
       let r;
       try {
         r = await raw.generate(wave, params, progress);
@@ -81,6 +90,7 @@ export class Generator {
       }
       wave.forEach((g, i) => out[g.request]!.push(...r.completions[i]!));
       stats.waves++;
+      report(base + r.stats.generated);
       for (const k of ['prefillTokens', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
     }
     this.lastStats = stats;
