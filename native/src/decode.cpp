@@ -11,6 +11,8 @@ namespace rrr {
 namespace {
 
 constexpr size_t kGraphNodes = 16384;
+// llama.cpp pads its window the same way; fewer distinct shapes mean fewer graph rebuilds.
+constexpr int64_t kWindowPad = 256;
 
 // Cells [lo, hi) cover everything the batch's sequences see. The window is padded so that
 // consecutive steps keep one shape (and their graph) and GPU attention kernels get whole tiles
@@ -102,6 +104,22 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
     ++built_;
 }
 
+void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv,
+                      bool flash_attn) {
+    Shape s;
+    s.T = s.n_out = std::max<int64_t>(1, T);
+    s.n_kv = std::min(cache.n_cells(), ((std::max<int64_t>(1, n_kv) + kWindowPad - 1) / kWindowPad) * kWindowPad);
+    s.flash_attn = flash_attn;
+    build(w, lora, b, cache, s);
+    ggml_backend_sched_reset(b.sched());
+    if (!ggml_backend_sched_reserve(b.sched(), gf_)) {
+        valid_ = false;
+        throw Error("out of memory reserving compute buffers for " + std::to_string(s.T) + " sequences over " + std::to_string(s.n_kv) +
+                    " cache cells on " + b.name() + " (lower maxSeqs or nCtx)");
+    }
+    valid_ = false;  // the reserved graph only sized the buffers
+}
+
 void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache,
                    const std::vector<StepToken> & batch, const StepOptions & opt, std::vector<float> & logits) {
     const int64_t n_vocab = w.config().n_vocab;
@@ -110,7 +128,7 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     if (s.T == 0) throw Error("internal error: empty decode batch");
     for (const StepToken & t : batch) s.n_out += t.logits ? 1 : 0;
     int64_t hi;
-    attention_window(cache, batch, b.is_gpu() ? 256 : 64, s.lo, hi);
+    attention_window(cache, batch, kWindowPad, s.lo, hi);
     s.n_kv = hi - s.lo;
     s.flash_attn = opt.flash_attn;
     if (!valid_ || !(s == shape_)) build(w, lora, b, cache, s);

@@ -38,6 +38,10 @@ public:
 
     void invalidate() { valid_ = false; }
 
+    // Sizes the scheduler's compute buffers for the largest step to come (T tokens, all with
+    // logits, over n_kv cells), so a growing window does not reallocate them step after step.
+    void reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv, bool flash_attn);
+
     // Cells must already be occupied in `cache` (KvCache::occupy) for every token of `batch`.
     // Fills `logits` with one n_vocab row per token whose `logits` flag is set, in batch order.
     void step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache,

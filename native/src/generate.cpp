@@ -1,6 +1,7 @@
 #include "generate.h"
 #include "decode.h"
 #include "errors.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <chrono>
@@ -130,13 +131,27 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
             cache_->seq_remove(s.id);
         }
     };
-    auto take = [&](Seq & s, const float * row) {
-        const Sampled r = s.sampler->sample(row, n_vocab);
-        s.out.tokens.push_back(r.token);
-        s.out.logprobs.push_back(r.logprob);
-        ++st.generated;
-        finish_check(s);
+    // Samples every (sequence, logits row) pair: each row's statistics once, then the draws,
+    // both spread over the CPU threads (idle between graph computations); stop checks after.
+    std::vector<RowStats> row_st;
+    const int threads = b_.n_threads();
+    auto sample_rows = [&](const std::vector<std::pair<Seq *, size_t>> & picks, size_t n_rows, const std::vector<float> & lg) {
+        const auto ts = Clock::now();
+        row_st.resize(n_rows);
+        parallel_for((int64_t) n_rows, threads, [&](int64_t r) { row_st[r] = row_stats(&lg[(size_t) r * n_vocab], n_vocab); });
+        parallel_for((int64_t) picks.size(), threads, [&](int64_t i) {
+            auto [sq, row] = picks[(size_t) i];
+            const Sampled r = sq->sampler->sample(&lg[row * (size_t) n_vocab], n_vocab, row_st[row]);
+            sq->out.tokens.push_back(r.token);
+            sq->out.logprobs.push_back(r.logprob);
+        });
+        for (auto [sq, row] : picks) {
+            ++st.generated;
+            finish_check(*sq);
+        }
+        st.sample_ms += ms_since(ts);
     };
+    std::vector<std::pair<Seq *, size_t>> picks;
 
     // ---- prefill: every prompt once, its cells shared by all samples of the group ----
     auto t0 = Clock::now();
@@ -147,12 +162,12 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         if (batch.empty()) return;
         decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
         st.prefill_tokens += (int64_t) batch.size();
-        const auto ts = Clock::now();
+        picks.clear();
         for (size_t k = 0; k < batch_groups.size(); ++k) {
             const size_t g = batch_groups[k];
-            for (int j = 0; j < groups[g].n; ++j) take(seqs[(size_t) first_seq[g] + j], &logits[k * (size_t) n_vocab]);
+            for (int j = 0; j < groups[g].n; ++j) picks.push_back({&seqs[(size_t) first_seq[g] + j], k});
         }
-        st.sample_ms += ms_since(ts);
+        sample_rows(picks, batch_groups.size(), logits);
         batch.clear();
         batch_groups.clear();
     };
@@ -178,6 +193,12 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
 
     // ---- decode: one token for every live sequence per step ----
     t0 = Clock::now();
+    {
+        int64_t live_n = 0, cells = 0;
+        for (size_t g = 0; g < groups.size(); ++g) cells += cells_needed((int64_t) groups[g].prompt.size(), groups[g].n, p.max_tokens);
+        for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
+        if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, flash_attn_);
+    }
     std::vector<Seq *> live, chunk;
     for (;;) {
         live.clear();
@@ -195,9 +216,9 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
             }
             decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
             st.decode_tokens += (int64_t) batch.size();
-            const auto ts = Clock::now();
-            for (size_t k = 0; k < chunk.size(); ++k) take(*chunk[k], &logits[k * (size_t) n_vocab]);
-            st.sample_ms += ms_since(ts);
+            picks.clear();
+            for (size_t k = 0; k < chunk.size(); ++k) picks.push_back({chunk[k], k});
+            sample_rows(picks, chunk.size(), logits);
         }
         ++st.steps;
         if (progress) progress(st.generated);

@@ -130,7 +130,7 @@ void SequenceSampler::remember(int32_t token) {
     while (recent_.size() > (size_t) p_.repeat_last_n) recent_.pop_front();
 }
 
-int32_t SequenceSampler::pick(const float * logits, int64_t n) {
+int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_value) {
     // Penalised values are only needed for the few ids in the window; everything else reads
     // the row directly.
     std::vector<std::pair<int32_t, float>> penalised;
@@ -139,6 +139,12 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n) {
         for (int32_t id : ids) {
             const float v = logits[id];
             penalised.push_back({id, v > 0 ? v / p_.repeat_penalty : v * p_.repeat_penalty});
+        }
+    }
+    if ((p_.temperature == 0.0f || p_.top_k == 1) && penalised.empty()) {
+        // The row's maximum is known: the first id holding it is the argmax.
+        for (int64_t i = 0; i < n; ++i) {
+            if (logits[i] == row_max_value) return (int32_t) i;
         }
     }
     if (p_.temperature == 0.0f || p_.top_k == 1) {
@@ -234,10 +240,15 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n) {
     return cand_[m - 1].id; // rounding left a sliver of mass
 }
 
-Sampled SequenceSampler::sample(const float * logits, int64_t n_vocab) {
-    const int32_t tok = pick(logits, n_vocab);
+RowStats row_stats(const float * logits, int64_t n) {
+    const float mx = row_max(logits, n);
+    return {mx, (float) ((double) mx + std::log(sum_exp(logits, n, mx)))};
+}
+
+Sampled SequenceSampler::sample(const float * logits, int64_t n_vocab, const RowStats & rs) {
+    const int32_t tok = pick(logits, n_vocab, rs.max);
     remember(tok);
-    return {tok, token_logprob(logits, n_vocab, tok)};
+    return {tok, logits[tok] - rs.lse};
 }
 
 } // namespace rrr

@@ -29,13 +29,21 @@ struct Sampled {
     float logprob;
 };
 
+// What every draw from one logits row needs: its maximum and log-sum-exp.
+struct RowStats {
+    float max;
+    float lse;
+};
+RowStats row_stats(const float * logits, int64_t n_vocab);
+
 class SequenceSampler {
 public:
     // `history` seeds the repetition window (the prompt's tail).
     SequenceSampler(const SamplingParams & p, uint64_t request, uint64_t sample, const std::vector<int32_t> & history);
 
-    // Picks the next token from one row of logits and records it in the history.
-    Sampled sample(const float * logits, int64_t n_vocab);
+    // Picks the next token from one row of logits (with its row_stats) and records it in the
+    // history. Rows are shared: a prompt's last row serves all samples of its group.
+    Sampled sample(const float * logits, int64_t n_vocab, const RowStats & rs);
 
 private:
     struct Cand {
@@ -44,7 +52,7 @@ private:
     };
     double uniform();
     void remember(int32_t token);
-    int32_t pick(const float * logits, int64_t n_vocab);
+    int32_t pick(const float * logits, int64_t n_vocab, float row_max_value);
 
     SamplingParams p_;
     uint64_t state_;
