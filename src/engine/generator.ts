@@ -1,7 +1,9 @@
 // Batched sampling over a loaded Model. Requests are groups (one prompt, n samples); the native
 // engine prefills each prompt once and decodes all samples together. Workloads larger than
 // the cache run in waves, packed here; every sample draws from its own random stream keyed by
-// (seed, request, sample), so results never depend on how requests were packed.
+// (seed, request, sample), so packing changes no draw. (Greedy output is identical however
+// requests are packed; a sampled token can still differ where batch-shape-dependent float
+// rounding in the matmuls tips a draw, as in llama.cpp.)
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
 import type { RawGenerator, RawGroup } from './native.js';
@@ -131,7 +133,10 @@ export class Generator {
     return waves.map((w) => w.groups);
   }
 
-  /** Frees the KV cache now; a generate() still running keeps it until it finishes. */
+  /**
+   * Frees the KV cache now; a generate() still running keeps it until it finishes. The
+   * generator also keeps its model's native memory alive until then, even if the Model is disposed.
+   */
   dispose(): void {
     this.raw?.dispose();
     this.raw = undefined;
