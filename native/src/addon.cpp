@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "js_async.h"
 #include "js_convert.h"
+#include "js_generator.h"
 #include "js_model.h"
 #include "js_trainer.h"
 #include "tiny_model.h"
@@ -89,10 +90,16 @@ Napi::Object init_module(Napi::Env env, Napi::Object exports) {
     state->model_ctor = Napi::Persistent(model);
     state->reference_ctor = Napi::Persistent(reference);
     state->trainer_ctor = Napi::Persistent(trainer);
+    Napi::Function generator = define_native_generator(env);
+    Napi::Function ref_decoder = define_native_reference_decoder(env);
+    state->generator_ctor = Napi::Persistent(generator);
+    state->ref_decoder_ctor = Napi::Persistent(ref_decoder);
     env.SetInstanceData<AddonState>(state);
     exports.Set("NativeModel", model);
     exports.Set("NativeReference", reference);
     exports.Set("NativeTrainer", trainer);
+    exports.Set("NativeGenerator", generator);
+    exports.Set("NativeReferenceDecoder", ref_decoder);
     exports.Set("mergeAdapter", Napi::Function::New(env, merge_adapter_js, "mergeAdapter"));
     exports.Set("devices", Napi::Function::New(env, devices, "devices"));
     exports.Set("buildInfo", Napi::Function::New(env, build_info, "buildInfo"));

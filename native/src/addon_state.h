@@ -8,5 +8,7 @@ struct AddonState {
     Napi::FunctionReference model_ctor;
     Napi::FunctionReference reference_ctor;
     Napi::FunctionReference trainer_ctor;
+    Napi::FunctionReference generator_ctor;
+    Napi::FunctionReference ref_decoder_ctor;
 };
 } // namespace rrr

@@ -4,6 +4,7 @@
 #include "js_async.h"
 #include "js_convert.h"
 #include "js_trainer.h"
+#include "model_core.h"
 #include "reference.h"
 #include "train_step.h"
 #include "vocab.h"
@@ -32,8 +33,6 @@ public:
         });
     }
 
-    std::shared_ptr<ModelCore> core_;
-
     explicit NativeModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeModel>(info) {
         if (info.Length() != 1 || !info[0].IsExternal()) {
             throw Napi::TypeError::New(info.Env(), "NativeModel is created by NativeModel.load(path, options)");
@@ -41,7 +40,11 @@ public:
         core_ = *info[0].As<Napi::External<std::shared_ptr<ModelCore>>>().Data();
     }
 
+    const std::shared_ptr<ModelCore> & core_ptr() const { return core_; }
+
 private:
+    std::shared_ptr<ModelCore> core_;
+
     ModelCore & core(Napi::Env env) {
         if (!core_) throw Napi::Error::New(env, "model has been disposed");
         return *core_;
@@ -274,15 +277,15 @@ private:
 
 Napi::Function define_native_model(Napi::Env env) { return NativeModel::define(env); }
 
-std::shared_ptr<ModelCore> unwrap_model(const Napi::Value & v, const char * what) {
+std::shared_ptr<ModelCore> model_core_of(const Napi::Value & v, const char * what) {
     Napi::Env env = v.Env();
-    const Napi::FunctionReference & ctor = env.GetInstanceData<AddonState>()->model_ctor;
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
-        throw Napi::TypeError::New(env, std::string(what) + ": expected a loaded Model");
+    Napi::Function ctor = env.GetInstanceData<AddonState>()->model_ctor.Value();
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor)) {
+        throw Napi::TypeError::New(env, std::string(what) + ": expected a NativeModel");
     }
-    NativeModel * m = NativeModel::Unwrap(v.As<Napi::Object>());
-    if (!m->core_) throw Napi::Error::New(env, std::string(what) + ": the model has been disposed");
-    return m->core_;
+    const auto & core = NativeModel::Unwrap(v.As<Napi::Object>())->core_ptr();
+    if (!core) throw Napi::Error::New(env, std::string(what) + ": model has been disposed");
+    return core;
 }
 Napi::Function define_native_reference(Napi::Env env) { return NativeReference::define(env); }
 

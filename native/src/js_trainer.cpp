@@ -170,7 +170,7 @@ private:
 
     static Napi::Value create(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        std::shared_ptr<ModelCore> model = unwrap_model(info[0], "Trainer.create");
+        std::shared_ptr<ModelCore> model = model_core_of(info[0], "Trainer.create");
         const AdapterSpec spec = spec_from_js(info[1]);
         const AdamWConfig opt = opt_from_js(info[2]);
         auto out = std::make_shared<std::shared_ptr<Trainer>>();
@@ -184,7 +184,7 @@ private:
 
     static Napi::Value from_adapter(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
-        std::shared_ptr<ModelCore> model = unwrap_model(info[0], "Trainer.fromAdapter");
+        std::shared_ptr<ModelCore> model = model_core_of(info[0], "Trainer.fromAdapter");
         if (!info[1].IsString()) throw Napi::TypeError::New(env, "--adapter: path must be a string");
         const std::string path = info[1].As<Napi::String>();
         const AdamWConfig opt = opt_from_js(info[2]);

@@ -31,6 +31,11 @@ export class Model {
     return this.raw;
   }
 
+  /** The addon object, for engine classes built on this model (generator, trainer). */
+  get nativeHandle(): RawModel {
+    return this.native;
+  }
+
   /** `parseSpecial` lets text like "<|im_end|>" map to its special token, as chat prompts need. */
   tokenize(text: string, opts: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Int32Array {
     return this.native.tokenize(text, opts.addSpecial ?? false, opts.parseSpecial ?? false);

@@ -54,6 +54,65 @@ export interface RawTrainer {
   dispose(): void;
 }
 
+export interface RawGeneratorInfo {
+  maxSeqs: number;
+  nCtx: number;
+  nCells: number;
+  nUbatch: number;
+  kvType: string;
+  kvBytes: number;
+  flashAttn: boolean;
+  device: string;
+}
+
+export interface RawGenerateStats {
+  prefillTokens: number;
+  decodeTokens: number;
+  generated: number;
+  steps: number;
+  prefillMs: number;
+  decodeMs: number;
+  sampleMs: number;
+}
+
+export interface RawGroup {
+  prompt: Int32Array;
+  n: number;
+  /** Index of the request: with firstSample + j it keys sample j's random stream. */
+  request: number;
+  firstSample: number;
+}
+
+export interface RawCompletion {
+  tokens: Int32Array;
+  logprobs: Float32Array;
+  text: string;
+  finishReason: 'eos' | 'stop' | 'length';
+}
+
+export interface RawGenerator {
+  info(): RawGeneratorInfo;
+  generate(
+    groups: RawGroup[],
+    params: Record<string, unknown>,
+    onProgress?: (generated: number) => void,
+  ): Promise<{ completions: RawCompletion[][]; stats: RawGenerateStats }>;
+  dispose(): void;
+}
+
+export interface RawReferenceDecoder {
+  greedy(
+    groups: { prompt: Int32Array; n: number }[],
+    opts: { maxTokens: number; ignoreEos?: boolean },
+  ): Promise<{
+    tokens: Int32Array[][];
+    stats: { prefillTokens: number; decodeTokens: number; generated: number; prefillMs: number; decodeMs: number };
+    nCells: number;
+    kvBytes: number;
+  }>;
+  dispose(): void;
+}
+
 export interface RawAddon {
   NativeModel: { load(path: string, opts: { device?: string; threads?: number }): Promise<RawModel> };
   NativeReference: {
@@ -64,6 +123,15 @@ export interface RawAddon {
     fromAdapter(model: RawModel, path: string, opt: Record<string, unknown>): Promise<RawTrainer>;
   };
   mergeAdapter(spec: { model: string; adapter: string; out: string }): Promise<{ merged: number; storedAsF16: number; bytes: number }>;
+  NativeGenerator: {
+    create(
+      model: RawModel,
+      opts: { maxSeqs: number; nCtx: number; nCells?: number; nUbatch?: number; kvType?: string; flashAttn?: boolean },
+    ): Promise<RawGenerator>;
+  };
+  NativeReferenceDecoder: {
+    load(path: string, opts: { gpu?: boolean; threads?: number; f32Kv?: boolean; flashAttn?: boolean; nUbatch?: number }): Promise<RawReferenceDecoder>;
+  };
   devices(): DeviceInfo[];
   buildInfo(): { cuda: boolean; system: string };
   writeTinyModel(spec: Record<string, unknown>): Promise<number>;

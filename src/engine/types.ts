@@ -103,6 +103,8 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
   /** Called after every decode step with the number of tokens generated so far (all sequences). */
   onProgress?: (generatedTokens: number) => void;
+  /** Keep generating past end-of-generation tokens (benchmarks need fixed lengths). Default false. */
+  ignoreEos?: boolean;
 }
 
 export interface GenerateRequest {
@@ -113,11 +115,58 @@ export interface GenerateRequest {
 }
 
 export interface Completion {
+  /** Every sampled token, including the end-of-generation or stop token that ended it (not shown in `text`). */
   tokens: Int32Array;
   text: string;
   /** Log-probability of each generated token under the sampling distribution's model (before temperature). */
   logprobs: Float32Array;
   finishReason: 'eos' | 'stop' | 'length';
+}
+
+export interface GeneratorOptions {
+  /** Sequences decoded together (Σ n over a batch of requests; larger workloads run in waves). */
+  maxSeqs: number;
+  /** Longest prompt + completion of one sequence. */
+  nCtx: number;
+  /**
+   * KV cache cells. Default maxSeqs × nCtx, enough for any batch; prompts shared by a group
+   * occupy their cells once, so a smaller cache often suffices (waves are then packed to fit).
+   */
+  nCells?: number;
+  /** Cache element type; default f16 (as llama.cpp). f32 gives exact comparisons. */
+  kvType?: 'f16' | 'f32' | 'bf16';
+  /** ggml flash attention; default on for GPU backends, off on CPU. */
+  flashAttn?: boolean;
+  /** Prompt tokens per prefill graph; default 512. */
+  nUbatch?: number;
+}
+
+export interface GeneratorInfo {
+  maxSeqs: number;
+  nCtx: number;
+  nCells: number;
+  nUbatch: number;
+  kvType: string;
+  /** Bytes of the K and V tensors of every layer. */
+  kvBytes: number;
+  flashAttn: boolean;
+  device: string;
+}
+
+/** Work and wall time of one generate() call (summed over its waves). */
+export interface GenerateStats {
+  waves: number;
+  /** Prompt tokens evaluated: each shared prompt once. */
+  prefillTokens: number;
+  /** Tokens evaluated by decode steps. */
+  decodeTokens: number;
+  /** Tokens sampled (≥ decodeTokens: the first token of each sample comes from the prefill). */
+  generated: number;
+  steps: number;
+  prefillMs: number;
+  /** Decode wall time, sampling included. */
+  decodeMs: number;
+  sampleMs: number;
 }
 
 // ---- LoRA training ----

@@ -1,0 +1,76 @@
+// One step of KV-cached inference: a batch of tokens, each already given a cache cell, goes
+// through the layer stack; its K/V land in those cells and its queries attend to every cell
+// their sequence sees. Prefill (many tokens of few sequences) and decode (one token for each of
+// many sequences) are the same call with different batches.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend.h"
+#include "kv_cache.h"
+#include "lora.h"
+#include "weights.h"
+
+namespace rrr {
+
+struct StepToken {
+    int32_t token = 0;
+    int32_t pos = 0;
+    int64_t cell = 0;
+    int seq = 0;          // any sequence that owns this token: visibility is decided by it
+    bool logits = false;  // return this token's logits
+};
+
+struct StepOptions {
+    bool flash_attn = false;
+};
+
+// Runs decode steps, keeping the last step's graph: consecutive steps of the same shape (batch
+// size, output rows, attention window) skip graph building and scheduling entirely and only
+// upload new inputs, as libllama's graph reuse does. The caller holds the backends' scheduler
+// for the whole time the graph is kept (invalidate() before anyone else uses it).
+class Decoder {
+public:
+    Decoder();
+    ~Decoder();
+    Decoder(const Decoder &) = delete;
+    Decoder & operator=(const Decoder &) = delete;
+
+    void invalidate() { valid_ = false; }
+
+    // Sizes the scheduler's compute buffers for the largest step to come (T tokens, all with
+    // logits, over n_kv cells), so a growing window does not reallocate them step after step.
+    void reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv, bool flash_attn);
+
+    // Cells must already be occupied in `cache` (KvCache::occupy) for every token of `batch`.
+    // Fills `logits` with one n_vocab row per token whose `logits` flag is set, in batch order.
+    void step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache,
+              const std::vector<StepToken> & batch, const StepOptions & opt, std::vector<float> & logits);
+
+    int64_t graphs_built() const { return built_; }
+
+private:
+    struct Shape {
+        int64_t T = 0, n_out = 0, lo = 0, n_kv = 0;
+        bool flash_attn = false;
+        bool operator==(const Shape & o) const {
+            return T == o.T && n_out == o.n_out && lo == o.lo && n_kv == o.n_kv && flash_attn == o.flash_attn;
+        }
+    };
+    void build(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const Shape & s);
+
+    ggml_context * ctx_ = nullptr;
+    ggml_cgraph * gf_ = nullptr;
+    bool valid_ = false;
+    Shape shape_;
+    int64_t built_ = 0;
+    ggml_tensor *tokens_ = nullptr, *pos_ = nullptr, *k_idx_ = nullptr, *v_idx_ = nullptr, *mask_ = nullptr,
+                *out_rows_ = nullptr, *logits_ = nullptr;
+    // Host staging buffers, reused across steps.
+    std::vector<int32_t> tok_, posv_, rows_;
+    std::vector<int64_t> cells_, v_index_;
+    std::vector<float> mask_host_;
+    std::vector<ggml_fp16_t> mask16_;
+};
+
+} // namespace rrr

@@ -1,0 +1,249 @@
+#include "generate.h"
+#include "decode.h"
+#include "errors.h"
+#include "parallel.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace rrr {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// One live sequence: where it is, how it samples, what it produced.
+struct Seq {
+    int id = 0;          // cache sequence id
+    size_t group = 0;
+    int32_t next_pos = 0;
+    bool done = false;
+    bool by_token = false; // stopped by a token rather than a string or the length limit
+    std::string text;    // pieces so far, for stop-string detection
+    GenOutput out;
+    std::unique_ptr<SequenceSampler> sampler;
+};
+
+} // namespace
+
+Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, const GeneratorOptions & opt)
+    : w_(w), vocab_(vocab), b_(b), opt_(opt) {
+    const ModelConfig & c = w.config();
+    if (opt_.max_seqs < 1) throw Error("maxSeqs: " + std::to_string(opt_.max_seqs) + " is out of range (expected >= 1)");
+    if (opt_.n_ctx < 2) throw Error("nCtx: " + std::to_string(opt_.n_ctx) + " is out of range (expected >= 2)");
+    if (opt_.n_ctx > c.n_ctx_train) {
+        throw Error("nCtx: " + std::to_string(opt_.n_ctx) + " exceeds the model's training context of " + std::to_string(c.n_ctx_train) + " tokens");
+    }
+    if (opt_.n_ubatch < 1) throw Error("nUbatch: must be >= 1");
+    if (opt_.n_cells <= 0) opt_.n_cells = (int64_t) opt_.max_seqs * opt_.n_ctx;
+    flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() : opt_.flash_attn != 0;
+    KvCacheOptions ko;
+    ko.n_cells = opt_.n_cells;
+    ko.n_seqs = opt_.max_seqs;
+    ko.type = opt_.kv_type;
+    ko.v_trans = !flash_attn_;
+    cache_ = std::make_unique<KvCache>(c, b.primary(), ko);
+}
+
+void Generator::check(const std::vector<GenGroup> & groups, const GenParams & p) const {
+    validate(p.sampling);
+    if (p.max_tokens < 1) throw Error("maxTokens: " + std::to_string(p.max_tokens) + " is out of range (expected >= 1)");
+    const int64_t n_vocab = w_.config().n_vocab;
+    int64_t seqs = 0, cells = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+        const GenGroup & gr = groups[g];
+        const int64_t P = (int64_t) gr.prompt.size();
+        if (P == 0) throw Error("request " + std::to_string(gr.request) + ": the prompt is empty");
+        if (gr.n < 1) throw Error("request " + std::to_string(gr.request) + ": n must be >= 1 (got " + std::to_string(gr.n) + ")");
+        for (int32_t t : gr.prompt) {
+            if (t < 0 || t >= n_vocab) {
+                throw Error("request " + std::to_string(gr.request) + ": token id " + std::to_string(t) +
+                            " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+            }
+        }
+        if (P + p.max_tokens > opt_.n_ctx) {
+            throw Error("context overflow: request " + std::to_string(gr.request) + " has a " + std::to_string(P) +
+                        "-token prompt + maxTokens " + std::to_string(p.max_tokens) + " = " + std::to_string(P + p.max_tokens) +
+                        " > nCtx " + std::to_string(opt_.n_ctx));
+        }
+        seqs += gr.n;
+        cells += cells_needed(P, gr.n, p.max_tokens);
+    }
+    if (seqs > opt_.max_seqs) {
+        throw Error("batch of " + std::to_string(seqs) + " sequences exceeds maxSeqs " + std::to_string(opt_.max_seqs));
+    }
+    if (cells > cache_->n_cells()) {
+        throw Error("batch needs up to " + std::to_string(cells) + " KV cells, the cache has " + std::to_string(cache_->n_cells()));
+    }
+}
+
+std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> & groups, const GenParams & p,
+                                                   const std::function<void(int64_t)> & progress, GenStats & st) {
+    check(groups, p);
+    const int64_t n_vocab = w_.config().n_vocab;
+    StepOptions so;
+    so.flash_attn = flash_attn_;
+    size_t max_stop = 0;
+    for (const std::string & s : p.stop) max_stop = std::max(max_stop, s.size());
+
+    cache_->clear();
+    // The kept graph may name another adapter, and the scheduler may have run other graphs.
+    decoder_.invalidate();
+    struct Release {
+        Decoder & d;
+        ~Release() { d.invalidate(); }
+    } release{decoder_};
+    std::vector<Seq> seqs;
+    std::vector<int> first_seq(groups.size());
+    for (size_t g = 0; g < groups.size(); ++g) {
+        first_seq[g] = (int) seqs.size();
+        for (int j = 0; j < groups[g].n; ++j) {
+            Seq s;
+            s.id = (int) seqs.size();
+            s.group = g;
+            s.next_pos = (int32_t) groups[g].prompt.size();
+            s.sampler = std::make_unique<SequenceSampler>(p.sampling, groups[g].request, groups[g].first_sample + (uint64_t) j, groups[g].prompt);
+            seqs.push_back(std::move(s));
+        }
+    }
+
+    // Decides whether `s` stops after its newest token; frees its private cells when it does.
+    auto finish_check = [&](Seq & s) {
+        const int32_t tok = s.out.tokens.back();
+        const size_t before = s.text.size();
+        s.text += vocab_.piece(tok, false);
+        if (!p.ignore_eos && vocab_.is_eog(tok)) {
+            s.out.finish = "eos";
+            s.by_token = true;
+        } else if (std::find(p.stop_tokens.begin(), p.stop_tokens.end(), tok) != p.stop_tokens.end()) {
+            s.out.finish = "stop";
+            s.by_token = true;
+        } else if (max_stop > 0) {
+            const size_t from = before >= max_stop ? before - max_stop + 1 : 0;
+            for (const std::string & stop : p.stop) {
+                if (!stop.empty() && s.text.find(stop, from) != std::string::npos) s.out.finish = "stop";
+            }
+        }
+        if (s.out.finish.empty() && (int32_t) s.out.tokens.size() >= p.max_tokens) s.out.finish = "length";
+        if (!s.out.finish.empty()) {
+            s.done = true;
+            cache_->seq_remove(s.id);
+        }
+    };
+    // Samples every (sequence, logits row) pair: each row's statistics once, then the draws,
+    // both spread over the CPU threads (idle between graph computations); stop checks after.
+    std::vector<RowStats> row_st;
+    const int threads = b_.n_threads();
+    auto sample_rows = [&](const std::vector<std::pair<Seq *, size_t>> & picks, size_t n_rows, const std::vector<float> & lg) {
+        const auto ts = Clock::now();
+        row_st.resize(n_rows);
+        parallel_for((int64_t) n_rows, threads, [&](int64_t r) { row_st[r] = row_stats(&lg[(size_t) r * n_vocab], n_vocab); });
+        parallel_for((int64_t) picks.size(), threads, [&](int64_t i) {
+            auto [sq, row] = picks[(size_t) i];
+            const Sampled r = sq->sampler->sample(&lg[row * (size_t) n_vocab], n_vocab, row_st[row]);
+            sq->out.tokens.push_back(r.token);
+            sq->out.logprobs.push_back(r.logprob);
+        });
+        for (auto [sq, row] : picks) {
+            ++st.generated;
+            finish_check(*sq);
+        }
+        st.sample_ms += ms_since(ts);
+    };
+    std::vector<std::pair<Seq *, size_t>> picks;
+
+    // ---- prefill: every prompt once, its cells shared by all samples of the group ----
+    auto t0 = Clock::now();
+    std::vector<StepToken> batch;
+    std::vector<size_t> batch_groups; // groups whose last prompt token is in `batch`, in order
+    std::vector<float> logits;
+    auto flush_prefill = [&] {
+        if (batch.empty()) return;
+        decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
+        st.prefill_tokens += (int64_t) batch.size();
+        picks.clear();
+        for (size_t k = 0; k < batch_groups.size(); ++k) {
+            const size_t g = batch_groups[k];
+            for (int j = 0; j < groups[g].n; ++j) picks.push_back({&seqs[(size_t) first_seq[g] + j], k});
+        }
+        sample_rows(picks, batch_groups.size(), logits);
+        batch.clear();
+        batch_groups.clear();
+    };
+    for (size_t g = 0; g < groups.size(); ++g) {
+        const auto & prompt = groups[g].prompt;
+        const int64_t P = (int64_t) prompt.size();
+        const std::vector<int64_t> cells = cache_->allocate(P);
+        const int owner = first_seq[g];
+        for (int64_t i = 0; i < P; ++i) {
+            cache_->occupy(cells[i], (int32_t) i, owner);
+            for (int j = 1; j < groups[g].n; ++j) cache_->add_seq(cells[i], owner + j);
+        }
+        for (int64_t i = 0; i < P; ++i) {
+            const bool last = i == P - 1;
+            batch.push_back({prompt[i], (int32_t) i, cells[i], owner, last});
+            if (last) batch_groups.push_back(g);
+            if ((int64_t) batch.size() == opt_.n_ubatch) flush_prefill();
+        }
+    }
+    flush_prefill();
+    st.prefill_ms += ms_since(t0);
+    if (progress) progress(st.generated);
+
+    // ---- decode: one token for every live sequence per step ----
+    t0 = Clock::now();
+    {
+        int64_t live_n = 0, cells = 0;
+        for (size_t g = 0; g < groups.size(); ++g) cells += cells_needed((int64_t) groups[g].prompt.size(), groups[g].n, p.max_tokens);
+        for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
+        if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, flash_attn_);
+    }
+    std::vector<Seq *> live, chunk;
+    for (;;) {
+        live.clear();
+        for (Seq & s : seqs) if (!s.done) live.push_back(&s);
+        if (live.empty()) break;
+        for (size_t off = 0; off < live.size(); off += (size_t) opt_.n_ubatch) {
+            chunk.assign(live.begin() + (std::ptrdiff_t) off, live.begin() + (std::ptrdiff_t) std::min(live.size(), off + (size_t) opt_.n_ubatch));
+            const std::vector<int64_t> cells = cache_->allocate((int64_t) chunk.size());
+            batch.clear();
+            for (size_t k = 0; k < chunk.size(); ++k) {
+                Seq & s = *chunk[k];
+                cache_->occupy(cells[k], s.next_pos, s.id);
+                batch.push_back({s.out.tokens.back(), s.next_pos, cells[k], s.id, true});
+                ++s.next_pos;
+            }
+            decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
+            st.decode_tokens += (int64_t) batch.size();
+            picks.clear();
+            for (size_t k = 0; k < chunk.size(); ++k) picks.push_back({chunk[k], k});
+            sample_rows(picks, chunk.size(), logits);
+        }
+        ++st.steps;
+        if (progress) progress(st.generated);
+    }
+    st.decode_ms += ms_since(t0);
+
+    std::vector<std::vector<GenOutput>> result(groups.size());
+    for (Seq & s : seqs) {
+        // A token that ended generation (end-of-generation, stop token) stays in `tokens` with
+        // its log-prob but not in `text`.
+        std::vector<int32_t> shown = s.out.tokens;
+        if (s.by_token) shown.pop_back();
+        std::string text = vocab_.detokenize(shown, false);
+        if (s.out.finish == "stop" && !s.by_token) {
+            size_t cut = text.size();
+            for (const std::string & stop : p.stop) {
+                if (!stop.empty()) cut = std::min(cut, text.find(stop));
+            }
+            text.resize(cut);
+        }
+        s.out.text = std::move(text);
+        result[s.group].push_back(std::move(s.out));
+    }
+    cache_->clear();
+    return result;
+}
+
+} // namespace rrr

@@ -1,0 +1,91 @@
+// The batched sampling engine: prompts are prefilled once into shared cache cells, each is
+// forked into its group of samples, and all live sequences advance together one token per
+// step until each stops on its own (end-of-generation token, stop token, stop string, or
+// max_tokens). Owns the KV cache; borrows the model (weights, vocabulary, backends).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "decode.h"
+#include "kv_cache.h"
+#include "lora.h"
+#include "sampler.h"
+#include "vocab.h"
+#include "weights.h"
+
+namespace rrr {
+
+struct GeneratorOptions {
+    int max_seqs = 16;        // sequences decoded together
+    int64_t n_ctx = 2048;     // longest prompt + completion of one sequence
+    int64_t n_cells = 0;      // KV cells; 0: max_seqs × n_ctx, enough for any admissible batch
+    ggml_type kv_type = GGML_TYPE_F16;
+    int flash_attn = -1;      // -1: on for GPU backends, off on CPU (its plain path is faster there)
+    int64_t n_ubatch = 512;   // tokens per prefill graph
+};
+
+struct GenGroup {
+    std::vector<int32_t> prompt;
+    int n = 1;
+    uint64_t request = 0;       // identity for the random streams: (seed, request, first_sample + j)
+    uint64_t first_sample = 0;
+};
+
+struct GenParams {
+    SamplingParams sampling;
+    int32_t max_tokens = 256;
+    std::vector<std::string> stop;
+    std::vector<int32_t> stop_tokens;
+    bool ignore_eos = false;  // benchmarks: always run max_tokens
+};
+
+struct GenOutput {
+    std::vector<int32_t> tokens;  // every sampled token, including the one that ended generation
+    std::vector<float> logprobs;
+    std::string text;             // detokenized, cut before the first stop string
+    std::string finish;           // "eos" | "stop" | "length"
+};
+
+struct GenStats {
+    int64_t prefill_tokens = 0;  // prompt tokens evaluated (each shared prompt once)
+    int64_t decode_tokens = 0;   // tokens evaluated by decode steps
+    int64_t generated = 0;       // tokens sampled
+    int64_t steps = 0;
+    double prefill_ms = 0, decode_ms = 0, sample_ms = 0;
+};
+
+class Generator {
+public:
+    Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, const GeneratorOptions & opt);
+
+    void set_lora(const LoraView & lora) { lora_ = lora; }
+    const GeneratorOptions & options() const { return opt_; }
+    bool flash_attn() const { return flash_attn_; }
+    const KvCache & cache() const { return *cache_; }
+
+    // Cells a group may occupy at most: its prompt once plus every sample's completion.
+    static int64_t cells_needed(int64_t prompt_len, int n, int32_t max_tokens) { return prompt_len + (int64_t) n * max_tokens; }
+
+    // Runs all groups in one batch; Σ n must fit max_seqs and Σ cells_needed the cache (the
+    // caller splits larger workloads into waves). Result: per group, its n completions.
+    std::vector<std::vector<GenOutput>> run(const std::vector<GenGroup> & groups, const GenParams & params,
+                                            const std::function<void(int64_t generated)> & progress, GenStats & stats);
+
+private:
+    void check(const std::vector<GenGroup> & groups, const GenParams & params) const;
+
+    const ModelWeights & w_;
+    const Vocab & vocab_;
+    Backends & b_;
+    GeneratorOptions opt_;
+    bool flash_attn_;
+    LoraView lora_;  // disabled by default: the base model
+    std::unique_ptr<KvCache> cache_;
+    Decoder decoder_;
+};
+
+} // namespace rrr

@@ -1,0 +1,201 @@
+// `rrr-native bench`: our engine against libllama on the same workload in the same process.
+// The report is a list of sections, each a function from the loaded model to a table; the
+// generation section is built in, and other engines (the LoRA training step) add theirs with
+// addBenchSection() instead of editing this command.
+import type { CommandModule } from 'yargs';
+import { Generator } from '../../engine/generator.js';
+import { Model } from '../../engine/model.js';
+import { ReferenceDecoder } from '../../engine/reference-decoder.js';
+import { RrrError } from '../../engine/errors.js';
+import type { DeviceName } from '../../engine/types.js';
+import { emitJson, say, table, type OutputMode } from '../output.js';
+import { Progress, formatRate } from '../progress.js';
+
+export interface BenchArgs {
+  model: string;
+  prompt: number;
+  gen: number;
+  parallel: number[];
+  device: DeviceName;
+  threads: number;
+  'flash-attn': 'auto' | 'on' | 'off';
+  'kv-type': 'f16' | 'f32';
+  reference: boolean;
+  repeat: number;
+  json: boolean;
+}
+
+export interface BenchContext {
+  model: Model;
+  args: BenchArgs;
+  mode: OutputMode;
+}
+
+export interface BenchReport {
+  title: string;
+  headers: string[];
+  rows: (string | number)[][];
+  notes: string[];
+  /** Machine-readable form for --json. */
+  data: unknown;
+}
+
+export interface BenchSection {
+  key: string;
+  run(ctx: BenchContext): Promise<BenchReport>;
+}
+
+const sections: BenchSection[] = [];
+
+/** Appends a section to every later `bench` run (e.g. the LoRA training step). Replaces one with the same key. */
+export function addBenchSection(s: BenchSection): void {
+  const i = sections.findIndex((x) => x.key === s.key);
+  if (i >= 0) sections[i] = s;
+  else sections.push(s);
+}
+
+/** A fixed, ordinary-text prompt of exactly n tokens. */
+function benchPrompt(model: Model, n: number): Int32Array {
+  const text = 'The quick brown fox jumps over the lazy dog while the committee reviews every proposal twice. ';
+  let t = model.tokenize(text);
+  while (t.length < n) t = Int32Array.from([...t, ...model.tokenize(text)]);
+  return t.slice(0, n);
+}
+
+const rate = (tokens: number, ms: number) => (ms > 0 ? (1000 * tokens) / ms : 0);
+const mib = (b: number) => (b / 2 ** 20).toFixed(b < 10 * 2 ** 20 ? 2 : 1);
+const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+
+export const generationSection: BenchSection = {
+  key: 'generation',
+  async run({ model, args, mode }) {
+    const P = args.prompt;
+    const G = args.gen;
+    const prompt = benchPrompt(model, P);
+    const flashAttn = args['flash-attn'] === 'auto' ? model.info.gpu : args['flash-attn'] === 'on';
+    const ref = args.reference
+      ? await ReferenceDecoder.load(model.info.path, { gpu: model.info.gpu, threads: args.threads, f32Kv: args['kv-type'] === 'f32', flashAttn })
+      : undefined;
+    const runs = args.parallel.length * (ref ? 2 : 1) * args.repeat;
+    const progress = new Progress('bench', runs, { unit: 'run', silent: mode.json });
+    const data: Record<string, unknown>[] = [];
+    const rows: (string | number)[][] = [];
+    try {
+      // Warm-up: first touches of weights and thread pools are not part of either engine's speed.
+      {
+        const g = await Generator.create(model, { maxSeqs: 1, nCtx: 24, kvType: args['kv-type'], flashAttn });
+        await g.generate([{ prompt: prompt.slice(0, 16) }], { maxTokens: 4, temperature: 0, ignoreEos: true });
+        g.dispose();
+        await ref?.greedy([{ prompt: prompt.slice(0, 16) }], { maxTokens: 4, ignoreEos: true });
+      }
+      let done = 0;
+      for (const N of args.parallel) {
+        // The cache holds the prompt once plus every completion: shared-prefix sizing, as libllama's unified cache gets.
+        const gen = await Generator.create(model, { maxSeqs: N, nCtx: P + G, nCells: P + N * G, kvType: args['kv-type'], flashAttn });
+        type Speed = { prefill: number; decode: number; kvBytes: number; nCells: number };
+        // Best of --repeat runs per engine, alternating engines, so a busy machine penalises both alike.
+        const best = (a: Speed | undefined, b: Speed): Speed =>
+          a ? { ...b, prefill: Math.max(a.prefill, b.prefill), decode: Math.max(a.decode, b.decode) } : b;
+        let o: Speed | undefined;
+        let l: Speed | undefined;
+        let oursTokens: Int32Array[] = [];
+        let refTokens: Int32Array[] = [];
+        try {
+          for (let rep = 0; rep < args.repeat; rep++) {
+            progress.update(done++, `ours, ${N} seq`);
+            const out = await gen.generate([{ prompt, n: N }], { maxTokens: G, temperature: 0, ignoreEos: true });
+            const st = gen.lastStats!;
+            o = best(o, { prefill: rate(st.prefillTokens, st.prefillMs), decode: rate(st.decodeTokens, st.decodeMs), kvBytes: gen.info.kvBytes, nCells: gen.info.nCells });
+            oursTokens = out[0]!.map((c) => c.tokens);
+            if (ref) {
+              progress.update(done++, `llama.cpp, ${N} seq`);
+              const r = await ref.greedy([{ prompt, n: N }], { maxTokens: G, ignoreEos: true });
+              l = best(l, { prefill: rate(r.stats.prefillTokens, r.stats.prefillMs), decode: rate(r.stats.decodeTokens, r.stats.decodeMs), kvBytes: r.kvBytes, nCells: r.nCells });
+              refTokens = r.tokens[0]!;
+            }
+          }
+        } finally {
+          gen.dispose();
+        }
+        o = o!;
+        const same = l ? oursTokens.filter((t, j) => t.length === refTokens[j]!.length && t.every((x, k) => x === refTokens[j]![k])).length : undefined;
+        data.push({ parallel: N, ours: o, ...(l && { llamaCpp: l, sameGreedyTokens: same }) });
+        rows.push([
+          N,
+          formatRate(o.prefill), l ? formatRate(l.prefill) : '-', l ? ratio(o.prefill, l.prefill) : '-',
+          formatRate(o.decode), l ? formatRate(l.decode) : '-', l ? ratio(o.decode, l.decode) : '-',
+          mib(o.kvBytes), l ? mib(l.kvBytes) : '-',
+          same === undefined ? '-' : `${same}/${N}`,
+        ]);
+      }
+      progress.finish();
+    } finally {
+      ref?.dispose();
+    }
+    return {
+      title: `Generation: ${P}-token prompt shared by N sequences, ${G} new tokens each (greedy, EOS ignored)`,
+      headers: ['N', 'prefill tok/s', 'llama.cpp', 'ratio', 'decode tok/s', 'llama.cpp', 'ratio', 'KV MiB', 'llama.cpp', 'same tokens'],
+      rows,
+      notes: [
+        `KV cache ${args['kv-type']}, flash attention ${flashAttn ? 'on' : 'off'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
+        'prefill counts the shared prompt once; decode tok/s = tokens generated per second over all sequences',
+      ],
+      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], flashAttn, device: model.info.device, threads: model.info.threads, results: data },
+    };
+  },
+};
+
+// Until the trainer lands this row says so; the training engine registers the real section
+// under the same key with addBenchSection().
+export const trainingPlaceholderSection: BenchSection = {
+  key: 'lora-training-step',
+  async run() {
+    return { title: 'LoRA training step', headers: ['workload', 'tok/s'], rows: [['LoRA fwd+bwd+AdamW', 'n/a (training not built)']], notes: [], data: null };
+  },
+};
+
+addBenchSection(generationSection);
+addBenchSection(trainingPlaceholderSection);
+
+export const benchCommand: CommandModule<object, BenchArgs> = {
+  command: 'bench',
+  describe: 'Measure prefill and decode speed at several batch sizes against llama.cpp on the same model, plus KV cache memory',
+  builder: (y) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'GGUF model file' })
+      .option('prompt', { type: 'number', default: 256, describe: 'prompt tokens (shared by the N sequences)' })
+      .option('gen', { type: 'number', default: 256, describe: 'new tokens per sequence' })
+      .option('parallel', { type: 'number', array: true, default: [1, 16, 64], describe: 'numbers of parallel sequences' })
+      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
+      .option('threads', { type: 'number', default: 0, describe: 'CPU threads for both engines (0: all cores)' })
+      .option('flash-attn', { choices: ['auto', 'on', 'off'] as const, default: 'auto' as const, describe: 'flash attention for both engines (auto: on for GPU)' })
+      .option('kv-type', { choices: ['f16', 'f32'] as const, default: 'f16' as const, describe: 'KV cache type for both engines' })
+      .option('reference', { type: 'boolean', default: true, describe: 'also run llama.cpp (--no-reference skips it)' })
+      .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+  handler: async (a) => {
+    const mode = { json: a.json };
+    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
+    }
+    if (!Number.isInteger(a.threads) || a.threads < 0) throw new RrrError(`--threads: expected a non-negative integer, got ${a.threads}`);
+    const model = await Model.load(a.model, { device: a.device, threads: a.threads });
+    const reports: Record<string, unknown> = {};
+    try {
+      if (a.prompt + a.gen > model.info.nCtxTrain) {
+        throw new RrrError(`--prompt ${a.prompt} + --gen ${a.gen} exceeds the model's context of ${model.info.nCtxTrain} tokens`);
+      }
+      say(mode, `model: ${a.model} (${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, ${mib(model.info.weightBytes)} MiB)`);
+      for (const s of sections) {
+        const r = await s.run({ model, args: a, mode });
+        reports[s.key] = { title: r.title, data: r.data ?? r.rows };
+        say(mode, `\n${r.title}`);
+        say(mode, table(r.headers, r.rows));
+        for (const n of r.notes) say(mode, `  ${n}`);
+      }
+    } finally {
+      model.dispose();
+    }
+    emitJson(mode, { model: a.model, ...reports });
+  },
+};

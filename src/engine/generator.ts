@@ -1,0 +1,148 @@
+// Batched sampling over a loaded Model. Requests are groups (one prompt, n samples); the native
+// engine prefills each prompt once and decodes all samples together. Workloads larger than
+// the cache run in waves, packed here; every sample draws from its own random stream keyed by
+// (seed, request, sample), so packing changes no draw. (Greedy output is identical however
+// requests are packed; a sampled token can still differ where batch-shape-dependent float
+// rounding in the matmuls tips a draw, as in llama.cpp.)
+import { fromNative, RrrError } from './errors.js';
+import type { Model } from './model.js';
+import type { RawGenerator, RawGroup } from './native.js';
+import { addon } from './native.js';
+import type { Completion, GenerateOptions, GenerateRequest, GenerateStats, GeneratorInfo, GeneratorOptions } from './types.js';
+
+const DEFAULTS = { temperature: 1.0, topK: 0, topP: 1.0, minP: 0.0, repeatPenalty: 1.0, repeatLastN: 64, seed: 0 };
+
+function positiveInt(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+    throw new RrrError(`${name}: expected a positive integer, got ${String(v)}`);
+  }
+  return v;
+}
+
+export class Generator {
+  private raw: RawGenerator | undefined;
+  readonly info: GeneratorInfo;
+  /** Statistics of the latest generate() call. */
+  lastStats: GenerateStats | undefined;
+
+  private constructor(raw: RawGenerator) {
+    this.raw = raw;
+    this.info = raw.info();
+  }
+
+  /** Allocates the KV cache (maxSeqs × nCtx cells unless nCells says otherwise) on the model's device. */
+  static async create(model: Model, opts: GeneratorOptions): Promise<Generator> {
+    positiveInt('maxSeqs', opts.maxSeqs);
+    positiveInt('nCtx', opts.nCtx);
+    if (opts.nCells !== undefined) positiveInt('nCells', opts.nCells);
+    if (opts.nUbatch !== undefined) positiveInt('nUbatch', opts.nUbatch);
+    try {
+      return new Generator(await addon().NativeGenerator.create(model.nativeHandle, { ...opts }));
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  private get native(): RawGenerator {
+    if (!this.raw) throw new RrrError('generator has been disposed');
+    return this.raw;
+  }
+
+  /** Completions per request, in request order; request i gets requests[i].n of them. */
+  async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
+    const raw = this.native;
+    const maxTokens = positiveInt('maxTokens', opts.maxTokens);
+    const params = {
+      ...DEFAULTS,
+      ...definedOnly({
+        temperature: opts.temperature,
+        topK: opts.topK,
+        topP: opts.topP,
+        minP: opts.minP,
+        repeatPenalty: opts.repeatPenalty,
+        repeatLastN: opts.repeatLastN,
+        seed: opts.seed,
+      }),
+      maxTokens,
+      stop: opts.stop ?? [],
+      stopTokens: opts.stopTokens ?? [],
+      ignoreEos: opts.ignoreEos ?? false,
+    };
+    if (!Number.isSafeInteger(params.seed) || params.seed < 0) throw new RrrError(`seed: expected a non-negative integer, got ${params.seed}`);
+    const waves = this.plan(requests, maxTokens);
+    const out: Completion[][] = requests.map(() => []);
+    const stats: GenerateStats = { waves: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0 };
+    // Native progress arrives through a thread-safe queue that may trail the result: report
+    // only increases, and each wave's final count when it resolves.
+    let reported = 0;
+    const report = (n: number) => {
+      if (opts.onProgress && n > reported) {
+        reported = n;
+        opts.onProgress(n);
+      }
+    };
+    for (const wave of waves) {
+      const base = stats.generated;
+      const progress = opts.onProgress ? (n: number) => report(base + n) : undefined;
+      let r;
+      try {
+        r = await raw.generate(wave, params, progress);
+      } catch (e) {
+        throw fromNative(e);
+      }
+      wave.forEach((g, i) => out[g.request]!.push(...r.completions[i]!));
+      stats.waves++;
+      report(base + r.stats.generated);
+      for (const k of ['prefillTokens', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
+    }
+    this.lastStats = stats;
+    return out;
+  }
+
+  /**
+   * Splits requests into waves that fit maxSeqs sequences and the cache's cells. A group larger
+   * than one wave is split into chunks (each re-reads its prompt); chunks keep their sample
+   * numbers, so the split changes no result.
+   */
+  private plan(requests: GenerateRequest[], maxTokens: number): RawGroup[][] {
+    const { maxSeqs, nCtx, nCells } = this.info;
+    const chunks: RawGroup[] = [];
+    requests.forEach((req, i) => {
+      const n = req.n === undefined ? 1 : positiveInt(`request ${i}: n`, req.n);
+      const prompt = req.prompt instanceof Int32Array ? req.prompt : Int32Array.from(req.prompt);
+      if (prompt.length === 0) throw new RrrError(`request ${i}: the prompt is empty`);
+      if (prompt.length + maxTokens > nCtx) {
+        throw new RrrError(`context overflow: request ${i} has a ${prompt.length}-token prompt + maxTokens ${maxTokens} = ${prompt.length + maxTokens} > nCtx ${nCtx}`);
+      }
+      const fit = Math.min(maxSeqs, Math.floor((nCells - prompt.length) / maxTokens));
+      if (fit < 1) {
+        throw new RrrError(`request ${i}: a ${prompt.length}-token prompt + maxTokens ${maxTokens} does not fit the KV cache's ${nCells} cells`);
+      }
+      for (let first = 0; first < n; first += fit) chunks.push({ prompt, n: Math.min(fit, n - first), request: i, firstSample: first });
+    });
+    // First fit: each chunk joins the first wave with room for its sequences and cells.
+    const waves: { groups: RawGroup[]; seqs: number; cells: number }[] = [];
+    for (const c of chunks) {
+      const need = c.prompt.length + c.n * maxTokens;
+      let w = waves.find((x) => x.seqs + c.n <= maxSeqs && x.cells + need <= nCells);
+      if (!w) waves.push((w = { groups: [], seqs: 0, cells: 0 }));
+      w.groups.push(c);
+      w.seqs += c.n;
+      w.cells += need;
+    }
+    return waves.map((w) => w.groups);
+  }
+
+  /**
+   * Frees the KV cache now; a generate() still running keeps it until it finishes. The
+   * generator also keeps its model's native memory alive until then, even if the Model is disposed.
+   */
+  dispose(): void {
+    this.raw?.dispose();
+    this.raw = undefined;
+  }
+}
+
+function definedOnly<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

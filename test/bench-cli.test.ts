@@ -1,0 +1,47 @@
+// `rrr-native bench` end to end on a tiny model: both engines run, the JSON report has a row
+// per batch size with speeds, KV memory and greedy agreement; bad flags fail in one line.
+// Speeds are only checked to be positive numbers: timing is never asserted.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeTinyModel } from '../src/engine/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'rrr-bench-test-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+
+test('bench --json reports ours and llama.cpp side by side for each batch size', async () => {
+  const model = join(dir, 'tiny.gguf');
+  await makeTinyModel({ out: model, arch: 'llama' });
+  const r = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '1', '3', '--kv-type', 'f32', '--threads', '1', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  const g = j.generation.data;
+  assert.equal(g.prompt, 12);
+  assert.equal(g.gen, 6);
+  assert.deepEqual(g.results.map((x: { parallel: number }) => x.parallel), [1, 3]);
+  for (const x of g.results) {
+    for (const side of [x.ours, x.llamaCpp]) {
+      assert.ok(side.prefill > 0 && side.decode > 0, JSON.stringify(side));
+      assert.ok(side.kvBytes > 0 && side.nCells >= 12 + x.parallel * 6);
+    }
+    assert.equal(x.ours.nCells, 12 + x.parallel * 6, 'our cache holds the shared prompt once');
+    assert.equal(x.sameGreedyTokens, x.parallel, 'f32 caches: identical greedy tokens');
+  }
+  assert.ok('lora-training-step' in j);
+});
+
+test('bench rejects bad flags and missing models with one line', () => {
+  const bad = run(['bench', '--model', join(dir, 'nope.gguf'), '--parallel', '0']);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /^rrr-native: --parallel: expected a positive integer, got 0\n$/);
+  const missing = run(['bench', '--model', join(dir, 'nope.gguf')]);
+  assert.notEqual(missing.status, 0);
+  assert.equal(missing.stderr.trim().split('\n').length, 1, missing.stderr);
+  assert.match(missing.stderr, /nope\.gguf/);
+});
