@@ -62,7 +62,11 @@ class Generator {
 public:
     Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, const GeneratorOptions & opt);
 
-    void set_lora(const LoraView & lora) { lora_ = lora; }
+    // The kept decode graph was built with the old view, so it is rebuilt on the next step.
+    void set_lora(const LoraView & lora) {
+        lora_ = lora;
+        decoder_.invalidate();
+    }
     const GeneratorOptions & options() const { return opt_; }
     bool flash_attn() const { return flash_attn_; }
     const KvCache & cache() const { return *cache_; }

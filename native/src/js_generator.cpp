@@ -6,7 +6,9 @@
 #include "generate.h"
 #include "js_async.h"
 #include "js_convert.h"
+#include "js_trainer.h"
 #include "model_core.h"
+#include "train_step.h"
 
 namespace rrr {
 
@@ -15,6 +17,8 @@ namespace {
 struct GenCore {
     std::shared_ptr<ModelCore> model;
     std::unique_ptr<Generator> gen;
+    // Keeps the adapter's tensors alive while the generator samples with them.
+    std::shared_ptr<Trainer> adapter;
 };
 
 ggml_type parse_kv_type(const std::string & s) {
@@ -92,6 +96,7 @@ public:
             StaticMethod("create", &NativeGenerator::create),
             InstanceMethod("info", &NativeGenerator::info),
             InstanceMethod("generate", &NativeGenerator::generate),
+            InstanceMethod("setAdapter", &NativeGenerator::set_adapter),
             InstanceMethod("dispose", &NativeGenerator::dispose),
         });
     }
@@ -208,6 +213,21 @@ private:
                 r.Set("stats", stats_to_js(env, *stats));
                 return r;
             });
+    }
+
+    // Samples from base + adapter (a NativeTrainer over the same model), or the base model with null.
+    Napi::Value set_adapter(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        GenCore & c = core(env);
+        std::shared_ptr<Trainer> t;
+        if (!info[0].IsNull() && !info[0].IsUndefined()) {
+            t = unwrap_trainer(info[0], "setAdapter");
+            if (t->model() != c.model) throw Napi::Error::New(env, "setAdapter: the adapter was created for another model");
+        }
+        std::lock_guard<std::mutex> lock(c.model->mu);
+        c.gen->set_lora(t ? t->adapter().view() : LoraView{});
+        c.adapter = std::move(t);
+        return env.Undefined();
     }
 
     Napi::Value dispose(const Napi::CallbackInfo & info) {

@@ -6,7 +6,7 @@
 // rounding in the matmuls tips a draw, as in llama.cpp.)
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
-import type { RawGenerator, RawGroup } from './native.js';
+import type { RawGenerator, RawGroup, RawTrainer } from './native.js';
 import { addon } from './native.js';
 import type { Completion, GenerateOptions, GenerateRequest, GenerateStats, GeneratorInfo, GeneratorOptions } from './types.js';
 
@@ -131,6 +131,18 @@ export class Generator {
       w.cells += need;
     }
     return waves.map((w) => w.groups);
+  }
+
+  /**
+   * Samples from base + the trainer's LoRA adapter from now on (null: the base model again).
+   * The adapter is read live: optimizer steps taken later show up in later generations.
+   */
+  setAdapter(trainer: { rawTrainer: RawTrainer } | null): void {
+    try {
+      this.native.setAdapter(trainer ? trainer.rawTrainer : null);
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
 
   /**

@@ -97,6 +97,7 @@ export interface RawGenerator {
     params: Record<string, unknown>,
     onProgress?: (generated: number) => void,
   ): Promise<{ completions: RawCompletion[][]; stats: RawGenerateStats }>;
+  setAdapter(trainer: RawTrainer | null): void;
   dispose(): void;
 }
 
