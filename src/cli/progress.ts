@@ -68,7 +68,7 @@ export class Progress {
       const filled = Math.round((width * pct) / 100);
       const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
       this.stream.write(`\r\x1b[2K${this.label} ${bar} ${String(pct).padStart(3)}% ${stats}${final ? '\n' : ''}`);
-    } else if (final || pct >= this.lastPrintedPct + 10) {
+    } else if (final || (pct >= this.lastPrintedPct + 10 && pct < 100)) {
       this.lastPrintedPct = pct;
       this.stream.write(`${this.label} ${String(pct).padStart(3)}% ${stats}\n`);
     }

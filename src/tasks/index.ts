@@ -1,6 +1,7 @@
 /** Task lookup by the name used on the command line (--task). */
 import { countdownTask } from './countdown.js';
 import { functionCallingTask } from './function-calling.js';
+import { syntheticTask } from './synthetic.js';
 import type { Task, TaskItem } from './types.js';
 
 // The generator options type differs per task; callers that generate know which task they hold.
@@ -9,6 +10,7 @@ type AnyTask = Task<TaskItem, any>;
 export const TASKS: ReadonlyMap<string, AnyTask> = new Map<string, AnyTask>([
   [countdownTask.name, countdownTask as AnyTask],
   [functionCallingTask.name, functionCallingTask as AnyTask],
+  [syntheticTask.name, syntheticTask as AnyTask],
 ]);
 
 export function taskByName(name: string): AnyTask {

@@ -1,0 +1,97 @@
+import type { CommandModule } from 'yargs';
+import { resolve } from 'node:path';
+import { Generator } from '../../engine/generator.js';
+import { Model } from '../../engine/model.js';
+import { Trainer } from '../../engine/trainer.js';
+import type { DeviceName } from '../../engine/types.js';
+import { EnginePolicy } from '../../rrr/engine-policy.js';
+import { evaluate, type EvalResult } from '../../rrr/eval.js';
+import { ensureDefaultModel } from '../default-model.js';
+import { emitJson, say, table } from '../output.js';
+import { Progress } from '../progress.js';
+import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
+
+interface Args {
+  model?: string;
+  adapter?: string;
+  task: string;
+  data?: string;
+  generate?: number;
+  limit?: number;
+  seed: number;
+  'max-reflection-tokens'?: number;
+  'max-answer-tokens'?: number;
+  'batch-size': number;
+  device: DeviceName;
+  threads?: number;
+  ctx: number;
+  'skip-bad-lines': boolean;
+  json: boolean;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export const evalCommand: CommandModule<object, Args> = {
+  command: 'eval',
+  describe: 'First-attempt and second-attempt (after one reflection) accuracy on held-out tasks, base model vs base + adapter',
+  builder: (y) =>
+    y
+      .option('model', { type: 'string', describe: 'GGUF base model (default: the embedded tiny model)' })
+      .option('adapter', { type: 'string', describe: 'LoRA adapter GGUF from `train` (omit to evaluate the base model only)' })
+      .option('task', { choices: TASK_NAMES, default: 'synthetic', describe: 'task' })
+      .option('data', { type: 'string', describe: 'held-out JSONL dataset' })
+      .option('generate', { type: 'number', describe: 'without --data: number of items to generate (default 64)' })
+      .option('limit', { type: 'number', describe: 'use only the first N items' })
+      .option('seed', { type: 'number', default: 1001, describe: 'generator seed; keep it different from the training seed so items are held out' })
+      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 16 for the embedded tiny model, as in train)' })
+      .option('max-answer-tokens', { type: 'number', describe: 'longest answer (default 256; 6 for the embedded tiny model, as in train)' })
+      .option('batch-size', { type: 'number', default: 32, describe: 'tasks generated together' })
+      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
+      .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
+      .option('ctx', { type: 'number', default: 2048, describe: 'longest sequence in tokens' })
+      .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
+  handler: async (a) => {
+    const mode = { json: a.json };
+    const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
+    const task = taskFor(a.task);
+    const modelPath = a.model ? resolve(a.model) : await ensureDefaultModel(log);
+    const data = await loadItems(
+      task,
+      { ...(a.data !== undefined && { data: a.data }), ...(a.generate !== undefined && { generate: a.generate }), ...(a.limit !== undefined && { limit: a.limit }), seed: a.seed, skipBadLines: a['skip-bad-lines'] },
+      log,
+    );
+    const model = await Model.load(modelPath, { device: a.device, ...(a.threads !== undefined && { threads: a.threads }) });
+    const generator = await Generator.create(model, { maxSeqs: a['batch-size'], nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
+    const trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
+    try {
+      const policy = new EnginePolicy(model, generator);
+      const settings = {
+        maxAnswerTokens: a['max-answer-tokens'] ?? (a.model ? 256 : 6),
+        maxReflectionTokens: a['max-reflection-tokens'] ?? (a.model ? 128 : 16),
+        batchSize: a['batch-size'],
+      };
+      const run = async (label: string): Promise<EvalResult> => {
+        const bar = new Progress(label, data.items.length, { unit: 'task', silent: a.json });
+        const r = await evaluate(policy, task, data.items, { ...settings, onProgress: (d) => bar.update(d) });
+        bar.finish();
+        return r;
+      };
+      generator.setAdapter(null);
+      const base = await run('base');
+      let tuned: EvalResult | undefined;
+      if (trainer) {
+        generator.setAdapter(trainer);
+        tuned = await run('adapter');
+      }
+      emitJson(mode, { task: a.task, items: data.source, base, ...(tuned && { adapter: tuned }) });
+      const row = (name: string, r: EvalResult) => [name, r.tasks, `${r.firstCorrect} (${pct(r.firstAccuracy)})`, `${r.secondCorrect} (${pct(r.secondAccuracy)})`];
+      say(mode, `\n${a.task}, ${data.source}`);
+      say(mode, table(['model', 'tasks', 'first attempt', 'second attempt'], [row('base', base), ...(tuned ? [row('base + adapter', tuned)] : [])]));
+    } finally {
+      generator.dispose();
+      trainer?.dispose();
+      model.dispose();
+    }
+  },
+};

@@ -1,0 +1,306 @@
+import type { CommandModule } from 'yargs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { Generator } from '../../engine/generator.js';
+import { Model } from '../../engine/model.js';
+import { Trainer } from '../../engine/trainer.js';
+import { RrrError } from '../../engine/errors.js';
+import type { DeviceName, LoraTarget } from '../../engine/types.js';
+import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/config.js';
+import { EnginePolicy } from '../../rrr/engine-policy.js';
+import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
+import { MetricsLog, summarize } from '../../rrr/metrics.js';
+import { runTraining } from '../../rrr/train.js';
+import type { StepMetrics } from '../../rrr/types.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+import { ensureDefaultModel } from '../default-model.js';
+import { emitJson, say, table } from '../output.js';
+import { formatDuration, formatRate, Progress } from '../progress.js';
+import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
+
+const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+interface Args {
+  model?: string;
+  task?: string;
+  data?: string;
+  generate?: number;
+  limit?: number;
+  out?: string;
+  resume: boolean;
+  steps: number;
+  'tasks-per-step': number;
+  'group-size'?: number;
+  temperature?: number;
+  'retry-temperature'?: number;
+  lr?: number;
+  'lr-schedule'?: string;
+  'warmup-steps'?: number;
+  beta?: number;
+  'clip-epsilon'?: number;
+  'max-grad-norm'?: number;
+  'weight-decay'?: number;
+  rank: number;
+  alpha?: number;
+  targets: string;
+  'max-reflection-tokens'?: number;
+  'max-answer-tokens'?: number;
+  'checkpoint-every': number;
+  seed: number;
+  device: DeviceName;
+  threads?: number;
+  ctx: number;
+  'skip-bad-lines': boolean;
+  json: boolean;
+}
+
+/** Everything that defines a run; stored in run.json so --resume continues the same run. */
+interface RunConfig {
+  version: 1;
+  model: string;
+  modelBytes: number;
+  task: string;
+  data?: string;
+  generate?: number;
+  limit?: number;
+  steps: number;
+  tasksPerStep: number;
+  seed: number;
+  checkpointEvery: number;
+  maxReflectionTokens: number;
+  maxAnswerTokens: number;
+  ctx: number;
+  lora: { rank: number; alpha: number; targets: LoraTarget[] };
+  grpo: GrpoConfig;
+}
+
+function parseTargets(s: string): LoraTarget[] {
+  const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const t of list) {
+    if (!ALL_TARGETS.includes(t as LoraTarget)) throw new RrrError(`--targets: unknown projection '${t}' (expected a comma list of ${ALL_TARGETS.join(',')})`);
+  }
+  if (list.length === 0) throw new RrrError('--targets: at least one projection is needed');
+  return list as LoraTarget[];
+}
+
+function positive(flag: string, v: number, min = 1): number {
+  if (!Number.isInteger(v) || v < min) throw new RrrError(`${flag} must be an integer ≥ ${min} (got ${v})`);
+  return v;
+}
+
+function buildConfig(a: Args, model: string): RunConfig {
+  let grpo: GrpoConfig;
+  try {
+    grpo = resolveGrpoConfig({
+      groupSize: a['group-size'],
+      temperature: a.temperature,
+      retryTemperature: a['retry-temperature'],
+      learningRate: a.lr ?? (a.model ? undefined : 1e-2),
+      lrSchedule: a['lr-schedule'],
+      warmupSteps: a['warmup-steps'],
+      beta: a.beta,
+      clipEpsilon: a['clip-epsilon'],
+      maxGradNorm: a['max-grad-norm'],
+      weightDecay: a['weight-decay'],
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) throw new RrrError(e.message);
+    throw e;
+  }
+  return {
+    version: 1,
+    model,
+    modelBytes: statSync(model).size,
+    task: a.task ?? 'synthetic',
+    ...(a.data !== undefined && { data: resolve(a.data) }),
+    ...(a.generate !== undefined && { generate: a.generate }),
+    ...(a.limit !== undefined && { limit: a.limit }),
+    steps: positive('--steps', a.steps),
+    tasksPerStep: positive('--tasks-per-step', a['tasks-per-step']),
+    seed: a.seed,
+    checkpointEvery: positive('--checkpoint-every', a['checkpoint-every']),
+    // The embedded tiny model never says much worth reading: short outputs keep the demo to a minute.
+    maxReflectionTokens: positive('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : 16)),
+    maxAnswerTokens: positive('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : 6)),
+    ctx: positive('--ctx', a.ctx, 16),
+    lora: { rank: positive('--rank', a.rank), alpha: a.alpha ?? 2 * a.rank, targets: parseTargets(a.targets) },
+    grpo,
+  };
+}
+
+function failureKey(c: RunConfig): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify([c.model, c.modelBytes, c.task, c.data, c.generate, c.limit, c.seed, c.maxAnswerTokens]));
+  if (c.data) h.update(readFileSync(c.data));
+  return h.digest('hex');
+}
+
+export const trainCommand: CommandModule<object, Args> = {
+  command: 'train',
+  describe: 'Train a LoRA adapter with Reflect, Retry, Reward (no arguments: a one-minute demo on a tiny built-in model)',
+  builder: (y) =>
+    y
+      .option('model', { type: 'string', describe: 'GGUF model to train (default: the embedded tiny random model, generated on first use)' })
+      .option('task', { choices: TASK_NAMES, describe: 'task: synthetic (default), countdown, function-calling' })
+      .option('data', { type: 'string', describe: 'JSONL dataset for the task (countdown: {nums,target}; function-calling: APIGen/xLAM {query,tools,answers})' })
+      .option('generate', { type: 'number', describe: 'without --data: number of task items to generate (default 64; synthetic and countdown)' })
+      .option('limit', { type: 'number', describe: 'use only the first N items' })
+      .option('out', { type: 'string', describe: 'run folder: adapter, checkpoints, metrics.jsonl, summary.json (default runs/<task>-<time>)' })
+      .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its last checkpoint (same settings, same results)' })
+      .option('steps', { type: 'number', default: 30, describe: 'GRPO steps' })
+      .option('tasks-per-step', { type: 'number', default: 4, describe: 'failed tasks per step (each gets --group-size reflections)' })
+      .option('group-size', { type: 'number', describe: 'reflections per failed task, the GRPO group (default 8)' })
+      .option('temperature', { type: 'number', describe: 'sampling temperature of reflections (default 1.0)' })
+      .option('retry-temperature', { type: 'number', describe: 'temperature of retries, 0 = greedy (default 0)' })
+      .option('lr', { type: 'number', describe: 'peak learning rate (default 5e-5; 1e-2 for the embedded tiny model)' })
+      .option('lr-schedule', { choices: ['cosine', 'constant'], describe: 'learning-rate schedule after warm-up (default cosine)' })
+      .option('warmup-steps', { type: 'number', describe: 'linear warm-up steps (default 0)' })
+      .option('beta', { type: 'number', describe: 'KL(π‖π_ref) coefficient against the base model (default 0)' })
+      .option('clip-epsilon', { type: 'number', describe: 'PPO ratio clip ε (default 0.2)' })
+      .option('max-grad-norm', { type: 'number', describe: 'global gradient-norm clip, 0 = off (default 1.0)' })
+      .option('weight-decay', { type: 'number', describe: 'AdamW weight decay (default 0)' })
+      .option('rank', { type: 'number', default: 16, describe: 'LoRA rank' })
+      .option('alpha', { type: 'number', describe: 'LoRA alpha (default 2 × rank)' })
+      .option('targets', { type: 'string', default: ALL_TARGETS.join(','), describe: 'projections that get LoRA: comma list of q,k,v,o,gate,up,down' })
+      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 16 for the embedded tiny model)' })
+      .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry (default 256; 6 for the embedded tiny model)' })
+      .option('checkpoint-every', { type: 'number', default: 10, describe: 'save a resumable checkpoint every N steps (and on Ctrl-C)' })
+      .option('seed', { type: 'number', default: 1, describe: 'seed of data generation, task order and sampling' })
+      .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
+      .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
+      .option('ctx', { type: 'number', default: 2048, describe: 'longest sequence (prompt + reflection + retry) in tokens' })
+      .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the run summary as JSON (progress goes to stderr)' }),
+  handler: async (a) => {
+    const mode = { json: a.json };
+    const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
+    let out: string;
+    let cfg: RunConfig;
+    if (a.resume) {
+      if (!a.out) throw new RrrError('--resume needs --out, the run folder to continue');
+      out = resolve(a.out);
+      const runFile = join(out, 'run.json');
+      if (!existsSync(runFile)) throw new RrrError(`${runFile}: not found, nothing to resume`);
+      cfg = JSON.parse(readFileSync(runFile, 'utf8')) as RunConfig;
+      if (!existsSync(cfg.model) || statSync(cfg.model).size !== cfg.modelBytes) {
+        throw new RrrError(`${cfg.model}: the run's model is missing or changed since the run started`);
+      }
+    } else {
+      const model = a.model ? resolve(a.model) : await ensureDefaultModel(log);
+      if (!a.model) log('no --model given: the embedded default (tiny random qwen2 model, synthetic letters task)');
+      cfg = buildConfig(a, model);
+      out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
+      if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
+      writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
+    }
+    const task = taskFor(cfg.task);
+    const data = await loadItems(task, { ...(cfg.data !== undefined && { data: cfg.data }), ...(cfg.generate !== undefined && { generate: cfg.generate }), ...(cfg.limit !== undefined && { limit: cfg.limit }), seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
+    log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
+
+    const model = await Model.load(cfg.model, { device: a.device, ...(a.threads !== undefined && { threads: a.threads }) });
+    const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
+    const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
+    const generator = await Generator.create(model, { maxSeqs, nCtx: ctx });
+    const trainer = await Trainer.create(model, { ...cfg.lora, seed: cfg.seed }, { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm });
+    log(
+      `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
+        `LoRA r=${cfg.lora.rank} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB`,
+    );
+    const policy = new EnginePolicy(model, generator);
+    const ckptState = join(out, 'checkpoint', 'state.gguf');
+    const ckptProgress = join(out, 'checkpoint', 'progress.json');
+    const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
+    let stop = false;
+    const onSigint = () => {
+      if (stop) process.exit(130);
+      stop = true;
+      process.stderr.write('\nrrr-native: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      // Step 1: first attempts (the base model: no adapter is trained yet), cached per run.
+      const failuresPath = join(out, 'failures.json');
+      const key = failureKey(cfg);
+      let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key);
+      if (first) {
+        log(`first attempts: reusing ${failuresPath} (${first.failures.length} failures of ${first.attempted})`);
+      } else {
+        const bar = new Progress('first attempts', data.items.length, { unit: 'task', silent: a.json });
+        first = await firstAttempts(policy, task, data.items, { maxAnswerTokens: cfg.maxAnswerTokens, batchSize: maxSeqs, onProgress: (d) => bar.update(d) });
+        bar.finish(`${first.correct}/${first.attempted} correct`);
+        writeFailureCache(failuresPath, key, first);
+      }
+      if (first.failures.length === 0) throw new RrrError('every first attempt succeeded: nothing to reflect on (use harder or more data)');
+
+      let startStep = 0;
+      if (a.resume && existsSync(ckptProgress)) {
+        startStep = (JSON.parse(readFileSync(ckptProgress, 'utf8')) as { stepsDone: number }).stepsDone;
+        await trainer.loadState(ckptState);
+        log(`resuming after step ${startStep} of ${cfg.steps}`);
+      }
+      const done: StepMetrics[] = metrics.truncateFrom(startStep);
+      generator.setAdapter(trainer);
+      const t0 = Date.now();
+      let stepsThisRun = 0;
+      const result = await runTraining(
+        policy,
+        trainer,
+        task,
+        new Map(data.items.map((i) => [i.id, i])),
+        first.failures,
+        { steps: cfg.steps, tasksPerStep: cfg.tasksPerStep, seed: cfg.seed, checkpointEvery: cfg.checkpointEvery, maxReflectionTokens: cfg.maxReflectionTokens, maxAnswerTokens: cfg.maxAnswerTokens, grpo: cfg.grpo },
+        {
+          onStep: (m) => {
+            metrics.append(m);
+            done.push(m);
+            stepsThisRun++;
+            const left = ((Date.now() - t0) / stepsThisRun) * (cfg.steps - m.step - 1);
+            log(
+              `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
+                `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
+                `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}`,
+            );
+          },
+          checkpoint: async (stepsDone) => {
+            mkdirSync(dirname(ckptState), { recursive: true });
+            await trainer.saveState(ckptState);
+            await trainer.saveAdapter(join(out, 'adapter.gguf'));
+            writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
+          },
+          shouldStop: () => stop,
+        },
+        startStep,
+      );
+      const summary = summarize(done, first, first.failures.length);
+      writeFileAtomic(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+      if (result.stopped) {
+        log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: rrr-native train --resume --out ${out}`);
+        process.exitCode = 130;
+      }
+      emitJson(mode, { out, stopped: result.stopped, ...summary });
+      say(mode, '');
+      say(
+        mode,
+        table(
+          ['', 'value'],
+          [
+            ['first attempts correct', `${first.correct}/${first.attempted}`],
+            ['steps', summary.steps],
+            ['reward (first → last quarter of steps)', `${summary.rewardFirstQuarter.toFixed(3)} → ${summary.rewardLastQuarter.toFixed(3)}`],
+            ['solved after reflection', `${(100 * summary.successAfterReflectionFirstQuarter).toFixed(0)}% → ${(100 * summary.successAfterReflectionLastQuarter).toFixed(0)}%`],
+            ['groups trained / skipped (all-equal rewards)', `${summary.groupsTrained} / ${summary.groupsSkipped}`],
+            ['tokens generated / trained', `${summary.generatedTokens} / ${summary.trainTokens}`],
+          ],
+        ),
+      );
+      say(mode, `\nadapter: ${join(out, 'adapter.gguf')} (llama.cpp --lora compatible); metrics: ${metrics.path}`);
+      say(mode, `evaluate it: rrr-native eval --model ${cfg.model} --adapter ${join(out, 'adapter.gguf')} --task ${cfg.task}${cfg.data ? ' --data <held-out.jsonl>' : ` --seed ${cfg.seed + 1000}`}`);
+    } finally {
+      process.off('SIGINT', onSigint);
+      generator.dispose();
+      trainer.dispose();
+      model.dispose();
+    }
+  },
+};

@@ -1,0 +1,56 @@
+// Task items for train/eval: from a dataset file (--data) or the task's generator (--generate).
+import { DataError } from '../tasks/jsonl.js';
+import { TASKS } from '../tasks/index.js';
+import type { TaskItem } from '../tasks/types.js';
+import type { AnyTask } from '../rrr/types.js';
+import { RrrError } from '../engine/errors.js';
+
+export const TASK_NAMES = [...TASKS.keys()];
+
+export function taskFor(name: string): AnyTask {
+  const t = TASKS.get(name);
+  if (!t) throw new RrrError(`--task: unknown task '${name}' (expected ${TASK_NAMES.join(', ')})`);
+  return t;
+}
+
+export interface ItemSource {
+  data?: string;
+  generate?: number;
+  seed: number;
+  limit?: number;
+  skipBadLines: boolean;
+}
+
+export interface LoadedItems {
+  items: TaskItem[];
+  source: string;
+  skipped: number;
+}
+
+export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string) => void): Promise<LoadedItems> {
+  let items: TaskItem[];
+  let source: string;
+  let skipped = 0;
+  if (s.data) {
+    let r;
+    try {
+      r = await task.load(s.data, { skipBadLines: s.skipBadLines });
+    } catch (e) {
+      if (e instanceof DataError) throw new RrrError(e.message);
+      throw e;
+    }
+    items = r.items;
+    skipped = r.skipped.length;
+    for (const b of r.skipped.slice(0, 5)) log(`skipped ${b.path}:${b.line}: ${b.message}`);
+    if (skipped > 5) log(`… and ${skipped - 5} more bad lines skipped`);
+    source = s.data;
+  } else {
+    if (!task.generate) throw new RrrError(`--data: task '${task.name}' has no generator, give a dataset file`);
+    const n = s.generate ?? 64;
+    items = task.generate(n, s.seed);
+    source = `${n} generated items (seed ${s.seed})`;
+  }
+  if (s.limit !== undefined) items = items.slice(0, s.limit);
+  if (items.length === 0) throw new RrrError(`${s.data ?? '--generate'}: no task items to use`);
+  return { items, source, skipped };
+}

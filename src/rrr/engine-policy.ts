@@ -1,0 +1,23 @@
+// The Policy the RRR loop samples from, backed by the engine: the model's chat template and
+// tokenizer for prompts, the batched Generator for completions.
+import type { Generator } from '../engine/generator.js';
+import type { Model } from '../engine/model.js';
+import type { Completion, GenerateOptions, GenerateRequest } from '../engine/types.js';
+import type { ChatMessage } from '../tasks/types.js';
+import type { Policy } from './types.js';
+
+export class EnginePolicy implements Policy {
+  constructor(
+    private readonly model: Model,
+    private readonly generator: Generator,
+  ) {}
+
+  promptTokens(messages: ChatMessage[]): Int32Array {
+    // parseSpecial: the template's own markers (<|im_start|> ...) must become special tokens.
+    return this.model.tokenize(this.model.applyChatTemplate(messages), { parseSpecial: true });
+  }
+
+  generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
+    return this.generator.generate(requests, opts);
+  }
+}
