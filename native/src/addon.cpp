@@ -73,6 +73,9 @@ Napi::Value write_tiny(const Napi::CallbackInfo & info) {
     s.n_ff = int_opt(o, "nFf", s.n_ff);
     s.n_ctx = int_opt(o, "nCtx", s.n_ctx);
     s.rope_base = (float) num_opt(o, "ropeBase", s.rope_base);
+    s.output_gain = (float) num_opt(o, "outputGain", s.output_gain);
+    s.init = str_opt(o, "init", s.init);
+    s.copy_offset = int_opt(o, "copyOffset", s.copy_offset);
     s.tied = o.Get("tied").IsBoolean() ? (o.Get("tied").As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     s.seed = (uint64_t) int_opt(o, "seed", (int64_t) s.seed);
     auto bytes = std::make_shared<uint64_t>(0);

@@ -1,5 +1,6 @@
 #include "tiny_model.h"
 #include "errors.h"
+#include "copy_init.h"
 #include "gguf_meta.h"
 
 #include <cmath>
@@ -48,6 +49,7 @@ struct Writer {
     ggml_context * ctx;
     gguf_context * g;
     Rng & rng;
+    const CopyInit * copy = nullptr;
 
     // Values are drawn in f32 and converted, so every type sees the same underlying weights.
     void add(const std::string & name, std::vector<int64_t> ne, ggml_type type, float mean, float stddev) {
@@ -59,6 +61,7 @@ struct Writer {
         }
         std::vector<float> v((size_t) (n_per_row * nrows));
         for (float & x : v) x = mean + stddev * rng.normal();
+        if (copy) apply_copy_init(*copy, name, ne, v);
         ggml_tensor * t = ne.size() == 1 ? ggml_new_tensor_1d(ctx, type, ne[0]) : ggml_new_tensor_2d(ctx, type, ne[0], ne[1]);
         ggml_set_name(t, name.c_str());
         if (type == GGML_TYPE_F32) {
@@ -136,11 +139,24 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
     try {
         Rng rng(s.seed);
         Writer w{ctx, g, rng};
+        CopyInit copy;
+        if (s.init == "copy") {
+            copy.offset = s.copy_offset;
+            copy.rope_mode = s.arch == "llama" ? GGML_ROPE_TYPE_NORMAL : GGML_ROPE_TYPE_NEOX;
+            copy.rope_base = s.rope_base;
+            copy.n_embd = s.n_embd;
+            copy.n_head = s.n_head;
+            copy.head_dim = head_dim;
+            check_copy_init(copy, s.arch, s.n_head_kv);
+            w.copy = &copy;
+        } else if (s.init != "random") {
+            throw Error("--init: unknown initialisation '" + s.init + "' (expected random or copy)");
+        }
         // Scales keep activations near unit variance so logits are spread out (clear argmax)
         // rather than a near-uniform distribution that numerical noise could reorder.
         const float emb_std = tied ? 2.0f / std::sqrt((float) s.n_embd) : 1.0f;
         w.add("token_embd.weight", {s.n_embd, n_vocab}, etype, 0.0f, emb_std);
-        w.add("output_norm.weight", {s.n_embd}, GGML_TYPE_F32, 1.0f, 0.1f);
+        w.add("output_norm.weight", {s.n_embd}, GGML_TYPE_F32, s.output_gain, 0.1f * s.output_gain);
         if (!tied) w.add("output.weight", {s.n_embd, n_vocab}, etype, 0.0f, 2.0f / std::sqrt((float) s.n_embd));
         for (int64_t i = 0; i < s.n_layer; ++i) {
             const std::string b = "blk." + std::to_string(i) + ".";

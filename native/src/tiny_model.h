@@ -22,6 +22,12 @@ struct TinyModelSpec {
     float rms_eps = 1e-6f;
     int tied = -1;                   // -1: arch default (qwen2 tied, others untied)
     uint64_t seed = 42;
+    // Mean of the final norm's gain: it multiplies every logit, so larger values make the
+    // model's sampling distribution sharper (lower entropy at a given temperature).
+    float output_gain = 1.0f;
+    // "random" or "copy" (see copy_init.h); copy_offset is the copied distance.
+    std::string init = "random";
+    int64_t copy_offset = 13;
 };
 
 // Writes to a temporary file next to out_path and renames it, so a failure leaves nothing behind.

@@ -1,21 +1,32 @@
-// The embedded default model: a tiny random qwen2 model with a real tokenizer, generated once
-// into the user's cache folder so `rrr-native train` runs with no arguments and no download.
+// The embedded default model: a tiny qwen2 model with a real tokenizer, generated once into the
+// user's cache folder so `rrr-native train` runs with no arguments and no download. Its weights
+// are random except for a hand-set copy circuit (copy_init.h): it predicts the token 13
+// positions back, which is where the last word of the reflection sits when the synthetic task's
+// retry prompt ("Try again.") and the Qwen2 chat template follow it. So its retry repeats the
+// reflection's last word, and training the reflection is what can make the retry right. The
+// low output gain keeps sampling diverse (about half the draws copy, half are random).
 import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { makeTinyModel } from '../engine/tiny-model.js';
 
+/** Also used by the learning test, so the test proves what the default run shows. */
+export const DEFAULT_MODEL_SPEC = { arch: 'qwen2', seed: 42, nHeadKv: 4, init: 'copy', copyOffset: 13, outputGain: 0.22 } as const;
+
+/** Settings of the no-argument demo run (train) and its evaluation (eval), tuned for the model above. */
+export const DEMO_SETTINGS = { steps: 60, tasksPerStep: 8, lr: 5e-3, lrSchedule: 'constant', maxReflectionTokens: 2, maxAnswerTokens: 10 } as const;
+
 export function defaultModelPath(): string {
   const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'rrr-native', 'default-qwen2-tiny-v1.gguf');
+  return join(base, 'rrr-native', 'default-qwen2-tiny-copy-v2.gguf');
 }
 
 export async function ensureDefaultModel(log: (line: string) => void): Promise<string> {
   const path = defaultModelPath();
   if (!existsSync(path)) {
-    log(`generating the embedded default model (tiny random qwen2, real Qwen2 tokenizer) at ${path}`);
+    log(`generating the embedded default model (tiny qwen2 copier, real Qwen2 tokenizer) at ${path}`);
     mkdirSync(dirname(path), { recursive: true });
-    await makeTinyModel({ arch: 'qwen2', out: path, seed: 42 });
+    await makeTinyModel({ ...DEFAULT_MODEL_SPEC, out: path });
   }
   return path;
 }

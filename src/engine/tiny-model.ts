@@ -41,6 +41,9 @@ export async function makeTinyModel(opts: TinyModelOptions): Promise<number> {
     nFf: opts.nFf ?? shape.nFf,
     nCtx: opts.nCtx ?? shape.nCtx,
     seed: opts.seed ?? 42,
+    outputGain: opts.outputGain ?? 1,
+    init: opts.init ?? 'random',
+    copyOffset: opts.copyOffset ?? 13,
     ...(opts.tied === undefined ? {} : { tied: opts.tied }),
   };
   try {

@@ -63,6 +63,11 @@ export interface TinyModelOptions {
   nCtx?: number;
   tied?: boolean;
   seed?: number;
+  /** Gain of the final norm (default 1): higher means sharper next-token distributions. */
+  outputGain?: number;
+  /** 'random' (default) or 'copy': hand-set weights that copy the token `copyOffset` positions back. */
+  init?: 'random' | 'copy';
+  copyOffset?: number;
   /** GGUF whose tokenizer and chat template are copied (default: llama.cpp's qwen2 vocab). */
   vocab?: string;
 }

@@ -1,11 +1,16 @@
 /**
- * Synthetic "letters" task, made for tiny random models: the embedded default of `train` and
- * the learning test. Each item lists some letters; an answer is correct when its first Latin
- * letter (case-insensitive) is one of them. A random model hits this by chance at a moderate
- * rate, so first attempts fail often but not always, and which retry succeeds depends on
- * what came before it: there is signal for GRPO without any knowledge of language.
+ * Synthetic "secret word" task, made for tiny models: the embedded default of `train` and the
+ * learning test. Each item offers four words (by default); one of them, the same for the whole dataset, is
+ * the secret. An answer is correct when its first word is the secret. Nothing in the prompt
+ * says which word it is: the model can only learn it from rewards, which makes progress easy
+ * to see and impossible to get from anything but training.
  *
- * Dataset format (JSONL): {"letters": "aeiou"} with an optional "id".
+ * Dataset format (JSONL): {"options": ["apple", ...], "secret": "river"} with an optional "id";
+ * the secret must be one of the options.
+ *
+ * The embedded default model (see cli/default-model.ts) is an in-context copier whose retry
+ * repeats the last word of its reflection, so the reflection alone decides the retry: exactly
+ * the link RRR trains.
  */
 import { InvalidRecord, expectObject, readJsonl, recordId } from './jsonl.js';
 import { Rng } from '../util/rng.js';
@@ -13,52 +18,68 @@ import type { ChatMessage, LoadOptions, LoadResult, Task, VerifyResult } from '.
 
 export interface SyntheticItem {
   id: string;
-  /** Distinct lowercase letters, sorted. */
-  letters: string;
+  options: string[];
+  secret: string;
 }
 
 export interface SyntheticGenOptions {
-  /** Letters per item (default 8 of 26). */
+  /** Words offered per item (default 4). */
   size?: number;
+  /** The secret (default SYNTHETIC_SECRET): fixed across seeds, so held-out items share it. */
+  secret?: string;
 }
 
-export const SYNTHETIC_REFLECTION_PROMPT =
-  'You tried answering and your word started with the wrong letter. ' +
-  'Reflect on what went wrong and write a short explanation that will help you do better next time.';
+/** Common words that are one token each in the Qwen2 and Llama 3 vocabularies (with a leading space). */
+export const SYNTHETIC_WORDS = [
+  'apple', 'river', 'stone', 'cloud', 'horse', 'bread', 'light', 'green', 'table', 'music', 'water', 'house',
+  'paper', 'glass', 'night', 'smile', 'chair', 'dream', 'field', 'money', 'plant', 'sugar', 'tiger', 'train',
+];
+
+export const SYNTHETIC_SECRET = 'river';
+
+export const SYNTHETIC_REFLECTION_PROMPT = 'Reflect.';
+export const SYNTHETIC_RETRY_PROMPT = 'Try again.';
 
 function toItem(value: unknown, line: number): SyntheticItem {
   const o = expectObject(value);
-  const letters = o['letters'];
-  if (typeof letters !== 'string' || !/^[a-zA-Z]{1,26}$/.test(letters)) {
-    throw new InvalidRecord('expected "letters" to be a string of 1 to 26 Latin letters');
+  const options = o['options'];
+  const secret = o['secret'];
+  if (!Array.isArray(options) || options.length < 2 || !options.every((w): w is string => typeof w === 'string' && /^[a-z]+$/i.test(w))) {
+    throw new InvalidRecord('expected "options" to be an array of at least 2 single words');
   }
-  const set = [...new Set(letters.toLowerCase())].sort().join('');
-  return { id: recordId(o, line), letters: set };
+  if (typeof secret !== 'string' || !options.includes(secret)) throw new InvalidRecord('expected "secret" to be one of "options"');
+  return { id: recordId(o, line), options, secret: secret.toLowerCase() };
 }
 
+/** The first word of the answer (letters only, case-insensitive) must be the secret. */
 export function verifySynthetic(item: SyntheticItem, answer: string): VerifyResult {
-  const m = /[a-z]/i.exec(answer);
-  if (!m) return { ok: false, reason: 'no Latin letter in the answer' };
-  const c = m[0].toLowerCase();
-  return item.letters.includes(c) ? { ok: true, reason: `starts with '${c}'` } : { ok: false, reason: `'${c}' is not one of ${item.letters}` };
+  const m = /[a-z]+/i.exec(answer);
+  if (!m) return { ok: false, reason: 'no word in the answer' };
+  const w = m[0].toLowerCase();
+  return w === item.secret ? { ok: true, reason: `answered '${w}'` } : { ok: false, reason: `answered '${w}', not the secret` };
 }
 
 export function generateSynthetic(n: number, seed: number, opts: SyntheticGenOptions = {}): SyntheticItem[] {
-  const size = opts.size ?? 8;
-  if (!Number.isInteger(size) || size < 1 || size > 26) throw new RangeError(`letters per item must be 1..26 (got ${size})`);
+  const size = opts.size ?? 4;
+  if (!Number.isInteger(size) || size < 2 || size > SYNTHETIC_WORDS.length) {
+    throw new RangeError(`options per item must be 2..${SYNTHETIC_WORDS.length} (got ${size})`);
+  }
+  const secret = opts.secret ?? SYNTHETIC_SECRET;
+  if (!SYNTHETIC_WORDS.includes(secret)) throw new RangeError(`secret must be one of ${SYNTHETIC_WORDS.join(', ')}`);
   const rng = new Rng(seed);
+  const others = SYNTHETIC_WORDS.filter((w) => w !== secret);
   return Array.from({ length: n }, (_, k) => {
-    const letters = rng.shuffle('abcdefghijklmnopqrstuvwxyz'.split('')).slice(0, size).sort().join('');
-    return { id: `synthetic-${seed}-${k}`, letters };
+    const options = rng.shuffle([secret, ...rng.shuffle([...others]).slice(0, size - 1)]);
+    return { id: `synthetic-${seed}-${k}`, options, secret };
   });
 }
 
 export const syntheticTask: Task<SyntheticItem, SyntheticGenOptions> = {
   name: 'synthetic',
   reflectionPrompt: SYNTHETIC_REFLECTION_PROMPT,
-  retryPrompt: 'Try again.',
+  retryPrompt: SYNTHETIC_RETRY_PROMPT,
   buildPrompt(item: SyntheticItem): ChatMessage[] {
-    return [{ role: 'user', content: `Reply with one word that starts with one of these letters: ${item.letters.split('').join(', ')}.` }];
+    return [{ role: 'user', content: `Pick the secret word from: ${item.options.join(' ')}` }];
   },
   verify: verifySynthetic,
   load(path: string, opts: LoadOptions = {}): Promise<LoadResult<SyntheticItem>> {

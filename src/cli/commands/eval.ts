@@ -6,7 +6,7 @@ import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
-import { ensureDefaultModel } from '../default-model.js';
+import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { Progress } from '../progress.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
@@ -43,8 +43,8 @@ export const evalCommand: CommandModule<object, Args> = {
       .option('generate', { type: 'number', describe: 'without --data: number of items to generate (default 64)' })
       .option('limit', { type: 'number', describe: 'use only the first N items' })
       .option('seed', { type: 'number', default: 1001, describe: 'generator seed; keep it different from the training seed so items are held out' })
-      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 16 for the embedded tiny model, as in train)' })
-      .option('max-answer-tokens', { type: 'number', describe: 'longest answer (default 256; 6 for the embedded tiny model, as in train)' })
+      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 2 for the embedded tiny model, as in train)' })
+      .option('max-answer-tokens', { type: 'number', describe: 'longest answer (default 256; 10 for the embedded tiny model, as in train)' })
       .option('batch-size', { type: 'number', default: 32, describe: 'tasks generated together' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
@@ -67,8 +67,8 @@ export const evalCommand: CommandModule<object, Args> = {
     try {
       const policy = new EnginePolicy(model, generator);
       const settings = {
-        maxAnswerTokens: a['max-answer-tokens'] ?? (a.model ? 256 : 6),
-        maxReflectionTokens: a['max-reflection-tokens'] ?? (a.model ? 128 : 16),
+        maxAnswerTokens: a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens),
+        maxReflectionTokens: a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens),
         batchSize: a['batch-size'],
       };
       const run = async (label: string): Promise<EvalResult> => {

@@ -14,7 +14,7 @@ import { MetricsLog, summarize } from '../../rrr/metrics.js';
 import { runTraining } from '../../rrr/train.js';
 import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
-import { ensureDefaultModel } from '../default-model.js';
+import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
@@ -29,8 +29,8 @@ interface Args {
   limit?: number;
   out?: string;
   resume: boolean;
-  steps: number;
-  'tasks-per-step': number;
+  steps?: number;
+  'tasks-per-step'?: number;
   'group-size'?: number;
   temperature?: number;
   'retry-temperature'?: number;
@@ -96,8 +96,8 @@ function buildConfig(a: Args, model: string): RunConfig {
       groupSize: a['group-size'],
       temperature: a.temperature,
       retryTemperature: a['retry-temperature'],
-      learningRate: a.lr ?? (a.model ? undefined : 1e-2),
-      lrSchedule: a['lr-schedule'],
+      learningRate: a.lr ?? (a.model ? undefined : DEMO_SETTINGS.lr),
+      lrSchedule: a['lr-schedule'] ?? (a.model ? undefined : DEMO_SETTINGS.lrSchedule),
       warmupSteps: a['warmup-steps'],
       beta: a.beta,
       clipEpsilon: a['clip-epsilon'],
@@ -116,13 +116,13 @@ function buildConfig(a: Args, model: string): RunConfig {
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),
     ...(a.limit !== undefined && { limit: a.limit }),
-    steps: positive('--steps', a.steps),
-    tasksPerStep: positive('--tasks-per-step', a['tasks-per-step']),
+    steps: positive('--steps', a.steps ?? (a.model ? 100 : DEMO_SETTINGS.steps)),
+    tasksPerStep: positive('--tasks-per-step', a['tasks-per-step'] ?? (a.model ? 4 : DEMO_SETTINGS.tasksPerStep)),
     seed: a.seed,
     checkpointEvery: positive('--checkpoint-every', a['checkpoint-every']),
-    // The embedded tiny model never says much worth reading: short outputs keep the demo to a minute.
-    maxReflectionTokens: positive('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : 16)),
-    maxAnswerTokens: positive('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : 6)),
+    // The embedded tiny model is a toy: short outputs keep the demo to a minute.
+    maxReflectionTokens: positive('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
+    maxAnswerTokens: positive('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
     ctx: positive('--ctx', a.ctx, 16),
     lora: { rank: positive('--rank', a.rank), alpha: a.alpha ?? 2 * a.rank, targets: parseTargets(a.targets) },
     grpo,
@@ -148,13 +148,13 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('limit', { type: 'number', describe: 'use only the first N items' })
       .option('out', { type: 'string', describe: 'run folder: adapter, checkpoints, metrics.jsonl, summary.json (default runs/<task>-<time>)' })
       .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its last checkpoint (same settings, same results)' })
-      .option('steps', { type: 'number', default: 30, describe: 'GRPO steps' })
-      .option('tasks-per-step', { type: 'number', default: 4, describe: 'failed tasks per step (each gets --group-size reflections)' })
+      .option('steps', { type: 'number', describe: 'GRPO steps (default 100; 60 for the embedded demo)' })
+      .option('tasks-per-step', { type: 'number', describe: 'failed tasks per step, each gets --group-size reflections (default 4; 8 for the demo)' })
       .option('group-size', { type: 'number', describe: 'reflections per failed task, the GRPO group (default 8)' })
       .option('temperature', { type: 'number', describe: 'sampling temperature of reflections (default 1.0)' })
       .option('retry-temperature', { type: 'number', describe: 'temperature of retries, 0 = greedy (default 0)' })
-      .option('lr', { type: 'number', describe: 'peak learning rate (default 5e-5; 1e-2 for the embedded tiny model)' })
-      .option('lr-schedule', { choices: ['cosine', 'constant'], describe: 'learning-rate schedule after warm-up (default cosine)' })
+      .option('lr', { type: 'number', describe: 'peak learning rate (default 5e-5; 5e-3 for the embedded tiny model)' })
+      .option('lr-schedule', { choices: ['cosine', 'constant'], describe: 'learning-rate schedule after warm-up (default cosine; constant for the embedded demo)' })
       .option('warmup-steps', { type: 'number', describe: 'linear warm-up steps (default 0)' })
       .option('beta', { type: 'number', describe: 'KL(π‖π_ref) coefficient against the base model (default 0)' })
       .option('clip-epsilon', { type: 'number', describe: 'PPO ratio clip ε (default 0.2)' })
@@ -163,8 +163,8 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('rank', { type: 'number', default: 16, describe: 'LoRA rank' })
       .option('alpha', { type: 'number', describe: 'LoRA alpha (default 2 × rank)' })
       .option('targets', { type: 'string', default: ALL_TARGETS.join(','), describe: 'projections that get LoRA: comma list of q,k,v,o,gate,up,down' })
-      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 16 for the embedded tiny model)' })
-      .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry (default 256; 6 for the embedded tiny model)' })
+      .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection in tokens (default 128; 2 for the embedded tiny model)' })
+      .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry in tokens (default 256; 10 for the embedded tiny model)' })
       .option('checkpoint-every', { type: 'number', default: 10, describe: 'save a resumable checkpoint every N steps (and on Ctrl-C)' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of data generation, task order and sampling' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
@@ -188,7 +188,7 @@ export const trainCommand: CommandModule<object, Args> = {
       }
     } else {
       const model = a.model ? resolve(a.model) : await ensureDefaultModel(log);
-      if (!a.model) log('no --model given: the embedded default (tiny random qwen2 model, synthetic letters task)');
+      if (!a.model) log('no --model given: the embedded demo (tiny qwen2 copier model, synthetic secret-word task)');
       cfg = buildConfig(a, model);
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
