@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { Model, makeTinyModel, defaultVocabPath } from '../src/engine/index.js';
+import { Model, argmax, logitsRow, makeTinyModel, defaultVocabPath } from '../src/engine/index.js';
 import { tinyModel, testDir } from './helpers/models.js';
 
 test('hyper-parameters are read back as written', async () => {
@@ -103,4 +103,18 @@ test('same seed, same weights; another seed, other weights', async () => {
   } finally {
     [ma, mb, mc].forEach((m) => m!.dispose());
   }
+});
+
+test('the copy initialisation predicts the token `copyOffset` positions back', async () => {
+  const out = join(testDir(), 'copier.gguf');
+  await makeTinyModel({ arch: 'qwen2', out, nHeadKv: 4, init: 'copy', copyOffset: 5 });
+  const m = await Model.load(out, { device: 'cpu' });
+  try {
+    const toks = m.tokenize(' one two three four five six seven eight nine ten eleven twelve');
+    const l = await m.forward([toks]);
+    for (let t = 5; t < toks.length; t++) assert.equal(argmax(logitsRow(l, t)), toks[t - 5], `position ${t}`);
+  } finally {
+    m.dispose();
+  }
+  await assert.rejects(makeTinyModel({ arch: 'qwen2', out, init: 'copy' }), /--init copy: needs --kv-heads equal to --heads/);
 });

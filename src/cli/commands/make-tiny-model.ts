@@ -19,6 +19,9 @@ interface Args {
   tied?: boolean;
   seed: number;
   vocab?: string;
+  init: 'random' | 'copy';
+  'copy-offset'?: number;
+  'output-gain'?: number;
   json: boolean;
 }
 
@@ -45,6 +48,13 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
       .option('tied', { type: 'boolean', describe: 'share token embedding and output matrix (default: qwen2 yes, others no)' })
       .option('seed', { type: 'number', default: 42, describe: 'random seed of the weights' })
       .option('vocab', { type: 'string', describe: 'GGUF to copy the tokenizer from (default: llama.cpp models/ggml-vocab-qwen2.gguf)' })
+      .option('init', {
+        choices: ['random', 'copy'] as const,
+        default: 'random' as const,
+        describe: 'weights: random, or copy (a hand-set circuit that repeats the token --copy-offset back; needs --kv-heads = --heads)',
+      })
+      .option('copy-offset', { type: 'number', describe: 'with --init copy: distance of the copied token (default 13)' })
+      .option('output-gain', { type: 'number', describe: 'gain of the final norm: higher = sharper next-token distributions (default 1)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const t0 = Date.now();
@@ -63,6 +73,9 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
       ...(a.tied !== undefined && { tied: a.tied }),
       seed: a.seed,
       ...(a.vocab !== undefined && { vocab: a.vocab }),
+      init: a.init,
+      ...(a['copy-offset'] !== undefined && { copyOffset: a['copy-offset'] }),
+      ...(a['output-gain'] !== undefined && { outputGain: a['output-gain'] }),
     });
     const mode = { json: a.json };
     say(mode, `wrote ${a.out} (${a.arch}, preset ${a.preset}, ${(bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

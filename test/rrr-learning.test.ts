@@ -1,0 +1,109 @@
+// End to end through the CLI: the no-argument demo's settings train a LoRA adapter with RRR on
+// the synthetic task, and `eval` on held-out items shows second-attempt accuracy well above
+// the base model's. Also: Ctrl-C saves a checkpoint and --resume continues bit for bit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../src/engine/native.js';
+import { testDir } from './helpers/models.js';
+
+const main = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
+// Each test process gets its own cache folder, so the default model is generated here too.
+const env = { ...process.env, XDG_CACHE_HOME: join(testDir(), 'cache'), RRR_DEBUG: '' };
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', env });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+interface EvalJson {
+  base: { tasks: number; firstAccuracy: number; secondAccuracy: number };
+  adapter: { tasks: number; firstAccuracy: number; secondAccuracy: number };
+}
+
+test('train with no model arguments learns; eval on held-out items shows it', () => {
+  const out = join(testDir(), 'learn-run');
+  const t = cli('train', '--out', out, '--json');
+  assert.equal(t.code, 0, t.err);
+  const summary = JSON.parse(t.out) as { steps: number; rewardFirstQuarter: number; rewardLastQuarter: number; stopped: boolean };
+  assert.equal(summary.steps, 60);
+  assert.equal(summary.stopped, false);
+  assert.ok(summary.rewardLastQuarter > summary.rewardFirstQuarter + 0.3, `reward ${summary.rewardFirstQuarter} -> ${summary.rewardLastQuarter}`);
+  for (const f of ['adapter.gguf', 'metrics.jsonl', 'summary.json', 'run.json', 'failures.json', 'checkpoint/state.gguf']) {
+    assert.ok(existsSync(join(out, f)), `${f} missing`);
+  }
+  const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  assert.equal(metrics.length, 60);
+
+  const e = cli('eval', '--adapter', join(out, 'adapter.gguf'), '--json');
+  assert.equal(e.code, 0, e.err);
+  const r = JSON.parse(e.out) as EvalJson;
+  assert.equal(r.base.tasks, 64);
+  assert.ok(r.adapter.secondAccuracy >= r.base.secondAccuracy + 0.4, `second attempt: base ${r.base.secondAccuracy}, adapter ${r.adapter.secondAccuracy}`);
+  assert.ok(r.adapter.secondAccuracy >= r.adapter.firstAccuracy);
+});
+
+test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted run', async () => {
+  const steps = ['--steps', '8', '--checkpoint-every', '100', '--tasks-per-step', '4'];
+  const full = join(testDir(), 'full-run');
+  assert.equal(cli('train', '--out', full, ...steps).code, 0);
+
+  const cut = join(testDir(), 'cut-run');
+  const child = spawn(process.execPath, [main, 'train', '--out', cut, ...steps], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let sent = false;
+  child.stdout.on('data', (d: Buffer) => {
+    // Interrupt as soon as the second step has finished.
+    if (!sent && /step 2\/8/.test(d.toString())) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.ok(sent, 'the run ended before it could be interrupted');
+  assert.equal(code, 130);
+  const progress = JSON.parse(readFileSync(join(cut, 'checkpoint', 'progress.json'), 'utf8')) as { stepsDone: number };
+  assert.ok(progress.stepsDone >= 2 && progress.stepsDone < 8, `stopped after ${progress.stepsDone} steps`);
+
+  const resumed = cli('train', '--resume', '--out', cut);
+  assert.equal(resumed.code, 0, resumed.err);
+  assert.match(resumed.out, new RegExp(`resuming after step ${progress.stepsDone} of 8`));
+  const strip = (p: string) =>
+    readFileSync(p, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => {
+        const m = JSON.parse(l) as Record<string, number>;
+        for (const k of ['seconds', 'generateTokensPerSec', 'trainTokensPerSec']) delete m[k];
+        return JSON.stringify(m);
+      });
+  assert.deepEqual(strip(join(cut, 'metrics.jsonl')), strip(join(full, 'metrics.jsonl')));
+  assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
+});
+
+test('bad dataset lines are reported with their line number, or skipped on request', () => {
+  const data = join(testDir(), 'bad.jsonl');
+  writeFileSync(data, '{"options": ["apple", "river"], "secret": "river"}\n{"options": "apple"}\n{"options": ["a", "b"], "secret": "b"}\nnot json\n');
+  const r = cli('train', '--task', 'synthetic', '--data', data, '--out', join(testDir(), 'bad-run'), '--steps', '1');
+  assert.equal(r.code, 1);
+  assert.match(r.err.trim(), /^rrr-native: .*bad\.jsonl:2: expected "options" to be an array of at least 2 single words$/);
+  const s = cli('eval', '--task', 'synthetic', '--data', data, '--skip-bad-lines', '--json');
+  assert.equal(s.code, 0, s.err);
+  assert.match(s.err, /skipped .*bad\.jsonl:2/);
+  assert.match(s.err, /skipped .*bad\.jsonl:4/);
+  assert.equal((JSON.parse(s.out) as EvalJson).base.tasks, 2);
+});
+
+test('unknown task and a run folder in use are refused', () => {
+  const u = cli('train', '--task', 'chess');
+  assert.equal(u.code, 2);
+  assert.match(u.err, /Invalid values/);
+  const out = join(testDir(), 'learn-run');
+  const again = cli('train', '--out', out);
+  assert.equal(again.code, 1);
+  assert.match(again.err, /already holds a run \(use --resume to continue it, or another folder\)/);
+  const none = cli('train', '--resume', '--out', join(testDir(), 'nothing-here'));
+  assert.equal(none.code, 1);
+  assert.match(none.err, /run\.json: not found, nothing to resume/);
+});
