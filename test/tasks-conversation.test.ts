@@ -1,3 +1,4 @@
+import { syntheticTask } from '../src/tasks/synthetic.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -86,6 +87,7 @@ test('reflection prompts are the exact texts of the paper', () => {
 test('tasks are found by name; unknown names give a one-line error listing the known ones', () => {
   assert.equal(taskByName('countdown'), countdownTask);
   assert.equal(taskByName('function-calling'), functionCallingTask);
-  assert.deepEqual([...TASKS.keys()].sort(), ['countdown', 'function-calling']);
-  assert.throws(() => taskByName('chess'), /^RangeError: unknown task "chess" \(known: countdown, function-calling\)$/);
+  assert.equal(taskByName('synthetic'), syntheticTask);
+  assert.deepEqual([...TASKS.keys()].sort(), ['countdown', 'function-calling', 'synthetic']);
+  assert.throws(() => taskByName('chess'), /^RangeError: unknown task "chess" \(known: countdown, function-calling, synthetic\)$/);
 });

@@ -1,6 +1,6 @@
 // Task items for train/eval: from a dataset file (--data) or the task's generator (--generate).
 import { DataError } from '../tasks/jsonl.js';
-import { TASKS } from '../tasks/index.js';
+import { TASKS, taskByName } from '../tasks/index.js';
 import type { TaskItem } from '../tasks/types.js';
 import type { AnyTask } from '../rrr/types.js';
 import { RrrError } from '../engine/errors.js';
@@ -8,9 +8,11 @@ import { RrrError } from '../engine/errors.js';
 export const TASK_NAMES = [...TASKS.keys()];
 
 export function taskFor(name: string): AnyTask {
-  const t = TASKS.get(name);
-  if (!t) throw new RrrError(`--task: unknown task '${name}' (expected ${TASK_NAMES.join(', ')})`);
-  return t;
+  try {
+    return taskByName(name);
+  } catch (e) {
+    throw new RrrError(`--task: ${(e as Error).message}`);
+  }
 }
 
 export interface ItemSource {
