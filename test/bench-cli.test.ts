@@ -18,7 +18,7 @@ const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { en
 test('bench --json reports ours and llama.cpp side by side for each batch size', async () => {
   const model = join(dir, 'tiny.gguf');
   await makeTinyModel({ out: model, arch: 'llama' });
-  const r = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '1', '3', '--kv-type', 'f32', '--threads', '1', '--json']);
+  const r = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '1', '3', '--kv-type', 'f32', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--json']);
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   const g = j.generation.data;
@@ -33,7 +33,9 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
     assert.equal(x.ours.nCells, 12 + x.parallel * 6, 'our cache holds the shared prompt once');
     assert.equal(x.sameGreedyTokens, x.parallel, 'f32 caches: identical greedy tokens');
   }
-  assert.ok('lora-training-step' in j);
+  const t = j['lora-training-step'].data;
+  assert.deepEqual([t.batch, t.len, t.steps], [2, 16, 1]);
+  assert.ok(t.tokPerSec > 0 && t.msPerStep > 0);
 });
 
 test('bench rejects bad flags and missing models with one line', () => {

@@ -7,6 +7,7 @@ import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
 import { ReferenceDecoder } from '../../engine/reference-decoder.js';
 import { RrrError } from '../../engine/errors.js';
+import { trainingSection } from './bench-training.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
@@ -22,6 +23,10 @@ export interface BenchArgs {
   'kv-type': 'f16' | 'f32';
   reference: boolean;
   repeat: number;
+  train: boolean;
+  'train-batch': number;
+  'train-len': number;
+  'train-steps': number;
   json: boolean;
 }
 
@@ -145,21 +150,12 @@ export const generationSection: BenchSection = {
   },
 };
 
-// Until the trainer lands this row says so; the training engine registers the real section
-// under the same key with addBenchSection().
-export const trainingPlaceholderSection: BenchSection = {
-  key: 'lora-training-step',
-  async run() {
-    return { title: 'LoRA training step', headers: ['workload', 'tok/s'], rows: [['LoRA fwd+bwd+AdamW', 'n/a (training not built)']], notes: [], data: null };
-  },
-};
-
 addBenchSection(generationSection);
-addBenchSection(trainingPlaceholderSection);
+addBenchSection(trainingSection);
 
 export const benchCommand: CommandModule<object, BenchArgs> = {
   command: 'bench',
-  describe: 'Measure prefill and decode speed at several batch sizes against llama.cpp on the same model, plus KV cache memory',
+  describe: 'Measure prefill and decode speed at 1, 16, 64 sequences against llama.cpp on the same model (KV cache memory too), and LoRA training step speed',
   builder: (y) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'GGUF model file' })
@@ -172,10 +168,14 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('kv-type', { choices: ['f16', 'f32'] as const, default: 'f16' as const, describe: 'KV cache type for both engines' })
       .option('reference', { type: 'boolean', default: true, describe: 'also run llama.cpp (--no-reference skips it)' })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
+      .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
+      .option('train-batch', { type: 'number', default: 16, describe: 'sequences per training step' })
+      .option('train-len', { type: 'number', default: 512, describe: 'tokens per training sequence' })
+      .option('train-steps', { type: 'number', default: 2, describe: 'timed training steps (after one warm-up step)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const mode = { json: a.json };
-    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
+    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['train-steps', a['train-steps']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
     if (!Number.isInteger(a.threads) || a.threads < 0) throw new RrrError(`--threads: expected a non-negative integer, got ${a.threads}`);

@@ -1,0 +1,45 @@
+// The bench's LoRA training rows: fwd + bwd + AdamW steps of B x L tokens, rank 16 on all
+// seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
+import { addon } from '../../engine/native.js';
+import { Trainer } from '../../engine/trainer.js';
+import { formatRate } from '../progress.js';
+import type { BenchReport, BenchSection } from './bench.js';
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+
+export const trainingSection: BenchSection = {
+  key: 'lora-training-step',
+  async run({ model, args }): Promise<BenchReport> {
+    const title = 'LoRA training step (fwd + bwd + AdamW, r=16 on q,k,v,o,gate,up,down)';
+    if (!args.train) return { title, headers: ['workload', 'tok/s'], rows: [['skipped (--no-train)', '-']], notes: [], data: null };
+    const B = args['train-batch'];
+    const L = Math.min(args['train-len'], model.info.nCtxTrain);
+    const gpuFree = () => addon().devices().filter((d) => d.type === 'gpu').reduce((a, d) => a + d.memoryFree, 0);
+    const free0 = gpuFree();
+    const rss0 = process.memoryUsage().rss;
+    const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 });
+    try {
+      // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
+      const batch = Array.from({ length: B }, (_, b) => ({
+        tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
+        weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
+      }));
+      await tr.step(batch, { lr: 1e-4 });
+      const t0 = performance.now();
+      for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, { lr: 1e-4 });
+      const sec = (performance.now() - t0) / 1000;
+      const tokPerSec = (B * L * args['train-steps']) / sec;
+      const gpuUsed = free0 - gpuFree();
+      const memory = model.info.gpu ? `${mib(gpuUsed)} MiB GPU (free-memory drop)` : `${mib(process.memoryUsage().rss - rss0)} MiB host (RSS growth)`;
+      return {
+        title,
+        headers: ['workload', 'tok/s', 'ms/step', 'memory'],
+        rows: [[`${B} x ${L} tokens`, formatRate(tokPerSec), ((1000 * sec) / args['train-steps']).toFixed(0), memory]],
+        notes: [`${tr.info.nParams.toLocaleString('en-US')} trainable parameters; best compared with PEFT on the same machine (scripts/bench-train.mjs prints one JSON line)`],
+        data: { batch: B, len: L, steps: args['train-steps'], tokPerSec, msPerStep: (1000 * sec) / args['train-steps'], gpuBytes: model.info.gpu ? gpuUsed : null },
+      };
+    } finally {
+      tr.dispose();
+    }
+  },
+};
