@@ -1,26 +1,12 @@
 #include "adapter.h"
 #include "errors.h"
+#include "rng.h"
 
 #include <cmath>
 #include <cstring>
 
 namespace rrr {
 
-namespace {
-
-// splitmix64: the same initial adapter for a given seed on every platform.
-struct SplitMix {
-    uint64_t s;
-    uint64_t next() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-};
-
-} // namespace
 
 LoraTarget parse_lora_target(const std::string & name, const std::string & what) {
     for (size_t i = 0; i < kLoraTargets; ++i) {
@@ -85,7 +71,7 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
     }
     ggml_backend_buffer_clear(buf_, 0);
 
-    SplitMix rng{spec.seed};
+    SplitMix64 rng(spec.seed);
     std::vector<float> tmp;
     for (size_t i = 0; i < params_.size(); i += 2) {
         ggml_tensor * a = params_[i];

@@ -2,6 +2,7 @@
 #include "errors.h"
 #include "copy_init.h"
 #include "gguf_meta.h"
+#include "rng.h"
 
 #include <cmath>
 #include <cstdio>
@@ -17,25 +18,7 @@ namespace rrr {
 
 namespace {
 
-// splitmix64 + Box-Muller: the same bytes on every platform and compiler for a given seed.
-class Rng {
-public:
-    explicit Rng(uint64_t seed) : s_(seed) {}
-    uint64_t next() {
-        uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-    float normal() {
-        const double u1 = uniform(), u2 = uniform();
-        return (float) (std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
-    }
-
-private:
-    uint64_t s_;
-};
+using Rng = SplitMix64;
 
 ggml_type parse_type(const std::string & name) {
     for (int t = 0; t < GGML_TYPE_COUNT; ++t) {

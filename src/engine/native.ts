@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, Logits, StepResult } from './types.js';
+import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepResult } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -54,26 +54,11 @@ export interface RawTrainer {
   dispose(): void;
 }
 
-export interface RawGeneratorInfo {
-  maxSeqs: number;
-  nCtx: number;
-  nCells: number;
-  nUbatch: number;
-  kvType: string;
-  kvBytes: number;
-  flashAttn: boolean;
-  device: string;
-}
+/** The addon reports exactly the public GeneratorInfo. */
+export type RawGeneratorInfo = GeneratorInfo;
 
-export interface RawGenerateStats {
-  prefillTokens: number;
-  decodeTokens: number;
-  generated: number;
-  steps: number;
-  prefillMs: number;
-  decodeMs: number;
-  sampleMs: number;
-}
+/** GenerateStats of one wave (the TS side counts the waves). */
+export type RawGenerateStats = Omit<GenerateStats, 'waves'>;
 
 export interface RawGroup {
   prompt: Int32Array;

@@ -95,12 +95,11 @@ function combine(op: '+' | '-' | '*' | '/', a: Term, b: Term, value: Rational): 
   }
 }
 
-/** Every way to combine a and b (both orders where it matters) allowed by the rules. */
-function candidates(a: Term, b: Term, integerSteps: boolean): Term[] {
+/** Every way to combine a and b (both orders where it matters) whose value `allowed` accepts. */
+function candidates(a: Term, b: Term, allowed: (v: Rational) => boolean): Term[] {
   const out: Term[] = [];
-  const ok = (v: Rational): boolean => !integerSteps || (v.isInteger() && v.num > 0n);
   const push = (op: '+' | '-' | '*' | '/', x: Term, y: Term, v: Rational): void => {
-    if (ok(v)) out.push(combine(op, x, y, v));
+    if (allowed(v)) out.push(combine(op, x, y, v));
   };
   push('+', a, b, a.value.add(b.value));
   push('*', a, b, a.value.mul(b.value));
@@ -110,6 +109,11 @@ function candidates(a: Term, b: Term, integerSteps: boolean): Term[] {
   if (!a.value.isZero()) push('/', b, a, b.value.div(a.value));
   return out;
 }
+
+/** The generator's rule: under integerSteps every intermediate value is a positive integer. */
+const generatorAllows = (integerSteps: boolean) => (v: Rational): boolean => !integerSteps || (v.isInteger() && v.num > 0n);
+/** The solver, unlike the generator, allows zero and negative integers under integerSteps. */
+const solverAllows = (integerSteps: boolean) => (v: Rational): boolean => !integerSteps || v.isInteger();
 
 export function generateCountdown(n: number, seed: number, opts: CountdownGenOptions = {}): GeneratedCountdown[] {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`count must be a non-negative integer (got ${n})`);
@@ -144,7 +148,7 @@ function generateOne(rng: Rng, o: Resolved): Omit<GeneratedCountdown, 'id'> | nu
       if (j >= i) j++;
       const a = pool[i] as Term;
       const b = pool[j] as Term;
-      const options = candidates(a, b, o.integerSteps);
+      const options = candidates(a, b, generatorAllows(o.integerSteps));
       if (options.length === 0) {
         dead = true; // only reachable with zeros drawn under integerSteps
         break;
@@ -196,7 +200,7 @@ export function solveCountdown(
         const rest = pool.filter((_, k) => k !== i && k !== j);
         const a = pool[i] as Term;
         const b = pool[j] as Term;
-        for (const c of candidatesForSolver(a, b, integerSteps)) {
+        for (const c of candidates(a, b, solverAllows(integerSteps))) {
           const found = search([...rest, c]);
           if (found !== null) return found;
         }
@@ -209,17 +213,3 @@ export function solveCountdown(
   return search(nums.map((x) => ({ value: Rational.of(x), text: String(x), prec: 3 })));
 }
 
-/** The solver, unlike the generator, allows zero and negative integers under integerSteps. */
-function candidatesForSolver(a: Term, b: Term, integerSteps: boolean): Term[] {
-  const out: Term[] = [];
-  const push = (op: '+' | '-' | '*' | '/', x: Term, y: Term, v: Rational): void => {
-    if (!integerSteps || v.isInteger()) out.push(combine(op, x, y, v));
-  };
-  push('+', a, b, a.value.add(b.value));
-  push('*', a, b, a.value.mul(b.value));
-  push('-', a, b, a.value.sub(b.value));
-  push('-', b, a, b.value.sub(a.value));
-  if (!b.value.isZero()) push('/', a, b, a.value.div(b.value));
-  if (!a.value.isZero()) push('/', b, a, b.value.div(a.value));
-  return out;
-}

@@ -11,7 +11,7 @@ import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/conf
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
 import { MetricsLog, summarize } from '../../rrr/metrics.js';
-import { runTraining } from '../../rrr/train.js';
+import { runTraining, type LoopSettings } from '../../rrr/train.js';
 import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
@@ -56,7 +56,7 @@ interface Args {
 }
 
 /** Everything that defines a run; stored in run.json so --resume continues the same run. */
-interface RunConfig {
+interface RunConfig extends LoopSettings {
   version: 1;
   model: string;
   modelBytes: number;
@@ -64,15 +64,8 @@ interface RunConfig {
   data?: string;
   generate?: number;
   limit?: number;
-  steps: number;
-  tasksPerStep: number;
-  seed: number;
-  checkpointEvery: number;
-  maxReflectionTokens: number;
-  maxAnswerTokens: number;
   ctx: number;
   lora: { rank: number; alpha: number; targets: LoraTarget[] };
-  grpo: GrpoConfig;
 }
 
 function parseTargets(s: string): LoraTarget[] {
@@ -249,7 +242,7 @@ export const trainCommand: CommandModule<object, Args> = {
         task,
         new Map(data.items.map((i) => [i.id, i])),
         first.failures,
-        { steps: cfg.steps, tasksPerStep: cfg.tasksPerStep, seed: cfg.seed, checkpointEvery: cfg.checkpointEvery, maxReflectionTokens: cfg.maxReflectionTokens, maxAnswerTokens: cfg.maxAnswerTokens, grpo: cfg.grpo },
+        cfg,
         {
           onStep: (m) => {
             metrics.append(m);
