@@ -9,6 +9,21 @@
 
 namespace rrr {
 
+llama_context_params reference_context_params(int n_threads, bool flash_attn, bool f32_kv, bool gpu) {
+    llama_context_params cp = llama_context_default_params();
+    const int threads = n_threads > 0 ? n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    cp.flash_attn_type = flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    if (f32_kv) {
+        cp.type_k = GGML_TYPE_F32;
+        cp.type_v = GGML_TYPE_F32;
+    }
+    cp.offload_kqv = gpu;
+    cp.no_perf = true;
+    return cp;
+}
+
 ReferenceModel::ReferenceModel(const std::string & path, const ReferenceOptions & opt) : path_(path), opt_(opt) {
     check_gguf_header(path);
     llama_model_params mp = llama_model_default_params();
@@ -16,21 +31,11 @@ ReferenceModel::ReferenceModel(const std::string & path, const ReferenceOptions 
     mp.use_extra_bufts = opt.repack;
     model_ = llama_model_load_from_file(path.c_str(), mp);
     if (!model_) throw Error(path + ": libllama could not load this model");
-    llama_context_params cp = llama_context_default_params();
+    llama_context_params cp = reference_context_params(opt.n_threads, opt.flash_attn, opt.f32_kv, opt.gpu);
     cp.n_ctx = (uint32_t) opt.n_ctx;
     cp.n_batch = (uint32_t) opt.n_ctx;
     cp.n_ubatch = (uint32_t) opt.n_ctx;
     cp.n_seq_max = 1;
-    const int threads = opt.n_threads > 0 ? opt.n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
-    cp.n_threads = threads;
-    cp.n_threads_batch = threads;
-    cp.flash_attn_type = opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    if (opt.f32_kv) {
-        cp.type_k = GGML_TYPE_F32;
-        cp.type_v = GGML_TYPE_F32;
-    }
-    cp.offload_kqv = opt.gpu;
-    cp.no_perf = true;
     ctx_ = llama_init_from_model(model_, cp);
     if (!ctx_) {
         llama_model_free(model_);

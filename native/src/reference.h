@@ -7,8 +7,7 @@
 
 #include "forward.h"
 
-struct llama_model;
-struct llama_context;
+#include "llama.h"
 struct llama_adapter_lora;
 
 namespace rrr {
@@ -23,6 +22,10 @@ struct ReferenceOptions {
     // differently; turning it off makes both engines run the same kernels.
     bool repack = true;
 };
+
+// Context settings shared by every libllama yardstick: thread count (0 = all cores), flash
+// attention, cache type, offload. Callers set the sizes.
+llama_context_params reference_context_params(int n_threads, bool flash_attn, bool f32_kv, bool gpu);
 
 class ReferenceModel {
 public:

@@ -1,4 +1,5 @@
 #include "reference_decode.h"
+#include "reference.h"
 #include "errors.h"
 #include "gguf_meta.h"
 
@@ -58,22 +59,12 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
     }
     const int32_t n_ubatch = std::max(1, opt_.n_ubatch);
 
-    llama_context_params cp = llama_context_default_params();
+    llama_context_params cp = reference_context_params(opt_.n_threads, opt_.flash_attn, opt_.f32_kv, opt_.gpu);
     cp.n_ctx = (uint32_t) (((cells + 255) / 256) * 256);
     cp.n_batch = (uint32_t) n_ubatch;
     cp.n_ubatch = (uint32_t) n_ubatch;
     cp.n_seq_max = (uint32_t) n_seqs;
     cp.kv_unified = true;  // one cell pool, so a group's prompt cells are shared, not copied
-    const int threads = opt_.n_threads > 0 ? opt_.n_threads : (int) std::max(1u, std::thread::hardware_concurrency());
-    cp.n_threads = threads;
-    cp.n_threads_batch = threads;
-    cp.flash_attn_type = opt_.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    if (opt_.f32_kv) {
-        cp.type_k = GGML_TYPE_F32;
-        cp.type_v = GGML_TYPE_F32;
-    }
-    cp.offload_kqv = opt_.gpu;
-    cp.no_perf = true;
     Ctx ctx;
     ctx.c = llama_init_from_model(model_, cp);
     if (!ctx.c) throw Error(path_ + ": libllama could not create a context of " + std::to_string(cp.n_ctx) + " cells");

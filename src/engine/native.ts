@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepResult } from './types.js';
+import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepOptions, StepResult } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -30,14 +30,7 @@ export interface RawTrainSequence {
   oldLogprobs?: Float32Array;
 }
 
-export interface RawStepOptions {
-  lr: number;
-  clipEps?: number;
-  beta?: number;
-  microBatchTokens?: number;
-  recompute?: boolean;
-  logitsChunkRows?: number;
-}
+export type RawStepOptions = StepOptions;
 
 export interface RawTrainer {
   info(): { rank: number; alpha: number; targets: string[]; nParams: number; steps: number };
