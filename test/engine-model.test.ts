@@ -3,10 +3,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Model, argmax, logitsRow, makeTinyModel, defaultVocabPath } from '../src/engine/index.js';
-import { tinyModel, testDir } from './helpers/models.js';
+import { tinyModel, testDir, TEST_DEVICE } from './helpers/models.js';
 
 test('hyper-parameters are read back as written', async () => {
-  const m = await Model.load(await tinyModel({ arch: 'qwen3', headDim: 32, nLayer: 3 }), { device: 'cpu' });
+  const m = await Model.load(await tinyModel({ arch: 'qwen3', headDim: 32, nLayer: 3 }), { device: TEST_DEVICE });
   try {
     assert.equal(m.info.arch, 'qwen3');
     assert.equal(m.info.nLayer, 3);
@@ -17,14 +17,15 @@ test('hyper-parameters are read back as written', async () => {
     assert.equal(m.info.nVocab, 151936);
     assert.equal(m.info.tiedEmbeddings, false);
     assert.equal(m.info.weightType, 'f32');
-    assert.equal(m.info.device, 'CPU');
+    if (TEST_DEVICE === 'cpu') assert.equal(m.info.device, 'CPU');
+    else assert.equal(m.info.gpu, true);
   } finally {
     m.dispose();
   }
 });
 
 test('tokenize / detokenize round trip and special tokens', async () => {
-  const m = await Model.load(await tinyModel(), { device: 'cpu' });
+  const m = await Model.load(await tinyModel(), { device: TEST_DEVICE });
   try {
     const text = 'Reflect, Retry, Reward: 3 + 5 × 7 = 38 ✓';
     const t = m.tokenize(text);
@@ -42,7 +43,7 @@ test('tokenize / detokenize round trip and special tokens', async () => {
 });
 
 test('chat template from the model', async () => {
-  const m = await Model.load(await tinyModel(), { device: 'cpu' });
+  const m = await Model.load(await tinyModel(), { device: TEST_DEVICE });
   try {
     assert.equal(m.info.chatTemplateSource, 'model');
     assert.ok(m.chatTemplate && m.chatTemplate.includes('im_start'));
@@ -61,7 +62,7 @@ test('chat template from the model', async () => {
 test('a model without a chat template falls back to chatml', async () => {
   const out = join(testDir(), 'llama-bpe.gguf');
   await makeTinyModel({ arch: 'llama', out, vocab: defaultVocabPath().replace('qwen2', 'llama-bpe') });
-  const m = await Model.load(out, { device: 'cpu' });
+  const m = await Model.load(out, { device: TEST_DEVICE });
   try {
     assert.equal(m.chatTemplate, null);
     assert.equal(m.info.chatTemplateSource, 'chatml');
@@ -73,7 +74,7 @@ test('a model without a chat template falls back to chatml', async () => {
 });
 
 test('forward runs off the JS thread', async () => {
-  const m = await Model.load(await tinyModel({ nLayer: 4 }), { device: 'cpu' });
+  const m = await Model.load(await tinyModel({ nLayer: 4 }), { device: TEST_DEVICE });
   try {
     const seqs = Array.from({ length: 4 }, (_, i) => new Int32Array(256).map((_, j) => (i * 7919 + j * 31) % 150000));
     const pending = m.forward(seqs, { lastOnly: true });
@@ -94,7 +95,7 @@ test('same seed, same weights; another seed, other weights', async () => {
   await makeTinyModel({ out: a, seed: 1 });
   await makeTinyModel({ out: b, seed: 1 });
   await makeTinyModel({ out: c, seed: 2 });
-  const [ma, mb, mc] = await Promise.all([a, b, c].map((p) => Model.load(p, { device: 'cpu' })));
+  const [ma, mb, mc] = await Promise.all([a, b, c].map((p) => Model.load(p, { device: TEST_DEVICE })));
   try {
     const t = [ma!.tokenize('seeded weights')];
     const [la, lb, lc] = await Promise.all([ma!.forward(t), mb!.forward(t), mc!.forward(t)]);
@@ -108,7 +109,7 @@ test('same seed, same weights; another seed, other weights', async () => {
 test('the copy initialisation predicts the token `copyOffset` positions back', async () => {
   const out = join(testDir(), 'copier.gguf');
   await makeTinyModel({ arch: 'qwen2', out, nHeadKv: 4, init: 'copy', copyOffset: 5 });
-  const m = await Model.load(out, { device: 'cpu' });
+  const m = await Model.load(out, { device: TEST_DEVICE });
   try {
     const toks = m.tokenize(' one two three four five six seven eight nine ten eleven twelve');
     const l = await m.forward([toks]);

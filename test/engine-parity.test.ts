@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Model, ReferenceModel, argmax, logitsRow } from '../src/engine/index.js';
 import type { TinyModelOptions } from '../src/engine/types.js';
-import { tinyModel } from './helpers/models.js';
+import { tinyModel, TEST_DEVICE } from './helpers/models.js';
 
 // Relative tolerance on max |logit|. 4-bit types quantise activations too (q8_K blocks), so a
 // 1e-7 upstream difference in attention summation order can flip one rounding step and move a
@@ -30,9 +30,9 @@ const PROMPTS = [
 for (const c of cases) {
   test(`parity with libllama: ${c.name}`, async () => {
     const path = await tinyModel(c.opts);
-    const model = await Model.load(path, { device: 'cpu' });
+    const model = await Model.load(path, { device: TEST_DEVICE });
     // repack off: llama.cpp's repacked q4 kernels round activations differently (checked below).
-    const ref = await ReferenceModel.load(path, { nCtx: 128, repack: false });
+    const ref = await ReferenceModel.load(path, { nCtx: 128, repack: false, gpu: TEST_DEVICE === 'cuda' });
     try {
       const seqs = PROMPTS.map((p) => model.tokenize(model.applyChatTemplate(p), { parseSpecial: true }));
       seqs.push(seqs[0]!.slice(0, 5)); // a short one packed beside long ones exercises the mask
@@ -70,7 +70,7 @@ for (const c of cases) {
 }
 
 test('a sequence alone and packed in a batch gives the same logits', async () => {
-  const model = await Model.load(await tinyModel({ arch: 'llama' }), { device: 'cpu' });
+  const model = await Model.load(await tinyModel({ arch: 'llama' }), { device: TEST_DEVICE });
   try {
     const a = model.tokenize('The quick brown fox jumps over the lazy dog');
     const b = model.tokenize('Hello world, this is a second sequence of a different length.');

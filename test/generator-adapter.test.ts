@@ -3,10 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Generator, Model, Trainer, logitsRow } from '../src/engine/index.js';
-import { tinyModel } from './helpers/models.js';
+import { tinyModel, TEST_DEVICE } from './helpers/models.js';
 
 test('greedy generation follows the adapter the trainer learned, and logprobs agree with forward', async () => {
-  const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: 'cpu' });
+  const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });
   const trainer = await Trainer.create(model, { rank: 8, alpha: 16, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-2 });
   const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 128, kvType: 'f32' });
   try {
@@ -49,8 +49,8 @@ test('greedy generation follows the adapter the trainer learned, and logprobs ag
 });
 
 test('an adapter of another model is refused', async () => {
-  const a = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: 'cpu' });
-  const b = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: 'cpu' });
+  const a = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });
+  const b = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });
   const trainer = await Trainer.create(a, { rank: 2, alpha: 4, targets: ['q'] }, { lr: 1e-3 });
   const gen = await Generator.create(b, { maxSeqs: 1, nCtx: 32 });
   try {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Generator, Model, ReferenceDecoder, RrrError, logitsRow, makeTinyModel } from '../src/engine/index.js';
 import type { Completion, TinyModelOptions } from '../src/engine/types.js';
+import { TEST_DEVICE } from './helpers/models.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rrr-gen-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,7 +30,7 @@ const TEXTS = [
 
 async function withModel<T>(opts: Omit<TinyModelOptions, 'out'>, fn: (m: Model, path: string) => Promise<T>): Promise<T> {
   const path = await tiny(opts);
-  const m = await Model.load(path, { device: 'cpu' });
+  const m = await Model.load(path, { device: TEST_DEVICE });
   try {
     return await fn(m, path);
   } finally {

@@ -30,3 +30,9 @@ export function tinyModel(opts: Omit<TinyModelOptions, 'out'> = {}): Promise<str
   }
   return p;
 }
+
+/**
+ * Device the engine tests run on: CPU by default (CI has no GPU); RRR_TEST_DEVICE=cuda runs the
+ * same checks on a CUDA build (scripts/gpu-check.sh does).
+ */
+export const TEST_DEVICE = (process.env.RRR_TEST_DEVICE ?? 'cpu') as 'cpu' | 'cuda' | 'auto';
