@@ -103,6 +103,14 @@ test('unknown task and a run folder in use are refused', () => {
   const again = cli('train', '--out', out);
   assert.equal(again.code, 1);
   assert.match(again.err, /already holds a run \(use --resume to continue it, or another folder\)/);
+  const missing = join(testDir(), 'refused-run');
+  const m = cli('train', '--model', join(testDir(), 'no-such-model.gguf'), '--task', 'countdown', '--out', missing);
+  assert.equal(m.code, 1);
+  assert.match(m.err.trim(), /^rrr-native: .*no-such-model\.gguf: no such file$/);
+  const d = cli('train', '--task', 'countdown', '--data', join(testDir(), 'no-such-data.jsonl'), '--out', missing);
+  assert.equal(d.code, 1);
+  assert.match(d.err.trim(), /no-such-data\.jsonl: file not found$/);
+  assert.ok(!existsSync(missing), 'a refused start leaves no run folder');
   const none = cli('train', '--resume', '--out', join(testDir(), 'nothing-here'));
   assert.equal(none.code, 1);
   assert.match(none.err, /run\.json: not found, nothing to resume/);

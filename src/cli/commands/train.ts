@@ -77,6 +77,11 @@ function parseTargets(s: string): LoraTarget[] {
   return list as LoraTarget[];
 }
 
+function modelSize(path: string): number {
+  if (!existsSync(path)) throw new RrrError(`${path}: no such file`);
+  return statSync(path).size;
+}
+
 function positive(flag: string, v: number, min = 1): number {
   if (!Number.isInteger(v) || v < min) throw new RrrError(`${flag} must be an integer ≥ ${min} (got ${v})`);
   return v;
@@ -104,7 +109,7 @@ function buildConfig(a: Args, model: string): RunConfig {
   return {
     version: 1,
     model,
-    modelBytes: statSync(model).size,
+    modelBytes: modelSize(model),
     task: a.task ?? 'synthetic',
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),
@@ -185,13 +190,14 @@ export const trainCommand: CommandModule<object, Args> = {
       cfg = buildConfig(a, model);
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
-      writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     }
     const task = taskFor(cfg.task);
     const data = await loadItems(task, { ...(cfg.data !== undefined && { data: cfg.data }), ...(cfg.generate !== undefined && { generate: cfg.generate }), ...(cfg.limit !== undefined && { limit: cfg.limit }), seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
     const model = await Model.load(cfg.model, { device: a.device, ...(a.threads !== undefined && { threads: a.threads }) });
+    // Written once the data and the model have loaded, so a refused start leaves no run folder.
+    if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
     const generator = await Generator.create(model, { maxSeqs, nCtx: ctx });
