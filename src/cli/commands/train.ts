@@ -241,6 +241,8 @@ export const trainCommand: CommandModule<object, Args> = {
       const done: StepMetrics[] = metrics.truncateFrom(startStep);
       generator.setAdapter(trainer);
       const t0 = Date.now();
+      const live = Boolean(process.stderr.isTTY) && !a.json;
+      let stepStart = t0;
       let stepsThisRun = 0;
       const result = await runTraining(
         policy,
@@ -250,7 +252,16 @@ export const trainCommand: CommandModule<object, Args> = {
         first.failures,
         cfg,
         {
+          // On a terminal, a step that samples for long shows its token count as it goes.
+          onTokens: live
+            ? (step, n) => {
+                const secs = (Date.now() - stepStart) / 1000;
+                process.stderr.write(`\r\x1b[2Kstep ${step + 1}/${cfg.steps}: sampling, ${n} tokens (${formatRate(n / Math.max(secs, 1e-3))} tok/s)`);
+              }
+            : undefined,
           onStep: (m) => {
+            if (live) process.stderr.write('\r\x1b[2K');
+            stepStart = Date.now();
             metrics.append(m);
             done.push(m);
             stepsThisRun++;
