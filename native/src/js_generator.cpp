@@ -5,6 +5,7 @@
 #include "addon_state.h"
 #include "generate.h"
 #include "js_async.h"
+#include "js_handle.h"
 #include "js_convert.h"
 #include "js_trainer.h"
 #include "model_core.h"
@@ -102,10 +103,7 @@ public:
     }
 
     explicit NativeGenerator(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeGenerator>(info) {
-        if (info.Length() != 1 || !info[0].IsExternal()) {
-            throw Napi::TypeError::New(info.Env(), "NativeGenerator is created by NativeGenerator.create(model, options)");
-        }
-        core_ = *info[0].As<Napi::External<std::shared_ptr<GenCore>>>().Data();
+        core_ = state_from<GenCore>(info, "NativeGenerator is created by NativeGenerator.create(model, options)");
     }
 
 private:
@@ -137,9 +135,7 @@ private:
                 core->gen = std::make_unique<Generator>(*m.weights, *m.vocab, *m.backends, opt);
             },
             [core](Napi::Env env) -> Napi::Value {
-                auto * holder = new std::shared_ptr<GenCore>(core);
-                auto ext = Napi::External<std::shared_ptr<GenCore>>::New(env, holder, [](Napi::Env, std::shared_ptr<GenCore> * p) { delete p; });
-                return env.GetInstanceData<AddonState>()->generator_ctor.New({ext});
+                return construct_with(env, env.GetInstanceData<AddonState>()->generator_ctor, core);
             });
     }
 

@@ -2,6 +2,7 @@
 #include "addon_state.h"
 #include "backend.h"
 #include "js_async.h"
+#include "js_handle.h"
 #include "js_convert.h"
 #include "js_trainer.h"
 #include "model_core.h"
@@ -34,10 +35,7 @@ public:
     }
 
     explicit NativeModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeModel>(info) {
-        if (info.Length() != 1 || !info[0].IsExternal()) {
-            throw Napi::TypeError::New(info.Env(), "NativeModel is created by NativeModel.load(path, options)");
-        }
-        core_ = *info[0].As<Napi::External<std::shared_ptr<ModelCore>>>().Data();
+        core_ = state_from<ModelCore>(info, "NativeModel is created by NativeModel.load(path, options)");
     }
 
     const std::shared_ptr<ModelCore> & core_ptr() const { return core_; }
@@ -70,10 +68,7 @@ private:
                 }
             },
             [core](Napi::Env env) -> Napi::Value {
-                auto * holder = new std::shared_ptr<ModelCore>(core);
-                Napi::External<std::shared_ptr<ModelCore>> ext = Napi::External<std::shared_ptr<ModelCore>>::New(
-                    env, holder, [](Napi::Env, std::shared_ptr<ModelCore> * p) { delete p; });
-                return env.GetInstanceData<AddonState>()->model_ctor.New({ext});
+                return construct_with(env, env.GetInstanceData<AddonState>()->model_ctor, core);
             });
     }
 
@@ -204,10 +199,7 @@ public:
     }
 
     explicit NativeReference(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeReference>(info) {
-        if (info.Length() != 1 || !info[0].IsExternal()) {
-            throw Napi::TypeError::New(info.Env(), "NativeReference is created by NativeReference.load(path, options)");
-        }
-        ref_ = *info[0].As<Napi::External<std::shared_ptr<Holder>>>().Data();
+        ref_ = state_from<Holder>(info, "NativeReference is created by NativeReference.load(path, options)");
     }
 
 private:
@@ -233,9 +225,7 @@ private:
         return PromiseJob::start(env,
             [h, path, opt] { h->model = std::make_unique<ReferenceModel>(path, opt); },
             [h](Napi::Env env) -> Napi::Value {
-                auto * holder = new std::shared_ptr<Holder>(h);
-                auto ext = Napi::External<std::shared_ptr<Holder>>::New(env, holder, [](Napi::Env, std::shared_ptr<Holder> * p) { delete p; });
-                return env.GetInstanceData<AddonState>()->reference_ctor.New({ext});
+                return construct_with(env, env.GetInstanceData<AddonState>()->reference_ctor, h);
             });
     }
 

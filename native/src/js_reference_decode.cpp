@@ -1,6 +1,7 @@
 // NativeReferenceDecoder: libllama's batched greedy generation, for parity tests and bench.
 #include "addon_state.h"
 #include "js_async.h"
+#include "js_handle.h"
 #include "js_convert.h"
 #include "js_generator.h"
 #include "reference_decode.h"
@@ -22,10 +23,7 @@ public:
     }
 
     explicit NativeReferenceDecoder(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeReferenceDecoder>(info) {
-        if (info.Length() != 1 || !info[0].IsExternal()) {
-            throw Napi::TypeError::New(info.Env(), "NativeReferenceDecoder is created by NativeReferenceDecoder.load(path, options)");
-        }
-        h_ = *info[0].As<Napi::External<std::shared_ptr<Holder>>>().Data();
+        h_ = state_from<Holder>(info, "NativeReferenceDecoder is created by NativeReferenceDecoder.load(path, options)");
     }
 
 private:
@@ -50,9 +48,7 @@ private:
         return PromiseJob::start(env,
             [h, path, opt] { h->dec = std::make_unique<ReferenceDecoder>(path, opt); },
             [h](Napi::Env env) -> Napi::Value {
-                auto * holder = new std::shared_ptr<Holder>(h);
-                auto ext = Napi::External<std::shared_ptr<Holder>>::New(env, holder, [](Napi::Env, std::shared_ptr<Holder> * p) { delete p; });
-                return env.GetInstanceData<AddonState>()->ref_decoder_ctor.New({ext});
+                return construct_with(env, env.GetInstanceData<AddonState>()->ref_decoder_ctor, h);
             });
     }
 

@@ -1,6 +1,7 @@
 #include "js_trainer.h"
 #include "addon_state.h"
 #include "js_async.h"
+#include "js_handle.h"
 #include "js_convert.h"
 #include "js_model.h"
 #include "lora_gguf.h"
@@ -148,10 +149,7 @@ public:
     }
 
     explicit NativeTrainer(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeTrainer>(info) {
-        if (info.Length() != 1 || !info[0].IsExternal()) {
-            throw Napi::TypeError::New(info.Env(), "NativeTrainer is created by NativeTrainer.create(model, lora, optimizer)");
-        }
-        trainer_ = *info[0].As<Napi::External<std::shared_ptr<Trainer>>>().Data();
+        trainer_ = state_from<Trainer>(info, "NativeTrainer is created by NativeTrainer.create(model, lora, optimizer)");
     }
 
     std::shared_ptr<Trainer> trainer_;
@@ -163,9 +161,7 @@ private:
     }
 
     static Napi::Value wrap(Napi::Env env, std::shared_ptr<Trainer> t) {
-        auto * holder = new std::shared_ptr<Trainer>(std::move(t));
-        auto ext = Napi::External<std::shared_ptr<Trainer>>::New(env, holder, [](Napi::Env, std::shared_ptr<Trainer> * p) { delete p; });
-        return env.GetInstanceData<AddonState>()->trainer_ctor.New({ext});
+        return construct_with(env, env.GetInstanceData<AddonState>()->trainer_ctor, std::move(t));
     }
 
     static Napi::Value create(const Napi::CallbackInfo & info) {
