@@ -58,10 +58,10 @@ export const evalCommand: CommandModule<object, Args> = {
     const modelPath = a.model ? resolve(a.model) : await ensureDefaultModel(log);
     const data = await loadItems(
       task,
-      { ...(a.data !== undefined && { data: a.data }), ...(a.generate !== undefined && { generate: a.generate }), ...(a.limit !== undefined && { limit: a.limit }), seed: a.seed, skipBadLines: a['skip-bad-lines'] },
+      { data: a.data, generate: a.generate, limit: a.limit, seed: a.seed, skipBadLines: a['skip-bad-lines'] },
       log,
     );
-    const model = await Model.load(modelPath, { device: a.device, ...(a.threads !== undefined && { threads: a.threads }) });
+    const model = await Model.load(modelPath, { device: a.device, threads: a.threads });
     const generator = await Generator.create(model, { maxSeqs: a['batch-size'], nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
     const trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
     try {

@@ -192,10 +192,10 @@ export const trainCommand: CommandModule<object, Args> = {
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
     const task = taskFor(cfg.task);
-    const data = await loadItems(task, { ...(cfg.data !== undefined && { data: cfg.data }), ...(cfg.generate !== undefined && { generate: cfg.generate }), ...(cfg.limit !== undefined && { limit: cfg.limit }), seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
+    const data = await loadItems(task, { data: cfg.data, generate: cfg.generate, limit: cfg.limit, seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
-    const model = await Model.load(cfg.model, { device: a.device, ...(a.threads !== undefined && { threads: a.threads }) });
+    const model = await Model.load(cfg.model, { device: a.device, threads: a.threads });
     // Written once the data and the model have loaded, so a refused start leaves no run folder.
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
