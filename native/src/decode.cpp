@@ -92,8 +92,20 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         return ggml_cont_2d(c0, ggml_permute(c0, kqv, 0, 2, 1, 3), c.head_dim * c.n_head, s.T);
     };
     logits_ = build_transformer(ctx, w, lora, in, attend);
-    ggml_set_output(logits_);
-    ggml_build_forward_expand(gf_, logits_);
+    uniforms_ = ids_ = logprobs_ = nullptr;
+    if (s.head == HeadMode::logits) {
+        ggml_set_output(logits_);
+        ggml_build_forward_expand(gf_, logits_);
+    } else {
+        if (s.head == HeadMode::temperature) uniforms_ = input(GGML_TYPE_F32, 1, s.n_out);
+        const SampleHead h = build_sample_head(ctx, logits_, s.head, s.temperature, uniforms_);
+        ids_ = h.ids;
+        logprobs_ = h.logprobs;
+        ggml_set_output(ids_);
+        ggml_set_output(logprobs_);
+        ggml_build_forward_expand(gf_, ids_);
+        ggml_build_forward_expand(gf_, logprobs_);
+    }
 
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory for a decode step of " + std::to_string(s.T) + " tokens over " + std::to_string(s.n_kv) +
@@ -105,11 +117,13 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
 }
 
 void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv,
-                      bool flash_attn) {
+                      const StepOptions & opt) {
     Shape s;
     s.T = s.n_out = std::max<int64_t>(1, T);
     s.n_kv = std::min(cache.n_cells(), ((std::max<int64_t>(1, n_kv) + kWindowPad - 1) / kWindowPad) * kWindowPad);
-    s.flash_attn = flash_attn;
+    s.flash_attn = opt.flash_attn;
+    s.head = opt.head;
+    s.temperature = opt.temperature;
     build(w, lora, b, cache, s);
     ggml_backend_sched_reset(b.sched());
     if (!ggml_backend_sched_reserve(b.sched(), gf_)) {
@@ -120,8 +134,8 @@ void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & 
     valid_ = false;  // the reserved graph only sized the buffers
 }
 
-void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache,
-                   const std::vector<StepToken> & batch, const StepOptions & opt, std::vector<float> & logits) {
+void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const std::vector<StepToken> & batch,
+                   const StepOptions & opt, const std::vector<float> & uniforms, StepResult & out) {
     const int64_t n_vocab = w.config().n_vocab;
     Shape s;
     s.T = (int64_t) batch.size();
@@ -131,6 +145,11 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     attention_window(cache, batch, kWindowPad, s.lo, hi);
     s.n_kv = hi - s.lo;
     s.flash_attn = opt.flash_attn;
+    s.head = opt.head;
+    s.temperature = opt.head == HeadMode::temperature ? opt.temperature : 1.0f;
+    if (s.head == HeadMode::temperature && (int64_t) uniforms.size() != s.n_out) {
+        throw Error("internal error: " + std::to_string(uniforms.size()) + " uniforms for " + std::to_string(s.n_out) + " rows");
+    }
     if (!valid_ || !(s == shape_)) build(w, lora, b, cache, s);
 
     tok_.resize(s.T);
@@ -149,6 +168,7 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     ggml_backend_tensor_set(k_idx_, cells_.data(), 0, ggml_nbytes(k_idx_));
     ggml_backend_tensor_set(v_idx_, v_index_.data(), 0, ggml_nbytes(v_idx_));
     if (out_rows_) ggml_backend_tensor_set(out_rows_, rows_.data(), 0, ggml_nbytes(out_rows_));
+    if (uniforms_) ggml_backend_tensor_set(uniforms_, uniforms.data(), 0, ggml_nbytes(uniforms_));
 
     const float neg_inf = -std::numeric_limits<float>::infinity();
     mask_host_.assign((size_t) (s.n_kv * s.T), neg_inf);
@@ -170,9 +190,16 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
         valid_ = false;
         throw Error("decode step failed on " + b.name());
     }
+    if (s.head != HeadMode::logits) {
+        out.ids.resize((size_t) s.n_out);
+        out.logprobs.resize((size_t) s.n_out);
+        ggml_backend_tensor_get(ids_, out.ids.data(), 0, ggml_nbytes(ids_));
+        ggml_backend_tensor_get(logprobs_, out.logprobs.data(), 0, ggml_nbytes(logprobs_));
+        return;
+    }
     // Only the rows sampling needs cross back to the host.
-    logits.resize((size_t) (s.n_out * n_vocab));
-    ggml_backend_tensor_get(logits_, logits.data(), 0, logits.size() * sizeof(float));
+    out.logits.resize((size_t) (s.n_out * n_vocab));
+    ggml_backend_tensor_get(logits_, out.logits.data(), 0, out.logits.size() * sizeof(float));
 }
 
 } // namespace rrr

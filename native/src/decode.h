@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "kv_cache.h"
 #include "lora.h"
+#include "sampling_head.h"
 #include "weights.h"
 
 namespace rrr {
@@ -23,6 +24,17 @@ struct StepToken {
 
 struct StepOptions {
     bool flash_attn = false;
+    // Rows are reduced in the graph (sampling_head.h) unless this is HeadMode::logits.
+    HeadMode head = HeadMode::logits;
+    float temperature = 1.0f;
+};
+
+// What a step hands back: logits rows (HeadMode::logits), or one sampled id and its log-prob
+// per output row.
+struct StepResult {
+    std::vector<float> logits;
+    std::vector<int32_t> ids;
+    std::vector<float> logprobs;
 };
 
 // Runs decode steps, keeping the last step's graph: consecutive steps of the same shape (batch
@@ -40,12 +52,14 @@ public:
 
     // Sizes the scheduler's compute buffers for the largest step to come (T tokens, all with
     // logits, over n_kv cells), so a growing window does not reallocate them step after step.
-    void reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv, bool flash_attn);
+    void reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv, const StepOptions & opt);
 
     // Cells must already be occupied in `cache` (KvCache::occupy) for every token of `batch`.
-    // Fills `logits` with one n_vocab row per token whose `logits` flag is set, in batch order.
-    void step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache,
-              const std::vector<StepToken> & batch, const StepOptions & opt, std::vector<float> & logits);
+    // One output row per token whose `logits` flag is set, in batch order: n_vocab logits each,
+    // or with a sampling head one id and log-prob each, drawn with `uniforms[row]` (temperature
+    // mode).
+    void step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const std::vector<StepToken> & batch,
+              const StepOptions & opt, const std::vector<float> & uniforms, StepResult & out);
 
     int64_t graphs_built() const { return built_; }
 
@@ -53,8 +67,11 @@ private:
     struct Shape {
         int64_t T = 0, n_out = 0, lo = 0, n_kv = 0;
         bool flash_attn = false;
+        HeadMode head = HeadMode::logits;
+        float temperature = 1.0f;
         bool operator==(const Shape & o) const {
-            return T == o.T && n_out == o.n_out && lo == o.lo && n_kv == o.n_kv && flash_attn == o.flash_attn;
+            return T == o.T && n_out == o.n_out && lo == o.lo && n_kv == o.n_kv && flash_attn == o.flash_attn && head == o.head &&
+                   temperature == o.temperature;
         }
     };
     void build(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const Shape & s);
@@ -65,7 +82,8 @@ private:
     Shape shape_;
     int64_t built_ = 0;
     ggml_tensor *tokens_ = nullptr, *pos_ = nullptr, *k_idx_ = nullptr, *v_idx_ = nullptr, *mask_ = nullptr,
-                *out_rows_ = nullptr, *logits_ = nullptr;
+                *out_rows_ = nullptr, *logits_ = nullptr,
+                *uniforms_ = nullptr, *ids_ = nullptr, *logprobs_ = nullptr;
     // Host staging buffers, reused across steps.
     std::vector<int32_t> tok_, posv_, rows_;
     std::vector<int64_t> cells_, v_index_;

@@ -38,6 +38,7 @@ Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, 
     if (opt_.n_ubatch < 1) throw Error("nUbatch: must be >= 1");
     if (opt_.n_cells <= 0) opt_.n_cells = (int64_t) opt_.max_seqs * opt_.n_ctx;
     flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() : opt_.flash_attn != 0;
+    device_sampling_ = opt_.device_sampling < 0 ? b.is_gpu() : opt_.device_sampling != 0;
     KvCacheOptions ko;
     ko.n_cells = opt_.n_cells;
     ko.n_seqs = opt_.max_seqs;
@@ -82,8 +83,13 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
                                                    const std::function<void(int64_t)> & progress, GenStats & st) {
     check(groups, p);
     const int64_t n_vocab = w_.config().n_vocab;
-    StepOptions so;
+    StepOptions so;  // prefill: a group's one row serves all its samples, so logits come back
     so.flash_attn = flash_attn_;
+    StepOptions ds = so;  // decode: one row per sequence
+    if (device_sampling_) {
+        ds.head = head_mode_for(p.sampling, n_vocab);
+        ds.temperature = p.sampling.temperature;
+    }
     size_t max_stop = 0;
     for (const std::string & s : p.stop) max_stop = std::max(max_stop, s.size());
 
@@ -152,22 +158,36 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         st.sample_ms += ms_since(ts);
     };
     std::vector<std::pair<Seq *, size_t>> picks;
+    // Rows already sampled by the graph: record them as the host sampler would have.
+    auto take_sampled = [&](const std::vector<Seq *> & in_step, const StepResult & r) {
+        const auto ts = Clock::now();
+        for (size_t k = 0; k < in_step.size(); ++k) {
+            Seq & sq = *in_step[k];
+            sq.sampler->accept(r.ids[k]);
+            sq.out.tokens.push_back(r.ids[k]);
+            sq.out.logprobs.push_back(r.logprobs[k]);
+            ++st.generated;
+            finish_check(sq);
+        }
+        st.sample_ms += ms_since(ts);
+    };
+    std::vector<float> uniforms;
 
     // ---- prefill: every prompt once, its cells shared by all samples of the group ----
     auto t0 = Clock::now();
     std::vector<StepToken> batch;
     std::vector<size_t> batch_groups; // groups whose last prompt token is in `batch`, in order
-    std::vector<float> logits;
+    StepResult res;
     auto flush_prefill = [&] {
         if (batch.empty()) return;
-        decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
+        decoder_.step(w_, lora_, b_, *cache_, batch, so, uniforms, res);
         st.prefill_tokens += (int64_t) batch.size();
         picks.clear();
         for (size_t k = 0; k < batch_groups.size(); ++k) {
             const size_t g = batch_groups[k];
             for (int j = 0; j < groups[g].n; ++j) picks.push_back({&seqs[(size_t) first_seq[g] + j], k});
         }
-        sample_rows(picks, batch_groups.size(), logits);
+        sample_rows(picks, batch_groups.size(), res.logits);
         batch.clear();
         batch_groups.clear();
     };
@@ -197,7 +217,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         int64_t live_n = 0, cells = 0;
         for (size_t g = 0; g < groups.size(); ++g) cells += cells_needed((int64_t) groups[g].prompt.size(), groups[g].n, p.max_tokens);
         for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
-        if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, flash_attn_);
+        if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, ds);
     }
     std::vector<Seq *> live, chunk;
     for (;;) {
@@ -214,11 +234,19 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
                 batch.push_back({s.out.tokens.back(), s.next_pos, cells[k], s.id, true});
                 ++s.next_pos;
             }
-            decoder_.step(w_, lora_, b_, *cache_, batch, so, logits);
+            uniforms.clear();
+            if (ds.head == HeadMode::temperature) {
+                for (Seq * sq : chunk) uniforms.push_back((float) sq->sampler->draw());
+            }
+            decoder_.step(w_, lora_, b_, *cache_, batch, ds, uniforms, res);
             st.decode_tokens += (int64_t) batch.size();
+            if (ds.head != HeadMode::logits) {
+                take_sampled(chunk, res);
+                continue;
+            }
             picks.clear();
             for (size_t k = 0; k < chunk.size(); ++k) picks.push_back({chunk[k], k});
-            sample_rows(picks, chunk.size(), logits);
+            sample_rows(picks, chunk.size(), res.logits);
         }
         ++st.steps;
         if (progress) progress(st.generated);

@@ -26,6 +26,10 @@ struct GeneratorOptions {
     ggml_type kv_type = GGML_TYPE_F16;
     int flash_attn = -1;      // -1: on for GPU backends, off on CPU (its plain path is faster there)
     int64_t n_ubatch = 512;   // tokens per prefill graph
+    // Greedy and plain-temperature decode steps sample in the graph (sampling_head.h) and copy
+    // back ids instead of logits rows. -1: on for GPU backends; on CPU the host sampler spreads
+    // the row scans over all threads, where some ggml reductions use one.
+    int device_sampling = -1;
 };
 
 struct GenGroup {
@@ -69,6 +73,7 @@ public:
     }
     const GeneratorOptions & options() const { return opt_; }
     bool flash_attn() const { return flash_attn_; }
+    bool device_sampling() const { return device_sampling_; }
     const KvCache & cache() const { return *cache_; }
 
     // Cells a group may occupy at most: its prompt once plus every sample's completion.
@@ -87,6 +92,7 @@ private:
     Backends & b_;
     GeneratorOptions opt_;
     bool flash_attn_;
+    bool device_sampling_;
     LoraView lora_;  // disabled by default: the base model
     std::unique_ptr<KvCache> cache_;
     Decoder decoder_;

@@ -126,6 +126,8 @@ private:
         opt.kv_type = guard(env, [&] { return parse_kv_type(str_opt(o, "kvType", "f16")); });
         Napi::Value fa = o.Get("flashAttn");
         opt.flash_attn = fa.IsBoolean() ? (fa.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
+        Napi::Value ds = o.Get("deviceSampling");
+        opt.device_sampling = ds.IsBoolean() ? (ds.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
         auto core = std::make_shared<GenCore>();
         core->model = model;
         return PromiseJob::start(env,
@@ -150,6 +152,7 @@ private:
         o.Set("kvType", ggml_type_name(g.cache().type()));
         o.Set("kvBytes", (double) g.cache().bytes());
         o.Set("flashAttn", g.flash_attn());
+        o.Set("deviceSampling", g.device_sampling());
         o.Set("device", core(env).model->backends->name());
         return o;
     }

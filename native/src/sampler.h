@@ -45,6 +45,11 @@ public:
     // history. Rows are shared: a prompt's last row serves all samples of its group.
     Sampled sample(const float * logits, int64_t n_vocab, const RowStats & rs);
 
+    // For a draw made elsewhere (the decode graph's sampling head): the uniform sample() would
+    // have consumed, and the token that was picked with it.
+    double draw() { return uniform(); }
+    void accept(int32_t token) { remember(token); }
+
 private:
     struct Cand {
         int32_t id;

@@ -31,7 +31,7 @@ case "${1:-}" in
   run)
     node dist/src/cli/main.js info --json > "$OUT/info.json" 2>&1
     RRR_TEST_DEVICE=$DEV node --test --test-concurrency=1 dist/test/engine-parity.test.js dist/test/generator.test.js \
-      dist/test/generator-adapter.test.js dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
+      dist/test/generator-device-sampling.test.js dist/test/generator-adapter.test.js dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
     log "gpu tests rc=$? $(grep -E '^# (pass|fail)' "$OUT/gpu-tests.log" | tr '\n' ' ')"
     # The DESIGN.md anchor shape on the GPU; the tiny model in a CPU dry run.
     PRESET=qwen2.5-1.5b
@@ -40,6 +40,11 @@ case "${1:-}" in
     [ -f $M ] || node dist/src/cli/main.js make-tiny-model --preset $PRESET --type f16 --out $M > /dev/null
     timeout 300 node dist/src/cli/main.js bench --model $M --device $DEV --flash-attn on --json > "$OUT/bench.json" 2>> "$OUT/errors.log"
     log "bench rc=$?"
+    # The same decode with host sampling (full logits rows copied back), to show what the
+    # in-graph sampling head saves.
+    timeout 120 node dist/src/cli/main.js bench --model $M --device $DEV --flash-attn on --device-sampling off --no-train \
+      --parallel 16 64 --json > "$OUT/bench-host-sampling.json" 2>> "$OUT/errors.log"
+    log "bench (host sampling) rc=$?"
     if [ "$DEV" = cuda ]; then
       timeout 180 python3 scripts/device/peft_bench.py > "$OUT/peft.json" 2>> "$OUT/errors.log"
       log "peft rc=$? $(cat "$OUT/peft.json")"

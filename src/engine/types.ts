@@ -142,6 +142,12 @@ export interface GeneratorOptions {
   kvType?: 'f16' | 'f32' | 'bf16';
   /** ggml flash attention; default on for GPU backends, off on CPU. */
   flashAttn?: boolean;
+  /**
+   * Greedy and plain-temperature decode steps sample inside the graph and copy back only the
+   * ids and log-probs (top-k/top-p/min-p and repetition penalty always sample on the host).
+   * Default on for GPU backends, off on CPU, where the host sampler is the faster of the two.
+   */
+  deviceSampling?: boolean;
   /** Prompt tokens per prefill graph; default 512. */
   nUbatch?: number;
 }
@@ -155,6 +161,7 @@ export interface GeneratorInfo {
   /** Bytes of the K and V tensors of every layer. */
   kvBytes: number;
   flashAttn: boolean;
+  deviceSampling: boolean;
   device: string;
 }
 

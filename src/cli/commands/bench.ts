@@ -20,6 +20,7 @@ export interface BenchArgs {
   device: DeviceName;
   threads: number;
   'flash-attn': 'auto' | 'on' | 'off';
+  'device-sampling': 'auto' | 'on' | 'off';
   'kv-type': 'f16' | 'f32';
   reference: boolean;
   repeat: number;
@@ -78,6 +79,8 @@ export const generationSection: BenchSection = {
     const G = args.gen;
     const prompt = benchPrompt(model, P);
     const flashAttn = args['flash-attn'] === 'auto' ? model.info.gpu : args['flash-attn'] === 'on';
+    const deviceSampling = args['device-sampling'] === 'auto' ? undefined : args['device-sampling'] === 'on';
+    let sampledInGraph = false;
     const ref = args.reference
       ? await ReferenceDecoder.load(model.info.path, { gpu: model.info.gpu, threads: args.threads, f32Kv: args['kv-type'] === 'f32', flashAttn })
       : undefined;
@@ -88,7 +91,7 @@ export const generationSection: BenchSection = {
     try {
       // Warm-up: first touches of weights and thread pools are not part of either engine's speed.
       {
-        const g = await Generator.create(model, { maxSeqs: 1, nCtx: 24, kvType: args['kv-type'], flashAttn });
+        const g = await Generator.create(model, { maxSeqs: 1, nCtx: 24, kvType: args['kv-type'], flashAttn, deviceSampling });
         await g.generate([{ prompt: prompt.slice(0, 16) }], { maxTokens: 4, temperature: 0, ignoreEos: true });
         g.dispose();
         await ref?.greedy([{ prompt: prompt.slice(0, 16) }], { maxTokens: 4, ignoreEos: true });
@@ -96,7 +99,8 @@ export const generationSection: BenchSection = {
       let done = 0;
       for (const N of args.parallel) {
         // The cache holds the prompt once plus every completion: shared-prefix sizing, as libllama's unified cache gets.
-        const gen = await Generator.create(model, { maxSeqs: N, nCtx: P + G, nCells: P + N * G, kvType: args['kv-type'], flashAttn });
+        const gen = await Generator.create(model, { maxSeqs: N, nCtx: P + G, nCells: P + N * G, kvType: args['kv-type'], flashAttn, deviceSampling });
+        sampledInGraph = gen.info.deviceSampling;
         type Speed = { prefill: number; decode: number; kvBytes: number; nCells: number };
         // Best of --repeat runs per engine, alternating engines, so a busy machine penalises both alike.
         const best = (a: Speed | undefined, b: Speed): Speed =>
@@ -142,10 +146,10 @@ export const generationSection: BenchSection = {
       headers: ['N', 'prefill tok/s', 'llama.cpp', 'ratio', 'decode tok/s', 'llama.cpp', 'ratio', 'KV MiB', 'llama.cpp', 'same tokens'],
       rows,
       notes: [
-        `KV cache ${args['kv-type']}, flash attention ${flashAttn ? 'on' : 'off'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
+        `KV cache ${args['kv-type']}, flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
         'prefill counts the shared prompt once; decode tok/s = tokens generated per second over all sequences',
       ],
-      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], flashAttn, device: model.info.device, threads: model.info.threads, results: data },
+      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
     };
   },
 };
@@ -165,6 +169,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', default: 0, describe: 'CPU threads for both engines (0: all cores)' })
       .option('flash-attn', { choices: ['auto', 'on', 'off'] as const, default: 'auto' as const, describe: 'flash attention for both engines (auto: on for GPU)' })
+      .option('device-sampling', {
+        choices: ['auto', 'on', 'off'] as const,
+        default: 'auto' as const,
+        describe: 'our engine picks tokens inside the decode graph and copies back only ids (auto: on for GPU)',
+      })
       .option('kv-type', { choices: ['f16', 'f32'] as const, default: 'f16' as const, describe: 'KV cache type for both engines' })
       .option('reference', { type: 'boolean', default: true, describe: 'also run llama.cpp (--no-reference skips it)' })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
