@@ -41,6 +41,28 @@ void attention_window(const KvCache & cache, const std::vector<StepToken> & batc
 
 } // namespace
 
+// Row i of the mask opens the cells batch[i]'s sequence sees at or before its position. Walking
+// cells and their (few) sequences touches each cell once; asking every (row, cell) pair would
+// be T × n_kv lookups, a millisecond per step at 64 sequences over 16k cells.
+template <typename T>
+void Decoder::fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, int64_t lo, int64_t n_kv, T closed, T open,
+                        std::vector<T> & mask) {
+    const int64_t n_rows = (int64_t) batch.size();
+    mask.assign((size_t) (n_kv * n_rows), closed);
+    rows_of_seq_.resize((size_t) cache.n_seqs());
+    for (auto & rows : rows_of_seq_) rows.clear();
+    for (int64_t i = 0; i < n_rows; ++i) rows_of_seq_[(size_t) batch[(size_t) i].seq].push_back((int32_t) i);
+    for (int64_t j = 0; j < n_kv; ++j) {
+        const int32_t p = cache.pos(lo + j);
+        if (p < 0) continue;
+        cache.for_each_seq(lo + j, [&](int seq) {
+            for (int32_t r : rows_of_seq_[(size_t) seq]) {
+                if (p <= batch[(size_t) r].pos) mask[(size_t) (r * n_kv + j)] = open;
+            }
+        });
+    }
+}
+
 Decoder::Decoder() {
     ggml_init_params ip{ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false), nullptr, true};
     ctx_ = ggml_init(ip);
@@ -170,19 +192,11 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     if (out_rows_) ggml_backend_tensor_set(out_rows_, rows_.data(), 0, ggml_nbytes(out_rows_));
     if (uniforms_) ggml_backend_tensor_set(uniforms_, uniforms.data(), 0, ggml_nbytes(uniforms_));
 
-    const float neg_inf = -std::numeric_limits<float>::infinity();
-    mask_host_.assign((size_t) (s.n_kv * s.T), neg_inf);
-    for (int64_t i = 0; i < s.T; ++i) {
-        float * row = &mask_host_[(size_t) (i * s.n_kv)];
-        for (int64_t j = 0; j < s.n_kv; ++j) {
-            if (cache.visible(s.lo + j, batch[i].seq, batch[i].pos)) row[j] = 0.0f;
-        }
-    }
     if (s.flash_attn) {
-        mask16_.resize(mask_host_.size());
-        ggml_fp32_to_fp16_row(mask_host_.data(), mask16_.data(), (int64_t) mask_host_.size());
+        fill_mask<ggml_fp16_t>(cache, batch, s.lo, s.n_kv, 0xFC00, 0x0000, mask16_);  // f16 -inf, 0
         ggml_backend_tensor_set(mask_, mask16_.data(), 0, ggml_nbytes(mask_));
     } else {
+        fill_mask<float>(cache, batch, s.lo, s.n_kv, -std::numeric_limits<float>::infinity(), 0.0f, mask_host_);
         ggml_backend_tensor_set(mask_, mask_host_.data(), 0, ggml_nbytes(mask_));
     }
 

@@ -75,6 +75,9 @@ private:
         }
     };
     void build(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const Shape & s);
+    template <typename T>
+    void fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, int64_t lo, int64_t n_kv, T closed, T open,
+                   std::vector<T> & mask);
 
     ggml_context * ctx_ = nullptr;
     ggml_cgraph * gf_ = nullptr;
@@ -89,6 +92,7 @@ private:
     std::vector<int64_t> cells_, v_index_;
     std::vector<float> mask_host_;
     std::vector<ggml_fp16_t> mask16_;
+    std::vector<std::vector<int32_t>> rows_of_seq_;  // batch rows of each sequence
 };
 
 } // namespace rrr

@@ -5,6 +5,9 @@
 // backend, sized once from n_cells (requested batch × context) and reported in bytes.
 #pragma once
 #include <cstdint>
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
 #include <vector>
 
 #include "ggml.h"
@@ -52,6 +55,15 @@ public:
     bool visible(int64_t cell, int seq, int32_t pos) const {
         return pos_[cell] >= 0 && pos_[cell] <= pos && has_seq(cell, seq);
     }
+    int32_t pos(int64_t cell) const { return pos_[cell]; }  // -1: free
+    // Calls f(seq) for every sequence that sees `cell`.
+    template <typename F>
+    void for_each_seq(int64_t cell, F && f) const {
+        const uint64_t * w = &seqs_[(size_t) cell * n_words_];
+        for (size_t k = 0; k < n_words_; ++k) {
+            for (uint64_t bits = w[k]; bits; bits &= bits - 1) f((int) (k * 64 + (size_t) lowest_bit(bits)));
+        }
+    }
     // Smallest window [lo, hi) of cells that `seq` can see; lo == hi when it sees none.
     void seq_window(int seq, int64_t & lo, int64_t & hi) const;
 
@@ -69,6 +81,15 @@ public:
     void fill_v_index(const std::vector<int64_t> & cells, std::vector<int64_t> & out) const;
 
 private:
+    static int lowest_bit(uint64_t x) {
+#if defined(_MSC_VER)
+        unsigned long i;
+        _BitScanForward64(&i, x);
+        return (int) i;
+#else
+        return __builtin_ctzll(x);
+#endif
+    }
     bool has_seq(int64_t cell, int seq) const {
         return (seqs_[(size_t) cell * n_words_ + (size_t) seq / 64] >> (seq % 64)) & 1u;
     }
