@@ -280,8 +280,14 @@ private:
     ggml_tensor * reduce_kv(ggml_tensor * d) {
         const int64_t grp = c_.n_head / c_.n_head_kv;
         if (grp == 1) return d;
-        ggml_tensor * shape = ggml_new_tensor_4d(ctx_, GGML_TYPE_F32, c_.head_dim, 1, c_.n_head_kv, T_);
-        ggml_tensor * s = ggml_repeat_back(ctx_, ggml_reshape_4d(ctx_, d, c_.head_dim, grp, c_.n_head_kv, T_), shape);
+        // Summing the group's strided views rather than REPEAT_BACK: CUDA's REPEAT_BACK takes at
+        // most 32,768 (kv head, token) pairs, so 8 kv heads × 8k tokens would run on the CPU.
+        const size_t es = ggml_element_size(d);
+        ggml_tensor * s = nullptr;
+        for (int64_t g = 0; g < grp; ++g) {
+            ggml_tensor * part = ggml_view_2d(ctx_, d, c_.head_dim, c_.n_head_kv * T_, (size_t) (grp * c_.head_dim) * es, (size_t) (g * c_.head_dim) * es);
+            s = s ? ggml_add(ctx_, s, part) : ggml_cont(ctx_, part);
+        }
         return ggml_reshape_3d(ctx_, s, c_.head_dim, c_.n_head_kv, T_);
     }
 
