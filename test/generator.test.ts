@@ -72,6 +72,24 @@ for (const c of parityCases) {
   });
 }
 
+test("greedy tokens equal libllama's with one KV stream per sequence (prompt copied, batched-bench's layout)", async () => {
+  await withModel({ arch: 'qwen2' }, async (model, path) => {
+    const requests = TEXTS.map((t, i) => ({ prompt: model.tokenize(t), n: i + 1 }));
+    const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32' });
+    const ref = await ReferenceDecoder.load(path, { f32Kv: true, kvUnified: false });
+    try {
+      const ours = tokensOf(await gen.generate(requests, { maxTokens: 24, temperature: 0 }));
+      const r = await ref.greedy(requests, { maxTokens: 24 });
+      assert.deepEqual(ours, r.tokens.map((g) => g.map((t) => Array.from(t))));
+      // Six streams of at least 256 cells each: the prompt is held once per sequence.
+      assert.ok(r.nCells >= 6 * 256, `${r.nCells} cells`);
+    } finally {
+      gen.dispose();
+      ref.dispose();
+    }
+  });
+});
+
 test('log-probs are log-softmax of the model logits at the sampled tokens', async () => {
   await withModel({ arch: 'qwen2' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64, kvType: 'f32' });

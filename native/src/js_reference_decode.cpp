@@ -43,6 +43,7 @@ private:
         opt.n_threads = (int) int_opt(o, "threads", 0);
         opt.f32_kv = bool_opt(o, "f32Kv", false);
         opt.flash_attn = bool_opt(o, "flashAttn", false);
+        opt.kv_unified = bool_opt(o, "kvUnified", true);
         opt.n_ubatch = (int) int_opt(o, "nUbatch", opt.n_ubatch);
         auto h = std::make_shared<Holder>();
         return PromiseJob::start(env,

@@ -55,7 +55,13 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
     for (const RefGroup & g : groups) {
         if (g.prompt.empty() || g.n < 1) throw Error("reference decode: empty prompt or n < 1");
         n_seqs += g.n;
-        cells += (int64_t) g.prompt.size() + (int64_t) g.n * max_tokens;
+        // Separate streams hold the prompt once per sequence, in equal slices of the context.
+        cells += opt_.kv_unified ? (int64_t) g.prompt.size() + (int64_t) g.n * max_tokens : 0;
+    }
+    if (!opt_.kv_unified) {
+        int64_t longest = 0;
+        for (const RefGroup & g : groups) longest = std::max<int64_t>(longest, (int64_t) g.prompt.size() + max_tokens);
+        cells = n_seqs * (((longest + 255) / 256) * 256);
     }
     const int32_t n_ubatch = std::max(1, opt_.n_ubatch);
 
@@ -64,7 +70,7 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
     cp.n_batch = (uint32_t) n_ubatch;
     cp.n_ubatch = (uint32_t) n_ubatch;
     cp.n_seq_max = (uint32_t) n_seqs;
-    cp.kv_unified = true;  // one cell pool, so a group's prompt cells are shared, not copied
+    cp.kv_unified = opt_.kv_unified;
     Ctx ctx;
     ctx.c = llama_init_from_model(model_, cp);
     if (!ctx.c) throw Error(path_ + ": libllama could not create a context of " + std::to_string(cp.n_ctx) + " cells");
@@ -116,7 +122,9 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
         if (rc != 0) throw Error("reference decode: llama_decode failed with code " + std::to_string(rc));
     };
 
-    // Prefill: each prompt token belongs to every sequence of its group.
+    // Prefill: each prompt once, in its group's first sequence; llama_memory_seq_cp then gives it to
+    // the others (shared cells in a unified cache, a copy into each stream otherwise, made at the
+    // next llama_decode).
     auto t0 = Clock::now();
     Batch pb(n_ubatch, (int32_t) n_seqs);
     std::vector<std::pair<size_t, int32_t>> outs; // (group, batch index of its last prompt token)
@@ -125,6 +133,8 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
         decode(pb);
         r.prefill_tokens += pb.b.n_tokens;
         for (auto [g, i] : outs) {
+            // The group's whole prompt is in the cache now; copy before accept() can free it.
+            for (int j = 1; j < groups[g].n; ++j) llama_memory_seq_cp(mem, first[g], first[g] + j, -1, -1);
             const float * row = llama_get_logits_ith(ctx.c, i);
             for (int j = 0; j < groups[g].n; ++j) accept(seqs[(size_t) first[g] + j], row);
         }
@@ -137,8 +147,8 @@ RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, i
             const int32_t k = pb.b.n_tokens++;
             pb.b.token[k] = prompt[i];
             pb.b.pos[k] = (llama_pos) i;
-            pb.b.n_seq_id[k] = groups[g].n;
-            for (int j = 0; j < groups[g].n; ++j) pb.b.seq_id[k][j] = first[g] + j;
+            pb.b.n_seq_id[k] = 1;
+            pb.b.seq_id[k][0] = first[g];
             pb.b.logits[k] = i + 1 == prompt.size();
             if (pb.b.logits[k]) outs.push_back({g, k});
             if (pb.b.n_tokens == n_ubatch) flush();

@@ -1,5 +1,5 @@
-// Batched greedy generation through libllama itself (llama_decode over n_seq_max sequences in
-// one unified KV cache, prompts shared across a group's sequences): the yardstick that parity
+// Batched greedy generation through libllama itself (llama_decode over n_seq_max sequences, each
+// prompt prefilled once for its group): the yardstick that parity
 // tests compare our engine's tokens with and `bench` times our engine against.
 #pragma once
 #include <cstdint>
@@ -17,6 +17,9 @@ struct RefDecodeOptions {
     bool f32_kv = false;      // llama.cpp's default cache is f16
     bool flash_attn = false;
     int n_ubatch = 512;
+    // true: one cell pool, a group's prompt cells shared by its sequences. false: one stream per
+    // sequence (llama-batched-bench's default), the prompt copied into each after its prefill.
+    bool kv_unified = true;
 };
 
 struct RefGroup {

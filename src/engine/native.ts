@@ -109,7 +109,7 @@ export interface RawAddon {
     ): Promise<RawGenerator>;
   };
   NativeReferenceDecoder: {
-    load(path: string, opts: { gpu?: boolean; threads?: number; f32Kv?: boolean; flashAttn?: boolean; nUbatch?: number }): Promise<RawReferenceDecoder>;
+    load(path: string, opts: { gpu?: boolean; threads?: number; f32Kv?: boolean; flashAttn?: boolean; nUbatch?: number; kvUnified?: boolean }): Promise<RawReferenceDecoder>;
   };
   devices(): DeviceInfo[];
   buildInfo(): { cuda: boolean; system: string };

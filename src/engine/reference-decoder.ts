@@ -1,6 +1,5 @@
-// libllama's batched greedy generation (llama_decode over many sequences in one unified KV
-// cache, prompts shared by each group's sequences): what our Generator is tested and
-// benchmarked against.
+// libllama's batched greedy generation (llama_decode over many sequences, each group's prompt
+// prefilled once): what our Generator is tested and benchmarked against.
 import { addon, type RawReferenceDecoder } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 
@@ -11,6 +10,12 @@ export interface ReferenceDecoderOptions {
   f32Kv?: boolean;
   flashAttn?: boolean;
   nUbatch?: number;
+  /**
+   * true (default): one KV cell pool, a group's prompt cells shared by its sequences. false:
+   * one stream per sequence, the prompt copied into each (llama-batched-bench's default, so
+   * each sequence's attention covers only its own cells).
+   */
+  kvUnified?: boolean;
 }
 
 export interface ReferenceGreedyResult {

@@ -23,6 +23,7 @@ export interface BenchArgs {
   'device-sampling': 'auto' | 'on' | 'off';
   'kv-type': 'f16' | 'f32';
   reference: boolean;
+  'reference-kv': 'unified' | 'streams';
   repeat: number;
   train: boolean;
   'train-batch': number;
@@ -82,7 +83,13 @@ export const generationSection: BenchSection = {
     const deviceSampling = args['device-sampling'] === 'auto' ? undefined : args['device-sampling'] === 'on';
     let sampledInGraph = false;
     const ref = args.reference
-      ? await ReferenceDecoder.load(model.info.path, { gpu: model.info.gpu, threads: args.threads, f32Kv: args['kv-type'] === 'f32', flashAttn })
+      ? await ReferenceDecoder.load(model.info.path, {
+          gpu: model.info.gpu,
+          threads: args.threads,
+          f32Kv: args['kv-type'] === 'f32',
+          flashAttn,
+          kvUnified: args['reference-kv'] === 'unified',
+        })
       : undefined;
     const runs = args.parallel.length * (ref ? 2 : 1) * args.repeat;
     const progress = new Progress('bench', runs, { unit: 'run', silent: mode.json });
@@ -146,10 +153,10 @@ export const generationSection: BenchSection = {
       headers: ['N', 'prefill tok/s', 'llama.cpp', 'ratio', 'decode tok/s', 'llama.cpp', 'ratio', 'KV MiB', 'llama.cpp', 'same tokens'],
       rows,
       notes: [
-        `KV cache ${args['kv-type']}, flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
+        `KV cache ${args['kv-type']} (llama.cpp: ${args['reference-kv'] === 'unified' ? 'one shared cell pool' : 'one stream per sequence, prompt copied'}), flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
         'prefill counts the shared prompt once; decode tok/s = tokens generated per second over all sequences',
       ],
-      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
+      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], referenceKv: args['reference-kv'], flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
     };
   },
 };
@@ -176,6 +183,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       })
       .option('kv-type', { choices: ['f16', 'f32'] as const, default: 'f16' as const, describe: 'KV cache type for both engines' })
       .option('reference', { type: 'boolean', default: true, describe: 'also run llama.cpp (--no-reference skips it)' })
+      .option('reference-kv', {
+        choices: ['unified', 'streams'] as const,
+        default: 'unified' as const,
+        describe: "llama.cpp's KV layout: unified shares each prompt's cells (as ours does); streams gives every sequence its own (llama-batched-bench's default)",
+      })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
       .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
       .option('train-batch', { type: 'number', default: 16, describe: 'sequences per training step' })
