@@ -143,9 +143,7 @@ void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & 
     Shape s;
     s.T = s.n_out = std::max<int64_t>(1, T);
     s.n_kv = std::min(cache.n_cells(), ((std::max<int64_t>(1, n_kv) + kWindowPad - 1) / kWindowPad) * kWindowPad);
-    s.flash_attn = opt.flash_attn;
-    s.head = opt.head;
-    s.temperature = opt.temperature;
+    s.set_options(opt);
     build(w, lora, b, cache, s);
     ggml_backend_sched_reset(b.sched());
     if (!ggml_backend_sched_reserve(b.sched(), gf_)) {
@@ -166,9 +164,7 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     int64_t hi;
     attention_window(cache, batch, kWindowPad, s.lo, hi);
     s.n_kv = hi - s.lo;
-    s.flash_attn = opt.flash_attn;
-    s.head = opt.head;
-    s.temperature = opt.head == HeadMode::temperature ? opt.temperature : 1.0f;
+    s.set_options(opt);
     if (s.head == HeadMode::temperature && (int64_t) uniforms.size() != s.n_out) {
         throw Error("internal error: " + std::to_string(uniforms.size()) + " uniforms for " + std::to_string(s.n_out) + " rows");
     }

@@ -68,7 +68,12 @@ private:
         int64_t T = 0, n_out = 0, lo = 0, n_kv = 0;
         bool flash_attn = false;
         HeadMode head = HeadMode::logits;
-        float temperature = 1.0f;
+        float temperature = 1.0f;  // 1 unless head is temperature, so other heads' graphs are reused
+        void set_options(const StepOptions & opt) {
+            flash_attn = opt.flash_attn;
+            head = opt.head;
+            temperature = opt.head == HeadMode::temperature ? opt.temperature : 1.0f;
+        }
         bool operator==(const Shape & o) const {
             return T == o.T && n_out == o.n_out && lo == o.lo && n_kv == o.n_kv && flash_attn == o.flash_attn && head == o.head &&
                    temperature == o.temperature;

@@ -52,9 +52,6 @@ public:
     void add_seq(int64_t cell, int seq);               // share an occupied cell with one more sequence
     // Drops `seq` from every cell; cells no sequence sees any more become free.
     void seq_remove(int seq);
-    bool visible(int64_t cell, int seq, int32_t pos) const {
-        return pos_[cell] >= 0 && pos_[cell] <= pos && has_seq(cell, seq);
-    }
     int32_t pos(int64_t cell) const { return pos_[cell]; }  // -1: free
     // Calls f(seq) for every sequence that sees `cell`.
     template <typename F>

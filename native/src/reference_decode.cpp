@@ -51,18 +51,15 @@ ReferenceDecoder::~ReferenceDecoder() {
 RefDecodeResult ReferenceDecoder::greedy(const std::vector<RefGroup> & groups, int32_t max_tokens, bool ignore_eos) {
     if (groups.empty()) throw Error("reference decode: no prompts");
     if (max_tokens < 1) throw Error("reference decode: max_tokens must be >= 1");
-    int64_t n_seqs = 0, cells = 0;
+    int64_t n_seqs = 0, shared_cells = 0, longest = 0;
     for (const RefGroup & g : groups) {
         if (g.prompt.empty() || g.n < 1) throw Error("reference decode: empty prompt or n < 1");
         n_seqs += g.n;
-        // Separate streams hold the prompt once per sequence, in equal slices of the context.
-        cells += opt_.kv_unified ? (int64_t) g.prompt.size() + (int64_t) g.n * max_tokens : 0;
+        shared_cells += (int64_t) g.prompt.size() + (int64_t) g.n * max_tokens;
+        longest = std::max<int64_t>(longest, (int64_t) g.prompt.size() + max_tokens);
     }
-    if (!opt_.kv_unified) {
-        int64_t longest = 0;
-        for (const RefGroup & g : groups) longest = std::max<int64_t>(longest, (int64_t) g.prompt.size() + max_tokens);
-        cells = n_seqs * (((longest + 255) / 256) * 256);
-    }
+    // Separate streams hold the prompt once per sequence, in equal slices of the context.
+    const int64_t cells = opt_.kv_unified ? shared_cells : n_seqs * (((longest + 255) / 256) * 256);
     const int32_t n_ubatch = std::max(1, opt_.n_ubatch);
 
     llama_context_params cp = reference_context_params(opt_.n_threads, opt_.flash_attn, opt_.f32_kv, opt_.gpu);
