@@ -47,12 +47,13 @@ const parityCases: { name: string; opts: Omit<TinyModelOptions, 'out'>; flashAtt
   { name: 'qwen2, flash attention on both sides', opts: { arch: 'qwen2' }, flashAttn: true },
 ];
 
-for (const c of parityCases) {
-  test(`greedy tokens equal libllama's: ${c.name}`, async () => {
+for (const c of parityCases) for (const kvLayout of ['streams', 'unified'] as const) {
+  test(`greedy tokens equal libllama's: ${c.name}, ${kvLayout} KV`, async () => {
     await withModel(c.opts, async (model, path) => {
       const prompts = TEXTS.map((t) => model.tokenize(t));
       const requests = prompts.map((p, i) => ({ prompt: p, n: i + 1 }));
-      const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32', flashAttn: c.flashAttn });
+      const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32', flashAttn: c.flashAttn, kvLayout });
+      assert.equal(gen.info.kvLayout, kvLayout);
       const ref = await ReferenceDecoder.load(path, { f32Kv: true, flashAttn: c.flashAttn });
       try {
         const ours = await gen.generate(requests, { maxTokens: 24, temperature: 0 });
@@ -72,10 +73,10 @@ for (const c of parityCases) {
   });
 }
 
-test("greedy tokens equal libllama's with one KV stream per sequence (prompt copied, batched-bench's layout)", async () => {
+test("greedy tokens equal libllama's with one KV stream per sequence on both sides (batched-bench's layout)", async () => {
   await withModel({ arch: 'qwen2' }, async (model, path) => {
     const requests = TEXTS.map((t, i) => ({ prompt: model.tokenize(t), n: i + 1 }));
-    const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32' });
+    const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32', kvLayout: 'streams' });
     const ref = await ReferenceDecoder.load(path, { f32Kv: true, kvUnified: false });
     try {
       const ours = tokensOf(await gen.generate(requests, { maxTokens: 24, temperature: 0 }));
@@ -86,6 +87,36 @@ test("greedy tokens equal libllama's with one KV stream per sequence (prompt cop
     } finally {
       gen.dispose();
       ref.dispose();
+    }
+  });
+});
+
+test('streams layout: sequences finishing out of order and split steps give the unified layout\'s tokens', async () => {
+  await withModel({ arch: 'llama' }, async (model) => {
+    const texts = [...TEXTS, 'Count: one, two, three,', 'Once upon a time'];
+    const requests = texts.map((t, i) => ({ prompt: model.tokenize(t), n: 1 + (i % 2) }));
+    const unified = await Generator.create(model, { maxSeqs: 7, nCtx: 64, kvType: 'f32', kvLayout: 'unified' });
+    const streams = await Generator.create(model, { maxSeqs: 7, nCtx: 64, kvType: 'f32', kvLayout: 'streams' });
+    const split = await Generator.create(model, { maxSeqs: 7, nCtx: 64, kvType: 'f32', kvLayout: 'streams', nUbatch: 3 });
+    try {
+      assert.equal(streams.info.nCells, 7 * 64);
+      const free = tokensOf(await unified.generate(requests, { maxTokens: 20, temperature: 0, ignoreEos: true }));
+      // Stop on the 4th token of the second request: it leaves early while later streams go on,
+      // so decode steps have empty slots between live ones.
+      const stop = free[1]![0]![3]!;
+      const opts = { maxTokens: 20, temperature: 0, ignoreEos: true, stopTokens: [stop] };
+      const a = await unified.generate(requests, opts);
+      const lengths = a.map((g) => g[0]!.tokens.length);
+      assert.ok(lengths[1]! <= 4 && lengths.slice(2).some((n) => n > lengths[1]!), `lengths ${lengths.join(',')}`);
+      assert.deepEqual(tokensOf(await streams.generate(requests, opts)), tokensOf(a));
+      assert.deepEqual(tokensOf(await split.generate(requests, opts)), tokensOf(a));
+      const lp = (cs: Completion[][]) => cs.flat().flatMap((c) => Array.from(c.logprobs));
+      const d = lp(await streams.generate(requests, opts)).map((x, i) => Math.abs(x - lp(a)[i]!));
+      assert.ok(Math.max(...d) < 1e-4, `log-prob difference ${Math.max(...d)}`);
+    } finally {
+      unified.dispose();
+      streams.dispose();
+      split.dispose();
     }
   });
 });
@@ -239,6 +270,7 @@ test('KV cache size follows maxSeqs × nCtx; bad input gives one-line errors nam
     const gen = await Generator.create(model, { maxSeqs: 3, nCtx: 40 });
     const i = model.info;
     assert.equal(gen.info.nCells, 120);
+    assert.equal(gen.info.kvLayout, 'streams');
     assert.equal(gen.info.kvBytes, 2 * i.nLayer * 120 * i.nHeadKv * i.headDim * 2);
     const prompt = model.tokenize(TEXTS[0]!);
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 40 }), (e: Error) =>
@@ -248,6 +280,12 @@ test('KV cache size follows maxSeqs × nCtx; bad input gives one-line errors nam
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 0 }), (e: Error) => e instanceof RrrError && /^maxTokens: /.test(e.message));
     await assert.rejects(gen.generate([{ prompt: [1, 999999] }], { maxTokens: 2 }), /outside the vocabulary/);
     await assert.rejects(Generator.create(model, { maxSeqs: 1, nCtx: 1 << 20 }), /nCtx: .*training context/);
+    await assert.rejects(Generator.create(model, { maxSeqs: 3, nCtx: 40, nCells: 50, kvLayout: 'streams' }), (e: Error) =>
+      e instanceof RrrError && /^nCells: 50 sizes a unified KV cache; the streams layout holds maxSeqs × nCtx = 120 cells/.test(e.message));
+    await assert.rejects(Generator.create(model, { maxSeqs: 3, nCtx: 40, kvLayout: 'paged' as 'auto' }), /^RrrError: kvLayout: unknown layout 'paged'|kvLayout: unknown layout 'paged'/);
+    const small = await Generator.create(model, { maxSeqs: 3, nCtx: 40, nCells: 50 });
+    assert.equal(small.info.kvLayout, 'unified', 'nCells sizes a unified cache');
+    small.dispose();
     gen.dispose();
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 2 }), /generator has been disposed/);
   });

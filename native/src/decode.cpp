@@ -14,40 +14,95 @@ constexpr size_t kGraphNodes = 16384;
 // llama.cpp pads its window the same way; fewer distinct shapes mean fewer graph rebuilds.
 constexpr int64_t kWindowPad = 256;
 
-// Cells [lo, hi) cover everything the batch's sequences see. The window is padded so that
-// consecutive steps keep one shape (and their graph) and GPU attention kernels get whole tiles
-// (CUDA's flash attention works in strides of 256 cells); padding cells are masked out.
-void attention_window(const KvCache & cache, const std::vector<StepToken> & batch, int64_t pad, int64_t & lo, int64_t & hi) {
-    std::vector<char> seen((size_t) cache.n_seqs(), 0);
-    lo = cache.n_cells();
-    hi = 0;
-    for (const StepToken & t : batch) {
-        if (seen[(size_t) t.seq]) continue;
-        seen[(size_t) t.seq] = 1;
-        int64_t a, z;
-        cache.seq_window(t.seq, a, z);
-        if (a < z) {
-            lo = std::min(lo, a);
-            hi = std::max(hi, z);
-        }
-    }
-    if (hi <= lo) throw Error("internal error: decode batch sees no cache cells");
-    lo -= lo % pad;  // aligned starts let a growing window keep its start
-    int64_t n = ((hi - lo + pad - 1) / pad) * pad;
-    n = std::min(n, cache.n_cells());
-    if (lo + n > cache.n_cells()) lo = cache.n_cells() - n;
-    hi = lo + n;
-}
+int64_t pad_window(int64_t n, int64_t pad, int64_t limit) { return std::min(limit, ((std::max<int64_t>(n, 1) + pad - 1) / pad) * pad); }
 
 } // namespace
 
-// Row i of the mask opens the cells batch[i]'s sequence sees at or before its position. Walking
-// cells and their (few) sequences touches each cell once; asking every (row, cell) pair would
-// be T × n_kv lookups, a millisecond per step at 64 sequences over 16k cells.
+// Picks the attention layout of a batch. Window: the cells every sequence of the batch sees,
+// one range inside one stream, padded so that consecutive steps keep one shape (and their
+// graph) and GPU kernels get whole tiles (CUDA's flash attention works in strides of 256
+// cells); padding cells are masked out. Streams: each token alone in its stream, every stream
+// read up to the highest cell any of them uses, padded alike.
+void Decoder::plan(const KvCache & cache, const std::vector<StepToken> & batch, Shape & s) {
+    const int64_t sc = cache.stream_cells();
+    int first = cache.stream_of(batch[0].cell), last = first;
+    bool one_stream = true;
+    for (const StepToken & t : batch) {
+        const int st = cache.stream_of(t.cell);
+        one_stream = one_stream && st == first;
+        first = std::min(first, st);
+        last = std::max(last, st);
+    }
+    if (one_stream) {
+        std::vector<char> seen((size_t) cache.n_seqs(), 0);
+        int64_t lo = cache.n_cells(), hi = 0;
+        for (const StepToken & t : batch) {
+            if (seen[(size_t) t.seq]) continue;
+            seen[(size_t) t.seq] = 1;
+            int64_t a, z;
+            cache.seq_window(t.seq, a, z);
+            if (a < z) {
+                lo = std::min(lo, a);
+                hi = std::max(hi, z);
+            }
+        }
+        if (hi <= lo) throw Error("internal error: decode batch sees no cache cells");
+        const int64_t base = (int64_t) first * sc;
+        if (lo < base || hi > base + sc) throw Error("internal error: a sequence sees cells outside its stream");
+        lo -= base;
+        hi -= base;
+        lo -= lo % kWindowPad;  // aligned starts let a growing window keep its start
+        s.n_kv = pad_window(hi - lo, kWindowPad, sc);
+        s.lo = std::min(lo, sc - s.n_kv);
+        s.s0 = first;
+        s.n_slot = 0;
+        s.gather = false;
+        return;
+    }
+    std::vector<char> taken((size_t) (last - first + 1), 0);
+    int64_t used = 0;
+    s.gather = (int64_t) batch.size() != last - first + 1;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const int st = cache.stream_of(batch[i].cell);
+        if (taken[(size_t) (st - first)]) throw Error("internal error: a decode batch has two tokens in stream " + std::to_string(st));
+        taken[(size_t) (st - first)] = 1;
+        s.gather = s.gather || st != first + (int) i;
+        used = std::max(used, cache.stream_used(st));
+    }
+    s.s0 = first;
+    s.n_slot = last - first + 1;
+    s.lo = 0;
+    s.n_kv = pad_window(used, kWindowPad, sc);
+}
+
+// Window mode: row i of the mask opens the cells batch[i]'s sequence sees at or before its
+// position. Walking cells and their (few) sequences touches each cell once; asking every
+// (row, cell) pair would be T × n_kv lookups, a millisecond per step at 64 sequences over 16k
+// cells. Streams mode: one row per slot over its own stream; a slot without a token (a
+// finished sequence between live ones) opens one cell so that its discarded row stays finite.
 template <typename T>
-void Decoder::fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, int64_t lo, int64_t n_kv, T closed, T open,
+void Decoder::fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, const Shape & s, T closed, T open,
                         std::vector<T> & mask) {
-    const int64_t n_rows = (int64_t) batch.size();
+    const int64_t n_kv = s.n_kv, sc = cache.stream_cells();
+    if (s.n_slot > 0) {
+        mask.assign((size_t) (n_kv * s.n_slot), closed);
+        for (int64_t k = 0; k < s.n_slot; ++k) {
+            const int32_t r = slot_rows_host_[(size_t) k];
+            const int64_t base = (s.s0 + k) * sc;
+            T * row = &mask[(size_t) (k * n_kv)];
+            if (r < 0) {
+                row[0] = open;
+                continue;
+            }
+            const StepToken & t = batch[(size_t) r];
+            for (int64_t j = 0; j < n_kv; ++j) {
+                const int32_t p = cache.pos(base + j);
+                if (p >= 0 && p <= t.pos && cache.sees(base + j, t.seq)) row[j] = open;
+            }
+        }
+        return;
+    }
+    const int64_t n_rows = (int64_t) batch.size(), lo = (int64_t) s.s0 * sc + s.lo;
     mask.assign((size_t) (n_kv * n_rows), closed);
     rows_of_seq_.resize((size_t) cache.n_seqs());
     for (auto & rows : rows_of_seq_) rows.clear();
@@ -88,8 +143,12 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
     pos_ = input(GGML_TYPE_I32, s.T);
     k_idx_ = input(GGML_TYPE_I64, s.T);
     v_idx_ = input(GGML_TYPE_I64, cache.v_index_len(s.T));
-    mask_ = input(s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, s.n_kv, s.T);
+    const int64_t n_slot = s.n_slot > 0 ? s.n_slot : 1, per_slot = s.n_slot > 0 ? 1 : s.T;
+    mask_ = ggml_new_tensor_4d(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, s.n_kv, per_slot, 1, n_slot);
+    ggml_set_input(mask_);
     out_rows_ = s.n_out < s.T ? input(GGML_TYPE_I32, s.n_out) : nullptr;
+    slot_rows_ = s.gather ? input(GGML_TYPE_I32, s.n_slot) : nullptr;
+    row_slots_ = s.gather ? input(GGML_TYPE_I32, s.T) : nullptr;
 
     const float kq_scale = 1.0f / std::sqrt((float) c.head_dim);
     TransformerInputs in{tokens_, pos_, out_rows_};
@@ -97,21 +156,29 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         // The stores are expanded into the graph first so they run before the reads below.
         ggml_build_forward_expand(gf_, cache.store_k(c0, il, k, k_idx_));
         ggml_build_forward_expand(gf_, cache.store_v(c0, il, v, v_idx_));
-        ggml_tensor * Q = ggml_permute(c0, q, 0, 2, 1, 3); // [head_dim, T, n_head]
-        ggml_tensor * K = cache.k_view(c0, il, s.lo, s.n_kv);
-        ggml_tensor * V = cache.v_view(c0, il, s.lo, s.n_kv);
+        const int64_t n_embd_q = c.head_dim * c.n_head;
+        // Streams mode puts each query in its stream's slot (the slice of the 4-D batch that
+        // reads that stream's cells): [head_dim, n_head, per_slot, n_slot].
+        if (s.gather) q = ggml_get_rows(c0, ggml_reshape_2d(c0, q, n_embd_q, s.T), slot_rows_);
+        q = ggml_reshape_4d(c0, q, c.head_dim, c.n_head, per_slot, n_slot);
+        ggml_tensor * Q = ggml_permute(c0, q, 0, 2, 1, 3); // [head_dim, per_slot, n_head, n_slot]
+        ggml_tensor * K = s.n_slot > 0 ? cache.k_view_streams(c0, il, s.s0, s.n_slot, s.n_kv) : cache.k_view(c0, il, s.s0, s.lo, s.n_kv);
+        ggml_tensor * V = s.n_slot > 0 ? cache.v_view_streams(c0, il, s.s0, s.n_slot, s.n_kv) : cache.v_view(c0, il, s.s0, s.lo, s.n_kv);
+        ggml_tensor * o;
         if (s.flash_attn) {
             if (K->type == GGML_TYPE_F32) K = ggml_cast(c0, K, GGML_TYPE_F16);
             if (V->type == GGML_TYPE_F32) V = ggml_cast(c0, V, GGML_TYPE_F16);
-            ggml_tensor * o = ggml_flash_attn_ext(c0, Q, K, V, mask_, kq_scale, 0.0f, 0.0f);
+            o = ggml_flash_attn_ext(c0, Q, K, V, mask_, kq_scale, 0.0f, 0.0f);  // [head_dim, n_head, per_slot, n_slot]
             ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
-            return ggml_reshape_2d(c0, o, c.head_dim * c.n_head, s.T); // result is [head_dim, n_head, T]
+            o = ggml_reshape_2d(c0, o, n_embd_q, per_slot * n_slot);
+        } else {
+            ggml_tensor * kq = ggml_mul_mat(c0, K, Q); // [n_kv, per_slot, n_head, n_slot]
+            ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+            kq = ggml_soft_max_ext(c0, kq, mask_, kq_scale, 0.0f);
+            ggml_tensor * kqv = ggml_mul_mat(c0, V, kq); // [head_dim, per_slot, n_head, n_slot]
+            o = ggml_cont_2d(c0, ggml_permute(c0, kqv, 0, 2, 1, 3), n_embd_q, per_slot * n_slot);
         }
-        ggml_tensor * kq = ggml_mul_mat(c0, K, Q); // [n_kv, T, n_head]
-        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
-        kq = ggml_soft_max_ext(c0, kq, mask_, kq_scale, 0.0f);
-        ggml_tensor * kqv = ggml_mul_mat(c0, V, kq); // [head_dim, T, n_head]
-        return ggml_cont_2d(c0, ggml_permute(c0, kqv, 0, 2, 1, 3), c.head_dim * c.n_head, s.T);
+        return s.gather ? ggml_get_rows(c0, o, row_slots_) : o;  // [n_embd_q, T] in batch order
     };
     logits_ = build_transformer(ctx, w, lora, in, attend);
     uniforms_ = ids_ = logprobs_ = nullptr;
@@ -142,7 +209,11 @@ void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & 
                       const StepOptions & opt) {
     Shape s;
     s.T = s.n_out = std::max<int64_t>(1, T);
-    s.n_kv = std::min(cache.n_cells(), ((std::max<int64_t>(1, n_kv) + kWindowPad - 1) / kWindowPad) * kWindowPad);
+    s.n_kv = pad_window(n_kv, kWindowPad, cache.stream_cells());
+    if (cache.n_streams() > 1 && s.T > 1) {  // the largest streams step gathers its slots
+        s.n_slot = std::min<int64_t>(cache.n_streams(), s.T);
+        s.gather = true;
+    }
     s.set_options(opt);
     build(w, lora, b, cache, s);
     ggml_backend_sched_reset(b.sched());
@@ -154,6 +225,36 @@ void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & 
     valid_ = false;  // the reserved graph only sized the buffers
 }
 
+void Decoder::copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::vector<int> & src, const std::vector<int> & dst) {
+    if (src.empty()) return;
+    if (src.size() != dst.size()) throw Error("internal error: stream copy with unmatched sources and destinations");
+    ggml_backend_sched_t sched = b.sched();
+    ggml_backend_sched_reset(sched);
+    valid_ = false;
+    ggml_reset(ctx_);
+    gf_ = ggml_new_graph_custom(ctx_, kGraphNodes, false);
+    const int64_t m = (int64_t) src.size();
+    auto input = [&](ggml_type type, int64_t ne0) {
+        ggml_tensor * t = ggml_new_tensor_1d(ctx_, type, ne0);
+        ggml_set_input(t);
+        return t;
+    };
+    ggml_tensor * k_src = input(GGML_TYPE_I32, m), * k_dst = input(GGML_TYPE_I64, m);
+    ggml_tensor * v_src = input(GGML_TYPE_I32, cache.fork_v_index_len(m)), * v_dst = input(GGML_TYPE_I64, cache.fork_v_index_len(m));
+    cache.copy_prefix(ctx_, gf_, n, k_src, k_dst, v_src, v_dst);
+    if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
+        throw Error("out of memory copying a " + std::to_string(n) + "-token prompt into " + std::to_string(m) + " KV streams on " + b.name());
+    }
+    cache.fill_fork_index(src, dst, k_src_, k_dst_, v_src_, v_dst_);
+    ggml_backend_tensor_set(k_src, k_src_.data(), 0, ggml_nbytes(k_src));
+    ggml_backend_tensor_set(k_dst, k_dst_.data(), 0, ggml_nbytes(k_dst));
+    ggml_backend_tensor_set(v_src, v_src_.data(), 0, ggml_nbytes(v_src));
+    ggml_backend_tensor_set(v_dst, v_dst_.data(), 0, ggml_nbytes(v_dst));
+    const ggml_status st = ggml_backend_sched_graph_compute(sched, gf_);
+    ggml_backend_sched_reset(sched);
+    if (st != GGML_STATUS_SUCCESS) throw Error("copying a prompt into KV streams failed on " + b.name());
+}
+
 void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const std::vector<StepToken> & batch,
                    const StepOptions & opt, const std::vector<float> & uniforms, StepResult & out) {
     const int64_t n_vocab = w.config().n_vocab;
@@ -161,10 +262,8 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     s.T = (int64_t) batch.size();
     if (s.T == 0) throw Error("internal error: empty decode batch");
     for (const StepToken & t : batch) s.n_out += t.logits ? 1 : 0;
-    int64_t hi;
-    attention_window(cache, batch, kWindowPad, s.lo, hi);
-    s.n_kv = hi - s.lo;
     s.set_options(opt);
+    plan(cache, batch, s);
     if (s.head == HeadMode::temperature && (int64_t) uniforms.size() != s.n_out) {
         throw Error("internal error: " + std::to_string(uniforms.size()) + " uniforms for " + std::to_string(s.n_out) + " rows");
     }
@@ -181,6 +280,22 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
         if (batch[i].logits) rows_.push_back((int32_t) i);
     }
     cache.fill_v_index(cells_, v_index_);
+    if (s.n_slot > 0) {
+        slot_rows_host_.assign((size_t) s.n_slot, -1);
+        row_slots_host_.resize((size_t) s.T);
+        for (int64_t i = 0; i < s.T; ++i) {
+            const int k = cache.stream_of(batch[i].cell) - s.s0;
+            slot_rows_host_[(size_t) k] = (int32_t) i;
+            row_slots_host_[(size_t) i] = k;
+        }
+    }
+    if (s.gather) {
+        // An empty slot gathers row 0: any finite query does, its output is never read.
+        std::vector<int32_t> rows(slot_rows_host_);
+        for (int32_t & r : rows) r = std::max(r, 0);
+        ggml_backend_tensor_set(slot_rows_, rows.data(), 0, ggml_nbytes(slot_rows_));
+        ggml_backend_tensor_set(row_slots_, row_slots_host_.data(), 0, ggml_nbytes(row_slots_));
+    }
     ggml_backend_tensor_set(tokens_, tok_.data(), 0, ggml_nbytes(tokens_));
     ggml_backend_tensor_set(pos_, posv_.data(), 0, ggml_nbytes(pos_));
     ggml_backend_tensor_set(k_idx_, cells_.data(), 0, ggml_nbytes(k_idx_));
@@ -189,10 +304,10 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     if (uniforms_) ggml_backend_tensor_set(uniforms_, uniforms.data(), 0, ggml_nbytes(uniforms_));
 
     if (s.flash_attn) {
-        fill_mask<ggml_fp16_t>(cache, batch, s.lo, s.n_kv, 0xFC00, 0x0000, mask16_);  // f16 -inf, 0
+        fill_mask<ggml_fp16_t>(cache, batch, s, 0xFC00, 0x0000, mask16_);  // f16 -inf, 0
         ggml_backend_tensor_set(mask_, mask16_.data(), 0, ggml_nbytes(mask_));
     } else {
-        fill_mask<float>(cache, batch, s.lo, s.n_kv, -std::numeric_limits<float>::infinity(), 0.0f, mask_host_);
+        fill_mask<float>(cache, batch, s, -std::numeric_limits<float>::infinity(), 0.0f, mask_host_);
         ggml_backend_tensor_set(mask_, mask_host_.data(), 0, ggml_nbytes(mask_));
     }
 

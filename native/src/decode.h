@@ -1,7 +1,9 @@
 // One step of KV-cached inference: a batch of tokens, each already given a cache cell, goes
 // through the layer stack; its K/V land in those cells and its queries attend to every cell
 // their sequence sees. Prefill (many tokens of few sequences) and decode (one token for each of
-// many sequences) are the same call with different batches.
+// many sequences) are the same call with different batches. Attention reads either one window
+// of cells masked per row (a unified cache, or tokens all in one stream) or, when each token
+// is in its own stream, each stream's cells as one slice of a 4-D batch (kv_cache.h).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -51,8 +53,13 @@ public:
     void invalidate() { valid_ = false; }
 
     // Sizes the scheduler's compute buffers for the largest step to come (T tokens, all with
-    // logits, over n_kv cells), so a growing window does not reallocate them step after step.
+    // logits, over n_kv cells, one stream each when the cache has streams), so a growing window
+    // does not reallocate them step after step.
     void reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv, const StepOptions & opt);
+
+    // Copies the first n cells of stream src[i] into stream dst[i] (a prompt prefilled once,
+    // handed to the other samples of its group). Replaces the kept graph.
+    void copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::vector<int> & src, const std::vector<int> & dst);
 
     // Cells must already be occupied in `cache` (KvCache::occupy) for every token of `batch`.
     // One output row per token whose `logits` flag is set, in batch order: n_vocab logits each,
@@ -65,7 +72,13 @@ public:
 
 private:
     struct Shape {
-        int64_t T = 0, n_out = 0, lo = 0, n_kv = 0;
+        int64_t T = 0, n_out = 0;
+        // Window mode (n_slot == 0): cells [lo, lo+n_kv) of stream s0. Streams mode: the first
+        // n_kv cells of streams [s0, s0+n_slot); gather: the batch rows are not exactly the
+        // slots in order, so queries are gathered into slots and outputs back.
+        int s0 = 0;
+        int64_t n_slot = 0, lo = 0, n_kv = 0;
+        bool gather = false;
         bool flash_attn = false;
         HeadMode head = HeadMode::logits;
         float temperature = 1.0f;  // 1 unless head is temperature, so other heads' graphs are reused
@@ -75,14 +88,14 @@ private:
             temperature = opt.head == HeadMode::temperature ? opt.temperature : 1.0f;
         }
         bool operator==(const Shape & o) const {
-            return T == o.T && n_out == o.n_out && lo == o.lo && n_kv == o.n_kv && flash_attn == o.flash_attn && head == o.head &&
-                   temperature == o.temperature;
+            return T == o.T && n_out == o.n_out && s0 == o.s0 && n_slot == o.n_slot && lo == o.lo && n_kv == o.n_kv &&
+                   gather == o.gather && flash_attn == o.flash_attn && head == o.head && temperature == o.temperature;
         }
     };
     void build(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const Shape & s);
+    void plan(const KvCache & cache, const std::vector<StepToken> & batch, Shape & s);
     template <typename T>
-    void fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, int64_t lo, int64_t n_kv, T closed, T open,
-                   std::vector<T> & mask);
+    void fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, const Shape & s, T closed, T open, std::vector<T> & mask);
 
     ggml_context * ctx_ = nullptr;
     ggml_cgraph * gf_ = nullptr;
@@ -90,14 +103,16 @@ private:
     Shape shape_;
     int64_t built_ = 0;
     ggml_tensor *tokens_ = nullptr, *pos_ = nullptr, *k_idx_ = nullptr, *v_idx_ = nullptr, *mask_ = nullptr,
-                *out_rows_ = nullptr, *logits_ = nullptr,
+                *out_rows_ = nullptr, *logits_ = nullptr, *slot_rows_ = nullptr, *row_slots_ = nullptr,
                 *uniforms_ = nullptr, *ids_ = nullptr, *logprobs_ = nullptr;
     // Host staging buffers, reused across steps.
-    std::vector<int32_t> tok_, posv_, rows_;
+    std::vector<int32_t> tok_, posv_, rows_, slot_rows_host_, row_slots_host_;
     std::vector<int64_t> cells_, v_index_;
     std::vector<float> mask_host_;
     std::vector<ggml_fp16_t> mask16_;
     std::vector<std::vector<int32_t>> rows_of_seq_;  // batch rows of each sequence
+    std::vector<int32_t> k_src_, v_src_;
+    std::vector<int64_t> k_dst_, v_dst_;
 };
 
 } // namespace rrr

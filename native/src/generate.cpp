@@ -36,12 +36,19 @@ Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, 
         throw Error("nCtx: " + std::to_string(opt_.n_ctx) + " exceeds the model's training context of " + std::to_string(c.n_ctx_train) + " tokens");
     }
     if (opt_.n_ubatch < 1) throw Error("nUbatch: must be >= 1");
-    if (opt_.n_cells <= 0) opt_.n_cells = (int64_t) opt_.max_seqs * opt_.n_ctx;
+    const int64_t full = (int64_t) opt_.max_seqs * opt_.n_ctx;
+    const bool streams = opt_.kv_streams < 0 ? opt_.n_cells <= 0 && opt_.max_seqs > 1 : opt_.kv_streams != 0;
+    if (streams && opt_.n_cells > 0 && opt_.n_cells != full) {
+        throw Error("nCells: " + std::to_string(opt_.n_cells) + " sizes a unified KV cache; the streams layout holds maxSeqs × nCtx = " +
+                    std::to_string(full) + " cells (leave nCells out, or ask for kvLayout unified)");
+    }
+    if (opt_.n_cells <= 0) opt_.n_cells = full;
     flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() : opt_.flash_attn != 0;
     device_sampling_ = opt_.device_sampling < 0 ? b.is_gpu() : opt_.device_sampling != 0;
     KvCacheOptions ko;
     ko.n_cells = opt_.n_cells;
     ko.n_seqs = opt_.max_seqs;
+    ko.n_streams = streams ? opt_.max_seqs : 1;
     ko.type = opt_.kv_type;
     ko.v_trans = !flash_attn_;
     cache_ = std::make_unique<KvCache>(c, b.primary(), ko);
@@ -74,7 +81,7 @@ void Generator::check(const std::vector<GenGroup> & groups, const GenParams & p)
     if (seqs > opt_.max_seqs) {
         throw Error("batch of " + std::to_string(seqs) + " sequences exceeds maxSeqs " + std::to_string(opt_.max_seqs));
     }
-    if (cells > cache_->n_cells()) {
+    if (cache_->n_streams() == 1 && cells > cache_->n_cells()) {
         throw Error("batch needs up to " + std::to_string(cells) + " KV cells, the cache has " + std::to_string(cache_->n_cells()));
     }
 }
@@ -191,14 +198,35 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         batch.clear();
         batch_groups.clear();
     };
+    // With streams a sequence's cell for position p is its stream's p-th: the prompt goes into
+    // the first sample's stream (one stream per prefill batch) and is copied to the others.
+    const bool streams = cache_->n_streams() > 1;
+    const int64_t sc = cache_->stream_cells();
+    std::vector<int> copy_src, copy_dst;
+    int64_t copy_len = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
         const auto & prompt = groups[g].prompt;
         const int64_t P = (int64_t) prompt.size();
-        const std::vector<int64_t> cells = cache_->allocate(P);
         const int owner = first_seq[g];
+        std::vector<int64_t> cells;
+        if (streams) {
+            flush_prefill();
+            for (int64_t i = 0; i < P; ++i) cells.push_back((int64_t) owner * sc + i);
+        } else {
+            cells = cache_->allocate(P);
+        }
         for (int64_t i = 0; i < P; ++i) {
             cache_->occupy(cells[i], (int32_t) i, owner);
+            if (streams) continue;
             for (int j = 1; j < groups[g].n; ++j) cache_->add_seq(cells[i], owner + j);
+        }
+        if (streams && groups[g].n > 1) {
+            copy_len = std::max(copy_len, P);
+            for (int j = 1; j < groups[g].n; ++j) {
+                copy_src.push_back(owner);
+                copy_dst.push_back(owner + j);
+                for (int64_t i = 0; i < P; ++i) cache_->occupy((int64_t) (owner + j) * sc + i, (int32_t) i, owner + j);
+            }
         }
         for (int64_t i = 0; i < P; ++i) {
             const bool last = i == P - 1;
@@ -208,6 +236,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         }
     }
     flush_prefill();
+    decoder_.copy_prefix(b_, *cache_, copy_len, copy_src, copy_dst);
     st.prefill_ms += ms_since(t0);
     if (progress) progress(st.generated);
 
@@ -215,7 +244,10 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     t0 = Clock::now();
     {
         int64_t live_n = 0, cells = 0;
-        for (size_t g = 0; g < groups.size(); ++g) cells += cells_needed((int64_t) groups[g].prompt.size(), groups[g].n, p.max_tokens);
+        for (size_t g = 0; g < groups.size(); ++g) {
+            const int64_t P = (int64_t) groups[g].prompt.size();
+            cells = streams ? std::max(cells, P + p.max_tokens) : cells + cells_needed(P, groups[g].n, p.max_tokens);
+        }
         for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
         if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, ds);
     }
@@ -226,7 +258,12 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         if (live.empty()) break;
         for (size_t off = 0; off < live.size(); off += (size_t) opt_.n_ubatch) {
             chunk.assign(live.begin() + (std::ptrdiff_t) off, live.begin() + (std::ptrdiff_t) std::min(live.size(), off + (size_t) opt_.n_ubatch));
-            const std::vector<int64_t> cells = cache_->allocate((int64_t) chunk.size());
+            std::vector<int64_t> cells;
+            if (streams) {
+                for (Seq * sq : chunk) cells.push_back((int64_t) sq->id * sc + sq->next_pos);
+            } else {
+                cells = cache_->allocate((int64_t) chunk.size());
+            }
             batch.clear();
             for (size_t k = 0; k < chunk.size(); ++k) {
                 Seq & s = *chunk[k];

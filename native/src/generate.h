@@ -22,7 +22,10 @@ namespace rrr {
 struct GeneratorOptions {
     int max_seqs = 16;        // sequences decoded together
     int64_t n_ctx = 2048;     // longest prompt + completion of one sequence
-    int64_t n_cells = 0;      // KV cells; 0: max_seqs × n_ctx, enough for any admissible batch
+    int64_t n_cells = 0;      // KV cells of the unified layout; 0: max_seqs × n_ctx, enough for any admissible batch
+    // KV layout (kv_cache.h). -1: one stream per sequence unless n_cells sizes a unified cache;
+    // 0: unified; 1: streams (the cache is then max_seqs × n_ctx cells).
+    int kv_streams = -1;
     ggml_type kv_type = GGML_TYPE_F16;
     int flash_attn = -1;      // -1: on for GPU backends, off on CPU (its plain path is faster there)
     int64_t n_ubatch = 512;   // tokens per prefill graph
@@ -74,13 +77,16 @@ public:
     const GeneratorOptions & options() const { return opt_; }
     bool flash_attn() const { return flash_attn_; }
     bool device_sampling() const { return device_sampling_; }
+    bool kv_streams() const { return cache_->n_streams() > 1; }
     const KvCache & cache() const { return *cache_; }
 
-    // Cells a group may occupy at most: its prompt once plus every sample's completion.
+    // Cells a group may occupy at most in a unified cache: its prompt once plus every sample's
+    // completion.
     static int64_t cells_needed(int64_t prompt_len, int n, int32_t max_tokens) { return prompt_len + (int64_t) n * max_tokens; }
 
-    // Runs all groups in one batch; Σ n must fit max_seqs and Σ cells_needed the cache (the
-    // caller splits larger workloads into waves). Result: per group, its n completions.
+    // Runs all groups in one batch; Σ n must fit max_seqs and, in a unified cache, Σ
+    // cells_needed its cells (the caller splits larger workloads into waves). Result: per
+    // group, its n completions.
     std::vector<std::vector<GenOutput>> run(const std::vector<GenGroup> & groups, const GenParams & params,
                                             const std::function<void(int64_t generated)> & progress, GenStats & stats);
 

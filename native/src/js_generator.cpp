@@ -126,6 +126,13 @@ private:
         opt.kv_type = guard(env, [&] { return parse_kv_type(str_opt(o, "kvType", "f16")); });
         Napi::Value fa = o.Get("flashAttn");
         opt.flash_attn = fa.IsBoolean() ? (fa.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
+        opt.kv_streams = guard(env, [&] {
+            const std::string layout = str_opt(o, "kvLayout", "auto");
+            if (layout == "auto") return -1;
+            if (layout == "unified") return 0;
+            if (layout == "streams") return 1;
+            throw Error("kvLayout: unknown layout '" + layout + "' (expected auto, unified or streams)");
+        });
         Napi::Value ds = o.Get("deviceSampling");
         opt.device_sampling = ds.IsBoolean() ? (ds.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
         auto core = std::make_shared<GenCore>();
@@ -151,6 +158,7 @@ private:
         o.Set("nUbatch", (double) g.options().n_ubatch);
         o.Set("kvType", ggml_type_name(g.cache().type()));
         o.Set("kvBytes", (double) g.cache().bytes());
+        o.Set("kvLayout", g.kv_streams() ? "streams" : "unified");
         o.Set("flashAttn", g.flash_attn());
         o.Set("deviceSampling", g.device_sampling());
         o.Set("device", core(env).model->backends->name());

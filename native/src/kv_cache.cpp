@@ -11,13 +11,22 @@ size_t KvCache::bytes_for(const ModelConfig & c, int64_t n_cells, ggml_type type
 }
 
 KvCache::KvCache(const ModelConfig & c, ggml_backend_t backend, const KvCacheOptions & opt)
-    : n_cells_(opt.n_cells), n_seqs_(opt.n_seqs), type_(opt.type), v_trans_(opt.v_trans),
-      head_dim_(c.head_dim), n_head_kv_(c.n_head_kv), n_embd_v_(c.head_dim * c.n_head_kv),
+    : n_cells_(opt.n_cells), n_seqs_(opt.n_seqs), n_streams_(opt.n_streams), stream_cells_(opt.n_cells), type_(opt.type),
+      v_trans_(opt.v_trans), head_dim_(c.head_dim), n_head_kv_(c.n_head_kv), n_embd_v_(c.head_dim * c.n_head_kv),
       n_words_(((size_t) opt.n_seqs + 63) / 64) {
     if (n_cells_ <= 0) throw Error("KV cache: cell count must be positive (got " + std::to_string(n_cells_) + ")");
     if (n_seqs_ <= 0) throw Error("KV cache: sequence count must be positive (got " + std::to_string(n_seqs_) + ")");
+    if (n_streams_ != 1 && n_streams_ != n_seqs_) {
+        throw Error("KV cache: " + std::to_string(n_streams_) + " streams for " + std::to_string(n_seqs_) +
+                    " sequences (expected 1, or one per sequence)");
+    }
+    if (n_cells_ % n_streams_ != 0) {
+        throw Error("KV cache: " + std::to_string(n_cells_) + " cells do not split into " + std::to_string(n_streams_) + " equal streams");
+    }
+    stream_cells_ = n_cells_ / n_streams_;
     pos_.assign((size_t) n_cells_, -1);
     seqs_.assign((size_t) n_cells_ * n_words_, 0);
+    stream_hi_.assign((size_t) n_streams_, 0);
     n_free_ = n_cells_;
 
     const size_t n_tensors = 2 * (size_t) c.n_layer;
@@ -26,7 +35,9 @@ KvCache::KvCache(const ModelConfig & c, ggml_backend_t backend, const KvCacheOpt
     if (!meta_) throw Error("out of host memory creating the KV cache");
     for (int64_t il = 0; il < c.n_layer; ++il) {
         k_.push_back(ggml_new_tensor_2d(meta_, type_, n_embd_v_, n_cells_));
-        v_.push_back(v_trans_ ? ggml_new_tensor_2d(meta_, type_, n_cells_, n_embd_v_)
+        // Transposed V keeps each stream's block whole: row (stream, element) holds that
+        // element for every cell of the stream.
+        v_.push_back(v_trans_ ? ggml_new_tensor_2d(meta_, type_, stream_cells_, n_embd_v_ * n_streams_)
                               : ggml_new_tensor_2d(meta_, type_, n_embd_v_, n_cells_));
     }
     buffer_ = ggml_backend_alloc_ctx_tensors(meta_, backend);
@@ -51,51 +62,66 @@ size_t KvCache::bytes() const { return ggml_backend_buffer_get_size(buffer_); }
 void KvCache::clear() {
     std::fill(pos_.begin(), pos_.end(), -1);
     std::fill(seqs_.begin(), seqs_.end(), 0);
+    std::fill(stream_hi_.begin(), stream_hi_.end(), 0);
     n_free_ = n_cells_;
 }
 
-int64_t KvCache::find_run(int64_t n) const {
-    int64_t run = 0;
-    for (int64_t c = 0; c < n_cells_; ++c) {
-        run = pos_[c] < 0 ? run + 1 : 0;
-        if (run == n) return c - n + 1;
-    }
-    return -1;
-}
-
-std::vector<int64_t> KvCache::allocate(int64_t n) const {
-    if (n > n_free_) {
-        throw Error("KV cache full: " + std::to_string(n) + " cells wanted, " + std::to_string(n_free_) + " of " +
-                    std::to_string(n_cells_) + " free");
-    }
+std::vector<int64_t> KvCache::allocate(int64_t n, int stream) const {
+    const int64_t begin = (int64_t) stream * stream_cells_, end = begin + stream_cells_;
     std::vector<int64_t> out;
-    out.reserve((size_t) n);
-    const int64_t run = find_run(n);
-    if (run >= 0) {
-        for (int64_t i = 0; i < n; ++i) out.push_back(run + i);
-        return out;
+    out.reserve((size_t) std::max<int64_t>(n, 0));
+    int64_t run = 0, free_in_range = 0;
+    for (int64_t c = begin; c < end; ++c) {
+        const bool is_free = pos_[c] < 0;
+        free_in_range += is_free ? 1 : 0;
+        run = is_free ? run + 1 : 0;
+        if (run == n) {
+            for (int64_t i = 0; i < n; ++i) out.push_back(c - n + 1 + i);
+            return out;
+        }
     }
-    for (int64_t c = 0; c < n_cells_ && (int64_t) out.size() < n; ++c) {
+    if (n > free_in_range) {
+        throw Error("KV cache full: " + std::to_string(n) + " cells wanted, " + std::to_string(free_in_range) + " of " +
+                    std::to_string(end - begin) + " free" + (n_streams_ > 1 ? " in stream " + std::to_string(stream) : std::string()));
+    }
+    for (int64_t c = begin; c < end && (int64_t) out.size() < n; ++c) {
         if (pos_[c] < 0) out.push_back(c);
     }
     return out;
 }
 
+void KvCache::check_stream(int64_t cell, int seq) const {
+    if (n_streams_ > 1 && stream_of(cell) != seq) {
+        throw Error("internal error: KV cell " + std::to_string(cell) + " is in stream " + std::to_string(stream_of(cell)) +
+                    ", not in sequence " + std::to_string(seq) + "'s");
+    }
+}
+
 void KvCache::occupy(int64_t cell, int32_t pos, int seq) {
     if (pos_[cell] >= 0) throw Error("internal error: KV cell " + std::to_string(cell) + " is already occupied");
+    check_stream(cell, seq);
     pos_[cell] = pos;
     --n_free_;
+    int64_t & hi = stream_hi_[(size_t) stream_of(cell)];
+    hi = std::max(hi, cell % stream_cells_ + 1);
     add_seq(cell, seq);
 }
 
 void KvCache::add_seq(int64_t cell, int seq) {
+    check_stream(cell, seq);
     seqs_[(size_t) cell * n_words_ + (size_t) seq / 64] |= uint64_t(1) << (seq % 64);
+}
+
+void KvCache::recount_stream_used(int stream) {
+    const int64_t begin = (int64_t) stream * stream_cells_;
+    int64_t & hi = stream_hi_[(size_t) stream];
+    while (hi > 0 && pos_[begin + hi - 1] < 0) --hi;
 }
 
 void KvCache::seq_remove(int seq) {
     const size_t w = (size_t) seq / 64;
     const uint64_t bit = uint64_t(1) << (seq % 64);
-    for (int64_t c = 0; c < n_cells_; ++c) {
+    for (int64_t c = range_begin(seq), end = range_end(seq); c < end; ++c) {
         uint64_t * words = &seqs_[(size_t) c * n_words_];
         if (!(words[w] & bit)) continue;
         words[w] &= ~bit;
@@ -104,13 +130,16 @@ void KvCache::seq_remove(int seq) {
             ++n_free_;
         }
     }
+    for (int s = 0; s < n_streams_; ++s) {
+        if (n_streams_ == 1 || s == seq) recount_stream_used(s);
+    }
 }
 
 void KvCache::seq_window(int seq, int64_t & lo, int64_t & hi) const {
     lo = n_cells_;
     hi = 0;
-    for (int64_t c = 0; c < n_cells_; ++c) {
-        if (pos_[c] >= 0 && has_seq(c, seq)) {
+    for (int64_t c = range_begin(seq), end = range_end(seq); c < end; ++c) {
+        if (pos_[c] >= 0 && sees(c, seq)) {
             lo = std::min(lo, c);
             hi = c + 1;
         }
@@ -118,17 +147,80 @@ void KvCache::seq_window(int seq, int64_t & lo, int64_t & hi) const {
     if (hi == 0) lo = 0;
 }
 
-ggml_tensor * KvCache::k_view(ggml_context * ctx, int64_t il, int64_t lo, int64_t n) const {
+ggml_tensor * KvCache::k_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const {
     ggml_tensor * k = k_[il];
-    return ggml_view_3d(ctx, k, head_dim_, n, n_head_kv_, k->nb[1], ggml_row_size(type_, head_dim_), lo * k->nb[1]);
+    return ggml_view_3d(ctx, k, head_dim_, n, n_head_kv_, k->nb[1], ggml_row_size(type_, head_dim_),
+                        ((int64_t) stream * stream_cells_ + lo) * k->nb[1]);
 }
 
-ggml_tensor * KvCache::v_view(ggml_context * ctx, int64_t il, int64_t lo, int64_t n) const {
+ggml_tensor * KvCache::v_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const {
     ggml_tensor * v = v_[il];
     if (v_trans_) {
-        return ggml_view_3d(ctx, v, n, head_dim_, n_head_kv_, v->nb[1], head_dim_ * v->nb[1], ggml_row_size(type_, lo));
+        return ggml_view_3d(ctx, v, n, head_dim_, n_head_kv_, v->nb[1], head_dim_ * v->nb[1],
+                            (size_t) stream * n_embd_v_ * v->nb[1] + ggml_row_size(type_, lo));
     }
-    return ggml_view_3d(ctx, v, head_dim_, n, n_head_kv_, v->nb[1], ggml_row_size(type_, head_dim_), lo * v->nb[1]);
+    return ggml_view_3d(ctx, v, head_dim_, n, n_head_kv_, v->nb[1], ggml_row_size(type_, head_dim_),
+                        ((int64_t) stream * stream_cells_ + lo) * v->nb[1]);
+}
+
+ggml_tensor * KvCache::k_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const {
+    ggml_tensor * k = k_[il];
+    const size_t stream_bytes = (size_t) stream_cells_ * k->nb[1];
+    return ggml_view_4d(ctx, k, head_dim_, n, n_head_kv_, n_streams, k->nb[1], ggml_row_size(type_, head_dim_), stream_bytes,
+                        (size_t) s0 * stream_bytes);
+}
+
+ggml_tensor * KvCache::v_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const {
+    ggml_tensor * v = v_[il];
+    if (v_trans_) {
+        const size_t stream_bytes = (size_t) n_embd_v_ * v->nb[1];
+        return ggml_view_4d(ctx, v, n, head_dim_, n_head_kv_, n_streams, v->nb[1], head_dim_ * v->nb[1], stream_bytes,
+                            (size_t) s0 * stream_bytes);
+    }
+    const size_t stream_bytes = (size_t) stream_cells_ * v->nb[1];
+    return ggml_view_4d(ctx, v, head_dim_, n, n_head_kv_, n_streams, v->nb[1], ggml_row_size(type_, head_dim_), stream_bytes,
+                        (size_t) s0 * stream_bytes);
+}
+
+void KvCache::copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_tensor * src, ggml_tensor * dst, ggml_tensor * v_src,
+                          ggml_tensor * v_dst) const {
+    // A stream's first n cells are one row of a [n × row, n_streams] view (cells of a stream
+    // are adjacent), so the whole copy is one gather and one scatter per tensor.
+    auto by_stream = [&](ggml_tensor * t) {
+        const size_t row = t->nb[1];
+        return ggml_view_2d(ctx, t, n * t->ne[0], n_streams_, (size_t) stream_cells_ * row, 0);
+    };
+    for (size_t il = 0; il < k_.size(); ++il) {
+        ggml_tensor * k = by_stream(k_[il]);
+        ggml_build_forward_expand(gf, ggml_set_rows(ctx, k, ggml_get_rows(ctx, k, src), dst));
+        if (!v_trans_) {
+            ggml_tensor * v = by_stream(v_[il]);
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx, v, ggml_get_rows(ctx, v, v_src), v_dst));
+            continue;
+        }
+        // Transposed: row (stream, element) starts with the element of the stream's first cells.
+        ggml_tensor * v = ggml_view_2d(ctx, v_[il], n, v_[il]->ne[1], v_[il]->nb[1], 0);
+        ggml_build_forward_expand(gf, ggml_set_rows(ctx, v, ggml_get_rows(ctx, v, v_src), v_dst));
+    }
+}
+
+void KvCache::fill_fork_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & k_src,
+                              std::vector<int64_t> & k_dst, std::vector<int32_t> & v_src, std::vector<int64_t> & v_dst) const {
+    k_src.assign(src.begin(), src.end());
+    k_dst.assign(dst.begin(), dst.end());
+    if (!v_trans_) {
+        v_src = k_src;
+        v_dst = k_dst;
+        return;
+    }
+    v_src.clear();
+    v_dst.clear();
+    for (size_t i = 0; i < src.size(); ++i) {
+        for (int64_t e = 0; e < n_embd_v_; ++e) {
+            v_src.push_back((int32_t) ((int64_t) src[i] * n_embd_v_ + e));
+            v_dst.push_back((int64_t) dst[i] * n_embd_v_ + e);
+        }
+    }
 }
 
 ggml_tensor * KvCache::store_k(ggml_context * ctx, int64_t il, ggml_tensor * k, ggml_tensor * idx) const {
@@ -152,7 +244,9 @@ void KvCache::fill_v_index(const std::vector<int64_t> & cells, std::vector<int64
     }
     out.resize(cells.size() * (size_t) n_embd_v_);
     for (size_t t = 0; t < cells.size(); ++t) {
-        for (int64_t e = 0; e < n_embd_v_; ++e) out[t * n_embd_v_ + e] = e * n_cells_ + cells[t];
+        const int64_t stream = cells[t] / stream_cells_, local = cells[t] % stream_cells_;
+        int64_t * o = &out[t * n_embd_v_];
+        for (int64_t e = 0; e < n_embd_v_; ++e) o[e] = (stream * n_embd_v_ + e) * stream_cells_ + local;
     }
 }
 

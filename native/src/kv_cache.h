@@ -1,8 +1,16 @@
 // The key/value cache of batched generation. One pool of cells per layer holds K and V rows;
-// every cell remembers its position and the SET of sequences that see it, so a prompt
-// prefilled once serves all the samples of its group (the cells are shared, never copied).
-// Cell bookkeeping lives on the host; the K/V tensors live in one buffer on the compute
-// backend, sized once from n_cells (requested batch × context) and reported in bytes.
+// every cell remembers its position and the SET of sequences that see it. Cell bookkeeping
+// lives on the host; the K/V tensors live in one buffer on the compute backend, sized once
+// from n_cells (requested batch × context) and reported in bytes.
+//
+// Two layouts. Unified (one stream): a prompt prefilled once is shared by all samples of its
+// group (cells seen by several sequences), and a decode step attends over one window of cells
+// that holds every sequence of the batch, masked per row. Streams: the cells are cut into
+// equal blocks, block s private to sequence s; a prompt is prefilled in its first sample's
+// block and copied into the others, and a decode step attends block by block (a 4-D batch),
+// so each query reads its own sequence's cells only. GPU flash attention cannot skip masked
+// cells inside a window, so at 64 sequences the unified window makes each query read ~32x more
+// cells than it sees; libllama's default (non-unified) cache is laid out the same way.
 #pragma once
 #include <cstdint>
 #if defined(_MSC_VER)
@@ -19,6 +27,9 @@ namespace rrr {
 struct KvCacheOptions {
     int64_t n_cells = 0;
     int n_seqs = 1;               // sequence ids are 0 .. n_seqs-1
+    // 1: unified. n_seqs: one block of n_cells / n_seqs cells per sequence (stream s belongs to
+    // sequence s).
+    int n_streams = 1;
     ggml_type type = GGML_TYPE_F16;
     // V is stored transposed ([cell] fastest) for the plain attention path, whose V·softmax
     // product contracts over cells; flash attention wants it row-major like K.
@@ -34,6 +45,11 @@ public:
 
     int64_t n_cells() const { return n_cells_; }
     int n_seqs() const { return n_seqs_; }
+    int n_streams() const { return n_streams_; }
+    int64_t stream_cells() const { return stream_cells_; }
+    int stream_of(int64_t cell) const { return (int) (cell / stream_cells_); }
+    // One past the highest occupied cell of `stream`, counted from the stream's first cell.
+    int64_t stream_used(int stream) const { return stream_hi_[(size_t) stream]; }
     ggml_type type() const { return type_; }
     bool v_trans() const { return v_trans_; }
     size_t bytes() const;
@@ -42,14 +58,16 @@ public:
     // ---- cell bookkeeping (host) ----
     void clear();
     int64_t n_free() const { return n_free_; }
-    // First run of `n` contiguous free cells (contiguity keeps a prompt's attention window
-    // tight), or -1 when none exists.
-    int64_t find_run(int64_t n) const;
-    // `n` free cells, one contiguous run when there is one, else the first free ones; throws
-    // when fewer than `n` are free.
-    std::vector<int64_t> allocate(int64_t n) const;
-    void occupy(int64_t cell, int32_t pos, int seq);  // cell seen by `seq` at position `pos`
+    // `n` free cells of `stream` (unified: stream 0, the whole cache), one contiguous run when
+    // there is one (contiguity keeps a prompt's attention window tight), else the first free
+    // ones; throws when fewer than `n` are free.
+    std::vector<int64_t> allocate(int64_t n, int stream = 0) const;
+    // Cell seen by `seq` at position `pos`; with streams, only cells of stream `seq`.
+    void occupy(int64_t cell, int32_t pos, int seq);
     void add_seq(int64_t cell, int seq);               // share an occupied cell with one more sequence
+    bool sees(int64_t cell, int seq) const {
+        return (seqs_[(size_t) cell * n_words_ + (size_t) seq / 64] >> (seq % 64)) & 1u;
+    }
     // Drops `seq` from every cell; cells no sequence sees any more become free.
     void seq_remove(int seq);
     int32_t pos(int64_t cell) const { return pos_[cell]; }  // -1: free
@@ -65,11 +83,25 @@ public:
     void seq_window(int seq, int64_t & lo, int64_t & hi) const;
 
     // ---- graph pieces ----
-    // K of layer il over cells [lo, lo+n), laid out for attention: [head_dim, n, n_kv_head].
-    ggml_tensor * k_view(ggml_context * ctx, int64_t il, int64_t lo, int64_t n) const;
+    // K of layer il over cells [lo, lo+n) of `stream` (lo counted from the stream's first
+    // cell), laid out for attention: [head_dim, n, n_kv_head].
+    ggml_tensor * k_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const;
     // V over the same cells: [n, head_dim, n_kv_head] when transposed (ready to contract over
     // cells), else [head_dim, n, n_kv_head] like K.
-    ggml_tensor * v_view(ggml_context * ctx, int64_t il, int64_t lo, int64_t n) const;
+    ggml_tensor * v_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const;
+    // The first n cells of streams [s0, s0+n_streams) as one 4-D batch: K [head_dim, n,
+    // n_kv_head, n_streams], V likewise (transposed: [n, head_dim, n_kv_head, n_streams]).
+    ggml_tensor * k_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const;
+    ggml_tensor * v_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const;
+    // Copies the first n cells of stream src[i] into stream dst[i] for every i, all layers,
+    // as graph nodes: index tensors from fork_index (I32 sources, I64 destinations).
+    void copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_tensor * src, ggml_tensor * dst, ggml_tensor * v_src,
+                     ggml_tensor * v_dst) const;
+    // Index lengths and contents for copy_prefix: one row per stream for K (and V laid out like
+    // K), one per (stream, V element) for transposed V.
+    int64_t fork_v_index_len(int64_t n_pairs) const { return v_trans_ ? n_pairs * n_embd_v_ : n_pairs; }
+    void fill_fork_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & k_src,
+                         std::vector<int64_t> & k_dst, std::vector<int32_t> & v_src, std::vector<int64_t> & v_dst) const;
     // Writes this step's k/v [head_dim, n_kv_head, T] into the cells named by the index
     // tensors (I64: T entries for K; for transposed V one entry per element, see v_index).
     ggml_tensor * store_k(ggml_context * ctx, int64_t il, ggml_tensor * k, ggml_tensor * idx) const;
@@ -87,12 +119,16 @@ private:
         return __builtin_ctzll(x);
 #endif
     }
-    bool has_seq(int64_t cell, int seq) const {
-        return (seqs_[(size_t) cell * n_words_ + (size_t) seq / 64] >> (seq % 64)) & 1u;
-    }
+    // Cells [begin, end) a sequence may use: its own stream, or the whole cache when unified.
+    int64_t range_begin(int seq) const { return n_streams_ > 1 ? (int64_t) seq * stream_cells_ : 0; }
+    int64_t range_end(int seq) const { return n_streams_ > 1 ? range_begin(seq) + stream_cells_ : n_cells_; }
+    void check_stream(int64_t cell, int seq) const;
+    void recount_stream_used(int stream);
 
     int64_t n_cells_;
     int n_seqs_;
+    int n_streams_;
+    int64_t stream_cells_;
     ggml_type type_;
     bool v_trans_;
     int64_t head_dim_, n_head_kv_, n_embd_v_;
@@ -100,6 +136,7 @@ private:
     std::vector<int32_t> pos_;    // -1: free
     std::vector<uint64_t> seqs_;  // n_cells × n_words bitsets
     int64_t n_free_ = 0;
+    std::vector<int64_t> stream_hi_;
 
     ggml_context * meta_ = nullptr;
     ggml_backend_buffer_t buffer_ = nullptr;

@@ -36,6 +36,9 @@ export class Generator {
     positiveInt('nCtx', opts.nCtx);
     if (opts.nCells !== undefined) positiveInt('nCells', opts.nCells);
     if (opts.nUbatch !== undefined) positiveInt('nUbatch', opts.nUbatch);
+    if (opts.kvLayout !== undefined && !['auto', 'unified', 'streams'].includes(opts.kvLayout)) {
+      throw new RrrError(`kvLayout: unknown layout '${String(opts.kvLayout)}' (expected auto, unified or streams)`);
+    }
     try {
       return new Generator(await addon().NativeGenerator.create(model.nativeHandle, { ...opts }));
     } catch (e) {
@@ -105,7 +108,9 @@ export class Generator {
    * numbers, so the split changes no result.
    */
   private plan(requests: GenerateRequest[], maxTokens: number): RawGroup[][] {
-    const { maxSeqs, nCtx, nCells } = this.info;
+    const { maxSeqs, nCtx, nCells, kvLayout } = this.info;
+    // Streams give every sequence its own nCtx cells, so only the sequence count limits a wave.
+    const cellsOf = (promptLen: number, n: number) => (kvLayout === 'streams' ? n * nCtx : promptLen + n * maxTokens);
     const chunks: RawGroup[] = [];
     requests.forEach((req, i) => {
       const n = req.n === undefined ? 1 : positiveInt(`request ${i}: n`, req.n);
@@ -114,7 +119,7 @@ export class Generator {
       if (prompt.length + maxTokens > nCtx) {
         throw new RrrError(`context overflow: request ${i} has a ${prompt.length}-token prompt + maxTokens ${maxTokens} = ${prompt.length + maxTokens} > nCtx ${nCtx}`);
       }
-      const fit = Math.min(maxSeqs, Math.floor((nCells - prompt.length) / maxTokens));
+      const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / maxTokens));
       if (fit < 1) {
         throw new RrrError(`request ${i}: a ${prompt.length}-token prompt + maxTokens ${maxTokens} does not fit the KV cache's ${nCells} cells`);
       }
@@ -123,7 +128,7 @@ export class Generator {
     // First fit: each chunk joins the first wave with room for its sequences and cells.
     const waves: { groups: RawGroup[]; seqs: number; cells: number }[] = [];
     for (const c of chunks) {
-      const need = c.prompt.length + c.n * maxTokens;
+      const need = cellsOf(c.prompt.length, c.n);
       let w = waves.find((x) => x.seqs + c.n <= maxSeqs && x.cells + need <= nCells);
       if (!w) waves.push((w = { groups: [], seqs: 0, cells: 0 }));
       w.groups.push(c);

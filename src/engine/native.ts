@@ -105,7 +105,7 @@ export interface RawAddon {
   NativeGenerator: {
     create(
       model: RawModel,
-      opts: { maxSeqs: number; nCtx: number; nCells?: number; nUbatch?: number; kvType?: string; flashAttn?: boolean; deviceSampling?: boolean },
+      opts: { maxSeqs: number; nCtx: number; nCells?: number; nUbatch?: number; kvType?: string; kvLayout?: string; flashAttn?: boolean; deviceSampling?: boolean },
     ): Promise<RawGenerator>;
   };
   NativeReferenceDecoder: {

@@ -134,10 +134,19 @@ export interface GeneratorOptions {
   /** Longest prompt + completion of one sequence. */
   nCtx: number;
   /**
-   * KV cache cells. Default maxSeqs × nCtx, enough for any batch; prompts shared by a group
-   * occupy their cells once, so a smaller cache often suffices (waves are then packed to fit).
+   * KV cache cells of the unified layout. Default maxSeqs × nCtx, enough for any batch; prompts
+   * shared by a group occupy their cells once, so a smaller cache often suffices (waves are
+   * then packed to fit). Giving nCells picks the unified layout unless kvLayout says otherwise.
    */
   nCells?: number;
+  /**
+   * How the KV cache is laid out. 'streams': one block of nCtx cells per sequence, each prompt
+   * copied into every sample's block, and each decoded token reads only its own sequence's
+   * cells (as llama.cpp's default cache). 'unified': one pool shared by all sequences, a prompt
+   * stored once per group, and each decode step reads one window spanning every sequence,
+   * masked per row. Default 'auto': streams, unless nCells is given or maxSeqs is 1.
+   */
+  kvLayout?: 'auto' | 'unified' | 'streams';
   /** Cache element type; default f16 (as llama.cpp). f32 gives exact comparisons. */
   kvType?: 'f16' | 'f32' | 'bf16';
   /** ggml flash attention; default on for GPU backends, off on CPU. */
@@ -158,6 +167,7 @@ export interface GeneratorInfo {
   nCells: number;
   nUbatch: number;
   kvType: string;
+  kvLayout: 'unified' | 'streams';
   /** Bytes of the K and V tensors of every layer. */
   kvBytes: number;
   flashAttn: boolean;
