@@ -30,12 +30,20 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
       assert.ok(side.prefill > 0 && side.decode > 0, JSON.stringify(side));
       assert.ok(side.kvBytes > 0 && side.nCells >= 12 + x.parallel * 6);
     }
-    assert.equal(x.ours.nCells, 12 + x.parallel * 6, 'our cache holds the shared prompt once');
+    assert.equal(x.ours.nCells, x.parallel * (12 + 6), 'one stream of prompt + completion per sequence');
     assert.equal(x.sameGreedyTokens, x.parallel, 'f32 caches: identical greedy tokens');
   }
+  assert.deepEqual([g.kvLayout, g.referenceKv], ['streams', 'streams']);
   const t = j['lora-training-step'].data;
   assert.deepEqual([t.batch, t.len, t.steps], [2, 16, 1]);
   assert.ok(t.tokPerSec > 0 && t.msPerStep > 0);
+
+  const u = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '3', '--kv-type', 'f32', '--threads', '1', '--kv-layout', 'unified', '--no-train', '--json']);
+  assert.equal(u.status, 0, u.stderr);
+  const ug = JSON.parse(u.stdout).generation.data;
+  assert.deepEqual([ug.kvLayout, ug.referenceKv], ['unified', 'unified'], 'llama.cpp follows our layout unless --reference-kv says otherwise');
+  assert.equal(ug.results[0].ours.nCells, 12 + 3 * 6, 'the unified cache holds the shared prompt once');
+  assert.equal(ug.results[0].sameGreedyTokens, 3);
 });
 
 test('bench rejects bad flags and missing models with one line', () => {

@@ -22,8 +22,10 @@ export interface BenchArgs {
   'flash-attn': 'auto' | 'on' | 'off';
   'device-sampling': 'auto' | 'on' | 'off';
   'kv-type': 'f16' | 'f32';
+  'kv-layout': 'unified' | 'streams';
   reference: boolean;
-  'reference-kv': 'unified' | 'streams';
+  /** Defaults to --kv-layout. */
+  'reference-kv'?: 'unified' | 'streams';
   repeat: number;
   train: boolean;
   'train-batch': number;
@@ -72,6 +74,7 @@ function benchPrompt(model: Model, n: number): Int32Array {
 const rate = (tokens: number, ms: number) => (ms > 0 ? (1000 * tokens) / ms : 0);
 const mib = (b: number) => (b / 2 ** 20).toFixed(b < 10 * 2 ** 20 ? 2 : 1);
 const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : '-');
+const layoutName = (l: 'unified' | 'streams') => (l === 'unified' ? 'one shared cell pool' : 'one stream per sequence, prompt copied');
 
 export const generationSection: BenchSection = {
   key: 'generation',
@@ -81,6 +84,8 @@ export const generationSection: BenchSection = {
     const prompt = benchPrompt(model, P);
     const flashAttn = args['flash-attn'] === 'auto' ? model.info.gpu : args['flash-attn'] === 'on';
     const deviceSampling = args['device-sampling'] === 'auto' ? undefined : args['device-sampling'] === 'on';
+    const kvLayout = args['kv-layout'];
+    const referenceKv = args['reference-kv'] ?? kvLayout;
     let sampledInGraph = false;
     const ref = args.reference
       ? await ReferenceDecoder.load(model.info.path, {
@@ -88,7 +93,7 @@ export const generationSection: BenchSection = {
           threads: args.threads,
           f32Kv: args['kv-type'] === 'f32',
           flashAttn,
-          kvUnified: args['reference-kv'] === 'unified',
+          kvUnified: referenceKv === 'unified',
         })
       : undefined;
     const runs = args.parallel.length * (ref ? 2 : 1) * args.repeat;
@@ -105,8 +110,17 @@ export const generationSection: BenchSection = {
       }
       let done = 0;
       for (const N of args.parallel) {
-        // The cache holds the prompt once plus every completion: shared-prefix sizing, as libllama's unified cache gets.
-        const gen = await Generator.create(model, { maxSeqs: N, nCtx: P + G, nCells: P + N * G, kvType: args['kv-type'], flashAttn, deviceSampling });
+        // Unified: the prompt once plus every completion (shared-prefix sizing, as libllama's
+        // unified cache gets). Streams: P + G cells for each sequence.
+        const gen = await Generator.create(model, {
+          maxSeqs: N,
+          nCtx: P + G,
+          ...(kvLayout === 'unified' && { nCells: P + N * G }),
+          kvLayout,
+          kvType: args['kv-type'],
+          flashAttn,
+          deviceSampling,
+        });
         sampledInGraph = gen.info.deviceSampling;
         type Speed = { prefill: number; decode: number; kvBytes: number; nCells: number };
         // Best of --repeat runs per engine, alternating engines, so a busy machine penalises both alike.
@@ -153,10 +167,10 @@ export const generationSection: BenchSection = {
       headers: ['N', 'prefill tok/s', 'llama.cpp', 'ratio', 'decode tok/s', 'llama.cpp', 'ratio', 'KV MiB', 'llama.cpp', 'same tokens'],
       rows,
       notes: [
-        `KV cache ${args['kv-type']} (llama.cpp: ${args['reference-kv'] === 'unified' ? 'one shared cell pool' : 'one stream per sequence, prompt copied'}), flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
+        `KV cache ${args['kv-type']}, ours ${layoutName(kvLayout)}, llama.cpp ${layoutName(referenceKv)}; flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
         'prefill counts the shared prompt once; decode tok/s = tokens generated per second over all sequences',
       ],
-      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], referenceKv: args['reference-kv'], flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
+      data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], kvLayout, referenceKv, flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
     };
   },
 };
@@ -182,11 +196,15 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe: 'our engine picks tokens inside the decode graph and copies back only ids (auto: on for GPU)',
       })
       .option('kv-type', { choices: ['f16', 'f32'] as const, default: 'f16' as const, describe: 'KV cache type for both engines' })
+      .option('kv-layout', {
+        choices: ['streams', 'unified'] as const,
+        default: 'streams' as const,
+        describe: "our KV layout: streams gives every sequence its own cells (prompt copied) and each token reads only its own; unified shares each prompt's cells and reads one masked window over all sequences",
+      })
       .option('reference', { type: 'boolean', default: true, describe: 'also run llama.cpp (--no-reference skips it)' })
       .option('reference-kv', {
         choices: ['unified', 'streams'] as const,
-        default: 'unified' as const,
-        describe: "llama.cpp's KV layout: unified shares each prompt's cells (as ours does); streams gives every sequence its own (llama-batched-bench's default)",
+        describe: "llama.cpp's KV layout (default: the same as --kv-layout; streams is llama-batched-bench's default)",
       })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
       .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
