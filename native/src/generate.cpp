@@ -37,7 +37,7 @@ Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, 
     }
     if (opt_.n_ubatch < 1) throw Error("nUbatch: must be >= 1");
     const int64_t full = (int64_t) opt_.max_seqs * opt_.n_ctx;
-    const bool streams = opt_.kv_streams < 0 ? opt_.n_cells <= 0 && opt_.max_seqs > 1 : opt_.kv_streams != 0;
+    const bool streams = kv_streams_ = opt_.kv_streams < 0 ? opt_.n_cells <= 0 && opt_.max_seqs > 1 : opt_.kv_streams != 0;
     if (streams && opt_.n_cells > 0 && opt_.n_cells != full) {
         throw Error("nCells: " + std::to_string(opt_.n_cells) + " sizes a unified KV cache; the streams layout holds maxSeqs × nCtx = " +
                     std::to_string(full) + " cells (leave nCells out, or ask for kvLayout unified)");

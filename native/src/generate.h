@@ -77,7 +77,7 @@ public:
     const GeneratorOptions & options() const { return opt_; }
     bool flash_attn() const { return flash_attn_; }
     bool device_sampling() const { return device_sampling_; }
-    bool kv_streams() const { return cache_->n_streams() > 1; }
+    bool kv_streams() const { return kv_streams_; }  // as chosen; with one sequence both layouts are one stream
     const KvCache & cache() const { return *cache_; }
 
     // Cells a group may occupy at most in a unified cache: its prompt once plus every sample's
@@ -99,6 +99,7 @@ private:
     GeneratorOptions opt_;
     bool flash_attn_;
     bool device_sampling_;
+    bool kv_streams_;
     LoraView lora_;  // disabled by default: the base model
     std::unique_ptr<KvCache> cache_;
     Decoder decoder_;
