@@ -30,7 +30,7 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
       assert.ok(side.prefill > 0 && side.decode > 0, JSON.stringify(side));
       assert.ok(side.kvBytes > 0 && side.nCells >= 12 + x.parallel * 6);
     }
-    assert.equal(x.ours.nCells, x.parallel * (12 + 6), 'one stream of prompt + completion per sequence');
+    assert.equal(x.ours.nCells, x.parallel * 256, 'one stream of prompt + completion per sequence, in whole 256-cell tiles');
     assert.equal(x.sameGreedyTokens, x.parallel, 'f32 caches: identical greedy tokens');
   }
   assert.deepEqual([g.kvLayout, g.referenceKv], ['streams', 'streams']);
@@ -42,7 +42,7 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
   assert.equal(u.status, 0, u.stderr);
   const ug = JSON.parse(u.stdout).generation.data;
   assert.deepEqual([ug.kvLayout, ug.referenceKv], ['unified', 'unified'], 'llama.cpp follows our layout unless --reference-kv says otherwise');
-  assert.equal(ug.results[0].ours.nCells, 12 + 3 * 6, 'the unified cache holds the shared prompt once');
+  assert.equal(ug.results[0].ours.nCells, 256, 'the unified cache holds the shared prompt once (12 + 3 × 6 cells, one 256-cell tile)');
   assert.equal(ug.results[0].sameGreedyTokens, 3);
 });
 

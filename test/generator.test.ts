@@ -99,7 +99,7 @@ test('streams layout: sequences finishing out of order and split steps give the 
     const streams = await Generator.create(model, { maxSeqs: 7, nCtx: 64, kvType: 'f32', kvLayout: 'streams' });
     const split = await Generator.create(model, { maxSeqs: 7, nCtx: 64, kvType: 'f32', kvLayout: 'streams', nUbatch: 3 });
     try {
-      assert.equal(streams.info.nCells, 7 * 64);
+      assert.equal(streams.info.nCells, 7 * 256, 'nCtx 64 rounded up to one 256-cell tile per stream');
       const free = tokensOf(await unified.generate(requests, { maxTokens: 20, temperature: 0, ignoreEos: true }));
       // Stop on the 4th token of the second request: it leaves early while later streams go on,
       // so decode steps have empty slots between live ones.
@@ -265,13 +265,13 @@ test('stops: max tokens, stop strings, stop tokens, each sequence on its own', a
   });
 });
 
-test('KV cache size follows maxSeqs × nCtx; bad input gives one-line errors naming the value', async () => {
+test('KV cache size follows maxSeqs × nCtx in 256-cell tiles; bad input gives one-line errors naming the value', async () => {
   await withModel({ arch: 'qwen2' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 3, nCtx: 40 });
     const i = model.info;
-    assert.equal(gen.info.nCells, 120);
+    assert.equal(gen.info.nCells, 3 * 256, 'three streams of nCtx 40, each rounded up to 256 cells');
     assert.equal(gen.info.kvLayout, 'streams');
-    assert.equal(gen.info.kvBytes, 2 * i.nLayer * 120 * i.nHeadKv * i.headDim * 2);
+    assert.equal(gen.info.kvBytes, 2 * i.nLayer * 3 * 256 * i.nHeadKv * i.headDim * 2);
     const prompt = model.tokenize(TEXTS[0]!);
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 40 }), (e: Error) =>
       e instanceof RrrError && e.message === `context overflow: request 0 has a ${prompt.length}-token prompt + maxTokens 40 = ${prompt.length + 40} > nCtx 40`);
@@ -285,6 +285,7 @@ test('KV cache size follows maxSeqs × nCtx; bad input gives one-line errors nam
     await assert.rejects(Generator.create(model, { maxSeqs: 3, nCtx: 40, kvLayout: 'paged' as 'auto' }), /^RrrError: kvLayout: unknown layout 'paged'|kvLayout: unknown layout 'paged'/);
     const small = await Generator.create(model, { maxSeqs: 3, nCtx: 40, nCells: 50 });
     assert.equal(small.info.kvLayout, 'unified', 'nCells sizes a unified cache');
+    assert.equal(small.info.nCells, 256);
     small.dispose();
     gen.dispose();
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 2 }), /generator has been disposed/);

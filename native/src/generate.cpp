@@ -13,6 +13,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
+constexpr int64_t kCellPad = 256;
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
 // One live sequence: where it is, how it samples, what it produced.
 struct Seq {
     int id = 0;          // cache sequence id
@@ -43,10 +46,14 @@ Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, 
                     std::to_string(full) + " cells (leave nCells out, or ask for kvLayout unified)");
     }
     if (opt_.n_cells <= 0) opt_.n_cells = full;
+    // Whole 256-cell tiles per stream, as llama.cpp pads its context: CUDA's flash attention
+    // takes its vector kernel and grouped-query path, and skips a stream's unused tail, only
+    // when the window is a multiple of 256 cells.
+    const int64_t per_stream = streams ? round_up(opt_.n_ctx, kCellPad) : round_up(opt_.n_cells, kCellPad);  // unified: one stream
     flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() : opt_.flash_attn != 0;
     device_sampling_ = opt_.device_sampling < 0 ? b.is_gpu() : opt_.device_sampling != 0;
     KvCacheOptions ko;
-    ko.n_cells = opt_.n_cells;
+    ko.n_cells = streams ? per_stream * opt_.max_seqs : per_stream;
     ko.n_seqs = opt_.max_seqs;
     ko.n_streams = streams ? opt_.max_seqs : 1;
     ko.type = opt_.kv_type;

@@ -22,7 +22,9 @@ namespace rrr {
 struct GeneratorOptions {
     int max_seqs = 16;        // sequences decoded together
     int64_t n_ctx = 2048;     // longest prompt + completion of one sequence
-    int64_t n_cells = 0;      // KV cells of the unified layout; 0: max_seqs × n_ctx, enough for any admissible batch
+    // KV cells of the unified layout; 0: max_seqs × n_ctx, enough for any admissible batch.
+    // Every stream is rounded up to whole 256-cell tiles (generate.cpp says why).
+    int64_t n_cells = 0;
     // KV layout (kv_cache.h). -1: one stream per sequence unless n_cells sizes a unified cache;
     // 0: unified; 1: streams (the cache is then max_seqs × n_ctx cells).
     int kv_streams = -1;

@@ -137,6 +137,8 @@ export interface GeneratorOptions {
    * KV cache cells of the unified layout. Default maxSeqs × nCtx, enough for any batch; prompts
    * shared by a group occupy their cells once, so a smaller cache often suffices (waves are
    * then packed to fit). Giving nCells picks the unified layout unless kvLayout says otherwise.
+   * Each stream is rounded up to a multiple of 256 cells (as llama.cpp pads its context), which
+   * GPU flash attention needs for its fast kernels; info.nCells reports the padded size.
    */
   nCells?: number;
   /**
