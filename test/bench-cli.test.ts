@@ -32,11 +32,13 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
     }
     assert.equal(x.ours.nCells, x.parallel * 256, 'one stream of prompt + completion per sequence, in whole 256-cell tiles');
     assert.equal(x.sameGreedyTokens, x.parallel, 'f32 caches: identical greedy tokens');
+    assert.deepEqual([x.ours.graphSplits, x.ours.fallbackOps], [1, []], 'where our graphs ran');
   }
   assert.deepEqual([g.kvLayout, g.referenceKv], ['streams', 'streams']);
   const t = j['lora-training-step'].data;
   assert.deepEqual([t.batch, t.len, t.steps], [2, 16, 1]);
   assert.ok(t.tokPerSec > 0 && t.msPerStep > 0);
+  assert.deepEqual([t.graphSplits, t.fallbackOps], [1, []]);
 
   const u = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '3', '--kv-type', 'f32', '--threads', '1', '--kv-layout', 'unified', '--no-train', '--json']);
   assert.equal(u.status, 0, u.stderr);

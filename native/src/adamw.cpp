@@ -20,9 +20,10 @@ struct ScratchGraph {
     ~ScratchGraph() { ggml_free(ctx); }
 };
 
-void compute(ggml_backend_sched_t sched, ggml_cgraph * gf, const char * what) {
+void compute(ggml_backend_sched_t sched, ggml_cgraph * gf, const char * what, Placement & placed) {
     ggml_backend_sched_reset(sched);
     if (!ggml_backend_sched_alloc_graph(sched, gf)) throw Error(std::string("out of memory for the ") + what);
+    placed.merge(placement_of(sched, gf));
 }
 
 } // namespace
@@ -93,7 +94,7 @@ double AdamW::grad_norm(ggml_backend_sched_t sched) {
     }
     ggml_set_output(total);
     ggml_build_forward_expand(g.gf, total);
-    compute(sched, g.gf, "gradient norm");
+    compute(sched, g.gf, "gradient norm", placement_);
     if (ggml_backend_sched_graph_compute(sched, g.gf) != GGML_STATUS_SUCCESS) throw Error("gradient norm computation failed");
     float sq = 0;
     ggml_backend_tensor_get(total, &sq, 0, sizeof(float));
@@ -115,7 +116,7 @@ void AdamW::update(ggml_backend_sched_t sched, float lr, float grad_scale) {
         ggml_build_forward_expand(g.gf, ggml_opt_step_adamw(g.ctx, params_[i], gr, m_[i], v_[i], hp));
         params_[i]->flags &= ~GGML_TENSOR_FLAG_PARAM;
     }
-    compute(sched, g.gf, "optimizer step");
+    compute(sched, g.gf, "optimizer step", placement_);
     const float b1h = 1.0f / (1.0f - (float) std::pow((double) cfg_.beta1, (double) t_));
     const float b2h = 1.0f / (1.0f - (float) std::pow((double) cfg_.beta2, (double) t_));
     const float h[7] = {lr, cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, b1h, b2h};

@@ -7,6 +7,7 @@
 
 #include "ggml.h"
 #include "ggml-backend.h"
+#include "backend.h"
 
 namespace rrr {
 
@@ -41,6 +42,8 @@ public:
     // `grad_scale` (the clipping factor). Increments the step count used for bias correction.
     void update(ggml_backend_sched_t sched, float lr, float grad_scale);
     void reset_moments();
+    // Where the norm and update graphs ran (backend.h), since construction.
+    const Placement & placement() const { return placement_; }
 
 private:
     AdamWConfig cfg_;
@@ -50,6 +53,7 @@ private:
     ggml_backend_buffer_t moment_buf_ = nullptr;
     ggml_context * moment_ctx_ = nullptr;
     int64_t t_ = 0;
+    Placement placement_;
 };
 
 } // namespace rrr

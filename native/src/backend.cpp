@@ -1,6 +1,7 @@
 #include "backend.h"
 #include "errors.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "ggml-cpu.h"
@@ -72,6 +73,33 @@ Backends::~Backends() {
     if (sched_) ggml_backend_sched_free(sched_);
     if (primary_ && primary_ != cpu_) ggml_backend_free(primary_);
     if (cpu_) ggml_backend_free(cpu_);
+}
+
+void Placement::merge(const Placement & o) {
+    splits = std::max(splits, o.splits);
+    std::vector<std::string> all(off_primary);
+    all.insert(all.end(), o.off_primary.begin(), o.off_primary.end());
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    off_primary = std::move(all);
+}
+
+Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
+    Placement p;
+    p.splits = ggml_backend_sched_get_n_splits(sched);
+    ggml_backend_t primary = ggml_backend_sched_get_backend(sched, 0);
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        ggml_tensor * t = ggml_graph_node(gf, i);
+        // Views and reshapes cost nothing wherever they are placed.
+        if (t->op == GGML_OP_NONE || t->op == GGML_OP_VIEW || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_PERMUTE ||
+            t->op == GGML_OP_TRANSPOSE) {
+            continue;
+        }
+        ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
+        if (at && at != primary) p.off_primary.push_back(ggml_op_desc(t));
+    }
+    p.merge(Placement{});  // sorts and removes repeats
+    return p;
 }
 
 } // namespace rrr

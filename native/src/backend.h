@@ -22,6 +22,16 @@ struct DeviceInfo {
 };
 std::vector<DeviceInfo> list_devices();
 
+// Where an allocated graph runs: the pieces the scheduler cut it into and the ops it placed off
+// its first (primary) backend. On a GPU build those are ops the GPU backend cannot run, each a
+// copy across the bus and a CPU kernel per step; a graph wholly on the GPU is one split.
+struct Placement {
+    int splits = 0;
+    std::vector<std::string> off_primary;  // distinct op names, sorted
+    void merge(const Placement & o);
+};
+Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf);
+
 class Backends {
 public:
     Backends(DevicePref pref, int n_threads);

@@ -200,6 +200,7 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         throw Error("out of memory for a decode step of " + std::to_string(s.T) + " tokens over " + std::to_string(s.n_kv) +
                     " cache cells on " + b.name() + " (lower maxSeqs or nCtx)");
     }
+    placement_.merge(placement_of(sched, gf_));
     shape_ = s;
     valid_ = true;
     ++built_;
@@ -245,6 +246,7 @@ void Decoder::copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::v
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory copying a " + std::to_string(n) + "-token prompt into " + std::to_string(m) + " KV streams on " + b.name());
     }
+    placement_.merge(placement_of(sched, gf_));
     cache.fill_fork_index(src, dst, k_src_, k_dst_, v_src_, v_dst_);
     ggml_backend_tensor_set(k_src, k_src_.data(), 0, ggml_nbytes(k_src));
     ggml_backend_tensor_set(k_dst, k_dst_.data(), 0, ggml_nbytes(k_dst));

@@ -110,6 +110,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     cache_->clear();
     // The kept graph may name another adapter, and the scheduler may have run other graphs.
     decoder_.invalidate();
+    decoder_.reset_placement();
     struct Release {
         Decoder & d;
         ~Release() { d.invalidate(); }
@@ -296,6 +297,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         if (progress) progress(st.generated);
     }
     st.decode_ms += ms_since(t0);
+    st.placement = decoder_.placement();
 
     std::vector<std::vector<GenOutput>> result(groups.size());
     for (Seq & s : seqs) {

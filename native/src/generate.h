@@ -65,6 +65,7 @@ struct GenStats {
     int64_t generated = 0;       // tokens sampled
     int64_t steps = 0;
     double prefill_ms = 0, decode_ms = 0, sample_ms = 0;
+    Placement placement;  // where the prefill, copy and decode graphs ran (backend.h)
 };
 
 class Generator {

@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <vector>
 
+#include "backend.h"
 #include "forward.h"
 
 namespace rrr {
@@ -13,5 +14,7 @@ std::string str_opt(const Napi::Object & o, const char * key, const std::string 
 int64_t int_opt(const Napi::Object & o, const char * key, int64_t fallback);
 double num_opt(const Napi::Object & o, const char * key, double fallback);
 bool bool_opt(const Napi::Object & o, const char * key, bool fallback);
+// Adds graphSplits and fallbackOps (ops placed off the compute device) to a stats object.
+void set_placement(Napi::Env env, Napi::Object & o, const Placement & p);
 
 } // namespace rrr

@@ -87,6 +87,7 @@ Napi::Object stats_to_js(Napi::Env env, const GenStats & st) {
     o.Set("prefillMs", st.prefill_ms);
     o.Set("decodeMs", st.decode_ms);
     o.Set("sampleMs", st.sample_ms);
+    set_placement(env, o, st.placement);
     return o;
 }
 

@@ -82,6 +82,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("lossTokens", (double) st.loss_tokens);
     o.Set("ms", st.ms);
     o.Set("skipped", st.skipped);
+    set_placement(env, o, st.placement);
     return o;
 }
 

@@ -388,12 +388,13 @@ void check_batch(const MicroBatch & mb, const LossSpec & loss, bool backward) {
 }
 
 std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk,
-                       const std::vector<ggml_tensor *> & lps, const char * what) {
+                       const std::vector<ggml_tensor *> & lps, const char * what, Placement * placed) {
     ggml_backend_sched_reset(sched);
     if (!ggml_backend_sched_alloc_graph(sched, gf)) {
         throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
                     " tokens (use smaller micro-batches: microBatchTokens / --micro-batch-tokens)");
     }
+    if (placed) placed->merge(placement_of(sched, gf));
     set_inputs(in, mb, n_vocab, chunk);
     if (ggml_backend_sched_graph_compute(sched, gf) != GGML_STATUS_SUCCESS) throw Error(std::string(what) + " failed");
     std::vector<float> out(mb.rows.size());
@@ -415,7 +416,7 @@ size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_
 }
 
 std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
-                                    const GraphOptions & opt) {
+                                    const GraphOptions & opt, Placement * placed) {
     const LossSpec none;
     check_batch(mb, none, false);
     const ModelConfig & c = w.config();
@@ -427,11 +428,12 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
     std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
-    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "log-prob pass");
+    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "log-prob pass", placed);
 }
 
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
-                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt) {
+                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
+                                        Placement * placed) {
     check_batch(mb, loss, true);
     const ModelConfig & c = w.config();
     const int64_t R = (int64_t) mb.rows.size();
@@ -461,7 +463,7 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
         if (il > 0) ggml_build_forward_expand(g.gf, dx);
     }
-    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "training pass");
+    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "training pass", placed);
 }
 
 } // namespace rrr

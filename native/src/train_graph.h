@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "adapter.h"
+#include "backend.h"
 #include "weights.h"
 
 namespace rrr {
@@ -48,13 +49,15 @@ struct GraphOptions {
 };
 
 // Log-probs of each row's target under the model with `lora` (disabled view = the base model).
+// Both passes merge where their graph ran into `placed` when given.
 std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
-                                    const GraphOptions & opt);
+                                    const GraphOptions & opt, Placement * placed = nullptr);
 
 // Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` (same order as
 // adapter.params()) and returns the rows' log-probs.
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
-                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt);
+                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
+                                        Placement * placed = nullptr);
 
 // Graph nodes the passes above may need for a micro-batch with `rows` loss rows (to size the scheduler).
 size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows);

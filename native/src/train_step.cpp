@@ -161,9 +161,9 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
     int64_t clipped = 0;
     for (MicroBatch & mb : p.mbs) {
-        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, s.graph);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, s.graph)
-                                               : compute_logprobs(w, adapter_->view(), sched, mb, s.graph);
+        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, s.graph, &st.placement);
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, s.graph, &st.placement)
+                                               : compute_logprobs(w, adapter_->view(), sched, mb, s.graph, &st.placement);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
             double rho = 1.0;
@@ -190,7 +190,10 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     st.mean_logprob = sum_lp / n;
     st.clip_fraction = (double) clipped / n;
     st.tokens = p.tokens;
-    if (backward) st.grad_norm = opt_->grad_norm(sched);
+    if (backward) {
+        st.grad_norm = opt_->grad_norm(sched);
+        st.placement.merge(opt_->placement());
+    }
     st.ms = ms_since(t0);
     return st;
 }
@@ -203,6 +206,7 @@ StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings 
     const float clip = opt_->config().grad_clip;
     const float scale = clip > 0 && st.grad_norm > clip ? (float) (clip / st.grad_norm) : 1.0f;
     opt_->update(sched_, s.lr, scale);
+    st.placement.merge(opt_->placement());
     st.ms = ms_since(t0);
     return st;
 }

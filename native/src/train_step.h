@@ -47,6 +47,7 @@ struct StepStats {
     int64_t loss_tokens = 0; // N
     double ms = 0;
     bool skipped = false;    // N == 0: no update
+    Placement placement;     // where this step's graphs ran (backend.h)
 };
 
 class Trainer {

@@ -30,8 +30,10 @@ case "${1:-}" in
     ;;
   run)
     node dist/src/cli/main.js info --json > "$OUT/info.json" 2>&1
-    RRR_TEST_DEVICE=$DEV node --test --test-concurrency=1 dist/test/engine-parity.test.js dist/test/generator.test.js \
-      dist/test/generator-device-sampling.test.js dist/test/generator-adapter.test.js dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
+    # device-placement: every op of generation and training on the GPU, none fallen back to the CPU.
+    RRR_TEST_DEVICE=$DEV node --test --test-concurrency=1 dist/test/device-placement.test.js dist/test/engine-parity.test.js \
+      dist/test/generator.test.js dist/test/generator-device-sampling.test.js dist/test/generator-adapter.test.js \
+      dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
     log "gpu tests rc=$? $(grep -E '^# (pass|fail)' "$OUT/gpu-tests.log" | tr '\n' ' ')"
     # The DESIGN.md anchor shape on the GPU; the tiny model in a CPU dry run.
     PRESET=qwen2.5-1.5b

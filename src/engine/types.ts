@@ -191,6 +191,10 @@ export interface GenerateStats {
   /** Decode wall time, sampling included. */
   decodeMs: number;
   sampleMs: number;
+  /** Pieces the scheduler cut the largest graph into: 1 when it all ran on the compute device. */
+  graphSplits: number;
+  /** Ops the compute device could not run, done by the CPU instead (empty on a CPU run). */
+  fallbackOps: string[];
 }
 
 // ---- LoRA training ----
@@ -266,4 +270,7 @@ export interface StepResult {
   lossTokens: number;
   /** True when N = 0: nothing was trained and the optimizer did not step. */
   skipped: boolean;
+  /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
+  graphSplits: number;
+  fallbackOps: string[];
 }

@@ -24,7 +24,7 @@ export const trainingSection: BenchSection = {
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      await tr.step(batch, { lr: 1e-4 });
+      const first = await tr.step(batch, { lr: 1e-4 });
       const t0 = performance.now();
       for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, { lr: 1e-4 });
       const sec = (performance.now() - t0) / 1000;
@@ -35,8 +35,20 @@ export const trainingSection: BenchSection = {
         title,
         headers: ['workload', 'tok/s', 'ms/step', 'memory'],
         rows: [[`${B} x ${L} tokens`, formatRate(tokPerSec), ((1000 * sec) / args['train-steps']).toFixed(0), memory]],
-        notes: [`${tr.info.nParams.toLocaleString('en-US')} trainable parameters; best compared with PEFT on the same machine (scripts/bench-train.mjs prints one JSON line)`],
-        data: { batch: B, len: L, steps: args['train-steps'], tokPerSec, msPerStep: (1000 * sec) / args['train-steps'], gpuBytes: model.info.gpu ? gpuUsed : null },
+        notes: [
+          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters; best compared with PEFT on the same machine (scripts/bench-train.mjs prints one JSON line)`,
+          ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
+        ],
+        data: {
+          batch: B,
+          len: L,
+          steps: args['train-steps'],
+          tokPerSec,
+          msPerStep: (1000 * sec) / args['train-steps'],
+          gpuBytes: model.info.gpu ? gpuUsed : null,
+          graphSplits: first.graphSplits,
+          fallbackOps: first.fallbackOps,
+        },
       };
     } finally {
       tr.dispose();

@@ -100,6 +100,7 @@ export const generationSection: BenchSection = {
     const progress = new Progress('bench', runs, { unit: 'run', silent: mode.json });
     const data: Record<string, unknown>[] = [];
     const rows: (string | number)[][] = [];
+    const fallbackOps = new Set<string>();
     try {
       // Warm-up: first touches of weights and thread pools are not part of either engine's speed.
       {
@@ -135,6 +136,7 @@ export const generationSection: BenchSection = {
             progress.update(done++, `ours, ${N} seq`);
             const out = await gen.generate([{ prompt, n: N }], { maxTokens: G, temperature: 0, ignoreEos: true });
             const st = gen.lastStats!;
+            st.fallbackOps.forEach((op) => fallbackOps.add(op));
             o = best(o, { prefill: rate(st.prefillTokens, st.prefillMs), decode: rate(st.decodeTokens, st.decodeMs), kvBytes: gen.info.kvBytes, nCells: gen.info.nCells });
             oursTokens = out[0]!.map((c) => c.tokens);
             if (ref) {
@@ -149,7 +151,8 @@ export const generationSection: BenchSection = {
         }
         o = o!;
         const same = l ? oursTokens.filter((t, j) => t.length === refTokens[j]!.length && t.every((x, k) => x === refTokens[j]![k])).length : undefined;
-        data.push({ parallel: N, ours: o, ...(l && { llamaCpp: l, sameGreedyTokens: same }) });
+        const placed = { graphSplits: gen.lastStats!.graphSplits, fallbackOps: gen.lastStats!.fallbackOps };
+        data.push({ parallel: N, ours: { ...o, ...placed }, ...(l && { llamaCpp: l, sameGreedyTokens: same }) });
         rows.push([
           N,
           formatRate(o.prefill), l ? formatRate(l.prefill) : '-', l ? ratio(o.prefill, l.prefill) : '-',
@@ -169,6 +172,7 @@ export const generationSection: BenchSection = {
       notes: [
         `KV cache ${args['kv-type']}, ours ${layoutName(kvLayout)}, llama.cpp ${layoutName(referenceKv)}; flash attention ${flashAttn ? 'on' : 'off'}, sampling ${sampledInGraph ? 'in the graph' : 'on the host'}, device ${model.info.device}, ${model.info.threads} threads, best of ${args.repeat} run(s)`,
         'prefill counts the shared prompt once; decode tok/s = tokens generated per second over all sequences',
+        ...(fallbackOps.size ? [`ours: ops the device could not run, done on the CPU: ${[...fallbackOps].join(', ')}`] : []),
       ],
       data: { prompt: P, gen: G, repeat: args.repeat, kvType: args['kv-type'], kvLayout, referenceKv, flashAttn, deviceSampling: sampledInGraph, device: model.info.device, threads: model.info.threads, results: data },
     };

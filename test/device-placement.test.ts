@@ -1,0 +1,65 @@
+// Where the graphs run. On a GPU build every op of generation (prefill, prompt copy into KV
+// streams, decode, the in-graph sampling head) and of a training step (log-prob pass, forward +
+// backward through frozen f16 / bf16 / quantized weights, gradient norm, AdamW) must run on the
+// GPU: an op the GPU backend cannot run falls back to the CPU and costs a bus round trip per
+// step. Run with RRR_TEST_DEVICE=cuda (scripts/device/gpu-check.sh does) these are the GPU
+// placement checks; on the CPU they check the report itself (one piece, nothing elsewhere).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Generator, Model, Trainer } from '../src/engine/index.js';
+import type { TrainSequence } from '../src/engine/types.js';
+import { TEST_DEVICE, tinyModel } from './helpers/models.js';
+
+const onDevice = (what: string, s: { graphSplits: number; fallbackOps: string[] }) => {
+  assert.deepEqual(s.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
+  assert.equal(s.graphSplits, 1, `${what}: graph cut into ${s.graphSplits} pieces`);
+};
+
+test('generation graphs run wholly on the compute device, in both KV layouts, with and without flash attention', async () => {
+  const model = await Model.load(await tinyModel({ arch: 'qwen2' }), { device: TEST_DEVICE });
+  try {
+    const requests = [
+      { prompt: model.tokenize('Use 3, 5 and 7 to make 22.'), n: 3 },
+      { prompt: model.tokenize('Hi'), n: 2 },
+    ];
+    for (const kvLayout of ['streams', 'unified'] as const) {
+      for (const flashAttn of [true, false]) {
+        const gen = await Generator.create(model, { maxSeqs: 5, nCtx: 64, kvLayout, flashAttn, deviceSampling: true });
+        try {
+          // Greedy and temperature sample in the graph; top-p brings logits rows back to the host.
+          for (const [mode, opts] of [['greedy', { temperature: 0 }], ['temperature', { temperature: 0.8, seed: 3 }], ['top-p', { temperature: 0.8, topP: 0.9, seed: 3 }]] as const) {
+            await gen.generate(requests, { maxTokens: 12, ignoreEos: true, ...opts });
+            onDevice(`${kvLayout} KV, flash attention ${flashAttn ? 'on' : 'off'}, ${mode}`, gen.lastStats!);
+          }
+        } finally {
+          gen.dispose();
+        }
+      }
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
+  test(`a training step on a ${type} base runs wholly on the compute device`, async () => {
+    const model = await Model.load(await tinyModel({ arch: 'qwen2', type, seed: 5 }), { device: TEST_DEVICE });
+    assert.equal(model.info.weightType, type);
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 });
+    try {
+      const batch: TrainSequence[] = [0, 1].map((b) => ({
+        tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
+        weights: new Float32Array(24).fill(b ? -0.5 : 1),
+      }));
+      const old = await tr.evaluate(batch);
+      onDevice(`${type}: log-prob pass`, old);
+      // KL to the base model adds its own pass with the adapter off.
+      const st = await tr.step(batch, { lr: 1e-3, beta: 0.05 });
+      assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, JSON.stringify(st));
+      onDevice(`${type}: training step`, st);
+    } finally {
+      tr.dispose();
+      model.dispose();
+    }
+  });
+}
