@@ -75,18 +75,19 @@ float row_max(const float * v, int64_t n) {
     return r;
 }
 
-double sum_exp(const float * v, int64_t n, float shift) {
+// Σ exp((v[i] - shift) · scale); scale 1 is exact, so log-probs do not depend on it.
+double sum_exp(const float * v, int64_t n, float shift, float scale = 1.0f) {
     double s = 0.0;
     int64_t i = 0;
 #if defined(__GNUC__)
     f4 a = {0, 0, 0, 0}, b = {0, 0, 0, 0};
     for (; i + 8 <= n; i += 8) {
-        a += exp_poly(load4(v + i) - shift);
-        b += exp_poly(load4(v + i + 4) - shift);
+        a += exp_poly((load4(v + i) - shift) * scale);
+        b += exp_poly((load4(v + i + 4) - shift) * scale);
     }
     for (int k = 0; k < 4; ++k) s += (double) a[k] + (double) b[k];
 #endif
-    for (; i < n; ++i) s += fast_exp(v[i] - shift);
+    for (; i < n; ++i) s += fast_exp((v[i] - shift) * scale);
     return s;
 }
 
@@ -163,6 +164,7 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_val
         }
         return best;
     }
+    if (penalised.empty() && p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f) return pick_plain(logits, n, row_max_value);
     cand_.resize((size_t) n);
     for (int64_t i = 0; i < n; ++i) cand_[i] = {(int32_t) i, logits[i]};
     for (auto & [id, v] : penalised) cand_[id].v = v;
@@ -238,6 +240,33 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_val
         if (r < 0.0) return cand_[i].id;
     }
     return cand_[m - 1].id; // rounding left a sliver of mass
+}
+
+int32_t SequenceSampler::pick_plain(const float * logits, int64_t n, float row_max_value) {
+    // The draw walks the softmax(x / T) mass in id order, as the general path does. Sums of
+    // 256-id blocks (one vectorised pass) find the block the uniform falls in; only from there
+    // on is the row walked id by id, instead of copying, exponentiating and walking all of it.
+    constexpr int64_t kBlock = 256;
+    const float inv_t = 1.0f / p_.temperature;
+    const int64_t nb = (n + kBlock - 1) / kBlock;
+    blocks_.resize((size_t) nb);
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; ++b) {
+        blocks_[(size_t) b] = sum_exp(logits + b * kBlock, std::min(kBlock, n - b * kBlock), row_max_value, inv_t);
+        total += blocks_[(size_t) b];
+    }
+    double r = uniform() * total;
+    int64_t b = 0;
+    while (b + 1 < nb && r >= blocks_[(size_t) b]) r -= blocks_[(size_t) b++];
+    int32_t last = -1;  // the last id with any mass, should rounding leave a sliver past the end
+    for (int64_t i = b * kBlock; i < n; ++i) {
+        const float e = fast_exp((logits[i] - row_max_value) * inv_t);
+        if (e <= 0.0f) continue;
+        last = (int32_t) i;
+        r -= e;
+        if (r < 0.0) return last;
+    }
+    return last >= 0 ? last : (int32_t) (n - 1);
 }
 
 RowStats row_stats(const float * logits, int64_t n) {

@@ -58,12 +58,14 @@ private:
     double uniform();
     void remember(int32_t token);
     int32_t pick(const float * logits, int64_t n_vocab, float row_max_value);
+    int32_t pick_plain(const float * logits, int64_t n_vocab, float row_max_value);  // temperature alone
 
     SamplingParams p_;
     uint64_t state_;
     std::deque<int32_t> recent_;
     std::vector<Cand> cand_;     // scratch reused across steps
     std::vector<double> hist_;
+    std::vector<double> blocks_;
 };
 
 // log softmax(logits)[token], computed stably.
