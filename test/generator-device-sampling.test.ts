@@ -73,7 +73,7 @@ function massBetween(row: Float32Array, T: number, a: number, b: number): number
   return between / z;
 }
 
-for (const T of [0.7, 1.5]) {
+for (const T of [0.7, 1.0, 1.5]) {
   test(`temperature ${T} in the graph: the host's draws up to rounding, reproducible, model log-probs`, async () => {
     await withModel(async (model) => {
       const prompt = model.tokenize(TEXTS[1]!);

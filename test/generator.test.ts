@@ -126,18 +126,21 @@ test('log-probs are log-softmax of the model logits at the sampled tokens', asyn
     const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64, kvType: 'f32' });
     try {
       const prompt = model.tokenize(TEXTS[0]!);
-      const [[c]] = (await gen.generate([{ prompt }], { maxTokens: 8, temperature: 0.8, seed: 7, ignoreEos: true })) as [[Completion]];
-      assert.equal(c.tokens.length, 8);
-      const full = Int32Array.from([...prompt, ...c.tokens]);
-      const l = await model.forward([full]);
-      for (let t = 0; t < c.tokens.length; t++) {
-        const row = logitsRow(l, prompt.length - 1 + t);
-        let mx = -Infinity;
-        for (const v of row) mx = Math.max(mx, v);
-        let s = 0;
-        for (const v of row) s += Math.exp(v - mx);
-        const want = row[c.tokens[t]!]! - mx - Math.log(s);
-        assert.ok(Math.abs(c.logprobs[t]! - want) < 1e-3, `token ${t}: ${c.logprobs[t]} vs ${want}`);
+      // Temperature 1 takes the draw's own normaliser as the log-prob's; 0.8 takes the row's.
+      for (const temperature of [0.8, 1.0]) {
+        const [[c]] = (await gen.generate([{ prompt }], { maxTokens: 8, temperature, seed: 7, ignoreEos: true })) as [[Completion]];
+        assert.equal(c.tokens.length, 8);
+        const full = Int32Array.from([...prompt, ...c.tokens]);
+        const l = await model.forward([full]);
+        for (let t = 0; t < c.tokens.length; t++) {
+          const row = logitsRow(l, prompt.length - 1 + t);
+          let mx = -Infinity;
+          for (const v of row) mx = Math.max(mx, v);
+          let s = 0;
+          for (const v of row) s += Math.exp(v - mx);
+          const want = row[c.tokens[t]!]! - mx - Math.log(s);
+          assert.ok(Math.abs(c.logprobs[t]! - want) < 1e-3, `T ${temperature}, token ${t}: ${c.logprobs[t]} vs ${want}`);
+        }
       }
     } finally {
       gen.dispose();

@@ -158,11 +158,14 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     const int threads = b_.n_threads();
     auto sample_rows = [&](const std::vector<std::pair<Seq *, size_t>> & picks, size_t n_rows, const std::vector<float> & lg) {
         const auto ts = Clock::now();
-        row_st.resize(n_rows);
-        parallel_for((int64_t) n_rows, threads, [&](int64_t r) { row_st[r] = row_stats(&lg[(size_t) r * n_vocab], n_vocab); });
+        // A row read by one sequence only (every decode row) gets its statistics inside the draw.
+        const bool own_rows = picks.size() == n_rows;
+        row_st.resize(own_rows ? 0 : n_rows);
+        if (!own_rows) parallel_for((int64_t) n_rows, threads, [&](int64_t r) { row_st[r] = row_stats(&lg[(size_t) r * n_vocab], n_vocab); });
         parallel_for((int64_t) picks.size(), threads, [&](int64_t i) {
             auto [sq, row] = picks[(size_t) i];
-            const Sampled r = sq->sampler->sample(&lg[row * (size_t) n_vocab], n_vocab, row_st[row]);
+            const float * row_logits = &lg[row * (size_t) n_vocab];
+            const Sampled r = own_rows ? sq->sampler->sample(row_logits, n_vocab) : sq->sampler->sample(row_logits, n_vocab, row_st[row]);
             sq->out.tokens.push_back(r.token);
             sq->out.logprobs.push_back(r.logprob);
         });

@@ -164,7 +164,7 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_val
         }
         return best;
     }
-    if (penalised.empty() && p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f) return pick_plain(logits, n, row_max_value);
+    if (plain()) return pick_plain(logits, n, row_max_value);
     cand_.resize((size_t) n);
     for (int64_t i = 0; i < n; ++i) cand_[i] = {(int32_t) i, logits[i]};
     for (auto & [id, v] : penalised) cand_[id].v = v;
@@ -272,6 +272,16 @@ int32_t SequenceSampler::pick_plain(const float * logits, int64_t n, float row_m
 RowStats row_stats(const float * logits, int64_t n) {
     const float mx = row_max(logits, n);
     return {mx, (float) ((double) mx + std::log(sum_exp(logits, n, mx)))};
+}
+
+Sampled SequenceSampler::sample(const float * logits, int64_t n_vocab) {
+    if (!(plain() && p_.temperature == 1.0f)) return sample(logits, n_vocab, row_stats(logits, n_vocab));
+    const float mx = row_max(logits, n_vocab);
+    const int32_t tok = pick_plain(logits, n_vocab, mx);
+    double total = 0.0;
+    for (double b : blocks_) total += b;
+    remember(tok);
+    return {tok, (float) ((double) (logits[tok] - mx) - std::log(total))};
 }
 
 Sampled SequenceSampler::sample(const float * logits, int64_t n_vocab, const RowStats & rs) {

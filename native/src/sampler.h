@@ -44,6 +44,9 @@ public:
     // Picks the next token from one row of logits (with its row_stats) and records it in the
     // history. Rows are shared: a prompt's last row serves all samples of its group.
     Sampled sample(const float * logits, int64_t n_vocab, const RowStats & rs);
+    // The same for a row no other sequence reads: its statistics come out of the draw's own
+    // passes where they can (at temperature 1 a plain draw's block sums are the normaliser).
+    Sampled sample(const float * logits, int64_t n_vocab);
 
     // For a draw made elsewhere (the decode graph's sampling head): the uniform sample() would
     // have consumed, and the token that was picked with it.
@@ -58,7 +61,12 @@ private:
     double uniform();
     void remember(int32_t token);
     int32_t pick(const float * logits, int64_t n_vocab, float row_max_value);
-    int32_t pick_plain(const float * logits, int64_t n_vocab, float row_max_value);  // temperature alone
+    // Temperature alone (no top-k/top-p/min-p, no penalty in effect): the common RRR draw.
+    bool plain() const {
+        return p_.temperature > 0.0f && p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f &&
+               (p_.repeat_penalty == 1.0f || recent_.empty());
+    }
+    int32_t pick_plain(const float * logits, int64_t n_vocab, float row_max_value);  // leaves the block sums in blocks_
 
     SamplingParams p_;
     uint64_t state_;
