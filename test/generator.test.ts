@@ -184,6 +184,43 @@ test('seeds reproduce; batch neighbours and wave packing change no greedy result
   });
 });
 
+test('top-p draws only from the nucleus: the fewest most likely tokens holding p of the mass', async () => {
+  // A sharper random model (output gain 1.5): nuclei of about a hundred tokens, so the cut
+  // falls inside a histogram bucket with candidates above it.
+  await withModel({ arch: 'qwen2', outputGain: 1.5 }, async (model) => {
+    const gen = await Generator.create(model, { maxSeqs: 6, nCtx: 64, kvType: 'f32' });
+    try {
+      const prompt = model.tokenize(TEXTS[1]!);
+      for (const [T, topP] of [[1.0, 0.5], [0.7, 0.9]] as const) {
+        const out = await gen.generate([{ prompt, n: 6 }], { maxTokens: 6, temperature: T, topP, seed: 21, ignoreEos: true });
+        let sizes = 0;
+        for (const c of out[0]!) {
+          const l = await model.forward([Int32Array.from([...prompt, ...c.tokens])]);
+          for (let t = 0; t < c.tokens.length; t++) {
+            const row = Array.from(logitsRow(l, prompt.length - 1 + t));
+            const mx = row.reduce((a, b) => Math.max(a, b), -Infinity);
+            const p = row.map((v) => Math.exp((v - mx) / T));
+            const total = p.reduce((a, b) => a + b, 0);
+            const order = p.map((_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+            // Nucleus with a hair of slack for float rounding at its edge.
+            const nucleus = new Set<number>();
+            for (let acc = 0, k = 0; acc < (topP + 1e-4) * total; k++) {
+              nucleus.add(order[k]!);
+              acc += p[order[k]!]!;
+            }
+            sizes += nucleus.size;
+            assert.ok(nucleus.has(c.tokens[t]!), `T ${T}, top-p ${topP}, step ${t}: token ${c.tokens[t]} outside a ${nucleus.size}-token nucleus`);
+          }
+        }
+        assert.ok(sizes > 6 * 6 * 2, `nuclei should hold several tokens (total ${sizes})`);
+        assert.ok(new Set(out[0]!.map((c) => c.tokens.join(','))).size > 1, 'samples differ');
+      }
+    } finally {
+      gen.dispose();
+    }
+  });
+});
+
 test('top-k = 1 equals greedy; top-k, min-p and repetition penalty shape the draw', async () => {
   await withModel({ arch: 'qwen2' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 4, nCtx: 96 });

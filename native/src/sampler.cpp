@@ -188,10 +188,15 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_val
     }
     auto pcmp = [](const Cand & a, const Cand & b) { return a.v > b.v || (a.v == b.v && a.id < b.id); };
     if (p_.top_p < 1.0f) {
-        // Nucleus: the smallest high-probability prefix holding top_p of the mass. Instead of
+        // Nucleus: the smallest high-probability set holding top_p of the mass. Instead of
         // sorting the vocabulary, a histogram over the float bits (monotone in the value) finds
-        // the bucket where the mass crosses top_p; only candidates at or above it get sorted.
+        // the bucket where the mass crosses top_p: every candidate above it is in, and only
+        // that bucket's own candidates get sorted to find where inside it the crossing is (a
+        // flat distribution puts most of the vocabulary above the bucket, none of it sorted).
         const double want = p_.top_p * total;
+        size_t keep = 0;  // candidates [0, keep) are in
+        double acc = 0.0;
+        size_t end = m;   // candidates [keep, end) are sorted, largest first, and taken in order
         if (!sorted) {
             std::vector<double> & hist = hist_;
             hist.assign(1 << 12, 0.0);
@@ -202,20 +207,23 @@ int32_t SequenceSampler::pick(const float * logits, int64_t n, float row_max_val
             };
             for (size_t i = 0; i < m; ++i) hist[key(cand_[i].v)] += cand_[i].v;
             uint32_t cut = (uint32_t) hist.size() - 1;
-            for (double acc = 0.0; cut > 0; --cut) {
-                acc += hist[cut];
-                if (acc >= want) break;
+            for (double above = 0.0; cut > 0; --cut) {
+                if (above + hist[cut] >= want) break;
+                above += hist[cut];
             }
-            size_t j = 0;
             for (size_t i = 0; i < m; ++i) {
-                if (key(cand_[i].v) >= cut) std::swap(cand_[j++], cand_[i]);
+                if (key(cand_[i].v) > cut) {
+                    acc += cand_[i].v;
+                    std::swap(cand_[keep++], cand_[i]);
+                }
             }
-            std::sort(cand_.begin(), cand_.begin() + j, pcmp);
-            m = j;
+            end = keep;
+            for (size_t i = keep; i < m; ++i) {
+                if (key(cand_[i].v) == cut) std::swap(cand_[end++], cand_[i]);
+            }
+            std::sort(cand_.begin() + (std::ptrdiff_t) keep, cand_.begin() + (std::ptrdiff_t) end, pcmp);
         }
-        double acc = 0.0;
-        size_t keep = 0;
-        while (keep < m && acc < want) acc += cand_[keep++].v;
+        while (keep < end && acc < want) acc += cand_[keep++].v;
         m = std::max<size_t>(keep, 1);
         total = 0.0;
         for (size_t i = 0; i < m; ++i) total += cand_[i].v;
