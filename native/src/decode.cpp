@@ -95,7 +95,8 @@ void Decoder::fill_mask(const KvCache & cache, const std::vector<StepToken> & ba
                 continue;
             }
             const StepToken & t = batch[(size_t) r];
-            for (int64_t j = 0; j < n_kv; ++j) {
+            // Cells past the stream's highest occupied one are free: they stay closed.
+            for (int64_t j = 0, used = std::min(n_kv, cache.stream_used((int) (s.s0 + k))); j < used; ++j) {
                 const int32_t p = cache.pos(base + j);
                 if (p >= 0 && p <= t.pos && cache.sees(base + j, t.seq)) row[j] = open;
             }
