@@ -70,4 +70,16 @@ void check_gguf_header(const std::string & path) {
     if (n < 4 || std::memcmp(magic, "GGUF", 4) != 0) throw Error(path + ": not a GGUF file (bad magic)");
 }
 
+GgufFile::GgufFile(const std::string & path, bool with_data) {
+    check_gguf_header(path);
+    gguf_init_params ip{!with_data, &ctx};
+    g = gguf_init_from_file(path.c_str(), ip);
+    if (!g) throw Error(path + ": corrupt or truncated GGUF");
+}
+
+GgufFile::~GgufFile() {
+    if (g) gguf_free(g);
+    if (ctx) ggml_free(ctx);
+}
+
 } // namespace rrr

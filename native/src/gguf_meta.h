@@ -1,6 +1,7 @@
 // Typed reads of GGUF key/values with errors that name the file and key.
 #pragma once
 #include <string>
+#include "ggml.h"
 #include "gguf.h"
 
 namespace rrr {
@@ -13,5 +14,16 @@ float gguf_float_or(const gguf_context * g, const std::string & key, float fallb
 
 // Reads the first bytes of `path` and throws rrr::Error unless it looks like a GGUF file.
 void check_gguf_header(const std::string & path);
+
+// A GGUF opened for reading (header checked first), its tensors' data loaded into host memory
+// when asked for; freed with the object. Throws rrr::Error naming the file.
+struct GgufFile {
+    gguf_context * g = nullptr;
+    ggml_context * ctx = nullptr;
+    GgufFile(const std::string & path, bool with_data);
+    ~GgufFile();
+    GgufFile(const GgufFile &) = delete;
+    GgufFile & operator=(const GgufFile &) = delete;
+};
 
 } // namespace rrr

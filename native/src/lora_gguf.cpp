@@ -17,22 +17,6 @@ namespace {
 constexpr const char * kStateType = "rrr-train-state";
 constexpr int64_t kStateVersion = 1;
 
-// A GGUF read fully into host memory (adapter and state files are small).
-struct GgufRead {
-    gguf_context * g = nullptr;
-    ggml_context * ctx = nullptr;
-    GgufRead(const std::string & path, bool with_data) {
-        check_gguf_header(path);
-        gguf_init_params ip{!with_data, &ctx};
-        g = gguf_init_from_file(path.c_str(), ip);
-        if (!g) throw Error(path + ": corrupt or truncated GGUF");
-    }
-    ~GgufRead() {
-        if (g) gguf_free(g);
-        if (ctx) ggml_free(ctx);
-    }
-};
-
 // Host copies of backend tensors, kept alive until the file is written.
 struct GgufWrite {
     gguf_context * g = gguf_init_empty();
@@ -130,7 +114,7 @@ void write_gguf_atomic(const gguf_context * g, const std::string & path) {
 }
 
 AdapterSpec read_adapter_spec(const std::string & path, const ModelWeights & w) {
-    GgufRead f(path, false);
+    GgufFile f(path, false);
     const ModelConfig & c = w.config();
     const std::string type = gguf_has(f.g, "general.type") ? gguf_str(f.g, "general.type", path) : "";
     if (type != "adapter") throw Error(path + ": not a LoRA adapter (general.type is '" + type + "', expected 'adapter')");
@@ -188,7 +172,7 @@ void save_adapter(const Adapter & a, const std::string & path) {
 
 void load_adapter(Adapter & a, const std::string & path, const ModelWeights & w) {
     check_same_spec(a.spec(), read_adapter_spec(path, w), path);
-    GgufRead f(path, true);
+    GgufFile f(path, true);  // adapter and state files are small
     for (ggml_tensor * p : a.params()) {
         const ggml_tensor * t = ggml_get_tensor(f.ctx, p->name);
         if (!t) throw Error(path + ": missing tensor '" + std::string(p->name) + "'");
@@ -213,7 +197,7 @@ void save_train_state(const Adapter & a, const AdamW & opt, const std::string & 
 }
 
 void load_train_state(Adapter & a, AdamW & opt, const std::string & path) {
-    GgufRead f(path, true);
+    GgufFile f(path, true);  // adapter and state files are small
     const std::string type = gguf_has(f.g, "general.type") ? gguf_str(f.g, "general.type", path) : "";
     if (type != kStateType) throw Error(path + ": not an rrr-native training state (general.type is '" + type + "')");
     if (gguf_int(f.g, "rrr.state.version", path) != kStateVersion) throw Error(path + ": unsupported training-state version");

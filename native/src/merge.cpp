@@ -24,21 +24,6 @@ struct File {
     }
 };
 
-struct Gguf {
-    gguf_context * g = nullptr;
-    ggml_context * ctx = nullptr;
-    Gguf(const std::string & path, bool with_data) {
-        check_gguf_header(path);
-        gguf_init_params ip{!with_data, &ctx};
-        g = gguf_init_from_file(path.c_str(), ip);
-        if (!g) throw Error(path + ": corrupt or truncated GGUF");
-    }
-    ~Gguf() {
-        if (g) gguf_free(g);
-        if (ctx) ggml_free(ctx);
-    }
-};
-
 std::vector<float> to_f32(const ggml_tensor * t, const std::string & path) {
     std::vector<float> out((size_t) ggml_nelements(t));
     if (t->type == GGML_TYPE_F32) std::memcpy(out.data(), t->data, out.size() * sizeof(float));
@@ -63,8 +48,8 @@ struct Delta {
 MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path) {
     if (out_path.empty()) throw Error("--out: an output path is required");
     if (out_path == model_path || out_path == adapter_path) throw Error("--out: must differ from --model and --adapter");
-    Gguf base(model_path, false);
-    Gguf ad(adapter_path, true);
+    GgufFile base(model_path, false);
+    GgufFile ad(adapter_path, true);
 
     const std::string arch = gguf_str(base.g, "general.architecture", model_path);
     const std::string type = gguf_has(ad.g, "general.type") ? gguf_str(ad.g, "general.type", adapter_path) : "";
