@@ -163,8 +163,8 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         if (s.gather) q = ggml_get_rows(c0, ggml_reshape_2d(c0, q, n_embd_q, s.T), slot_rows_);
         q = ggml_reshape_4d(c0, q, c.head_dim, c.n_head, per_slot, n_slot);
         ggml_tensor * Q = ggml_permute(c0, q, 0, 2, 1, 3); // [head_dim, per_slot, n_head, n_slot]
-        ggml_tensor * K = s.n_slot > 0 ? cache.k_view_streams(c0, il, s.s0, s.n_slot, s.n_kv) : cache.k_view(c0, il, s.s0, s.lo, s.n_kv);
-        ggml_tensor * V = s.n_slot > 0 ? cache.v_view_streams(c0, il, s.s0, s.n_slot, s.n_kv) : cache.v_view(c0, il, s.s0, s.lo, s.n_kv);
+        ggml_tensor * K = cache.k_view(c0, il, s.s0, n_slot, s.lo, s.n_kv);
+        ggml_tensor * V = cache.v_view(c0, il, s.s0, n_slot, s.lo, s.n_kv);
         ggml_tensor * o;
         if (s.flash_attn) {
             if (K->type == GGML_TYPE_F32) K = ggml_cast(c0, K, GGML_TYPE_F16);

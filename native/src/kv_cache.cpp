@@ -147,39 +147,22 @@ void KvCache::seq_window(int seq, int64_t & lo, int64_t & hi) const {
     if (hi == 0) lo = 0;
 }
 
-ggml_tensor * KvCache::k_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const {
-    ggml_tensor * k = k_[il];
-    return ggml_view_3d(ctx, k, head_dim_, n, n_head_kv_, k->nb[1], ggml_row_size(type_, head_dim_),
-                        ((int64_t) stream * stream_cells_ + lo) * k->nb[1]);
+ggml_tensor * KvCache::row_major_view(ggml_context * ctx, ggml_tensor * t, int s0, int64_t n_streams, int64_t lo, int64_t n) const {
+    const size_t stream_bytes = (size_t) stream_cells_ * t->nb[1];
+    return ggml_view_4d(ctx, t, head_dim_, n, n_head_kv_, n_streams, t->nb[1], ggml_row_size(type_, head_dim_), stream_bytes,
+                        (size_t) s0 * stream_bytes + (size_t) lo * t->nb[1]);
 }
 
-ggml_tensor * KvCache::v_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const {
+ggml_tensor * KvCache::k_view(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t lo, int64_t n) const {
+    return row_major_view(ctx, k_[il], s0, n_streams, lo, n);
+}
+
+ggml_tensor * KvCache::v_view(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t lo, int64_t n) const {
     ggml_tensor * v = v_[il];
-    if (v_trans_) {
-        return ggml_view_3d(ctx, v, n, head_dim_, n_head_kv_, v->nb[1], head_dim_ * v->nb[1],
-                            (size_t) stream * n_embd_v_ * v->nb[1] + ggml_row_size(type_, lo));
-    }
-    return ggml_view_3d(ctx, v, head_dim_, n, n_head_kv_, v->nb[1], ggml_row_size(type_, head_dim_),
-                        ((int64_t) stream * stream_cells_ + lo) * v->nb[1]);
-}
-
-ggml_tensor * KvCache::k_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const {
-    ggml_tensor * k = k_[il];
-    const size_t stream_bytes = (size_t) stream_cells_ * k->nb[1];
-    return ggml_view_4d(ctx, k, head_dim_, n, n_head_kv_, n_streams, k->nb[1], ggml_row_size(type_, head_dim_), stream_bytes,
-                        (size_t) s0 * stream_bytes);
-}
-
-ggml_tensor * KvCache::v_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const {
-    ggml_tensor * v = v_[il];
-    if (v_trans_) {
-        const size_t stream_bytes = (size_t) n_embd_v_ * v->nb[1];
-        return ggml_view_4d(ctx, v, n, head_dim_, n_head_kv_, n_streams, v->nb[1], head_dim_ * v->nb[1], stream_bytes,
-                            (size_t) s0 * stream_bytes);
-    }
-    const size_t stream_bytes = (size_t) stream_cells_ * v->nb[1];
-    return ggml_view_4d(ctx, v, head_dim_, n, n_head_kv_, n_streams, v->nb[1], ggml_row_size(type_, head_dim_), stream_bytes,
-                        (size_t) s0 * stream_bytes);
+    if (!v_trans_) return row_major_view(ctx, v, s0, n_streams, lo, n);
+    const size_t stream_bytes = (size_t) n_embd_v_ * v->nb[1];
+    return ggml_view_4d(ctx, v, n, head_dim_, n_head_kv_, n_streams, v->nb[1], head_dim_ * v->nb[1], stream_bytes,
+                        (size_t) s0 * stream_bytes + ggml_row_size(type_, lo));
 }
 
 void KvCache::copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_tensor * src, ggml_tensor * dst, ggml_tensor * v_src,

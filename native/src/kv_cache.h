@@ -83,16 +83,13 @@ public:
     void seq_window(int seq, int64_t & lo, int64_t & hi) const;
 
     // ---- graph pieces ----
-    // K of layer il over cells [lo, lo+n) of `stream` (lo counted from the stream's first
-    // cell), laid out for attention: [head_dim, n, n_kv_head].
-    ggml_tensor * k_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const;
-    // V over the same cells: [n, head_dim, n_kv_head] when transposed (ready to contract over
-    // cells), else [head_dim, n, n_kv_head] like K.
-    ggml_tensor * v_view(ggml_context * ctx, int64_t il, int stream, int64_t lo, int64_t n) const;
-    // The first n cells of streams [s0, s0+n_streams) as one 4-D batch: K [head_dim, n,
-    // n_kv_head, n_streams], V likewise (transposed: [n, head_dim, n_kv_head, n_streams]).
-    ggml_tensor * k_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const;
-    ggml_tensor * v_view_streams(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t n) const;
+    // K of layer il over cells [lo, lo+n) of each of streams [s0, s0+n_streams) (lo counted
+    // from a stream's first cell), laid out for attention as a 4-D batch over the streams:
+    // [head_dim, n, n_kv_head, n_streams]. One stream is a window of cells.
+    ggml_tensor * k_view(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t lo, int64_t n) const;
+    // V over the same cells: [n, head_dim, n_kv_head, n_streams] when transposed (ready to
+    // contract over cells), else [head_dim, n, n_kv_head, n_streams] like K.
+    ggml_tensor * v_view(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t lo, int64_t n) const;
     // Copies the first n cells of stream src[i] into stream dst[i] for every i, all layers,
     // as graph nodes: index tensors from fork_index (I32 sources, I64 destinations).
     void copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_tensor * src, ggml_tensor * dst, ggml_tensor * v_src,
@@ -122,6 +119,7 @@ private:
     // Cells [begin, end) a sequence may use: its own stream, or the whole cache when unified.
     int64_t range_begin(int seq) const { return n_streams_ > 1 ? (int64_t) seq * stream_cells_ : 0; }
     int64_t range_end(int seq) const { return n_streams_ > 1 ? range_begin(seq) + stream_cells_ : n_cells_; }
+    ggml_tensor * row_major_view(ggml_context * ctx, ggml_tensor * t, int s0, int64_t n_streams, int64_t lo, int64_t n) const;
     void check_stream(int64_t cell, int seq) const;
     void recount_stream_used(int stream);
 
