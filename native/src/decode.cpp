@@ -16,6 +16,12 @@ constexpr int64_t kWindowPad = 256;
 
 int64_t pad_window(int64_t n, int64_t pad, int64_t limit) { return std::min(limit, ((std::max<int64_t>(n, 1) + pad - 1) / pad) * pad); }
 
+ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1) {
+    ggml_tensor * t = ggml_new_tensor_4d(ctx, type, ne0, ne1, ne2, ne3);
+    ggml_set_input(t);
+    return t;
+}
+
 } // namespace
 
 // Picks the attention layout of a batch. Window: the cells every sequence of the batch sees,
@@ -59,13 +65,17 @@ void Decoder::plan(const KvCache & cache, const std::vector<StepToken> & batch, 
         s.gather = false;
         return;
     }
-    std::vector<char> taken((size_t) (last - first + 1), 0);
+    // Slot k reads stream first + k; slot_rows_host_[k] is its batch row (-1: none).
+    slot_rows_host_.assign((size_t) (last - first + 1), -1);
+    row_slots_host_.resize(batch.size());
     int64_t used = 0;
     s.gather = (int64_t) batch.size() != last - first + 1;
     for (size_t i = 0; i < batch.size(); ++i) {
         const int st = cache.stream_of(batch[i].cell);
-        if (taken[(size_t) (st - first)]) throw Error("internal error: a decode batch has two tokens in stream " + std::to_string(st));
-        taken[(size_t) (st - first)] = 1;
+        int32_t & row = slot_rows_host_[(size_t) (st - first)];
+        if (row >= 0) throw Error("internal error: a decode batch has two tokens in stream " + std::to_string(st));
+        row = (int32_t) i;
+        row_slots_host_[i] = st - first;
         s.gather = s.gather || st != first + (int) i;
         used = std::max(used, cache.stream_used(st));
     }
@@ -135,21 +145,15 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
     ggml_reset(ctx_);
     ggml_context * ctx = ctx_;
     gf_ = ggml_new_graph_custom(ctx, kGraphNodes, false);
-    auto input = [&](ggml_type type, int64_t ne0, int64_t ne1 = 1) {
-        ggml_tensor * t = ne1 == 1 ? ggml_new_tensor_1d(ctx, type, ne0) : ggml_new_tensor_2d(ctx, type, ne0, ne1);
-        ggml_set_input(t);
-        return t;
-    };
-    tokens_ = input(GGML_TYPE_I32, s.T);
-    pos_ = input(GGML_TYPE_I32, s.T);
-    k_idx_ = input(GGML_TYPE_I64, s.T);
-    v_idx_ = input(GGML_TYPE_I64, cache.v_index_len(s.T));
+    tokens_ = new_input(ctx, GGML_TYPE_I32, s.T);
+    pos_ = new_input(ctx, GGML_TYPE_I32, s.T);
+    k_idx_ = new_input(ctx, GGML_TYPE_I64, s.T);
+    v_idx_ = new_input(ctx, GGML_TYPE_I64, cache.v_index_len(s.T));
     const int64_t n_slot = s.n_slot > 0 ? s.n_slot : 1, per_slot = s.n_slot > 0 ? 1 : s.T;
-    mask_ = ggml_new_tensor_4d(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, s.n_kv, per_slot, 1, n_slot);
-    ggml_set_input(mask_);
-    out_rows_ = s.n_out < s.T ? input(GGML_TYPE_I32, s.n_out) : nullptr;
-    slot_rows_ = s.gather ? input(GGML_TYPE_I32, s.n_slot) : nullptr;
-    row_slots_ = s.gather ? input(GGML_TYPE_I32, s.T) : nullptr;
+    mask_ = new_input(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, s.n_kv, per_slot, 1, n_slot);
+    out_rows_ = s.n_out < s.T ? new_input(ctx, GGML_TYPE_I32, s.n_out) : nullptr;
+    slot_rows_ = s.gather ? new_input(ctx, GGML_TYPE_I32, s.n_slot) : nullptr;
+    row_slots_ = s.gather ? new_input(ctx, GGML_TYPE_I32, s.T) : nullptr;
 
     const float kq_scale = 1.0f / std::sqrt((float) c.head_dim);
     TransformerInputs in{tokens_, pos_, out_rows_};
@@ -187,7 +191,7 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         ggml_set_output(logits_);
         ggml_build_forward_expand(gf_, logits_);
     } else {
-        if (s.head == HeadMode::temperature) uniforms_ = input(GGML_TYPE_F32, 1, s.n_out);
+        if (s.head == HeadMode::temperature) uniforms_ = new_input(ctx, GGML_TYPE_F32, 1, s.n_out);
         const SampleHead h = build_sample_head(ctx, logits_, s.head, s.temperature, uniforms_);
         ids_ = h.ids;
         logprobs_ = h.logprobs;
@@ -236,13 +240,8 @@ void Decoder::copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::v
     ggml_reset(ctx_);
     gf_ = ggml_new_graph_custom(ctx_, kGraphNodes, false);
     const int64_t m = (int64_t) src.size();
-    auto input = [&](ggml_type type, int64_t ne0) {
-        ggml_tensor * t = ggml_new_tensor_1d(ctx_, type, ne0);
-        ggml_set_input(t);
-        return t;
-    };
-    ggml_tensor * k_src = input(GGML_TYPE_I32, m), * k_dst = input(GGML_TYPE_I64, m);
-    ggml_tensor * v_src = input(GGML_TYPE_I32, cache.fork_v_index_len(m)), * v_dst = input(GGML_TYPE_I64, cache.fork_v_index_len(m));
+    ggml_tensor * k_src = new_input(ctx_, GGML_TYPE_I32, m), * k_dst = new_input(ctx_, GGML_TYPE_I64, m);
+    ggml_tensor * v_src = new_input(ctx_, GGML_TYPE_I32, cache.fork_v_index_len(m)), * v_dst = new_input(ctx_, GGML_TYPE_I64, cache.fork_v_index_len(m));
     cache.copy_prefix(ctx_, gf_, n, k_src, k_dst, v_src, v_dst);
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory copying a " + std::to_string(n) + "-token prompt into " + std::to_string(m) + " KV streams on " + b.name());
@@ -283,15 +282,6 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
         if (batch[i].logits) rows_.push_back((int32_t) i);
     }
     cache.fill_v_index(cells_, v_index_);
-    if (s.n_slot > 0) {
-        slot_rows_host_.assign((size_t) s.n_slot, -1);
-        row_slots_host_.resize((size_t) s.T);
-        for (int64_t i = 0; i < s.T; ++i) {
-            const int k = cache.stream_of(batch[i].cell) - s.s0;
-            slot_rows_host_[(size_t) k] = (int32_t) i;
-            row_slots_host_[(size_t) i] = k;
-        }
-    }
     if (s.gather) {
         // An empty slot gathers row 0: any finite query does, its output is never read.
         std::vector<int32_t> rows(slot_rows_host_);

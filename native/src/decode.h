@@ -96,6 +96,7 @@ private:
         }
     };
     void build(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const Shape & s);
+    // Sets the attention layout of `s` for `batch`; in streams mode also the slot maps below.
     void plan(const KvCache & cache, const std::vector<StepToken> & batch, Shape & s);
     template <typename T>
     void fill_mask(const KvCache & cache, const std::vector<StepToken> & batch, const Shape & s, T closed, T open, std::vector<T> & mask);
