@@ -241,17 +241,25 @@ void Decoder::copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::v
     gf_ = ggml_new_graph_custom(ctx_, kGraphNodes, false);
     const int64_t m = (int64_t) src.size();
     ggml_tensor * k_src = new_input(ctx_, GGML_TYPE_I32, m), * k_dst = new_input(ctx_, GGML_TYPE_I64, m);
-    ggml_tensor * v_src = new_input(ctx_, GGML_TYPE_I32, cache.fork_v_index_len(m)), * v_dst = new_input(ctx_, GGML_TYPE_I64, cache.fork_v_index_len(m));
+    ggml_tensor * v_src = nullptr, * v_dst = nullptr;
+    if (cache.v_trans()) {
+        v_src = new_input(ctx_, GGML_TYPE_I32, cache.fork_v_index_len(m));
+        v_dst = new_input(ctx_, GGML_TYPE_I64, cache.fork_v_index_len(m));
+    }
     cache.copy_prefix(ctx_, gf_, n, k_src, k_dst, v_src, v_dst);
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory copying a " + std::to_string(n) + "-token prompt into " + std::to_string(m) + " KV streams on " + b.name());
     }
     placement_.merge(placement_of(sched, gf_));
-    cache.fill_fork_index(src, dst, k_src_, k_dst_, v_src_, v_dst_);
+    k_src_.assign(src.begin(), src.end());
+    k_dst_.assign(dst.begin(), dst.end());
     ggml_backend_tensor_set(k_src, k_src_.data(), 0, ggml_nbytes(k_src));
     ggml_backend_tensor_set(k_dst, k_dst_.data(), 0, ggml_nbytes(k_dst));
-    ggml_backend_tensor_set(v_src, v_src_.data(), 0, ggml_nbytes(v_src));
-    ggml_backend_tensor_set(v_dst, v_dst_.data(), 0, ggml_nbytes(v_dst));
+    if (v_src) {
+        cache.fill_fork_v_index(src, dst, v_src_, v_dst_);
+        ggml_backend_tensor_set(v_src, v_src_.data(), 0, ggml_nbytes(v_src));
+        ggml_backend_tensor_set(v_dst, v_dst_.data(), 0, ggml_nbytes(v_dst));
+    }
     const ggml_status st = ggml_backend_sched_graph_compute(sched, gf_);
     ggml_backend_sched_reset(sched);
     if (st != GGML_STATUS_SUCCESS) throw Error("copying a prompt into KV streams failed on " + b.name());

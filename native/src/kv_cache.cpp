@@ -178,7 +178,7 @@ void KvCache::copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_
         ggml_build_forward_expand(gf, ggml_set_rows(ctx, k, ggml_get_rows(ctx, k, src), dst));
         if (!v_trans_) {
             ggml_tensor * v = by_stream(v_[il]);
-            ggml_build_forward_expand(gf, ggml_set_rows(ctx, v, ggml_get_rows(ctx, v, v_src), v_dst));
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx, v, ggml_get_rows(ctx, v, src), dst));
             continue;
         }
         // Transposed: row (stream, element) starts with the element of the stream's first cells.
@@ -187,15 +187,8 @@ void KvCache::copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_
     }
 }
 
-void KvCache::fill_fork_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & k_src,
-                              std::vector<int64_t> & k_dst, std::vector<int32_t> & v_src, std::vector<int64_t> & v_dst) const {
-    k_src.assign(src.begin(), src.end());
-    k_dst.assign(dst.begin(), dst.end());
-    if (!v_trans_) {
-        v_src = k_src;
-        v_dst = k_dst;
-        return;
-    }
+void KvCache::fill_fork_v_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & v_src,
+                                std::vector<int64_t> & v_dst) const {
     v_src.clear();
     v_dst.clear();
     for (size_t i = 0; i < src.size(); ++i) {

@@ -91,14 +91,14 @@ public:
     // contract over cells), else [head_dim, n, n_kv_head, n_streams] like K.
     ggml_tensor * v_view(ggml_context * ctx, int64_t il, int s0, int64_t n_streams, int64_t lo, int64_t n) const;
     // Copies the first n cells of stream src[i] into stream dst[i] for every i, all layers,
-    // as graph nodes: index tensors from fork_index (I32 sources, I64 destinations).
+    // as graph nodes: src/dst hold the stream ids (I32, I64); a transposed V needs its own
+    // row indices v_src/v_dst from fill_fork_v_index (nullptr otherwise: V then uses src/dst).
     void copy_prefix(ggml_context * ctx, ggml_cgraph * gf, int64_t n, ggml_tensor * src, ggml_tensor * dst, ggml_tensor * v_src,
                      ggml_tensor * v_dst) const;
-    // Index lengths and contents for copy_prefix: one row per stream for K (and V laid out like
-    // K), one per (stream, V element) for transposed V.
-    int64_t fork_v_index_len(int64_t n_pairs) const { return v_trans_ ? n_pairs * n_embd_v_ : n_pairs; }
-    void fill_fork_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & k_src,
-                         std::vector<int64_t> & k_dst, std::vector<int32_t> & v_src, std::vector<int64_t> & v_dst) const;
+    // One row per (stream, V element) of a transposed V.
+    int64_t fork_v_index_len(int64_t n_pairs) const { return n_pairs * n_embd_v_; }
+    void fill_fork_v_index(const std::vector<int> & src, const std::vector<int> & dst, std::vector<int32_t> & v_src,
+                           std::vector<int64_t> & v_dst) const;
     // Writes this step's k/v [head_dim, n_kv_head, T] into the cells named by the index
     // tensors (I64: T entries for K; for transposed V one entry per element, see v_index).
     ggml_tensor * store_k(ggml_context * ctx, int64_t il, ggml_tensor * k, ggml_tensor * idx) const;
