@@ -3,7 +3,7 @@
 # fetch (it has no network and no node) into the ignored folder .device/, within the device
 # tool's 64 MiB carry limit: node's binary (xz), the runtime node_modules (no TypeScript: the
 # compiled dist/ travels instead), and the llama.cpp sources the build needs (no other backends,
-# docs, tools or tests). Then call the device with carry [".device", "dist"] and run
+# docs, tools or tests), and the CPU addon built here. Then call the device with carry [".device", "dist"] and run
 # scripts/device/gpu-check.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,5 +21,7 @@ tar -czf "$D/llama-src.tar.gz" \
   --exclude="$L/ggml/src/ggml-hexagon" --exclude="$L/ggml/src/ggml-zdnn" --exclude="$L/ggml/src/ggml-openvino" \
   "$L/CMakeLists.txt" "$L/cmake" "$L/ggml" "$L/src" "$L/include" "$L/vendor" "$L/common" "$L/.rrr-stamp" \
   "$L/models/ggml-vocab-qwen2.gguf" "$L/models/ggml-vocab-llama-bpe.gguf"
+# The CPU addon built here writes the bench model on the device while ggml-cuda compiles.
+mkdir -p "$D/cpu-addon" && cp build/Release/rrr_native.node "$D/cpu-addon/"
 rm -rf "$D/tmp"
 du -ch "$D"/* dist | tail -1
