@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Generator, Model, ReferenceDecoder, RrrError, logitsRow, makeTinyModel } from '../src/engine/index.js';
 import type { Completion, TinyModelOptions } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
+import { NEAR_TIE, assertGreedyAgree, deviceTol } from './helpers/tolerance.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rrr-gen-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,6 +41,15 @@ async function withModel<T>(opts: Omit<TinyModelOptions, 'out'>, fn: (m: Model, 
 
 const tokensOf = (cs: Completion[][]) => cs.map((g) => g.map((c) => Array.from(c.tokens)));
 
+// Greedy completions `a` and `b` of the same requests agree (exactly on the CPU; see tolerance.ts).
+async function agree(model: Model, prompts: Int32Array[], a: number[][][], b: number[][][], what: string) {
+  assert.equal(a.length, b.length);
+  for (let g = 0; g < a.length; g++) {
+    assert.equal(a[g]!.length, b[g]!.length);
+    for (let j = 0; j < a[g]!.length; j++) await assertGreedyAgree(model, prompts[g]!, a[g]![j]!, b[g]![j]!, NEAR_TIE, `${what}, request ${g} sample ${j}`);
+  }
+}
+
 const parityCases: { name: string; opts: Omit<TinyModelOptions, 'out'>; flashAttn: boolean }[] = [
   { name: 'qwen2', opts: { arch: 'qwen2' }, flashAttn: false },
   { name: 'llama', opts: { arch: 'llama' }, flashAttn: false },
@@ -60,7 +70,7 @@ for (const c of parityCases) for (const kvLayout of ['streams', 'unified'] as co
         const theirs = await ref.greedy(requests, { maxTokens: 24 });
         const a = tokensOf(ours);
         const b = theirs.tokens.map((g) => g.map((t) => Array.from(t)));
-        assert.deepEqual(a, b);
+        await agree(model, prompts, a, b, 'libllama');
         assert.ok(a.flat().some((t) => t.length > 3), 'completions should not all stop at once');
         // greedy samples of one group are identical to each other
         for (const g of a) for (const s of g) assert.deepEqual(s, g[0]);
@@ -81,7 +91,7 @@ test("greedy tokens equal libllama's with one KV stream per sequence on both sid
     try {
       const ours = tokensOf(await gen.generate(requests, { maxTokens: 24, temperature: 0 }));
       const r = await ref.greedy(requests, { maxTokens: 24 });
-      assert.deepEqual(ours, r.tokens.map((g) => g.map((t) => Array.from(t))));
+      await agree(model, requests.map((q) => q.prompt), ours, r.tokens.map((g) => g.map((t) => Array.from(t))), 'libllama');
       // Six streams of at least 256 cells each: the prompt is held once per sequence.
       assert.ok(r.nCells >= 6 * 256, `${r.nCells} cells`);
     } finally {
@@ -108,11 +118,20 @@ test('streams layout: sequences finishing out of order and split steps give the 
       const a = await unified.generate(requests, opts);
       const lengths = a.map((g) => g[0]!.tokens.length);
       assert.ok(lengths[1]! <= 4 && lengths.slice(2).some((n) => n > lengths[1]!), `lengths ${lengths.join(',')}`);
-      assert.deepEqual(tokensOf(await streams.generate(requests, opts)), tokensOf(a));
-      assert.deepEqual(tokensOf(await split.generate(requests, opts)), tokensOf(a));
-      const lp = (cs: Completion[][]) => cs.flat().flatMap((c) => Array.from(c.logprobs));
-      const d = lp(await streams.generate(requests, opts)).map((x, i) => Math.abs(x - lp(a)[i]!));
-      assert.ok(Math.max(...d) < 1e-4, `log-prob difference ${Math.max(...d)}`);
+      const prompts = requests.map((q) => q.prompt);
+      const b = await streams.generate(requests, opts);
+      await agree(model, prompts, tokensOf(b), tokensOf(a), 'streams vs unified');
+      await agree(model, prompts, tokensOf(await split.generate(requests, opts)), tokensOf(a), 'split steps vs unified');
+      // Log-probs of the completions both layouts decoded alike (all of them on the CPU).
+      let d = 0, compared = 0;
+      a.flat().forEach((c, i) => {
+        const o = b.flat()[i]!;
+        if (o.tokens.join() !== c.tokens.join()) return;
+        compared++;
+        c.logprobs.forEach((x, t) => { d = Math.max(d, Math.abs(x - o.logprobs[t]!)); });
+      });
+      assert.ok(compared > a.flat().length / 2, `only ${compared} completions decoded alike`);
+      assert.ok(d < deviceTol(1e-4, 2e-2), `log-prob difference ${d}`);
     } finally {
       unified.dispose();
       streams.dispose();
@@ -139,7 +158,7 @@ test('log-probs are log-softmax of the model logits at the sampled tokens', asyn
           let s = 0;
           for (const v of row) s += Math.exp(v - mx);
           const want = row[c.tokens[t]!]! - mx - Math.log(s);
-          assert.ok(Math.abs(c.logprobs[t]! - want) < 1e-3, `T ${temperature}, token ${t}: ${c.logprobs[t]} vs ${want}`);
+          assert.ok(Math.abs(c.logprobs[t]! - want) < deviceTol(1e-3, 2e-2), `T ${temperature}, token ${t}: ${c.logprobs[t]} vs ${want}`);
         }
       }
     } finally {
@@ -249,7 +268,8 @@ test('top-k = 1 equals greedy; top-k, min-p and repetition penalty shape the dra
         const l = await model.forward([Int32Array.from([...prompt, ...c.tokens])]);
         c.tokens.forEach((tok, t) => {
           const row = logitsRow(l, prompt.length - 1 + t);
-          const higher = row.filter((v) => v > row[tok]!).length;
+          // On a GPU the decode and this forward pass round differently: a near-tie may swap ranks.
+          const higher = row.filter((v) => v > row[tok]! + deviceTol(0, NEAR_TIE)).length;
           assert.ok(higher < 3, `token ${t} ranked ${higher + 1} under top-k 3`);
         });
       }
