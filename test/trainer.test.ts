@@ -9,10 +9,12 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { Model, ReferenceModel, Trainer, makeTinyModel, mergeAdapter } from '../src/engine/index.js';
 import type { StepOptions, TrainSequence } from '../src/engine/types.js';
+import { TEST_DEVICE } from './helpers/models.js';
+import { deviceTol } from './helpers/tolerance.js';
 
 const ALL = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 // CPU by default; RRR_TEST_DEVICE=cuda runs the same checks on a GPU build.
-const DEVICE = (process.env.RRR_TEST_DEVICE ?? 'cpu') as 'cpu' | 'cuda' | 'auto';
+const DEVICE = TEST_DEVICE;
 let dir: string;
 
 before(() => {
@@ -241,6 +243,34 @@ describe('LoRA gradients match finite differences', () => {
     tr.dispose();
     model.dispose();
   });
+
+  test('a profiled step times its ops and changes no number', async () => {
+    const { model } = await tinyModel('grad-profile');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    const plain = await tr.gradients(mixedBatch(), { beta: 0.1 });
+    const timed = await tr.gradients(mixedBatch(), { beta: 0.1, profile: true });
+    assert.equal(plain.profile, undefined);
+    // Same kernels, run one by one: the same numbers (a GPU may pick another cuBLAS algorithm).
+    for (const [k, v] of Object.entries(plain.grads)) {
+      const w = timed.grads[k]!;
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
+    }
+    assert.ok(Math.abs(timed.loss - plain.loss) <= deviceTol(0, 1e-6), `loss ${timed.loss} vs ${plain.loss}`);
+    const ops = timed.profile!;
+    const names = ops.map((o) => o.op);
+    // Forward and backward matmuls, the LoRA outer products, the norm's backward.
+    for (const want of ['MUL_MAT f32 x f32', 'OUT_PROD f32 x f32', 'RMS_NORM_BACK']) assert.ok(names.includes(want), `${want} in ${names.join(', ')}`);
+    assert.equal(new Set(names).size, names.length, 'one entry per op kind');
+    for (let i = 1; i < ops.length; i++) assert.ok(ops[i]!.ms <= ops[i - 1]!.ms, 'slowest first');
+    const total = ops.reduce((a, o) => a + o.ms, 0);
+    assert.ok(ops.every((o) => o.count > 0 && o.ms >= 0) && total > 0 && total <= timed.ms, `ops ${total} ms of a ${timed.ms} ms step`);
+    // The optimizer's own graph is timed too when the step updates.
+    const st = await tr.step(mixedBatch(), { lr: 1e-3, profile: true });
+    assert.ok(st.profile!.some((o) => o.op === 'OPT_STEP_ADAMW'), 'AdamW timed');
+    tr.dispose();
+    model.dispose();
+  });
 });
 
 describe('masked loss', () => {
@@ -285,11 +315,12 @@ describe('masked loss', () => {
     const old = await tr.logprobs(batch.map((s) => s.tokens));
     const withOld = batch.map((s, i) => ({ ...s, oldLogprobs: old[i]! }));
     const r = await tr.gradients(withOld, {});
-    assert.ok(Math.abs(r.meanRatio - 1) < 1e-5, `mean ratio ${r.meanRatio}`);
+    // The log-prob pass and the training pass are different graphs: on a GPU their kernels round apart.
+    assert.ok(Math.abs(r.meanRatio - 1) < deviceTol(1e-5, 1e-3), `mean ratio ${r.meanRatio}`);
     assert.equal(r.clipFraction, 0);
     const plain = await tr.gradients(batch, {});
     for (const [k, v] of Object.entries(plain.grads)) {
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - r.grads[k]![i]!) <= 1e-4 * (1 + Math.abs(v[i]!)), k);
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - r.grads[k]![i]!) <= deviceTol(1e-4, 3e-3) * (1 + Math.abs(v[i]!)), k);
     }
     tr.dispose();
   });
@@ -337,7 +368,8 @@ describe('learning and adapter files', () => {
       moved = Math.max(moved, Math.abs(ours.logits[i]! - base.logits[i]!));
     }
     assert.ok(moved > 1, `the adapter should change the logits (max change ${moved})`);
-    assert.ok(diff < 2e-3, `our logits with the adapter vs libllama's LoRA loader: max |diff| ${diff}`);
+    // libllama runs on the CPU here: on a GPU build this is also a cross-device check.
+    assert.ok(diff < deviceTol(2e-3, 6e-2), `our logits with the adapter vs libllama's LoRA loader: max |diff| ${diff}`);
     ref.dispose();
 
     // The same weights read back through our loader and through export --merge.
@@ -351,7 +383,7 @@ describe('learning and adapter files', () => {
     const ml = await mm.forward(seqs);
     let md = 0;
     for (let i = 0; i < ml.logits.length; i++) md = Math.max(md, Math.abs(ml.logits[i]! - ours.logits[i]!));
-    assert.ok(md < 2e-3, `merged model vs adapter: max |diff| ${md}`);
+    assert.ok(md < deviceTol(2e-3, 6e-2), `merged model vs adapter: max |diff| ${md}`);
     mm.dispose();
     again.dispose();
     tr.dispose();

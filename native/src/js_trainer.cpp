@@ -67,6 +67,7 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
     s.graph.recompute = bool_opt(o, "recompute", true);
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
+    s.profile = bool_opt(o, "profile", false);
     return s;
 }
 
@@ -83,6 +84,17 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("ms", st.ms);
     o.Set("skipped", st.skipped);
     set_placement(env, o, st.placement);
+    if (!st.profile.empty()) {
+        Napi::Array prof = Napi::Array::New(env, st.profile.size());
+        for (size_t i = 0; i < st.profile.size(); ++i) {
+            Napi::Object e = Napi::Object::New(env);
+            e.Set("op", st.profile[i].op);
+            e.Set("count", (double) st.profile[i].count);
+            e.Set("ms", st.profile[i].ms);
+            prof.Set((uint32_t) i, e);
+        }
+        o.Set("profile", prof);
+    }
     return o;
 }
 

@@ -141,7 +141,8 @@ ggml_backend_sched_t Trainer::sched_for(const std::vector<MicroBatch> & mbs, con
     return sched_;
 }
 
-StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward) {
+StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward,
+                       const std::function<void(StepStats &)> & then) {
     const auto t0 = std::chrono::steady_clock::now();
     if (!(s.beta >= 0) || !std::isfinite(s.beta)) throw Error("step: beta must be a finite number >= 0");
     if (!(s.clip_eps > 0 && s.clip_eps < 1)) throw Error("step: clipEps must be in (0, 1)");
@@ -156,6 +157,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     }
     const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
     ggml_backend_sched_t sched = sched_for(p.mbs, s.graph);
+    std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();
 
     double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
@@ -194,21 +196,20 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
         st.grad_norm = opt_->grad_norm(sched);
         st.placement.merge(opt_->placement());
     }
+    if (then) then(st);
+    if (prof) st.profile = prof->result();
     st.ms = ms_since(t0);
     return st;
 }
 
 StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings & s) {
-    const auto t0 = std::chrono::steady_clock::now();
     if (!(s.lr >= 0) || !std::isfinite(s.lr)) throw Error("step: lr must be a finite number >= 0");
-    StepStats st = run(batch, s, true);
-    if (st.skipped) return st;
-    const float clip = opt_->config().grad_clip;
-    const float scale = clip > 0 && st.grad_norm > clip ? (float) (clip / st.grad_norm) : 1.0f;
-    opt_->update(sched_, s.lr, scale);
-    st.placement.merge(opt_->placement());
-    st.ms = ms_since(t0);
-    return st;
+    return run(batch, s, true, [&](StepStats & st) {
+        const float clip = opt_->config().grad_clip;
+        const float scale = clip > 0 && st.grad_norm > clip ? (float) (clip / st.grad_norm) : 1.0f;
+        opt_->update(sched_, s.lr, scale);
+        st.placement.merge(opt_->placement());
+    });
 }
 
 StepStats Trainer::evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, false); }

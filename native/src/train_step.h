@@ -16,12 +16,14 @@
 // optimizer moments and the step count stay as they were.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "adamw.h"
 #include "adapter.h"
 #include "model_core.h"
+#include "op_profile.h"
 #include "train_graph.h"
 
 namespace rrr {
@@ -39,6 +41,7 @@ struct StepSettings {
     float beta = 0.0f;
     int64_t micro_batch_tokens = 0; // 0: one micro-batch
     GraphOptions graph;
+    bool profile = false;           // time every op (op_profile.h); slows the step
 };
 
 struct StepStats {
@@ -48,6 +51,7 @@ struct StepStats {
     double ms = 0;
     bool skipped = false;    // N == 0: no update
     Placement placement;     // where this step's graphs ran (backend.h)
+    std::vector<OpTime> profile; // with StepSettings::profile: time per op kind, slowest first
 };
 
 class Trainer {
@@ -78,7 +82,9 @@ private:
     size_t sched_size_ = 0;
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
-    StepStats run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward);
+    // `then` runs on the same scheduler before the statistics are final (the optimizer update).
+    StepStats run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward,
+                  const std::function<void(StepStats &)> & then = {});
 };
 
 } // namespace rrr

@@ -69,6 +69,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     microBatchTokens: o.microBatchTokens ?? 0,
     recompute: o.recompute ?? true,
     logitsChunkRows: o.logitsChunkRows ?? 0,
+    profile: o.profile ?? false,
   };
 }
 

@@ -248,6 +248,19 @@ export interface StepOptions {
   recompute?: boolean;
   /** Loss rows per LM-head chunk (default: about 32M logits per chunk). */
   logitsChunkRows?: number;
+  /**
+   * Time every op of this step (StepResult.profile). Each op then runs and waits on its own, so
+   * the step is slower: for finding where time goes, not for measuring speed.
+   */
+  profile?: boolean;
+}
+
+/** Wall time of one kind of op in a profiled step (StepOptions.profile). */
+export interface OpTime {
+  /** ggml op name; matmuls add their operand types, e.g. "MUL_MAT f16 x f32". */
+  op: string;
+  count: number;
+  ms: number;
 }
 
 export interface StepResult {
@@ -273,4 +286,6 @@ export interface StepResult {
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   fallbackOps: string[];
+  /** With StepOptions.profile: time per op kind, slowest first. */
+  profile?: OpTime[];
 }

@@ -1,0 +1,40 @@
+// Where a step's time goes, op kind by op kind. While an OpProfiler lives, its scheduler runs
+// every node as a graph of its own and waits for it, so the wall time of each node is its
+// kernel time plus one launch and one sync: the figures rank the ops, they are not the step's
+// speed (the step itself is slower while profiled).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+
+namespace rrr {
+
+struct OpTime {
+    std::string op; // e.g. "MUL_MAT f16 x f32", "SOFT_MAX"
+    int64_t count = 0;
+    double ms = 0;
+};
+
+class OpProfiler {
+public:
+    explicit OpProfiler(ggml_backend_sched_t sched);
+    ~OpProfiler();
+    OpProfiler(const OpProfiler &) = delete;
+    OpProfiler & operator=(const OpProfiler &) = delete;
+
+    // Slowest first.
+    std::vector<OpTime> result() const;
+
+private:
+    static bool on_eval(ggml_tensor * t, bool ask, void * self);
+
+    ggml_backend_sched_t sched_;
+    std::chrono::steady_clock::time_point started_;
+    std::map<std::string, OpTime> by_op_;
+};
+
+} // namespace rrr
