@@ -24,10 +24,14 @@ export const trainingSection: BenchSection = {
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      const first = await tr.step(batch, { lr: 1e-4 });
+      const opts = { lr: 1e-4, recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'] };
+      const first = await tr.step(batch, opts);
       const t0 = performance.now();
-      for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, { lr: 1e-4 });
+      for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, opts);
       const sec = (performance.now() - t0) / 1000;
+      const profile = args['train-profile'] ? await tr.step(batch, { ...opts, profile: true }) : undefined;
+      const profiled = profile?.profile ?? [];
+      const profiledMs = profiled.reduce((a, o) => a + o.ms, 0);
       const tokPerSec = (B * L * args['train-steps']) / sec;
       const gpuUsed = free0 - gpuFree();
       const memory = model.info.gpu ? `${mib(gpuUsed)} MiB GPU (free-memory drop)` : `${mib(process.memoryUsage().rss - rss0)} MiB host (RSS growth)`;
@@ -36,8 +40,14 @@ export const trainingSection: BenchSection = {
         headers: ['workload', 'tok/s', 'ms/step', 'memory'],
         rows: [[`${B} x ${L} tokens`, formatRate(tokPerSec), ((1000 * sec) / args['train-steps']).toFixed(0), memory]],
         notes: [
-          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters; best compared with PEFT on the same machine (scripts/bench-train.mjs prints one JSON line)`,
+          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${args['train-recompute'] ? 'on' : 'off'}; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
+          ...(profile
+            ? [
+                `profiled step: ${profile.ms.toFixed(0)} ms, ${profiledMs.toFixed(0)} ms in ops, each run and waited on alone; slowest op kinds:`,
+                ...profiled.slice(0, 12).map((o) => `  ${o.op.padEnd(28)} ${String(o.count).padStart(6)} x ${o.ms.toFixed(1).padStart(9)} ms  ${((100 * o.ms) / profiledMs).toFixed(1).padStart(5)}%`),
+              ]
+            : []),
         ],
         data: {
           batch: B,
@@ -48,6 +58,9 @@ export const trainingSection: BenchSection = {
           gpuBytes: model.info.gpu ? gpuUsed : null,
           graphSplits: first.graphSplits,
           fallbackOps: first.fallbackOps,
+          recompute: args['train-recompute'],
+          chunkRows: args['train-chunk-rows'],
+          ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };
     } finally {

@@ -27,10 +27,14 @@ export interface BenchArgs {
   /** Defaults to --kv-layout. */
   'reference-kv'?: 'unified' | 'streams';
   repeat: number;
+  generation: boolean;
   train: boolean;
   'train-batch': number;
   'train-len': number;
   'train-steps': number;
+  'train-recompute': boolean;
+  'train-chunk-rows': number;
+  'train-profile': boolean;
   json: boolean;
 }
 
@@ -81,6 +85,7 @@ export const generationSection: BenchSection = {
   async run({ model, args, mode }) {
     const P = args.prompt;
     const G = args.gen;
+    if (!args.generation) return { title: 'Generation', headers: ['workload', 'tok/s'], rows: [['skipped (--no-generation)', '-']], notes: [], data: null };
     const prompt = benchPrompt(model, P);
     const flashAttn = args['flash-attn'] === 'auto' ? model.info.gpu : args['flash-attn'] === 'on';
     const deviceSampling = args['device-sampling'] === 'auto' ? undefined : args['device-sampling'] === 'on';
@@ -211,17 +216,31 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe: "llama.cpp's KV layout (default: the same as --kv-layout; streams is llama-batched-bench's default)",
       })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
+      .option('generation', { type: 'boolean', default: true, describe: 'time generation against llama.cpp (--no-generation skips it)' })
       .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
       .option('train-batch', { type: 'number', default: 16, describe: 'sequences per training step' })
       .option('train-len', { type: 'number', default: 512, describe: 'tokens per training sequence' })
       .option('train-steps', { type: 'number', default: 2, describe: 'timed training steps (after one warm-up step)' })
+      .option('train-recompute', {
+        type: 'boolean',
+        default: true,
+        describe: "recompute each layer's activations in the backward pass (--no-train-recompute keeps them: faster, far more memory)",
+      })
+      .option('train-chunk-rows', { type: 'number', default: 0, describe: 'loss rows per LM-head chunk in training (0: about 32M logits per chunk)' })
+      .option('train-profile', {
+        type: 'boolean',
+        default: false,
+        describe: 'after the timed steps, run one more step with every op timed and print where its time went (that step is slower)',
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const mode = { json: a.json };
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['train-steps', a['train-steps']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
-    if (!Number.isInteger(a.threads) || a.threads < 0) throw new RrrError(`--threads: expected a non-negative integer, got ${a.threads}`);
+    for (const [flag, v] of [['threads', a.threads], ['train-chunk-rows', a['train-chunk-rows']]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
+    }
     const model = await Model.load(a.model, { device: a.device, threads: a.threads });
     const reports: Record<string, unknown> = {};
     try {
