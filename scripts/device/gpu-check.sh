@@ -4,7 +4,8 @@
 # way is one call that does everything inside a 10-minute command:
 #   bash scripts/device/gpu-check.sh all     # build, bench vs llama.cpp, PEFT, GPU tests
 # `build` and `run` are its two halves, for a warm machine (the build folder stays between calls).
-# `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the most wanted step first:
+# `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the steps in the order of
+# GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench):
 # while nvcc builds ggml-cuda (niced, so it does not starve the timed Python), PEFT's anchor runs
 # on the idle GPU and the bench model is written with the CPU addon carried in .device/cpu-addon
 # (if it fails there, the model is made after the build). Everything is logged under $OUT in at
@@ -91,12 +92,36 @@ do_peft() {
   log "peft rc=$? $(cat "$OUT/peft.json")"
 }
 
+# Training alone, with one profiled step (time per op kind), then without recomputation, then with
+# fewer, larger LM-head chunks.
+do_train_benches() {
+  local s; s=$(budget 120 40)
+  [ "$s" = 0 ] && { log "training bench skipped: out of time"; return; }
+  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-profile --json > "$OUT/bench-train.json" 2>> "$OUT/errors.log"
+  log "bench (training, profiled) rc=$?"
+  s=$(budget 90 30)
+  [ "$s" = 0 ] && { log "training bench without recomputation skipped: out of time"; return; }
+  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --no-train-recompute --json > "$OUT/bench-train-norecompute.json" 2>> "$OUT/errors.log"
+  log "bench (training, no recomputation) rc=$?"
+  s=$(budget 60 30)
+  [ "$s" = 0 ] && { log "training bench with 1024-row LM-head chunks skipped: out of time"; return; }
+  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-chunk-rows 1024 --json > "$OUT/bench-train-chunk1024.json" 2>> "$OUT/errors.log"
+  log "bench (training, 1024-row LM-head chunks) rc=$?"
+}
+
+# GPU_CHECK_STEPS picks and orders the steps after the build (default: the full check).
 do_run() {
   log "info: $($CLI info --json 2>&1 | tr -d '\n')"
   make_model
-  do_bench
-  do_tests
-  do_extra_benches
+  for step in ${GPU_CHECK_STEPS:-bench tests extra}; do
+    case $step in
+      bench) do_bench ;;
+      tests) do_tests ;;
+      extra) do_extra_benches ;;
+      train) do_train_benches ;;
+      *) log "unknown step $step" ;;
+    esac
+  done
 }
 
 case "${1:-}" in
