@@ -230,6 +230,43 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  test('frozen weights transposed once and kept give the gradients of transposing them per step', async () => {
+    for (const type of ['f32', 'f16', 'q8_0']) {
+      const { model } = await tinyModel(`grad-kept-${type}`, { type });
+      const run = async (transposedWeights: 'cache' | 'per-step' | 'auto') => {
+        const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 }, { transposedWeights });
+        randomizeB(tr, 0.3);
+        const r = { bytes: tr.info.transposedWeightsBytes, g: await tr.gradients(mixedBatch(), { beta: 0.2, profile: true }) };
+        tr.dispose();
+        return r;
+      };
+      const perStep = await run('per-step');
+      const kept = await run('cache');
+      assert.equal(perStep.bytes, 0);
+      // Seven projections per layer and the (tied) LM head, 2 or 4 bytes each.
+      const c = model.info;
+      const perLayer = c.nEmbd * (2 * c.nHead * c.headDim + 2 * c.nHeadKv * c.headDim + 3 * c.nFf);
+      const elems = c.nLayer * perLayer + c.nVocab * c.nEmbd;
+      assert.ok(kept.bytes >= elems * 2 && kept.bytes <= elems * 4 + 4096, `${type}: ${kept.bytes} bytes kept for ${elems} weights`);
+      for (const [k, v] of Object.entries(perStep.g.grads)) {
+        const w = kept.g.grads[k]!;
+        for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-6) * (1 + Math.abs(v[i]!)), `${type} ${k}[${i}]`);
+      }
+      assert.equal(kept.g.loss, perStep.g.loss);
+      // Used, not only kept: the step no longer copies (or dequantises) each weight into Wᵀ; all
+      // seven per layer and the LM head, but layer 0's q, k and v, whose dx nothing needs.
+      const copies = (r: typeof kept) => r.g.profile!.filter((o) => ['CONT', 'CPY', 'GET_ROWS'].includes(o.op)).reduce((a, o) => a + o.count, 0);
+      assert.ok(copies(kept) <= copies(perStep) - (7 * c.nLayer - 2), `${type}: ${copies(kept)} copies kept vs ${copies(perStep)} per step`);
+      // Auto keeps them on a GPU (these are small), never on the CPU.
+      const auto = await run('auto');
+      assert.equal(auto.bytes > 0, TEST_DEVICE === 'cuda', `auto kept ${auto.bytes} bytes on ${TEST_DEVICE}`);
+      model.dispose();
+    }
+    const { model } = await tinyModel('grad-kept-bad');
+    await assert.rejects(Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-3 }, { transposedWeights: 'always' as never }), /transposedWeights: expected auto, cache or per-step, got 'always'/);
+    model.dispose();
+  });
+
   test('activation recomputation does not change the gradients', async () => {
     const { model } = await tinyModel('grad-recompute');
     const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });

@@ -122,6 +122,18 @@ AdamWConfig opt_from_js(const Napi::Value & v) {
     return c;
 }
 
+TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
+    TrainerSettings ts;
+    if (!v.IsObject()) return ts;
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value t = o.Get("transposedWeights");
+    if (!t.IsUndefined()) {
+        const std::string mode = t.ToString();
+        ts.transposed = guard(v.Env(), [&] { return parse_transposed_mode(mode); });
+    }
+    return ts;
+}
+
 AdapterSpec spec_from_js(const Napi::Value & v) {
     Napi::Env env = v.Env();
     if (!v.IsObject()) throw Napi::TypeError::New(env, "Trainer.create: a LoRA config { rank, alpha, targets } is required");
@@ -182,11 +194,12 @@ private:
         std::shared_ptr<ModelCore> model = model_core_of(info[0], "Trainer.create");
         const AdapterSpec spec = spec_from_js(info[1]);
         const AdamWConfig opt = opt_from_js(info[2]);
+        const TrainerSettings ts = trainer_settings_from_js(info[3]);
         auto out = std::make_shared<std::shared_ptr<Trainer>>();
         return PromiseJob::start(env,
-            [model, spec, opt, out] {
+            [model, spec, opt, ts, out] {
                 std::lock_guard<std::mutex> lock(model->mu);
-                *out = std::make_shared<Trainer>(model, spec, opt);
+                *out = std::make_shared<Trainer>(model, spec, opt, ts);
             },
             [out](Napi::Env env) { return wrap(env, *out); });
     }
@@ -197,12 +210,13 @@ private:
         if (!info[1].IsString()) throw Napi::TypeError::New(env, "--adapter: path must be a string");
         const std::string path = info[1].As<Napi::String>();
         const AdamWConfig opt = opt_from_js(info[2]);
+        const TrainerSettings ts = trainer_settings_from_js(info[3]);
         auto out = std::make_shared<std::shared_ptr<Trainer>>();
         return PromiseJob::start(env,
-            [model, path, opt, out] {
+            [model, path, opt, ts, out] {
                 std::lock_guard<std::mutex> lock(model->mu);
                 const AdapterSpec spec = read_adapter_spec(path, *model->weights);
-                auto t = std::make_shared<Trainer>(model, spec, opt);
+                auto t = std::make_shared<Trainer>(model, spec, opt, ts);
                 load_adapter(t->adapter(), path, *model->weights);
                 *out = t;
             },
@@ -223,6 +237,7 @@ private:
         o.Set("targets", targets);
         o.Set("nParams", (double) t.adapter().n_elements());
         o.Set("steps", (double) t.optimizer().steps());
+        o.Set("transposedWeightsBytes", (double) t.transposed_bytes());
         return o;
     }
 

@@ -1,5 +1,6 @@
 #include "train_graph.h"
 #include "errors.h"
+#include "transposed_weights.h"
 
 #include <algorithm>
 #include <cmath>
@@ -60,6 +61,7 @@ public:
         : ctx_(ctx), gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {}
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
+    const TransposedWeights * transposed = nullptr;
 
     ggml_tensor * embed() { return ggml_get_rows(ctx_, w_.tok_embd, in_.tokens); }
 
@@ -232,6 +234,7 @@ private:
 
     // Wᵀ as a contiguous matrix [n_out, n_in] that mul_mat accepts on every backend.
     ggml_tensor * frozen_t(ggml_tensor * W) {
+        if (ggml_tensor * kept = transposed ? transposed->find(W) : nullptr) return kept;
         if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16) {
             return ggml_cont(ctx_, ggml_transpose(ctx_, W));
         }
@@ -446,6 +449,7 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
     Builder b(g.ctx, g.gf, w, adapter.view(), in, mb.L, mb.B);
     const auto & params = adapter.params();
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
+    b.transposed = opt.transposed;
 
     std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
     std::vector<LayerActs> acts(opt.recompute ? 0 : (size_t) c.n_layer);

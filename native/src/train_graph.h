@@ -43,9 +43,12 @@ struct LossSpec {
     float clip_eps = 0.2f;
 };
 
+class TransposedWeights;
+
 struct GraphOptions {
     bool recompute = true;     // keep only each layer's input; rebuild the layer in the backward pass
     int64_t chunk_rows = 0;    // loss rows per LM-head chunk; 0 picks ~32M logits per chunk
+    const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 
 // Log-probs of each row's target under the model with `lora` (disabled view = the base model).

@@ -115,10 +115,30 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 } // namespace
 
-Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt) : model_(std::move(model)) {
+TransposedMode parse_transposed_mode(const std::string & s) {
+    if (s == "auto") return TransposedMode::Auto;
+    if (s == "cache") return TransposedMode::Cache;
+    if (s == "per-step") return TransposedMode::PerStep;
+    throw Error("transposedWeights: expected auto, cache or per-step, got '" + s + "'");
+}
+
+Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt, const TrainerSettings & ts)
+    : model_(std::move(model)) {
     adapter_ = std::make_unique<Adapter>(*model_->weights, spec, model_->backends->primary());
     opt_ = std::make_unique<AdamW>(adapter_->params(), model_->backends->primary(), opt);
+    const Backends & b = *model_->backends;
+    bool keep = ts.transposed == TransposedMode::Cache;
+    if (ts.transposed == TransposedMode::Auto && b.is_gpu()) {
+        // The copy competes with activations and KV caches for device memory: only where it is
+        // small beside what is free.
+        size_t free = 0, total = 0;
+        ggml_backend_dev_memory(ggml_backend_get_device(b.primary()), &free, &total);
+        keep = (double) TransposedWeights::bytes_needed(*model_->weights) <= 0.4 * (double) free;
+    }
+    if (keep) transposed_ = std::make_unique<TransposedWeights>(*model_->weights, b);
 }
+
+size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->bytes() : 0; }
 
 Trainer::~Trainer() {
     if (sched_) ggml_backend_sched_free(sched_);
@@ -156,16 +176,18 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
         return st;
     }
     const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
-    ggml_backend_sched_t sched = sched_for(p.mbs, s.graph);
+    GraphOptions g = s.graph;
+    g.transposed = transposed_.get();
+    ggml_backend_sched_t sched = sched_for(p.mbs, g);
     std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();
 
     double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
     int64_t clipped = 0;
     for (MicroBatch & mb : p.mbs) {
-        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, s.graph, &st.placement);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, s.graph, &st.placement)
-                                               : compute_logprobs(w, adapter_->view(), sched, mb, s.graph, &st.placement);
+        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement);
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement)
+                                               : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
             double rho = 1.0;

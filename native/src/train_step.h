@@ -18,12 +18,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "adamw.h"
 #include "adapter.h"
 #include "model_core.h"
 #include "op_profile.h"
+#include "transposed_weights.h"
 #include "train_graph.h"
 
 namespace rrr {
@@ -33,6 +35,15 @@ struct TrainSeq {
     std::vector<float> weights;
     std::vector<uint8_t> mask;     // empty: m = (w != 0)
     std::vector<float> old_lp;     // empty: no ratio
+};
+
+// Whether the trainer keeps a transposed copy of the frozen weights (transposed_weights.h).
+// Auto: on a GPU, when the copy takes at most 40% of the device's free memory.
+enum class TransposedMode { Auto, Cache, PerStep };
+TransposedMode parse_transposed_mode(const std::string & s); // throws rrr::Error naming the value
+
+struct TrainerSettings {
+    TransposedMode transposed = TransposedMode::Auto;
 };
 
 struct StepSettings {
@@ -56,7 +67,7 @@ struct StepStats {
 
 class Trainer {
 public:
-    Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt);
+    Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt, const TrainerSettings & ts = {});
     ~Trainer();
     Trainer(const Trainer &) = delete;
     Trainer & operator=(const Trainer &) = delete;
@@ -73,11 +84,14 @@ public:
     const std::shared_ptr<ModelCore> & model() const { return model_; }
     Adapter & adapter() { return *adapter_; }
     AdamW & optimizer() { return *opt_; }
+    // Bytes of the transposed frozen weights kept (0: transposed in each step's graphs).
+    size_t transposed_bytes() const;
 
 private:
     std::shared_ptr<ModelCore> model_;
     std::unique_ptr<Adapter> adapter_;
     std::unique_ptr<AdamW> opt_;
+    std::unique_ptr<TransposedWeights> transposed_;
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
 

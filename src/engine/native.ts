@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepOptions, StepResult } from './types.js';
+import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepOptions, StepResult, TrainerOptions } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -98,8 +98,8 @@ export interface RawAddon {
     load(path: string, opts: { gpu?: boolean; nCtx?: number; threads?: number; f32Kv?: boolean; flashAttn?: boolean; repack?: boolean }): Promise<RawReference>;
   };
   NativeTrainer: {
-    create(model: RawModel, lora: Record<string, unknown>, opt: Record<string, unknown>): Promise<RawTrainer>;
-    fromAdapter(model: RawModel, path: string, opt: Record<string, unknown>): Promise<RawTrainer>;
+    create(model: RawModel, lora: Record<string, unknown>, opt: Record<string, unknown>, settings: TrainerOptions): Promise<RawTrainer>;
+    fromAdapter(model: RawModel, path: string, opt: Record<string, unknown>, settings: TrainerOptions): Promise<RawTrainer>;
   };
   mergeAdapter(spec: { model: string; adapter: string; out: string }): Promise<{ merged: number; storedAsF16: number; bytes: number }>;
   NativeGenerator: {

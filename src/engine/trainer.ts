@@ -14,7 +14,7 @@
 import { addon, type RawStepOptions, type RawTrainer, type RawTrainSequence } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
-import type { LoraConfig, LoraTarget, OptimizerConfig, StepOptions, StepResult, TrainSequence } from './types.js';
+import type { LoraConfig, LoraTarget, OptimizerConfig, StepOptions, StepResult, TrainSequence, TrainerOptions } from './types.js';
 
 export interface TrainerInfo {
   rank: number;
@@ -24,6 +24,8 @@ export interface TrainerInfo {
   nParams: number;
   /** Optimizer steps taken (restored by loadState). */
   steps: number;
+  /** Device bytes of the transposed frozen weights kept (TrainerOptions); 0 when transposed per step. */
+  transposedWeightsBytes: number;
 }
 
 export interface GradientsResult extends StepResult {
@@ -83,14 +85,14 @@ export class Trainer {
   }
 
   /** A new adapter (A random, B zero: the model's outputs are unchanged until the first step). */
-  static async create(model: Model, lora: LoraConfig, optimizer: OptimizerConfig): Promise<Trainer> {
+  static async create(model: Model, lora: LoraConfig, optimizer: OptimizerConfig, options: TrainerOptions = {}): Promise<Trainer> {
     const spec = { rank: lora.rank, alpha: lora.alpha, targets: lora.targets ?? DEFAULT_TARGETS, seed: lora.seed ?? 1 };
-    return new Trainer(model, await call(() => addon().NativeTrainer.create(model.rawModel, spec, optimizerSpec(optimizer))));
+    return new Trainer(model, await call(() => addon().NativeTrainer.create(model.rawModel, spec, optimizerSpec(optimizer), options)));
   }
 
   /** A trainer whose rank, alpha and targets come from an adapter GGUF, with its weights loaded. */
-  static async fromAdapter(model: Model, path: string, optimizer: OptimizerConfig = { lr: 0 }): Promise<Trainer> {
-    return new Trainer(model, await call(() => addon().NativeTrainer.fromAdapter(model.rawModel, path, optimizerSpec(optimizer))));
+  static async fromAdapter(model: Model, path: string, optimizer: OptimizerConfig = { lr: 0 }, options: TrainerOptions = {}): Promise<Trainer> {
+    return new Trainer(model, await call(() => addon().NativeTrainer.fromAdapter(model.rawModel, path, optimizerSpec(optimizer), options)));
   }
 
   /** The addon object; Model.forward takes `{ adapter: trainer }` and reads this. */

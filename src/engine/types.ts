@@ -209,6 +209,17 @@ export interface LoraConfig {
   seed?: number;
 }
 
+/** How a Trainer keeps the model's frozen weights for the backward pass. */
+export interface TrainerOptions {
+  /**
+   * The backward pass multiplies by each frozen weight transposed. 'cache' keeps a transposed
+   * copy in device memory (the projections and LM head again; f16 for quantised bases), 'per-step'
+   * transposes inside every step's graphs (no memory, a copy of the model per step), 'auto'
+   * (default) caches on a GPU when the copy takes at most 40% of its free memory.
+   */
+  transposedWeights?: 'auto' | 'cache' | 'per-step';
+}
+
 export interface OptimizerConfig {
   lr: number;
   beta1?: number;
