@@ -17,7 +17,9 @@ export const trainingSection: BenchSection = {
     const gpuFree = () => addon().devices().filter((d) => d.type === 'gpu').reduce((a, d) => a + d.memoryFree, 0);
     const free0 = gpuFree();
     const rss0 = process.memoryUsage().rss;
-    const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 });
+    const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
+      transposedWeights: args['train-transposed'],
+    });
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -40,7 +42,9 @@ export const trainingSection: BenchSection = {
         headers: ['workload', 'tok/s', 'ms/step', 'memory'],
         rows: [[`${B} x ${L} tokens`, formatRate(tokPerSec), ((1000 * sec) / args['train-steps']).toFixed(0), memory]],
         notes: [
-          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${args['train-recompute'] ? 'on' : 'off'}; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
+          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${args['train-recompute'] ? 'on' : 'off'}, frozen weights ${
+            tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
+          }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
           ...(profile
             ? [
@@ -60,6 +64,7 @@ export const trainingSection: BenchSection = {
           fallbackOps: first.fallbackOps,
           recompute: args['train-recompute'],
           chunkRows: args['train-chunk-rows'],
+          transposedWeightsBytes: tr.info.transposedWeightsBytes,
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };

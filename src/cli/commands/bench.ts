@@ -34,6 +34,7 @@ export interface BenchArgs {
   'train-steps': number;
   'train-recompute': boolean;
   'train-chunk-rows': number;
+  'train-transposed': 'auto' | 'cache' | 'per-step';
   'train-profile': boolean;
   json: boolean;
 }
@@ -227,6 +228,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe: "recompute each layer's activations in the backward pass (--no-train-recompute keeps them: faster, far more memory)",
       })
       .option('train-chunk-rows', { type: 'number', default: 0, describe: 'loss rows per LM-head chunk in training (0: about 32M logits per chunk)' })
+      .option('train-transposed', {
+        choices: ['auto', 'cache', 'per-step'] as const,
+        default: 'auto' as const,
+        describe: 'keep the frozen weights transposed for the backward pass (cache: one more copy in memory; per-step: transposed in every step; auto: cache on a GPU where it takes at most 40% of free memory)',
+      })
       .option('train-profile', {
         type: 'boolean',
         default: false,
