@@ -121,13 +121,16 @@ public:
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
         ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.Vx), 0, 2, 1, 3);                              // [hd, L, nh, B]
         ggml_tensor * dP = ggml_mul_mat(ctx_, Vp, dkqv);                                              // [L_k, L_q, nh, B]
-        ggml_tensor * dV = ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, dkqv)),
-                                        ggml_cont(ctx_, ggml_transpose(ctx_, a.P)));                  // [hd, L_k, nh, B]
         ggml_tensor * dS = ggml_soft_max_ext_back(ctx_, dP, a.P, kq_scale(), 0.0f);                   // d(kq)
-        ggml_tensor * KT = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Kx), 1, 2, 0, 3));            // [L, hd, nh, B]
-        ggml_tensor * QT = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.qr), 1, 2, 0, 3));
-        ggml_tensor * dQ = ggml_mul_mat(ctx_, KT, dS);                                                // [hd, L_q, nh, B]
-        ggml_tensor * dK = ggml_mul_mat(ctx_, QT, ggml_cont(ctx_, ggml_transpose(ctx_, dS)));         // [hd, L_k, nh, B]
+        // The other three products contract over a dimension that is not the first. out_prod
+        // contracts over the second and reads a transposed second operand in place (cuBLAS
+        // transposes on the fly), where mul_mat needed transposed copies of P, dS, Q, K and dO:
+        // about 0.6 GB written per layer at 16 x 512 tokens.
+        ggml_tensor * Qp = ggml_permute(ctx_, heads4(a.qr), 0, 2, 1, 3);                              // [hd, L_q, nh, B]
+        ggml_tensor * Kp = ggml_permute(ctx_, heads4(a.Kx), 0, 2, 1, 3);                              // [hd, L_k, nh, B]
+        ggml_tensor * dV = ggml_out_prod(ctx_, dkqv, a.P);                                            // Σ_q dO P -> [hd, L_k, nh, B]
+        ggml_tensor * dQ = ggml_out_prod(ctx_, Kp, ggml_transpose(ctx_, dS));                         // Σ_k K dS -> [hd, L_q, nh, B]
+        ggml_tensor * dK = ggml_out_prod(ctx_, Qp, dS);                                               // Σ_q Q dS -> [hd, L_k, nh, B]
         auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, nh, T_); };
         ggml_tensor * dqr = unheads(dQ);
         ggml_tensor * dkr = reduce_kv(unheads(dK));
