@@ -42,6 +42,25 @@ test('generation graphs run wholly on the compute device, in both KV layouts, wi
   }
 });
 
+test('flash attention is on by default only on a GPU with a kernel for the head size', async () => {
+  const cases = [
+    { opts: { arch: 'qwen2' as const }, kernel: false }, // head dim 16: no ggml-cuda kernel
+    { opts: { arch: 'qwen2' as const, nEmbd: 128, nHead: 2, nHeadKv: 1 }, kernel: true },
+  ];
+  for (const c of cases) {
+    const model = await Model.load(await tinyModel(c.opts), { device: TEST_DEVICE });
+    const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64 });
+    try {
+      assert.equal(gen.info.flashAttn, TEST_DEVICE === 'cuda' && c.kernel, `head dim ${model.info.headDim}`);
+      await gen.generate([{ prompt: model.tokenize('Hi'), n: 2 }], { maxTokens: 8, temperature: 0, ignoreEos: true });
+      onDevice(`default flash attention, head dim ${model.info.headDim}`, gen.lastStats!);
+    } finally {
+      gen.dispose();
+      model.dispose();
+    }
+  }
+});
+
 for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
   test(`a training step on a ${type} base runs wholly on the compute device`, async () => {
     const model = await Model.load(await tinyModel({ arch: 'qwen2', type, seed: 5 }), { device: TEST_DEVICE });

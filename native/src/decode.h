@@ -39,6 +39,11 @@ struct StepResult {
     std::vector<float> logprobs;
 };
 
+// Whether `backend` has a flash-attention kernel for this model's heads (ggml-cuda has none for
+// some head sizes, e.g. 16 or 32; the op would then run on the CPU), for a prefill and a decode
+// step over 256-cell tiles with an f16 cache, as the decode graph builds them.
+bool flash_attn_supported(ggml_backend_t backend, const ModelConfig & c);
+
 // Runs decode steps, keeping the last step's graph: consecutive steps of the same shape (batch
 // size, output rows, attention window) skip graph building and scheduling entirely and only
 // upload new inputs, as libllama's graph reuse does. The caller holds the backends' scheduler

@@ -50,7 +50,8 @@ Generator::Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, 
     // takes its vector kernel and grouped-query path, and skips a stream's unused tail, only
     // when the window is a multiple of 256 cells.
     const int64_t per_stream = streams ? round_up(opt_.n_ctx, kCellPad) : round_up(opt_.n_cells, kCellPad);  // unified: one stream
-    flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() : opt_.flash_attn != 0;
+    // Auto: on a GPU, where it has a kernel for these heads (else the op would go to the CPU).
+    flash_attn_ = opt_.flash_attn < 0 ? b.is_gpu() && flash_attn_supported(b.primary(), c) : opt_.flash_attn != 0;
     device_sampling_ = opt_.device_sampling < 0 ? b.is_gpu() : opt_.device_sampling != 0;
     KvCacheOptions ko;
     ko.n_cells = streams ? per_stream * opt_.max_seqs : per_stream;

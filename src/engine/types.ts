@@ -151,7 +151,10 @@ export interface GeneratorOptions {
   kvLayout?: 'auto' | 'unified' | 'streams';
   /** Cache element type; default f16 (as llama.cpp). f32 gives exact comparisons. */
   kvType?: 'f16' | 'f32' | 'bf16';
-  /** ggml flash attention; default on for GPU backends, off on CPU. */
+  /**
+   * ggml flash attention. Default: on for a GPU that has a kernel for the model's head size
+   * (ggml-cuda has none for some, e.g. 16 or 32, and the op would run on the CPU), off on CPU.
+   */
   flashAttn?: boolean;
   /**
    * Greedy and plain-temperature decode steps sample inside the graph and copy back only the
