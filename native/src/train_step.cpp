@@ -178,6 +178,10 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
     GraphOptions g = s.graph;
     g.transposed = transposed_.get();
+    // On a GPU, LM-head chunks of ~1,000 rows at a 152k vocabulary (~640 MB of f32 logits):
+    // measured on an H100 at 16 x 512 tokens, 1,024-row chunks ran 2% faster than the default
+    // ~220 and kept the graph in one piece where 38 chunks' inputs made the scheduler cut it in 4.
+    if (g.chunk_rows == 0 && model_->backends->is_gpu()) g.chunk_rows = std::max<int64_t>(1, (160ll << 20) / w.config().n_vocab);
     ggml_backend_sched_t sched = sched_for(p.mbs, g);
     std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();

@@ -260,7 +260,7 @@ export interface StepOptions {
   microBatchTokens?: number;
   /** Recompute each layer's activations in the backward pass instead of keeping them (default true). */
   recompute?: boolean;
-  /** Loss rows per LM-head chunk (default: about 32M logits per chunk). */
+  /** Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU). */
   logitsChunkRows?: number;
   /**
    * Time every op of this step (StepResult.profile). Each op then runs and waits on its own, so

@@ -227,7 +227,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: true,
         describe: "recompute each layer's activations in the backward pass (--no-train-recompute keeps them: faster, far more memory)",
       })
-      .option('train-chunk-rows', { type: 'number', default: 0, describe: 'loss rows per LM-head chunk in training (0: about 32M logits per chunk)' })
+      .option('train-chunk-rows', { type: 'number', default: 0, describe: 'loss rows per LM-head chunk in training (0: about 32M logits per chunk on the CPU, 160M on a GPU)' })
       .option('train-transposed', {
         choices: ['auto', 'cache', 'per-step'] as const,
         default: 'auto' as const,
