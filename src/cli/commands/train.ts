@@ -204,7 +204,8 @@ export const trainCommand: CommandModule<object, Args> = {
     const trainer = await Trainer.create(model, { ...cfg.lora, seed: cfg.seed }, { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm });
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
-        `LoRA r=${cfg.lora.rank} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB`,
+        `LoRA r=${cfg.lora.rank} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
+        (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : ''),
     );
     const policy = new EnginePolicy(model, generator);
     const ckptState = join(out, 'checkpoint', 'state.gguf');
