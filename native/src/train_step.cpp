@@ -140,6 +140,16 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
 
 size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->bytes() : 0; }
 
+GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
+    GraphOptions g = asked;
+    g.transposed = transposed_.get();
+    // On a GPU, LM-head chunks of ~1,000 rows at a 152k vocabulary (~640 MB of f32 logits):
+    // measured on an H100 at 16 x 512 tokens, 1,024-row chunks ran 2% faster than the default
+    // ~220 and kept the graph in one piece where 38 chunks' inputs made the scheduler cut it in 4.
+    if (g.chunk_rows == 0 && model_->backends->is_gpu()) g.chunk_rows = std::max<int64_t>(1, (160ll << 20) / model_->weights->config().n_vocab);
+    return g;
+}
+
 Trainer::~Trainer() {
     if (sched_) ggml_backend_sched_free(sched_);
 }
@@ -176,12 +186,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
         return st;
     }
     const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
-    GraphOptions g = s.graph;
-    g.transposed = transposed_.get();
-    // On a GPU, LM-head chunks of ~1,000 rows at a 152k vocabulary (~640 MB of f32 logits):
-    // measured on an H100 at 16 x 512 tokens, 1,024-row chunks ran 2% faster than the default
-    // ~220 and kept the graph in one piece where 38 chunks' inputs made the scheduler cut it in 4.
-    if (g.chunk_rows == 0 && model_->backends->is_gpu()) g.chunk_rows = std::max<int64_t>(1, (160ll << 20) / w.config().n_vocab);
+    const GraphOptions g = graph_options(s.graph);
     ggml_backend_sched_t sched = sched_for(p.mbs, g);
     std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();
@@ -256,10 +261,11 @@ std::vector<std::vector<float>> Trainer::logprobs(const std::vector<std::vector<
     std::vector<std::vector<float>> out(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) out[i].assign(seqs[i].size(), 0.0f);
     if (p.n == 0) return out;
-    ggml_backend_sched_t sched = sched_for(p.mbs, st.graph);
+    const GraphOptions g = graph_options(st.graph);
+    ggml_backend_sched_t sched = sched_for(p.mbs, g);
     const LoraView view = with_adapter ? adapter_->view() : LoraView{};
     for (const MicroBatch & mb : p.mbs) {
-        const std::vector<float> lp = compute_logprobs(w, view, sched, mb, st.graph);
+        const std::vector<float> lp = compute_logprobs(w, view, sched, mb, g);
         for (size_t r = 0; r < lp.size(); ++r) {
             const int64_t b = mb.rows[r] / mb.L, pos = mb.rows[r] % mb.L;
             out[(size_t) mb.seq_index[(size_t) b]][(size_t) pos + 1] = lp[r];

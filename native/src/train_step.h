@@ -96,6 +96,8 @@ private:
     size_t sched_size_ = 0;
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
+    // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
+    GraphOptions graph_options(const GraphOptions & asked) const;
     // `then` runs on the same scheduler before the statistics are final (the optimizer update).
     StepStats run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward,
                   const std::function<void(StepStats &)> & then = {});
