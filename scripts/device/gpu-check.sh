@@ -142,4 +142,6 @@ case "${1:-}" in
     ;;
   *) echo "usage: gpu-check.sh all|build|run" >&2; exit 2 ;;
 esac
+# The figures themselves, last: the device tool's reply carries the end of the output.
+[ "${1:-}" = build ] || node scripts/device/summarize.mjs "$OUT" | tee -a "$OUT/summary.txt"
 log "done"

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// Prints the figures a GPU check is for, from the JSON files gpu-check.sh wrote into one folder:
+// decode tok/s against llama.cpp and the DESIGN.md H100 anchors, training against PEFT, and
+// the op profile's slowest kinds. gpu-check.sh appends it to summary.txt, whose end the device
+// tool returns, so a call's reply already holds the table.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = process.argv[2] ?? '.';
+const ANCHORS = { 1: 402, 16: 3700, 64: 11100 }; // llama-batched-bench, H100, DESIGN.md
+const PEFT_ANCHOR = { tokPerSec: 22370, peakGiB: 48.3 };
+const read = (f) => {
+  const p = join(dir, f);
+  if (!existsSync(p)) return undefined;
+  try {
+    return JSON.parse(readFileSync(p, 'utf8'));
+  } catch {
+    return undefined;
+  }
+};
+const fix = (x, d = 0) => (typeof x === 'number' ? x.toFixed(d) : '-');
+const out = [];
+
+for (const f of ['bench.json', 'bench-unified.json', 'bench-host-sampling.json']) {
+  const g = read(f)?.generation?.data;
+  if (!g?.results) continue;
+  out.push(`${f}: decode tok/s (${g.kvLayout} KV, device sampling ${g.deviceSampling ? 'on' : 'off'}) N, ours, llama.cpp, ratio, ours/H100 anchor, same greedy`);
+  for (const r of g.results) {
+    const ours = r.ours?.decode, ref = r.llamaCpp?.decode, a = ANCHORS[r.parallel];
+    out.push(`  ${r.parallel} ${fix(ours)} ${fix(ref)} ${ref ? fix(ours / ref, 2) : '-'} ${a ? fix(ours / a, 2) : '-'} ${r.sameGreedyTokens ?? '-'}`);
+  }
+}
+
+const peftLine = existsSync(join(dir, 'summary.txt'))
+  ? readFileSync(join(dir, 'summary.txt'), 'utf8').split('\n').find((l) => l.includes('"tokPerSec"'))
+  : undefined;
+let peft = PEFT_ANCHOR;
+if (peftLine) {
+  try {
+    peft = JSON.parse(peftLine.slice(peftLine.indexOf('{')));
+  } catch { /* keep the anchor */ }
+}
+for (const f of ['bench.json', 'bench-train.json', 'bench-train-norecompute.json', 'bench-train-perstep.json']) {
+  const t = read(f)?.['lora-training-step']?.data;
+  if (!t?.tokPerSec) continue;
+  const gib = t.gpuBytes ? t.gpuBytes / 2 ** 30 : undefined;
+  out.push(
+    `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ` +
+      `${fix(gib, 1)} GiB (${gib ? fix(gib / peft.peakGiB, 2) : '-'}x PEFT ${fix(peft.peakGiB, 1)}), recompute ${t.recompute ?? '-'}, ` +
+      `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, splits ${t.graphSplits}, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
+  );
+  if (t.profile) {
+    const total = t.profile.ops.reduce((a, o) => a + o.ms, 0);
+    out.push(`  profiled step ${fix(t.profile.stepMs)} ms: ` + t.profile.ops.slice(0, 8).map((o) => `${o.op} ${fix(o.ms)} (${fix((100 * o.ms) / total)}%)`).join(', '));
+  }
+}
+console.log(out.length ? out.join('\n') : `no bench results in ${dir}`);
