@@ -84,6 +84,11 @@ void Placement::merge(const Placement & o) {
     off_primary = std::move(all);
 }
 
+bool is_view_op(const ggml_tensor * t) {
+    return t->op == GGML_OP_NONE || t->op == GGML_OP_VIEW || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_PERMUTE ||
+           t->op == GGML_OP_TRANSPOSE;
+}
+
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
     Placement p;
     p.splits = ggml_backend_sched_get_n_splits(sched);
@@ -91,10 +96,7 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         // Views and reshapes cost nothing wherever they are placed.
-        if (t->op == GGML_OP_NONE || t->op == GGML_OP_VIEW || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_PERMUTE ||
-            t->op == GGML_OP_TRANSPOSE) {
-            continue;
-        }
+        if (is_view_op(t)) continue;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
         if (at && at != primary) p.off_primary.push_back(ggml_op_desc(t));
     }

@@ -32,6 +32,9 @@ struct Placement {
 };
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf);
 
+// Views, reshapes, permutes and transposes (and leaves): nodes that run no kernel.
+bool is_view_op(const ggml_tensor * t);
+
 class Backends {
 public:
     Backends(DevicePref pref, int n_threads);

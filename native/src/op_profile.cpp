@@ -1,4 +1,5 @@
 #include "op_profile.h"
+#include "backend.h"
 
 #include <algorithm>
 
@@ -16,11 +17,6 @@ std::string op_key(const ggml_tensor * t) {
     return k;
 }
 
-bool costs_nothing(const ggml_tensor * t) {
-    return t->op == GGML_OP_NONE || t->op == GGML_OP_VIEW || t->op == GGML_OP_RESHAPE || t->op == GGML_OP_PERMUTE ||
-           t->op == GGML_OP_TRANSPOSE;
-}
-
 } // namespace
 
 OpProfiler::OpProfiler(ggml_backend_sched_t sched) : sched_(sched) {
@@ -33,7 +29,7 @@ OpProfiler::~OpProfiler() { ggml_backend_sched_set_eval_callback(sched_, nullptr
 // then calls again (ask = false): the time between the two calls is that node's.
 bool OpProfiler::on_eval(ggml_tensor * t, bool ask, void * self) {
     auto * p = static_cast<OpProfiler *>(self);
-    if (costs_nothing(t)) return false;
+    if (is_view_op(t)) return false;
     const auto now = std::chrono::steady_clock::now();
     if (ask) {
         p->started_ = now;
