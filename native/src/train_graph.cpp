@@ -238,11 +238,9 @@ private:
     // Wᵀ as a contiguous matrix [n_out, n_in] that mul_mat accepts on every backend.
     ggml_tensor * frozen_t(ggml_tensor * W) {
         if (ggml_tensor * kept = transposed ? transposed->find(W) : nullptr) return kept;
-        if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16) {
-            return ggml_cont(ctx_, ggml_transpose(ctx_, W));
-        }
+        if (transposed_type(W) == W->type) return ggml_cont(ctx_, ggml_transpose(ctx_, W));
         ggml_tensor * deq = ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, in_.iota, W->ne[1], 0)); // f32 [n_in, n_out]
-        return ggml_cast(ctx_, ggml_transpose(ctx_, deq), GGML_TYPE_F16);
+        return ggml_cast(ctx_, ggml_transpose(ctx_, deq), transposed_type(W));
     }
 
     // Backward of y = W x + B (s A x) (+ bias): returns dx, accumulates dA and dB.
@@ -308,16 +306,8 @@ private:
 size_t train_graph_size(int64_t n_layer, int64_t n_chunks) { return (size_t) (480 * n_layer + 48 * n_chunks + 1024); }
 
 bool needs_dequant(const ModelWeights & w) {
-    auto quant = [](const ggml_tensor * t) {
-        return t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16;
-    };
-    if (quant(w.output)) return true;
-    for (const LayerWeights & l : w.layers) {
-        for (const ggml_tensor * t : {l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down}) {
-            if (quant(t)) return true;
-        }
-    }
-    return false;
+    const std::vector<ggml_tensor *> fw = frozen_weights(w);
+    return std::any_of(fw.begin(), fw.end(), [](const ggml_tensor * t) { return transposed_type(t) != t->type; });
 }
 
 int64_t chunk_rows_for(const ModelConfig & c, const GraphOptions & opt, int64_t R) {

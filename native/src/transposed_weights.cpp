@@ -6,9 +6,6 @@
 
 namespace rrr {
 
-namespace {
-
-// Every weight the backward pass multiplies by Wᵀ, each once (a tied LM head is tok_embd).
 std::vector<ggml_tensor *> frozen_weights(const ModelWeights & w) {
     std::vector<ggml_tensor *> out;
     for (const LayerWeights & l : w.layers) {
@@ -18,11 +15,10 @@ std::vector<ggml_tensor *> frozen_weights(const ModelWeights & w) {
     return out;
 }
 
-bool plain(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
-} // namespace
-
-ggml_type transposed_type(const ggml_tensor * w) { return plain(w->type) ? w->type : GGML_TYPE_F16; }
+ggml_type transposed_type(const ggml_tensor * w) {
+    const bool plain = w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16;
+    return plain ? w->type : GGML_TYPE_F16;
+}
 
 size_t TransposedWeights::bytes_needed(const ModelWeights & w) {
     size_t n = 0;
@@ -61,7 +57,7 @@ TransposedWeights::TransposedWeights(const ModelWeights & w, const Backends & b)
     ggml_tensor * iota = ggml_new_tensor_1d(g, GGML_TYPE_I32, max_rows);
     ggml_set_input(iota);
     for (ggml_tensor * t : src) {
-        ggml_tensor * from = plain(t->type) ? t : ggml_get_rows(g, t, ggml_view_1d(g, iota, t->ne[1], 0));
+        ggml_tensor * from = transposed_type(t) == t->type ? t : ggml_get_rows(g, t, ggml_view_1d(g, iota, t->ne[1], 0));
         ggml_build_forward_expand(gf, ggml_cpy(g, ggml_transpose(g, from), map_[t]));
     }
     std::vector<ggml_backend_t> list{b.primary()};

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <unordered_map>
+#include <vector>
 
 #include "backend.h"
 #include "weights.h"
@@ -33,7 +34,12 @@ private:
     std::unordered_map<const ggml_tensor *, ggml_tensor *> map_;
 };
 
-// The type a transposed frozen weight has: its own for f32/f16/bf16, f16 for quantised types.
+// The type a transposed frozen weight has: its own for f32/f16/bf16, f16 for quantised types
+// (dequantised through get_rows first).
 ggml_type transposed_type(const ggml_tensor * w);
+
+// Every weight the backward pass multiplies by Wᵀ: the seven projections of each layer and the
+// LM head (tok_embd when tied).
+std::vector<ggml_tensor *> frozen_weights(const ModelWeights & w);
 
 } // namespace rrr
