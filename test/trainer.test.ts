@@ -298,13 +298,23 @@ describe('LoRA gradients match finite differences', () => {
     const names = ops.map((o) => o.op);
     // Forward and backward matmuls, the LoRA outer products, the norm's backward.
     for (const want of ['MUL_MAT f32 x f32', 'OUT_PROD f32 x f32', 'RMS_NORM_BACK']) assert.ok(names.includes(want), `${want} in ${names.join(', ')}`);
-    assert.equal(new Set(names).size, names.length, 'one entry per op kind');
+    assert.equal(new Set(ops.map((o) => `${o.op} @${o.role}`)).size, ops.length, 'one entry per op kind and role');
+    // Every op is named for its role: forward, recomputed and backward layers, the LM head's loss,
+    // and the base model's pass for the KL (β > 0).
+    const roles = new Set(ops.map((o) => o.role));
+    for (const want of ['fwd.W', 'fwd.lora', 'fwd.attn', 're.W', 're.attn', 'bwd.W', 'bwd.lora', 'bwd.attn', 'bwd.mlp', 'head.loss', 'lp.W', 'head.lp']) {
+      assert.ok(roles.has(want), `${want} in ${[...roles].join(', ')}`);
+    }
+    assert.ok(!roles.has('other'), `unnamed ops: ${ops.filter((o) => o.role === 'other').map((o) => o.op).join(', ')}`);
+    assert.ok(ops.filter((o) => o.role === 'fwd.W').every((o) => o.op.startsWith('MUL_MAT') || o.op === 'ADD'), 'fwd.W: frozen products and biases');
+    const kept = await tr.gradients(mixedBatch(), { beta: 0.1, recompute: false, profile: true });
+    assert.ok(!kept.profile!.some((o) => o.role.startsWith('re.')), 'nothing recomputed with recompute: false');
     for (let i = 1; i < ops.length; i++) assert.ok(ops[i]!.ms <= ops[i - 1]!.ms, 'slowest first');
     const total = ops.reduce((a, o) => a + o.ms, 0);
     assert.ok(ops.every((o) => o.count > 0 && o.ms >= 0) && total > 0 && total <= timed.ms, `ops ${total} ms of a ${timed.ms} ms step`);
     // The optimizer's own graph is timed too when the step updates.
     const st = await tr.step(mixedBatch(), { lr: 1e-3, profile: true });
-    assert.ok(st.profile!.some((o) => o.op === 'OPT_STEP_ADAMW'), 'AdamW timed');
+    assert.ok(st.profile!.some((o) => o.op === 'OPT_STEP_ADAMW' && o.role === 'adamw.step'), 'AdamW timed');
     tr.dispose();
     model.dispose();
   });

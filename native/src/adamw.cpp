@@ -1,5 +1,6 @@
 #include "adamw.h"
 #include "errors.h"
+#include "op_profile.h"
 
 #include <cmath>
 #include <string>
@@ -94,6 +95,7 @@ double AdamW::grad_norm(ggml_backend_sched_t sched) {
     }
     ggml_set_output(total);
     ggml_build_forward_expand(g.gf, total);
+    name_role(g.ctx, nullptr, "adamw.norm");
     compute(sched, g.gf, "gradient norm", placement_);
     if (ggml_backend_sched_graph_compute(sched, g.gf) != GGML_STATUS_SUCCESS) throw Error("gradient norm computation failed");
     float sq = 0;
@@ -116,6 +118,7 @@ void AdamW::update(ggml_backend_sched_t sched, float lr, float grad_scale) {
         ggml_build_forward_expand(g.gf, ggml_opt_step_adamw(g.ctx, params_[i], gr, m_[i], v_[i], hp));
         params_[i]->flags &= ~GGML_TENSOR_FLAG_PARAM;
     }
+    name_role(g.ctx, nullptr, "adamw.step");
     compute(sched, g.gf, "optimizer step", placement_);
     const float b1h = 1.0f / (1.0f - (float) std::pow((double) cfg_.beta1, (double) t_));
     const float b2h = 1.0f / (1.0f - (float) std::pow((double) cfg_.beta2, (double) t_));

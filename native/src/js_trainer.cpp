@@ -89,6 +89,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
         for (size_t i = 0; i < st.profile.size(); ++i) {
             Napi::Object e = Napi::Object::New(env);
             e.Set("op", st.profile[i].op);
+            e.Set("role", st.profile[i].role);
             e.Set("count", (double) st.profile[i].count);
             e.Set("ms", st.profile[i].ms);
             prof.Set((uint32_t) i, e);

@@ -17,7 +17,18 @@ std::string op_key(const ggml_tensor * t) {
     return k;
 }
 
+std::string role_of(const ggml_tensor * t) { return t->name[0] == '@' ? std::string(t->name + 1) : std::string("other"); }
+
 } // namespace
+
+ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::string & role) {
+    ggml_tensor * last = after;
+    for (ggml_tensor * t = after ? ggml_get_next_tensor(ctx, after) : ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) {
+        ggml_format_name(t, "@%s", role.c_str());
+        last = t;
+    }
+    return last;
+}
 
 OpProfiler::OpProfiler(ggml_backend_sched_t sched) : sched_(sched) {
     ggml_backend_sched_set_eval_callback(sched_, &OpProfiler::on_eval, this);
@@ -35,7 +46,10 @@ bool OpProfiler::on_eval(ggml_tensor * t, bool ask, void * self) {
         p->started_ = now;
         return true;
     }
-    OpTime & o = p->by_op_[op_key(t)];
+    const std::string op = op_key(t), role = role_of(t);
+    OpTime & o = p->by_op_[op + '\n' + role];
+    o.op = op;
+    o.role = role;
     o.count += 1;
     o.ms += std::chrono::duration<double, std::milli>(now - p->started_).count();
     return true;
@@ -43,10 +57,7 @@ bool OpProfiler::on_eval(ggml_tensor * t, bool ask, void * self) {
 
 std::vector<OpTime> OpProfiler::result() const {
     std::vector<OpTime> out;
-    for (const auto & [k, v] : by_op_) {
-        out.push_back(v);
-        out.back().op = k;
-    }
+    for (const auto & kv : by_op_) out.push_back(kv.second);
     std::sort(out.begin(), out.end(), [](const OpTime & a, const OpTime & b) { return a.ms > b.ms; });
     return out;
 }

@@ -14,10 +14,17 @@
 namespace rrr {
 
 struct OpTime {
-    std::string op; // e.g. "MUL_MAT f16 x f32", "SOFT_MAX"
+    std::string op;   // e.g. "MUL_MAT f16 x f32", "SOFT_MAX"
+    std::string role; // what the graph builder made the op for, e.g. "bwd.mlp" (name_role); "other" when unnamed
     int64_t count = 0;
     double ms = 0;
 };
+
+// Graph builders name the nodes they make "@<role>" (e.g. "@re.attn": recomputed attention), so
+// a profile can say which part of a step its time went to, beside which kind of op. Names every
+// tensor of `ctx` made after `after` (all of them when nullptr) and returns the newest one, the
+// mark for the next call.
+ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::string & role);
 
 class OpProfiler {
 public:
@@ -26,7 +33,7 @@ public:
     OpProfiler(const OpProfiler &) = delete;
     OpProfiler & operator=(const OpProfiler &) = delete;
 
-    // Slowest first.
+    // Per (op kind, role), slowest first.
     std::vector<OpTime> result() const;
 
 private:

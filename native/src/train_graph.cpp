@@ -1,5 +1,6 @@
 #include "train_graph.h"
 #include "errors.h"
+#include "op_profile.h"
 #include "transposed_weights.h"
 
 #include <algorithm>
@@ -58,12 +59,21 @@ struct LayerActs {
 class Builder {
 public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B)
-        : ctx_(ctx), gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {}
+        : ctx_(ctx), gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
+        for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
+    }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * transposed = nullptr;
+    // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
+    // the nodes made next in a profiled step.
+    std::string phase = "fwd";
 
-    ggml_tensor * embed() { return ggml_get_rows(ctx_, w_.tok_embd, in_.tokens); }
+    ggml_tensor * embed() {
+        ggml_tensor * e = ggml_get_rows(ctx_, w_.tok_embd, in_.tokens);
+        done("embed");
+        return e;
+    }
 
     LayerActs layer_forward(int64_t il, ggml_tensor * x) {
         const LayerWeights & l = w_.layers[il];
@@ -71,6 +81,7 @@ public:
         LayerActs a;
         a.x = x;
         a.h1 = norm_w(x, l.attn_norm);
+        done("norm");
         a.q = proj(l.wq, a.h1, pair(il, LoraTarget::Q), l.bq);
         a.k = proj(l.wk, a.h1, pair(il, LoraTarget::K), l.bk);
         a.v = proj(l.wv, a.h1, pair(il, LoraTarget::V), l.bv);
@@ -78,6 +89,7 @@ public:
         a.k3 = ggml_reshape_3d(ctx_, a.k.y, hd, nkv, T_);
         ggml_tensor * qn = c_.qk_norm ? norm_w(a.q3, l.q_norm) : a.q3;
         ggml_tensor * kn = c_.qk_norm ? norm_w(a.k3, l.k_norm) : a.k3;
+        done("norm");
         a.qr = rope(qn);
         a.kr = rope(kn);
         a.Kx = expand_kv(a.kr);
@@ -91,15 +103,20 @@ public:
         ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Vx), 1, 2, 0, 3)); // [L, hd, nh, B]
         ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
         a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
+        done("attn");
         a.o = proj(l.wo, a.attn, pair(il, LoraTarget::O), nullptr);
         a.x2 = ggml_add(ctx_, x, a.o.y);
+        done("resid");
 
         a.h2 = norm_w(a.x2, l.ffn_norm);
+        done("norm");
         a.g = proj(l.w_gate, a.h2, pair(il, LoraTarget::Gate), nullptr);
         a.u = proj(l.w_up, a.h2, pair(il, LoraTarget::Up), nullptr);
         a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
+        done("mlp");
         a.d = proj(l.w_down, a.act, pair(il, LoraTarget::Down), nullptr);
         a.out = ggml_add(ctx_, a.x2, a.d.y);
+        done("resid");
         return a;
     }
 
@@ -112,12 +129,16 @@ public:
         ggml_tensor * d_act = proj_back(l.w_down, a.act, a.d, pair(il, LoraTarget::Down), dout);
         ggml_tensor * d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
         ggml_tensor * d_up = ggml_mul(ctx_, ggml_silu(ctx_, a.g.y), d_act);
-        ggml_tensor * dh2 = ggml_add(ctx_, proj_back(l.w_gate, a.h2, a.g, pair(il, LoraTarget::Gate), d_gate),
-                                     proj_back(l.w_up, a.h2, a.u, pair(il, LoraTarget::Up), d_up));
+        done("mlp");
+        ggml_tensor * dh2 = proj_back(l.w_gate, a.h2, a.g, pair(il, LoraTarget::Gate), d_gate);
+        dh2 = ggml_add(ctx_, dh2, proj_back(l.w_up, a.h2, a.u, pair(il, LoraTarget::Up), d_up));
+        done("W");
         ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
+        done("norm");
 
         // Attention: x2 = x + W_o attn
         ggml_tensor * d_attn = proj_back(l.wo, a.attn, a.o, pair(il, LoraTarget::O), dx2);
+        done("W");
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
         ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.Vx), 0, 2, 1, 3);                              // [hd, L, nh, B]
         ggml_tensor * dP = ggml_mul_mat(ctx_, Vp, dkqv);                                              // [L_k, L_q, nh, B]
@@ -137,9 +158,11 @@ public:
         ggml_tensor * dv3 = reduce_kv(unheads(dV));
         ggml_tensor * dq3 = rope_back(dqr);
         ggml_tensor * dk3 = rope_back(dkr);
+        done("attn");
         if (c_.qk_norm) {
             dq3 = norm_back(dq3, a.q3, l.q_norm);
             dk3 = norm_back(dk3, a.k3, l.k_norm);
+            done("norm");
         }
         ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
         ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
@@ -147,7 +170,10 @@ public:
         ggml_tensor * dh1 = proj_back(l.wq, a.h1, a.q, pair(il, LoraTarget::Q), dq);
         dh1 = ggml_add(ctx_, dh1, proj_back(l.wk, a.h1, a.k, pair(il, LoraTarget::K), dk));
         dh1 = ggml_add(ctx_, dh1, proj_back(l.wv, a.h1, a.v, pair(il, LoraTarget::V), dv));
-        return ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
+        done("W");
+        ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
+        done("norm");
+        return dx;
     }
 
     // The LM head over the loss rows in chunks. Returns the per-chunk log-prob tensors and, when
@@ -155,9 +181,12 @@ public:
     std::vector<ggml_tensor *> head(ggml_tensor * x_final, int64_t R, int64_t chunk, bool backward, const LossSpec & loss,
                                     ggml_tensor ** dx) {
         const int64_t V = c_.n_vocab;
+        const std::string saved = phase;
+        phase = "head";
         ggml_tensor * xr = ggml_get_rows(ctx_, x_final, in_.rows);
         ggml_tensor * hf = norm_w(xr, w_.output_norm);
         ggml_tensor * Wt_out = backward ? frozen_t(w_.output) : nullptr;
+        done("Wt");
         std::vector<ggml_tensor *> lps;
         ggml_tensor * dhf = nullptr;
         for (int64_t c0 = 0; c0 < R; c0 += chunk) {
@@ -201,6 +230,8 @@ public:
             // 41 ms of a 792 ms step on an H100 (bench --train-profile), where this is a copy.
             *dx = ggml_set_rows(ctx_, ggml_fill(ctx_, x_final, 0.0f), dxr, in_.rows);
         }
+        done(backward ? "loss" : "lp");
+        phase = saved;
         return lps;
     }
 
@@ -212,6 +243,10 @@ private:
     LoraView lora_;
     const Inputs & in_;
     int64_t L_, B_, T_;
+    ggml_tensor * mark_ = nullptr; // newest tensor already named
+
+    // The nodes made since the last call were for `part` of the current phase.
+    void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
 
     const LoraPair * pair(int64_t il, LoraTarget t) const { return lora_.pair(il, t); }
     float kq_scale() const { return 1.0f / std::sqrt((float) c_.head_dim); }
@@ -227,11 +262,14 @@ private:
     Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
         Proj r;
         r.y = ggml_mul_mat(ctx_, W, x);
+        done("W");
         if (p) {
             r.a = ggml_scale(ctx_, ggml_mul_mat(ctx_, p->a, x), lora_.scale);
             r.y = ggml_add(ctx_, r.y, ggml_mul_mat(ctx_, p->b, r.a));
+            done("lora");
         }
         if (bias) r.y = ggml_add(ctx_, r.y, bias);
+        done("W");
         return r;
     }
 
@@ -245,7 +283,11 @@ private:
 
     // Backward of y = W x + B (s A x) (+ bias): returns dx, accumulates dA and dB.
     ggml_tensor * proj_back(ggml_tensor * W, ggml_tensor * x, const Proj & p, const LoraPair * pr, ggml_tensor * dy) {
-        ggml_tensor * dx = ggml_mul_mat(ctx_, frozen_t(W), dy);
+        done("W"); // what the caller made before (its adds of earlier dx)
+        ggml_tensor * Wt = frozen_t(W);
+        done("Wt");
+        ggml_tensor * dx = ggml_mul_mat(ctx_, Wt, dy);
+        done("W");
         if (pr) {
             const float s = lora_.scale;
             ggml_tensor * dB = ggml_out_prod(ctx_, p.a, dy);                                                             // [r, n_out]
@@ -254,6 +296,7 @@ private:
             dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));
             accumulate(pr->a, dA);
             accumulate(pr->b, dB);
+            done("lora");
         }
         return dx;
     }
@@ -424,6 +467,7 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
     Inputs in = make_inputs(g.ctx, w, mb, false, none);
     Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B);
+    b.phase = "lp";
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
     std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
@@ -458,7 +502,9 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
     for (int64_t il = c.n_layer - 1; il >= 0; --il) {
         // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
         // activations are built just before its backward and freed right after.
+        b.phase = "re";
         const LayerActs a = opt.recompute ? b.layer_forward(il, inputs[il]) : acts[il];
+        b.phase = "bwd";
         dx = b.layer_backward(il, a, dx);
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
         if (il > 0) ggml_build_forward_expand(g.gf, dx);

@@ -269,10 +269,18 @@ export interface StepOptions {
   profile?: boolean;
 }
 
-/** Wall time of one kind of op in a profiled step (StepOptions.profile). */
+/** Wall time of one kind of op, in one role, in a profiled step (StepOptions.profile). */
 export interface OpTime {
   /** ggml op name; matmuls add their operand types, e.g. "MUL_MAT f16 x f32". */
   op: string;
+  /**
+   * What the op was for: "<phase>.<part>". Phases: fwd (forward), re (a layer recomputed in the
+   * backward pass), bwd (backward), lp (a log-prob pass, e.g. the base model's for the KL), head
+   * (LM head and loss), adamw. Parts: W (frozen-weight products and their input sums), Wt (frozen
+   * weights transposed in the step), lora, attn, mlp (SwiGLU), norm, resid, embed, loss, lp, norm
+   * and step (AdamW). "other" for an op no builder named.
+   */
+  role: string;
   count: number;
   ms: number;
 }
@@ -300,6 +308,6 @@ export interface StepResult {
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   fallbackOps: string[];
-  /** With StepOptions.profile: time per op kind, slowest first. */
+  /** With StepOptions.profile: time per (op kind, role), slowest first. */
   profile?: OpTime[];
 }
