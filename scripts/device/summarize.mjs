@@ -43,7 +43,8 @@ if (peftLine) {
 for (const f of ['bench.json', 'bench-train.json', 'bench-train-norecompute.json', 'bench-train-perstep.json']) {
   const t = read(f)?.['lora-training-step']?.data;
   if (!t?.tokPerSec) continue;
-  const gib = t.gpuBytes ? t.gpuBytes / 2 ** 30 : undefined;
+  // Model weights + the drop in free memory, as PEFT's peak counts its weights too (older runs: the drop alone).
+  const gib = (t.gpuTotalBytes ?? t.gpuBytes) ? (t.gpuTotalBytes ?? t.gpuBytes) / 2 ** 30 : undefined;
   out.push(
     `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ` +
       `${fix(gib, 1)} GiB (${gib ? fix(gib / peft.peakGiB, 2) : '-'}x PEFT ${fix(peft.peakGiB, 1)}), recompute ${t.recompute ?? '-'}, ` +
@@ -51,7 +52,13 @@ for (const f of ['bench.json', 'bench-train.json', 'bench-train-norecompute.json
   );
   if (t.profile) {
     const total = t.profile.ops.reduce((a, o) => a + o.ms, 0);
-    out.push(`  profiled step ${fix(t.profile.stepMs)} ms: ` + t.profile.ops.slice(0, 8).map((o) => `${o.op} ${fix(o.ms)} (${fix((100 * o.ms) / total)}%)`).join(', '));
+    const top = (key) => {
+      const by = new Map();
+      for (const o of t.profile.ops) by.set(key(o), (by.get(key(o)) ?? 0) + o.ms);
+      return [...by].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, ms]) => `${k} ${fix(ms)} (${fix((100 * ms) / total)}%)`).join(', ');
+    };
+    out.push(`  profiled step ${fix(t.profile.stepMs)} ms, by op: ${top((o) => o.op)}`);
+    if (t.profile.ops.some((o) => o.role)) out.push(`  by role: ${top((o) => o.role)}`);
   }
 }
 console.log(out.length ? out.join('\n') : `no bench results in ${dir}`);

@@ -3,9 +3,26 @@
 import { addon } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
+import type { OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+
+/** Sums a profile's (op, role) entries by `key`, slowest first. */
+export function groupOps(ops: OpTime[], key: (o: OpTime) => string): { name: string; count: number; ms: number }[] {
+  const by = new Map<string, { name: string; count: number; ms: number }>();
+  for (const o of ops) {
+    const k = key(o);
+    const g = by.get(k) ?? { name: k, count: 0, ms: 0 };
+    g.count += o.count;
+    g.ms += o.ms;
+    by.set(k, g);
+  }
+  return [...by.values()].sort((a, b) => b.ms - a.ms);
+}
+
+const profileLines = (groups: { name: string; count: number; ms: number }[], total: number) =>
+  groups.slice(0, 12).map((g) => `  ${g.name.padEnd(28)} ${String(g.count).padStart(6)} x ${g.ms.toFixed(1).padStart(9)} ms  ${((100 * g.ms) / total).toFixed(1).padStart(5)}%`);
 
 export const trainingSection: BenchSection = {
   key: 'lora-training-step',
@@ -36,7 +53,12 @@ export const trainingSection: BenchSection = {
       const profiledMs = profiled.reduce((a, o) => a + o.ms, 0);
       const tokPerSec = (B * L * args['train-steps']) / sec;
       const gpuUsed = free0 - gpuFree();
-      const memory = model.info.gpu ? `${mib(gpuUsed)} MiB GPU (free-memory drop)` : `${mib(process.memoryUsage().rss - rss0)} MiB host (RSS growth)`;
+      // PEFT's peak (torch.cuda.max_memory_allocated) counts the model's weights; the drop in free
+      // memory does not, as the model was loaded before it was first read.
+      const gpuTotal = gpuUsed + model.info.weightBytes;
+      const memory = model.info.gpu
+        ? `${mib(gpuTotal)} MiB GPU (model ${mib(model.info.weightBytes)} + ${mib(gpuUsed)} free-memory drop)`
+        : `${mib(process.memoryUsage().rss - rss0)} MiB host (RSS growth, model not counted)`;
       return {
         title,
         headers: ['workload', 'tok/s', 'ms/step', 'memory'],
@@ -49,7 +71,9 @@ export const trainingSection: BenchSection = {
           ...(profile
             ? [
                 `profiled step: ${profile.ms.toFixed(0)} ms, ${profiledMs.toFixed(0)} ms in ops, each run and waited on alone; slowest op kinds:`,
-                ...profiled.slice(0, 12).map((o) => `  ${o.op.padEnd(28)} ${String(o.count).padStart(6)} x ${o.ms.toFixed(1).padStart(9)} ms  ${((100 * o.ms) / profiledMs).toFixed(1).padStart(5)}%`),
+                ...profileLines(groupOps(profiled, (o) => o.op), profiledMs),
+                'slowest roles (phase.part: fwd forward, re recomputed, bwd backward; see OpTime.role):',
+                ...profileLines(groupOps(profiled, (o) => o.role), profiledMs),
               ]
             : []),
         ],
@@ -60,6 +84,8 @@ export const trainingSection: BenchSection = {
           tokPerSec,
           msPerStep: (1000 * sec) / args['train-steps'],
           gpuBytes: model.info.gpu ? gpuUsed : null,
+          gpuTotalBytes: model.info.gpu ? gpuTotal : null,
+          modelWeightBytes: model.info.weightBytes,
           graphSplits: first.graphSplits,
           fallbackOps: first.fallbackOps,
           recompute: args['train-recompute'],
