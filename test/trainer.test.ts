@@ -281,6 +281,63 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test('kept layers give the gradients of recomputing them, and rebuild only their cheap parts', async () => {
+    for (const arch of ['qwen2', 'qwen3'] as const) {
+      // qwen3 normalises q and k per head: its kept layers keep the pre-norm projections too.
+      const { model } = await tinyModel(`grad-kept-layers-${arch}`, { arch });
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+      randomizeB(tr, 0.3);
+      const ref = await tr.gradients(mixedBatch(), { beta: 0.1 });
+      const nLayer = model.info.nLayer;
+      for (const keptLayers of [1, nLayer, nLayer + 3]) {
+        const g = await tr.gradients(mixedBatch(), { beta: 0.1, keptLayers, profile: true });
+        for (const [k, v] of Object.entries(ref.grads)) {
+          const w = g.grads[k]!;
+          for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-5) * (1 + Math.abs(v[i]!)), `${arch} kept ${keptLayers}: ${k}[${i}]`);
+        }
+        // A kept layer rebuilds norms, attention probabilities and SwiGLU; with all of them kept
+        // no frozen weight is multiplied again.
+        const reW = g.profile!.filter((o) => o.role === 're.W' || o.role === 're.lora').reduce((a, o) => a + o.count, 0);
+        const reAttn = g.profile!.filter((o) => o.role === 're.attn').reduce((a, o) => a + o.count, 0);
+        assert.ok(reAttn > 0, `${arch} kept ${keptLayers}: attention rebuilt`);
+        assert.equal(reW === 0, keptLayers >= nLayer, `${arch} kept ${keptLayers}: ${reW} frozen/LoRA products recomputed`);
+      }
+      await assert.rejects(tr.gradients(mixedBatch(), { keptLayers: -1 }), /keptLayers must be a whole number ≥ 0 \(got -1\)/);
+      tr.dispose();
+      model.dispose();
+    }
+  });
+
+  test('plan foretells the compute buffer a step takes, without taking it', async () => {
+    const { model } = await tinyModel('plan');
+    const B = 3;
+    const L = 24;
+    const batch = Array.from({ length: B }, (_, b) => ({ tokens: seq(L, 11 * b), weights: new Float32Array(L).fill(b % 2 ? 0.5 : -0.5) }));
+    const measure = async (opts: { recompute?: boolean; keptLayers?: number; beta?: number; microBatchTokens?: number }) => {
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+      const plan = await tr.plan(B, L, opts);
+      const st = await tr.step(batch, { lr: 1e-3, ...opts });
+      tr.dispose();
+      return { plan, used: st.computeBytes };
+    };
+    const none = await measure({});
+    const lean = await measure({ keptLayers: model.info.nLayer, beta: 0.1 });
+    const full = await measure({ recompute: false });
+    const micro = await measure({ microBatchTokens: L });
+    for (const [name, m] of Object.entries({ none, lean, full, micro })) {
+      assert.ok(m.plan.deviceBytes > 0, `${name}: planned ${m.plan.deviceBytes}`);
+      assert.equal(m.used, m.plan.deviceBytes, `${name}: step used ${m.used} bytes, plan said ${m.plan.deviceBytes}`);
+      assert.equal(m.plan.cpuBytes === 0, TEST_DEVICE !== 'cuda', `${name}: host bytes ${m.plan.cpuBytes}`);
+    }
+    assert.ok(none.plan.deviceBytes < lean.plan.deviceBytes && lean.plan.deviceBytes < full.plan.deviceBytes, `recompute ${none.plan.deviceBytes} < kept ${lean.plan.deviceBytes} < none recomputed ${full.plan.deviceBytes}`);
+    assert.ok(micro.plan.deviceBytes < none.plan.deviceBytes, `one sequence per micro-batch ${micro.plan.deviceBytes} < all at once ${none.plan.deviceBytes}`);
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-3 });
+    await assert.rejects(tr.plan(0, L), /plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens \(got 0 x 24\)/);
+    await assert.rejects(tr.plan(1, 1e6), /plan: 1000000 tokens exceed the model's context length/);
+    tr.dispose();
+    model.dispose();
+  });
+
   test('a profiled step times its ops and changes no number', async () => {
     const { model } = await tinyModel('grad-profile');
     const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });

@@ -66,6 +66,8 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.beta = (float) num_opt(o, "beta", 0.0);
     s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
     s.graph.recompute = bool_opt(o, "recompute", true);
+    s.graph.kept_layers = int_opt(o, "keptLayers", 0);
+    if (s.graph.kept_layers < 0) throw Napi::RangeError::New(env, "keptLayers: must be a whole number >= 0");
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
     s.profile = bool_opt(o, "profile", false);
     return s;
@@ -83,6 +85,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("lossTokens", (double) st.loss_tokens);
     o.Set("ms", st.ms);
     o.Set("skipped", st.skipped);
+    o.Set("computeBytes", (double) st.compute_bytes);
     set_placement(env, o, st.placement);
     if (!st.profile.empty()) {
         Napi::Array prof = Napi::Array::New(env, st.profile.size());
@@ -164,6 +167,7 @@ public:
             InstanceMethod("evaluate", &NativeTrainer::evaluate),
             InstanceMethod("gradients", &NativeTrainer::gradients),
             InstanceMethod("logprobs", &NativeTrainer::logprobs),
+            InstanceMethod("plan", &NativeTrainer::plan),
             InstanceMethod("params", &NativeTrainer::params),
             InstanceMethod("setParam", &NativeTrainer::set_param),
             InstanceMethod("saveAdapter", &NativeTrainer::save_adapter_js),
@@ -297,6 +301,27 @@ private:
                 Napi::Array arr = Napi::Array::New(env, out->size());
                 for (size_t i = 0; i < out->size(); ++i) arr.Set((uint32_t) i, floats_to_js(env, (*out)[i]));
                 return arr;
+            });
+    }
+
+    Napi::Value plan(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        tr(env);
+        if (!info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "plan: expected (batch, len, options)");
+        const int64_t batch = info[0].As<Napi::Number>().Int64Value(), len = info[1].As<Napi::Number>().Int64Value();
+        const StepSettings s = settings_from_js(info[2].IsObject() ? info[2] : Napi::Object::New(env));
+        auto t = trainer_;
+        auto out = std::make_shared<MemoryPlan>();
+        return PromiseJob::start(env,
+            [t, batch, len, s, out] {
+                std::lock_guard<std::mutex> lock(t->model()->mu);
+                *out = t->plan(batch, len, s);
+            },
+            [out](Napi::Env env) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(env);
+                o.Set("deviceBytes", (double) out->device);
+                o.Set("cpuBytes", (double) out->cpu);
+                return o;
             });
     }
 

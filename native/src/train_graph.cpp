@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -45,6 +46,7 @@ struct LayerActs {
     Proj q, k, v;
     ggml_tensor * q3 = nullptr, * k3 = nullptr; // [hd, heads, T] before the qk norm
     ggml_tensor * qr = nullptr, * kr = nullptr; // after rope
+    ggml_tensor * v3 = nullptr;                 // [hd, n_head_kv, T]
     ggml_tensor * Kx = nullptr, * Vx = nullptr; // K and V repeated to n_head heads
     ggml_tensor * P = nullptr;                  // attention probabilities [L, L, n_head, B]
     ggml_tensor * attn = nullptr;               // [hd * n_head, T]
@@ -92,14 +94,10 @@ public:
         done("norm");
         a.qr = rope(qn);
         a.kr = rope(kn);
+        a.v3 = ggml_reshape_3d(ctx_, a.v.y, hd, nkv, T_);
         a.Kx = expand_kv(a.kr);
-        a.Vx = expand_kv(ggml_reshape_3d(ctx_, a.v.y, hd, nkv, T_));
-
-        ggml_tensor * Q = ggml_permute(ctx_, heads4(a.qr), 0, 2, 1, 3); // [hd, L, nh, B]
-        ggml_tensor * K = ggml_permute(ctx_, heads4(a.Kx), 0, 2, 1, 3);
-        ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);                     // [L_k, L_q, nh, B]
-        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
-        a.P = ggml_soft_max_ext(ctx_, kq, in_.mask, kq_scale(), 0.0f);
+        a.Vx = expand_kv(a.v3);
+        a.P = attention_probs(a.qr, a.Kx);
         ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Vx), 1, 2, 0, 3)); // [L, hd, nh, B]
         ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
         a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
@@ -117,6 +115,27 @@ public:
         a.d = proj(l.w_down, a.act, pair(il, LoraTarget::Down), nullptr);
         a.out = ggml_add(ctx_, a.x2, a.d.y);
         done("resid");
+        return a;
+    }
+
+    // A kept layer (GraphOptions::kept_layers) holds only what is dear to rebuild: the rotated
+    // queries and keys, V, the attention output, x2 and the MLP's gate and up products (for
+    // Qwen2.5-1.5B at 16 x 512 tokens about half of all its activations, 1.37 GB: `Trainer.plan`).
+    // This rebuilds the rest from them for the backward pass: two norms, the attention
+    // probabilities (one product of the heads and a softmax) and the SwiGLU. Same ops as the
+    // forward, so the same numbers.
+    LayerActs rebuild_cheap(int64_t il, LayerActs a) {
+        const LayerWeights & l = w_.layers[il];
+        a.h1 = norm_w(a.x, l.attn_norm);
+        done("norm");
+        a.Kx = expand_kv(a.kr);
+        a.Vx = expand_kv(a.v3);
+        a.P = attention_probs(a.qr, a.Kx);
+        done("attn");
+        a.h2 = norm_w(a.x2, l.ffn_norm);
+        done("norm");
+        a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
+        done("mlp");
         return a;
     }
 
@@ -250,6 +269,15 @@ private:
 
     const LoraPair * pair(int64_t il, LoraTarget t) const { return lora_.pair(il, t); }
     float kq_scale() const { return 1.0f / std::sqrt((float) c_.head_dim); }
+
+    // softmax(K Q / sqrt(hd) + causal mask) per head and sequence: [L_k, L_q, nh, B].
+    ggml_tensor * attention_probs(ggml_tensor * qr, ggml_tensor * Kx) {
+        ggml_tensor * Q = ggml_permute(ctx_, heads4(qr), 0, 2, 1, 3); // [hd, L, nh, B]
+        ggml_tensor * K = ggml_permute(ctx_, heads4(Kx), 0, 2, 1, 3);
+        ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);
+        ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+        return ggml_soft_max_ext(ctx_, kq, in_.mask, kq_scale(), 0.0f);
+    }
 
     ggml_tensor * norm_w(ggml_tensor * x, ggml_tensor * weight) { return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, c_.rms_eps), weight); }
 
@@ -474,42 +502,73 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "log-prob pass", placed);
 }
 
-std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
-                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
-                                        Placement * placed) {
+namespace {
+
+struct TrainingGraph {
+    std::unique_ptr<GraphMem> g;
+    Inputs in;
+    int64_t chunk = 0;
+    std::vector<ggml_tensor *> lps;
+};
+
+TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads, const MicroBatch & mb,
+                                   const LossSpec & loss, const GraphOptions & opt) {
     check_batch(mb, loss, true);
     const ModelConfig & c = w.config();
     const int64_t R = (int64_t) mb.rows.size();
-    const int64_t chunk = chunk_rows_for(c, opt, R);
-    GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
-    Inputs in = make_inputs(g.ctx, w, mb, true, loss);
-    Builder b(g.ctx, g.gf, w, adapter.view(), in, mb.L, mb.B);
+    TrainingGraph t;
+    t.chunk = chunk_rows_for(c, opt, R);
+    t.g = std::make_unique<GraphMem>(train_graph_size(c.n_layer, (R + t.chunk - 1) / t.chunk));
+    ggml_cgraph * gf = t.g->gf;
+    t.in = make_inputs(t.g->ctx, w, mb, true, loss);
+    Builder b(t.g->ctx, gf, w, adapter.view(), t.in, mb.L, mb.B);
     const auto & params = adapter.params();
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
     b.transposed = opt.transposed;
 
+    // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
+    const auto kept = [&](int64_t il) { return !opt.recompute || il >= c.n_layer - opt.kept_layers; };
     std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
-    std::vector<LayerActs> acts(opt.recompute ? 0 : (size_t) c.n_layer);
+    std::vector<LayerActs> acts((size_t) c.n_layer);
     inputs[0] = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) {
         LayerActs a = b.layer_forward(il, inputs[il]);
         inputs[il + 1] = a.out;
-        if (!opt.recompute) acts[il] = a;
+        if (kept(il)) acts[il] = a;
     }
     ggml_tensor * dx = nullptr;
-    std::vector<ggml_tensor *> lps = b.head(inputs[c.n_layer], R, chunk, true, loss, &dx);
-    ggml_build_forward_expand(g.gf, dx);
+    t.lps = b.head(inputs[c.n_layer], R, t.chunk, true, loss, &dx);
+    ggml_build_forward_expand(gf, dx);
     for (int64_t il = c.n_layer - 1; il >= 0; --il) {
         // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
         // activations are built just before its backward and freed right after.
         b.phase = "re";
-        const LayerActs a = opt.recompute ? b.layer_forward(il, inputs[il]) : acts[il];
+        const LayerActs a = !opt.recompute ? acts[il] : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il]);
         b.phase = "bwd";
         dx = b.layer_backward(il, a, dx);
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
-        if (il > 0) ggml_build_forward_expand(g.gf, dx);
+        if (il > 0) ggml_build_forward_expand(gf, dx);
     }
-    return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "training pass", placed);
+    return t;
+}
+
+} // namespace
+
+std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+                                        ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
+                                        Placement * placed) {
+    TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
+    return run(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", placed);
+}
+
+std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+                                        ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
+                                        const GraphOptions & opt) {
+    TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
+    std::vector<size_t> sizes((size_t) n_backends, 0);
+    ggml_backend_sched_reserve_size(sched, t.g->gf, sizes.data());
+    ggml_backend_sched_reset(sched);
+    return sizes;
 }
 
 } // namespace rrr

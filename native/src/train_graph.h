@@ -47,6 +47,9 @@ class TransposedWeights;
 
 struct GraphOptions {
     bool recompute = true;     // keep only each layer's input; rebuild the layer in the backward pass
+    // With recompute, the top kept_layers layers keep their activations instead: their backward
+    // comes first, so what they hold is freed before any recomputed layer needs room.
+    int64_t kept_layers = 0;
     int64_t chunk_rows = 0;    // loss rows per LM-head chunk; 0 picks ~32M logits per chunk
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
@@ -61,6 +64,12 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
                                         Placement * placed = nullptr);
+
+// Bytes the training pass over `mb` needs in each of the scheduler's backends' compute buffers
+// (in the scheduler's backend order), found by planning its graph: nothing is run or allocated.
+std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+                                        ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
+                                        const GraphOptions & opt);
 
 // Graph nodes the passes above may need for a micro-batch with `rows` loss rows (to size the scheduler).
 size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows);

@@ -162,13 +162,18 @@ ggml_backend_sched_t Trainer::sched_for(const std::vector<MicroBatch> & mbs, con
     if (sched_ && need <= sched_size_) return sched_;
     if (sched_) ggml_backend_sched_free(sched_);
     sched_ = nullptr;
+    sched_size_ = std::max(need, (size_t) 8192);
+    sched_ = new_sched(sched_size_);
+    return sched_;
+}
+
+ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
     const Backends & b = *model_->backends;
     std::vector<ggml_backend_t> list{b.primary()};
     if (b.primary() != b.cpu()) list.push_back(b.cpu());
-    sched_size_ = std::max(need, (size_t) 8192);
-    sched_ = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), sched_size_, false, true);
-    if (!sched_) throw Error("could not create the training scheduler");
-    return sched_;
+    ggml_backend_sched_t s = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
+    if (!s) throw Error("could not create the training scheduler");
+    return s;
 }
 
 StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward,
@@ -182,6 +187,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     st.loss_tokens = p.n;
     if (p.n == 0) {
         st.skipped = true;
+        if (sched_) st.compute_bytes = ggml_backend_sched_get_buffer_size(sched_, model_->backends->primary());
         st.ms = ms_since(t0);
         return st;
     }
@@ -229,6 +235,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     }
     if (then) then(st);
     if (prof) st.profile = prof->result();
+    st.compute_bytes = ggml_backend_sched_get_buffer_size(sched, model_->backends->primary());
     st.ms = ms_since(t0);
     return st;
 }
@@ -241,6 +248,36 @@ StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings 
         opt_->update(sched_, s.lr, scale);
         st.placement.merge(opt_->placement());
     });
+}
+
+MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s) {
+    const ModelWeights & w = *model_->weights;
+    if (batch < 1 || len < 2) throw Error("plan: need at least 1 sequence of at least 2 tokens");
+    if (len > w.config().n_ctx_train) {
+        throw Error("plan: " + std::to_string(len) + " tokens exceed the model's context length " + std::to_string(w.config().n_ctx_train));
+    }
+    std::vector<TrainSeq> seqs((size_t) batch);
+    for (TrainSeq & q : seqs) {
+        q.tokens.assign((size_t) len, 0);
+        q.weights.assign((size_t) len, 1.0f);
+    }
+    Prepared p = prepare(w.config(), seqs, s, "plan");
+    const LossSpec loss{false, s.beta > 0, s.clip_eps};
+    const GraphOptions g = graph_options(s.graph);
+    size_t nodes = 8192;
+    for (const MicroBatch & mb : p.mbs) nodes = std::max(nodes, train_graph_nodes(w.config(), g, (int64_t) mb.rows.size()));
+    // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
+    // step's live ones: it gets a scheduler of its own.
+    std::unique_ptr<ggml_backend_sched, void (*)(ggml_backend_sched_t)> sched(new_sched(nodes), ggml_backend_sched_free);
+    const bool gpu = model_->backends->primary() != model_->backends->cpu();
+    MemoryPlan out;
+    for (MicroBatch & mb : p.mbs) {
+        if (loss.kl) mb.ref_lp.assign(mb.rows.size(), 0.0f); // an input's values, not its size: the base-model pass is not run
+        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, mb, loss, g);
+        out.device = std::max(out.device, b[0]);
+        if (gpu) out.cpu = std::max(out.cpu, b[1]);
+    }
+    return out;
 }
 
 StepStats Trainer::evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, false); }

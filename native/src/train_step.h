@@ -61,8 +61,15 @@ struct StepStats {
     int64_t loss_tokens = 0; // N
     double ms = 0;
     bool skipped = false;    // N == 0: no update
+    size_t compute_bytes = 0; // the trainer's compute buffer on its primary device after the step (kept, grows to the largest step)
     Placement placement;     // where this step's graphs ran (backend.h)
     std::vector<OpTime> profile; // with StepSettings::profile: time per op kind, slowest first
+};
+
+// Compute-buffer bytes of a step's training pass (train_graph.h: training_pass_bytes).
+struct MemoryPlan {
+    size_t device = 0; // the primary backend's (the GPU's, or the CPU's when it is the only one)
+    size_t cpu = 0;    // the CPU's beside a GPU (ops it cannot run); 0 without a GPU
 };
 
 class Trainer {
@@ -78,6 +85,9 @@ public:
     StepStats evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s);
     // Loss and gradients (left in optimizer().grads()), no update.
     StepStats gradients(const std::vector<TrainSeq> & batch, const StepSettings & s);
+    // What a step over `batch` sequences of `len` tokens, every one trained, would take in compute
+    // buffers with these settings: planned, not run (micro-batching, KL and kept layers apply).
+    MemoryPlan plan(int64_t batch, int64_t len, const StepSettings & s);
     // Per-token log-probs (index t: token t; index 0 is 0), with or without the adapter.
     std::vector<std::vector<float>> logprobs(const std::vector<std::vector<int32_t>> & seqs, bool with_adapter, int64_t micro_batch_tokens);
 
@@ -96,6 +106,7 @@ private:
     size_t sched_size_ = 0;
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
+    ggml_backend_sched_t new_sched(size_t n_nodes) const;
     // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
     GraphOptions graph_options(const GraphOptions & asked) const;
     // `then` runs on the same scheduler before the statistics are final (the optimizer update).

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, StepOptions, StepResult, TrainerOptions } from './types.js';
+import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, MemoryPlan, StepOptions, StepResult, TrainerOptions } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -38,6 +38,7 @@ export interface RawTrainer {
   evaluate(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult>;
   gradients(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult & { grads: Record<string, Float32Array> }>;
   logprobs(seqs: Int32Array[], withAdapter: boolean, microBatchTokens: number): Promise<Float32Array[]>;
+  plan(batch: number, len: number, opts: RawStepOptions): Promise<MemoryPlan>;
   params(): Record<string, Float32Array>;
   setParam(name: string, values: Float32Array): void;
   saveAdapter(path: string): Promise<void>;

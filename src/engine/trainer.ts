@@ -14,7 +14,7 @@
 import { addon, type RawStepOptions, type RawTrainer, type RawTrainSequence } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
-import type { LoraConfig, LoraTarget, OptimizerConfig, StepOptions, StepResult, TrainSequence, TrainerOptions } from './types.js';
+import type { LoraConfig, LoraTarget, MemoryPlan, OptimizerConfig, StepOptions, StepResult, TrainSequence, TrainerOptions } from './types.js';
 
 export interface TrainerInfo {
   rank: number;
@@ -64,12 +64,16 @@ function rawBatch(batch: TrainSequence[]): RawTrainSequence[] {
 
 function rawOptions(o: StepOptions): RawStepOptions {
   if (!Number.isFinite(o.lr) || o.lr < 0) throw new RrrError(`step: lr must be a finite number ≥ 0 (got ${o.lr})`);
+  if (o.keptLayers !== undefined && !(Number.isInteger(o.keptLayers) && o.keptLayers >= 0)) {
+    throw new RrrError(`step: keptLayers must be a whole number ≥ 0 (got ${o.keptLayers})`);
+  }
   return {
     lr: o.lr,
     clipEps: o.clipEps ?? 0.2,
     beta: o.beta ?? 0,
     microBatchTokens: o.microBatchTokens ?? 0,
     recompute: o.recompute ?? true,
+    keptLayers: o.keptLayers ?? 0,
     logitsChunkRows: o.logitsChunkRows ?? 0,
     profile: o.profile ?? false,
   };
@@ -130,6 +134,20 @@ export class Trainer {
   async logprobs(seqs: (Int32Array | number[])[], opts: { adapter?: boolean; microBatchTokens?: number } = {}): Promise<Float32Array[]> {
     const batch = seqs.map((s) => (s instanceof Int32Array ? s : Int32Array.from(s)));
     return call(() => this.rawTrainer.logprobs(batch, opts.adapter ?? true, opts.microBatchTokens ?? 0));
+  }
+
+  /**
+   * Compute-buffer bytes a step over `batch` sequences of `len` tokens, every token trained, would
+   * take with these options (micro-batching, β's base-model pass, recomputation and keptLayers
+   * apply): the training graph is planned, not run, and nothing is allocated. The model's weights,
+   * the adapter, the optimizer state and the kept transposed weights come on top.
+   */
+  async plan(batch: number, len: number, opts: Omit<StepOptions, 'lr' | 'profile'> = {}): Promise<MemoryPlan> {
+    if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(len) || len < 2) {
+      throw new RrrError(`plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens (got ${batch} x ${len})`);
+    }
+    const o = rawOptions({ ...opts, lr: 0 });
+    return call(() => this.rawTrainer.plan(batch, len, o));
   }
 
   /** Copies of all adapter tensors by name (debugging and tests). */

@@ -260,6 +260,11 @@ export interface StepOptions {
   microBatchTokens?: number;
   /** Recompute each layer's activations in the backward pass instead of keeping them (default true). */
   recompute?: boolean;
+  /**
+   * With recompute: the top keptLayers layers keep their activations instead (default 0): faster,
+   * more memory. Trainer.plan says how much; more than the model's layers keeps them all.
+   */
+  keptLayers?: number;
   /** Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU). */
   logitsChunkRows?: number;
   /**
@@ -267,6 +272,14 @@ export interface StepOptions {
    * the step is slower: for finding where time goes, not for measuring speed.
    */
   profile?: boolean;
+}
+
+/** Compute-buffer bytes of a step's training pass (Trainer.plan), planned without running it. */
+export interface MemoryPlan {
+  /** On the model's device: the GPU's, or host memory when the model runs on the CPU. */
+  deviceBytes: number;
+  /** Host memory for ops a GPU could not run (0 without a GPU). */
+  cpuBytes: number;
 }
 
 /** Wall time of one kind of op, in one role, in a profiled step (StepOptions.profile). */
@@ -305,6 +318,12 @@ export interface StepResult {
   lossTokens: number;
   /** True when N = 0: nothing was trained and the optimizer did not step. */
   skipped: boolean;
+  /**
+   * Bytes of the trainer's compute buffer on the model's device after this step. It is kept
+   * between steps and grows to the largest step's need (Trainer.plan foretells it); 0 when skipped
+   * before any step ran.
+   */
+  computeBytes: number;
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   fallbackOps: string[];
