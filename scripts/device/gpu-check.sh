@@ -93,13 +93,18 @@ do_peft() {
   log "peft rc=$? $(cat /tmp/peft.json)"
 }
 
-# Training alone, with one profiled step (time per op kind), then without recomputation, then
-# transposing the frozen weights in every step instead of keeping them transposed.
+# Training alone, with one profiled step (time per op kind and role); then with as many kept
+# layers as fit a third of PEFT's 48.3 GiB peak (DESIGN.md), profiled too; then without
+# recomputation; then transposing the frozen weights in every step instead of keeping them.
 do_train_benches() {
   local s; s=$(budget 120 40)
   [ "$s" = 0 ] && { log "training bench skipped: out of time"; return; }
   timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-profile --json > "$OUT/bench-train.json" 2>> "$OUT/errors.log"
   log "bench (training, profiled) rc=$?"
+  s=$(budget 100 30)
+  [ "$s" = 0 ] && { log "training bench within 16 GiB skipped: out of time"; return; }
+  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-memory-gib 16 --train-profile --json > "$OUT/bench-train-budget.json" 2>> "$OUT/errors.log"
+  log "bench (training, kept layers within 16 GiB, profiled) rc=$?"
   s=$(budget 90 30)
   [ "$s" = 0 ] && { log "training bench without recomputation skipped: out of time"; return; }
   timeout "$s" $CLI bench --model $M --device $DEV --no-generation --no-train-recompute --json > "$OUT/bench-train-norecompute.json" 2>> "$OUT/errors.log"

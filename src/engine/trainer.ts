@@ -150,6 +150,26 @@ export class Trainer {
     return call(() => this.rawTrainer.plan(batch, len, o));
   }
 
+  /**
+   * The most layers whose activations a step over `batch` x `len` tokens can keep (keptLayers)
+   * with its compute buffer within `bytes` (Trainer.plan, a few planned graphs); 0 when even
+   * recomputing every layer needs more (the step may still run with less kept: it is a bound).
+   */
+  async keptLayersWithin(batch: number, len: number, bytes: number, opts: Omit<StepOptions, 'lr' | 'profile' | 'keptLayers' | 'recompute'> = {}): Promise<number> {
+    const fits = async (k: number) => (await this.plan(batch, len, { ...opts, keptLayers: k })).deviceBytes <= bytes;
+    // One kept layer can take less than none (its backward comes first and shares room with the
+    // LM head's), so the search starts from whichever of the two fits; beyond that more layers take more.
+    let lo = (await fits(1)) ? 1 : 0;
+    let hi = this.model.info.nLayer;
+    if (lo === 0) return 0;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (await fits(mid)) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
   /** Copies of all adapter tensors by name (debugging and tests). */
   params(): Record<string, Float32Array> {
     return this.rawTrainer.params();

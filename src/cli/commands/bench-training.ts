@@ -43,7 +43,16 @@ export const trainingSection: BenchSection = {
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      const opts = { lr: 1e-4, recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'] };
+      const base = { recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'] };
+      // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
+      // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
+      const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + 512 * 2 ** 20;
+      const keptLayers =
+        args['train-memory-gib'] !== undefined && args['train-recompute']
+          ? await tr.keptLayersWithin(B, L, args['train-memory-gib'] * 2 ** 30 - fixedBytes, base)
+          : args['train-kept-layers'];
+      const opts = { lr: 1e-4, ...base, keptLayers };
+      const plan = await tr.plan(B, L, opts);
       const first = await tr.step(batch, opts);
       const t0 = performance.now();
       for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, opts);
@@ -64,7 +73,11 @@ export const trainingSection: BenchSection = {
         headers: ['workload', 'tok/s', 'ms/step', 'memory'],
         rows: [[`${B} x ${L} tokens`, formatRate(tokPerSec), ((1000 * sec) / args['train-steps']).toFixed(0), memory]],
         notes: [
-          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${args['train-recompute'] ? 'on' : 'off'}, frozen weights ${
+          `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${
+            args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
+          }, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
+            args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
+          }), frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
@@ -89,6 +102,10 @@ export const trainingSection: BenchSection = {
           graphSplits: first.graphSplits,
           fallbackOps: first.fallbackOps,
           recompute: args['train-recompute'],
+          keptLayers,
+          computeBytes: first.computeBytes,
+          plannedComputeBytes: plan.deviceBytes,
+          ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
           chunkRows: args['train-chunk-rows'],
           transposedWeightsBytes: tr.info.transposedWeightsBytes,
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),

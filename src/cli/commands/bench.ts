@@ -36,6 +36,8 @@ export interface BenchArgs {
   'train-chunk-rows': number;
   'train-transposed': 'auto' | 'cache' | 'per-step';
   'train-profile': boolean;
+  'train-kept-layers': number;
+  'train-memory-gib'?: number;
   json: boolean;
 }
 
@@ -242,6 +244,16 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: 'auto' as const,
         describe: 'keep the frozen weights transposed for the backward pass (cache: one more copy in memory; per-step: transposed in every step; auto: cache on a GPU where it takes at most 40% of free memory)',
       })
+      .option('train-kept-layers', {
+        type: 'number',
+        default: 0,
+        describe: "with recomputation: the top N layers keep their costly activations (faster; Trainer.plan's bytes are printed)",
+      })
+      .option('train-memory-gib', {
+        type: 'number',
+        describe:
+          'pick --train-kept-layers as the most that fit this many GiB of GPU memory in all: model weights, kept transposed weights, adapter and AdamW state, 512 MiB for cuBLAS, and the planned compute buffer',
+      })
       .option('train-profile', {
         type: 'boolean',
         default: false,
@@ -253,7 +265,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['train-steps', a['train-steps']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
-    for (const [flag, v] of [['threads', a.threads], ['train-chunk-rows', a['train-chunk-rows']]] as const) {
+    if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
+    for (const [flag, v] of [['threads', a.threads], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
     }
     const model = await Model.load(a.model, { device: a.device, threads: a.threads });
