@@ -302,7 +302,7 @@ describe('LoRA gradients match finite differences', () => {
         assert.ok(reAttn > 0, `${arch} kept ${keptLayers}: attention rebuilt`);
         assert.equal(reW === 0, keptLayers >= nLayer, `${arch} kept ${keptLayers}: ${reW} frozen/LoRA products recomputed`);
       }
-      await assert.rejects(tr.gradients(mixedBatch(), { keptLayers: -1 }), /keptLayers must be a whole number ≥ 0 \(got -1\)/);
+      await assert.rejects(tr.gradients(mixedBatch(), { keptLayers: -1 }), /keptLayers must be a whole number ≥ 0 or 'auto' \(got -1\)/);
       tr.dispose();
       model.dispose();
     }
@@ -331,9 +331,47 @@ describe('LoRA gradients match finite differences', () => {
     }
     assert.ok(none.plan.deviceBytes < lean.plan.deviceBytes && lean.plan.deviceBytes < full.plan.deviceBytes, `recompute ${none.plan.deviceBytes} < kept ${lean.plan.deviceBytes} < none recomputed ${full.plan.deviceBytes}`);
     assert.ok(micro.plan.deviceBytes < none.plan.deviceBytes, `one sequence per micro-batch ${micro.plan.deviceBytes} < all at once ${none.plan.deviceBytes}`);
+    assert.equal(micro.plan.microBatches, B);
+    assert.equal(none.plan.microBatches, 1);
     const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-3 });
     await assert.rejects(tr.plan(0, L), /plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens \(got 0 x 24\)/);
     await assert.rejects(tr.plan(1, 1e6), /plan: 1000000 tokens exceed the model's context length/);
+    tr.dispose();
+    model.dispose();
+  });
+
+  test('a memory budget splits the batch and keeps layers as the plan allows, with the same gradients', async () => {
+    const { model } = await tinyModel('budget');
+    const nLayer = model.info.nLayer;
+    const batch = [...mixedBatch(), ...mixedBatch().map((q) => ({ ...q, tokens: q.tokens.map((t) => (t * 3 + 1) % 150000) }))];
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    const whole = await tr.gradients(batch, { beta: 0.1 });
+    assert.equal(whole.microBatches, 1);
+    // The floor: one sequence (the longest, 14 tokens) per micro-batch.
+    const floor = await tr.plan(1, 14, { beta: 0.1 });
+    const all = await tr.plan(batch.length, 14, { beta: 0.1 });
+    assert.ok(floor.deviceBytes < all.deviceBytes, `one sequence ${floor.deviceBytes} < four ${all.deviceBytes}`);
+    const tight = await tr.gradients(batch, { beta: 0.1, memoryBudget: floor.deviceBytes });
+    assert.ok(tight.microBatches > 1, `${tight.microBatches} micro-batches of ${tight.microBatchTokens} tokens`);
+    assert.ok(tight.computeBytes <= floor.deviceBytes || tight.computeBytes === whole.computeBytes, 'held buffer: the largest step so far');
+    for (const [k, v] of Object.entries(whole.grads)) {
+      const w = tight.grads[k]!;
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(1e-6, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
+    }
+    assert.ok(Math.abs(tight.loss - whole.loss) <= 1e-5 * (1 + Math.abs(whole.loss)), `loss ${tight.loss} vs ${whole.loss}`);
+    // Room for everything: one micro-batch, every layer kept; the plan says so before the step does.
+    const roomy = await tr.plan(batch.length, 14, { beta: 0.1, memoryBudget: 1e12, keptLayers: 'auto' });
+    assert.deepEqual([roomy.microBatches, roomy.keptLayers], [1, nLayer]);
+    const st = await tr.gradients(batch, { beta: 0.1, memoryBudget: 1e12, keptLayers: 'auto' });
+    assert.deepEqual([st.microBatches, st.keptLayers], [1, nLayer]);
+    // Just under the all-kept plan: fewer layers kept, still one micro-batch.
+    const allKept = await tr.plan(batch.length, 14, { beta: 0.1, keptLayers: nLayer });
+    const fewer = await tr.plan(batch.length, 14, { beta: 0.1, memoryBudget: allKept.deviceBytes - 1, keptLayers: 'auto' });
+    assert.ok(fewer.keptLayers < nLayer && fewer.deviceBytes < allKept.deviceBytes, `kept ${fewer.keptLayers} in ${fewer.deviceBytes} bytes`);
+    await assert.rejects(tr.gradients(batch, { memoryBudget: 1024 }), /step: the training pass over one sequence of 14 tokens plans \d+ MiB of compute buffer, over the memory budget of 0 MiB/);
+    await assert.rejects(tr.gradients(batch, { keptLayers: 'auto' }), /keptLayers 'auto' needs a memoryBudget/);
+    await assert.rejects(tr.gradients(batch, { memoryBudget: -1 }), /memoryBudget must be a number of bytes ≥ 0 \(got -1\)/);
     tr.dispose();
     model.dispose();
   });

@@ -8,6 +8,7 @@
 #include "merge.h"
 #include "train_step.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -66,8 +67,16 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.beta = (float) num_opt(o, "beta", 0.0);
     s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
     s.graph.recompute = bool_opt(o, "recompute", true);
-    s.graph.kept_layers = int_opt(o, "keptLayers", 0);
-    if (s.graph.kept_layers < 0) throw Napi::RangeError::New(env, "keptLayers: must be a whole number >= 0");
+    if (o.Get("keptLayers").IsString() && o.Get("keptLayers").ToString().Utf8Value() == "auto") {
+        s.auto_kept_layers = true;
+    } else {
+        s.graph.kept_layers = int_opt(o, "keptLayers", 0);
+        if (s.graph.kept_layers < 0) throw Napi::RangeError::New(env, "keptLayers: must be a whole number >= 0 or 'auto'");
+    }
+    const double budget = num_opt(o, "memoryBudget", 0.0);
+    if (!(budget >= 0) || !std::isfinite(budget)) throw Napi::RangeError::New(env, "memoryBudget: must be a number of bytes >= 0");
+    s.memory_budget = (size_t) budget;
+    if (s.auto_kept_layers && s.memory_budget == 0) throw Napi::RangeError::New(env, "keptLayers: 'auto' needs a memoryBudget");
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
     s.profile = bool_opt(o, "profile", false);
     return s;
@@ -86,6 +95,9 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("ms", st.ms);
     o.Set("skipped", st.skipped);
     o.Set("computeBytes", (double) st.compute_bytes);
+    o.Set("microBatches", (double) st.micro_batches);
+    o.Set("microBatchTokens", (double) st.micro_batch_tokens);
+    o.Set("keptLayers", (double) st.kept_layers);
     set_placement(env, o, st.placement);
     if (!st.profile.empty()) {
         Napi::Array prof = Napi::Array::New(env, st.profile.size());
@@ -321,6 +333,9 @@ private:
                 Napi::Object o = Napi::Object::New(env);
                 o.Set("deviceBytes", (double) out->device);
                 o.Set("cpuBytes", (double) out->cpu);
+                o.Set("microBatchTokens", (double) out->micro_batch_tokens);
+                o.Set("keptLayers", (double) out->kept_layers);
+                o.Set("microBatches", (double) out->micro_batches);
                 return o;
             });
     }

@@ -182,17 +182,24 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     if (!(s.beta >= 0) || !std::isfinite(s.beta)) throw Error("step: beta must be a finite number >= 0");
     if (!(s.clip_eps > 0 && s.clip_eps < 1)) throw Error("step: clipEps must be in (0, 1)");
     const ModelWeights & w = *model_->weights;
-    Prepared p = prepare(w.config(), batch, s, "step");
+    validate(w.config(), batch, "step");
+    const LossSpec loss{!batch[0].old_lp.empty(), s.beta > 0, s.clip_eps};
+    StepSettings settled = s;
+    Prepared p;
+    p.has_old = loss.has_old;
+    p.mbs = fit(batch, settled, loss, p.n, p.tokens);
     StepStats st;
     st.loss_tokens = p.n;
+    st.micro_batches = (int64_t) p.mbs.size();
+    st.micro_batch_tokens = settled.micro_batch_tokens;
+    st.kept_layers = settled.graph.recompute ? settled.graph.kept_layers : w.config().n_layer;
     if (p.n == 0) {
         st.skipped = true;
         if (sched_) st.compute_bytes = ggml_backend_sched_get_buffer_size(sched_, model_->backends->primary());
         st.ms = ms_since(t0);
         return st;
     }
-    const LossSpec loss{p.has_old, s.beta > 0, s.clip_eps};
-    const GraphOptions g = graph_options(s.graph);
+    const GraphOptions g = graph_options(settled.graph);
     ggml_backend_sched_t sched = sched_for(p.mbs, g);
     std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();
@@ -261,23 +268,99 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s) {
         q.tokens.assign((size_t) len, 0);
         q.weights.assign((size_t) len, 1.0f);
     }
-    Prepared p = prepare(w.config(), seqs, s, "plan");
+    StepSettings st = s;
     const LossSpec loss{false, s.beta > 0, s.clip_eps};
-    const GraphOptions g = graph_options(s.graph);
+    int64_t n = 0, tokens = 0;
+    const std::vector<MicroBatch> mbs = fit(seqs, st, loss, n, tokens);
+    const auto [device, cpu] = planned_bytes(mbs, loss, graph_options(st.graph));
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size()};
+}
+
+std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g) {
+    const ModelWeights & w = *model_->weights;
     size_t nodes = 8192;
-    for (const MicroBatch & mb : p.mbs) nodes = std::max(nodes, train_graph_nodes(w.config(), g, (int64_t) mb.rows.size()));
+    for (const MicroBatch & mb : mbs) nodes = std::max(nodes, train_graph_nodes(w.config(), g, (int64_t) mb.rows.size()));
     // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
     // step's live ones: it gets a scheduler of its own.
     std::unique_ptr<ggml_backend_sched, void (*)(ggml_backend_sched_t)> sched(new_sched(nodes), ggml_backend_sched_free);
     const bool gpu = model_->backends->primary() != model_->backends->cpu();
-    MemoryPlan out;
-    for (MicroBatch & mb : p.mbs) {
-        if (loss.kl) mb.ref_lp.assign(mb.rows.size(), 0.0f); // an input's values, not its size: the base-model pass is not run
-        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, mb, loss, g);
-        out.device = std::max(out.device, b[0]);
-        if (gpu) out.cpu = std::max(out.cpu, b[1]);
+    std::pair<size_t, size_t> out{0, 0};
+    for (const MicroBatch & orig : mbs) {
+        const MicroBatch * mb = &orig;
+        MicroBatch with_ref;
+        if (loss.kl && orig.ref_lp.size() != orig.rows.size()) {
+            // an input's values, not its size: the base-model pass is not run
+            with_ref = orig;
+            with_ref.ref_lp.assign(orig.rows.size(), 0.0f);
+            mb = &with_ref;
+        }
+        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, *mb, loss, g);
+        out.first = std::max(out.first, b[0]);
+        if (gpu) out.second = std::max(out.second, b[1]);
     }
     return out;
+}
+
+std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens) {
+    const ModelConfig & c = model_->weights->config();
+    auto prepared = [&](const StepSettings & t) {
+        Prepared p = prepare(c, batch, t, "step");
+        n = p.n;
+        tokens = p.tokens;
+        return std::move(p.mbs);
+    };
+    if (s.auto_kept_layers) s.graph.kept_layers = 0;
+    std::vector<MicroBatch> mbs = prepared(s);
+    if (s.memory_budget == 0 || mbs.empty()) return mbs;
+    const size_t budget = s.memory_budget;
+    auto bytes = [&](const std::vector<MicroBatch> & m, const StepSettings & t) { return planned_bytes(m, loss, graph_options(t.graph)).first; };
+
+    if (bytes(mbs, s) > budget) {
+        // Fewer tokens per micro-batch, down to one sequence each (the longest sets the floor).
+        int64_t longest = 0, widest = 0;
+        for (const MicroBatch & mb : mbs) {
+            longest = std::max(longest, mb.L);
+            widest = std::max(widest, mb.L * mb.B);
+        }
+        StepSettings t = s;
+        t.micro_batch_tokens = longest;
+        std::vector<MicroBatch> lo_mbs = prepared(t);
+        const size_t floor = bytes(lo_mbs, t);
+        if (floor > budget) {
+            throw Error("step: the training pass over one sequence of " + std::to_string(longest) + " tokens plans " + std::to_string(floor >> 20) +
+                        " MiB of compute buffer, over the memory budget of " + std::to_string(budget >> 20) +
+                        " MiB (memoryBudget, --train-memory-gib): give it more memory or use shorter sequences (--ctx)");
+        }
+        // Whole sequences of the longest length per micro-batch: k of them fit at k = 1 and not at
+        // all of them; each try plans the whole graph, so the search is over k, not tokens.
+        int64_t lo = 1, hi = (widest + longest - 1) / longest - 1;
+        while (lo < hi) {
+            const int64_t mid = lo + (hi - lo + 1) / 2;
+            t.micro_batch_tokens = mid * longest;
+            if (bytes(prepared(t), t) <= budget) lo = mid;
+            else hi = mid - 1;
+        }
+        s.micro_batch_tokens = lo * longest;
+        mbs = prepared(s);
+    }
+    if (s.auto_kept_layers && s.graph.recompute) {
+        // One kept layer can plan less than none (its backward shares room with the LM head's):
+        // the search starts from whichever fits; beyond that more layers take more.
+        StepSettings t = s;
+        int64_t lo = 0, hi = c.n_layer;
+        t.graph.kept_layers = 1;
+        if (bytes(mbs, t) <= budget) {
+            lo = 1;
+            while (lo < hi) {
+                const int64_t mid = lo + (hi - lo + 1) / 2;
+                t.graph.kept_layers = mid;
+                if (bytes(mbs, t) <= budget) lo = mid;
+                else hi = mid - 1;
+            }
+        }
+        s.graph.kept_layers = lo;
+    }
+    return mbs;
 }
 
 StepStats Trainer::evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, false); }

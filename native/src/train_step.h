@@ -52,6 +52,12 @@ struct StepSettings {
     float beta = 0.0f;
     int64_t micro_batch_tokens = 0; // 0: one micro-batch
     GraphOptions graph;
+    // Bytes the training pass's compute buffer may take; 0: no limit. The step then picks fewer
+    // tokens per micro-batch than micro_batch_tokens where the plan needs it, and with
+    // auto_kept_layers as many kept layers (graph.kept_layers) as still fit. Throws when one
+    // sequence alone does not fit.
+    size_t memory_budget = 0;
+    bool auto_kept_layers = false;
     bool profile = false;           // time every op (op_profile.h); slows the step
 };
 
@@ -61,6 +67,9 @@ struct StepStats {
     int64_t loss_tokens = 0; // N
     double ms = 0;
     bool skipped = false;    // N == 0: no update
+    int64_t micro_batches = 0;
+    int64_t micro_batch_tokens = 0; // as settled for the step (0: the whole batch at once)
+    int64_t kept_layers = 0;        // as settled for the step
     size_t compute_bytes = 0; // the trainer's compute buffer on its primary device after the step (kept, grows to the largest step)
     Placement placement;     // where this step's graphs ran (backend.h)
     std::vector<OpTime> profile; // with StepSettings::profile: time per op kind, slowest first
@@ -70,6 +79,10 @@ struct StepStats {
 struct MemoryPlan {
     size_t device = 0; // the primary backend's (the GPU's, or the CPU's when it is the only one)
     size_t cpu = 0;    // the CPU's beside a GPU (ops it cannot run); 0 without a GPU
+    // As settled within StepSettings::memory_budget:
+    int64_t micro_batch_tokens = 0;
+    int64_t kept_layers = 0;
+    int64_t micro_batches = 0;
 };
 
 class Trainer {
@@ -107,6 +120,12 @@ private:
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
     ggml_backend_sched_t new_sched(size_t n_nodes) const;
+    // The largest compute buffers the training passes over these micro-batches plan: the
+    // primary backend's and (beside a GPU) the CPU's. Runs and allocates nothing.
+    std::pair<size_t, size_t> planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g);
+    // The batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
+    // s.memory_budget (StepSettings); n: trained tokens, tokens: all tokens.
+    std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);
     // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
     GraphOptions graph_options(const GraphOptions & asked) const;
     // `then` runs on the same scheduler before the statistics are final (the optimizer update).

@@ -64,9 +64,13 @@ function rawBatch(batch: TrainSequence[]): RawTrainSequence[] {
 
 function rawOptions(o: StepOptions): RawStepOptions {
   if (!Number.isFinite(o.lr) || o.lr < 0) throw new RrrError(`step: lr must be a finite number ≥ 0 (got ${o.lr})`);
-  if (o.keptLayers !== undefined && !(Number.isInteger(o.keptLayers) && o.keptLayers >= 0)) {
-    throw new RrrError(`step: keptLayers must be a whole number ≥ 0 (got ${o.keptLayers})`);
+  if (o.keptLayers !== undefined && o.keptLayers !== 'auto' && !(Number.isInteger(o.keptLayers) && o.keptLayers >= 0)) {
+    throw new RrrError(`step: keptLayers must be a whole number ≥ 0 or 'auto' (got ${o.keptLayers})`);
   }
+  if (o.memoryBudget !== undefined && !(Number.isFinite(o.memoryBudget) && o.memoryBudget >= 0)) {
+    throw new RrrError(`step: memoryBudget must be a number of bytes ≥ 0 (got ${o.memoryBudget})`);
+  }
+  if (o.keptLayers === 'auto' && !o.memoryBudget) throw new RrrError("step: keptLayers 'auto' needs a memoryBudget");
   return {
     lr: o.lr,
     clipEps: o.clipEps ?? 0.2,
@@ -74,6 +78,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     microBatchTokens: o.microBatchTokens ?? 0,
     recompute: o.recompute ?? true,
     keptLayers: o.keptLayers ?? 0,
+    memoryBudget: o.memoryBudget ?? 0,
     logitsChunkRows: o.logitsChunkRows ?? 0,
     profile: o.profile ?? false,
   };
@@ -148,26 +153,6 @@ export class Trainer {
     }
     const o = rawOptions({ ...opts, lr: 0 });
     return call(() => this.rawTrainer.plan(batch, len, o));
-  }
-
-  /**
-   * The most layers whose activations a step over `batch` x `len` tokens can keep (keptLayers)
-   * with its compute buffer within `bytes` (Trainer.plan, a few planned graphs); 0 when even
-   * recomputing every layer needs more (the step may still run with less kept: it is a bound).
-   */
-  async keptLayersWithin(batch: number, len: number, bytes: number, opts: Omit<StepOptions, 'lr' | 'profile' | 'keptLayers' | 'recompute'> = {}): Promise<number> {
-    const fits = async (k: number) => (await this.plan(batch, len, { ...opts, keptLayers: k })).deviceBytes <= bytes;
-    // One kept layer can take less than none (its backward comes first and shares room with the
-    // LM head's), so the search starts from whichever of the two fits; beyond that more layers take more.
-    let lo = (await fits(1)) ? 1 : 0;
-    let hi = this.model.info.nLayer;
-    if (lo === 0) return 0;
-    while (lo < hi) {
-      const mid = Math.ceil((lo + hi) / 2);
-      if (await fits(mid)) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
   }
 
   /** Copies of all adapter tensors by name (debugging and tests). */

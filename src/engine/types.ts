@@ -261,10 +261,21 @@ export interface StepOptions {
   /** Recompute each layer's activations in the backward pass instead of keeping them (default true). */
   recompute?: boolean;
   /**
-   * With recompute: the top keptLayers layers keep their activations instead (default 0): faster,
-   * more memory. Trainer.plan says how much; more than the model's layers keeps them all.
+   * With recompute: the top keptLayers layers keep their costly activations (about half of each
+   * layer's) and rebuild only the cheap rest (default 0): faster, more memory. Trainer.plan says
+   * how much; more than the model's layers keeps them all. 'auto' (with memoryBudget) keeps as
+   * many as fit.
    */
-  keptLayers?: number;
+  keptLayers?: number | 'auto';
+  /**
+   * Bytes the step's compute buffer may take (0 or omitted: no limit). The step plans its graphs
+   * first and, where they would need more, splits the batch into smaller micro-batches than
+   * microBatchTokens (gradients are accumulated, so the result is the same); with keptLayers
+   * 'auto' it then keeps as many layers as still fit. A step that cannot fit even one sequence
+   * per micro-batch fails with an error saying how much it needs. Not counted: the model's
+   * weights, the adapter and its optimizer state, kept transposed weights.
+   */
+  memoryBudget?: number;
   /** Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU). */
   logitsChunkRows?: number;
   /**
@@ -280,6 +291,12 @@ export interface MemoryPlan {
   deviceBytes: number;
   /** Host memory for ops a GPU could not run (0 without a GPU). */
   cpuBytes: number;
+  /** As the step would settle them within memoryBudget (StepOptions): tokens per micro-batch (0: all at once), */
+  microBatchTokens: number;
+  /** kept layers, */
+  keptLayers: number;
+  /** and the number of micro-batches. */
+  microBatches: number;
 }
 
 /** Wall time of one kind of op, in one role, in a profiled step (StepOptions.profile). */
@@ -324,6 +341,11 @@ export interface StepResult {
    * before any step ran.
    */
   computeBytes: number;
+  /** Micro-batches the batch ran in, and the tokens per micro-batch settled (0: all at once; see memoryBudget). */
+  microBatches: number;
+  microBatchTokens: number;
+  /** Layers that kept their activations (all of them with recompute off). */
+  keptLayers: number;
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   fallbackOps: string[];

@@ -47,12 +47,12 @@ export const trainingSection: BenchSection = {
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
       // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
       const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + 512 * 2 ** 20;
-      const keptLayers =
-        args['train-memory-gib'] !== undefined && args['train-recompute']
-          ? await tr.keptLayersWithin(B, L, args['train-memory-gib'] * 2 ** 30 - fixedBytes, base)
-          : args['train-kept-layers'];
-      const opts = { lr: 1e-4, ...base, keptLayers };
-      const plan = await tr.plan(B, L, opts);
+      // With a budget, the trainer settles micro-batches and kept layers once, by plan; the timed
+      // steps then run with what it settled, without planning again.
+      const budget = args['train-memory-gib'] !== undefined ? Math.max(1, args['train-memory-gib'] * 2 ** 30 - fixedBytes) : 0;
+      const plan = await tr.plan(B, L, budget ? { ...base, memoryBudget: budget, keptLayers: args['train-recompute'] ? 'auto' : 0 } : { ...base, keptLayers: args['train-kept-layers'] });
+      const keptLayers = args['train-recompute'] ? plan.keptLayers : model.info.nLayer;
+      const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
       const first = await tr.step(batch, opts);
       const t0 = performance.now();
       for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, opts);
@@ -75,7 +75,7 @@ export const trainingSection: BenchSection = {
         notes: [
           `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
-          }, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
+          }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
           }), frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
@@ -103,6 +103,7 @@ export const trainingSection: BenchSection = {
           fallbackOps: first.fallbackOps,
           recompute: args['train-recompute'],
           keptLayers,
+          microBatches: first.microBatches,
           computeBytes: first.computeBytes,
           plannedComputeBytes: plan.deviceBytes,
           ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
