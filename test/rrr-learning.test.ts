@@ -115,3 +115,32 @@ test('unknown task and a run folder in use are refused', () => {
   assert.equal(none.code, 1);
   assert.match(none.err, /run\.json: not found, nothing to resume/);
 });
+
+test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; bad values are refused', () => {
+  // 0.03 GiB: under what the demo's step of up to 64 reflections takes at once (41-53 MiB),
+  // over what one sequence takes (19 MiB).
+  const tight = join(testDir(), 'memory-run');
+  const t = cli('train', '--out', tight, '--steps', '3', '--train-memory-gib', '0.03');
+  assert.equal(t.code, 0, t.err);
+  const rows = readFileSync(join(tight, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { microBatches: number; keptLayers: number; trainComputeBytes: number });
+  assert.ok(rows.some((r) => r.microBatches > 1), `micro-batches ${rows.map((r) => r.microBatches)}`);
+  assert.ok(rows.every((r) => r.trainComputeBytes <= 0.03 * 2 ** 30), `compute buffers ${rows.map((r) => r.trainComputeBytes)}`);
+  assert.match(t.out, /training step: \d+ micro-batches, 0\/2 layers kept/);
+  const roomy = join(testDir(), 'memory-run-roomy');
+  const r = cli('train', '--out', roomy, '--steps', '1', '--train-memory-gib', '2', '--json');
+  assert.equal(r.code, 0, r.err);
+  const row = JSON.parse(readFileSync(join(roomy, 'metrics.jsonl'), 'utf8').trim()) as { microBatches: number; keptLayers: number };
+  assert.deepEqual([row.microBatches, row.keptLayers], [1, 2]);
+  const small = cli('train', '--out', join(testDir(), 'memory-run-small'), '--steps', '1', '--train-memory-gib', '0.001');
+  assert.equal(small.code, 1);
+  assert.match(small.err.trim().split("\n").pop()!, /^rrr-native: step: the training pass over one sequence of \d+ tokens plans \d+ MiB of compute buffer, over the memory budget of 1 MiB/);
+  for (const [flag, v, msg] of [
+    ['--kept-layers', 'many', /--kept-layers: expected a whole number or auto, got 'many'/],
+    ['--train-memory-gib', '0', /--train-memory-gib: expected a positive number of GiB, got 0/],
+  ] as const) {
+    const b = cli('train', flag, v, '--out', join(testDir(), 'memory-run-bad'));
+    assert.equal(b.code, 1);
+    assert.match(b.err, msg);
+  }
+  assert.ok(!existsSync(join(testDir(), 'memory-run-bad')), 'a refused start leaves no run folder');
+});

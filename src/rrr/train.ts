@@ -7,6 +7,7 @@ import type { TaskItem } from '../tasks/types.js';
 import { buildTrainBatch } from './batch.js';
 import { reflectAndRetry } from './episode.js';
 import { stepIndices, stepSeed } from './schedule-data.js';
+import type { StepOptions } from '../engine/types.js';
 import type { AnyTask, Failure, Learner, Policy, StepMetrics } from './types.js';
 
 export interface LoopSettings {
@@ -28,6 +29,11 @@ export interface LoopHooks {
   checkpoint(stepsDone: number): Promise<void>;
   /** Polled between steps; true ends the loop after a checkpoint. */
   shouldStop(): boolean;
+  /**
+   * Memory settings of each GRPO step (how it is split, not what it computes), asked for just
+   * before the step: a budget can then be read from what is free once generation has run.
+   */
+  stepMemory?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers'>;
 }
 
 export interface LoopResult {
@@ -76,10 +82,11 @@ export async function runTraining(
       totalSteps: s.steps,
       minLrRatio: g.minLrRatio,
     });
-    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0 };
+    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, computeBytes: 0 };
     if (tb.sequences.length > 0) {
+      const memory = hooks.stepMemory?.() ?? {};
       for (let p = 0; p < g.passesPerBatch; p++) {
-        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta });
+        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta, ...memory });
       }
     }
     const t1 = Date.now();
@@ -103,6 +110,9 @@ export async function runTraining(
       generateTokensPerSec: generatedTokens / Math.max((tGen - t0) / 1000, 1e-3),
       trainTokens: res.tokens,
       trainTokensPerSec: res.tokens / Math.max((t1 - tGen) / 1000, 1e-3),
+      microBatches: res.microBatches,
+      keptLayers: res.keptLayers,
+      trainComputeBytes: res.computeBytes,
       seconds: (t1 - t0) / 1000,
     };
     hooks.onStep?.(m);

@@ -52,5 +52,9 @@ export interface StepMetrics {
   generateTokensPerSec: number;
   trainTokens: number;
   trainTokensPerSec: number;
+  /** How the GRPO step ran: micro-batches, layers that kept their activations, compute buffer held (0 when nothing was trained). */
+  microBatches: number;
+  keptLayers: number;
+  trainComputeBytes: number;
   seconds: number;
 }

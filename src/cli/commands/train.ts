@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
+import { addon } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
 import type { DeviceName, LoraTarget } from '../../engine/types.js';
@@ -53,6 +54,8 @@ interface Args {
   ctx: number;
   'skip-bad-lines': boolean;
   json: boolean;
+  'train-memory-gib'?: number;
+  'kept-layers': string;
 }
 
 /** Everything that defines a run; stored in run.json so --resume continues the same run. */
@@ -127,6 +130,18 @@ function buildConfig(a: Args, model: string): RunConfig {
   };
 }
 
+/**
+ * --train-memory-gib and --kept-layers: how steps fit in memory, not what they compute, so they
+ * are not part of run.json and a resumed run may change them.
+ */
+function memorySettings(a: Args): { budget?: number; kept: number | 'auto' } {
+  const gib = a['train-memory-gib'];
+  if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
+  const k = a['kept-layers'].trim();
+  if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
+  return { ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }), kept: k === 'auto' ? 'auto' : Number(k) };
+}
+
 function failureKey(c: RunConfig): string {
   const h = createHash('sha256');
   h.update(JSON.stringify([c.model, c.modelBytes, c.task, c.data, c.generate, c.limit, c.seed, c.maxAnswerTokens]));
@@ -169,8 +184,20 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
       .option('ctx', { type: 'number', default: 2048, describe: 'longest sequence (prompt + reflection + retry) in tokens' })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
+      .option('train-memory-gib', {
+        type: 'number',
+        describe:
+          "memory for each GRPO step's activations (its compute buffer), in GiB: a step that would need more is split into micro-batches (same gradients). Default on a GPU: 80% of what is free when training first starts; on the CPU: no limit",
+      })
+      .option('kept-layers', {
+        type: 'string',
+        default: 'auto',
+        describe:
+          "layers that keep their costly activations instead of recomputing them in the backward pass (faster, more memory): a number, or auto = as many as fit --train-memory-gib (0 without a budget)",
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the run summary as JSON (progress goes to stderr)' }),
   handler: async (a) => {
+    const stepMemory = memorySettings(a);
     const mode = { json: a.json };
     const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
     let out: string;
@@ -208,6 +235,13 @@ export const trainCommand: CommandModule<object, Args> = {
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : ''),
     );
     const policy = new EnginePolicy(model, generator);
+    let lastFit = '';
+    // Read once, at the first step, after generation has taken its own buffers.
+    let budgetAtStart: number | undefined;
+    const defaultBudget = () => {
+      budgetAtStart ??= Math.floor(0.8 * addon().devices().filter((d) => d.type === 'gpu').reduce((s, d) => s + d.memoryFree, 0));
+      return budgetAtStart;
+    };
     const ckptState = join(out, 'checkpoint', 'state.gguf');
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
@@ -267,11 +301,15 @@ export const trainCommand: CommandModule<object, Args> = {
             done.push(m);
             stepsThisRun++;
             const left = ((Date.now() - t0) / stepsThisRun) * (cfg.steps - m.step - 1);
+            // How the step fitted in memory, when it changes: micro-batches, kept layers, buffer.
+            const fit = m.microBatches ? `${m.microBatches} micro-batch${m.microBatches > 1 ? 'es' : ''}, ${m.keptLayers}/${model.info.nLayer} layers kept, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer` : '';
             log(
               `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
                 `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
-                `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}`,
+                `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}` +
+                (fit && fit !== lastFit ? `  (training step: ${fit})` : ''),
             );
+            if (fit) lastFit = fit;
           },
           checkpoint: async (stepsDone) => {
             mkdirSync(dirname(ckptState), { recursive: true });
@@ -280,6 +318,10 @@ export const trainCommand: CommandModule<object, Args> = {
             writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
           },
           shouldStop: () => stop,
+          stepMemory: () => {
+            const budget = stepMemory.budget ?? (model.info.gpu ? defaultBudget() : 0);
+            return { ...(budget > 0 && { memoryBudget: budget }), keptLayers: stepMemory.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : stepMemory.kept };
+          },
         },
         startStep,
       );
