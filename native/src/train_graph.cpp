@@ -147,7 +147,7 @@ public:
         // MLP: out = x2 + W_down (silu(gate) * up)
         ggml_tensor * d_act = proj_back(l.w_down, a.act, a.d, pair(il, LoraTarget::Down), dout);
         ggml_tensor * d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
-        ggml_tensor * d_up = ggml_mul(ctx_, ggml_silu(ctx_, a.g.y), d_act);
+        ggml_tensor * d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
         done("mlp");
         ggml_tensor * dh2 = proj_back(l.w_gate, a.h2, a.g, pair(il, LoraTarget::Gate), d_gate);
         dh2 = ggml_add(ctx_, dh2, proj_back(l.w_up, a.h2, a.u, pair(il, LoraTarget::Up), d_up));
