@@ -128,12 +128,14 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     opt_ = std::make_unique<AdamW>(adapter_->params(), model_->backends->primary(), opt);
     const Backends & b = *model_->backends;
     bool keep = ts.transposed == TransposedMode::Cache;
-    if (ts.transposed == TransposedMode::Auto && b.is_gpu()) {
-        // The copy competes with activations and KV caches for device memory: only where it is
-        // small beside what is free.
+    if (ts.transposed == TransposedMode::Auto) {
+        // The copy competes with activations and KV caches for memory: only where it is small
+        // beside what there is. On the CPU, ggml reports all of RAM as free, so a smaller share:
+        // there the copy is the model again in f16, and saves the step transposing it (CPU,
+        // 2-layer 1.5B shape, 4 x 256 tokens: 11.0 -> 9.4 s a step).
         size_t free = 0, total = 0;
         ggml_backend_dev_memory(ggml_backend_get_device(b.primary()), &free, &total);
-        keep = (double) TransposedWeights::bytes_needed(*model_->weights) <= 0.4 * (double) free;
+        keep = (double) TransposedWeights::bytes_needed(*model_->weights) <= (b.is_gpu() ? 0.4 * (double) free : 0.25 * (double) total);
     }
     if (keep) transposed_ = std::make_unique<TransposedWeights>(*model_->weights, b);
 }

@@ -38,7 +38,7 @@ struct TrainSeq {
 };
 
 // Whether the trainer keeps a transposed copy of the frozen weights (transposed_weights.h).
-// Auto: on a GPU, when the copy takes at most 40% of the device's free memory.
+// Auto: on a GPU, when the copy takes at most 40% of the device's free memory; on the CPU, at most 25% of RAM.
 enum class TransposedMode { Auto, Cache, PerStep };
 TransposedMode parse_transposed_mode(const std::string & s); // throws rrr::Error naming the value
 

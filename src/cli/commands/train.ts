@@ -301,13 +301,13 @@ export const trainCommand: CommandModule<object, Args> = {
             done.push(m);
             stepsThisRun++;
             const left = ((Date.now() - t0) / stepsThisRun) * (cfg.steps - m.step - 1);
-            // How the step fitted in memory, when it changes: micro-batches, kept layers, buffer.
-            const fit = m.microBatches ? `${m.microBatches} micro-batch${m.microBatches > 1 ? 'es' : ''}, ${m.keptLayers}/${model.info.nLayer} layers kept, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer` : '';
+            // How the step fitted in memory, the first time and when the split or kept layers change.
+            const fit = m.microBatches ? `${m.microBatches} micro-batch${m.microBatches > 1 ? 'es' : ''}, ${m.keptLayers}/${model.info.nLayer} layers kept` : '';
             log(
               `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
                 `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
                 `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}` +
-                (fit && fit !== lastFit ? `  (training step: ${fit})` : ''),
+                (fit && fit !== lastFit ? `  (training step: ${fit}, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer)` : ''),
             );
             if (fit) lastFit = fit;
           },
