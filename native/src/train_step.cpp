@@ -346,21 +346,31 @@ std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSe
         mbs = prepared(s);
     }
     if (s.auto_kept_layers && s.graph.recompute) {
-        // One kept layer can plan less than none (its backward shares room with the LM head's):
-        // the search starts from whichever fits; beyond that more layers take more.
+        // Beyond one, more kept layers plan more (one can plan less than none: its backward
+        // shares room with the LM head's). Each try plans the whole graph, so the search starts
+        // at the last step's answer, which the next batch of similar size usually keeps.
         StepSettings t = s;
+        const auto fits = [&](int64_t k) {
+            t.graph.kept_layers = k;
+            return bytes(mbs, t) <= budget;
+        };
         int64_t lo = 0, hi = c.n_layer;
-        t.graph.kept_layers = 1;
-        if (bytes(mbs, t) <= budget) {
-            lo = 1;
-            while (lo < hi) {
-                const int64_t mid = lo + (hi - lo + 1) / 2;
-                t.graph.kept_layers = mid;
-                if (bytes(mbs, t) <= budget) lo = mid;
-                else hi = mid - 1;
-            }
+        const int64_t guess = std::clamp<int64_t>(last_auto_kept_, 1, c.n_layer);
+        if (fits(guess)) {
+            lo = guess;
+        } else {
+            hi = guess - 1;
+            lo = fits(1) ? 1 : 0;
+            if (lo == 0) hi = 0;
+        }
+        if (lo < hi && !fits(lo + 1)) hi = lo;
+        while (lo < hi) {
+            const int64_t mid = lo + (hi - lo + 1) / 2;
+            if (fits(mid)) lo = mid;
+            else hi = mid - 1;
         }
         s.graph.kept_layers = lo;
+        last_auto_kept_ = lo;
     }
     return mbs;
 }

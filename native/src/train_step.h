@@ -117,6 +117,7 @@ private:
     std::unique_ptr<TransposedWeights> transposed_;
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
+    int64_t last_auto_kept_ = 1; // where the next 'auto' kept-layer search starts
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
     ggml_backend_sched_t new_sched(size_t n_nodes) const;
