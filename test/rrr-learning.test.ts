@@ -117,20 +117,27 @@ test('unknown task and a run folder in use are refused', () => {
 });
 
 test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; bad values are refused', () => {
-  // 0.03 GiB: under what the demo's step of up to 64 reflections takes at once (41-53 MiB),
-  // over what one sequence takes (19 MiB).
+  type Row = { microBatches: number; keptLayers: number; trainComputeBytes: number };
+  const firstStep = (out: string, ...flags: string[]): Row => {
+    const r = cli('train', '--out', out, '--steps', '1', ...flags);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim()) as Row;
+  };
+  // Room for the whole step, nothing kept: what the step takes in one micro-batch.
+  const whole = firstStep(join(testDir(), 'memory-run-whole'), '--train-memory-gib', '2', '--kept-layers', '0');
+  assert.deepEqual([whole.microBatches, whole.keptLayers], [1, 0]);
+  // A little less than that: the same first step (same seed) splits, and stays within it.
+  const budget = whole.trainComputeBytes - 4096;
   const tight = join(testDir(), 'memory-run');
-  const t = cli('train', '--out', tight, '--steps', '3', '--train-memory-gib', '0.03');
+  const t = cli('train', '--out', tight, '--steps', '1', '--train-memory-gib', String(budget / 2 ** 30));
   assert.equal(t.code, 0, t.err);
-  const rows = readFileSync(join(tight, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { microBatches: number; keptLayers: number; trainComputeBytes: number });
-  assert.ok(rows.some((r) => r.microBatches > 1), `micro-batches ${rows.map((r) => r.microBatches)}`);
-  assert.ok(rows.every((r) => r.trainComputeBytes <= 0.03 * 2 ** 30), `compute buffers ${rows.map((r) => r.trainComputeBytes)}`);
+  const row = JSON.parse(readFileSync(join(tight, 'metrics.jsonl'), 'utf8').trim()) as Row;
+  assert.ok(row.microBatches > 1, `${row.microBatches} micro-batches in ${budget} bytes`);
+  assert.ok(row.trainComputeBytes <= budget, `compute buffer ${row.trainComputeBytes} within ${budget}`);
   assert.match(t.out, /training step: \d+ micro-batches, 0\/2 layers kept/);
-  const roomy = join(testDir(), 'memory-run-roomy');
-  const r = cli('train', '--out', roomy, '--steps', '1', '--train-memory-gib', '2', '--json');
-  assert.equal(r.code, 0, r.err);
-  const row = JSON.parse(readFileSync(join(roomy, 'metrics.jsonl'), 'utf8').trim()) as { microBatches: number; keptLayers: number };
-  assert.deepEqual([row.microBatches, row.keptLayers], [1, 2]);
+  // Room to spare: every layer keeps its activations.
+  const roomy = firstStep(join(testDir(), 'memory-run-roomy'), '--train-memory-gib', '2');
+  assert.deepEqual([roomy.microBatches, roomy.keptLayers], [1, 2]);
   const small = cli('train', '--out', join(testDir(), 'memory-run-small'), '--steps', '1', '--train-memory-gib', '0.001');
   assert.equal(small.code, 1);
   assert.match(small.err.trim().split("\n").pop()!, /^rrr-native: step: the training pass over one sequence of \d+ tokens plans \d+ MiB of compute buffer, over the memory budget of 1 MiB/);
