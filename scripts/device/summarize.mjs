@@ -40,7 +40,7 @@ if (peftLine) {
     peft = JSON.parse(peftLine.slice(peftLine.indexOf('{')));
   } catch { /* keep the anchor */ }
 }
-for (const f of ['bench.json', 'bench-train.json', 'bench-train-budget.json', 'bench-train-norecompute.json', 'bench-train-perstep.json']) {
+for (const f of ['bench.json', 'bench-train.json', 'bench-train-budget.json', 'bench-train-norecompute.json', 'bench-train-bf16.json', 'bench-train-perstep.json']) {
   const t = read(f)?.['lora-training-step']?.data;
   if (!t?.tokPerSec) continue;
   // Model weights + the drop in free memory, as PEFT's peak counts its weights too (older runs: the drop alone).
@@ -49,7 +49,7 @@ for (const f of ['bench.json', 'bench-train.json', 'bench-train-budget.json', 'b
     `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ` +
       `${fix(gib, 1)} GiB (${gib ? fix(gib / peft.peakGiB, 2) : '-'}x PEFT ${fix(peft.peakGiB, 1)}), recompute ${t.recompute ?? '-'}, kept layers ${t.keptLayers ?? 0}, ` +
       `compute buffer ${fix((t.computeBytes ?? 0) / 2 ** 20)} MiB (planned ${fix((t.plannedComputeBytes ?? 0) / 2 ** 20)}${t.plannedTotalBytes ? `, ${fix(t.plannedTotalBytes / 2 ** 30, 1)} GiB in all` : ''}), ` +
-      `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, splits ${t.graphSplits}, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
+      `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, cuBLAS ${t.cublasCompute ?? 'auto'}, splits ${t.graphSplits}, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
   );
   if (t.profile) {
     const total = t.profile.ops.reduce((a, o) => a + o.ms, 0);

@@ -34,6 +34,9 @@ export const trainingSection: BenchSection = {
     const gpuFree = () => addon().devices().filter((d) => d.type === 'gpu').reduce((a, d) => a + d.memoryFree, 0);
     const free0 = gpuFree();
     const rss0 = process.memoryUsage().rss;
+    // ggml-cuda reads this at every cuBLAS product; set for the training rows only, restored after.
+    const cublasBefore = process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
+    if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
     });
@@ -109,11 +112,14 @@ export const trainingSection: BenchSection = {
           ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
           chunkRows: args['train-chunk-rows'],
           transposedWeightsBytes: tr.info.transposedWeightsBytes,
+          cublasCompute: args['train-cublas'],
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };
     } finally {
       tr.dispose();
+      if (cublasBefore === undefined) delete process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
+      else process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = cublasBefore;
     }
   },
 };

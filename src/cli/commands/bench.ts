@@ -35,6 +35,7 @@ export interface BenchArgs {
   'train-recompute': boolean;
   'train-chunk-rows': number;
   'train-transposed': 'auto' | 'cache' | 'per-step';
+  'train-cublas': 'auto' | 'f32' | 'f16' | 'bf16';
   'train-profile': boolean;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
@@ -253,6 +254,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'number',
         describe:
           'pick --train-kept-layers as the most that fit this many GiB of GPU memory in all: model weights, kept transposed weights, adapter and AdamW state, 512 MiB for cuBLAS, and the planned compute buffer',
+      })
+      .option('train-cublas', {
+        choices: ['auto', 'f32', 'f16', 'bf16'] as const,
+        default: 'auto' as const,
+        describe:
+          "CUDA only: cuBLAS compute type of the training rows' large products (ggml-cuda's GGML_CUDA_CUBLAS_COMPUTE_TYPE). auto: ggml's choice, for f16 weights f16 products whose f16 output is converted to f32; bf16 converts the weights instead and writes f32 directly",
       })
       .option('train-profile', {
         type: 'boolean',
