@@ -93,28 +93,33 @@ do_peft() {
   log "peft rc=$? $(cat /tmp/peft.json)"
 }
 
-# Training alone, with one profiled step (time per op kind and role); then with as many kept
-# layers as fit a third of PEFT's 48.3 GiB peak (DESIGN.md), profiled too; then without
-# recomputation; then with cuBLAS computing in bf16.
+# Training variants, most wanted first, each one `bench` run appended as a line
+# {"label", "report"} to bench-train.jsonl (one file, as the device returns at most 8):
+# the default step and the one with as many kept layers as fit a third of PEFT's 48.3 GiB peak
+# (DESIGN.md), both profiled (time per op kind and role); each again with cuBLAS computing in
+# bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts the weights and
+# writes f32); without recomputation; transposing the frozen weights in every step (stop 9's way).
+TRAIN_VARIANTS=(
+  "default|--train-profile"
+  "budget16|--train-memory-gib 16 --train-profile"
+  "bf16|--train-cublas bf16"
+  "budget16-bf16|--train-memory-gib 16 --train-cublas bf16"
+  "norecompute|--no-train-recompute"
+  "perstep|--train-transposed per-step"
+)
 do_train_benches() {
-  local s; s=$(budget 120 40)
-  [ "$s" = 0 ] && { log "training bench skipped: out of time"; return; }
-  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-profile --json > "$OUT/bench-train.json" 2>> "$OUT/errors.log"
-  log "bench (training, profiled) rc=$?"
-  s=$(budget 100 30)
-  [ "$s" = 0 ] && { log "training bench within 16 GiB skipped: out of time"; return; }
-  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-memory-gib 16 --train-profile --json > "$OUT/bench-train-budget.json" 2>> "$OUT/errors.log"
-  log "bench (training, kept layers within 16 GiB, profiled) rc=$?"
-  s=$(budget 90 30)
-  [ "$s" = 0 ] && { log "training bench without recomputation skipped: out of time"; return; }
-  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --no-train-recompute --json > "$OUT/bench-train-norecompute.json" 2>> "$OUT/errors.log"
-  log "bench (training, no recomputation) rc=$?"
-  # cuBLAS in bf16 with f32 output: converts each f16 weight where ggml's f16 path converts each
-  # (far larger) f16 product back to f32.
-  s=$(budget 60 30)
-  [ "$s" = 0 ] && { log "training bench with bf16 cuBLAS skipped: out of time"; return; }
-  timeout "$s" $CLI bench --model $M --device $DEV --no-generation --train-cublas bf16 --json > "$OUT/bench-train-bf16.json" 2>> "$OUT/errors.log"
-  log "bench (training, cuBLAS bf16) rc=$?"
+  local v label flags s rc
+  for v in "${TRAIN_VARIANTS[@]}"; do
+    label=${v%%|*}
+    flags=${v#*|}
+    s=$(budget 120 35)
+    [ "$s" = 0 ] && { log "training bench $label skipped: out of time"; return; }
+    # shellcheck disable=SC2086
+    timeout "$s" $CLI bench --model $M --device $DEV --no-generation $flags --json > /tmp/bench-train-one.json 2>> "$OUT/errors.log"
+    rc=$?
+    [ $rc = 0 ] && node -e 'const fs=require("fs");fs.appendFileSync(process.argv[2], JSON.stringify({label:process.argv[1],report:JSON.parse(fs.readFileSync("/tmp/bench-train-one.json","utf8"))})+"\n")' "$label" "$OUT/bench-train.jsonl"
+    log "bench (training, $label: $flags) rc=$rc"
+  done
 }
 
 # GPU_CHECK_STEPS picks and orders the steps after the build (default: the full check).

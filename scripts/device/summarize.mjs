@@ -40,8 +40,21 @@ if (peftLine) {
     peft = JSON.parse(peftLine.slice(peftLine.indexOf('{')));
   } catch { /* keep the anchor */ }
 }
-for (const f of ['bench.json', 'bench-train.json', 'bench-train-budget.json', 'bench-train-norecompute.json', 'bench-train-bf16.json', 'bench-train-perstep.json']) {
-  const t = read(f)?.['lora-training-step']?.data;
+// Training rows: the full bench's, then each variant gpu-check.sh appended to bench-train.jsonl
+// (older checks wrote one file per variant).
+const trainRows = [['bench.json', read('bench.json')]];
+const jsonl = join(dir, 'bench-train.jsonl');
+if (existsSync(jsonl)) {
+  for (const line of readFileSync(jsonl, 'utf8').split('\n').filter(Boolean)) {
+    try {
+      const { label, report } = JSON.parse(line);
+      trainRows.push([label, report]);
+    } catch { /* a cut line */ }
+  }
+}
+for (const f of ['bench-train.json', 'bench-train-budget.json', 'bench-train-norecompute.json', 'bench-train-perstep.json']) trainRows.push([f, read(f)]);
+for (const [f, report] of trainRows) {
+  const t = report?.['lora-training-step']?.data;
   if (!t?.tokPerSec) continue;
   // Model weights + the drop in free memory, as PEFT's peak counts its weights too (older runs: the drop alone).
   const gib = (t.gpuTotalBytes ?? t.gpuBytes) ? (t.gpuTotalBytes ?? t.gpuBytes) / 2 ** 30 : undefined;
