@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { freemem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
@@ -187,13 +188,13 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('train-memory-gib', {
         type: 'number',
         describe:
-          "memory for each GRPO step's activations (its compute buffer), in GiB: a step that would need more is split into micro-batches (same gradients). Default on a GPU: 80% of what is free when training first starts; on the CPU: no limit",
+          "memory for each GRPO step's activations (its compute buffer), in GiB: a step that would need more is split into micro-batches (same gradients), and layers keep activations with what is left (--kept-layers). Default, read when training first starts: 80% of the GPU's free memory, or on the CPU half of the available RAM",
       })
       .option('kept-layers', {
         type: 'string',
         default: 'auto',
         describe:
-          "layers that keep their costly activations instead of recomputing them in the backward pass (faster, more memory): a number, or auto = as many as fit --train-memory-gib (0 without a budget)",
+          "layers that keep their costly activations instead of recomputing them in the backward pass (faster, more memory): a number, or auto = as many as fit --train-memory-gib",
       })
       .option('json', { type: 'boolean', default: false, describe: 'print the run summary as JSON (progress goes to stderr)' }),
   handler: async (a) => {
@@ -236,10 +237,14 @@ export const trainCommand: CommandModule<object, Args> = {
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
-    // Read once, at the first step, after generation has taken its own buffers.
+    // Read once, at the first step, after generation has taken its own buffers: 80% of the
+    // GPU's free memory, or half the RAM the system says is available (the model's mapped
+    // weights count as available there, so less of it).
     let budgetAtStart: number | undefined;
     const defaultBudget = () => {
-      budgetAtStart ??= Math.floor(0.8 * addon().devices().filter((d) => d.type === 'gpu').reduce((s, d) => s + d.memoryFree, 0));
+      budgetAtStart ??= Math.floor(
+        model.info.gpu ? 0.8 * addon().devices().filter((d) => d.type === 'gpu').reduce((s, d) => s + d.memoryFree, 0) : 0.5 * freemem(),
+      );
       return budgetAtStart;
     };
     const ckptState = join(out, 'checkpoint', 'state.gguf');
@@ -319,7 +324,7 @@ export const trainCommand: CommandModule<object, Args> = {
           },
           shouldStop: () => stop,
           stepMemory: () => {
-            const budget = stepMemory.budget ?? (model.info.gpu ? defaultBudget() : 0);
+            const budget = stepMemory.budget ?? defaultBudget();
             return { ...(budget > 0 && { memoryBudget: budget }), keptLayers: stepMemory.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : stepMemory.kept };
           },
         },
