@@ -77,6 +77,13 @@ for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
       const st = await tr.step(batch, { lr: 1e-3, beta: 0.05 });
       assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, JSON.stringify(st));
       onDevice(`${type}: training step`, st);
+      // Kept layers rebuild their cheap parts in the backward pass; a budget splits the batch.
+      const kept = await tr.step(batch, { lr: 1e-3, keptLayers: 1 });
+      onDevice(`${type}: training step with a kept layer`, kept);
+      const plan = await tr.plan(1, 24);
+      const split = await tr.step(batch, { lr: 1e-3, memoryBudget: plan.deviceBytes, keptLayers: 'auto' });
+      assert.ok(split.microBatches === 2, `${split.microBatches} micro-batches within ${plan.deviceBytes} bytes`);
+      onDevice(`${type}: training step in micro-batches`, split);
     } finally {
       tr.dispose();
       model.dispose();
