@@ -59,9 +59,7 @@ Backends::Backends(DevicePref pref, int n_threads) {
                         ")");
         }
     }
-    std::vector<ggml_backend_t> list{primary_};
-    if (primary_ != cpu_) list.push_back(cpu_);
-    sched_ = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), kMaxGraphNodes, false, true);
+    sched_ = new_sched(kMaxGraphNodes);
     if (!sched_) {
         if (primary_ != cpu_) ggml_backend_free(primary_);
         ggml_backend_free(cpu_);
@@ -73,6 +71,12 @@ Backends::~Backends() {
     if (sched_) ggml_backend_sched_free(sched_);
     if (primary_ && primary_ != cpu_) ggml_backend_free(primary_);
     if (cpu_) ggml_backend_free(cpu_);
+}
+
+ggml_backend_sched_t Backends::new_sched(size_t n_nodes) const {
+    std::vector<ggml_backend_t> list{primary_};
+    if (primary_ != cpu_) list.push_back(cpu_);
+    return ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
 }
 
 void Placement::merge(const Placement & o) {

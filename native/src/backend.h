@@ -48,6 +48,9 @@ public:
     bool is_gpu() const { return primary_ != cpu_; }
     std::string name() const { return ggml_backend_name(primary_); }
     int n_threads() const { return n_threads_; }
+    // A scheduler over the primary backend, then the CPU for what a GPU cannot run (the caller
+    // frees it); nullptr when ggml could not make one.
+    ggml_backend_sched_t new_sched(size_t n_nodes) const;
 
 private:
     ggml_backend_t primary_ = nullptr;

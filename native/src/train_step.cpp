@@ -170,10 +170,7 @@ ggml_backend_sched_t Trainer::sched_for(const std::vector<MicroBatch> & mbs, con
 }
 
 ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
-    const Backends & b = *model_->backends;
-    std::vector<ggml_backend_t> list{b.primary()};
-    if (b.primary() != b.cpu()) list.push_back(b.cpu());
-    ggml_backend_sched_t s = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
+    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes);
     if (!s) throw Error("could not create the training scheduler");
     return s;
 }

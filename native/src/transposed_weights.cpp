@@ -60,9 +60,7 @@ TransposedWeights::TransposedWeights(const ModelWeights & w, const Backends & b)
         ggml_tensor * from = transposed_type(t) == t->type ? t : ggml_get_rows(g, t, ggml_view_1d(g, iota, t->ne[1], 0));
         ggml_build_forward_expand(gf, ggml_cpy(g, ggml_transpose(g, from), map_[t]));
     }
-    std::vector<ggml_backend_t> list{b.primary()};
-    if (b.is_gpu()) list.push_back(b.cpu());
-    ggml_backend_sched_t sched = ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
+    ggml_backend_sched_t sched = b.new_sched(n_nodes);
     bool ok = sched && ggml_backend_sched_alloc_graph(sched, gf);
     if (ok) {
         if (iota->buffer) {
