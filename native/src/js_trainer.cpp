@@ -67,7 +67,8 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.beta = (float) num_opt(o, "beta", 0.0);
     s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
     s.graph.recompute = bool_opt(o, "recompute", true);
-    if (o.Get("keptLayers").IsString() && o.Get("keptLayers").ToString().Utf8Value() == "auto") {
+    const Napi::Value kept = o.Get("keptLayers");
+    if (kept.IsString() && kept.ToString().Utf8Value() == "auto") {
         s.auto_kept_layers = true;
     } else {
         s.graph.kept_layers = int_opt(o, "keptLayers", 0);

@@ -53,8 +53,8 @@ void validate(const ModelConfig & c, const std::vector<TrainSeq> & batch, const 
 
 bool trained(const TrainSeq & s, size_t t) { return s.mask.empty() ? s.weights[t] != 0.0f : s.mask[t] != 0; }
 
-Prepared prepare(const ModelConfig & c, const std::vector<TrainSeq> & batch, const StepSettings & st, const char * what) {
-    validate(c, batch, what);
+// Packs a validated batch into micro-batches (a step may pack it several times to fit a budget).
+Prepared prepare(const std::vector<TrainSeq> & batch, const StepSettings & st) {
     Prepared p;
     p.has_old = !batch[0].old_lp.empty();
     std::vector<int64_t> rows_of(batch.size(), 0);
@@ -159,14 +159,19 @@ Trainer::~Trainer() {
 // Training graphs are far larger than the inference ones and get their own scheduler, so the
 // model's forward passes do not keep a training-sized compute buffer alive.
 ggml_backend_sched_t Trainer::sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g) {
-    size_t need = 0;
-    for (const MicroBatch & mb : mbs) need = std::max(need, train_graph_nodes(model_->weights->config(), g, (int64_t) mb.rows.size()));
+    const size_t need = graph_nodes(mbs, g);
     if (sched_ && need <= sched_size_) return sched_;
     if (sched_) ggml_backend_sched_free(sched_);
     sched_ = nullptr;
-    sched_size_ = std::max(need, (size_t) 8192);
+    sched_size_ = need;
     sched_ = new_sched(sched_size_);
     return sched_;
+}
+
+size_t Trainer::graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOptions & g) const {
+    size_t need = 8192;
+    for (const MicroBatch & mb : mbs) need = std::max(need, train_graph_nodes(model_->weights->config(), g, (int64_t) mb.rows.size()));
+    return need;
 }
 
 ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
@@ -277,12 +282,10 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s) {
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g) {
     const ModelWeights & w = *model_->weights;
-    size_t nodes = 8192;
-    for (const MicroBatch & mb : mbs) nodes = std::max(nodes, train_graph_nodes(w.config(), g, (int64_t) mb.rows.size()));
     // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
     // step's live ones: it gets a scheduler of its own.
-    std::unique_ptr<ggml_backend_sched, void (*)(ggml_backend_sched_t)> sched(new_sched(nodes), ggml_backend_sched_free);
-    const bool gpu = model_->backends->primary() != model_->backends->cpu();
+    std::unique_ptr<ggml_backend_sched, void (*)(ggml_backend_sched_t)> sched(new_sched(graph_nodes(mbs, g)), ggml_backend_sched_free);
+    const bool gpu = model_->backends->is_gpu();
     std::pair<size_t, size_t> out{0, 0};
     for (const MicroBatch & orig : mbs) {
         const MicroBatch * mb = &orig;
@@ -303,7 +306,7 @@ std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> &
 std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens) {
     const ModelConfig & c = model_->weights->config();
     auto prepared = [&](const StepSettings & t) {
-        Prepared p = prepare(c, batch, t, "step");
+        Prepared p = prepare(batch, t);
         n = p.n;
         tokens = p.tokens;
         return std::move(p.mbs);
@@ -386,7 +389,8 @@ std::vector<std::vector<float>> Trainer::logprobs(const std::vector<std::vector<
     StepSettings st;
     st.micro_batch_tokens = micro_batch_tokens;
     const ModelWeights & w = *model_->weights;
-    Prepared p = prepare(w.config(), batch, st, "logprobs");
+    validate(w.config(), batch, "logprobs");
+    Prepared p = prepare(batch, st);
     std::vector<std::vector<float>> out(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) out[i].assign(seqs[i].size(), 0.0f);
     if (p.n == 0) return out;

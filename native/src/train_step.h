@@ -121,10 +121,12 @@ private:
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
     ggml_backend_sched_t new_sched(size_t n_nodes) const;
+    // Nodes a scheduler needs for the training graphs over these micro-batches.
+    size_t graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOptions & g) const;
     // The largest compute buffers the training passes over these micro-batches plan: the
     // primary backend's and (beside a GPU) the CPU's. Runs and allocates nothing.
     std::pair<size_t, size_t> planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g);
-    // The batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
+    // The (validated) batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
     // s.memory_budget (StepSettings); n: trained tokens, tokens: all tokens.
     std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);
     // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
