@@ -139,3 +139,11 @@ export function addon(): RawAddon {
   cached = createRequire(import.meta.url)(file) as RawAddon;
   return cached;
 }
+
+/** Bytes free now on all GPUs together (0 without one). */
+export function gpuMemoryFree(): number {
+  return addon()
+    .devices()
+    .filter((d) => d.type === 'gpu')
+    .reduce((a, d) => a + d.memoryFree, 0);
+}

@@ -1,6 +1,6 @@
 // The bench's LoRA training rows: fwd + bwd + AdamW steps of B x L tokens, rank 16 on all
 // seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
-import { addon } from '../../engine/native.js';
+import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
 import type { OpTime } from '../../engine/types.js';
@@ -9,7 +9,7 @@ import type { BenchReport, BenchSection } from './bench.js';
 const mib = (b: number) => (b / 2 ** 20).toFixed(0);
 
 /** Sums a profile's (op, role) entries by `key`, slowest first. */
-export function groupOps(ops: OpTime[], key: (o: OpTime) => string): { name: string; count: number; ms: number }[] {
+function groupOps(ops: OpTime[], key: (o: OpTime) => string): { name: string; count: number; ms: number }[] {
   const by = new Map<string, { name: string; count: number; ms: number }>();
   for (const o of ops) {
     const k = key(o);
@@ -31,8 +31,7 @@ export const trainingSection: BenchSection = {
     if (!args.train) return { title, headers: ['workload', 'tok/s'], rows: [['skipped (--no-train)', '-']], notes: [], data: null };
     const B = args['train-batch'];
     const L = Math.min(args['train-len'], model.info.nCtxTrain);
-    const gpuFree = () => addon().devices().filter((d) => d.type === 'gpu').reduce((a, d) => a + d.memoryFree, 0);
-    const free0 = gpuFree();
+    const free0 = gpuMemoryFree();
     const rss0 = process.memoryUsage().rss;
     // ggml-cuda reads this at every cuBLAS product; set for the training rows only, restored after.
     const cublasBefore = process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
@@ -64,7 +63,7 @@ export const trainingSection: BenchSection = {
       const profiled = profile?.profile ?? [];
       const profiledMs = profiled.reduce((a, o) => a + o.ms, 0);
       const tokPerSec = (B * L * args['train-steps']) / sec;
-      const gpuUsed = free0 - gpuFree();
+      const gpuUsed = free0 - gpuMemoryFree();
       // PEFT's peak (torch.cuda.max_memory_allocated) counts the model's weights; the drop in free
       // memory does not, as the model was loaded before it was first read.
       const gpuTotal = gpuUsed + model.info.weightBytes;

@@ -5,7 +5,7 @@ import { freemem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
-import { addon } from '../../engine/native.js';
+import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
 import type { DeviceName, LoraTarget } from '../../engine/types.js';
@@ -243,7 +243,7 @@ export const trainCommand: CommandModule<object, Args> = {
     let budgetAtStart: number | undefined;
     const defaultBudget = () => {
       budgetAtStart ??= Math.floor(
-        model.info.gpu ? 0.8 * addon().devices().filter((d) => d.type === 'gpu').reduce((s, d) => s + d.memoryFree, 0) : 0.5 * freemem(),
+        model.info.gpu ? 0.8 * gpuMemoryFree() : 0.5 * freemem(),
       );
       return budgetAtStart;
     };
