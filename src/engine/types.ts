@@ -218,7 +218,8 @@ export interface TrainerOptions {
    * The backward pass multiplies by each frozen weight transposed. 'cache' keeps a transposed
    * copy in device memory (the projections and LM head again; f16 for quantised bases), 'per-step'
    * transposes inside every step's graphs (no memory, a copy of the model per step), 'auto'
-   * (default) caches on a GPU when the copy takes at most 40% of its free memory.
+   * (default) caches when the copy takes at most 40% of a GPU's free memory, or on the CPU at
+   * most 25% of RAM.
    */
   transposedWeights?: 'auto' | 'cache' | 'per-step';
 }
