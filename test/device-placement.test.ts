@@ -84,6 +84,11 @@ for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
       const split = await tr.step(batch, { lr: 1e-3, memoryBudget: plan.deviceBytes, keptLayers: 'auto' });
       assert.ok(split.microBatches === 2, `${split.microBatches} micro-batches within ${plan.deviceBytes} bytes`);
       onDevice(`${type}: training step in micro-batches`, split);
+      // Merging the adapter adds f16 + f32 sums, bf16 casts and (quantized) dequantisation.
+      const merged = await tr.step(batch, { lr: 1e-3, beta: 0.05, mergeAdapter: true });
+      assert.ok(Number.isFinite(merged.loss) && merged.gradNorm > 0, JSON.stringify(merged));
+      onDevice(`${type}: training step with the adapter merged`, merged);
+      onDevice(`${type}: log-prob pass with the adapter merged`, await tr.evaluate(batch, { mergeAdapter: true }));
     } finally {
       tr.dispose();
       model.dispose();

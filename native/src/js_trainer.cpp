@@ -79,6 +79,7 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.memory_budget = (size_t) budget;
     if (s.auto_kept_layers && s.memory_budget == 0) throw Napi::RangeError::New(env, "keptLayers: 'auto' needs a memoryBudget");
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
+    s.graph.merge_adapter = bool_opt(o, "mergeAdapter", false);
     s.profile = bool_opt(o, "profile", false);
     return s;
 }
@@ -322,13 +323,15 @@ private:
         tr(env);
         if (!info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "plan: expected (batch, len, options)");
         const int64_t batch = info[0].As<Napi::Number>().Int64Value(), len = info[1].As<Napi::Number>().Int64Value();
-        const StepSettings s = settings_from_js(info[2].IsObject() ? info[2] : Napi::Object::New(env));
+        const Napi::Object opts = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+        const StepSettings s = settings_from_js(opts);
+        const bool census = bool_opt(opts, "census", false);
         auto t = trainer_;
         auto out = std::make_shared<MemoryPlan>();
         return PromiseJob::start(env,
-            [t, batch, len, s, out] {
+            [t, batch, len, s, census, out] {
                 std::lock_guard<std::mutex> lock(t->model()->mu);
-                *out = t->plan(batch, len, s);
+                *out = t->plan(batch, len, s, census);
             },
             [out](Napi::Env env) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
@@ -337,6 +340,20 @@ private:
                 o.Set("microBatchTokens", (double) out->micro_batch_tokens);
                 o.Set("keptLayers", (double) out->kept_layers);
                 o.Set("microBatches", (double) out->micro_batches);
+                if (!out->census.empty()) {
+                    Napi::Array arr = Napi::Array::New(env, out->census.size());
+                    for (size_t i = 0; i < out->census.size(); ++i) {
+                        const OpCensus & c = out->census[i];
+                        Napi::Object e = Napi::Object::New(env);
+                        e.Set("op", c.op);
+                        e.Set("role", c.role);
+                        e.Set("count", (double) c.count);
+                        e.Set("bytes", c.bytes);
+                        e.Set("flops", c.flops);
+                        arr.Set((uint32_t) i, e);
+                    }
+                    o.Set("census", arr);
+                }
                 return o;
             });
     }

@@ -19,7 +19,52 @@ std::string op_key(const ggml_tensor * t) {
 
 std::string role_of(const ggml_tensor * t) { return t->name[0] == '@' ? std::string(t->name + 1) : std::string("other"); }
 
+double flops_of(const ggml_tensor * t) {
+    // mul_mat: each result element is a dot product over src0's rows; out_prod: over src0's columns.
+    if (t->op == GGML_OP_MUL_MAT) return 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
+    if (t->op == GGML_OP_OUT_PROD) return 2.0 * (double) t->src[0]->ne[1] * (double) ggml_nelements(t);
+    return 0.0;
+}
+
 } // namespace
+
+void add_census(const ggml_cgraph * gf, std::map<std::string, OpCensus> & into) {
+    ggml_cgraph * g = const_cast<ggml_cgraph *>(gf); // ggml's graph accessors take non-const graphs
+    for (int i = 0; i < ggml_graph_n_nodes(g); ++i) {
+        const ggml_tensor * t = ggml_graph_node(g, i);
+        if (is_view_op(t)) continue;
+        const std::string op = op_key(t), role = role_of(t);
+        OpCensus & c = into[op + '\n' + role];
+        c.op = op;
+        c.role = role;
+        c.count += 1;
+        double bytes = 0;
+        if (t->op == GGML_OP_GET_ROWS) {
+            // the rows gathered, not the table, and the indices
+            bytes = (double) ggml_nbytes(t) + (double) (ggml_row_size(t->src[0]->type, t->src[0]->ne[0]) * (size_t) ggml_nrows(t)) +
+                    (double) ggml_nbytes(t->src[1]);
+        } else if (t->op == GGML_OP_SET_ROWS) {
+            // the rows scattered (read, then written into the destination) and the indices
+            bytes = (double) ggml_nbytes(t->src[0]) +
+                    (double) (ggml_row_size(t->type, t->ne[0]) * (size_t) ggml_nrows(t->src[0])) + (double) ggml_nbytes(t->src[1]);
+        } else {
+            bytes = (double) ggml_nbytes(t);
+            for (int k = 0; k < GGML_MAX_SRC; ++k) {
+                // a CPY's second source is where it writes, already counted as its result
+                if (t->src[k] && !(t->op == GGML_OP_CPY && k == 1)) bytes += (double) ggml_nbytes(t->src[k]);
+            }
+        }
+        c.bytes += bytes;
+        c.flops += flops_of(t);
+    }
+}
+
+std::vector<OpCensus> census_list(const std::map<std::string, OpCensus> & by_key) {
+    std::vector<OpCensus> out;
+    for (const auto & kv : by_key) out.push_back(kv.second);
+    std::sort(out.begin(), out.end(), [](const OpCensus & a, const OpCensus & b) { return a.bytes > b.bytes; });
+    return out;
+}
 
 ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::string & role) {
     ggml_tensor * last = after;

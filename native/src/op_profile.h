@@ -26,6 +26,23 @@ struct OpTime {
 // mark for the next call.
 ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::string & role);
 
+// Work a graph asks for, per (op kind, role), without running it: a backend-independent cost
+// model to set beside a profile. bytes = every operand and result each op touches, counted once
+// per op (views and reshapes move nothing and are left out; GET_ROWS and SET_ROWS count the rows
+// they move, not the whole table); this undercounts what a kernel moves
+// inside itself (e.g. ggml-cuda converting f32 activations to f16 for a GEMM).
+// flops = 2 * multiply-adds of MUL_MAT and OUT_PROD; 0 for other ops.
+struct OpCensus {
+    std::string op, role;
+    int64_t count = 0;
+    double bytes = 0, flops = 0;
+};
+
+// Adds the census of `gf`'s nodes into `into` (keyed like OpProfiler's), so several graphs can be summed.
+void add_census(const ggml_cgraph * gf, std::map<std::string, OpCensus> & into);
+// Most bytes first.
+std::vector<OpCensus> census_list(const std::map<std::string, OpCensus> & by_key);
+
 class OpProfiler {
 public:
     explicit OpProfiler(ggml_backend_sched_t sched);

@@ -67,6 +67,7 @@ public:
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * transposed = nullptr;
+    bool merged = false; // GraphOptions::merge_adapter
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -291,6 +292,15 @@ private:
     // Same op order as transformer.cpp's project(), so both graphs give the same numbers.
     Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
         Proj r;
+        if (merged && p) {
+            // r.a stays empty: the backward pass makes s A x itself (proj_back).
+            ggml_tensor * Wm = merged_weight(W, lora_delta(p, false));
+            done("lora");
+            r.y = ggml_mul_mat(ctx_, Wm, x);
+            if (bias) r.y = ggml_add(ctx_, r.y, bias);
+            done("W");
+            return r;
+        }
         r.y = ggml_mul_mat(ctx_, W, x);
         done("W");
         if (p) {
@@ -311,19 +321,41 @@ private:
         return ggml_cast(ctx_, ggml_transpose(ctx_, deq), transposed_type(W));
     }
 
+    // s B A laid out as W ([n_in, n_out]), or as Wᵀ when `transposed`; s goes on A, the small side.
+    ggml_tensor * lora_delta(const LoraPair * p, bool transposed_layout) {
+        ggml_tensor * At = ggml_scale(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, p->a)), lora_.scale); // [r, n_in]
+        return transposed_layout ? ggml_mul_mat(ctx_, p->b, At) : ggml_mul_mat(ctx_, At, p->b);
+    }
+
+    // W + delta in W's type. ggml-cuda adds only f32 and f16, so bf16 goes through f32, and
+    // quantized weights are dequantised (get_rows) and merged into f16.
+    ggml_tensor * merged_weight(ggml_tensor * W, ggml_tensor * delta) {
+        if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16) return ggml_add(ctx_, W, delta);
+        const bool bf16 = W->type == GGML_TYPE_BF16;
+        ggml_tensor * w32 = bf16 ? ggml_cast(ctx_, W, GGML_TYPE_F32) : ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, in_.iota, W->ne[1], 0));
+        return ggml_cast(ctx_, ggml_add(ctx_, w32, delta), bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16);
+    }
+
     // Backward of y = W x + B (s A x) (+ bias): returns dx, accumulates dA and dB.
     ggml_tensor * proj_back(ggml_tensor * W, ggml_tensor * x, const Proj & p, const LoraPair * pr, ggml_tensor * dy) {
         done("W"); // what the caller made before (its adds of earlier dx)
         ggml_tensor * Wt = frozen_t(W);
         done("Wt");
+        const bool merge = merged && pr;
+        if (merge) {
+            // dx = (W + s B A)ᵀ dy in one product, so no n_in x tokens LoRA term to add.
+            Wt = merged_weight(Wt, lora_delta(pr, true));
+            done("lora");
+        }
         ggml_tensor * dx = ggml_mul_mat(ctx_, Wt, dy);
         done("W");
         if (pr) {
             const float s = lora_.scale;
-            ggml_tensor * dB = ggml_out_prod(ctx_, p.a, dy);                                                             // [r, n_out]
+            ggml_tensor * a = p.a ? p.a : ggml_scale(ctx_, ggml_mul_mat(ctx_, pr->a, x), s);
+            ggml_tensor * dB = ggml_out_prod(ctx_, a, dy);                                                               // [r, n_out]
             ggml_tensor * da = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->b)), dy), s); // [r, T]
             ggml_tensor * dA = ggml_out_prod(ctx_, x, da);                                                              // [n_in, r]
-            dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));
+            if (!merge) dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));
             accumulate(pr->a, dA);
             accumulate(pr->b, dB);
             done("lora");
@@ -390,7 +422,7 @@ int64_t chunk_rows_for(const ModelConfig & c, const GraphOptions & opt, int64_t 
     return std::max<int64_t>(1, std::min(chunk, R));
 }
 
-Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch & mb, bool backward, const LossSpec & loss) {
+Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch & mb, bool backward, const LossSpec & loss, bool merged) {
     const ModelConfig & c = w.config();
     const int64_t T = mb.L * mb.B, R = (int64_t) mb.rows.size();
     Inputs in;
@@ -410,8 +442,9 @@ Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch 
         if (loss.kl) in.kl_m = input(GGML_TYPE_F32, R);
         if (loss.kl) in.ref_lp = input(GGML_TYPE_F32, R);
         if (loss.has_old) in.old_lp = input(GGML_TYPE_F32, R);
-        if (needs_dequant(w)) in.iota = input(GGML_TYPE_I32, std::max({c.n_vocab, c.n_ff, c.n_embd, c.n_head * c.head_dim}));
     }
+    // Dequantising frozen weights (a transposed copy, or a merged one) reads rows 0..n-1.
+    if ((backward || merged) && needs_dequant(w)) in.iota = input(GGML_TYPE_I32, std::max({c.n_vocab, c.n_ff, c.n_embd, c.n_head * c.head_dim}));
     return in;
 }
 
@@ -495,9 +528,10 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     const int64_t R = (int64_t) mb.rows.size();
     const int64_t chunk = chunk_rows_for(c, opt, R);
     GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
-    Inputs in = make_inputs(g.ctx, w, mb, false, none);
+    Inputs in = make_inputs(g.ctx, w, mb, false, none, opt.merge_adapter);
     Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B);
     b.phase = "lp";
+    b.merged = opt.merge_adapter;
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
     std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
@@ -522,11 +556,12 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     t.chunk = chunk_rows_for(c, opt, R);
     t.g = std::make_unique<GraphMem>(train_graph_size(c.n_layer, (R + t.chunk - 1) / t.chunk));
     ggml_cgraph * gf = t.g->gf;
-    t.in = make_inputs(t.g->ctx, w, mb, true, loss);
+    t.in = make_inputs(t.g->ctx, w, mb, true, loss, opt.merge_adapter);
     Builder b(t.g->ctx, gf, w, adapter.view(), t.in, mb.L, mb.B);
     const auto & params = adapter.params();
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
     b.transposed = opt.transposed;
+    b.merged = opt.merge_adapter;
 
     // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
     const auto kept = [&](int64_t il) { return !opt.recompute || il >= c.n_layer - opt.kept_layers; };
@@ -565,8 +600,9 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
 
 std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
-                                        const GraphOptions & opt) {
+                                        const GraphOptions & opt, std::map<std::string, OpCensus> * census) {
     TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
+    if (census) add_census(t.g->gf, *census);
     std::vector<size_t> sizes((size_t) n_backends, 0);
     ggml_backend_sched_reserve_size(sched, t.g->gf, sizes.data());
     ggml_backend_sched_reset(sched);

@@ -10,10 +10,13 @@
 // backend runs. It also gives activation recomputation per layer and chunked loss rows.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "adapter.h"
 #include "backend.h"
+#include "op_profile.h"
 #include "weights.h"
 
 namespace rrr {
@@ -51,6 +54,12 @@ struct GraphOptions {
     // comes first, so what they hold is freed before any recomputed layer needs room.
     int64_t kept_layers = 0;
     int64_t chunk_rows = 0;    // loss rows per LM-head chunk; 0 picks ~32M logits per chunk
+    // Multiply by W + s B A, merged in the graph per projection and pass, instead of adding
+    // B (s A x) to W x: the merge touches the weight's n_in x n_out numbers, the adapter path
+    // reads and writes activations of n_out x tokens several times, so merging moves fewer bytes
+    // once a micro-batch has more tokens than about n_in n_out / (n_in + n_out). The merged
+    // weight is rounded to the weight's type (f16 for quantized bases).
+    bool merge_adapter = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 
@@ -67,9 +76,10 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
 
 // Bytes the training pass over `mb` needs in each of the scheduler's backends' compute buffers
 // (in the scheduler's backend order), found by planning its graph: nothing is run or allocated.
+// Adds the graph's op census (op_profile.h) into `census` when given.
 std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
-                                        const GraphOptions & opt);
+                                        const GraphOptions & opt, std::map<std::string, OpCensus> * census = nullptr);
 
 // Graph nodes the passes above may need for a micro-batch with `rows` loss rows (to size the scheduler).
 size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows);

@@ -261,7 +261,7 @@ StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings 
     });
 }
 
-MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s) {
+MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, bool census) {
     const ModelWeights & w = *model_->weights;
     if (batch < 1 || len < 2) throw Error("plan: need at least 1 sequence of at least 2 tokens");
     if (len > w.config().n_ctx_train) {
@@ -276,11 +276,13 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s) {
     const LossSpec loss{false, s.beta > 0, s.clip_eps};
     int64_t n = 0, tokens = 0;
     const std::vector<MicroBatch> mbs = fit(seqs, st, loss, n, tokens);
-    const auto [device, cpu] = planned_bytes(mbs, loss, graph_options(st.graph));
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size()};
+    std::map<std::string, OpCensus> ops;
+    const auto [device, cpu] = planned_bytes(mbs, loss, graph_options(st.graph), census ? &ops : nullptr);
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), census_list(ops)};
 }
 
-std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g) {
+std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
+                                                 std::map<std::string, OpCensus> * census) {
     const ModelWeights & w = *model_->weights;
     // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
     // step's live ones: it gets a scheduler of its own.
@@ -296,7 +298,7 @@ std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> &
             with_ref.ref_lp.assign(orig.rows.size(), 0.0f);
             mb = &with_ref;
         }
-        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, *mb, loss, g);
+        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, *mb, loss, g, census);
         out.first = std::max(out.first, b[0]);
         if (gpu) out.second = std::max(out.second, b[1]);
     }

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,8 @@ struct MemoryPlan {
     int64_t micro_batch_tokens = 0;
     int64_t kept_layers = 0;
     int64_t micro_batches = 0;
+    // With plan(..., census = true): the training passes' ops over all micro-batches (op_profile.h).
+    std::vector<OpCensus> census;
 };
 
 class Trainer {
@@ -100,7 +103,7 @@ public:
     StepStats gradients(const std::vector<TrainSeq> & batch, const StepSettings & s);
     // What a step over `batch` sequences of `len` tokens, every one trained, would take in compute
     // buffers with these settings: planned, not run (micro-batching, KL and kept layers apply).
-    MemoryPlan plan(int64_t batch, int64_t len, const StepSettings & s);
+    MemoryPlan plan(int64_t batch, int64_t len, const StepSettings & s, bool census = false);
     // Per-token log-probs (index t: token t; index 0 is 0), with or without the adapter.
     std::vector<std::vector<float>> logprobs(const std::vector<std::vector<int32_t>> & seqs, bool with_adapter, int64_t micro_batch_tokens);
 
@@ -125,7 +128,9 @@ private:
     size_t graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOptions & g) const;
     // The largest compute buffers the training passes over these micro-batches plan: the
     // primary backend's and (beside a GPU) the CPU's. Runs and allocates nothing.
-    std::pair<size_t, size_t> planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g);
+    // Sums the passes' op census into `census` when given.
+    std::pair<size_t, size_t> planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
+                                            std::map<std::string, OpCensus> * census = nullptr);
     // The (validated) batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
     // s.memory_budget (StepSettings); n: trained tokens, tokens: all tokens.
     std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);

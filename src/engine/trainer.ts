@@ -14,7 +14,7 @@
 import { addon, type RawStepOptions, type RawTrainer, type RawTrainSequence } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
-import type { LoraConfig, LoraTarget, MemoryPlan, OptimizerConfig, StepOptions, StepResult, TrainSequence, TrainerOptions } from './types.js';
+import type { LoraConfig, LoraTarget, MemoryPlan, OptimizerConfig, PlanOptions, StepOptions, StepResult, TrainSequence, TrainerOptions } from './types.js';
 
 export interface TrainerInfo {
   rank: number;
@@ -80,6 +80,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     keptLayers: o.keptLayers ?? 0,
     memoryBudget: o.memoryBudget ?? 0,
     logitsChunkRows: o.logitsChunkRows ?? 0,
+    mergeAdapter: o.mergeAdapter ?? false,
     profile: o.profile ?? false,
   };
 }
@@ -147,11 +148,12 @@ export class Trainer {
    * apply): the training graph is planned, not run, and nothing is allocated. The model's weights,
    * the adapter, the optimizer state and the kept transposed weights come on top.
    */
-  async plan(batch: number, len: number, opts: Omit<StepOptions, 'lr' | 'profile'> = {}): Promise<MemoryPlan> {
+  async plan(batch: number, len: number, opts: PlanOptions = {}): Promise<MemoryPlan> {
     if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(len) || len < 2) {
       throw new RrrError(`plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens (got ${batch} x ${len})`);
     }
-    const o = rawOptions({ ...opts, lr: 0 });
+    const { census, ...step } = opts;
+    const o = { ...rawOptions({ ...step, lr: 0 }), census: census ?? false };
     return call(() => this.rawTrainer.plan(batch, len, o));
   }
 

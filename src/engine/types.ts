@@ -280,6 +280,17 @@ export interface StepOptions {
   /** Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU). */
   logitsChunkRows?: number;
   /**
+   * Multiply each adapted projection by W + s·B·A, merged in the step's graph (per layer, pass
+   * and step), instead of adding B·(s·A·x) to W·x. The merge touches the weight's n_in × n_out
+   * numbers once; the adapter path reads and writes n_out × tokens activations several times, so
+   * merging moves fewer bytes once a micro-batch has more tokens than about
+   * n_in·n_out / (n_in + n_out) (≈1,300 for a Qwen2.5-1.5B MLP projection). The merged weight
+   * is rounded to the weight's type (f16 for quantized bases), so with f16 weights an adapter's
+   * change below the weight's rounding step is lost from the forward pass; its gradient is not.
+   * Default false.
+   */
+  mergeAdapter?: boolean;
+  /**
    * Time every op of this step (StepResult.profile). Each op then runs and waits on its own, so
    * the step is slower: for finding where time goes, not for measuring speed.
    */
@@ -298,6 +309,37 @@ export interface MemoryPlan {
   keptLayers: number;
   /** and the number of micro-batches. */
   microBatches: number;
+  /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
+  census?: OpCensus[];
+}
+
+/** Trainer.plan's options: a step's, and whether to count the graph's work. */
+export interface PlanOptions extends Omit<StepOptions, 'lr' | 'profile'> {
+  /**
+   * Count the work of every op of the planned graphs (MemoryPlan.census): a cost model that needs
+   * no device, to set beside a profile (StepOptions.profile), which times the same (op, role) keys.
+   */
+  census?: boolean;
+}
+
+/**
+ * The work one kind of op does in one role of a planned step (PlanOptions.census). Nothing is
+ * run: the figures come from the tensors' shapes.
+ */
+export interface OpCensus {
+  /** As OpTime.op. */
+  op: string;
+  /** As OpTime.role. */
+  role: string;
+  count: number;
+  /**
+   * Bytes of every operand and result, counted once per op (views and reshapes move nothing and
+   * are left out). A kernel may move more inside itself, e.g. ggml-cuda's f16 GEMMs convert f32
+   * activations to f16 and their results back.
+   */
+  bytes: number;
+  /** 2 × multiply-adds of MUL_MAT and OUT_PROD; 0 for other ops. */
+  flops: number;
 }
 
 /** Wall time of one kind of op, in one role, in a profiled step (StepOptions.profile). */

@@ -3,7 +3,7 @@
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
-import type { OpTime } from '../../engine/types.js';
+import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(0);
@@ -20,6 +20,31 @@ function groupOps(ops: OpTime[], key: (o: OpTime) => string): { name: string; co
   }
   return [...by.values()].sort((a, b) => b.ms - a.ms);
 }
+
+type CensusGroup = { name: string; count: number; bytes: number; flops: number };
+
+function groupCensus(ops: OpCensus[], key: (o: OpCensus) => string): CensusGroup[] {
+  const by = new Map<string, CensusGroup>();
+  for (const o of ops) {
+    const k = key(o);
+    const g = by.get(k) ?? { name: k, count: 0, bytes: 0, flops: 0 };
+    g.count += o.count;
+    g.bytes += o.bytes;
+    g.flops += o.flops;
+    by.set(k, g);
+  }
+  return [...by.values()].sort((a, b) => b.bytes - a.bytes);
+}
+
+const censusTotals = (ops: OpCensus[]) => groupCensus(ops, () => 'all')[0] ?? { name: 'all', count: 0, bytes: 0, flops: 0 };
+
+const bytesText = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+const flopsText = (f: number) => (f >= 1e12 ? `${(f / 1e12).toFixed(2)} TFLOP` : `${(f / 1e9).toFixed(2)} GFLOP`);
+
+const censusLines = (groups: CensusGroup[], total: number) =>
+  groups
+    .slice(0, 12)
+    .map((g) => `  ${g.name.padEnd(28)} ${String(g.count).padStart(6)} x ${bytesText(g.bytes).padStart(10)} ${((100 * g.bytes) / total).toFixed(1).padStart(5)}%${g.flops ? `  ${flopsText(g.flops)}` : ''}`);
 
 const profileLines = (groups: { name: string; count: number; ms: number }[], total: number) =>
   groups.slice(0, 12).map((g) => `  ${g.name.padEnd(28)} ${String(g.count).padStart(6)} x ${g.ms.toFixed(1).padStart(9)} ms  ${((100 * g.ms) / total).toFixed(1).padStart(5)}%`);
@@ -45,14 +70,19 @@ export const trainingSection: BenchSection = {
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      const base = { recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'] };
+      const base = { recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'], mergeAdapter: args['train-merge-adapter'] };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
       // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
       const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + 512 * 2 ** 20;
       // With a budget, the trainer settles micro-batches and kept layers once, by plan; the timed
       // steps then run with what it settled, without planning again.
       const budget = args['train-memory-gib'] !== undefined ? Math.max(1, args['train-memory-gib'] * 2 ** 30 - fixedBytes) : 0;
-      const plan = await tr.plan(B, L, budget ? { ...base, memoryBudget: budget, keptLayers: args['train-recompute'] ? 'auto' : 0 } : { ...base, keptLayers: args['train-kept-layers'] });
+      const plan = await tr.plan(B, L, {
+        ...base,
+        ...(budget ? { memoryBudget: budget, keptLayers: args['train-recompute'] ? ('auto' as const) : 0 } : { keptLayers: args['train-kept-layers'] }),
+        census: args['train-census'],
+      });
+      const census = plan.census ? censusTotals(plan.census) : undefined;
       const keptLayers = args['train-recompute'] ? plan.keptLayers : model.info.nLayer;
       const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
       const first = await tr.step(batch, opts);
@@ -79,10 +109,18 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }), frozen weights ${
+          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ''} frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
+          ...(census
+            ? [
+                `planned work: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
+                ...censusLines(groupCensus(plan.census!, (o) => o.op), census.bytes),
+                'most bytes by role:',
+                ...censusLines(groupCensus(plan.census!, (o) => o.role), census.bytes),
+              ]
+            : []),
           ...(profile
             ? [
                 `profiled step: ${profile.ms.toFixed(0)} ms, ${profiledMs.toFixed(0)} ms in ops, each run and waited on alone; slowest op kinds:`,
@@ -112,6 +150,8 @@ export const trainingSection: BenchSection = {
           chunkRows: args['train-chunk-rows'],
           transposedWeightsBytes: tr.info.transposedWeightsBytes,
           cublasCompute: args['train-cublas'],
+          mergeAdapter: args['train-merge-adapter'],
+          ...(census && { census: { ...census, ops: plan.census } }),
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };

@@ -37,6 +37,8 @@ export interface BenchArgs {
   'train-transposed': 'auto' | 'cache' | 'per-step';
   'train-cublas': 'auto' | 'f32' | 'f16' | 'bf16';
   'train-profile': boolean;
+  'train-census': boolean;
+  'train-merge-adapter': boolean;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
   json: boolean;
@@ -265,6 +267,16 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         default: false,
         describe: 'after the timed steps, run one more step with every op timed and print where its time went (that step is slower)',
+      })
+      .option('train-census', {
+        type: 'boolean',
+        default: false,
+        describe: "print the planned step's work by op kind and role: bytes each op reads and writes, and GEMM FLOPs (from the shapes, nothing timed: Trainer.plan's census)",
+      })
+      .option('train-merge-adapter', {
+        type: 'boolean',
+        default: false,
+        describe: 'multiply by W + s·B·A merged in the graph instead of adding the adapter path B·(s·A·x) (fewer bytes moved at large micro-batches; StepOptions.mergeAdapter)',
       })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
