@@ -95,15 +95,18 @@ do_peft() {
 
 # Training variants, most wanted first, each one `bench` run appended as a line
 # {"label", "report"} to bench-train.jsonl (one file, as the device returns at most 8):
-# the default step and the one with as many kept layers as fit a third of PEFT's 48.3 GiB peak
-# (DESIGN.md), both profiled (time per op kind and role); each again with cuBLAS computing in
-# bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts the weights and
-# writes f32); without recomputation; transposing the frozen weights in every step (stop 9's way).
+# the default step and the one with the adapter merged into the weights in the graph (the plan's
+# census: 23% fewer bytes at 16 x 512), both profiled (time per op kind and role) and counted;
+# each within a third of PEFT's 48.3 GiB peak (DESIGN.md: as many kept layers as fit); with
+# cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts
+# the weights and writes f32); without recomputation; transposing the frozen weights in every step.
 TRAIN_VARIANTS=(
-  "default|--train-profile"
-  "budget16|--train-memory-gib 16 --train-profile"
+  "default|--train-profile --train-census"
+  "merged|--train-merge-adapter --train-profile --train-census"
+  "budget16|--train-memory-gib 16"
+  "budget16-merged|--train-memory-gib 16 --train-merge-adapter"
   "bf16|--train-cublas bf16"
-  "budget16-bf16|--train-memory-gib 16 --train-cublas bf16"
+  "merged-bf16|--train-merge-adapter --train-cublas bf16"
   "norecompute|--no-train-recompute"
   "perstep|--train-transposed per-step"
 )
