@@ -47,7 +47,6 @@ struct LayerActs {
     ggml_tensor * q3 = nullptr, * k3 = nullptr; // [hd, heads, T] before the qk norm
     ggml_tensor * qr = nullptr, * kr = nullptr; // after rope
     ggml_tensor * v3 = nullptr;                 // [hd, n_head_kv, T]
-    ggml_tensor * Kx = nullptr, * Vx = nullptr; // K and V repeated to n_head heads
     ggml_tensor * P = nullptr;                  // attention probabilities [L, L, n_head, B]
     ggml_tensor * attn = nullptr;               // [hd * n_head, T]
     Proj o;
@@ -96,10 +95,8 @@ public:
         a.qr = rope(qn);
         a.kr = rope(kn);
         a.v3 = ggml_reshape_3d(ctx_, a.v.y, hd, nkv, T_);
-        a.Kx = expand_kv(a.kr);
-        a.Vx = expand_kv(a.v3);
-        a.P = attention_probs(a.qr, a.Kx);
-        ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.Vx), 1, 2, 0, 3)); // [L, hd, nh, B]
+        a.P = attention_probs(a.qr, a.kr);
+        ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.v3, nkv), 1, 2, 0, 3)); // [L, hd, nkv, B]
         ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
         a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
         done("attn");
@@ -129,9 +126,7 @@ public:
         const LayerWeights & l = w_.layers[il];
         a.h1 = norm_w(a.x, l.attn_norm);
         done("norm");
-        a.Kx = expand_kv(a.kr);
-        a.Vx = expand_kv(a.v3);
-        a.P = attention_probs(a.qr, a.Kx);
+        a.P = attention_probs(a.qr, a.kr);
         done("attn");
         a.h2 = norm_w(a.x2, l.ffn_norm);
         done("norm");
@@ -160,22 +155,22 @@ public:
         ggml_tensor * d_attn = proj_back(l.wo, a.attn, a.o, pair(il, LoraTarget::O), dx2);
         done("W");
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
-        ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.Vx), 0, 2, 1, 3);                              // [hd, L, nh, B]
+        ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.v3, nkv), 0, 2, 1, 3);                         // [hd, L, nkv, B]
         ggml_tensor * dP = ggml_mul_mat(ctx_, Vp, dkqv);                                              // [L_k, L_q, nh, B]
         ggml_tensor * dS = ggml_soft_max_ext_back(ctx_, dP, a.P, kq_scale(), 0.0f);                   // d(kq)
         // The other three products contract over a dimension that is not the first. out_prod
         // contracts over the second and reads a transposed second operand in place (cuBLAS
         // transposes on the fly), where mul_mat needed transposed copies of P, dS, Q, K and dO:
         // about 0.6 GB written per layer at 16 x 512 tokens.
-        ggml_tensor * Qp = ggml_permute(ctx_, heads4(a.qr), 0, 2, 1, 3);                              // [hd, L_q, nh, B]
-        ggml_tensor * Kp = ggml_permute(ctx_, heads4(a.Kx), 0, 2, 1, 3);                              // [hd, L_k, nh, B]
+        ggml_tensor * Qp = ggml_permute(ctx_, heads4(a.qr, nh), 0, 2, 1, 3);                          // [hd, L_q, nh, B]
+        ggml_tensor * Kp = ggml_permute(ctx_, heads4(a.kr, nkv), 0, 2, 1, 3);                         // [hd, L_k, nkv, B]
         ggml_tensor * dV = ggml_out_prod(ctx_, dkqv, a.P);                                            // Σ_q dO P -> [hd, L_k, nh, B]
         ggml_tensor * dQ = ggml_out_prod(ctx_, Kp, ggml_transpose(ctx_, dS));                         // Σ_k K dS -> [hd, L_q, nh, B]
         ggml_tensor * dK = ggml_out_prod(ctx_, Qp, dS);                                               // Σ_q Q dS -> [hd, L_k, nh, B]
-        auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, nh, T_); };
+        auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, t->ne[2], T_); };
         ggml_tensor * dqr = unheads(dQ);
-        ggml_tensor * dkr = reduce_kv(unheads(dK));
-        ggml_tensor * dv3 = reduce_kv(unheads(dV));
+        ggml_tensor * dkr = unheads(reduce_kv(dK));
+        ggml_tensor * dv3 = unheads(reduce_kv(dV));
         ggml_tensor * dq3 = rope_back(dqr);
         ggml_tensor * dk3 = rope_back(dkr);
         done("attn");
@@ -274,9 +269,12 @@ private:
     float kq_scale() const { return 1.0f / std::sqrt((float) c_.head_dim); }
 
     // softmax(K Q / sqrt(hd) + causal mask) per head and sequence: [L_k, L_q, nh, B].
-    ggml_tensor * attention_probs(ggml_tensor * qr, ggml_tensor * Kx) {
-        ggml_tensor * Q = ggml_permute(ctx_, heads4(qr), 0, 2, 1, 3); // [hd, L, nh, B]
-        ggml_tensor * K = ggml_permute(ctx_, heads4(Kx), 0, 2, 1, 3);
+    // Grouped-query attention needs no copies of K and V per query head: mul_mat and out_prod
+    // broadcast their first operand's heads, query head h reading K/V head h / (n_head / n_head_kv)
+    // as the models do. Only dK and dV, made per query head, are summed over each group (reduce_kv).
+    ggml_tensor * attention_probs(ggml_tensor * qr, ggml_tensor * kr) {
+        ggml_tensor * Q = ggml_permute(ctx_, heads4(qr, c_.n_head), 0, 2, 1, 3);    // [hd, L, nh, B]
+        ggml_tensor * K = ggml_permute(ctx_, heads4(kr, c_.n_head_kv), 0, 2, 1, 3); // [hd, L, nkv, B]
         ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);
         ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
         return ggml_soft_max_ext(ctx_, kq, in_.mask, kq_scale(), 0.0f);
@@ -378,29 +376,21 @@ private:
                                   c_.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
     }
 
-    ggml_tensor * heads4(ggml_tensor * t) { return ggml_reshape_4d(ctx_, t, c_.head_dim, c_.n_head, L_, B_); }
+    ggml_tensor * heads4(ggml_tensor * t, int64_t heads) { return ggml_reshape_4d(ctx_, t, c_.head_dim, heads, L_, B_); }
 
-    // Grouped-query attention: query head h reads K/V head h / (n_head / n_head_kv), the same
-    // grouping mul_mat's broadcast uses; repeating along a new axis of size n_head/n_head_kv
-    // placed before the kv-head axis gives that order, and its backward is a plain sum.
-    ggml_tensor * expand_kv(ggml_tensor * t) {
-        const int64_t grp = c_.n_head / c_.n_head_kv;
-        if (grp == 1) return t;
-        ggml_tensor * r = ggml_repeat_4d(ctx_, ggml_reshape_4d(ctx_, t, c_.head_dim, 1, c_.n_head_kv, T_), c_.head_dim, grp, c_.n_head_kv, T_);
-        return ggml_reshape_3d(ctx_, r, c_.head_dim, c_.n_head, T_);
-    }
+    // dK or dV per query head, [hd, L, n_head, B], summed over each group of query heads that
+    // shares a K/V head (head h uses h / (n_head / n_head_kv)): [hd, L, n_head_kv, B]. Summed in
+    // head layout, so only the n_head_kv-wide result is permuted back to tokens. Strided views
+    // rather than REPEAT_BACK: CUDA's REPEAT_BACK takes at most 32,768 (kv head, token) pairs.
     ggml_tensor * reduce_kv(ggml_tensor * d) {
         const int64_t grp = c_.n_head / c_.n_head_kv;
         if (grp == 1) return d;
-        // Summing the group's strided views rather than REPEAT_BACK: CUDA's REPEAT_BACK takes at
-        // most 32,768 (kv head, token) pairs, so 8 kv heads × 8k tokens would run on the CPU.
-        const size_t es = ggml_element_size(d);
         ggml_tensor * s = nullptr;
         for (int64_t g = 0; g < grp; ++g) {
-            ggml_tensor * part = ggml_view_2d(ctx_, d, c_.head_dim, c_.n_head_kv * T_, (size_t) (grp * c_.head_dim) * es, (size_t) (g * c_.head_dim) * es);
+            ggml_tensor * part = ggml_view_4d(ctx_, d, d->ne[0], d->ne[1], c_.n_head_kv, d->ne[3], d->nb[1], grp * d->nb[2], d->nb[3], (size_t) g * d->nb[2]);
             s = s ? ggml_add(ctx_, s, part) : ggml_cont(ctx_, part);
         }
-        return ggml_reshape_3d(ctx_, s, c_.head_dim, c_.n_head_kv, T_);
+        return s;
     }
 
     ggml_tensor * row_view(ggml_tensor * v, int64_t c0, int64_t n) {
