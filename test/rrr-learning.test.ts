@@ -116,8 +116,8 @@ test('unknown task and a run folder in use are refused', () => {
   assert.match(none.err, /run\.json: not found, nothing to resume/);
 });
 
-test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; bad values are refused', () => {
-  type Row = { microBatches: number; keptLayers: number; trainComputeBytes: number };
+test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; --merge-adapter; bad values are refused', () => {
+  type Row = { microBatches: number; keptLayers: number; trainComputeBytes: number; loss: number; gradNorm: number; rewardMean: number };
   const firstStep = (out: string, ...flags: string[]): Row => {
     const r = cli('train', '--out', out, '--steps', '1', ...flags);
     assert.equal(r.code, 0, r.err);
@@ -126,6 +126,11 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   // Room for the whole step, nothing kept: what the step takes in one micro-batch.
   const whole = firstStep(join(testDir(), 'memory-run-whole'), '--train-memory-gib', '2', '--kept-layers', '0');
   assert.deepEqual([whole.microBatches, whole.keptLayers], [1, 0]);
+  // The adapter merged into the weights in the step's graph. A fresh adapter has B = 0, so
+  // W + s·B·A is W: the same numbers, from a graph whose merge temporaries the buffer shows.
+  const merged = firstStep(join(testDir(), 'memory-run-merged'), '--train-memory-gib', '2', '--kept-layers', '0', '--merge-adapter');
+  assert.deepEqual([merged.rewardMean, merged.loss, merged.gradNorm], [whole.rewardMean, whole.loss, whole.gradNorm]);
+  assert.notEqual(merged.trainComputeBytes, whole.trainComputeBytes, 'the merged graph ran');
   // A little less than that: the same first step (same seed) splits, and stays within it.
   const budget = whole.trainComputeBytes - 4096;
   const tight = join(testDir(), 'memory-run');

@@ -30,10 +30,11 @@ export interface LoopHooks {
   /** Polled between steps; true ends the loop after a checkpoint. */
   shouldStop(): boolean;
   /**
-   * Memory settings of each GRPO step (how it is split, not what it computes), asked for just
-   * before the step: a budget can then be read from what is free once generation has run.
+   * How each GRPO step runs (how it is split in memory, whether the adapter is merged into the
+   * weights in its graph), not what it trains, asked for just before the step: a budget can then
+   * be read from what is free once generation has run.
    */
-  stepMemory?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers'>;
+  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter'>;
 }
 
 export interface LoopResult {
@@ -84,9 +85,9 @@ export async function runTraining(
     });
     let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, computeBytes: 0 };
     if (tb.sequences.length > 0) {
-      const memory = hooks.stepMemory?.() ?? {};
+      const execution = hooks.stepExecution?.() ?? {};
       for (let p = 0; p < g.passesPerBatch; p++) {
-        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta, ...memory });
+        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta, ...execution });
       }
     }
     const t1 = Date.now();

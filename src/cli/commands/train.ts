@@ -57,6 +57,7 @@ interface Args {
   json: boolean;
   'train-memory-gib'?: number;
   'kept-layers': string;
+  'merge-adapter': boolean;
 }
 
 /** Everything that defines a run; stored in run.json so --resume continues the same run. */
@@ -132,15 +133,15 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /**
- * --train-memory-gib and --kept-layers: how steps fit in memory, not what they compute, so they
- * are not part of run.json and a resumed run may change them.
+ * --train-memory-gib, --kept-layers and --merge-adapter: how steps run, not what they train, so
+ * they are not part of run.json and a resumed run may change them.
  */
-function memorySettings(a: Args): { budget?: number; kept: number | 'auto' } {
+function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
   const k = a['kept-layers'].trim();
   if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
-  return { ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }), kept: k === 'auto' ? 'auto' : Number(k) };
+  return { ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }), kept: k === 'auto' ? 'auto' : Number(k), merge: a['merge-adapter'] };
 }
 
 function failureKey(c: RunConfig): string {
@@ -196,9 +197,15 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "layers that keep their costly activations instead of recomputing them in the backward pass (faster, more memory): a number, or auto = as many as fit --train-memory-gib",
       })
+      .option('merge-adapter', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "in each training step, multiply by the weights with the adapter merged in (W + s·B·A, rounded to the weights' type) instead of adding the adapter's own product: fewer bytes moved when a micro-batch has thousands of tokens (bench --train-census), not yet timed on a GPU",
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the run summary as JSON (progress goes to stderr)' }),
   handler: async (a) => {
-    const stepMemory = memorySettings(a);
+    const execution = executionSettings(a);
     const mode = { json: a.json };
     const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
     let out: string;
@@ -323,9 +330,13 @@ export const trainCommand: CommandModule<object, Args> = {
             writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
           },
           shouldStop: () => stop,
-          stepMemory: () => {
-            const budget = stepMemory.budget ?? defaultBudget();
-            return { ...(budget > 0 && { memoryBudget: budget }), keptLayers: stepMemory.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : stepMemory.kept };
+          stepExecution: () => {
+            const budget = execution.budget ?? defaultBudget();
+            return {
+              ...(budget > 0 && { memoryBudget: budget }),
+              keptLayers: execution.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : execution.kept,
+              mergeAdapter: execution.merge,
+            };
           },
         },
         startStep,
