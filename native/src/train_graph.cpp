@@ -261,6 +261,7 @@ private:
     const Inputs & in_;
     int64_t L_, B_, T_;
     ggml_tensor * mark_ = nullptr; // newest tensor already named
+    std::unordered_map<const LoraPair *, ggml_tensor *> scaled_at_; // lora_delta's s Aᵀ per adapter pair
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -320,8 +321,10 @@ private:
     }
 
     // s B A laid out as W ([n_in, n_out]), or as Wᵀ when `transposed`; s goes on A, the small side.
+    // s Aᵀ is made once per graph and shared by the forward, recomputed and backward merges.
     ggml_tensor * lora_delta(const LoraPair * p, bool transposed_layout) {
-        ggml_tensor * At = ggml_scale(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, p->a)), lora_.scale); // [r, n_in]
+        ggml_tensor *& At = scaled_at_[p];
+        if (!At) At = ggml_scale(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, p->a)), lora_.scale); // [r, n_in]
         return transposed_layout ? ggml_mul_mat(ctx_, p->b, At) : ggml_mul_mat(ctx_, At, p->b);
     }
 
