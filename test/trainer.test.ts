@@ -422,9 +422,12 @@ describe('LoRA gradients match finite differences', () => {
     const tight = await tr.gradients(batch, { beta: 0.1, memoryBudget: floor.deviceBytes });
     assert.ok(tight.microBatches > 1, `${tight.microBatches} micro-batches of ${tight.microBatchTokens} tokens`);
     assert.ok(tight.computeBytes <= floor.deviceBytes || tight.computeBytes === whole.computeBytes, 'held buffer: the largest step so far');
+    // Other padding and summation order, amplified by the KL's e^(ref − lp) with this large
+    // adapter: measured up to 1.2e-6 (7e-7 before dK and dV summed query heads in one product),
+    // and 1.5e-7 without the KL.
     for (const [k, v] of Object.entries(whole.grads)) {
       const w = tight.grads[k]!;
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(1e-6, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(3e-6, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]: ${v[i]} vs ${w[i]}`);
     }
     assert.ok(Math.abs(tight.loss - whole.loss) <= 1e-5 * (1 + Math.abs(whole.loss)), `loss ${tight.loss} vs ${whole.loss}`);
     // Room for everything: one micro-batch, every layer kept; the plan says so before the step does.

@@ -162,15 +162,24 @@ public:
         // contracts over the second and reads a transposed second operand in place (cuBLAS
         // transposes on the fly), where mul_mat needed transposed copies of P, dS, Q, K and dO:
         // about 0.6 GB written per layer at 16 x 512 tokens.
+        //
+        // dK and dV sum over the query heads of each K/V head's group as well as over queries.
+        // The heads of a group are adjacent (head h reads K/V head h / grp), so in a contiguous
+        // [x, L_q, n_head, B] tensor a group's (query, head) pairs are one run of L_q * grp rows:
+        // viewed as [x, L_q * grp, n_head_kv, B], one out_prod contracts over both.
+        const int64_t grp = nh / nkv;
+        auto grouped = [&](ggml_tensor * t) { return ggml_reshape_4d(ctx_, t, t->ne[0], L_ * grp, nkv, B_); };
         ggml_tensor * Qp = ggml_permute(ctx_, heads4(a.qr, nh), 0, 2, 1, 3);                          // [hd, L_q, nh, B]
         ggml_tensor * Kp = ggml_permute(ctx_, heads4(a.kr, nkv), 0, 2, 1, 3);                         // [hd, L_k, nkv, B]
-        ggml_tensor * dV = ggml_out_prod(ctx_, dkqv, a.P);                                            // Σ_q dO P -> [hd, L_k, nh, B]
+        ggml_tensor * dV = ggml_out_prod(ctx_, grouped(dkqv), grouped(a.P));                          // Σ_q,g dO P -> [hd, L_k, nkv, B]
         ggml_tensor * dQ = ggml_out_prod(ctx_, Kp, ggml_transpose(ctx_, dS));                         // Σ_k K dS -> [hd, L_q, nh, B]
-        ggml_tensor * dK = ggml_out_prod(ctx_, Qp, dS);                                               // Σ_q Q dS -> [hd, L_k, nh, B]
+        // Q is a permuted view of the rotated queries: a contiguous copy makes its groups runs too.
+        ggml_tensor * Qg = grp == 1 ? Qp : grouped(ggml_cont(ctx_, Qp));
+        ggml_tensor * dK = ggml_out_prod(ctx_, Qg, grp == 1 ? dS : grouped(dS));                      // Σ_q,g Q dS -> [hd, L_k, nkv, B]
         auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, t->ne[2], T_); };
         ggml_tensor * dqr = unheads(dQ);
-        ggml_tensor * dkr = unheads(reduce_kv(dK));
-        ggml_tensor * dv3 = unheads(reduce_kv(dV));
+        ggml_tensor * dkr = unheads(dK);
+        ggml_tensor * dv3 = unheads(dV);
         ggml_tensor * dq3 = rope_back(dqr);
         ggml_tensor * dk3 = rope_back(dkr);
         done("attn");
@@ -272,7 +281,7 @@ private:
     // softmax(K Q / sqrt(hd) + causal mask) per head and sequence: [L_k, L_q, nh, B].
     // Grouped-query attention needs no copies of K and V per query head: mul_mat and out_prod
     // broadcast their first operand's heads, query head h reading K/V head h / (n_head / n_head_kv)
-    // as the models do. Only dK and dV, made per query head, are summed over each group (reduce_kv).
+    // as the models do (the backward pass sums dK and dV over each group: layer_backward).
     ggml_tensor * attention_probs(ggml_tensor * qr, ggml_tensor * kr) {
         ggml_tensor * Q = ggml_permute(ctx_, heads4(qr, c_.n_head), 0, 2, 1, 3);    // [hd, L, nh, B]
         ggml_tensor * K = ggml_permute(ctx_, heads4(kr, c_.n_head_kv), 0, 2, 1, 3); // [hd, L, nkv, B]
@@ -380,21 +389,6 @@ private:
     }
 
     ggml_tensor * heads4(ggml_tensor * t, int64_t heads) { return ggml_reshape_4d(ctx_, t, c_.head_dim, heads, L_, B_); }
-
-    // dK or dV per query head, [hd, L, n_head, B], summed over each group of query heads that
-    // shares a K/V head (head h uses h / (n_head / n_head_kv)): [hd, L, n_head_kv, B]. Summed in
-    // head layout, so only the n_head_kv-wide result is permuted back to tokens. Strided views
-    // rather than REPEAT_BACK: CUDA's REPEAT_BACK takes at most 32,768 (kv head, token) pairs.
-    ggml_tensor * reduce_kv(ggml_tensor * d) {
-        const int64_t grp = c_.n_head / c_.n_head_kv;
-        if (grp == 1) return d;
-        ggml_tensor * s = nullptr;
-        for (int64_t g = 0; g < grp; ++g) {
-            ggml_tensor * part = ggml_view_4d(ctx_, d, d->ne[0], d->ne[1], c_.n_head_kv, d->ne[3], d->nb[1], grp * d->nb[2], d->nb[3], (size_t) g * d->nb[2]);
-            s = s ? ggml_add(ctx_, s, part) : ggml_cont(ctx_, part);
-        }
-        return s;
-    }
 
     ggml_tensor * row_view(ggml_tensor * v, int64_t c0, int64_t n) {
         return ggml_view_2d(ctx_, v, 1, n, sizeof(float), (size_t) c0 * sizeof(float));
