@@ -48,6 +48,24 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
   assert.equal(ug.results[0].sameGreedyTokens, 3);
 });
 
+test('bench --train-census counts the planned step, and --train-merge-adapter times the merged one', async () => {
+  const model = join(dir, 'tiny-census.gguf');
+  await makeTinyModel({ out: model, arch: 'qwen2' });
+  const r = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census', '--train-merge-adapter', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const t = JSON.parse(r.stdout)['lora-training-step'].data;
+  assert.equal(t.mergeAdapter, true);
+  const ops = t.census.ops as { role: string; count: number; bytes: number; flops: number }[];
+  assert.ok(ops.length > 0 && t.census.bytes > 0 && t.census.flops > 0, JSON.stringify(t.census).slice(0, 200));
+  assert.equal(t.census.count, ops.reduce((a, o) => a + o.count, 0));
+  assert.ok(Math.abs(t.census.bytes - ops.reduce((a, o) => a + o.bytes, 0)) <= 1e-9 * t.census.bytes);
+  assert.ok(ops.some((o) => o.role === 'bwd.lora'), 'roles named');
+  const text = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census']);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /planned work: [\d,]+ ops, [\d.]+ MB read and written, [\d.]+ GFLOP in products; most bytes by op kind:/);
+  assert.match(text.stdout, /most bytes by role:\n {4}\S+/);
+});
+
 test('bench rejects bad flags and missing models with one line', () => {
   const bad = run(['bench', '--model', join(dir, 'nope.gguf'), '--parallel', '0']);
   assert.notEqual(bad.status, 0);
