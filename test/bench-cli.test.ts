@@ -60,8 +60,10 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.equal(t.census.count, ops.reduce((a, o) => a + o.count, 0));
   assert.ok(Math.abs(t.census.bytes - ops.reduce((a, o) => a + o.bytes, 0)) <= 1e-9 * t.census.bytes);
   assert.ok(ops.some((o) => o.role === 'bwd.lora'), 'roles named');
-  const text = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census']);
+  const text = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census', '--train-profile']);
   assert.equal(text.status, 0, text.stderr);
+  // Profiled and counted: each role's time beside its planned bytes.
+  assert.match(text.stdout, /the same roles against the planned work[^\n]*\n {4}\S+ +[\d.]+ ms +[\d.]+ [MG]B {2}\d+ GB\/s/);
   assert.match(text.stdout, /planned work: [\d,]+ ops, [\d.]+ MB read and written, [\d.]+ GFLOP in products; most bytes by op kind:/);
   assert.match(text.stdout, /most bytes by role:\n {4}\S+/);
 });

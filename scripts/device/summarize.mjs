@@ -75,6 +75,18 @@ for (const [f, report] of trainRows) {
     };
     out.push(`  profiled step ${fix(t.profile.stepMs)} ms, by op: ${top((o) => o.op)}`);
     if (t.profile.ops.some((o) => o.role)) out.push(`  by role: ${top((o) => o.role)}`);
+    // Bytes the census planned for a role over the ms the profile timed it: how far each role is
+    // from the memory bandwidth (or, for products, from the GEMM rate).
+    if (t.census?.ops) {
+      const sum = (ops, f) => {
+        const by = new Map();
+        for (const o of ops) by.set(o.role, (by.get(o.role) ?? 0) + f(o));
+        return by;
+      };
+      const ms = sum(t.profile.ops, (o) => o.ms), bytes = sum(t.census.ops, (o) => o.bytes), flops = sum(t.census.ops, (o) => o.flops);
+      const rows = [...ms].filter(([r]) => bytes.has(r)).sort((a, b) => b[1] - a[1]).slice(0, 10);
+      out.push(`  GB/s by role: ${rows.map(([r, m]) => `${r} ${fix(bytes.get(r) / 1e6 / m)}${flops.get(r) ? ` (${fix(flops.get(r) / 1e9 / m, 1)} TFLOP/s)` : ''}`).join(', ')}`);
+    }
   }
 }
 console.log(out.length ? out.join('\n') : `no bench results in ${dir}`);

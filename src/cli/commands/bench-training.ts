@@ -46,6 +46,19 @@ const censusLines = (groups: CensusGroup[], total: number) =>
     .slice(0, 12)
     .map((g) => `  ${g.name.padEnd(28)} ${String(g.count).padStart(6)} x ${bytesText(g.bytes).padStart(10)} ${((100 * g.bytes) / total).toFixed(1).padStart(5)}%${g.flops ? `  ${flopsText(g.flops)}` : ''}`);
 
+/** Per role, slowest first: profiled ms beside the census's bytes and FLOPs for it. */
+function rateLines(profiled: OpTime[], census: OpCensus[]): string[] {
+  const work = new Map(groupCensus(census, (o) => o.role).map((g) => [g.name, g]));
+  return groupOps(profiled, (o) => o.role)
+    .slice(0, 12)
+    .map((g) => {
+      const w = work.get(g.name);
+      const gbs = w && g.ms > 0 ? `${(w.bytes / 1e6 / g.ms).toFixed(0)} GB/s` : '-';
+      const tfs = w?.flops && g.ms > 0 ? `, ${(w.flops / 1e9 / g.ms).toFixed(1)} TFLOP/s` : '';
+      return `  ${g.name.padEnd(28)} ${g.ms.toFixed(1).padStart(9)} ms ${(w ? bytesText(w.bytes) : '-').padStart(10)}  ${gbs}${tfs}`;
+    });
+}
+
 const profileLines = (groups: { name: string; count: number; ms: number }[], total: number) =>
   groups.slice(0, 12).map((g) => `  ${g.name.padEnd(28)} ${String(g.count).padStart(6)} x ${g.ms.toFixed(1).padStart(9)} ms  ${((100 * g.ms) / total).toFixed(1).padStart(5)}%`);
 
@@ -127,6 +140,9 @@ export const trainingSection: BenchSection = {
                 ...profileLines(groupOps(profiled, (o) => o.op), profiledMs),
                 'slowest roles (phase.part: fwd forward, re recomputed, bwd backward; see OpTime.role):',
                 ...profileLines(groupOps(profiled, (o) => o.role), profiledMs),
+                ...(plan.census
+                  ? ['the same roles against the planned work (bytes and FLOPs over profiled time; far below the memory bandwidth: launch-bound or a slow kernel):', ...rateLines(profiled, plan.census)]
+                  : []),
               ]
             : []),
         ],
