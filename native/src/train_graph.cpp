@@ -297,7 +297,8 @@ private:
         return ggml_rms_norm_back(ctx_, ggml_mul(ctx_, dy, weight), x, c_.rms_eps);
     }
 
-    // Same op order as transformer.cpp's project(), so both graphs give the same numbers.
+    // Unmerged, the same op order as transformer.cpp's project(), so both graphs give the same
+    // numbers; merged (GraphOptions::merge_adapter), the same up to the merged weight's rounding.
     Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
         Proj r;
         if (merged && p) {
@@ -329,7 +330,7 @@ private:
         return ggml_cast(ctx_, ggml_transpose(ctx_, deq), transposed_type(W));
     }
 
-    // s B A laid out as W ([n_in, n_out]), or as Wᵀ when `transposed`; s goes on A, the small side.
+    // s B A laid out as W ([n_in, n_out]), or as Wᵀ with `transposed_layout`; s goes on A, the small side.
     // s Aᵀ is made once per graph and shared by the forward, recomputed and backward merges.
     ggml_tensor * lora_delta(const LoraPair * p, bool transposed_layout) {
         ggml_tensor *& At = scaled_at_[p];
