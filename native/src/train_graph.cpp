@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <string>
@@ -141,18 +142,17 @@ public:
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
 
         // MLP: out = x2 + W_down (silu(gate) * up)
-        ggml_tensor * d_act = proj_back(l.w_down, a.act, a.d, pair(il, LoraTarget::Down), dout);
+        ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}});
         ggml_tensor * d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
         ggml_tensor * d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
         done("mlp");
-        ggml_tensor * dh2 = proj_back(l.w_gate, a.h2, a.g, pair(il, LoraTarget::Gate), d_gate);
-        dh2 = ggml_add(ctx_, dh2, proj_back(l.w_up, a.h2, a.u, pair(il, LoraTarget::Up), d_up));
+        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up}});
         done("W");
         ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
         done("norm");
 
         // Attention: x2 = x + W_o attn
-        ggml_tensor * d_attn = proj_back(l.wo, a.attn, a.o, pair(il, LoraTarget::O), dx2);
+        ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}});
         done("W");
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
         ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.v3, nkv), 0, 2, 1, 3);                         // [hd, L, nkv, B]
@@ -191,9 +191,7 @@ public:
         ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
         ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
         ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
-        ggml_tensor * dh1 = proj_back(l.wq, a.h1, a.q, pair(il, LoraTarget::Q), dq);
-        dh1 = ggml_add(ctx_, dh1, proj_back(l.wk, a.h1, a.k, pair(il, LoraTarget::K), dk));
-        dh1 = ggml_add(ctx_, dh1, proj_back(l.wv, a.h1, a.v, pair(il, LoraTarget::V), dv));
+        ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}});
         done("W");
         ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
         done("norm");
@@ -302,7 +300,7 @@ private:
     Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
         Proj r;
         if (merged && p) {
-            // r.a stays empty: the backward pass makes s A x itself (proj_back).
+            // r.a stays empty: the backward pass makes s A x itself (projs_back).
             ggml_tensor * Wm = merged_weight(W, lora_delta(p, false));
             done("lora");
             r.y = ggml_mul_mat(ctx_, Wm, x);
@@ -347,30 +345,61 @@ private:
         return ggml_cast(ctx_, ggml_add(ctx_, w32, delta), bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16);
     }
 
-    // Backward of y = W x + B (s A x) (+ bias): returns dx, accumulates dA and dB.
-    ggml_tensor * proj_back(ggml_tensor * W, ggml_tensor * x, const Proj & p, const LoraPair * pr, ggml_tensor * dy) {
-        done("W"); // what the caller made before (its adds of earlier dx)
-        ggml_tensor * Wt = frozen_t(W);
-        done("Wt");
-        const bool merge = merged && pr;
-        if (merge) {
-            // dx = (W + s B A)ᵀ dy in one product, so no n_in x tokens LoRA term to add.
-            Wt = merged_weight(Wt, lora_delta(pr, true));
-            done("lora");
+    // One projection y = W x + B (s A x) (+ bias) to take back through: its output gradient dy.
+    struct Back {
+        ggml_tensor * W;
+        const Proj & p;
+        const LoraPair * pr;
+        ggml_tensor * dy;
+    };
+
+    // Backward of projections that read the same x (q, k and v; gate and up): returns dx,
+    // accumulates each adapter's dA and dB. Their adapters' A are stacked, so x is read once for
+    // all of them where the adapter's input product (s A x) or dA needs it, and without merging
+    // their dx terms come from one product (Σ Aᵢᵀ daᵢ) instead of one product and one add each.
+    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs) {
+        done("W"); // what the caller made before
+        const float s = lora_.scale;
+        ggml_tensor * dx = nullptr;
+        std::vector<const Back *> adapted;
+        for (const Back & b : projs) {
+            ggml_tensor * Wt = frozen_t(b.W);
+            done("Wt");
+            if (merged && b.pr) {
+                // dx = (W + s B A)ᵀ dy in one product, so no n_in x tokens adapter term to add.
+                Wt = merged_weight(Wt, lora_delta(b.pr, true));
+                done("lora");
+            }
+            ggml_tensor * d = ggml_mul_mat(ctx_, Wt, b.dy);
+            dx = dx ? ggml_add(ctx_, dx, d) : d;
+            done("W");
+            if (b.pr) adapted.push_back(&b);
         }
-        ggml_tensor * dx = ggml_mul_mat(ctx_, Wt, dy);
-        done("W");
-        if (pr) {
-            const float s = lora_.scale;
-            ggml_tensor * a = p.a ? p.a : ggml_scale(ctx_, ggml_mul_mat(ctx_, pr->a, x), s);
-            ggml_tensor * dB = ggml_out_prod(ctx_, a, dy);                                                               // [r, n_out]
-            ggml_tensor * da = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->b)), dy), s); // [r, T]
-            ggml_tensor * dA = ggml_out_prod(ctx_, x, da);                                                              // [n_in, r]
-            if (!merge) dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, pr->a)), da));
-            accumulate(pr->a, dA);
-            accumulate(pr->b, dB);
-            done("lora");
+        if (adapted.empty()) return dx;
+
+        const int64_t r = adapted[0]->pr->a->ne[1];
+        ggml_tensor * A = nullptr; // [n_in, r * adapters]
+        for (const Back * b : adapted) A = A ? ggml_concat(ctx_, A, b->pr->a, 1) : b->pr->a;
+        // s A x, each adapter's rows of it (kept from the forward pass unless merged).
+        ggml_tensor * ax = nullptr;
+        const auto a_of = [&](size_t i) {
+            if (adapted[i]->p.a) return adapted[i]->p.a;
+            if (!ax) ax = ggml_scale(ctx_, ggml_mul_mat(ctx_, A, x), s);
+            return ggml_view_2d(ctx_, ax, r, ax->ne[1], ax->nb[1], (size_t) i * r * ax->nb[0]);
+        };
+        ggml_tensor * da = nullptr; // [r * adapters, T]
+        for (size_t i = 0; i < adapted.size(); ++i) {
+            const Back & b = *adapted[i];
+            accumulate(b.pr->b, ggml_out_prod(ctx_, a_of(i), b.dy)); // dB: [r, n_out]
+            ggml_tensor * dai = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b.pr->b)), b.dy), s);
+            da = da ? ggml_concat(ctx_, da, dai, 0) : dai;
         }
+        ggml_tensor * dA = ggml_out_prod(ctx_, x, da); // [n_in, r * adapters]
+        for (size_t i = 0; i < adapted.size(); ++i) {
+            accumulate(adapted[i]->pr->a, ggml_view_2d(ctx_, dA, dA->ne[0], r, dA->nb[1], (size_t) i * r * dA->nb[1]));
+        }
+        if (!merged) dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, A)), da));
+        done("lora");
         return dx;
     }
 
