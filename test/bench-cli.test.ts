@@ -66,6 +66,15 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.match(text.stdout, /the same roles against the planned work[^\n]*\n {4}\S+ +[\d.]+ ms +[\d.]+ [MG]B {2}\d+ GB\/s/);
   assert.match(text.stdout, /planned work: [\d,]+ ops, [\d.]+ MB read and written, [\d.]+ GFLOP in products; most bytes by op kind:/);
   assert.match(text.stdout, /most bytes by role:\n {4}\S+/);
+  // --train-steps 0 plans and counts without running a step: the same census.
+  const planned = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-merge-adapter', '--json']);
+  assert.equal(planned.status, 0, planned.stderr);
+  const p = JSON.parse(planned.stdout)['lora-training-step'].data;
+  assert.equal(p.steps, 0);
+  assert.equal(p.tokPerSec, undefined);
+  assert.deepEqual([p.census.bytes, p.census.count, p.plannedComputeBytes], [t.census.bytes, t.census.count, t.plannedComputeBytes]);
+  const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
+  assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });
 
 test('bench rejects bad flags and missing models with one line', () => {

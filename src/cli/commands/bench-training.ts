@@ -96,7 +96,42 @@ export const trainingSection: BenchSection = {
         census: args['train-census'],
       });
       const census = plan.census ? censusTotals(plan.census) : undefined;
+      const censusNotes = census
+        ? [
+            `planned work: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
+            ...censusLines(groupCensus(plan.census!, (o) => o.op), census.bytes),
+            'most bytes by role:',
+            ...censusLines(groupCensus(plan.census!, (o) => o.role), census.bytes),
+          ]
+        : [];
       const keptLayers = args['train-recompute'] ? plan.keptLayers : model.info.nLayer;
+      if (args['train-steps'] === 0) {
+        // Planned only: the shape's memory and (with --train-census) its work, on any machine.
+        return {
+          title,
+          headers: ['workload', 'tok/s', 'planned compute buffer'],
+          rows: [[`${B} x ${L} tokens`, 'not run (--train-steps 0)', `${mib(plan.deviceBytes)} MiB`]],
+          notes: [
+            `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
+              args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
+            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}`,
+            ...censusNotes,
+          ],
+          data: {
+            batch: B,
+            len: L,
+            steps: 0,
+            recompute: args['train-recompute'],
+            keptLayers,
+            microBatches: plan.microBatches,
+            plannedComputeBytes: plan.deviceBytes,
+            chunkRows: args['train-chunk-rows'],
+            transposedWeightsBytes: tr.info.transposedWeightsBytes,
+            mergeAdapter: args['train-merge-adapter'],
+            ...(census && { census: { ...census, ops: plan.census } }),
+          },
+        };
+      }
       const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
       const first = await tr.step(batch, opts);
       const t0 = performance.now();
@@ -126,14 +161,7 @@ export const trainingSection: BenchSection = {
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
-          ...(census
-            ? [
-                `planned work: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
-                ...censusLines(groupCensus(plan.census!, (o) => o.op), census.bytes),
-                'most bytes by role:',
-                ...censusLines(groupCensus(plan.census!, (o) => o.role), census.bytes),
-              ]
-            : []),
+          ...censusNotes,
           ...(profile
             ? [
                 `profiled step: ${profile.ms.toFixed(0)} ms, ${profiledMs.toFixed(0)} ms in ops, each run and waited on alone; slowest op kinds:`,

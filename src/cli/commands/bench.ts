@@ -235,7 +235,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
       .option('train-batch', { type: 'number', default: 16, describe: 'sequences per training step' })
       .option('train-len', { type: 'number', default: 512, describe: 'tokens per training sequence' })
-      .option('train-steps', { type: 'number', default: 2, describe: 'timed training steps (after one warm-up step)' })
+      .option('train-steps', {
+        type: 'number',
+        default: 2,
+        describe: 'timed training steps (after one warm-up step); 0 plans the step and runs none: its compute buffer and, with --train-census, its work, on any machine',
+      })
       .option('train-recompute', {
         type: 'boolean',
         default: true,
@@ -281,11 +285,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const mode = { json: a.json };
-    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['train-steps', a['train-steps']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
+    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
-    for (const [flag, v] of [['threads', a.threads], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
+    for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
     }
     const model = await Model.load(a.model, { device: a.device, threads: a.threads });
