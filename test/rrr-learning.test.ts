@@ -116,7 +116,7 @@ test('unknown task and a run folder in use are refused', () => {
   assert.match(none.err, /run\.json: not found, nothing to resume/);
 });
 
-test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; --merge-adapter; bad values are refused', () => {
+test('--train-memory-gib splits steps into micro-batches and keeps the layers that fit; --merge-adapter; --lora-dropout; bad values are refused', () => {
   type Row = { microBatches: number; keptLayers: number; trainComputeBytes: number; loss: number; gradNorm: number; rewardMean: number };
   const firstStep = (out: string, ...flags: string[]): Row => {
     const r = cli('train', '--out', out, '--steps', '1', ...flags);
@@ -131,6 +131,10 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   const merged = firstStep(join(testDir(), 'memory-run-merged'), '--train-memory-gib', '2', '--kept-layers', '0', '--merge-adapter');
   assert.deepEqual([merged.rewardMean, merged.loss, merged.gradNorm], [whole.rewardMean, whole.loss, whole.gradNorm]);
   assert.notEqual(merged.trainComputeBytes, whole.trainComputeBytes, 'the merged graph ran');
+  // LoRA dropout: with B = 0 the forward pass is the same, s·A·x and so dB are not.
+  const dropped = firstStep(join(testDir(), 'memory-run-dropout'), '--train-memory-gib', '2', '--kept-layers', '0', '--lora-dropout', '0.3');
+  assert.deepEqual([dropped.rewardMean, dropped.loss], [whole.rewardMean, whole.loss]);
+  assert.notEqual(dropped.gradNorm, whole.gradNorm, 'dropout reached the step');
   // A little less than that: the same first step (same seed) splits, and stays within it.
   const budget = whole.trainComputeBytes - 4096;
   const tight = join(testDir(), 'memory-run');
@@ -149,10 +153,14 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   for (const [flag, v, msg] of [
     ['--kept-layers', 'many', /--kept-layers: expected a whole number or auto, got 'many'/],
     ['--train-memory-gib', '0', /--train-memory-gib: expected a positive number of GiB, got 0/],
+    ['--lora-dropout', '1', /--lora-dropout: expected a number in \[0, 1\), got 1/],
   ] as const) {
     const b = cli('train', flag, v, '--out', join(testDir(), 'memory-run-bad'));
     assert.equal(b.code, 1);
     assert.match(b.err, msg);
   }
+  const both = cli('train', '--merge-adapter', '--lora-dropout', '0.1', '--out', join(testDir(), 'memory-run-bad'));
+  assert.equal(both.code, 1);
+  assert.match(both.err, /--merge-adapter: cannot merge an adapter trained with dropout \(--lora-dropout 0\.1\)/);
   assert.ok(!existsSync(join(testDir(), 'memory-run-bad')), 'a refused start leaves no run folder');
 });

@@ -295,6 +295,41 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
+    const { model } = await tinyModel('grad-dropout');
+    const lora = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const tr = await Trainer.create(model, { ...lora, dropout: 0.3 }, { lr: 1e-3 });
+    assert.ok(Math.abs(tr.info.dropout - 0.3) < 1e-6, `dropout ${tr.info.dropout}`);
+    randomizeB(tr, 0.3);
+    // evaluate() runs with the masks gradients() used: the loss they differentiate.
+    await checkGradients(tr, mixedBatch(), { logitsChunkRows: 4, microBatchTokens: 14 });
+    // A token's masks follow its sequence and position: recomputed, kept or not, whole or split.
+    const ref = await tr.gradients(mixedBatch(), { beta: 0.1 });
+    for (const extra of [{ recompute: false }, { keptLayers: 1 }, { microBatchTokens: 14 }]) {
+      const g = await tr.gradients(mixedBatch(), { beta: 0.1, ...extra });
+      for (const [k, v] of Object.entries(ref.grads)) {
+        const w = g.grads[k]!;
+        for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(3e-6, 1e-4) * (1 + Math.abs(v[i]!)), `${JSON.stringify(extra)} ${k}[${i}]`);
+      }
+    }
+    // The same adapter without dropout: another gradient, and the same log-probs (none there).
+    const plain = await Trainer.create(model, lora, { lr: 1e-3 });
+    for (const [k, v] of Object.entries(tr.params())) plain.setParam(k, v);
+    const relDiff = (a: Record<string, Float32Array>, b: Record<string, Float32Array>) => Math.sqrt(dot(shifted(a, b, -1), shifted(a, b, -1)) / dot(a, a));
+    const noDrop = await plain.gradients(mixedBatch(), { beta: 0.1 });
+    assert.ok(relDiff(ref.grads, noDrop.grads) > 0.05, `dropout changed the gradient by ${relDiff(ref.grads, noDrop.grads)}`);
+    assert.deepEqual(await tr.logprobs(mixedBatch().map((q) => q.tokens)), await plain.logprobs(mixedBatch().map((q) => q.tokens)));
+    // A step (lr 0: the parameters stay) draws new masks.
+    await tr.step(mixedBatch(), { lr: 0 });
+    const next = await tr.gradients(mixedBatch(), { beta: 0.1 });
+    assert.ok(relDiff(ref.grads, next.grads) > 0.05, `new masks changed the gradient by ${relDiff(ref.grads, next.grads)}`);
+    await assert.rejects(tr.gradients(mixedBatch(), { mergeAdapter: true }), /mergeAdapter cannot merge an adapter trained with dropout/);
+    await assert.rejects(Trainer.create(model, { ...lora, dropout: 1 }, { lr: 1e-3 }), /LoRA dropout: expected a number in \[0, 1\), got 1/);
+    plain.dispose();
+    tr.dispose();
+    model.dispose();
+  });
+
   test('activation recomputation does not change the gradients', async () => {
     const { model } = await tinyModel('grad-recompute');
     const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });

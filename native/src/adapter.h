@@ -16,6 +16,9 @@ struct AdapterSpec {
     float alpha = 16.0f;
     std::array<bool, kLoraTargets> targets{};
     uint64_t seed = 1;
+    // LoRA dropout in training passes (train_graph.h: GraphOptions::dropout); not part of the
+    // adapter file, which holds what inference needs.
+    float dropout = 0.0f;
 };
 
 // Parses "q", "k", ..., "down"; throws rrr::Error naming `what` for anything else.

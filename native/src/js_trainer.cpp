@@ -160,6 +160,8 @@ AdapterSpec spec_from_js(const Napi::Value & v) {
     s.rank = int_opt(o, "rank", s.rank);
     s.alpha = (float) num_opt(o, "alpha", s.alpha);
     s.seed = (uint64_t) int_opt(o, "seed", (int64_t) s.seed);
+    s.dropout = (float) num_opt(o, "dropout", 0.0);
+    if (!(s.dropout >= 0.0f && s.dropout < 1.0f)) throw Napi::RangeError::New(env, "LoRA dropout: must be a number in [0, 1)");
     Napi::Value t = o.Get("targets");
     if (!t.IsArray()) throw Napi::TypeError::New(env, "--lora-targets: targets must be an array like ['q', 'v']");
     Napi::Array arr = t.As<Napi::Array>();
@@ -249,6 +251,7 @@ private:
         Napi::Object o = Napi::Object::New(env);
         o.Set("rank", (double) s.rank);
         o.Set("alpha", s.alpha);
+        o.Set("dropout", s.dropout);
         Napi::Array targets = Napi::Array::New(env);
         for (size_t i = 0; i < kLoraTargets; ++i) {
             if (s.targets[i]) targets.Set(targets.Length(), lora_target_name((LoraTarget) i));

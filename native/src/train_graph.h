@@ -60,6 +60,12 @@ struct GraphOptions {
     // once a micro-batch has more tokens than about n_in n_out / (n_in + n_out). The merged
     // weight is rounded to the weight's type (f16 for quantized bases).
     bool merge_adapter = false;
+    // LoRA dropout (PEFT's lora_dropout): each adapter reads its input with a share `dropout` of
+    // the values zeroed and the rest scaled by 1 / (1 - dropout). The masks are a function of
+    // dropout_seed, the layer and projection, the sequence's index in the step's batch and the
+    // position, so recomputation, kept layers and any split into micro-batches see the same ones.
+    float dropout = 0.0f;
+    uint64_t dropout_seed = 0;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -145,6 +145,9 @@ size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->byt
 GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     GraphOptions g = asked;
     g.transposed = transposed_.get();
+    // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
+    g.dropout = adapter_->spec().dropout;
+    g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;
     // On a GPU, LM-head chunks of ~1,000 rows at a 152k vocabulary (~640 MB of f32 logits):
     // measured on an H100 at 16 x 512 tokens, 1,024-row chunks ran 2% faster than the default
     // ~220 and kept the graph in one piece where 38 chunks' inputs made the scheduler cut it in 4.
@@ -396,7 +399,8 @@ std::vector<std::vector<float>> Trainer::logprobs(const std::vector<std::vector<
     std::vector<std::vector<float>> out(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) out[i].assign(seqs[i].size(), 0.0f);
     if (p.n == 0) return out;
-    const GraphOptions g = graph_options(st.graph);
+    GraphOptions g = graph_options(st.graph);
+    g.dropout = 0.0f; // log-probs of the model as it is, as generation sees it
     ggml_backend_sched_t sched = sched_for(p.mbs, g);
     const LoraView view = with_adapter ? adapter_->view() : LoraView{};
     for (const MicroBatch & mb : p.mbs) {

@@ -19,6 +19,8 @@ import type { LoraConfig, LoraTarget, MemoryPlan, OptimizerConfig, PlanOptions, 
 export interface TrainerInfo {
   rank: number;
   alpha: number;
+  /** LoraConfig.dropout (0 for a trainer made from an adapter file). */
+  dropout: number;
   targets: LoraTarget[];
   /** Trainable parameters (elements of all A and B tensors). */
   nParams: number;
@@ -96,7 +98,9 @@ export class Trainer {
 
   /** A new adapter (A random, B zero: the model's outputs are unchanged until the first step). */
   static async create(model: Model, lora: LoraConfig, optimizer: OptimizerConfig, options: TrainerOptions = {}): Promise<Trainer> {
-    const spec = { rank: lora.rank, alpha: lora.alpha, targets: lora.targets ?? DEFAULT_TARGETS, seed: lora.seed ?? 1 };
+    const dropout = lora.dropout ?? 0;
+    if (!(Number.isFinite(dropout) && dropout >= 0 && dropout < 1)) throw new RrrError(`LoRA dropout: expected a number in [0, 1), got ${lora.dropout}`);
+    const spec = { rank: lora.rank, alpha: lora.alpha, targets: lora.targets ?? DEFAULT_TARGETS, seed: lora.seed ?? 1, dropout };
     return new Trainer(model, await call(() => addon().NativeTrainer.create(model.rawModel, spec, optimizerSpec(optimizer), options)));
   }
 

@@ -210,6 +210,14 @@ export interface LoraConfig {
   targets: LoraTarget[];
   /** Seed of A's random init (B starts at zero, so a new adapter leaves the model unchanged). */
   seed?: number;
+  /**
+   * LoRA dropout (PEFT's lora_dropout), in [0, 1); default 0, off. In the passes of step(),
+   * gradients() and evaluate(), each adapter reads its input with this share of the values
+   * zeroed and the rest scaled by 1 / (1 − dropout); logprobs() and generation see no dropout.
+   * Masks change with every optimizer step and do not depend on how a batch is split into
+   * micro-batches. Not stored in the adapter file; mergeAdapter cannot be combined with it.
+   */
+  dropout?: number;
 }
 
 /** How a Trainer keeps the model's frozen weights for the backward pass. */

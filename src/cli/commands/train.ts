@@ -58,6 +58,7 @@ interface Args {
   'train-memory-gib'?: number;
   'kept-layers': string;
   'merge-adapter': boolean;
+  'lora-dropout': number;
 }
 
 /** Everything that defines a run; stored in run.json so --resume continues the same run. */
@@ -70,7 +71,8 @@ interface RunConfig extends LoopSettings {
   generate?: number;
   limit?: number;
   ctx: number;
-  lora: { rank: number; alpha: number; targets: LoraTarget[] };
+  /** dropout: absent in runs made before --lora-dropout, which trained without it. */
+  lora: { rank: number; alpha: number; targets: LoraTarget[]; dropout?: number };
 }
 
 function parseTargets(s: string): LoraTarget[] {
@@ -127,7 +129,7 @@ function buildConfig(a: Args, model: string): RunConfig {
     maxReflectionTokens: positive('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
     maxAnswerTokens: positive('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
     ctx: positive('--ctx', a.ctx, 16),
-    lora: { rank: positive('--rank', a.rank), alpha: a.alpha ?? 2 * a.rank, targets: parseTargets(a.targets) },
+    lora: { rank: positive('--rank', a.rank), alpha: a.alpha ?? 2 * a.rank, targets: parseTargets(a.targets), dropout: loraDropout(a['lora-dropout']) },
     grpo,
   };
 }
@@ -142,6 +144,11 @@ function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; m
   const k = a['kept-layers'].trim();
   if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
   return { ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }), kept: k === 'auto' ? 'auto' : Number(k), merge: a['merge-adapter'] };
+}
+
+function loraDropout(p: number): number {
+  if (!(Number.isFinite(p) && p >= 0 && p < 1)) throw new RrrError(`--lora-dropout: expected a number in [0, 1), got ${p}`);
+  return p;
 }
 
 function failureKey(c: RunConfig): string {
@@ -177,6 +184,11 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('weight-decay', { type: 'number', describe: 'AdamW weight decay (default 0)' })
       .option('rank', { type: 'number', default: 16, describe: 'LoRA rank' })
       .option('alpha', { type: 'number', describe: 'LoRA alpha (default 2 × rank)' })
+      .option('lora-dropout', {
+        type: 'number',
+        default: 0,
+        describe: "LoRA dropout in [0, 1): the share of each adapter's inputs zeroed in training steps (new masks every step; generation and evaluation see none)",
+      })
       .option('targets', { type: 'string', default: ALL_TARGETS.join(','), describe: 'projections that get LoRA: comma list of q,k,v,o,gate,up,down' })
       .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection in tokens (default 128; 2 for the embedded tiny model)' })
       .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry in tokens (default 256; 10 for the embedded tiny model)' })
@@ -226,6 +238,9 @@ export const trainCommand: CommandModule<object, Args> = {
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
+    if (execution.merge && (cfg.lora.dropout ?? 0) > 0) {
+      throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
+    }
     const task = taskFor(cfg.task);
     const data = await loadItems(task, { data: cfg.data, generate: cfg.generate, limit: cfg.limit, seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
@@ -239,7 +254,7 @@ export const trainCommand: CommandModule<object, Args> = {
     const trainer = await Trainer.create(model, { ...cfg.lora, seed: cfg.seed }, { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm });
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
-        `LoRA r=${cfg.lora.rank} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
+        `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : ''),
     );
     const policy = new EnginePolicy(model, generator);
