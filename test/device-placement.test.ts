@@ -89,6 +89,15 @@ for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
       assert.ok(Number.isFinite(merged.loss) && merged.gradNorm > 0, JSON.stringify(merged));
       onDevice(`${type}: training step with the adapter merged`, merged);
       onDevice(`${type}: log-prob pass with the adapter merged`, await tr.evaluate(batch, { mergeAdapter: true }));
+      // LoRA dropout draws its masks in the graph (OUT_PROD, SIN, STEP).
+      const dropped = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1, dropout: 0.1 }, { lr: 1e-3 });
+      try {
+        const d = await dropped.step(batch, { lr: 1e-3 });
+        assert.ok(Number.isFinite(d.loss) && d.gradNorm > 0, JSON.stringify(d));
+        onDevice(`${type}: training step with LoRA dropout`, d);
+      } finally {
+        dropped.dispose();
+      }
     } finally {
       tr.dispose();
       model.dispose();
