@@ -397,7 +397,6 @@ private:
     // their dx terms come from one product (Σ Aᵢᵀ daᵢ) instead of one product and one add each.
     ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs) {
         done("W"); // what the caller made before
-        const float s = lora_.scale;
         ggml_tensor * dx = nullptr;
         std::vector<const Back *> adapted;
         for (const Back & b : projs) {
@@ -419,7 +418,7 @@ private:
             for (const Back * b : adapted) {
                 const Dropped xd = dropped(x, b->pr);
                 accumulate(b->pr->b, ggml_out_prod(ctx_, b->p.a, b->dy));
-                ggml_tensor * da = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b->pr->b)), b->dy), train_scale());
+                ggml_tensor * da = adapter_da(*b);
                 accumulate(b->pr->a, ggml_out_prod(ctx_, xd.x, da));
                 dx = ggml_add(ctx_, dx, ggml_mul(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b->pr->a)), da), xd.mask));
             }
@@ -434,14 +433,14 @@ private:
         ggml_tensor * ax = nullptr;
         const auto a_of = [&](size_t i) {
             if (adapted[i]->p.a) return adapted[i]->p.a;
-            if (!ax) ax = ggml_scale(ctx_, ggml_mul_mat(ctx_, A, x), s);
+            if (!ax) ax = ggml_scale(ctx_, ggml_mul_mat(ctx_, A, x), train_scale());
             return ggml_view_2d(ctx_, ax, r, ax->ne[1], ax->nb[1], (size_t) i * r * ax->nb[0]);
         };
         ggml_tensor * da = nullptr; // [r * adapters, T]
         for (size_t i = 0; i < adapted.size(); ++i) {
             const Back & b = *adapted[i];
             accumulate(b.pr->b, ggml_out_prod(ctx_, a_of(i), b.dy)); // dB: [r, n_out]
-            ggml_tensor * dai = ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b.pr->b)), b.dy), s);
+            ggml_tensor * dai = adapter_da(b);
             da = da ? ggml_concat(ctx_, da, dai, 0) : dai;
         }
         ggml_tensor * dA = ggml_out_prod(ctx_, x, da); // [n_in, r * adapters]
@@ -451,6 +450,11 @@ private:
         if (!merged) dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, A)), da));
         done("lora");
         return dx;
+    }
+
+    // dL/d(s A x) of one projection's adapter: s Bᵀ dy, [r, T].
+    ggml_tensor * adapter_da(const Back & b) {
+        return ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b.pr->b)), b.dy), train_scale());
     }
 
     void accumulate(const ggml_tensor * param, ggml_tensor * d) {
