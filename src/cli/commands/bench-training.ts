@@ -8,33 +8,26 @@ import type { BenchReport, BenchSection } from './bench.js';
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(0);
 
-/** Sums a profile's (op, role) entries by `key`, slowest first. */
-function groupOps(ops: OpTime[], key: (o: OpTime) => string): { name: string; count: number; ms: number }[] {
-  const by = new Map<string, { name: string; count: number; ms: number }>();
-  for (const o of ops) {
-    const k = key(o);
-    const g = by.get(k) ?? { name: k, count: 0, ms: 0 };
-    g.count += o.count;
-    g.ms += o.ms;
-    by.set(k, g);
+/** Sums the numeric `fields` of the entries that share key(entry), one group per key. */
+function sumBy<T extends Record<F, number>, F extends string>(items: T[], key: (t: T) => string, fields: readonly F[]): ({ name: string } & Record<F, number>)[] {
+  const by = new Map<string, Record<F, number>>();
+  for (const t of items) {
+    const name = key(t);
+    let sums = by.get(name);
+    if (!sums) by.set(name, (sums = Object.fromEntries(fields.map((f) => [f, 0])) as Record<F, number>));
+    for (const f of fields) sums[f] += t[f];
   }
-  return [...by.values()].sort((a, b) => b.ms - a.ms);
+  return [...by].map(([name, sums]) => ({ name, ...sums }));
 }
+
+/** A profile's (op, role) entries summed by `key`, slowest first. */
+const groupOps = (ops: OpTime[], key: (o: OpTime) => string) => sumBy(ops, key, ['count', 'ms'] as const).sort((a, b) => b.ms - a.ms);
 
 type CensusGroup = { name: string; count: number; bytes: number; flops: number };
 
-function groupCensus(ops: OpCensus[], key: (o: OpCensus) => string): CensusGroup[] {
-  const by = new Map<string, CensusGroup>();
-  for (const o of ops) {
-    const k = key(o);
-    const g = by.get(k) ?? { name: k, count: 0, bytes: 0, flops: 0 };
-    g.count += o.count;
-    g.bytes += o.bytes;
-    g.flops += o.flops;
-    by.set(k, g);
-  }
-  return [...by.values()].sort((a, b) => b.bytes - a.bytes);
-}
+/** A census's (op, role) entries summed by `key`, most bytes first. */
+const groupCensus = (ops: OpCensus[], key: (o: OpCensus) => string): CensusGroup[] =>
+  sumBy(ops, key, ['count', 'bytes', 'flops'] as const).sort((a, b) => b.bytes - a.bytes);
 
 const censusTotals = (ops: OpCensus[]) => groupCensus(ops, () => 'all')[0] ?? { name: 'all', count: 0, bytes: 0, flops: 0 };
 
@@ -105,6 +98,17 @@ export const trainingSection: BenchSection = {
           ]
         : [];
       const keptLayers = args['train-recompute'] ? plan.keptLayers : model.info.nLayer;
+      // What the plan settled, in both reports' data.
+      const planned = {
+        recompute: args['train-recompute'],
+        keptLayers,
+        plannedComputeBytes: plan.deviceBytes,
+        ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
+        chunkRows: args['train-chunk-rows'],
+        transposedWeightsBytes: tr.info.transposedWeightsBytes,
+        mergeAdapter: args['train-merge-adapter'],
+        ...(census && { census: { ...census, ops: plan.census } }),
+      };
       if (args['train-steps'] === 0) {
         // Planned only: the shape's memory and (with --train-census) its work, on any machine.
         return {
@@ -117,19 +121,7 @@ export const trainingSection: BenchSection = {
             }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}`,
             ...censusNotes,
           ],
-          data: {
-            batch: B,
-            len: L,
-            steps: 0,
-            recompute: args['train-recompute'],
-            keptLayers,
-            microBatches: plan.microBatches,
-            plannedComputeBytes: plan.deviceBytes,
-            chunkRows: args['train-chunk-rows'],
-            transposedWeightsBytes: tr.info.transposedWeightsBytes,
-            mergeAdapter: args['train-merge-adapter'],
-            ...(census && { census: { ...census, ops: plan.census } }),
-          },
+          data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
         };
       }
       const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
@@ -185,17 +177,10 @@ export const trainingSection: BenchSection = {
           modelWeightBytes: model.info.weightBytes,
           graphSplits: first.graphSplits,
           fallbackOps: first.fallbackOps,
-          recompute: args['train-recompute'],
-          keptLayers,
           microBatches: first.microBatches,
           computeBytes: first.computeBytes,
-          plannedComputeBytes: plan.deviceBytes,
-          ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
-          chunkRows: args['train-chunk-rows'],
-          transposedWeightsBytes: tr.info.transposedWeightsBytes,
           cublasCompute: args['train-cublas'],
-          mergeAdapter: args['train-merge-adapter'],
-          ...(census && { census: { ...census, ops: plan.census } }),
+          ...planned,
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };
