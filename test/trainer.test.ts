@@ -85,6 +85,14 @@ function setAll(tr: Trainer, p: Record<string, Float32Array>): void {
   for (const [k, v] of Object.entries(p)) tr.setParam(k, v);
 }
 
+/** Every element of gradients `b` within tol·(1 + |a|) of `a`'s; `label` names the case in failures. */
+function assertSameGrads(a: Record<string, Float32Array>, b: Record<string, Float32Array>, tol: number, label = ''): void {
+  for (const [k, v] of Object.entries(a)) {
+    const w = b[k]!;
+    for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= tol * (1 + Math.abs(v[i]!)), `${label}${label ? ' ' : ''}${k}[${i}]: ${v[i]} vs ${w[i]}`);
+  }
+}
+
 /** Central difference of the loss along direction d (unit norm), against the analytic Σ g·d. */
 async function directional(tr: Trainer, batch: TrainSequence[], opts: Omit<StepOptions, 'lr'>, d: Record<string, Float32Array>, h = 1e-2) {
   const p0 = tr.params();
@@ -252,10 +260,7 @@ describe('LoRA gradients match finite differences', () => {
       const perLayer = c.nEmbd * (2 * c.nHead * c.headDim + 2 * c.nHeadKv * c.headDim + 3 * c.nFf);
       const elems = c.nLayer * perLayer + c.nVocab * c.nEmbd;
       assert.ok(kept.bytes >= elems * 2 && kept.bytes <= elems * 4 + 4096, `${type}: ${kept.bytes} bytes kept for ${elems} weights`);
-      for (const [k, v] of Object.entries(perStep.g.grads)) {
-        const w = kept.g.grads[k]!;
-        for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-6) * (1 + Math.abs(v[i]!)), `${type} ${k}[${i}]`);
-      }
+      assertSameGrads(perStep.g.grads, kept.g.grads, deviceTol(0, 1e-6), type);
       assert.equal(kept.g.loss, perStep.g.loss);
       // Used, not only kept: the step no longer copies (or dequantises) each weight into Wᵀ; all
       // seven per layer and the LM head, but layer 0's q, k and v, whose dx nothing needs.
@@ -283,13 +288,9 @@ describe('LoRA gradients match finite differences', () => {
       const a = await tr.gradients(mixedBatch(), { ...opts, ...extra, mergeAdapter: false });
       const b = await tr.gradients(mixedBatch(), { ...opts, ...extra });
       assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `${JSON.stringify(extra)}: loss ${a.loss} vs merged ${b.loss}`);
-      for (const [k, v] of Object.entries(a.grads)) {
-        const w = b.grads[k]!;
-        // Measured on the CPU: 2.4e-6 at most, 2.7e-5 with KL, whose e^(ref − lp) amplifies rounding;
-        // on a GPU the merge's f32 product may run on TF32 tensor cores.
-        const tol = deviceTol('beta' in extra ? 1e-4 : 1e-5, 1e-2);
-        for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= tol * (1 + Math.abs(v[i]!)), `${JSON.stringify(extra)} ${k}[${i}]: ${v[i]} vs merged ${w[i]}`);
-      }
+      // Measured on the CPU: 2.4e-6 at most, 2.7e-5 with KL, whose e^(ref − lp) amplifies rounding;
+      // on a GPU the merge's f32 product may run on TF32 tensor cores.
+      assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 1e-2), `${JSON.stringify(extra)} (path vs merged)`);
     }
     tr.dispose();
     model.dispose();
@@ -307,10 +308,7 @@ describe('LoRA gradients match finite differences', () => {
     const ref = await tr.gradients(mixedBatch(), { beta: 0.1 });
     for (const extra of [{ recompute: false }, { keptLayers: 1 }, { microBatchTokens: 14 }]) {
       const g = await tr.gradients(mixedBatch(), { beta: 0.1, ...extra });
-      for (const [k, v] of Object.entries(ref.grads)) {
-        const w = g.grads[k]!;
-        for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(3e-6, 1e-4) * (1 + Math.abs(v[i]!)), `${JSON.stringify(extra)} ${k}[${i}]`);
-      }
+      assertSameGrads(ref.grads, g.grads, deviceTol(3e-6, 1e-4), JSON.stringify(extra));
     }
     // The same adapter without dropout: another gradient, and the same log-probs (none there).
     const plain = await Trainer.create(model, lora, { lr: 1e-3 });
@@ -336,10 +334,7 @@ describe('LoRA gradients match finite differences', () => {
     randomizeB(tr, 0.3);
     const a = await tr.gradients(mixedBatch(), { recompute: true, beta: 0.1 });
     const b = await tr.gradients(mixedBatch(), { recompute: false, beta: 0.1 });
-    for (const [k, v] of Object.entries(a.grads)) {
-      const w = b.grads[k]!;
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= 1e-5 * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
-    }
+    assertSameGrads(a.grads, b.grads, 1e-5);
     tr.dispose();
     model.dispose();
   });
@@ -354,10 +349,7 @@ describe('LoRA gradients match finite differences', () => {
       const nLayer = model.info.nLayer;
       for (const keptLayers of [1, nLayer, nLayer + 3]) {
         const g = await tr.gradients(mixedBatch(), { beta: 0.1, keptLayers, profile: true });
-        for (const [k, v] of Object.entries(ref.grads)) {
-          const w = g.grads[k]!;
-          for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-5) * (1 + Math.abs(v[i]!)), `${arch} kept ${keptLayers}: ${k}[${i}]`);
-        }
+        assertSameGrads(ref.grads, g.grads, deviceTol(0, 1e-5), `${arch} kept ${keptLayers}:`);
         // A kept layer rebuilds norms, attention probabilities and SwiGLU; with all of them kept
         // no frozen weight is multiplied again.
         const reW = g.profile!.filter((o) => o.role === 're.W' || o.role === 're.lora').reduce((a, o) => a + o.count, 0);
@@ -460,10 +452,7 @@ describe('LoRA gradients match finite differences', () => {
     // Other padding and summation order, amplified by the KL's e^(ref − lp) with this large
     // adapter: measured up to 1.2e-6 (7e-7 before dK and dV summed query heads in one product),
     // and 1.5e-7 without the KL.
-    for (const [k, v] of Object.entries(whole.grads)) {
-      const w = tight.grads[k]!;
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(3e-6, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]: ${v[i]} vs ${w[i]}`);
-    }
+    assertSameGrads(whole.grads, tight.grads, deviceTol(3e-6, 1e-5));
     assert.ok(Math.abs(tight.loss - whole.loss) <= 1e-5 * (1 + Math.abs(whole.loss)), `loss ${tight.loss} vs ${whole.loss}`);
     // Room for everything: one micro-batch, every layer kept; the plan says so before the step does.
     const roomy = await tr.plan(batch.length, 14, { beta: 0.1, memoryBudget: 1e12, keptLayers: 'auto' });
@@ -489,10 +478,7 @@ describe('LoRA gradients match finite differences', () => {
     const timed = await tr.gradients(mixedBatch(), { beta: 0.1, profile: true });
     assert.equal(plain.profile, undefined);
     // Same kernels, run one by one: the same numbers (a GPU may pick another cuBLAS algorithm).
-    for (const [k, v] of Object.entries(plain.grads)) {
-      const w = timed.grads[k]!;
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= deviceTol(0, 1e-5) * (1 + Math.abs(v[i]!)), `${k}[${i}]`);
-    }
+    assertSameGrads(plain.grads, timed.grads, deviceTol(0, 1e-5));
     assert.ok(Math.abs(timed.loss - plain.loss) <= deviceTol(0, 1e-6), `loss ${timed.loss} vs ${plain.loss}`);
     const ops = timed.profile!;
     const names = ops.map((o) => o.op);
@@ -549,9 +535,7 @@ describe('masked loss', () => {
     const extra = seq(9, 1234);
     const b = await tr.gradients([...batch, { tokens: extra, weights: new Float32Array(extra.length) }], {});
     assert.equal(a.lossTokens, b.lossTokens);
-    for (const [k, v] of Object.entries(a.grads)) {
-      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - b.grads[k]![i]!) <= 1e-6 * (1 + Math.abs(v[i]!)), k);
-    }
+    assertSameGrads(a.grads, b.grads, 1e-6);
     tr.dispose();
   });
 
