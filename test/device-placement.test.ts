@@ -61,6 +61,47 @@ test('flash attention is on by default only on a GPU with a kernel for the head 
   }
 });
 
+test('training passes use flash attention by default only on a GPU with a kernel, and run wholly on the compute device with it', async () => {
+  const spec = { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const, seed: 1 };
+  const cases = [
+    { opts: { arch: 'qwen2' as const, type: 'f16' }, kernel: false }, // head dim 16: no ggml-cuda kernel
+    { opts: { arch: 'qwen2' as const, type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1 }, kernel: true },
+  ];
+  for (const c of cases) {
+    const model = await Model.load(await tinyModel(c.opts), { device: TEST_DEVICE });
+    const batch: TrainSequence[] = [0, 1].map((b) => ({
+      tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
+      weights: new Float32Array(24).fill(b ? -0.5 : 1),
+    }));
+    const dflt = await Trainer.create(model, { ...spec, targets: [...spec.targets] }, { lr: 1e-3 });
+    try {
+      assert.equal(dflt.info.flashAttn, TEST_DEVICE === 'cuda' && c.kernel, `head dim ${model.info.headDim}`);
+      if (TEST_DEVICE === 'cuda' && !c.kernel) {
+        await assert.rejects(
+          Trainer.create(model, { ...spec, targets: [...spec.targets] }, { lr: 1e-3 }, { flashAttn: true }),
+          /flashAttn: \S+ has no flash-attention kernel for this model's heads \(head size 16\)/,
+        );
+        continue;
+      }
+      const tr = await Trainer.create(model, { ...spec, targets: [...spec.targets] }, { lr: 1e-3 }, { flashAttn: true });
+      try {
+        assert.equal(tr.info.flashAttn, true);
+        onDevice(`head dim ${model.info.headDim}: flash log-prob pass`, await tr.evaluate(batch));
+        for (const o of [{ beta: 0.05 }, { keptLayers: 1 }, { recompute: false }]) {
+          const st = await tr.step(batch, { lr: 1e-3, ...o });
+          assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, JSON.stringify(st));
+          onDevice(`head dim ${model.info.headDim}: flash training step ${JSON.stringify(o)}`, st);
+        }
+      } finally {
+        tr.dispose();
+      }
+    } finally {
+      dflt.dispose();
+      model.dispose();
+    }
+  }
+});
+
 for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
   test(`a training step on a ${type} base runs wholly on the compute device`, async () => {
     const model = await Model.load(await tinyModel({ arch: 'qwen2', type, seed: 5 }), { device: TEST_DEVICE });

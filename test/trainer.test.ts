@@ -24,9 +24,12 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function tinyModel(name: string, opts: { arch?: 'llama' | 'qwen2' | 'qwen3'; type?: string } = {}): Promise<{ path: string; model: Model }> {
+async function tinyModel(
+  name: string,
+  opts: { arch?: 'llama' | 'qwen2' | 'qwen3'; type?: string; nEmbd?: number; nHead?: number; nHeadKv?: number } = {},
+): Promise<{ path: string; model: Model }> {
   const path = join(dir, `${name}.gguf`);
-  await makeTinyModel({ out: path, arch: opts.arch ?? 'qwen2', type: opts.type ?? 'f32', seed: 7 });
+  await makeTinyModel({ ...opts, out: path, arch: opts.arch ?? 'qwen2', type: opts.type ?? 'f32', seed: 7 });
   return { path, model: await Model.load(path, { device: DEVICE, threads: 2 }) };
 }
 
@@ -273,6 +276,7 @@ describe('LoRA gradients match finite differences', () => {
     }
     const { model } = await tinyModel('grad-kept-bad');
     await assert.rejects(Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-3 }, { transposedWeights: 'always' as never }), /transposedWeights: expected auto, cache or per-step, got 'always'/);
+    await assert.rejects(Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-3 }, { flashAttn: 'yes' as never }), /flashAttn: expected true, false or undefined \(auto\)/);
     model.dispose();
   });
 
@@ -293,6 +297,47 @@ describe('LoRA gradients match finite differences', () => {
       assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 1e-2), `${JSON.stringify(extra)} (path vs merged)`);
     }
     tr.dispose();
+    model.dispose();
+  });
+
+  test('flash attention (TrainerOptions.flashAttn): finite differences, and the gradients and log-probs of the plain path', async () => {
+    // Head size 64 and two query heads per K/V head: ggml-cuda has a kernel for it, so with
+    // RRR_TEST_DEVICE=cuda this runs the GPU's flash attention too.
+    const { model } = await tinyModel('grad-flash', { nEmbd: 128, nHead: 2, nHeadKv: 1 });
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const plain = await Trainer.create(model, spec, { lr: 1e-3 }, { flashAttn: false });
+    const flash = await Trainer.create(model, spec, { lr: 1e-3 }, { flashAttn: true });
+    assert.equal(plain.info.flashAttn, false);
+    assert.equal(flash.info.flashAttn, true);
+    randomizeB(plain, 0.3);
+    setAll(flash, plain.params());
+    const opts = { logitsChunkRows: 4, microBatchTokens: 14 };
+    await checkGradients(flash, mixedBatch(), opts);
+    // Log-probs: the same attention, summed online (and on a GPU with K and V rounded to f16).
+    const seqs = mixedBatch().map((s) => s.tokens);
+    const [lpPlain, lpFlash] = [await plain.logprobs(seqs), await flash.logprobs(seqs)];
+    lpPlain.forEach((row, i) => row.forEach((v, t) => assert.ok(Math.abs(v - lpFlash[i]![t]!) <= deviceTol(1e-4, 2e-2), `log-prob ${i}:${t}: ${v} vs ${lpFlash[i]![t]}`)));
+    // Measured on the CPU: 2.0e-6 at most with recomputation, kept layers and none, and 1.4e-5
+    // with KL, whose e^(ref − lp) amplifies rounding.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }]) {
+      const a = await plain.gradients(mixedBatch(), { ...opts, ...extra });
+      const b = await flash.gradients(mixedBatch(), { ...opts, ...extra });
+      assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 3e-2), `${JSON.stringify(extra)} (plain vs flash)`);
+    }
+    // Every pass attends the same way, so a kept layer (which keeps the attention output) gives
+    // old log-probs from logprobs() exactly: ratio 1.
+    const old = await flash.logprobs(seqs);
+    const r = await flash.gradients(mixedBatch().map((s, i) => ({ ...s, oldLogprobs: old[i]! })), { keptLayers: 1 });
+    assert.ok(Math.abs(r.meanRatio - 1) <= deviceTol(1e-6, 1e-3), `mean ratio ${r.meanRatio}`);
+    // Only a pass that takes attention back builds the probabilities: no softmax in the forward pass.
+    const prof = (await flash.gradients(mixedBatch(), { profile: true })).profile!;
+    const at = (role: string) => prof.filter((o) => o.role === role).map((o) => o.op);
+    assert.ok(at('fwd.attn').includes('FLASH_ATTN_EXT') && !at('fwd.attn').includes('SOFT_MAX'), `fwd.attn: ${at('fwd.attn').join(', ')}`);
+    assert.ok(at('re.attn').includes('FLASH_ATTN_EXT') && at('re.attn').includes('SOFT_MAX'), `re.attn: ${at('re.attn').join(', ')}`);
+    const noRe = (await flash.gradients(mixedBatch(), { recompute: false, profile: true })).profile!;
+    assert.ok(noRe.some((o) => o.role === 'bwd.attn' && o.op === 'SOFT_MAX'), 'without recomputation the backward pass builds the probabilities');
+    plain.dispose();
+    flash.dispose();
     model.dispose();
   });
 

@@ -328,15 +328,15 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     ggml_backend_tensor_get(logits_, out.logits.data(), 0, out.logits.size() * sizeof(float));
 }
 
-bool flash_attn_supported(ggml_backend_t backend, const ModelConfig & c) {
+bool flash_attn_supported(ggml_backend_t backend, const ModelConfig & c, ggml_type kv_type) {
     ggml_init_params ip{ggml_tensor_overhead() * 16, nullptr, true};
     ggml_context * ctx = ggml_init(ip);
     if (!ctx) return false;
     bool ok = true;
     for (int64_t n_q : {int64_t{1}, int64_t{64}}) {
         ggml_tensor * q = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, c.head_dim, n_q, c.n_head, 1);
-        ggml_tensor * k = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, c.head_dim, 256, c.n_head_kv, 1);
-        ggml_tensor * v = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, c.head_dim, 256, c.n_head_kv, 1);
+        ggml_tensor * k = ggml_new_tensor_4d(ctx, kv_type, c.head_dim, 256, c.n_head_kv, 1);
+        ggml_tensor * v = ggml_new_tensor_4d(ctx, kv_type, c.head_dim, 256, c.n_head_kv, 1);
         ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, 256, n_q, 1, 1);
         ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, mask, 1.0f / std::sqrt((float) c.head_dim), 0.0f, 0.0f);
         ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);

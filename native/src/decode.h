@@ -42,7 +42,7 @@ struct StepResult {
 // Whether `backend` has a flash-attention kernel for this model's heads (ggml-cuda has none for
 // some head sizes, e.g. 16 or 32; the op would then run on the CPU), for a prefill and a decode
 // step over 256-cell tiles with an f16 cache, as the decode graph builds them.
-bool flash_attn_supported(ggml_backend_t backend, const ModelConfig & c);
+bool flash_attn_supported(ggml_backend_t backend, const ModelConfig & c, ggml_type kv_type = GGML_TYPE_F16);
 
 // Runs decode steps, keeping the last step's graph: consecutive steps of the same shape (batch
 // size, output rows, attention window) skip graph building and scheduling entirely and only

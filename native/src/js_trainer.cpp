@@ -149,6 +149,9 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
         const std::string mode = t.ToString();
         ts.transposed = guard(v.Env(), [&] { return parse_transposed_mode(mode); });
     }
+    const Napi::Value fa = o.Get("flashAttn");
+    if (fa.IsBoolean()) ts.flash_attn = fa.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (!fa.IsUndefined()) throw Napi::TypeError::New(v.Env(), "flashAttn: expected true, false or undefined (auto)");
     return ts;
 }
 
@@ -260,6 +263,7 @@ private:
         o.Set("nParams", (double) t.adapter().n_elements());
         o.Set("steps", (double) t.optimizer().steps());
         o.Set("transposedWeightsBytes", (double) t.transposed_bytes());
+        o.Set("flashAttn", t.flash_attn());
         return o;
     }
 

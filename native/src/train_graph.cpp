@@ -33,6 +33,7 @@ struct GraphMem {
 
 struct Inputs {
     ggml_tensor * tokens = nullptr, * positions = nullptr, * mask = nullptr;
+    ggml_tensor * mask16 = nullptr; // the causal mask in f16, as flash attention takes it
     ggml_tensor * rows = nullptr, * targets = nullptr, * flat_idx = nullptr;
     ggml_tensor * neg_w = nullptr, * kl_m = nullptr, * old_lp = nullptr, * ref_lp = nullptr;
     ggml_tensor * iota = nullptr; // 0..n-1, to dequantise frozen weights with get_rows
@@ -72,6 +73,7 @@ public:
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * transposed = nullptr;
     bool merged = false; // GraphOptions::merge_adapter
+    bool flash = false;  // GraphOptions::flash_attn
     float dropout = 0.0f; // GraphOptions::dropout
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
@@ -83,7 +85,8 @@ public:
         return e;
     }
 
-    LayerActs layer_forward(int64_t il, ggml_tensor * x) {
+    // With flash attention the probabilities are made only `with_probs` (for a backward pass).
+    LayerActs layer_forward(int64_t il, ggml_tensor * x, bool with_probs = false) {
         const LayerWeights & l = w_.layers[il];
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
         LayerActs a;
@@ -101,10 +104,18 @@ public:
         a.qr = rope(qn);
         a.kr = rope(kn);
         a.v3 = ggml_reshape_3d(ctx_, a.v.y, hd, nkv, T_);
-        a.P = attention_probs(a.qr, a.kr);
-        ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.v3, nkv), 1, 2, 0, 3)); // [L, hd, nkv, B]
-        ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
-        a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
+        if (flash) {
+            // Its result is [hd, n_head, L, B]: already the attention output's layout.
+            ggml_tensor * o = ggml_flash_attn_ext(ctx_, by_head(a.qr, nh), by_head(a.kr, nkv), by_head(a.v3, nkv), in_.mask16, kq_scale(), 0.0f, 0.0f);
+            ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
+            a.attn = ggml_reshape_2d(ctx_, o, hd * nh, T_);
+            if (with_probs) a.P = attention_probs(a.qr, a.kr);
+        } else {
+            a.P = attention_probs(a.qr, a.kr);
+            ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.v3, nkv), 1, 2, 0, 3)); // [L, hd, nkv, B]
+            ggml_tensor * kqv = ggml_mul_mat(ctx_, Vt, a.P);                                 // [hd, L, nh, B]
+            a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
+        }
         done("attn");
         a.o = proj(l.wo, a.attn, pair(il, LoraTarget::O), nullptr);
         a.x2 = ggml_add(ctx_, x, a.o.y);
@@ -159,10 +170,11 @@ public:
         // Attention: x2 = x + W_o attn
         ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}});
         done("W");
+        // Flash attention without recomputation kept no probabilities: built here, as late as possible.
+        ggml_tensor * P = a.P ? a.P : attention_probs(a.qr, a.kr);
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
-        ggml_tensor * Vp = ggml_permute(ctx_, heads4(a.v3, nkv), 0, 2, 1, 3);                         // [hd, L, nkv, B]
-        ggml_tensor * dP = ggml_mul_mat(ctx_, Vp, dkqv);                                              // [L_k, L_q, nh, B]
-        ggml_tensor * dS = ggml_soft_max_ext_back(ctx_, dP, a.P, kq_scale(), 0.0f);                   // d(kq)
+        ggml_tensor * dP = ggml_mul_mat(ctx_, by_head(a.v3, nkv), dkqv);                                              // [L_k, L_q, nh, B]
+        ggml_tensor * dS = ggml_soft_max_ext_back(ctx_, dP, P, kq_scale(), 0.0f);                   // d(kq)
         // The other three products contract over a dimension that is not the first. out_prod
         // contracts over the second and reads a transposed second operand in place (cuBLAS
         // transposes on the fly), where mul_mat needed transposed copies of P, dS, Q, K and dO:
@@ -174,9 +186,9 @@ public:
         // viewed as [x, L_q * grp, n_head_kv, B], one out_prod contracts over both.
         const int64_t grp = nh / nkv;
         auto grouped = [&](ggml_tensor * t) { return ggml_reshape_4d(ctx_, t, t->ne[0], L_ * grp, nkv, B_); };
-        ggml_tensor * Qp = ggml_permute(ctx_, heads4(a.qr, nh), 0, 2, 1, 3);                          // [hd, L_q, nh, B]
-        ggml_tensor * Kp = ggml_permute(ctx_, heads4(a.kr, nkv), 0, 2, 1, 3);                         // [hd, L_k, nkv, B]
-        ggml_tensor * dV = ggml_out_prod(ctx_, grouped(dkqv), grouped(a.P));                          // Σ_q,g dO P -> [hd, L_k, nkv, B]
+        ggml_tensor * Qp = by_head(a.qr, nh);
+        ggml_tensor * Kp = by_head(a.kr, nkv);
+        ggml_tensor * dV = ggml_out_prod(ctx_, grouped(dkqv), grouped(P));                          // Σ_q,g dO P -> [hd, L_k, nkv, B]
         ggml_tensor * dQ = ggml_out_prod(ctx_, Kp, ggml_transpose(ctx_, dS));                         // Σ_k K dS -> [hd, L_q, nh, B]
         // Q is a permuted view of the rotated queries: a contiguous copy makes its groups runs too.
         ggml_tensor * Qg = grp == 1 ? Qp : grouped(ggml_cont(ctx_, Qp));
@@ -286,9 +298,7 @@ private:
     // broadcast their first operand's heads, query head h reading K/V head h / (n_head / n_head_kv)
     // as the models do (the backward pass sums dK and dV over each group: layer_backward).
     ggml_tensor * attention_probs(ggml_tensor * qr, ggml_tensor * kr) {
-        ggml_tensor * Q = ggml_permute(ctx_, heads4(qr, c_.n_head), 0, 2, 1, 3);    // [hd, L, nh, B]
-        ggml_tensor * K = ggml_permute(ctx_, heads4(kr, c_.n_head_kv), 0, 2, 1, 3); // [hd, L, nkv, B]
-        ggml_tensor * kq = ggml_mul_mat(ctx_, K, Q);
+        ggml_tensor * kq = ggml_mul_mat(ctx_, by_head(kr, c_.n_head_kv), by_head(qr, c_.n_head));
         ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
         return ggml_soft_max_ext(ctx_, kq, in_.mask, kq_scale(), 0.0f);
     }
@@ -473,6 +483,8 @@ private:
     }
 
     ggml_tensor * heads4(ggml_tensor * t, int64_t heads) { return ggml_reshape_4d(ctx_, t, c_.head_dim, heads, L_, B_); }
+    // [hd, L, heads, B]: a head's positions as rows, a view
+    ggml_tensor * by_head(ggml_tensor * t, int64_t heads) { return ggml_permute(ctx_, heads4(t, heads), 0, 2, 1, 3); }
 
     ggml_tensor * row_view(ggml_tensor * v, int64_t c0, int64_t n) {
         return ggml_view_2d(ctx_, v, 1, n, sizeof(float), (size_t) c0 * sizeof(float));
@@ -506,6 +518,7 @@ Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch 
     in.tokens = input(GGML_TYPE_I32, T);
     in.positions = input(GGML_TYPE_I32, T);
     in.mask = input(GGML_TYPE_F32, mb.L, mb.L);
+    if (opt.flash_attn) in.mask16 = input(GGML_TYPE_F16, mb.L, mb.L);
     in.rows = input(GGML_TYPE_I32, R);
     in.targets = input(GGML_TYPE_I32, R);
     in.flat_idx = input(GGML_TYPE_I32, R);
@@ -545,6 +558,11 @@ void set_inputs(const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64
             for (int64_t k = 0; k <= q; ++k) mask[q * mb.L + k] = 0.0f;
         }
         set(in.mask, mask.data());
+        if (in.mask16) {
+            std::vector<ggml_fp16_t> m16(mask.size());
+            ggml_fp32_to_fp16_row(mask.data(), m16.data(), (int64_t) mask.size());
+            set(in.mask16, m16.data());
+        }
     }
     set(in.rows, mb.rows.data());
     set(in.targets, mb.targets.data());
@@ -634,6 +652,7 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B);
     b.phase = "lp";
     b.merged = opt.merge_adapter;
+    b.flash = opt.flash_attn;
     b.dropout = opt.dropout;
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
@@ -665,6 +684,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
     b.transposed = opt.transposed;
     b.merged = opt.merge_adapter;
+    b.flash = opt.flash_attn;
     b.dropout = opt.dropout;
 
     // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
@@ -684,7 +704,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
         // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
         // activations are built just before its backward and freed right after.
         b.phase = "re";
-        const LayerActs a = !opt.recompute ? acts[il] : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il]);
+        const LayerActs a = !opt.recompute ? acts[il] : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il], true);
         b.phase = "bwd";
         dx = b.layer_backward(il, a, dx);
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.

@@ -66,6 +66,12 @@ struct GraphOptions {
     // position, so recomputation, kept layers and any split into micro-batches see the same ones.
     float dropout = 0.0f;
     uint64_t dropout_seed = 0;
+    // Attention outputs from ggml_flash_attn_ext, in every pass: no [L, L] probabilities written
+    // and read back where nothing needs them (the forward pass, log-prob passes, the output of a
+    // recomputed layer). Only the backward pass builds the probabilities, from the kept rotated
+    // queries and keys. Set by the trainer (TrainerSettings::flash_attn), not per step, so that
+    // log-probs and steps agree.
+    bool flash_attn = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

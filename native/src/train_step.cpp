@@ -1,4 +1,5 @@
 #include "train_step.h"
+#include "decode.h"
 #include "errors.h"
 
 #include <algorithm>
@@ -138,6 +139,13 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
         keep = (double) TransposedWeights::bytes_needed(*model_->weights) <= (b.is_gpu() ? 0.4 * (double) free : 0.25 * (double) total);
     }
     if (keep) transposed_ = std::make_unique<TransposedWeights>(*model_->weights, b);
+    // The training graphs give flash attention f32 K and V views (ggml-cuda converts them itself).
+    const ModelConfig & c = model_->weights->config();
+    const bool kernel = flash_attn_supported(b.primary(), c, GGML_TYPE_F32);
+    if (ts.flash_attn > 0 && !kernel) {
+        throw Error("flashAttn: " + b.name() + " has no flash-attention kernel for this model's heads (head size " + std::to_string(c.head_dim) + ")");
+    }
+    flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
 }
 
 size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->bytes() : 0; }
@@ -145,6 +153,7 @@ size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->byt
 GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     GraphOptions g = asked;
     g.transposed = transposed_.get();
+    g.flash_attn = flash_attn_;
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
     g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;

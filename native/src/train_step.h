@@ -45,6 +45,9 @@ TransposedMode parse_transposed_mode(const std::string & s); // throws rrr::Erro
 
 struct TrainerSettings {
     TransposedMode transposed = TransposedMode::Auto;
+    // GraphOptions::flash_attn for every pass: -1 on a GPU with a kernel for the model's heads
+    // (on the CPU the plain path is as fast), 0 off, 1 on (throws where the device has no kernel).
+    int flash_attn = -1;
 };
 
 struct StepSettings {
@@ -112,12 +115,14 @@ public:
     AdamW & optimizer() { return *opt_; }
     // Bytes of the transposed frozen weights kept (0: transposed in each step's graphs).
     size_t transposed_bytes() const;
+    bool flash_attn() const { return flash_attn_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
     std::unique_ptr<Adapter> adapter_;
     std::unique_ptr<AdamW> opt_;
     std::unique_ptr<TransposedWeights> transposed_;
+    bool flash_attn_ = false;
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
     int64_t last_auto_kept_ = 1; // where the next 'auto' kept-layer search starts

@@ -28,6 +28,8 @@ export interface TrainerInfo {
   steps: number;
   /** Device bytes of the transposed frozen weights kept (TrainerOptions); 0 when transposed per step. */
   transposedWeightsBytes: number;
+  /** Whether the passes use flash attention (TrainerOptions.flashAttn, settled). */
+  flashAttn: boolean;
 }
 
 export interface GradientsResult extends StepResult {

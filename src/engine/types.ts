@@ -230,6 +230,14 @@ export interface TrainerOptions {
    * most 25% of RAM.
    */
   transposedWeights?: 'auto' | 'cache' | 'per-step';
+  /**
+   * Attention outputs from ggml's flash attention in every training and log-prob pass, so no
+   * [L, L] probabilities are written and read back where nothing needs them; only the backward
+   * pass builds them. Default (undefined): on for a GPU with a kernel for the model's head size,
+   * off on the CPU. true where the device has no kernel is refused. A trainer-wide setting, so
+   * logprobs() and steps compute the same numbers (on a GPU the kernel rounds K and V to f16).
+   */
+  flashAttn?: boolean;
 }
 
 export interface OptimizerConfig {
