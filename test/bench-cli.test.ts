@@ -73,6 +73,15 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.equal(p.steps, 0);
   assert.equal(p.tokPerSec, undefined);
   assert.deepEqual([p.census.bytes, p.census.count, p.plannedComputeBytes], [t.census.bytes, t.census.count, t.plannedComputeBytes]);
+  assert.equal(p.flashAttn, false, 'flash attention is off by default on the CPU');
+  // --flash-attn on reaches the training graphs: fewer bytes, no forward softmax.
+  const flash = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-merge-adapter', '--flash-attn', 'on', '--json']);
+  assert.equal(flash.status, 0, flash.stderr);
+  const f = JSON.parse(flash.stdout)['lora-training-step'].data;
+  assert.equal(f.flashAttn, true);
+  const fops = f.census.ops as { op: string; role: string }[];
+  assert.ok(fops.some((o) => o.op === 'FLASH_ATTN_EXT' && o.role === 'fwd.attn') && !fops.some((o) => o.op === 'SOFT_MAX' && o.role === 'fwd.attn'), JSON.stringify(fops.filter((o) => o.role === 'fwd.attn')));
+  assert.ok(f.census.bytes < p.census.bytes, `flash ${f.census.bytes} bytes vs ${p.census.bytes}`);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });

@@ -135,6 +135,13 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   const dropped = firstStep(join(testDir(), 'memory-run-dropout'), '--train-memory-gib', '2', '--kept-layers', '0', '--lora-dropout', '0.3');
   assert.deepEqual([dropped.rewardMean, dropped.loss], [whole.rewardMean, whole.loss]);
   assert.notEqual(dropped.gradNorm, whole.gradNorm, 'dropout reached the step');
+  // Flash attention (off by default on the CPU) in generation and in the step's graphs.
+  const flashOut = join(testDir(), 'memory-run-flash');
+  const fl = cli('train', '--out', flashOut, '--steps', '1', '--train-memory-gib', '2', '--kept-layers', '0', '--flash-attn', 'on');
+  assert.equal(fl.code, 0, fl.err);
+  assert.match(fl.out, /; flash attention on in generation, on in training\n/);
+  const flashRow = JSON.parse(readFileSync(join(flashOut, 'metrics.jsonl'), 'utf8').trim()) as Row;
+  assert.ok(Number.isFinite(flashRow.loss) && flashRow.trainComputeBytes !== whole.trainComputeBytes, JSON.stringify(flashRow));
   // A little less than that: the same first step (same seed) splits, and stays within it.
   const budget = whole.trainComputeBytes - 4096;
   const tight = join(testDir(), 'memory-run');

@@ -69,7 +69,9 @@ export const trainingSection: BenchSection = {
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
+      ...(args['flash-attn'] !== 'auto' && { flashAttn: args['flash-attn'] === 'on' }),
     });
+    const flash = tr.info.flashAttn ? ', flash attention' : '';
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -107,6 +109,7 @@ export const trainingSection: BenchSection = {
         chunkRows: args['train-chunk-rows'],
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
         mergeAdapter: args['train-merge-adapter'],
+        flashAttn: tr.info.flashAttn,
         ...(census && { census: { ...census, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {
@@ -118,7 +121,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}`,
+            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -149,7 +152,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ''} frozen weights ${
+          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ''} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),

@@ -213,7 +213,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('parallel', { type: 'number', array: true, default: [1, 16, 64], describe: 'numbers of parallel sequences' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', default: 0, describe: 'CPU threads for both engines (0: all cores)' })
-      .option('flash-attn', { choices: ['auto', 'on', 'off'] as const, default: 'auto' as const, describe: "flash attention for both engines (auto: on for a GPU with a kernel for the model's head size)" })
+      .option('flash-attn', { choices: ['auto', 'on', 'off'] as const, default: 'auto' as const, describe: "flash attention for both engines' generation and for our training steps (auto: on for a GPU with a kernel for the model's head size)" })
       .option('device-sampling', {
         choices: ['auto', 'on', 'off'] as const,
         default: 'auto' as const,

@@ -58,6 +58,7 @@ interface Args {
   'train-memory-gib'?: number;
   'kept-layers': string;
   'merge-adapter': boolean;
+  'flash-attn': 'auto' | 'on' | 'off';
   'lora-dropout': number;
 }
 
@@ -135,15 +136,20 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /**
- * --train-memory-gib, --kept-layers and --merge-adapter: how steps run, not what they train, so
- * they are not part of run.json and a resumed run may change them.
+ * --train-memory-gib, --kept-layers, --merge-adapter and --flash-attn: how steps run, not what
+ * they train, so they are not part of run.json and a resumed run may change them.
  */
-function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean } {
+function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean; flashAttn?: boolean } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
   const k = a['kept-layers'].trim();
   if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
-  return { ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }), kept: k === 'auto' ? 'auto' : Number(k), merge: a['merge-adapter'] };
+  return {
+    ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }),
+    kept: k === 'auto' ? 'auto' : Number(k),
+    merge: a['merge-adapter'],
+    ...(a['flash-attn'] !== 'auto' && { flashAttn: a['flash-attn'] === 'on' }),
+  };
 }
 
 function loraDropout(p: number): number {
@@ -215,6 +221,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "in each training step, multiply by the weights with the adapter merged in (W + s·B·A, rounded to the weights' type) instead of adding the adapter's own product: fewer bytes moved when a micro-batch has thousands of tokens (bench --train-census), not yet timed on a GPU",
       })
+      .option('flash-attn', {
+        choices: ['auto', 'on', 'off'] as const,
+        default: 'auto' as const,
+        describe:
+          "flash attention in generation and in the training passes (auto: on for a GPU with a kernel for the model's head size; in a training step only the backward pass then builds attention probabilities)",
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print the run summary as JSON (progress goes to stderr)' }),
   handler: async (a) => {
     const execution = executionSettings(a);
@@ -250,12 +262,19 @@ export const trainCommand: CommandModule<object, Args> = {
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
-    const generator = await Generator.create(model, { maxSeqs, nCtx: ctx });
-    const trainer = await Trainer.create(model, { ...cfg.lora, seed: cfg.seed }, { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm });
+    const flash = execution.flashAttn !== undefined ? { flashAttn: execution.flashAttn } : {};
+    const generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
+    const trainer = await Trainer.create(
+      model,
+      { ...cfg.lora, seed: cfg.seed },
+      { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
+      flash,
+    );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
-        (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : ''),
+        (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
