@@ -336,6 +336,11 @@ describe('LoRA gradients match finite differences', () => {
     assert.ok(at('re.attn').includes('FLASH_ATTN_EXT') && at('re.attn').includes('SOFT_MAX'), `re.attn: ${at('re.attn').join(', ')}`);
     const noRe = (await flash.gradients(mixedBatch(), { recompute: false, profile: true })).profile!;
     assert.ok(noRe.some((o) => o.role === 'bwd.attn' && o.op === 'SOFT_MAX'), 'without recomputation the backward pass builds the probabilities');
+    // The census counts flash attention's two products: the same FLOPs as the plain path's, plus
+    // the recomputed layers' Q Kᵀ for the backward pass's probabilities (2 hd L² per head).
+    const flops = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.reduce((a, o) => a + o.flops, 0);
+    const { nLayer, nHead, headDim } = model.info;
+    assert.equal((await flops(flash)) - (await flops(plain)), nLayer * 2 * 2 * nHead * headDim * 16 * 16);
     plain.dispose();
     flash.dispose();
     model.dispose();

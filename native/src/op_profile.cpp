@@ -23,6 +23,12 @@ double flops_of(const ggml_tensor * t) {
     // mul_mat: each result element is a dot product over src0's rows; out_prod: over src0's columns.
     if (t->op == GGML_OP_MUL_MAT) return 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
     if (t->op == GGML_OP_OUT_PROD) return 2.0 * (double) t->src[0]->ne[1] * (double) ggml_nelements(t);
+    if (t->op == GGML_OP_FLASH_ATTN_EXT) {
+        // Q Kᵀ and P V for every (query, key) pair of every head, masked ones included (as the two
+        // products of the plain path count them).
+        const ggml_tensor * q = t->src[0], * k = t->src[1], * v = t->src[2];
+        return 2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (k->ne[0] + v->ne[0]);
+    }
     return 0.0;
 }
 

@@ -31,7 +31,7 @@ ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::stri
 // per op (views and reshapes move nothing and are left out; GET_ROWS and SET_ROWS count the rows
 // they move, not the whole table); this undercounts what a kernel moves
 // inside itself (e.g. ggml-cuda converting f32 activations to f16 for a GEMM).
-// flops = 2 * multiply-adds of MUL_MAT and OUT_PROD; 0 for other ops.
+// flops = 2 * multiply-adds of MUL_MAT, OUT_PROD and FLASH_ATTN_EXT (its two products); 0 for other ops.
 struct OpCensus {
     std::string op, role;
     int64_t count = 0;

@@ -354,7 +354,7 @@ export interface OpCensus {
    * activations to f16 and their results back.
    */
   bytes: number;
-  /** 2 × multiply-adds of MUL_MAT and OUT_PROD; 0 for other ops. */
+  /** 2 × multiply-adds of MUL_MAT, OUT_PROD and FLASH_ATTN_EXT (its two products); 0 for other ops. */
   flops: number;
 }
 
