@@ -82,6 +82,12 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   const fops = f.census.ops as { op: string; role: string }[];
   assert.ok(fops.some((o) => o.op === 'FLASH_ATTN_EXT' && o.role === 'fwd.attn') && !fops.some((o) => o.op === 'SOFT_MAX' && o.role === 'fwd.attn'), JSON.stringify(fops.filter((o) => o.role === 'fwd.attn')));
   assert.ok(f.census.bytes < p.census.bytes, `flash ${f.census.bytes} bytes vs ${p.census.bytes}`);
+  // --train-fuse-adapter on reaches the step: the adapter's rows join the frozen products.
+  const fused = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-fuse-adapter', 'on', '--json']);
+  assert.equal(fused.status, 0, fused.stderr);
+  const fu = JSON.parse(fused.stdout)['lora-training-step'].data;
+  assert.equal(fu.fuseAdapter, 'on');
+  assert.ok(!(fu.census.ops as { op: string; role: string }[]).some((o) => o.role === 'fwd.lora' && o.op === 'ADD'), 'no adapter output added');
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });

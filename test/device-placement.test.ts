@@ -87,7 +87,7 @@ test('training passes use flash attention by default only on a GPU with a kernel
       try {
         assert.equal(tr.info.flashAttn, true);
         onDevice(`head dim ${model.info.headDim}: flash log-prob pass`, await tr.evaluate(batch));
-        for (const o of [{ beta: 0.05 }, { keptLayers: 1 }, { recompute: false }]) {
+        for (const o of [{ beta: 0.05 }, { keptLayers: 1, fuseAdapter: true }, { recompute: false }]) {
           const st = await tr.step(batch, { lr: 1e-3, ...o });
           assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, JSON.stringify(st));
           onDevice(`head dim ${model.info.headDim}: flash training step ${JSON.stringify(o)}`, st);
@@ -130,6 +130,11 @@ for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
       assert.ok(Number.isFinite(merged.loss) && merged.gradNorm > 0, JSON.stringify(merged));
       onDevice(`${type}: training step with the adapter merged`, merged);
       onDevice(`${type}: log-prob pass with the adapter merged`, await tr.evaluate(batch, { mergeAdapter: true }));
+      // Fusing the adapter into the weights' products pads and casts B and concatenates weights
+      // and inputs (quantized bases keep the adapter path).
+      const fused = await tr.step(batch, { lr: 1e-3, beta: 0.05, fuseAdapter: true });
+      assert.ok(Number.isFinite(fused.loss) && fused.gradNorm > 0, JSON.stringify(fused));
+      onDevice(`${type}: training step with the adapter fused`, fused);
       // LoRA dropout draws its masks in the graph (OUT_PROD, SIN, STEP).
       const dropped = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1, dropout: 0.1 }, { lr: 1e-3 });
       try {

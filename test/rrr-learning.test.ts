@@ -131,6 +131,10 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   const merged = firstStep(join(testDir(), 'memory-run-merged'), '--train-memory-gib', '2', '--kept-layers', '0', '--merge-adapter');
   assert.deepEqual([merged.rewardMean, merged.loss, merged.gradNorm], [whole.rewardMean, whole.loss, whole.gradNorm]);
   assert.notEqual(merged.trainComputeBytes, whole.trainComputeBytes, 'the merged graph ran');
+  // Fused into the weights' products, [W | B]·[x ; s·A·x] with B = 0 is W·x: the same forward pass.
+  const fused = firstStep(join(testDir(), 'memory-run-fused'), '--train-memory-gib', '2', '--kept-layers', '0', '--fuse-adapter', 'on');
+  assert.deepEqual([fused.rewardMean, fused.loss], [whole.rewardMean, whole.loss]);
+  assert.notEqual(fused.trainComputeBytes, whole.trainComputeBytes, 'the fused graph ran');
   // LoRA dropout: with B = 0 the forward pass is the same, s·A·x and so dB are not.
   const dropped = firstStep(join(testDir(), 'memory-run-dropout'), '--train-memory-gib', '2', '--kept-layers', '0', '--lora-dropout', '0.3');
   assert.deepEqual([dropped.rewardMean, dropped.loss], [whole.rewardMean, whole.loss]);

@@ -218,11 +218,11 @@ describe('LoRA gradients match finite differences', () => {
   // Finite differences are too coarse here (the forward pass itself rounds activations to f16 for
   // these weight types), so the reference is the f32 model drawn from the same random values.
   test('f16, bf16 and q8_0 bases (transposed and dequantised frozen weights) agree with f32', async () => {
-    const grads = async (type: string, mergeAdapter = false) => {
+    const grads = async (type: string, how: 'path' | 'merged' | 'fused' = 'path') => {
       const { model } = await tinyModel(`grad-${type}`, { type });
       const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
       randomizeB(tr, 0.3);
-      const g = (await tr.gradients(mixedBatch(), { beta: 0.2, mergeAdapter })).grads;
+      const g = (await tr.gradients(mixedBatch(), { beta: 0.2, mergeAdapter: how === 'merged', fuseAdapter: how === 'fused' })).grads;
       tr.dispose();
       model.dispose();
       return g;
@@ -233,14 +233,16 @@ describe('LoRA gradients match finite differences', () => {
     // norms within 0.1%, 1% and 4.3%). q8_0 stands for every quantized type: they share the
     // get_rows dequantisation path; coarser types differ from f32 as models, not as gradients.
     // Merged (mergeAdapter), the adapter is rounded into the weight's type (f16 for q8_0) as well
-    // (measured: cos 0.999996, 0.9995 and 0.9988; norms within 0.05%, 0.5% and 2.8%).
-    for (const merged of [false, true]) {
+    // (measured: cos 0.999996, 0.9995 and 0.9988; norms within 0.05%, 0.5% and 2.8%). Fused
+    // (fuseAdapter), B and s·A·x enter the product in the weight's type (measured: f16 cos 0.99999,
+    // bf16 0.9996; norms within 0.2% and 0.9%; q8_0 keeps the adapter path).
+    for (const how of ['path', 'merged', 'fused'] as const) {
       for (const [type, minCos, normTol] of [['f16', 0.9999, 0.005], ['bf16', 0.998, 0.02], ['q8_0', 0.998, 0.06]] as const) {
-        const g = await grads(type, merged);
+        const g = await grads(type, how);
         const ng = Math.sqrt(dot(g, g));
         const cos = dot(g, ref) / (ng * nr);
-        assert.ok(cos > minCos, `${type}${merged ? ' merged' : ''}: cosine to the f32 gradient ${cos}`);
-        assert.ok(Math.abs(ng / nr - 1) < normTol, `${type}${merged ? ' merged' : ''}: gradient norm ${ng} vs f32 ${nr}`);
+        assert.ok(cos > minCos, `${type} ${how}: cosine to the f32 gradient ${cos}`);
+        assert.ok(Math.abs(ng / nr - 1) < normTol, `${type} ${how}: gradient norm ${ng} vs f32 ${nr}`);
       }
     }
   });
@@ -296,6 +298,49 @@ describe('LoRA gradients match finite differences', () => {
       // on a GPU the merge's f32 product may run on TF32 tensor cores.
       assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 1e-2), `${JSON.stringify(extra)} (path vs merged)`);
     }
+    tr.dispose();
+    model.dispose();
+  });
+
+  test("an adapter fused into its weight's product (fuseAdapter): finite differences, and the gradients of the adapter path", async () => {
+    const { model } = await tinyModel('grad-fused');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    const opts = { logitsChunkRows: 4, microBatchTokens: 14, fuseAdapter: true };
+    await checkGradients(tr, mixedBatch(), opts);
+    // f32 weights: the same sums in another order. Measured on the CPU: 1.3e-6 at most, and 1.4e-5
+    // with KL, whose e^(ref − lp) amplifies rounding.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }]) {
+      const a = await tr.gradients(mixedBatch(), { ...opts, ...extra, fuseAdapter: false });
+      const b = await tr.gradients(mixedBatch(), { ...opts, ...extra });
+      assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.abs(a.loss), `${JSON.stringify(extra)}: loss ${a.loss} vs fused ${b.loss}`);
+      assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 1e-2), `${JSON.stringify(extra)} (path vs fused)`);
+    }
+    // With dropout each adapter reads its own masked input; W still reads x unmasked.
+    const dropped = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3, dropout: 0.3 }, { lr: 1e-3 });
+    setAll(dropped, tr.params());
+    const da = await dropped.gradients(mixedBatch(), { ...opts, fuseAdapter: false });
+    const db = await dropped.gradients(mixedBatch(), opts);
+    assertSameGrads(da.grads, db.grads, deviceTol(1e-5, 1e-2), 'dropout (path vs fused)');
+    // Fused, B (s A x) is no product of its own: the forward pass's LoRA products are the s A x
+    // ones, one per input (q, k and v share theirs), and the frozen products reach over the
+    // adapters' rows too.
+    const c = model.info;
+    const r = 4;
+    const plan = async (o: { fuseAdapter?: boolean | 'bytes' }) => (await tr.plan(2, 12, { ...o, census: true })).census!;
+    const flops = (census: OpCensus[], role: string) => census.filter((o) => o.role === role && o.op.startsWith('MUL_MAT')).reduce((a, o) => a + o.flops, 0);
+    const T = 24;
+    const [qOut, kvOut] = [c.nHead * c.headDim, c.nHeadKv * c.headDim];
+    const path = await plan({ fuseAdapter: false });
+    const fused = await plan({ fuseAdapter: true });
+    assert.equal(flops(fused, 'fwd.lora'), 2 * r * T * c.nLayer * (3 * c.nEmbd + qOut + 2 * c.nEmbd + c.nFf)); // Σ n_in
+    const extraK = 3 * r * (qOut + 2 * kvOut) + r * c.nEmbd + 2 * r * 2 * c.nFf + r * c.nEmbd; // Σ (rows added) · n_out
+    assert.equal(flops(fused, 'fwd.W') - flops(path, 'fwd.W'), 2 * T * c.nLayer * extraK);
+    assert.ok(!fused.some((o) => o.role === 'fwd.lora' && o.op === 'ADD'), 'no adapter output added');
+    // 'bytes' fuses only where that moves fewer bytes: at 24 tokens none of this tiny model's.
+    assert.deepEqual(await plan({ fuseAdapter: 'bytes' }), path);
+    await assert.rejects(tr.gradients(mixedBatch(), { fuseAdapter: 'always' as never }), /fuseAdapter: expected true, false, 'bytes' or undefined/);
+    dropped.dispose();
     tr.dispose();
     model.dispose();
   });

@@ -80,6 +80,10 @@ StepSettings settings_from_js(const Napi::Value & v) {
     if (s.auto_kept_layers && s.memory_budget == 0) throw Napi::RangeError::New(env, "keptLayers: 'auto' needs a memoryBudget");
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
     s.graph.merge_adapter = bool_opt(o, "mergeAdapter", false);
+    const Napi::Value fuse = o.Get("fuseAdapter");
+    if (fuse.IsBoolean()) s.graph.fuse_adapter = fuse.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (fuse.IsString() && fuse.ToString().Utf8Value() == "bytes") s.graph.fuse_adapter = 2;
+    else if (!fuse.IsUndefined()) throw Napi::TypeError::New(env, "fuseAdapter: expected true, false, 'bytes' or undefined (the device's default)");
     s.profile = bool_opt(o, "profile", false);
     return s;
 }

@@ -74,6 +74,7 @@ public:
     const TransposedWeights * transposed = nullptr;
     bool merged = false; // GraphOptions::merge_adapter
     bool flash = false;  // GraphOptions::flash_attn
+    int fuse = 0;        // GraphOptions::fuse_adapter (settled: 0, 1 or 2)
     float dropout = 0.0f; // GraphOptions::dropout
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
@@ -93,9 +94,10 @@ public:
         a.x = x;
         a.h1 = norm_w(x, l.attn_norm);
         done("norm");
-        a.q = proj(l.wq, a.h1, pair(il, LoraTarget::Q), l.bq);
-        a.k = proj(l.wk, a.h1, pair(il, LoraTarget::K), l.bk);
-        a.v = proj(l.wv, a.h1, pair(il, LoraTarget::V), l.bv);
+        const std::vector<Proj> qkv = projs(a.h1, {{l.wq, pair(il, LoraTarget::Q), l.bq}, {l.wk, pair(il, LoraTarget::K), l.bk}, {l.wv, pair(il, LoraTarget::V), l.bv}});
+        a.q = qkv[0];
+        a.k = qkv[1];
+        a.v = qkv[2];
         a.q3 = ggml_reshape_3d(ctx_, a.q.y, hd, nh, T_);
         a.k3 = ggml_reshape_3d(ctx_, a.k.y, hd, nkv, T_);
         ggml_tensor * qn = c_.qk_norm ? norm_w(a.q3, l.q_norm) : a.q3;
@@ -117,17 +119,18 @@ public:
             a.attn = ggml_cont_2d(ctx_, ggml_permute(ctx_, kqv, 0, 2, 1, 3), hd * nh, T_);
         }
         done("attn");
-        a.o = proj(l.wo, a.attn, pair(il, LoraTarget::O), nullptr);
+        a.o = projs(a.attn, {{l.wo, pair(il, LoraTarget::O), nullptr}})[0];
         a.x2 = ggml_add(ctx_, x, a.o.y);
         done("resid");
 
         a.h2 = norm_w(a.x2, l.ffn_norm);
         done("norm");
-        a.g = proj(l.w_gate, a.h2, pair(il, LoraTarget::Gate), nullptr);
-        a.u = proj(l.w_up, a.h2, pair(il, LoraTarget::Up), nullptr);
+        const std::vector<Proj> gu = projs(a.h2, {{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}});
+        a.g = gu[0];
+        a.u = gu[1];
         a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
         done("mlp");
-        a.d = proj(l.w_down, a.act, pair(il, LoraTarget::Down), nullptr);
+        a.d = projs(a.act, {{l.w_down, pair(il, LoraTarget::Down), nullptr}})[0];
         a.out = ggml_add(ctx_, a.x2, a.d.y);
         done("resid");
         return a;
@@ -286,6 +289,8 @@ private:
     int64_t L_, B_, T_;
     ggml_tensor * mark_ = nullptr; // newest tensor already named
     std::unordered_map<const LoraPair *, ggml_tensor *> scaled_at_; // lora_delta's s Aᵀ per adapter pair
+    std::unordered_map<const LoraPair *, ggml_tensor *> stacked_a_; // stacked_a() by its first pair
+    std::unordered_map<const LoraPair *, ggml_tensor *> padded_b_;  // projs()'s padded B per pair
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -336,6 +341,86 @@ private:
         return r;
     }
 
+    struct Fwd {
+        ggml_tensor * W;
+        const LoraPair * p;
+        ggml_tensor * bias;
+    };
+
+    // Projections that read the same x (q, k and v; gate and up; o and down alone). Where
+    // GraphOptions::fuse_adapter says so, each adapted one is one product over the input extended
+    // by the adapters' s A x rows, [W | B] [x ; s A x], so B (s A x) is summed inside W's product
+    // instead of written n_out wide and added (fused()); otherwise proj() each.
+    std::vector<Proj> projs(ggml_tensor * x, std::initializer_list<Fwd> fs) {
+        std::vector<const Fwd *> adapted;
+        for (const Fwd & f : fs) {
+            if (f.p) adapted.push_back(&f);
+        }
+        std::vector<Proj> out;
+        if (merged || !fused(x, adapted)) {
+            for (const Fwd & f : fs) out.push_back(proj(f.W, x, f.p, f.bias));
+            return out;
+        }
+        const int64_t r = adapted[0]->p->a->ne[1], k = (int64_t) adapted.size();
+        ggml_tensor * a = nullptr; // s A x of every adapter, [r * k, T]
+        if (dropout > 0) {
+            for (const Fwd * f : adapted) {
+                ggml_tensor * aj = ggml_scale(ctx_, ggml_mul_mat(ctx_, f->p->a, dropped(x, f->p).x), train_scale());
+                a = a ? ggml_concat(ctx_, a, aj, 0) : aj;
+            }
+        } else {
+            std::vector<const LoraPair *> ps;
+            for (const Fwd * f : adapted) ps.push_back(f->p);
+            a = ggml_scale(ctx_, ggml_mul_mat(ctx_, stacked_a(ps), x), train_scale());
+        }
+        ggml_tensor * xa = ggml_concat(ctx_, x, a, 0); // [n_in + r * k, T]
+        done("lora");
+        int64_t slot = 0;
+        for (const Fwd & f : fs) {
+            Proj pr;
+            if (!f.p) {
+                pr.y = ggml_mul_mat(ctx_, f.W, x);
+            } else {
+                pr.a = ggml_view_2d(ctx_, a, r, a->ne[1], a->nb[1], (size_t) (slot * r) * a->nb[0]);
+                // B in its adapter's rows, zeros in the others', rounded to W's type: made once
+                // per graph, for the forward and the recomputed pass.
+                ggml_tensor *& Bp = padded_b_[f.p];
+                if (!Bp) {
+                    Bp = ggml_pad_ext(ctx_, f.p->b, (int) (slot * r), (int) ((k - 1 - slot) * r), 0, 0, 0, 0, 0, 0);
+                    if (Bp->type != f.W->type) Bp = ggml_cast(ctx_, Bp, f.W->type);
+                }
+                ggml_tensor * WB = ggml_concat(ctx_, f.W, Bp, 0); // [n_in + r * k, n_out]
+                done("lora");
+                pr.y = ggml_mul_mat(ctx_, WB, xa);
+                ++slot;
+            }
+            if (f.bias) pr.y = ggml_add(ctx_, pr.y, f.bias);
+            done("W");
+            out.push_back(pr);
+        }
+        return out;
+    }
+
+    // Whether projs() fuses these adapters into their weights' products: where the weights can be
+    // extended in their own type (f32, f16, bf16) and, by bytes (2), where it moves fewer.
+    // Fused, x is copied once with the adapters' rows and each W once with its B (both n_in wide);
+    // the adapter path writes each B (s A x), n_out x T in f32, and adds it (three passes more).
+    bool fused(const ggml_tensor * x, const std::vector<const Fwd *> & adapted) const {
+        if (fuse == 0 || adapted.empty()) return false;
+        for (const Fwd * f : adapted) {
+            if (f->W->type != GGML_TYPE_F32 && f->W->type != GGML_TYPE_F16 && f->W->type != GGML_TYPE_BF16) return false;
+        }
+        if (fuse == 1) return true;
+        const double n_in = (double) x->ne[0], T = (double) x->ne[1], rk = (double) (adapted[0]->p->a->ne[1] * (int64_t) adapted.size());
+        double path = 0, joined = 8.0 * T * (n_in + rk);
+        for (const Fwd * f : adapted) {
+            const double n_out = (double) f->W->ne[1];
+            path += 16.0 * T * n_out;
+            joined += 2.0 * (double) ggml_type_size(f->W->type) * n_in * n_out;
+        }
+        return joined < path;
+    }
+
     // Wᵀ as a contiguous matrix [n_out, n_in] that mul_mat accepts on every backend.
     ggml_tensor * frozen_t(ggml_tensor * W) {
         if (ggml_tensor * kept = transposed ? transposed->find(W) : nullptr) return kept;
@@ -364,6 +449,16 @@ private:
         const float c = std::cos(3.14159265358979f * (1.0f - dropout));
         ggml_tensor * mask = ggml_step(ctx_, ggml_scale_bias(ctx_, ggml_sin(ctx_, phase), 1.0f, -c));
         return Dropped{ggml_mul(ctx_, x, mask), mask};
+    }
+
+    // The A of adapters that read the same input side by side, [n_in, r * k]: made once per graph
+    // (a group's first pair names it) for the forward, recomputed and backward passes.
+    ggml_tensor * stacked_a(const std::vector<const LoraPair *> & ps) {
+        ggml_tensor *& A = stacked_a_[ps[0]];
+        if (!A) {
+            for (const LoraPair * p : ps) A = A ? ggml_concat(ctx_, A, p->a, 1) : p->a;
+        }
+        return A;
     }
 
     // Which (layer, projection) an adapter pair is: its column of the dropout factors.
@@ -437,8 +532,9 @@ private:
         }
 
         const int64_t r = adapted[0]->pr->a->ne[1];
-        ggml_tensor * A = nullptr; // [n_in, r * adapters]
-        for (const Back * b : adapted) A = A ? ggml_concat(ctx_, A, b->pr->a, 1) : b->pr->a;
+        std::vector<const LoraPair *> ps;
+        for (const Back * b : adapted) ps.push_back(b->pr);
+        ggml_tensor * A = stacked_a(ps); // [n_in, r * adapters]
         // s A x, each adapter's rows of it (kept from the forward pass unless merged).
         ggml_tensor * ax = nullptr;
         const auto a_of = [&](size_t i) {
@@ -653,6 +749,7 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     b.phase = "lp";
     b.merged = opt.merge_adapter;
     b.flash = opt.flash_attn;
+    b.fuse = opt.fuse_adapter;
     b.dropout = opt.dropout;
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
@@ -685,6 +782,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     b.transposed = opt.transposed;
     b.merged = opt.merge_adapter;
     b.flash = opt.flash_attn;
+    b.fuse = opt.fuse_adapter;
     b.dropout = opt.dropout;
 
     // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.

@@ -60,6 +60,12 @@ struct GraphOptions {
     // once a micro-batch has more tokens than about n_in n_out / (n_in + n_out). The merged
     // weight is rounded to the weight's type (f16 for quantized bases).
     bool merge_adapter = false;
+    // Without merging: sum each adapter's B (s A x) inside its weight's product, [W | B] [x ; s A x],
+    // instead of writing it n_out wide and adding it. W stays exact; B and s A x enter the
+    // product in W's type (f32, f16, bf16; quantized weights keep the adapter path). 2: where it
+    // moves fewer bytes (the micro-batch's tokens against the weights' size), 1: always, 0: never,
+    // -1: the trainer's default (2 on a GPU, 0 on the CPU).
+    int fuse_adapter = -1;
     // LoRA dropout (PEFT's lora_dropout): each adapter reads its input with a share `dropout` of
     // the values zeroed and the rest scaled by 1 / (1 - dropout). The masks are a function of
     // dropout_seed, the layer and projection, the sequence's index in the step's batch and the

@@ -95,16 +95,18 @@ do_peft() {
 
 # Training variants, most wanted first, each one `bench` run appended as a line
 # {"label", "report"} to bench-train.jsonl (one file, as the device returns at most 8):
-# the default step (flash attention in every pass where the GPU has a kernel) and the one with
-# the adapter merged into the weights in the graph (the plan's census: 26% fewer bytes at
-# 16 x 512), both profiled (time per op kind and role) and counted; the default without flash
-# attention, the same way (the census: 4.5% more bytes); each within a third of PEFT's 48.3 GiB
+# the default step (flash attention in every pass where the GPU has a kernel, each adapter fused
+# into its weight's product where that moves fewer bytes: the plan's census, 594 GB at 16 x 512)
+# and the one with the adapter merged into the weights in the graph (543 GB), both profiled (time
+# per op kind and role) and counted; the default with the adapter path instead of fusing (735 GB)
+# and without flash attention (627 GB), the same way; each within a third of PEFT's 48.3 GiB
 # peak (DESIGN.md: as many kept layers as fit); with
 # cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts
 # the weights and writes f32); without recomputation; transposing the frozen weights in every step.
 TRAIN_VARIANTS=(
   "default|--train-profile --train-census"
   "merged|--train-merge-adapter --train-profile --train-census"
+  "path|--train-fuse-adapter off --train-profile --train-census"
   "noflash|--flash-attn off --train-profile --train-census"
   "budget16|--train-memory-gib 16"
   "budget16-merged|--train-memory-gib 16 --train-merge-adapter"

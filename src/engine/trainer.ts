@@ -85,6 +85,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     memoryBudget: o.memoryBudget ?? 0,
     logitsChunkRows: o.logitsChunkRows ?? 0,
     mergeAdapter: o.mergeAdapter ?? false,
+    ...(o.fuseAdapter !== undefined && { fuseAdapter: o.fuseAdapter }),
     profile: o.profile ?? false,
   };
 }

@@ -34,7 +34,7 @@ export interface LoopHooks {
    * weights in its graph), not what it trains, asked for just before the step: a budget can then
    * be read from what is free once generation has run.
    */
-  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter'>;
+  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter' | 'fuseAdapter'>;
 }
 
 export interface LoopResult {

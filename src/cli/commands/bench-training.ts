@@ -72,13 +72,20 @@ export const trainingSection: BenchSection = {
       ...(args['flash-attn'] !== 'auto' && { flashAttn: args['flash-attn'] === 'on' }),
     });
     const flash = tr.info.flashAttn ? ', flash attention' : '';
+    const fusedNote = args['train-merge-adapter'] || args['train-fuse-adapter'] === 'auto' ? '' : `, adapter fused into the weights' products: ${args['train-fuse-adapter']}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      const base = { recompute: args['train-recompute'], logitsChunkRows: args['train-chunk-rows'], mergeAdapter: args['train-merge-adapter'] };
+      const fuse = args['train-fuse-adapter'];
+      const base = {
+        recompute: args['train-recompute'],
+        logitsChunkRows: args['train-chunk-rows'],
+        mergeAdapter: args['train-merge-adapter'],
+        ...(fuse !== 'auto' && { fuseAdapter: fuse === 'bytes' ? ('bytes' as const) : fuse === 'on' }),
+      };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
       // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
       const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + 512 * 2 ** 20;
@@ -109,6 +116,7 @@ export const trainingSection: BenchSection = {
         chunkRows: args['train-chunk-rows'],
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
         mergeAdapter: args['train-merge-adapter'],
+        fuseAdapter: fuse,
         flashAttn: tr.info.flashAttn,
         ...(census && { census: { ...census, ops: plan.census } }),
       };
@@ -121,7 +129,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}${flash}`,
+            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -152,7 +160,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ''} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
+          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuse} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),

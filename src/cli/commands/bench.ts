@@ -39,6 +39,7 @@ export interface BenchArgs {
   'train-profile': boolean;
   'train-census': boolean;
   'train-merge-adapter': boolean;
+  'train-fuse-adapter': 'auto' | 'bytes' | 'on' | 'off';
   'train-kept-layers': number;
   'train-memory-gib'?: number;
   json: boolean;
@@ -281,6 +282,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         default: false,
         describe: 'multiply by W + s·B·A merged in the graph instead of adding the adapter path B·(s·A·x) (fewer bytes moved at large micro-batches; StepOptions.mergeAdapter)',
+      })
+      .option('train-fuse-adapter', {
+        choices: ['auto', 'bytes', 'on', 'off'] as const,
+        default: 'auto' as const,
+        describe:
+          "without merging, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (StepOptions.fuseAdapter): bytes = where that moves fewer bytes, on = every projection the weights' type allows, off = never, auto = bytes on a GPU, off on the CPU",
       })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {

@@ -59,6 +59,7 @@ interface Args {
   'kept-layers': string;
   'merge-adapter': boolean;
   'flash-attn': 'auto' | 'on' | 'off';
+  'fuse-adapter': 'auto' | 'bytes' | 'on' | 'off';
   'lora-dropout': number;
 }
 
@@ -136,10 +137,10 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /**
- * --train-memory-gib, --kept-layers, --merge-adapter and --flash-attn: how steps run, not what
- * they train, so they are not part of run.json and a resumed run may change them.
+ * --train-memory-gib, --kept-layers, --merge-adapter, --fuse-adapter and --flash-attn: how steps
+ * run, not what they train, so they are not part of run.json and a resumed run may change them.
  */
-function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean; flashAttn?: boolean } {
+function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean; fuse?: boolean | 'bytes'; flashAttn?: boolean } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
   const k = a['kept-layers'].trim();
@@ -148,6 +149,7 @@ function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; m
     ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }),
     kept: k === 'auto' ? 'auto' : Number(k),
     merge: a['merge-adapter'],
+    ...(a['fuse-adapter'] !== 'auto' && { fuse: a['fuse-adapter'] === 'bytes' ? ('bytes' as const) : a['fuse-adapter'] === 'on' }),
     ...(a['flash-attn'] !== 'auto' && { flashAttn: a['flash-attn'] === 'on' }),
   };
 }
@@ -220,6 +222,12 @@ export const trainCommand: CommandModule<object, Args> = {
         default: false,
         describe:
           "in each training step, multiply by the weights with the adapter merged in (W + s·B·A, rounded to the weights' type) instead of adding the adapter's own product: fewer bytes moved when a micro-batch has thousands of tokens (bench --train-census), not yet timed on a GPU",
+      })
+      .option('fuse-adapter', {
+        choices: ['auto', 'bytes', 'on', 'off'] as const,
+        default: 'auto' as const,
+        describe:
+          "without --merge-adapter, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (B and s·A·x in the weights' type; quantized bases keep the adapter path): bytes = where that moves fewer bytes, on = always, off = never, auto = bytes on a GPU, off on the CPU",
       })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
@@ -370,6 +378,7 @@ export const trainCommand: CommandModule<object, Args> = {
               ...(budget > 0 && { memoryBudget: budget }),
               keptLayers: execution.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : execution.kept,
               mergeAdapter: execution.merge,
+              ...(execution.fuse !== undefined && { fuseAdapter: execution.fuse }),
             };
           },
         },
