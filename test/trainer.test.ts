@@ -234,8 +234,9 @@ describe('LoRA gradients match finite differences', () => {
     // get_rows dequantisation path; coarser types differ from f32 as models, not as gradients.
     // Merged (mergeAdapter), the adapter is rounded into the weight's type (f16 for q8_0) as well
     // (measured: cos 0.999996, 0.9995 and 0.9988; norms within 0.05%, 0.5% and 2.8%). Fused
-    // (fuseAdapter), B and s·A·x enter the product in the weight's type (measured: f16 cos 0.99999,
-    // bf16 0.9996; norms within 0.2% and 0.9%; q8_0 keeps the adapter path).
+    // (fuseAdapter), B and s·A·x enter the forward product in the weight's type, A and da the
+    // backward one in the transposed weight's (f16 for q8_0, whose forward keeps the adapter path)
+    // (measured: cos 0.99999, 0.9996 and 0.9991; norms within 0.2%, 0.9% and 4.3%).
     for (const how of ['path', 'merged', 'fused'] as const) {
       for (const [type, minCos, normTol] of [['f16', 0.9999, 0.005], ['bf16', 0.998, 0.02], ['q8_0', 0.998, 0.06]] as const) {
         const g = await grads(type, how);
@@ -308,7 +309,7 @@ describe('LoRA gradients match finite differences', () => {
     randomizeB(tr, 0.3);
     const opts = { logitsChunkRows: 4, microBatchTokens: 14, fuseAdapter: true };
     await checkGradients(tr, mixedBatch(), opts);
-    // f32 weights: the same sums in another order. Measured on the CPU: 1.3e-6 at most, and 1.4e-5
+    // f32 weights: the same sums in another order. Measured on the CPU: 1.1e-6 at most, and 1.3e-5
     // with KL, whose e^(ref − lp) amplifies rounding.
     for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }]) {
       const a = await tr.gradients(mixedBatch(), { ...opts, ...extra, fuseAdapter: false });
@@ -337,8 +338,17 @@ describe('LoRA gradients match finite differences', () => {
     const extraK = 3 * r * (qOut + 2 * kvOut) + r * c.nEmbd + 2 * r * 2 * c.nFf + r * c.nEmbd; // Σ (rows added) · n_out
     assert.equal(flops(fused, 'fwd.W') - flops(path, 'fwd.W'), 2 * T * c.nLayer * extraK);
     assert.ok(!fused.some((o) => o.role === 'fwd.lora' && o.op === 'ADD'), 'no adapter output added');
-    // 'bytes' fuses only where that moves fewer bytes: at 24 tokens none of this tiny model's.
+    // Backward, the adapters' dx terms Aᵀ·da join a frozen product: r·k rows more per input
+    // (layer 0's q/k/v dx is not computed at all: nothing needs the embeddings' gradient).
+    const inRows = c.nLayer * (r * qOut + 2 * r * c.nEmbd + r * c.nFf) + (c.nLayer - 1) * 3 * r * c.nEmbd; // Σ r·k·n_in
+    assert.equal(flops(fused, 'bwd.W') - flops(path, 'bwd.W'), 2 * T * inRows);
+    assert.equal(flops(fused, 'bwd.W') + flops(fused, 'bwd.lora'), flops(path, 'bwd.W') + flops(path, 'bwd.lora'));
+    // 'bytes' fuses only where that moves fewer bytes: at 24 tokens none of this tiny model's, at
+    // 512 some, for fewer bytes than fusing none or all.
     assert.deepEqual(await plan({ fuseAdapter: 'bytes' }), path);
+    const bytes = async (o: { fuseAdapter: boolean | 'bytes' }) => (await tr.plan(8, 64, { ...o, census: true })).census!.reduce((a, x) => a + x.bytes, 0);
+    const [none, some, all] = [await bytes({ fuseAdapter: false }), await bytes({ fuseAdapter: 'bytes' }), await bytes({ fuseAdapter: true })];
+    assert.ok(some < none && some < all, `bytes moved: ${some} by bytes, ${none} never fused, ${all} always`);
     await assert.rejects(tr.gradients(mixedBatch(), { fuseAdapter: 'always' as never }), /fuseAdapter: expected true, false, 'bytes' or undefined/);
     dropped.dispose();
     tr.dispose();

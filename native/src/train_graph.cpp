@@ -499,63 +499,94 @@ private:
     // Backward of projections that read the same x (q, k and v; gate and up): returns dx,
     // accumulates each adapter's dA and dB. Their adapters' A are stacked, so x is read once for
     // all of them where the adapter's input product (s A x) or dA needs it, and without merging
-    // their dx terms come from one product (Σ Aᵢᵀ daᵢ) instead of one product and one add each.
+    // their dx terms Σ Aᵢᵀ daᵢ come from one product. That product is fused into one frozen
+    // product where GraphOptions::fuse_adapter says so (fused_back()): [Wᵀ | Aᵀ] [dy ; da].
     ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs) {
         done("W"); // what the caller made before
-        ggml_tensor * dx = nullptr;
         std::vector<const Back *> adapted;
         for (const Back & b : projs) {
+            if (b.pr) adapted.push_back(&b);
+        }
+        // The adapters first: a fused dx product needs their da.
+        std::vector<ggml_tensor *> dx_lora; // the adapters' dx terms, unless merged or fused
+        const Back * carrier = nullptr;   // the projection whose product takes them in
+        ggml_tensor * At = nullptr, * da = nullptr;
+        if (!adapted.empty() && dropout > 0) {
+            // Each adapter read x through its own mask: nothing to share.
+            for (const Back * b : adapted) {
+                const Dropped xd = dropped(x, b->pr);
+                accumulate(b->pr->b, ggml_out_prod(ctx_, b->p.a, b->dy));
+                ggml_tensor * dai = adapter_da(*b);
+                accumulate(b->pr->a, ggml_out_prod(ctx_, xd.x, dai));
+                dx_lora.push_back(ggml_mul(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b->pr->a)), dai), xd.mask));
+            }
+            done("lora");
+        } else if (!adapted.empty()) {
+            const int64_t r = adapted[0]->pr->a->ne[1];
+            std::vector<const LoraPair *> ps;
+            for (const Back * b : adapted) ps.push_back(b->pr);
+            ggml_tensor * A = stacked_a(ps); // [n_in, r * adapters]
+            // s A x, each adapter's rows of it (kept from the forward pass unless merged).
+            ggml_tensor * ax = nullptr;
+            const auto a_of = [&](size_t i) {
+                if (adapted[i]->p.a) return adapted[i]->p.a;
+                if (!ax) ax = ggml_scale(ctx_, ggml_mul_mat(ctx_, A, x), train_scale());
+                return ggml_view_2d(ctx_, ax, r, ax->ne[1], ax->nb[1], (size_t) i * r * ax->nb[0]);
+            };
+            for (size_t i = 0; i < adapted.size(); ++i) {
+                const Back & b = *adapted[i];
+                accumulate(b.pr->b, ggml_out_prod(ctx_, a_of(i), b.dy)); // dB: [r, n_out]
+                ggml_tensor * dai = adapter_da(b);
+                da = da ? ggml_concat(ctx_, da, dai, 0) : dai; // [r * adapters, T]
+            }
+            ggml_tensor * dA = ggml_out_prod(ctx_, x, da); // [n_in, r * adapters]
+            for (size_t i = 0; i < adapted.size(); ++i) {
+                accumulate(adapted[i]->pr->a, ggml_view_2d(ctx_, dA, dA->ne[0], r, dA->nb[1], (size_t) i * r * dA->nb[1]));
+            }
+            if (!merged) {
+                At = ggml_cont(ctx_, ggml_transpose(ctx_, A)); // [r * adapters, n_in]
+                carrier = fused_back(x, adapted, r * (int64_t) adapted.size());
+                if (!carrier) dx_lora.push_back(ggml_mul_mat(ctx_, At, da));
+            }
+            done("lora");
+        }
+        ggml_tensor * dx = nullptr;
+        for (const Back & b : projs) {
             ggml_tensor * Wt = frozen_t(b.W);
+            ggml_tensor * dy = b.dy;
             done("Wt");
             if (merged && b.pr) {
                 // dx = (W + s B A)ᵀ dy in one product, so no n_in x tokens adapter term to add.
                 Wt = merged_weight(Wt, lora_delta(b.pr, true));
                 done("lora");
+            } else if (&b == carrier) {
+                Wt = ggml_concat(ctx_, Wt, At->type == Wt->type ? At : ggml_cast(ctx_, At, Wt->type), 0); // [n_out + r k, n_in]
+                dy = ggml_concat(ctx_, dy, da, 0);
+                done("lora");
             }
-            ggml_tensor * d = ggml_mul_mat(ctx_, Wt, b.dy);
+            ggml_tensor * d = ggml_mul_mat(ctx_, Wt, dy);
             dx = dx ? ggml_add(ctx_, dx, d) : d;
             done("W");
-            if (b.pr) adapted.push_back(&b);
         }
-        if (adapted.empty()) return dx;
-        if (dropout > 0) {
-            // Each adapter read x through its own mask: nothing to share.
-            for (const Back * b : adapted) {
-                const Dropped xd = dropped(x, b->pr);
-                accumulate(b->pr->b, ggml_out_prod(ctx_, b->p.a, b->dy));
-                ggml_tensor * da = adapter_da(*b);
-                accumulate(b->pr->a, ggml_out_prod(ctx_, xd.x, da));
-                dx = ggml_add(ctx_, dx, ggml_mul(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b->pr->a)), da), xd.mask));
-            }
-            done("lora");
-            return dx;
-        }
-
-        const int64_t r = adapted[0]->pr->a->ne[1];
-        std::vector<const LoraPair *> ps;
-        for (const Back * b : adapted) ps.push_back(b->pr);
-        ggml_tensor * A = stacked_a(ps); // [n_in, r * adapters]
-        // s A x, each adapter's rows of it (kept from the forward pass unless merged).
-        ggml_tensor * ax = nullptr;
-        const auto a_of = [&](size_t i) {
-            if (adapted[i]->p.a) return adapted[i]->p.a;
-            if (!ax) ax = ggml_scale(ctx_, ggml_mul_mat(ctx_, A, x), train_scale());
-            return ggml_view_2d(ctx_, ax, r, ax->ne[1], ax->nb[1], (size_t) i * r * ax->nb[0]);
-        };
-        ggml_tensor * da = nullptr; // [r * adapters, T]
-        for (size_t i = 0; i < adapted.size(); ++i) {
-            const Back & b = *adapted[i];
-            accumulate(b.pr->b, ggml_out_prod(ctx_, a_of(i), b.dy)); // dB: [r, n_out]
-            ggml_tensor * dai = adapter_da(b);
-            da = da ? ggml_concat(ctx_, da, dai, 0) : dai;
-        }
-        ggml_tensor * dA = ggml_out_prod(ctx_, x, da); // [n_in, r * adapters]
-        for (size_t i = 0; i < adapted.size(); ++i) {
-            accumulate(adapted[i]->pr->a, ggml_view_2d(ctx_, dA, dA->ne[0], r, dA->nb[1], (size_t) i * r * dA->nb[1]));
-        }
-        if (!merged) dx = ggml_add(ctx_, dx, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, A)), da));
+        for (ggml_tensor * t : dx_lora) dx = ggml_add(ctx_, dx, t);
         done("lora");
         return dx;
+    }
+
+    // Which adapted projection's dx product also takes in the adapters' Σ Aᵢᵀ daᵢ, as
+    // [Wᵀ | Aᵀ] [dy ; da] (nullptr: none). The one with the fewest outputs: it copies its dy and
+    // its Wᵀ with the adapters' rows, where a product of its own writes dx and adds it (four
+    // n_in x tokens passes). By bytes (2), only where the copies are the smaller.
+    const Back * fused_back(const ggml_tensor * x, const std::vector<const Back *> & adapted, int64_t rk) const {
+        if (fuse == 0) return nullptr;
+        const Back * c = adapted[0];
+        for (const Back * b : adapted) {
+            if (b->W->ne[1] < c->W->ne[1]) c = b;
+        }
+        if (fuse == 1) return c;
+        const double n_in = (double) x->ne[0], T = (double) x->ne[1], n_out = (double) c->W->ne[1];
+        const double ts = (double) ggml_type_size(transposed_type(c->W));
+        return 8.0 * T * (n_out + (double) rk) + 2.0 * ts * n_in * n_out < 16.0 * T * n_in ? c : nullptr;
     }
 
     // dL/d(s A x) of one projection's adapter: s Bᵀ dy, [r, T].
