@@ -88,6 +88,8 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   const fu = JSON.parse(fused.stdout)['lora-training-step'].data;
   assert.equal(fu.fuseAdapter, 'on');
   assert.ok(!(fu.census.ops as { op: string; role: string }[]).some((o) => o.role === 'fwd.lora' && o.op === 'ADD'), 'no adapter output added');
+  const conflict = run(['bench', '--model', model, '--no-generation', '--train-merge-adapter', '--train-fuse-adapter', 'on']);
+  assert.match(conflict.stderr, /^rrr-native: --train-fuse-adapter on: cannot be combined with --train-merge-adapter \(the merged weights already hold the adapter\)\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });

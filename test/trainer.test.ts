@@ -366,6 +366,7 @@ describe('LoRA gradients match finite differences', () => {
     const [none, some, all] = [await bytes({ fuseAdapter: false }), await bytes({ fuseAdapter: 'bytes' }), await bytes({ fuseAdapter: true })];
     assert.ok(some < none && some < all, `bytes moved: ${some} by bytes, ${none} never fused, ${all} always`);
     await assert.rejects(tr.gradients(mixedBatch(), { fuseAdapter: 'always' as never }), /fuseAdapter: expected true, false, 'bytes' or undefined/);
+    await assert.rejects(tr.gradients(mixedBatch(), { fuseAdapter: true, mergeAdapter: true }), /fuseAdapter: cannot be combined with mergeAdapter/);
     dropped.dispose();
     tr.dispose();
     model.dispose();

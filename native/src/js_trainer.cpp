@@ -84,6 +84,9 @@ StepSettings settings_from_js(const Napi::Value & v) {
     if (fuse.IsBoolean()) s.graph.fuse_adapter = fuse.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (fuse.IsString() && fuse.ToString().Utf8Value() == "bytes") s.graph.fuse_adapter = 2;
     else if (!fuse.IsUndefined()) throw Napi::TypeError::New(env, "fuseAdapter: expected true, false, 'bytes' or undefined (the device's default)");
+    if (s.graph.merge_adapter && s.graph.fuse_adapter > 0) {
+        throw Napi::RangeError::New(env, "fuseAdapter: cannot be combined with mergeAdapter (the merged weights already hold the adapter)");
+    }
     s.profile = bool_opt(o, "profile", false);
     return s;
 }

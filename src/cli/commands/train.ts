@@ -258,6 +258,9 @@ export const trainCommand: CommandModule<object, Args> = {
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
+    if (execution.merge && execution.fuse !== undefined && execution.fuse !== false) {
+      throw new RrrError(`--fuse-adapter ${a['fuse-adapter']}: cannot be combined with --merge-adapter (the merged weights already hold the adapter)`);
+    }
     if (execution.merge && (cfg.lora.dropout ?? 0) > 0) {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
     }
