@@ -597,7 +597,9 @@ private:
     void accumulate(const ggml_tensor * param, ggml_tensor * d) {
         auto it = grad_of.find(param);
         if (it == grad_of.end()) throw Error(std::string("internal error: no gradient buffer for ") + param->name);
-        ggml_build_forward_expand(gf_, ggml_cpy(ctx_, ggml_add(ctx_, it->second, d), it->second));
+        // In place: the sum is written straight into the gradient buffer, one op instead of an add
+        // and a copy back.
+        ggml_build_forward_expand(gf_, ggml_add_inplace(ctx_, it->second, d));
     }
 
     ggml_tensor * rope(ggml_tensor * t) {
