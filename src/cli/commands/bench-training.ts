@@ -72,7 +72,9 @@ export const trainingSection: BenchSection = {
       ...(args['flash-attn'] !== 'auto' && { flashAttn: args['flash-attn'] === 'on' }),
     });
     const flash = tr.info.flashAttn ? ', flash attention' : '';
-    const fusedNote = args['train-merge-adapter'] || args['train-fuse-adapter'] === 'auto' ? '' : `, adapter fused into the weights' products: ${args['train-fuse-adapter']}`;
+    // What 'auto' settles to (StepOptions.fuseAdapter): by bytes on a GPU, off on the CPU.
+    const fuseSetting = args['train-fuse-adapter'] === 'auto' ? (model.info.gpu ? 'bytes' : 'off') : args['train-fuse-adapter'];
+    const fusedNote = args['train-merge-adapter'] || fuseSetting === 'off' ? '' : `, adapter fused into the weights' products: ${fuseSetting}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -116,7 +118,7 @@ export const trainingSection: BenchSection = {
         chunkRows: args['train-chunk-rows'],
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
         mergeAdapter: args['train-merge-adapter'],
-        fuseAdapter: fuse,
+        fuseAdapter: fuseSetting,
         flashAttn: tr.info.flashAttn,
         ...(census && { census: { ...census, ops: plan.census } }),
       };
@@ -160,7 +162,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuse} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
+          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
