@@ -314,7 +314,7 @@ export interface StepOptions {
    * tokens that the adapter's activations outweigh a copy of the weight (at 16 × 512 tokens on a
    * Qwen2.5-1.5B shape: q/k/v, o, gate/up; not down). true: every adapted projection the weights'
    * type allows; false: never. Default (undefined): 'bytes' on a GPU; false on the CPU, whose
-   * steps are bound by their products (it measured 1% slower there).
+   * steps are bound by their products (it measured 2% slower there).
    */
   fuseAdapter?: boolean | 'bytes';
   /**
