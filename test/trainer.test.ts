@@ -115,6 +115,26 @@ async function assertSameAcrossModes(
   }
 }
 
+/**
+ * A step option (`way`) that computes the adapter another way than the path (`path`): on a tiny
+ * qwen2 with a large adapter, finite differences pass with it, several LM-head chunks and
+ * micro-batches, and it gives the path's gradients (assertSameAcrossModes, 1e-2 on a GPU).
+ */
+async function checkAgainstPath(name: string, way: Omit<StepOptions, 'lr'>, path: Omit<StepOptions, 'lr'>) {
+  const { model } = await tinyModel(`grad-${name}`);
+  const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+  randomizeB(tr, 0.3);
+  const opts = { logitsChunkRows: 4, microBatchTokens: 14, ...way };
+  await checkGradients(tr, mixedBatch(), opts);
+  await assertSameAcrossModes(
+    `path vs ${name}`,
+    (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra, ...path }),
+    (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra }),
+    1e-2,
+  );
+  return { model, tr, opts };
+}
+
 /** Central difference of the loss along direction d (unit norm), against the analytic Σ g·d. */
 async function directional(tr: Trainer, batch: TrainSequence[], opts: Omit<StepOptions, 'lr'>, d: Record<string, Float32Array>, h = 1e-2) {
   const p0 = tr.params();
@@ -303,36 +323,16 @@ describe('LoRA gradients match finite differences', () => {
   });
 
   test('an adapter merged into the weights (mergeAdapter): finite differences, and the gradients of the adapter path', async () => {
-    const { model } = await tinyModel('grad-merged');
-    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
-    randomizeB(tr, 0.3);
-    const opts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true };
-    await checkGradients(tr, mixedBatch(), opts);
     // The same sums in another order. Measured on the CPU: 2.4e-6 at most, 2.7e-5 with KL; on a
     // GPU the merge's f32 product may run on TF32 tensor cores.
-    await assertSameAcrossModes(
-      'path vs merged',
-      (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra, mergeAdapter: false }),
-      (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra }),
-      1e-2,
-    );
+    const { model, tr } = await checkAgainstPath('merged', { mergeAdapter: true }, { mergeAdapter: false });
     tr.dispose();
     model.dispose();
   });
 
   test("an adapter fused into its weight's product (fuseAdapter): finite differences, and the gradients of the adapter path", async () => {
-    const { model } = await tinyModel('grad-fused');
-    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
-    randomizeB(tr, 0.3);
-    const opts = { logitsChunkRows: 4, microBatchTokens: 14, fuseAdapter: true };
-    await checkGradients(tr, mixedBatch(), opts);
     // f32 weights: the same sums in another order. Measured on the CPU: 1.1e-6 at most, 1.3e-5 with KL.
-    await assertSameAcrossModes(
-      'path vs fused',
-      (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra, fuseAdapter: false }),
-      (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra }),
-      1e-2,
-    );
+    const { model, tr, opts } = await checkAgainstPath('fused', { fuseAdapter: true }, { fuseAdapter: false });
     // With dropout each adapter reads its own masked input; W still reads x unmasked.
     const dropped = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3, dropout: 0.3 }, { lr: 1e-3 });
     setAll(dropped, tr.params());
