@@ -290,6 +290,7 @@ private:
     ggml_tensor * mark_ = nullptr; // newest tensor already named
     std::unordered_map<const LoraPair *, ggml_tensor *> scaled_at_; // lora_delta's s Aᵀ per adapter pair
     std::unordered_map<const LoraPair *, ggml_tensor *> stacked_a_; // stacked_a() by its first pair
+    std::unordered_map<const LoraPair *, ggml_tensor *> scaled_stacked_a_; // projs()'s s A, the same way
     std::unordered_map<const LoraPair *, ggml_tensor *> padded_b_;  // projs()'s padded B per pair
 
     // The nodes made since the last call were for `part` of the current phase.
@@ -371,7 +372,10 @@ private:
         } else {
             std::vector<const LoraPair *> ps;
             for (const Fwd * f : adapted) ps.push_back(f->p);
-            a = ggml_scale(ctx_, ggml_mul_mat(ctx_, stacked_a(ps), x), train_scale());
+            // s on the stacked A, made once per graph, not on s A x in every pass
+            ggml_tensor *& sA = scaled_stacked_a_[ps[0]];
+            if (!sA) sA = ggml_scale(ctx_, stacked_a(ps), train_scale());
+            a = ggml_mul_mat(ctx_, sA, x);
         }
         ggml_tensor * xa = ggml_concat(ctx_, x, a, 0); // [n_in + r * k, T]
         done("lora");
