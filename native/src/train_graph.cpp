@@ -65,17 +65,19 @@ struct LayerActs {
 
 class Builder {
 public:
-    Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B)
-        : ctx_(ctx), gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
+    // `opt` as the trainer settled it (Trainer::graph_options): fuse_adapter 0, 1 or 2.
+    Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
+            const GraphOptions & opt)
+        : transposed(opt.transposed), merged(opt.merge_adapter), flash(opt.flash_attn), fuse(opt.fuse_adapter), dropout(opt.dropout), ctx_(ctx),
+          gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
-    const TransposedWeights * transposed = nullptr;
-    bool merged = false; // GraphOptions::merge_adapter
-    bool flash = false;  // GraphOptions::flash_attn
-    int fuse = 0;        // GraphOptions::fuse_adapter (settled: 0, 1 or 2)
-    float dropout = 0.0f; // GraphOptions::dropout
+    const TransposedWeights * const transposed;
+    const bool merged, flash;
+    const int fuse;
+    const float dropout;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -782,12 +784,8 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     const int64_t chunk = chunk_rows_for(c, opt, R);
     GraphMem g(train_graph_size(c.n_layer, (R + chunk - 1) / chunk));
     Inputs in = make_inputs(g.ctx, w, mb, false, none, opt);
-    Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B);
+    Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B, opt);
     b.phase = "lp";
-    b.merged = opt.merge_adapter;
-    b.flash = opt.flash_attn;
-    b.fuse = opt.fuse_adapter;
-    b.dropout = opt.dropout;
     ggml_tensor * x = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
     std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
@@ -813,14 +811,9 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     t.g = std::make_unique<GraphMem>(train_graph_size(c.n_layer, (R + t.chunk - 1) / t.chunk));
     ggml_cgraph * gf = t.g->gf;
     t.in = make_inputs(t.g->ctx, w, mb, true, loss, opt);
-    Builder b(t.g->ctx, gf, w, adapter.view(), t.in, mb.L, mb.B);
+    Builder b(t.g->ctx, gf, w, adapter.view(), t.in, mb.L, mb.B, opt);
     const auto & params = adapter.params();
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
-    b.transposed = opt.transposed;
-    b.merged = opt.merge_adapter;
-    b.flash = opt.flash_attn;
-    b.fuse = opt.fuse_adapter;
-    b.dropout = opt.dropout;
 
     // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
     const auto kept = [&](int64_t il) { return !opt.recompute || il >= c.n_layer - opt.kept_layers; };
