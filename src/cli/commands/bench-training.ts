@@ -3,6 +3,7 @@
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
+import { flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -69,7 +70,7 @@ export const trainingSection: BenchSection = {
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
-      ...(args['flash-attn'] !== 'auto' && { flashAttn: args['flash-attn'] === 'on' }),
+      flashAttn: flashAttnOption(args['flash-attn']),
     });
     const flash = tr.info.flashAttn ? ', flash attention' : '';
     // What 'auto' settles to (StepOptions.fuseAdapter): by bytes on a GPU, off on the CPU.
@@ -81,12 +82,11 @@ export const trainingSection: BenchSection = {
         tokens: Int32Array.from({ length: L }, (_, i) => (i * 7919 + b * 31) % model.info.nVocab),
         weights: new Float32Array(L).fill(b % 2 ? 1 : -1),
       }));
-      const fuse = args['train-fuse-adapter'];
       const base = {
         recompute: args['train-recompute'],
         logitsChunkRows: args['train-chunk-rows'],
         mergeAdapter: args['train-merge-adapter'],
-        ...(fuse !== 'auto' && { fuseAdapter: fuse === 'bytes' ? ('bytes' as const) : fuse === 'on' }),
+        fuseAdapter: fuseAdapterOption(args['train-fuse-adapter']),
       };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
       // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.

@@ -11,6 +11,7 @@ import { trainingSection } from './bench-training.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
+import { flashAttnOption, refuseFuseWithMerge, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 
 export interface BenchArgs {
   model: string;
@@ -19,7 +20,7 @@ export interface BenchArgs {
   parallel: number[];
   device: DeviceName;
   threads: number;
-  'flash-attn': 'auto' | 'on' | 'off';
+  'flash-attn': FlashAttnFlag;
   'device-sampling': 'auto' | 'on' | 'off';
   'kv-type': 'f16' | 'f32';
   'kv-layout': 'unified' | 'streams';
@@ -39,7 +40,7 @@ export interface BenchArgs {
   'train-profile': boolean;
   'train-census': boolean;
   'train-merge-adapter': boolean;
-  'train-fuse-adapter': 'auto' | 'bytes' | 'on' | 'off';
+  'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
   json: boolean;
@@ -105,7 +106,7 @@ export const generationSection: BenchSection = {
       maxSeqs: 1,
       nCtx: 24,
       kvType: args['kv-type'],
-      flashAttn: args['flash-attn'] === 'auto' ? undefined : args['flash-attn'] === 'on',
+      flashAttn: flashAttnOption(args['flash-attn']),
       deviceSampling,
     });
     const flashAttn = warm.info.flashAttn;
@@ -295,9 +296,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
-    if (a['train-merge-adapter'] && (a['train-fuse-adapter'] === 'on' || a['train-fuse-adapter'] === 'bytes')) {
-      throw new RrrError(`--train-fuse-adapter ${a['train-fuse-adapter']}: cannot be combined with --train-merge-adapter (the merged weights already hold the adapter)`);
-    }
+    refuseFuseWithMerge(a['train-merge-adapter'], a['train-fuse-adapter'], { merge: '--train-merge-adapter', fuse: '--train-fuse-adapter' });
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);

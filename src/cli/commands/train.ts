@@ -8,7 +8,7 @@ import { Model } from '../../engine/model.js';
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
-import type { DeviceName, LoraTarget } from '../../engine/types.js';
+import type { DeviceName, LoraTarget, StepOptions } from '../../engine/types.js';
 import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/config.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
@@ -19,6 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
+import { flashAttnOption, fuseAdapterOption, refuseFuseWithMerge, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -58,8 +59,8 @@ interface Args {
   'train-memory-gib'?: number;
   'kept-layers': string;
   'merge-adapter': boolean;
-  'flash-attn': 'auto' | 'on' | 'off';
-  'fuse-adapter': 'auto' | 'bytes' | 'on' | 'off';
+  'flash-attn': FlashAttnFlag;
+  'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
 }
 
@@ -140,7 +141,7 @@ function buildConfig(a: Args, model: string): RunConfig {
  * --train-memory-gib, --kept-layers, --merge-adapter, --fuse-adapter and --flash-attn: how steps
  * run, not what they train, so they are not part of run.json and a resumed run may change them.
  */
-function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean; fuse?: boolean | 'bytes'; flashAttn?: boolean } {
+function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; merge: boolean; fuse: StepOptions['fuseAdapter']; flashAttn?: boolean } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
   const k = a['kept-layers'].trim();
@@ -149,8 +150,8 @@ function executionSettings(a: Args): { budget?: number; kept: number | 'auto'; m
     ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }),
     kept: k === 'auto' ? 'auto' : Number(k),
     merge: a['merge-adapter'],
-    ...(a['fuse-adapter'] !== 'auto' && { fuse: a['fuse-adapter'] === 'bytes' ? ('bytes' as const) : a['fuse-adapter'] === 'on' }),
-    ...(a['flash-attn'] !== 'auto' && { flashAttn: a['flash-attn'] === 'on' }),
+    fuse: fuseAdapterOption(a['fuse-adapter']),
+    flashAttn: flashAttnOption(a['flash-attn']),
   };
 }
 
@@ -258,9 +259,7 @@ export const trainCommand: CommandModule<object, Args> = {
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
-    if (execution.merge && execution.fuse !== undefined && execution.fuse !== false) {
-      throw new RrrError(`--fuse-adapter ${a['fuse-adapter']}: cannot be combined with --merge-adapter (the merged weights already hold the adapter)`);
-    }
+    refuseFuseWithMerge(execution.merge, a['fuse-adapter'], { merge: '--merge-adapter', fuse: '--fuse-adapter' });
     if (execution.merge && (cfg.lora.dropout ?? 0) > 0) {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
     }
@@ -273,7 +272,7 @@ export const trainCommand: CommandModule<object, Args> = {
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
-    const flash = execution.flashAttn !== undefined ? { flashAttn: execution.flashAttn } : {};
+    const flash = { flashAttn: execution.flashAttn }; // undefined: the device's default
     const generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
     const trainer = await Trainer.create(
       model,
@@ -381,7 +380,7 @@ export const trainCommand: CommandModule<object, Args> = {
               ...(budget > 0 && { memoryBudget: budget }),
               keptLayers: execution.kept === 'auto' ? (budget > 0 ? 'auto' : 0) : execution.kept,
               mergeAdapter: execution.merge,
-              ...(execution.fuse !== undefined && { fuseAdapter: execution.fuse }),
+              fuseAdapter: execution.fuse,
             };
           },
         },
