@@ -556,6 +556,67 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("plan's census for ggml-cuda's kernels counts the conversions they make around products and flash attention", async () => {
+    const B = 2;
+    const L = 12;
+    const T = B * L;
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const total = (census: OpCensus[]) => census.reduce((a, o) => a + o.bytes, 0);
+    const pick = (census: OpCensus[], role: string, op: string) => census.filter((o) => o.role === role && o.op === op);
+    const sum = (es: OpCensus[], f: 'bytes' | 'count') => es.reduce((a, o) => a + o[f], 0);
+
+    // f16 weights: every product of them (more than 16 columns) converts an f32 input to f16 (6
+    // bytes a value, and reads 2 where the graph says 4) and writes f16, converted to f32 after
+    // (6 bytes a value, and writes 2 where the graph says 4): each conversion adds two thirds of itself.
+    const { model } = await tinyModel('census-cuda', { type: 'f16' });
+    const c = model.info;
+    const tr = await Trainer.create(model, spec, { lr: 1e-3 });
+    const plan = async (censusKernels: 'graph' | 'cuda') => (await tr.plan(B, L, { fuseAdapter: false, census: true, censusKernels })).census!;
+    const [graph, cuda] = [await plan('graph'), await plan('cuda')];
+    assert.ok(!graph.some((o) => o.op.startsWith('CONVERT')), 'the graph model converts nothing');
+    const conversions = sum(cuda.filter((o) => o.op.startsWith('CONVERT')), 'bytes');
+    assert.ok(conversions > 0);
+    assert.ok(Math.abs(total(cuda) - (total(graph) + (2 * conversions) / 3)) < 1, `cuda ${total(cuda)} = graph ${total(graph)} + two thirds of ${conversions}`);
+    // Each of the forward pass's 7 products per layer writes n_out x T in f16 and converts it.
+    const [qOut, kvOut] = [c.nHead * c.headDim, c.nHeadKv * c.headDim];
+    const sumOut = 2 * qOut + 2 * kvOut + 2 * c.nFf + c.nEmbd; // q, k, v, o, gate, up, down
+    const results = pick(cuda, 'fwd.W', 'CONVERT f16 to f32 (cuBLAS result)');
+    assert.equal(sum(results, 'count'), 7 * c.nLayer);
+    assert.equal(sum(results, 'bytes'), 6 * T * c.nLayer * sumOut);
+    // bf16 cuBLAS (ggml-cuda's GGML_CUDA_CUBLAS_COMPUTE_TYPE) writes f32 results and converts the
+    // f16 weights instead.
+    const before = process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
+    process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = 'bf16';
+    const bf16 = await plan('cuda').finally(() => {
+      if (before === undefined) delete process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
+      else process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = before;
+    });
+    assert.equal(pick(bf16, 'fwd.W', 'CONVERT f16 to f32 (cuBLAS result)').length, 0);
+    assert.equal(sum(pick(bf16, 'fwd.W', 'CONVERT f16 to bf16 (cuBLAS src0)'), 'count'), 7 * c.nLayer);
+    await assert.rejects(tr.plan(B, L, { census: true, censusKernels: 'rocm' as never }), /censusKernels must be 'graph' or 'cuda' \(got rocm\)/);
+    tr.dispose();
+    model.dispose();
+
+    // f32 weights convert nothing in products; flash attention converts its f32 K and V views.
+    const f32 = await tinyModel('census-cuda-f32', { nEmbd: 128, nHead: 2, nHeadKv: 1 });
+    const flash = await Trainer.create(f32.model, spec, { lr: 1e-3 }, { flashAttn: true });
+    const planF = async (censusKernels: 'graph' | 'cuda') => (await flash.plan(B, L, { census: true, censusKernels })).census!;
+    const [g32, c32] = [await planF('graph'), await planF('cuda')];
+    // (The tiny model's tied embedding table is f16, so the LM head's products do convert.)
+    assert.ok(!c32.some((o) => o.op.includes('cuBLAS') && !o.role.startsWith('head.')), 'no f32 product converts');
+    for (const role of ['fwd.attn', 're.attn']) {
+      for (const kv of ['K', 'V']) {
+        const e = pick(c32, role, `CONVERT f32 to f16 (flash-attn ${kv})`);
+        assert.equal(sum(e, 'count'), f32.model.info.nLayer, `${role} ${kv}`);
+        assert.equal(sum(e, 'bytes'), 6 * T * f32.model.info.nLayer * f32.model.info.nHeadKv * f32.model.info.headDim, `${role} ${kv}`);
+      }
+    }
+    const fa = sum(c32.filter((o) => o.op.startsWith('CONVERT')), 'bytes');
+    assert.ok(Math.abs(total(c32) - (total(g32) + (2 * fa) / 3)) < 1, `flash: cuda ${total(c32)} = graph ${total(g32)} + two thirds of ${fa}`);
+    flash.dispose();
+    f32.model.dispose();
+  });
+
   test('a memory budget splits the batch and keeps layers as the plan allows, with the same gradients', async () => {
     const { model } = await tinyModel('budget');
     const nLayer = model.info.nLayer;

@@ -339,7 +339,15 @@ private:
         const int64_t batch = info[0].As<Napi::Number>().Int64Value(), len = info[1].As<Napi::Number>().Int64Value();
         const Napi::Object opts = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
         const StepSettings s = settings_from_js(opts);
-        const bool census = bool_opt(opts, "census", false);
+        std::optional<CensusKernels> census;
+        if (bool_opt(opts, "census", false)) {
+            // the device's own kernels unless asked for another's
+            const std::string k = opts.Has("censusKernels") && opts.Get("censusKernels").IsString()
+                                      ? opts.Get("censusKernels").As<Napi::String>().Utf8Value()
+                                      : (tr(env).model()->backends->is_gpu() ? "cuda" : "graph");
+            if (k != "graph" && k != "cuda") throw Napi::TypeError::New(env, "plan: censusKernels must be 'graph' or 'cuda'");
+            census = k == "cuda" ? CensusKernels::cuda : CensusKernels::graph;
+        }
         auto t = trainer_;
         auto out = std::make_shared<MemoryPlan>();
         return PromiseJob::start(env,

@@ -2,6 +2,8 @@
 #include "backend.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 
 namespace rrr {
 
@@ -32,42 +34,122 @@ double flops_of(const ggml_tensor * t) {
     return 0.0;
 }
 
+// What an op reads and writes as the graph writes it.
+double graph_bytes(const ggml_tensor * t) {
+    if (t->op == GGML_OP_GET_ROWS) {
+        // the rows gathered, not the table, and the indices
+        return (double) ggml_nbytes(t) + (double) (ggml_row_size(t->src[0]->type, t->src[0]->ne[0]) * (size_t) ggml_nrows(t)) +
+               (double) ggml_nbytes(t->src[1]);
+    }
+    if (t->op == GGML_OP_SET_ROWS) {
+        // the rows scattered (read, then written into the destination) and the indices
+        return (double) ggml_nbytes(t->src[0]) + (double) (ggml_row_size(t->type, t->ne[0]) * (size_t) ggml_nrows(t->src[0])) +
+               (double) ggml_nbytes(t->src[1]);
+    }
+    double bytes = (double) ggml_nbytes(t);
+    for (int k = 0; k < GGML_MAX_SRC; ++k) {
+        // a CPY's second source is where it writes, already counted as its result
+        if (t->src[k] && !(t->op == GGML_OP_CPY && k == 1)) bytes += (double) ggml_nbytes(t->src[k]);
+    }
+    return bytes;
+}
+
+struct Conversion {
+    std::string op;
+    double bytes;
+};
+
+// The compute type ggml-cuda's cuBLAS path gives a float product (ggml_cuda_mul_mat_cublas).
+ggml_type cublas_type(const ggml_tensor * t) {
+    ggml_type ct = t->src[0]->type;
+    if (t->op_params[0] == GGML_PREC_F32) ct = GGML_TYPE_F32;
+    if (const char * env = std::getenv("GGML_CUDA_CUBLAS_COMPUTE_TYPE")) {
+        std::string e = env;
+        for (char & ch : e) ch = (char) std::tolower((unsigned char) ch);
+        if (e == "f32" || e == "fp32") ct = GGML_TYPE_F32;
+        else if (e == "f16" || e == "fp16") ct = GGML_TYPE_F16;
+        else if (e == "bf16") ct = GGML_TYPE_BF16;
+    }
+    return ct;
+}
+
+// Bytes of an operand read in `type` after ggml-cuda converted it there (a conversion is
+// recorded), or as it is.
+double operand_as(const ggml_tensor * x, ggml_type type, const char * what, std::vector<Conversion> & conv) {
+    if (x->type == type) return (double) ggml_nbytes(x);
+    const double converted = (double) ggml_nelements(x) * (double) ggml_type_size(type) / (double) ggml_blck_size(type);
+    conv.push_back({std::string("CONVERT ") + ggml_type_name(x->type) + " to " + ggml_type_name(type) + " (" + what + ")",
+                    (double) ggml_nbytes(x) + converted});
+    return converted;
+}
+
+// What `t`'s own kernel moves on ggml-cuda (an NVIDIA GPU of Ampere or later), and the
+// conversions it runs around it.
+double cuda_bytes(const ggml_tensor * t, std::vector<Conversion> & conv) {
+    if (t->op == GGML_OP_MUL_MAT) {
+        const ggml_tensor * a = t->src[0], * b = t->src[1];
+        const double out = (double) ggml_nbytes(t);
+        // Up to 16 f32 columns go to ggml's own vector and small-batch kernels, which convert nothing.
+        if (b->type == GGML_TYPE_F32 && b->ne[1] <= 16) return graph_bytes(t);
+        if (ggml_is_quantized(a->type)) {
+            // MMQ: the input quantized to q8_1 blocks of 128 values in 144 bytes
+            const double q = (double) ggml_nelements(b) * 144.0 / 128.0;
+            conv.push_back({"QUANTIZE f32 to q8_1 (MMQ input)", (double) ggml_nbytes(b) + q});
+            return (double) ggml_nbytes(a) + q + out;
+        }
+        const ggml_type ct = cublas_type(t);
+        double bytes = operand_as(a, ct, "cuBLAS src0", conv) + operand_as(b, ct, "cuBLAS src1", conv);
+        if (ct == GGML_TYPE_F16) {
+            // f16 products write an f16 result, converted to the f32 one after
+            const double half = (double) ggml_nelements(t) * 2.0;
+            conv.push_back({"CONVERT f16 to f32 (cuBLAS result)", half + out});
+            return bytes + half;
+        }
+        return bytes + out;
+    }
+    if (t->op == GGML_OP_FLASH_ATTN_EXT) {
+        double bytes = (double) ggml_nbytes(t) + (double) ggml_nbytes(t->src[0]);
+        bytes += operand_as(t->src[1], GGML_TYPE_F16, "flash-attn K", conv);
+        bytes += operand_as(t->src[2], GGML_TYPE_F16, "flash-attn V", conv);
+        for (int k = 3; k < GGML_MAX_SRC; ++k) {
+            if (t->src[k]) bytes += (double) ggml_nbytes(t->src[k]);
+        }
+        return bytes;
+    }
+    return graph_bytes(t);
+}
+
 } // namespace
 
-void add_census(const ggml_cgraph * gf, std::map<std::string, OpCensus> & into) {
+OpCensus & Census::entry(const std::string & op, const std::string & role) {
+    OpCensus & c = by_key_[op + '\n' + role];
+    c.op = op;
+    c.role = role;
+    return c;
+}
+
+void Census::add(const ggml_cgraph * gf) {
     ggml_cgraph * g = const_cast<ggml_cgraph *>(gf); // ggml's graph accessors take non-const graphs
     for (int i = 0; i < ggml_graph_n_nodes(g); ++i) {
         const ggml_tensor * t = ggml_graph_node(g, i);
         if (is_view_op(t)) continue;
-        const std::string op = op_key(t), role = role_of(t);
-        OpCensus & c = into[op + '\n' + role];
-        c.op = op;
-        c.role = role;
+        const std::string role = role_of(t);
+        std::vector<Conversion> conv;
+        OpCensus & c = entry(op_key(t), role);
         c.count += 1;
-        double bytes = 0;
-        if (t->op == GGML_OP_GET_ROWS) {
-            // the rows gathered, not the table, and the indices
-            bytes = (double) ggml_nbytes(t) + (double) (ggml_row_size(t->src[0]->type, t->src[0]->ne[0]) * (size_t) ggml_nrows(t)) +
-                    (double) ggml_nbytes(t->src[1]);
-        } else if (t->op == GGML_OP_SET_ROWS) {
-            // the rows scattered (read, then written into the destination) and the indices
-            bytes = (double) ggml_nbytes(t->src[0]) +
-                    (double) (ggml_row_size(t->type, t->ne[0]) * (size_t) ggml_nrows(t->src[0])) + (double) ggml_nbytes(t->src[1]);
-        } else {
-            bytes = (double) ggml_nbytes(t);
-            for (int k = 0; k < GGML_MAX_SRC; ++k) {
-                // a CPY's second source is where it writes, already counted as its result
-                if (t->src[k] && !(t->op == GGML_OP_CPY && k == 1)) bytes += (double) ggml_nbytes(t->src[k]);
-            }
-        }
-        c.bytes += bytes;
+        c.bytes += kernels_ == CensusKernels::cuda ? cuda_bytes(t, conv) : graph_bytes(t);
         c.flops += flops_of(t);
+        for (const Conversion & v : conv) {
+            OpCensus & e = entry(v.op, role);
+            e.count += 1;
+            e.bytes += v.bytes;
+        }
     }
 }
 
-std::vector<OpCensus> census_list(const std::map<std::string, OpCensus> & by_key) {
+std::vector<OpCensus> Census::list() const {
     std::vector<OpCensus> out;
-    for (const auto & kv : by_key) out.push_back(kv.second);
+    for (const auto & kv : by_key_) out.push_back(kv.second);
     std::sort(out.begin(), out.end(), [](const OpCensus & a, const OpCensus & b) { return a.bytes > b.bytes; });
     return out;
 }

@@ -29,8 +29,7 @@ ggml_tensor * name_role(ggml_context * ctx, ggml_tensor * after, const std::stri
 // Work a graph asks for, per (op kind, role), without running it: a backend-independent cost
 // model to set beside a profile. bytes = every operand and result each op touches, counted once
 // per op (views and reshapes move nothing and are left out; GET_ROWS and SET_ROWS count the rows
-// they move, not the whole table); this undercounts what a kernel moves
-// inside itself (e.g. ggml-cuda converting f32 activations to f16 for a GEMM).
+// they move, not the whole table).
 // flops = 2 * multiply-adds of MUL_MAT, OUT_PROD and FLASH_ATTN_EXT (its two products); 0 for other ops.
 struct OpCensus {
     std::string op, role;
@@ -38,10 +37,27 @@ struct OpCensus {
     double bytes = 0, flops = 0;
 };
 
-// Adds the census of `gf`'s nodes into `into` (keyed like OpProfiler's), so several graphs can be summed.
-void add_census(const ggml_cgraph * gf, std::map<std::string, OpCensus> & into);
-// Most bytes first.
-std::vector<OpCensus> census_list(const std::map<std::string, OpCensus> & by_key);
+// Whose kernels the bytes are counted for. graph: the ops as written. cuda: as ggml-cuda runs
+// them, with the conversions it makes inside an op counted as entries of their own, in the op's
+// role: a large f16/bf16 product converts an f32 input to the compute type (f16 products also
+// their f16 result to f32), a quantized one quantizes its input to q8_1 (MMQ), flash attention
+// converts f32 K and V to f16. The product then counts the operands it reads in the converted
+// type. GGML_CUDA_CUBLAS_COMPUTE_TYPE is honoured as ggml-cuda does.
+enum class CensusKernels { graph, cuda };
+
+// Sums the census of several graphs (keyed like OpProfiler's).
+class Census {
+public:
+    explicit Census(CensusKernels kernels) : kernels_(kernels) {}
+    void add(const ggml_cgraph * gf);
+    // Most bytes first.
+    std::vector<OpCensus> list() const;
+
+private:
+    OpCensus & entry(const std::string & op, const std::string & role);
+    CensusKernels kernels_;
+    std::map<std::string, OpCensus> by_key_;
+};
 
 class OpProfiler {
 public:

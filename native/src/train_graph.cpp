@@ -852,9 +852,9 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
 
 std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
-                                        const GraphOptions & opt, std::map<std::string, OpCensus> * census) {
+                                        const GraphOptions & opt, Census * census) {
     TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
-    if (census) add_census(t.g->gf, *census);
+    if (census) census->add(t.g->gf);
     std::vector<size_t> sizes((size_t) n_backends, 0);
     ggml_backend_sched_reserve_size(sched, t.g->gf, sizes.data());
     ggml_backend_sched_reset(sched);

@@ -97,7 +97,7 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
 // Adds the graph's op census (op_profile.h) into `census` when given.
 std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
-                                        const GraphOptions & opt, std::map<std::string, OpCensus> * census = nullptr);
+                                        const GraphOptions & opt, Census * census = nullptr);
 
 // Graph nodes the passes above may need for a micro-batch with `rows` loss rows (to size the scheduler).
 size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_t rows);

@@ -277,7 +277,7 @@ StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings 
     });
 }
 
-MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, bool census) {
+MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std::optional<CensusKernels> census) {
     const ModelWeights & w = *model_->weights;
     if (batch < 1 || len < 2) throw Error("plan: need at least 1 sequence of at least 2 tokens");
     if (len > w.config().n_ctx_train) {
@@ -292,13 +292,13 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, boo
     const LossSpec loss{false, s.beta > 0, s.clip_eps};
     int64_t n = 0, tokens = 0;
     const std::vector<MicroBatch> mbs = fit(seqs, st, loss, n, tokens);
-    std::map<std::string, OpCensus> ops;
+    Census ops(census.value_or(CensusKernels::graph));
     const auto [device, cpu] = planned_bytes(mbs, loss, graph_options(st.graph), census ? &ops : nullptr);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), census_list(ops)};
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), ops.list()};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
-                                                 std::map<std::string, OpCensus> * census) {
+                                                 Census * census) {
     const ModelWeights & w = *model_->weights;
     // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
     // step's live ones: it gets a scheduler of its own.

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,7 +88,7 @@ struct MemoryPlan {
     int64_t micro_batch_tokens = 0;
     int64_t kept_layers = 0;
     int64_t micro_batches = 0;
-    // With plan(..., census = true): the training passes' ops over all micro-batches (op_profile.h).
+    // With plan(..., census): the training passes' ops over all micro-batches (op_profile.h).
     std::vector<OpCensus> census;
 };
 
@@ -106,7 +107,8 @@ public:
     StepStats gradients(const std::vector<TrainSeq> & batch, const StepSettings & s);
     // What a step over `batch` sequences of `len` tokens, every one trained, would take in compute
     // buffers with these settings: planned, not run (micro-batching, KL and kept layers apply).
-    MemoryPlan plan(int64_t batch, int64_t len, const StepSettings & s, bool census = false);
+    // With `census`, also counts the graphs' work for those kernels (MemoryPlan::census).
+    MemoryPlan plan(int64_t batch, int64_t len, const StepSettings & s, std::optional<CensusKernels> census = std::nullopt);
     // Per-token log-probs (index t: token t; index 0 is 0), with or without the adapter.
     std::vector<std::vector<float>> logprobs(const std::vector<std::vector<int32_t>> & seqs, bool with_adapter, int64_t micro_batch_tokens);
 
@@ -135,7 +137,7 @@ private:
     // primary backend's and (beside a GPU) the CPU's. Runs and allocates nothing.
     // Sums the passes' op census into `census` when given.
     std::pair<size_t, size_t> planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
-                                            std::map<std::string, OpCensus> * census = nullptr);
+                                            Census * census = nullptr);
     // The (validated) batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
     // s.memory_budget (StepSettings); n: trained tokens, tokens: all tokens.
     std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);

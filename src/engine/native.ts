@@ -38,7 +38,7 @@ export interface RawTrainer {
   evaluate(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult>;
   gradients(batch: RawTrainSequence[], opts: RawStepOptions): Promise<StepResult & { grads: Record<string, Float32Array> }>;
   logprobs(seqs: Int32Array[], withAdapter: boolean, microBatchTokens: number): Promise<Float32Array[]>;
-  plan(batch: number, len: number, opts: RawStepOptions & { census: boolean }): Promise<MemoryPlan>;
+  plan(batch: number, len: number, opts: RawStepOptions & { census: boolean; censusKernels?: string }): Promise<MemoryPlan>;
   params(): Record<string, Float32Array>;
   setParam(name: string, values: Float32Array): void;
   saveAdapter(path: string): Promise<void>;

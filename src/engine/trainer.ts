@@ -159,8 +159,11 @@ export class Trainer {
     if (!Number.isInteger(batch) || batch < 1 || !Number.isInteger(len) || len < 2) {
       throw new RrrError(`plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens (got ${batch} x ${len})`);
     }
-    const { census, ...step } = opts;
-    const o = { ...rawOptions({ ...step, lr: 0 }), census: census ?? false };
+    const { census, censusKernels, ...step } = opts;
+    if (censusKernels !== undefined && censusKernels !== 'graph' && censusKernels !== 'cuda') {
+      throw new RrrError(`plan: censusKernels must be 'graph' or 'cuda' (got ${String(censusKernels)})`);
+    }
+    const o = { ...rawOptions({ ...step, lr: 0 }), census: census ?? false, ...(censusKernels && { censusKernels }) };
     return call(() => this.rawTrainer.plan(batch, len, o));
   }
 

@@ -347,6 +347,16 @@ export interface PlanOptions extends Omit<StepOptions, 'lr' | 'profile'> {
    * no device, to set beside a profile (StepOptions.profile), which times the same (op, role) keys.
    */
   census?: boolean;
+  /**
+   * Whose kernels the census counts bytes for (default: the trainer's device's). 'graph': the ops
+   * as the graph writes them. 'cuda': as ggml-cuda runs them, with the conversions it makes inside
+   * an op as entries of their own, in its role: "CONVERT f32 to f16 (cuBLAS src1)" (a 16-bit
+   * product's f32 input; src0 likewise), "CONVERT f16 to f32 (cuBLAS result)" (f16 products write
+   * f16), "QUANTIZE f32 to q8_1 (MMQ input)", "CONVERT f32 to f16 (flash-attn K)" and V. The
+   * product then counts what it reads in the converted type. A GPU's step can so be counted on the
+   * CPU. Honours GGML_CUDA_CUBLAS_COMPUTE_TYPE as ggml-cuda does.
+   */
+  censusKernels?: 'graph' | 'cuda';
 }
 
 /**
@@ -361,8 +371,7 @@ export interface OpCensus {
   count: number;
   /**
    * Bytes of every operand and result, counted once per op (views and reshapes move nothing and
-   * are left out). A kernel may move more inside itself, e.g. ggml-cuda's f16 GEMMs convert f32
-   * activations to f16 and their results back.
+   * are left out), in the types the kernels read them (PlanOptions.censusKernels).
    */
   bytes: number;
   /** 2 × multiply-adds of MUL_MAT, OUT_PROD and FLASH_ATTN_EXT (its two products); 0 for other ops. */

@@ -98,11 +98,13 @@ export const trainingSection: BenchSection = {
         ...base,
         ...(budget ? { memoryBudget: budget, keptLayers: args['train-recompute'] ? ('auto' as const) : 0 } : { keptLayers: args['train-kept-layers'] }),
         census: args['train-census'],
+        ...(args['train-census-kernels'] !== 'auto' && { censusKernels: args['train-census-kernels'] }),
       });
+      const censusKernels = args['train-census-kernels'] === 'auto' ? (model.info.gpu ? 'cuda' : 'graph') : args['train-census-kernels'];
       const census = plan.census ? censusTotals(plan.census) : undefined;
       const censusNotes = census
         ? [
-            `planned work: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
+            `planned work${censusKernels === 'cuda' ? " (ggml-cuda's kernels, conversions included)" : ''}: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
             ...censusLines(groupCensus(plan.census!, (o) => o.op), census.bytes),
             'most bytes by role:',
             ...censusLines(groupCensus(plan.census!, (o) => o.role), census.bytes),
@@ -120,7 +122,7 @@ export const trainingSection: BenchSection = {
         mergeAdapter: args['train-merge-adapter'],
         fuseAdapter: fuseSetting,
         flashAttn: tr.info.flashAttn,
-        ...(census && { census: { ...census, ops: plan.census } }),
+        ...(census && { census: { ...census, kernels: censusKernels, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {
         // Planned only: the shape's memory and (with --train-census) its work, on any machine.

@@ -39,6 +39,7 @@ export interface BenchArgs {
   'train-cublas': 'auto' | 'f32' | 'f16' | 'bf16';
   'train-profile': boolean;
   'train-census': boolean;
+  'train-census-kernels': 'auto' | 'graph' | 'cuda';
   'train-merge-adapter': boolean;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
@@ -278,6 +279,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         default: false,
         describe: "print the planned step's work by op kind and role: bytes each op reads and writes, and GEMM FLOPs (from the shapes, nothing timed: Trainer.plan's census)",
+      })
+      .option('train-census-kernels', {
+        choices: ['auto', 'graph', 'cuda'] as const,
+        default: 'auto' as const,
+        describe:
+          "whose kernels --train-census counts bytes for: graph = the ops as written; cuda = as ggml-cuda runs them, with the conversions it makes inside products and flash attention (f32 inputs to f16, f16 results to f32, MMQ's q8_1) as entries of their own, so a GPU's step can be counted on the CPU; auto = the device's",
       })
       .option('train-merge-adapter', {
         type: 'boolean',
