@@ -359,6 +359,12 @@ describe('LoRA gradients match finite differences', () => {
     const inRows = c.nLayer * (r * qOut + 2 * r * c.nEmbd + r * c.nFf) + (c.nLayer - 1) * 3 * r * c.nEmbd; // Σ r·k·n_in
     assert.equal(flops(fused, 'bwd.W') - flops(path, 'bwd.W'), 2 * T * inRows);
     assert.equal(flops(fused, 'bwd.W') + flops(fused, 'bwd.lora'), flops(path, 'bwd.W') + flops(path, 'bwd.lora'));
+    // Always fusing, each group's dx is one product, [W₁ᵀ | W₂ᵀ | … | Aᵀ]·[dy₁ ; dy₂ ; … ; da]:
+    // q/k/v (but in layer 0), o, gate/up and down, with nothing left to add.
+    const count = (census: OpCensus[], role: string, op: string) => census.filter((o) => o.role === role && o.op.startsWith(op)).reduce((a, o) => a + o.count, 0);
+    assert.equal(count(path, 'bwd.W', 'MUL_MAT'), 7 * c.nLayer - 3);
+    assert.equal(count(fused, 'bwd.W', 'MUL_MAT'), 4 * c.nLayer - 1);
+    assert.equal(count(fused, 'bwd.W', 'ADD'), 0);
     // 'bytes' fuses only where that moves fewer bytes: at 24 tokens none of this tiny model's, at
     // 512 some, for fewer bytes than fusing none or all.
     assert.deepEqual(await plan({ fuseAdapter: 'bytes' }), path);
@@ -583,6 +589,12 @@ describe('LoRA gradients match finite differences', () => {
     const results = pick(cuda, 'fwd.W', 'CONVERT f16 to f32 (cuBLAS result)');
     assert.equal(sum(results, 'count'), 7 * c.nLayer);
     assert.equal(sum(results, 'bytes'), 6 * T * c.nLayer * sumOut);
+    // q, k and v read one f16 copy of their input, gate and up another: only o and down convert
+    // theirs in the product.
+    assert.equal(sum(pick(graph, 'fwd.W', 'MUL_MAT f16 x f16'), 'count'), 5 * c.nLayer);
+    const inputs = pick(cuda, 'fwd.W', 'CONVERT f32 to f16 (cuBLAS src1)');
+    assert.equal(sum(inputs, 'count'), 2 * c.nLayer);
+    assert.equal(sum(inputs, 'bytes'), 6 * T * c.nLayer * (qOut + c.nFf));
     // bf16 cuBLAS (ggml-cuda's GGML_CUDA_CUBLAS_COMPUTE_TYPE) writes f32 results and converts the
     // f16 weights instead.
     const before = process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;

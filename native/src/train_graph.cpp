@@ -320,19 +320,21 @@ private:
 
     // Unmerged, the same op order as transformer.cpp's project(), so both graphs give the same
     // numbers; merged (GraphOptions::merge_adapter), the same up to the merged weight's rounding.
-    Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias) {
+    // `xw`: x as the frozen product reads it (product_input()), x itself when nullptr.
+    Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias, ggml_tensor * xw = nullptr) {
+        if (!xw) xw = x;
         Proj r;
         if (merged && p) {
             if (dropout > 0) throw Error("mergeAdapter cannot merge an adapter trained with dropout: its input differs from W's");
             // r.a stays empty: the backward pass makes s A x itself (projs_back).
             ggml_tensor * Wm = merged_weight(W, lora_delta(p, false));
             done("lora");
-            r.y = ggml_mul_mat(ctx_, Wm, x);
+            r.y = ggml_mul_mat(ctx_, Wm, xw);
             if (bias) r.y = ggml_add(ctx_, r.y, bias);
             done("W");
             return r;
         }
-        r.y = ggml_mul_mat(ctx_, W, x);
+        r.y = ggml_mul_mat(ctx_, W, xw);
         done("W");
         if (p) {
             r.a = ggml_scale(ctx_, ggml_mul_mat(ctx_, p->a, dropout > 0 ? dropped(x, p).x : x), train_scale());
@@ -360,8 +362,11 @@ private:
             if (f.p) adapted.push_back(&f);
         }
         std::vector<Proj> out;
-        if (merged || !fused(x, adapted)) {
-            for (const Fwd & f : fs) out.push_back(proj(f.W, x, f.p, f.bias));
+        const ggml_type it = product_input(fs);
+        if (merged || !fused(x, adapted, it)) {
+            // One cast for all the products that read x, where each would convert it for itself.
+            ggml_tensor * xw = it != GGML_TYPE_F32 && fs.size() > 1 ? ggml_cast(ctx_, x, it) : x;
+            for (const Fwd & f : fs) out.push_back(proj(f.W, x, f.p, f.bias, xw));
             return out;
         }
         const int64_t r = adapted[0]->p->a->ne[1], k = (int64_t) adapted.size();
@@ -379,13 +384,15 @@ private:
             if (!sA) sA = ggml_scale(ctx_, stacked_a(ps), train_scale());
             a = ggml_mul_mat(ctx_, sA, x);
         }
-        ggml_tensor * xa = ggml_concat(ctx_, x, a, 0); // [n_in + r * k, T]
+        // [n_in + r * k, T], in the products' input type: cast, x would be converted in every product
+        ggml_tensor * xw = it == GGML_TYPE_F32 ? x : ggml_cast(ctx_, x, it);
+        ggml_tensor * xa = ggml_concat(ctx_, xw, it == GGML_TYPE_F32 ? a : ggml_cast(ctx_, a, it), 0);
         done("lora");
         int64_t slot = 0;
         for (const Fwd & f : fs) {
             Proj pr;
             if (!f.p) {
-                pr.y = ggml_mul_mat(ctx_, f.W, x);
+                pr.y = ggml_mul_mat(ctx_, f.W, xw);
             } else {
                 pr.a = ggml_view_2d(ctx_, a, r, a->ne[1], a->nb[1], (size_t) (slot * r) * a->nb[0]);
                 // B in its adapter's rows, zeros in the others', rounded to W's type: made once
@@ -407,18 +414,33 @@ private:
         return out;
     }
 
+    // The type the frozen products of a group read their shared input in: f16 or bf16 where all
+    // their weights (merged: the merged weights) are of that type, and f32 (as it is) otherwise.
+    // A 16-bit product converts an f32 input to its type itself, ggml-cpu and cuBLAS alike, so
+    // casting it once gives the same numbers, converted once for the group.
+    ggml_type product_input(std::initializer_list<Fwd> fs) const {
+        ggml_type t = GGML_TYPE_COUNT;
+        for (const Fwd & f : fs) {
+            const ggml_type ft = merged && f.p && ggml_is_quantized(f.W->type) ? GGML_TYPE_F16 : f.W->type;
+            if (t != GGML_TYPE_COUNT && ft != t) return GGML_TYPE_F32;
+            t = ft;
+        }
+        return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
+    }
+
     // Whether projs() fuses these adapters into their weights' products: where the weights can be
     // extended in their own type (f32, f16, bf16) and, by bytes (2), where it moves fewer.
-    // Fused, x is copied once with the adapters' rows and each W once with its B (both n_in wide);
-    // the adapter path writes each B (s A x), n_out x T in f32, and adds it (three passes more).
-    bool fused(const ggml_tensor * x, const std::vector<const Fwd *> & adapted) const {
+    // Fused, x is copied once with the adapters' rows (in the products' input type `it`) and each
+    // W once with its B (both n_in wide); the adapter path writes each B (s A x), n_out x T in
+    // f32, and adds it (three passes more).
+    bool fused(const ggml_tensor * x, const std::vector<const Fwd *> & adapted, ggml_type it) const {
         if (fuse == 0 || adapted.empty()) return false;
         for (const Fwd * f : adapted) {
             if (f->W->type != GGML_TYPE_F32 && f->W->type != GGML_TYPE_F16 && f->W->type != GGML_TYPE_BF16) return false;
         }
         if (fuse == 1) return true;
         const double n_in = (double) x->ne[0], T = (double) x->ne[1], rk = (double) (adapted[0]->p->a->ne[1] * (int64_t) adapted.size());
-        double path = 0, joined = 8.0 * T * (n_in + rk);
+        double path = 0, joined = 2.0 * (double) ggml_type_size(it) * T * (n_in + rk);
         for (const Fwd * f : adapted) {
             const double n_out = (double) f->W->ne[1];
             path += 16.0 * T * n_out;
@@ -515,8 +537,7 @@ private:
         }
         // The adapters first: a fused dx product needs their da.
         std::vector<ggml_tensor *> dx_lora; // the adapters' dx terms, unless merged or fused
-        const Back * carrier = nullptr;   // the projection whose product takes them in
-        ggml_tensor * At = nullptr, * da = nullptr;
+        ggml_tensor * At = nullptr, * da = nullptr; // unmerged, undropped: Σ Aᵢᵀ daᵢ is At da
         if (!adapted.empty() && dropout > 0) {
             // Each adapter read x through its own mask: nothing to share.
             for (const Back * b : adapted) {
@@ -549,40 +570,94 @@ private:
             for (size_t i = 0; i < adapted.size(); ++i) {
                 accumulate(adapted[i]->pr->a, ggml_view_2d(ctx_, dA, dA->ne[0], r, dA->nb[1], (size_t) i * r * dA->nb[1]));
             }
-            if (!merged) {
-                At = ggml_cont(ctx_, ggml_transpose(ctx_, A)); // [r * adapters, n_in]
-                carrier = fused_back(x, adapted, r * (int64_t) adapted.size());
-                if (!carrier) dx_lora.push_back(ggml_mul_mat(ctx_, At, da));
-            }
+            if (!merged) At = ggml_cont(ctx_, ggml_transpose(ctx_, A)); // [r * adapters, n_in]
             done("lora");
         }
-        ggml_tensor * dx = nullptr;
+        std::vector<Part> parts; // each projection's Wᵀ (merged: (W + s B A)ᵀ) and dy
         for (const Back & b : projs) {
             ggml_tensor * Wt = frozen_t(b.W);
-            ggml_tensor * dy = b.dy;
             done("Wt");
             if (merged && b.pr) {
                 // dx = (W + s B A)ᵀ dy in one product, so no n_in x tokens adapter term to add.
                 Wt = merged_weight(Wt, lora_delta(b.pr, true));
                 done("lora");
-            } else if (&b == carrier) {
-                Wt = ggml_concat(ctx_, Wt, At->type == Wt->type ? At : ggml_cast(ctx_, At, Wt->type), 0); // [n_out + r k, n_in]
-                dy = ggml_concat(ctx_, dy, da, 0);
+            }
+            parts.push_back({Wt, b.dy});
+        }
+        ggml_tensor * dx = nullptr;
+        if (joined_back(x, parts, At ? At->ne[0] : 0)) {
+            if (At) parts.push_back({At, da});
+            dx = joined_product(parts, "W");
+            done("W");
+        } else {
+            const Back * carrier = At ? fused_back(x, adapted, At->ne[0]) : nullptr; // the product that takes in At da
+            if (At && !carrier) {
+                dx_lora.push_back(ggml_mul_mat(ctx_, At, da));
                 done("lora");
             }
-            ggml_tensor * d = ggml_mul_mat(ctx_, Wt, dy);
-            dx = dx ? ggml_add(ctx_, dx, d) : d;
-            done("W");
+            size_t i = 0;
+            for (const Back & b : projs) {
+                const Part & p = parts[i++];
+                ggml_tensor * d = &b == carrier ? joined_product({p, {At, da}}, "lora") : ggml_mul_mat(ctx_, p.Wt, p.dy);
+                dx = dx ? ggml_add(ctx_, dx, d) : d;
+                done("W");
+            }
         }
         for (ggml_tensor * t : dx_lora) dx = ggml_add(ctx_, dx, t);
         done("lora");
         return dx;
     }
 
+    // A product's transposed weight (or At) and the gradient it multiplies.
+    struct Part {
+        ggml_tensor * Wt; // [n_out, n_in]
+        ggml_tensor * dy; // [n_out, T]
+    };
+
+    // Σ Wᵢᵀ dyᵢ as one product, [W₁ᵀ | W₂ᵀ | …] [dy₁ ; dy₂ ; …], the dys in the weights' type
+    // (a 16-bit product would convert them itself). Smallest first: each concat rewrites what
+    // came before it. The copies are named `copies_role`, the product is left to the caller.
+    ggml_tensor * joined_product(std::vector<Part> parts, const char * copies_role) {
+        std::stable_sort(parts.begin(), parts.end(), [](const Part & a, const Part & b) { return a.dy->ne[0] < b.dy->ne[0]; });
+        ggml_type t = GGML_TYPE_F32; // the frozen weights' type (At is f32)
+        for (const Part & p : parts) {
+            if (p.Wt->type != GGML_TYPE_F32) t = p.Wt->type;
+        }
+        ggml_tensor * W = nullptr, * D = nullptr;
+        for (const Part & p : parts) {
+            ggml_tensor * w = p.Wt->type == t ? p.Wt : ggml_cast(ctx_, p.Wt, t);
+            ggml_tensor * d = p.dy->type == t ? p.dy : ggml_cast(ctx_, p.dy, t);
+            W = W ? ggml_concat(ctx_, W, w, 0) : w;
+            D = D ? ggml_concat(ctx_, D, d, 0) : d;
+        }
+        done(copies_role);
+        return ggml_mul_mat(ctx_, W, D);
+    }
+
+    // Whether projs_back() takes a group's whole dx from one product, [W₁ᵀ | W₂ᵀ | … | Aᵀ] [dy₁ ;
+    // dy₂ ; … ; da] (joined_product), where each product would write its own n_in x tokens result
+    // and add it (four passes each). Only with GraphOptions::fuse_adapter: 1 wherever the weights
+    // share a type, 2 where the copies of the dys and Wᵀs side by side move fewer bytes.
+    bool joined_back(const ggml_tensor * x, const std::vector<Part> & parts, int64_t rk) const {
+        if (fuse == 0 || parts.size() < 2) return false;
+        const ggml_type t = parts[0].Wt->type;
+        if (t != GGML_TYPE_F32 && t != GGML_TYPE_F16 && t != GGML_TYPE_BF16) return false;
+        double rows = (double) rk;
+        for (const Part & p : parts) {
+            if (p.Wt->type != t) return false;
+            rows += (double) p.Wt->ne[0];
+        }
+        if (fuse == 1) return true;
+        const double n_in = (double) x->ne[0], T = (double) x->ne[1], ts = (double) ggml_type_size(t);
+        // each concat reads and writes what came before: about every row twice, read and written
+        const double copies = 4.0 * ts * rows * (T + n_in);
+        return copies < 16.0 * T * n_in * (double) (parts.size() - 1);
+    }
+
     // Which adapted projection's dx product also takes in the adapters' Σ Aᵢᵀ daᵢ, as
     // [Wᵀ | Aᵀ] [dy ; da] (nullptr: none). The one with the fewest outputs: it copies its dy and
-    // its Wᵀ with the adapters' rows, where a product of its own writes dx and adds it (four
-    // n_in x tokens passes). By bytes (2), only where the copies are the smaller.
+    // its Wᵀ with the adapters' rows (both in Wᵀ's type), where a product of its own writes dx and
+    // adds it (four n_in x tokens passes). By bytes (2), only where the copies are the smaller.
     const Back * fused_back(const ggml_tensor * x, const std::vector<const Back *> & adapted, int64_t rk) const {
         if (fuse == 0) return nullptr;
         const Back * c = adapted[0];
@@ -592,7 +667,7 @@ private:
         if (fuse == 1) return c;
         const double n_in = (double) x->ne[0], T = (double) x->ne[1], n_out = (double) c->W->ne[1];
         const double ts = (double) ggml_type_size(transposed_type(c->W));
-        return 8.0 * T * (n_out + (double) rk) + 2.0 * ts * n_in * n_out < 16.0 * T * n_in ? c : nullptr;
+        return 2.0 * ts * T * (n_out + (double) rk) + 2.0 * ts * n_in * n_out < 16.0 * T * n_in ? c : nullptr;
     }
 
     // dL/d(s A x) of one projection's adapter: s Bᵀ dy, [r, T].
