@@ -86,11 +86,13 @@ void AdamW::reset_moments() {
     t_ = 0;
 }
 
-double AdamW::grad_norm(ggml_backend_sched_t sched) {
-    ScratchGraph g(4 * grads_.size() + 16);
+double AdamW::grad_norm(ggml_backend_sched_t sched, float unscale) {
+    ScratchGraph g(5 * grads_.size() + 16);
     ggml_tensor * total = nullptr;
     for (ggml_tensor * gr : grads_) {
-        ggml_tensor * s = ggml_sum(g.ctx, ggml_sqr(g.ctx, gr));
+        // in place: the gradient buffers hold the true gradients from here on
+        ggml_tensor * u = unscale == 1.0f ? gr : ggml_scale_inplace(g.ctx, gr, unscale);
+        ggml_tensor * s = ggml_sum(g.ctx, ggml_sqr(g.ctx, u));
         total = total ? ggml_add(g.ctx, total, s) : s;
     }
     ggml_set_output(total);

@@ -36,8 +36,9 @@ public:
     void set_steps(int64_t t) { t_ = t; }
 
     void zero_grads();
-    // Global L2 norm of the accumulated gradients (computed on the device, one float read back).
-    double grad_norm(ggml_backend_sched_t sched);
+    // Multiplies the accumulated gradients by `unscale` in place (undoing the backward pass's loss
+    // scale), then returns their global L2 norm (computed on the device, one float read back).
+    double grad_norm(ggml_backend_sched_t sched, float unscale = 1.0f);
     // One AdamW update with learning rate `lr`; the gradients are first multiplied by
     // `grad_scale` (the clipping factor). Increments the step count used for bias correction.
     void update(ggml_backend_sched_t sched, float lr, float grad_scale);

@@ -30,8 +30,11 @@ struct MicroBatch {
     std::vector<int32_t> rows;
     std::vector<int32_t> targets;
     // Per-row loss inputs (see train_step.h for the loss they define):
+    // Both times the batch's loss scale (train_step.cpp's loss_scale()), which the gradients
+    // accumulated from them carry until divided by it:
     std::vector<float> neg_w;       // -w / N
     std::vector<float> kl_m;        // beta * m / N
+    float loss_scale = 1.0f;
     std::vector<float> old_lp;      // behaviour-policy log-probs (when has_old)
     std::vector<float> ref_lp;      // base-model log-probs (when kl)
     // Host-side, for the reported loss and for mapping rows back to sequences:
