@@ -96,10 +96,11 @@ do_peft() {
 # Training variants, most wanted first, each one `bench` run appended as a line
 # {"label", "report"} to bench-train.jsonl (one file, as the device returns at most 8):
 # the default step (flash attention in every pass where the GPU has a kernel, each adapter fused
-# into its weight's product where that moves fewer bytes: the plan's census, 557 GB at 16 x 512)
-# and the one with the adapter merged into the weights in the graph (543 GB), both profiled (time
-# per op kind and role) and counted; the default with the adapter path instead of fusing (735 GB)
-# and without flash attention (590 GB), the same way; each within a third of PEFT's 48.3 GiB
+# into its weight's product where that moves fewer bytes: the plan's census, 637 GB at 16 x 512
+# counted for ggml-cuda's kernels, conversions included) and the one with the adapter merged into
+# the weights in the graph (644 GB), both profiled (time per op kind and role) and counted; the
+# default with the adapter path instead of fusing (836 GB) and without flash attention (669 GB),
+# the same way; each within a third of PEFT's 48.3 GiB
 # peak (DESIGN.md: as many kept layers as fit); with
 # cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts
 # the weights and writes f32); without recomputation; transposing the frozen weights in every step.
