@@ -88,6 +88,19 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   const fu = JSON.parse(fused.stdout)['lora-training-step'].data;
   assert.equal(fu.fuseAdapter, 'on');
   assert.ok(!(fu.census.ops as { op: string; role: string }[]).some((o) => o.role === 'fwd.lora' && o.op === 'ADD'), 'no adapter output added');
+  assert.equal(p.census.kernels, 'graph', "the CPU's census counts the graph's ops");
+  // --train-census-kernels cuda counts the same graphs as ggml-cuda runs them: the tiny model's
+  // f16 embedding table makes the LM head's products convert their input and result.
+  const cudaCensus = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-merge-adapter', '--train-census-kernels', 'cuda', '--json']);
+  assert.equal(cudaCensus.status, 0, cudaCensus.stderr);
+  const cc = JSON.parse(cudaCensus.stdout)['lora-training-step'].data.census;
+  assert.equal(cc.kernels, 'cuda');
+  const converts = (cc.ops as { op: string; role: string }[]).filter((o) => o.op.startsWith('CONVERT'));
+  assert.ok(converts.some((o) => o.op === 'CONVERT f16 to f32 (cuBLAS result)' && o.role === 'head.loss'), JSON.stringify(converts));
+  assert.ok(!(p.census.ops as { op: string }[]).some((o) => o.op.startsWith('CONVERT')));
+  assert.ok(cc.bytes > p.census.bytes, `cuda ${cc.bytes} bytes vs graph ${p.census.bytes}`);
+  const cudaText = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-census-kernels', 'cuda']);
+  assert.match(cudaText.stdout, /planned work \(ggml-cuda's kernels, conversions included\): [\d,]+ ops/);
   const conflict = run(['bench', '--model', model, '--no-generation', '--train-merge-adapter', '--train-fuse-adapter', 'on']);
   assert.match(conflict.stderr, /^rrr-native: --train-fuse-adapter on: cannot be combined with --train-merge-adapter \(the merged weights already hold the adapter\)\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
