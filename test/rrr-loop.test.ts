@@ -137,7 +137,7 @@ test('a run interrupted and resumed trains on exactly the same batches', async (
     const learner = {
       step: async (batch: TrainSequence[], o: StepOptions) => {
         seen.push(JSON.stringify({ lr: o.lr, b: batch.map((s) => [Array.from(s.tokens), Array.from(s.weights)]) }));
-        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
+        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
       },
     };
     return { seen, learner };

@@ -319,6 +319,36 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  // Ratios to old log-probs (or to the base model, with KL) can be far larger than the weights
+  // say: where the scaled pass overflows f16, it runs again with the scale the coefficients
+  // called for, below 1 if need be; where even the loss is not finite, the step fails in one line
+  // and the adapter stays as it was.
+  test('huge ratios to stale old log-probs: the pass runs again at a smaller loss scale; a non-finite loss fails without an update', async () => {
+    const toks = [seq(12, 3), seq(12, 40)];
+    const run = async (type: string) => {
+      const { model } = await tinyModel(`grad-stale-${type}`, { type });
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+      randomizeB(tr, 0.3);
+      const lps = await tr.logprobs(toks);
+      const stale = (k: number) => toks.map((t, b) => ({ tokens: t, weights: new Float32Array(t.length).fill(-1), oldLogprobs: lps[b]!.map((x) => x - k) }));
+      // e^30: the negative advantage keeps the unclipped ρ·A branch, gradients near 1e14
+      const r = await tr.gradients(stale(30), {});
+      const before = tr.params();
+      await assert.rejects(tr.step(stale(1000), { lr: 1e-3 }), /^RrrError: step: the gradient is not finite \(loss inf\): the adapter was not updated/);
+      const after = tr.params();
+      for (const k of Object.keys(before)) assert.deepEqual(after[k], before[k], `${type} ${k} unchanged`);
+      tr.dispose();
+      model.dispose();
+      return r;
+    };
+    const ref = await run('f32');
+    const f16 = await run('f16');
+    assert.ok(Number.isFinite(f16.gradNorm) && f16.lossScale < 1, `f16: norm ${f16.gradNorm} at loss scale ${f16.lossScale}`);
+    const cos = dot(f16.grads, ref.grads) / Math.sqrt(dot(f16.grads, f16.grads) * dot(ref.grads, ref.grads));
+    assert.ok(cos > 0.9999, `f16 vs f32 cosine ${cos}`);
+    assert.ok(Math.abs(f16.gradNorm / ref.gradNorm - 1) < 0.005, `f16 norm ${f16.gradNorm} vs f32 ${ref.gradNorm}`);
+  });
+
   test('frozen weights transposed once and kept give the gradients of transposing them per step', async () => {
     for (const type of ['f32', 'f16', 'q8_0']) {
       const { model } = await tinyModel(`grad-kept-${type}`, { type });

@@ -87,23 +87,34 @@ void AdamW::reset_moments() {
 }
 
 double AdamW::grad_norm(ggml_backend_sched_t sched, float unscale) {
-    ScratchGraph g(5 * grads_.size() + 16);
-    ggml_tensor * total = nullptr;
-    for (ggml_tensor * gr : grads_) {
-        // in place: the gradient buffers hold the true gradients from here on
-        ggml_tensor * u = unscale == 1.0f ? gr : ggml_scale_inplace(g.ctx, gr, unscale);
-        ggml_tensor * s = ggml_sum(g.ctx, ggml_sqr(g.ctx, u));
-        total = total ? ggml_add(g.ctx, total, s) : s;
-    }
-    ggml_set_output(total);
-    ggml_build_forward_expand(g.gf, total);
-    name_role(g.ctx, nullptr, "adamw.norm");
-    compute(sched, g.gf, "gradient norm", placement_);
-    if (ggml_backend_sched_graph_compute(sched, g.gf) != GGML_STATUS_SUCCESS) throw Error("gradient norm computation failed");
+    // The squares are summed while the gradients are still scaled (values near 1, where their
+    // squares cannot overflow f32 as those of huge true gradients can); the norm is unscaled in double.
     float sq = 0;
-    ggml_backend_tensor_get(total, &sq, 0, sizeof(float));
-    ggml_backend_sched_reset(sched);
-    return std::sqrt((double) sq);
+    {
+        ScratchGraph g(4 * grads_.size() + 16);
+        ggml_tensor * total = nullptr;
+        for (ggml_tensor * gr : grads_) {
+            ggml_tensor * s = ggml_sum(g.ctx, ggml_sqr(g.ctx, gr));
+            total = total ? ggml_add(g.ctx, total, s) : s;
+        }
+        ggml_set_output(total);
+        ggml_build_forward_expand(g.gf, total);
+        name_role(g.ctx, nullptr, "adamw.norm");
+        compute(sched, g.gf, "gradient norm", placement_);
+        if (ggml_backend_sched_graph_compute(sched, g.gf) != GGML_STATUS_SUCCESS) throw Error("gradient norm computation failed");
+        ggml_backend_tensor_get(total, &sq, 0, sizeof(float));
+        ggml_backend_sched_reset(sched);
+    }
+    if (unscale != 1.0f) {
+        // in place: the gradient buffers hold the true gradients from here on
+        ScratchGraph g(grads_.size() + 16);
+        for (ggml_tensor * gr : grads_) ggml_build_forward_expand(g.gf, ggml_scale_inplace(g.ctx, gr, unscale));
+        name_role(g.ctx, nullptr, "adamw.norm");
+        compute(sched, g.gf, "gradient unscaling", placement_);
+        if (ggml_backend_sched_graph_compute(sched, g.gf) != GGML_STATUS_SUCCESS) throw Error("gradient unscaling failed");
+        ggml_backend_sched_reset(sched);
+    }
+    return std::sqrt((double) sq) * (double) unscale;
 }
 
 void AdamW::update(ggml_backend_sched_t sched, float lr, float grad_scale) {

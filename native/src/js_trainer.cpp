@@ -99,6 +99,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("meanRatio", st.mean_ratio);
     o.Set("meanLogprob", st.mean_logprob);
     o.Set("clipFraction", st.clip_fraction);
+    o.Set("lossScale", st.loss_scale);
     o.Set("tokens", (double) st.tokens);
     o.Set("lossTokens", (double) st.loss_tokens);
     o.Set("ms", st.ms);

@@ -66,7 +66,7 @@ bool trained(const TrainSeq & s, size_t t) { return s.mask.empty() ? s.weights[t
 float loss_scale(double largest_coef) {
     if (!(largest_coef > 0) || !std::isfinite(largest_coef)) return 1.0f;
     const int e = (int) std::floor(-std::log2(largest_coef));
-    return std::ldexp(1.0f, std::min(60, std::max(-60, e)));
+    return std::ldexp(1.0f, std::min(100, std::max(-100, e))); // within f32's normal range
 }
 
 // Packs a validated batch into micro-batches (a step may pack it several times to fit a budget).
@@ -246,6 +246,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     if (backward) opt_->zero_grads();
 
     double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
+    double largest = 0; // the largest per-token coefficient of the loss's gradient, times N
     int64_t clipped = 0;
     for (MicroBatch & mb : p.mbs) {
         if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement);
@@ -262,10 +263,13 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
             } else {
                 pg += a * lp[r];
             }
+            double coef = std::fabs(a) * rho;
             if (loss.kl) {
                 const double d = (double) mb.ref_lp[r] - (double) lp[r];
                 kl += std::exp(d) - d - 1.0;
+                coef += (double) s.beta * std::max(1.0, std::exp(d));
             }
+            largest = std::max(largest, coef);
             sum_rho += rho;
             sum_lp += lp[r];
         }
@@ -279,6 +283,27 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     st.tokens = p.tokens;
     if (backward) {
         st.grad_norm = opt_->grad_norm(sched, 1.0f / p.mbs[0].loss_scale);
+        const float retry = loss_scale(largest / n);
+        if (!std::isfinite(st.grad_norm) && std::isfinite(st.loss) && retry < p.mbs[0].loss_scale) {
+            // An f16 product overflowed (65504): the scale came from the weights alone, and ratios
+            // to old log-probs (or to the base model, for KL) can be far larger. The same pass
+            // again with the scale from the coefficients as they came out: rare, so it costs a
+            // pass only then.
+            const float by = retry / p.mbs[0].loss_scale; // a power of two: exact
+            opt_->zero_grads();
+            for (MicroBatch & mb : p.mbs) {
+                for (float & v : mb.neg_w) v *= by;
+                for (float & v : mb.kl_m) v *= by;
+                mb.loss_scale = retry;
+                accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement);
+            }
+            st.grad_norm = opt_->grad_norm(sched, 1.0f / retry);
+        }
+        st.loss_scale = p.mbs[0].loss_scale;
+        if (!std::isfinite(st.grad_norm)) {
+            throw Error(std::string("step: the gradient is not finite (loss ") + std::to_string(st.loss) +
+                        "): the adapter was not updated. Non-finite activations, or old log-probs far from the model's?");
+        }
         st.placement.merge(opt_->placement());
     }
     if (then) then(st);

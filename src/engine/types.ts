@@ -410,6 +410,12 @@ export interface StepResult {
   meanLogprob: number;
   /** Fraction of trained tokens whose ratio was clipped. */
   clipFraction: number;
+  /**
+   * The power of two the backward pass multiplied the loss by, so that per-token gradients stay
+   * in f16's range where 16-bit weights round them (divided out before gradNorm). 1 where that
+   * overflowed and the pass ran again unscaled, and without a backward pass.
+   */
+  lossScale: number;
   /** N = Σ m: trained tokens in the batch, the loss normaliser. */
   lossTokens: number;
   /** True when N = 0: nothing was trained and the optimizer did not step. */
