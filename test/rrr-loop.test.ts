@@ -8,7 +8,9 @@ import { reflectAndRetry } from '../src/rrr/episode.js';
 import { runTraining, type LoopSettings } from '../src/rrr/train.js';
 import { stepIndices } from '../src/rrr/schedule-data.js';
 import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
-import type { Group, Policy } from '../src/rrr/types.js';
+import { NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
+import { summarize } from '../src/rrr/metrics.js';
+import type { Group, Policy, StepMetrics } from '../src/rrr/types.js';
 import type { Task, TaskItem } from '../src/tasks/types.js';
 
 function completion(tokens: number[], text: string): Completion {
@@ -163,4 +165,47 @@ test('a run interrupted and resumed trains on exactly the same batches', async (
   const part2 = record();
   await runTraining(new FakePolicy(), part2.learner, task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }, stop.stepsDone);
   assert.deepEqual([...part1.seen, ...part2.seen], full.seen);
+});
+
+test('a step whose gradient is not finite drops its update and the run goes on; other errors end it', async () => {
+  const items = new Map<string, Item>(Array.from({ length: 6 }, (_, i) => [`i${i}`, { id: `i${i}`, q: `question ${i}` }]));
+  const failures = [...items.values()].map((i) => ({ itemId: i.id, firstAnswer: 'NO', reason: 'wrong' }));
+  const settings: LoopSettings = {
+    steps: 4,
+    tasksPerStep: 2,
+    seed: 11,
+    checkpointEvery: 2,
+    maxReflectionTokens: 8,
+    maxAnswerTokens: 4,
+    grpo: { ...DEFAULT_GRPO_CONFIG, groupSize: 4 },
+  };
+  const learner = (fail: (call: number) => Error | undefined) => {
+    let calls = 0;
+    return {
+      step: async (batch: TrainSequence[]) => {
+        const e = fail(calls++);
+        if (e) throw e;
+        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
+      },
+    };
+  };
+  const why = 'step: the gradient is not finite (loss nan): the adapter was not updated.';
+  const steps: StepMetrics[] = [];
+  const checkpoints: number[] = [];
+  const r = await runTraining(new FakePolicy(), learner((c) => (c === 1 ? new NonFiniteGradientError(why) : undefined)), task, items, failures, settings, {
+    onStep: (m) => void steps.push(m),
+    checkpoint: async (n) => void checkpoints.push(n),
+    shouldStop: () => false,
+  });
+  assert.deepEqual(r, { stepsDone: 4, stopped: false });
+  assert.deepEqual(checkpoints, [2, 4]);
+  const trained = steps.filter((m) => m.trainTokens > 0 || m.updateSkipped);
+  assert.ok(trained.length >= 2, `steps with a batch: ${trained.length}`);
+  assert.equal(trained[1]!.updateSkipped, why);
+  assert.equal(steps.filter((m) => m.updateSkipped).length, 1);
+  assert.equal(summarize(steps, { attempted: 6, correct: 0 }, 6).updatesSkipped, 1);
+  await assert.rejects(
+    runTraining(new FakePolicy(), learner(() => new RrrError('step: something else')), task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }),
+    /something else/,
+  );
 });

@@ -38,6 +38,8 @@ export interface RunSummary {
   successAfterReflectionLastQuarter: number;
   groupsSkipped: number;
   groupsTrained: number;
+  /** Steps whose update was dropped because their gradient was not finite. */
+  updatesSkipped: number;
   generatedTokens: number;
   trainTokens: number;
   seconds: number;
@@ -51,7 +53,8 @@ export function summarize(metrics: StepMetrics[], first: { attempted: number; co
   const q = Math.max(1, Math.floor(metrics.length / 4));
   const head = metrics.slice(0, q);
   const tail = metrics.slice(-q);
-  const sum = (k: keyof StepMetrics) => metrics.reduce((a, m) => a + m[k], 0);
+  type NumberField = { [K in keyof StepMetrics]-?: StepMetrics[K] extends number ? K : never }[keyof StepMetrics];
+  const sum = (k: NumberField) => metrics.reduce((a, m) => a + m[k], 0);
   return {
     steps: metrics.length,
     firstAttempt: { ...first, accuracy: first.attempted ? first.correct / first.attempted : 0 },
@@ -62,6 +65,7 @@ export function summarize(metrics: StepMetrics[], first: { attempted: number; co
     successAfterReflectionLastQuarter: mean(tail.map((m) => m.successAfterReflection)),
     groupsSkipped: sum('groupsSkipped'),
     groupsTrained: sum('groupsTrained'),
+    updatesSkipped: metrics.filter((m) => m.updateSkipped !== undefined).length,
     generatedTokens: sum('generatedTokens'),
     trainTokens: sum('trainTokens'),
     seconds: sum('seconds'),

@@ -7,6 +7,7 @@ import type { TaskItem } from '../tasks/types.js';
 import { buildTrainBatch } from './batch.js';
 import { reflectAndRetry } from './episode.js';
 import { stepIndices, stepSeed } from './schedule-data.js';
+import { NonFiniteGradientError } from '../engine/errors.js';
 import type { StepOptions } from '../engine/types.js';
 import type { AnyTask, Failure, Learner, Policy, StepMetrics } from './types.js';
 
@@ -84,10 +85,19 @@ export async function runTraining(
       minLrRatio: g.minLrRatio,
     });
     let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, computeBytes: 0 };
+    let updateSkipped: string | undefined;
     if (tb.sequences.length > 0) {
       const execution = hooks.stepExecution?.() ?? {};
       for (let p = 0; p < g.passesPerBatch; p++) {
-        res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta, ...execution });
+        try {
+          res = await learner.step(tb.sequences, { lr, clipEps: g.clipEpsilon, beta: g.beta, ...execution });
+        } catch (e) {
+          // One bad batch should not end a long run: its update is dropped (the adapter is as it
+          // was), the step's metrics say so, and the next batch trains.
+          if (!(e instanceof NonFiniteGradientError)) throw e;
+          updateSkipped = e.message;
+          break;
+        }
       }
     }
     const t1 = Date.now();
@@ -115,6 +125,7 @@ export async function runTraining(
       keptLayers: res.keptLayers,
       trainComputeBytes: res.computeBytes,
       seconds: (t1 - t0) / 1000,
+      ...(updateSkipped !== undefined && { updateSkipped }),
     };
     hooks.onStep?.(m);
     const done = step + 1;

@@ -57,4 +57,6 @@ export interface StepMetrics {
   keptLayers: number;
   trainComputeBytes: number;
   seconds: number;
+  /** Set when the step's gradient was not finite and its update was dropped: why. */
+  updateSkipped?: string;
 }

@@ -363,7 +363,8 @@ export const trainCommand: CommandModule<object, Args> = {
               `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
                 `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
                 `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}` +
-                (fit && fit !== lastFit ? `  (training step: ${fit}, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer)` : ''),
+                (fit && fit !== lastFit ? `  (training step: ${fit}, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer)` : '') +
+                (m.updateSkipped ? `  update skipped: ${m.updateSkipped.replace(/^step: /, '')}` : ''),
             );
             if (fit) lastFit = fit;
           },
