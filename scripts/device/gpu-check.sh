@@ -5,7 +5,8 @@
 #   bash scripts/device/gpu-check.sh all     # build, bench vs llama.cpp, PEFT, GPU tests
 # `build` and `run` are its two halves, for a warm machine (the build folder stays between calls).
 # `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the steps in the order of
-# GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench):
+# GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench,
+# "precision" the gradients of 16-bit bases against f32):
 # while nvcc builds ggml-cuda (niced, so it does not starve the timed Python), PEFT's anchor runs
 # on the idle GPU and the bench model is written with the CPU addon carried in .device/cpu-addon
 # (if it fails there, the model is made after the build). Everything is logged under $OUT in at
@@ -70,6 +71,16 @@ do_tests() {
     dist/test/engine-parity.test.js dist/test/generator.test.js dist/test/generator-device-sampling.test.js \
     dist/test/generator-adapter.test.js dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
   log "gpu tests rc=$? $(grep -E '^# (pass|fail)' "$OUT/gpu-tests.log" | tr '\n' ' ')"
+}
+
+# LoRA gradients of f16 (ggml's f16 cuBLAS sums, then with bf16 cuBLAS) and bf16 bases against
+# the f32 base's, on the 1.5B shape cut to 4 layers: one JSON line each into summary.txt.
+do_precision() {
+  local s; s=$(budget 120 40)
+  [ "$s" = 0 ] && { log "precision skipped: out of time"; return; }
+  timeout "$s" node scripts/device/grad-precision.mjs --device $DEV > /tmp/precision.jsonl 2>> "$OUT/errors.log"
+  log "precision rc=$?"
+  while read -r line; do log "precision: $line"; done < /tmp/precision.jsonl
 }
 
 # Both engines with one unified window of cells for the whole batch, then ours with host sampling.
@@ -141,6 +152,7 @@ do_run() {
       tests) do_tests ;;
       extra) do_extra_benches ;;
       train) do_train_benches ;;
+      precision) do_precision ;;
       *) log "unknown step $step" ;;
     esac
   done
