@@ -64,8 +64,9 @@ for (const [f, report] of trainRows) {
       `compute buffer ${fix((t.computeBytes ?? 0) / 2 ** 20)} MiB (planned ${fix((t.plannedComputeBytes ?? 0) / 2 ** 20)}${t.plannedTotalBytes ? `, ${fix(t.plannedTotalBytes / 2 ** 30, 1)} GiB in all` : ''}), ` +
       `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, cuBLAS ${t.cublasCompute ?? 'auto'}, adapter ${t.mergeAdapter ? 'merged' : `fused: ${t.fuseAdapter ?? 'off'}`}, flash attention ${t.flashAttn ? 'on' : 'off'}, splits ${t.graphSplits}, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
   );
-  // The plan's census (bench --train-census): bytes the step's ops read and write, beside its time.
-  if (t.census) out.push(`  planned: ${t.census.count} ops, ${fix(t.census.bytes / 1e9, 1)} GB moved, ${fix(t.census.flops / 1e12, 2)} TFLOP`);
+  // The plan's census (bench --train-census): bytes the step's ops read and write, beside its time
+  // (on a GPU counted for ggml-cuda's kernels, their conversions included).
+  if (t.census) out.push(`  planned (${t.census.kernels ?? 'graph'} kernels): ${t.census.count} ops, ${fix(t.census.bytes / 1e9, 1)} GB moved, ${fix(t.census.flops / 1e12, 2)} TFLOP`);
   if (t.profile) {
     const total = t.profile.ops.reduce((a, o) => a + o.ms, 0);
     const top = (key) => {
