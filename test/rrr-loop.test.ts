@@ -122,11 +122,12 @@ test('each epoch visits every failure once', () => {
   assert.deepEqual(stepIndices(10, 2, 3, 7), stepIndices(10, 2, 3, 7), 'a pure function of the step');
 });
 
-test('a run interrupted and resumed trains on exactly the same batches', async () => {
+/** Six items, all failed once, and a loop of `steps` steps over two of them at a time. */
+function loopFixture(steps: number): { items: Map<string, Item>; failures: { itemId: string; firstAnswer: string; reason: string }[]; settings: LoopSettings } {
   const items = new Map<string, Item>(Array.from({ length: 6 }, (_, i) => [`i${i}`, { id: `i${i}`, q: `question ${i}` }]));
   const failures = [...items.values()].map((i) => ({ itemId: i.id, firstAnswer: 'NO', reason: 'wrong' }));
   const settings: LoopSettings = {
-    steps: 6,
+    steps,
     tasksPerStep: 2,
     seed: 11,
     checkpointEvery: 2,
@@ -134,12 +135,22 @@ test('a run interrupted and resumed trains on exactly the same batches', async (
     maxAnswerTokens: 4,
     grpo: { ...DEFAULT_GRPO_CONFIG, groupSize: 4 },
   };
+  return { items, failures, settings };
+}
+
+/** What a learner's step returns, for fakes. */
+function stepResult(batch: TrainSequence[]) {
+  return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
+}
+
+test('a run interrupted and resumed trains on exactly the same batches', async () => {
+  const { items, failures, settings } = loopFixture(6);
   const record = () => {
     const seen: string[] = [];
     const learner = {
       step: async (batch: TrainSequence[], o: StepOptions) => {
         seen.push(JSON.stringify({ lr: o.lr, b: batch.map((s) => [Array.from(s.tokens), Array.from(s.weights)]) }));
-        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
+        return stepResult(batch);
       },
     };
     return { seen, learner };
@@ -168,24 +179,14 @@ test('a run interrupted and resumed trains on exactly the same batches', async (
 });
 
 test('a step whose gradient is not finite drops its update and the run goes on; other errors end it', async () => {
-  const items = new Map<string, Item>(Array.from({ length: 6 }, (_, i) => [`i${i}`, { id: `i${i}`, q: `question ${i}` }]));
-  const failures = [...items.values()].map((i) => ({ itemId: i.id, firstAnswer: 'NO', reason: 'wrong' }));
-  const settings: LoopSettings = {
-    steps: 4,
-    tasksPerStep: 2,
-    seed: 11,
-    checkpointEvery: 2,
-    maxReflectionTokens: 8,
-    maxAnswerTokens: 4,
-    grpo: { ...DEFAULT_GRPO_CONFIG, groupSize: 4 },
-  };
+  const { items, failures, settings } = loopFixture(4);
   const learner = (fail: (call: number) => Error | undefined) => {
     let calls = 0;
     return {
       step: async (batch: TrainSequence[]) => {
         const e = fail(calls++);
         if (e) throw e;
-        return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0 };
+        return stepResult(batch);
       },
     };
   };
