@@ -113,16 +113,18 @@ do_peft() {
 # default with the adapter path instead of fusing (836 GB) and without flash attention (669 GB),
 # the same way; each within a third of PEFT's 48.3 GiB
 # peak (DESIGN.md: as many kept layers as fit); with
-# cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, bf16 converts
-# the weights and writes f32); without recomputation; transposing the frozen weights in every step.
+# cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, 90 GB of the
+# default's 637; bf16 converts the weights instead, writes f32, and runs the f32 attention and
+# LoRA products on tensor cores too: second, as it may be the largest single change);
+# without recomputation; transposing the frozen weights in every step.
 TRAIN_VARIANTS=(
   "default|--train-profile --train-census"
+  "bf16|--train-cublas bf16 --train-census"
   "merged|--train-merge-adapter --train-profile --train-census"
   "path|--train-fuse-adapter off --train-profile --train-census"
   "noflash|--flash-attn off --train-profile --train-census"
   "budget16|--train-memory-gib 16"
   "budget16-merged|--train-memory-gib 16 --train-merge-adapter"
-  "bf16|--train-cublas bf16"
   "merged-bf16|--train-merge-adapter --train-cublas bf16"
   "norecompute|--no-train-recompute"
   "perstep|--train-transposed per-step"
