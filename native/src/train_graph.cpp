@@ -337,7 +337,7 @@ private:
         r.y = ggml_mul_mat(ctx_, W, xw);
         done("W");
         if (p) {
-            r.a = ggml_scale(ctx_, ggml_mul_mat(ctx_, p->a, dropout > 0 ? dropped(x, p).x : x), train_scale());
+            r.a = adapter_a(p, x);
             r.y = ggml_add(ctx_, r.y, ggml_mul_mat(ctx_, p->b, r.a));
             done("lora");
         }
@@ -373,7 +373,7 @@ private:
         ggml_tensor * a = nullptr; // s A x of every adapter, [r * k, T]
         if (dropout > 0) {
             for (const Fwd * f : adapted) {
-                ggml_tensor * aj = ggml_scale(ctx_, ggml_mul_mat(ctx_, f->p->a, dropped(x, f->p).x), train_scale());
+                ggml_tensor * aj = adapter_a(f->p, x);
                 a = a ? ggml_concat(ctx_, a, aj, 0) : aj;
             }
         } else {
@@ -668,6 +668,11 @@ private:
         const double n_in = (double) x->ne[0], T = (double) x->ne[1], n_out = (double) c->W->ne[1];
         const double ts = (double) ggml_type_size(transposed_type(c->W));
         return 2.0 * ts * T * (n_out + (double) rk) + 2.0 * ts * n_in * n_out < 16.0 * T * n_in ? c : nullptr;
+    }
+
+    // s A x of one adapter, through its dropout mask when training with dropout: [r, T].
+    ggml_tensor * adapter_a(const LoraPair * p, ggml_tensor * x) {
+        return ggml_scale(ctx_, ggml_mul_mat(ctx_, p->a, dropout > 0 ? dropped(x, p).x : x), train_scale());
     }
 
     // dL/d(s A x) of one projection's adapter: s Bᵀ dy, [r, T].
