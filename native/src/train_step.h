@@ -68,7 +68,7 @@ struct StepSettings {
 
 struct StepStats {
     double loss = 0, kl = 0, grad_norm = 0, mean_ratio = 1, mean_logprob = 0, clip_fraction = 0;
-    float loss_scale = 1.0f; // what the backward pass's loss was multiplied by (1 after an overflow)
+    float loss_scale = 1.0f; // what the backward pass's loss was multiplied by (after an overflow, the retry's)
     int64_t tokens = 0;      // tokens run through the training graphs (before padding)
     int64_t loss_tokens = 0; // N
     double ms = 0;

@@ -412,8 +412,9 @@ export interface StepResult {
   clipFraction: number;
   /**
    * The power of two the backward pass multiplied the loss by, so that per-token gradients stay
-   * in f16's range where 16-bit weights round them (divided out before gradNorm). 1 where that
-   * overflowed and the pass ran again unscaled, and without a backward pass.
+   * in f16's range where 16-bit weights round them (divided out before gradNorm). Where that
+   * overflowed, the smaller one (below 1 if need be) the pass ran again with; 1 without a
+   * backward pass.
    */
   lossScale: number;
   /** N = Σ m: trained tokens in the batch, the loss normaliser. */
