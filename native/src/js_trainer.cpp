@@ -172,7 +172,9 @@ AdapterSpec spec_from_js(const Napi::Value & v) {
     s.alpha = (float) num_opt(o, "alpha", s.alpha);
     s.seed = (uint64_t) int_opt(o, "seed", (int64_t) s.seed);
     s.dropout = (float) num_opt(o, "dropout", 0.0);
-    if (!(s.dropout >= 0.0f && s.dropout < 1.0f)) throw Napi::RangeError::New(env, "LoRA dropout: must be a number in [0, 1)");
+    if (!(s.dropout >= 0.0f && s.dropout < 1.0f)) {
+        throw Napi::RangeError::New(env, "LoRA dropout: expected a number in [0, 1), got " + o.Get("dropout").ToString().Utf8Value());
+    }
     Napi::Value t = o.Get("targets");
     if (!t.IsArray()) throw Napi::TypeError::New(env, "--lora-targets: targets must be an array like ['q', 'v']");
     Napi::Array arr = t.As<Napi::Array>();
@@ -343,12 +345,12 @@ private:
         std::optional<CensusKernels> census;
         if (bool_opt(opts, "census", false)) {
             // the device's own kernels unless asked for another's
-            const std::string k = opts.Has("censusKernels") && opts.Get("censusKernels").IsString()
-                                      ? opts.Get("censusKernels").As<Napi::String>().Utf8Value()
-                                      : (tr(env).model()->backends->is_gpu() ? "cuda" : "graph");
-            if (k != "graph" && k != "cuda") throw Napi::TypeError::New(env, "plan: censusKernels must be 'graph' or 'cuda'");
+            const Napi::Value asked = opts.Get("censusKernels");
+            const std::string k = !asked.IsUndefined() ? asked.ToString().Utf8Value() : tr(env).model()->backends->is_gpu() ? "cuda" : "graph";
+            if (k != "graph" && k != "cuda") throw Napi::TypeError::New(env, "plan: censusKernels must be 'graph' or 'cuda' (got " + k + ")");
             census = k == "cuda" ? CensusKernels::cuda : CensusKernels::graph;
         }
+        const std::string kernels = census == CensusKernels::cuda ? "cuda" : "graph";
         auto t = trainer_;
         auto out = std::make_shared<MemoryPlan>();
         return PromiseJob::start(env,
@@ -356,7 +358,7 @@ private:
                 std::lock_guard<std::mutex> lock(t->model()->mu);
                 *out = t->plan(batch, len, s, census);
             },
-            [out](Napi::Env env) -> Napi::Value {
+            [out, kernels](Napi::Env env) -> Napi::Value {
                 Napi::Object o = Napi::Object::New(env);
                 o.Set("deviceBytes", (double) out->device);
                 o.Set("cpuBytes", (double) out->cpu);
@@ -376,6 +378,7 @@ private:
                         arr.Set((uint32_t) i, e);
                     }
                     o.Set("census", arr);
+                    o.Set("censusKernels", kernels);
                 }
                 return o;
             });

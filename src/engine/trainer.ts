@@ -101,9 +101,7 @@ export class Trainer {
 
   /** A new adapter (A random, B zero: the model's outputs are unchanged until the first step). */
   static async create(model: Model, lora: LoraConfig, optimizer: OptimizerConfig, options: TrainerOptions = {}): Promise<Trainer> {
-    const dropout = lora.dropout ?? 0;
-    if (!(Number.isFinite(dropout) && dropout >= 0 && dropout < 1)) throw new RrrError(`LoRA dropout: expected a number in [0, 1), got ${lora.dropout}`);
-    const spec = { rank: lora.rank, alpha: lora.alpha, targets: lora.targets ?? DEFAULT_TARGETS, seed: lora.seed ?? 1, dropout };
+    const spec = { rank: lora.rank, alpha: lora.alpha, targets: lora.targets ?? DEFAULT_TARGETS, seed: lora.seed ?? 1, dropout: lora.dropout ?? 0 };
     return new Trainer(model, await call(() => addon().NativeTrainer.create(model.rawModel, spec, optimizerSpec(optimizer), options)));
   }
 
@@ -160,10 +158,7 @@ export class Trainer {
       throw new RrrError(`plan: need a whole number of sequences ≥ 1 of ≥ 2 tokens (got ${batch} x ${len})`);
     }
     const { census, censusKernels, ...step } = opts;
-    if (censusKernels !== undefined && censusKernels !== 'graph' && censusKernels !== 'cuda') {
-      throw new RrrError(`plan: censusKernels must be 'graph' or 'cuda' (got ${String(censusKernels)})`);
-    }
-    const o = { ...rawOptions({ ...step, lr: 0 }), census: census ?? false, ...(censusKernels && { censusKernels }) };
+    const o = { ...rawOptions({ ...step, lr: 0 }), census: census ?? false, ...(censusKernels !== undefined && { censusKernels }) };
     return call(() => this.rawTrainer.plan(batch, len, o));
   }
 

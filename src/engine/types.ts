@@ -338,6 +338,8 @@ export interface MemoryPlan {
   microBatches: number;
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
+  /** With PlanOptions.census: whose kernels it counted for (PlanOptions.censusKernels, settled). */
+  censusKernels?: 'graph' | 'cuda';
 }
 
 /** Trainer.plan's options: a step's, and whether to count the graph's work. */

@@ -100,11 +100,10 @@ export const trainingSection: BenchSection = {
         census: args['train-census'],
         ...(args['train-census-kernels'] !== 'auto' && { censusKernels: args['train-census-kernels'] }),
       });
-      const censusKernels = args['train-census-kernels'] === 'auto' ? (model.info.gpu ? 'cuda' : 'graph') : args['train-census-kernels'];
       const census = plan.census ? censusTotals(plan.census) : undefined;
       const censusNotes = census
         ? [
-            `planned work${censusKernels === 'cuda' ? " (ggml-cuda's kernels, conversions included)" : ''}: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
+            `planned work${plan.censusKernels === 'cuda' ? " (ggml-cuda's kernels, conversions included)" : ''}: ${census.count.toLocaleString('en-US')} ops, ${bytesText(census.bytes)} read and written, ${flopsText(census.flops)} in products; most bytes by op kind:`,
             ...censusLines(groupCensus(plan.census!, (o) => o.op), census.bytes),
             'most bytes by role:',
             ...censusLines(groupCensus(plan.census!, (o) => o.role), census.bytes),
@@ -122,7 +121,7 @@ export const trainingSection: BenchSection = {
         mergeAdapter: args['train-merge-adapter'],
         fuseAdapter: fuseSetting,
         flashAttn: tr.info.flashAttn,
-        ...(census && { census: { ...census, kernels: censusKernels, ops: plan.census } }),
+        ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {
         // Planned only: the shape's memory and (with --train-census) its work, on any machine.
