@@ -5,8 +5,8 @@
 #   bash scripts/device/gpu-check.sh all     # build, bench vs llama.cpp, PEFT, GPU tests
 # `build` and `run` are its two halves, for a warm machine (the build folder stays between calls).
 # `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the steps in the order of
-# GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench,
-# "precision" the gradients of 16-bit bases against f32):
+# GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench, "train:a,b"
+# only its variants labelled a and b, "precision" the gradients of 16-bit bases against f32):
 # while nvcc builds ggml-cuda (niced, so it does not starve the timed Python), PEFT's anchor runs
 # on the idle GPU and the bench model is written with the CPU addon carried in .device/cpu-addon
 # (if it fails there, the model is made after the build). Everything is logged under $OUT in at
@@ -129,11 +129,13 @@ TRAIN_VARIANTS=(
   "norecompute|--no-train-recompute"
   "perstep|--train-transposed per-step"
 )
+# $1: the labels to run, comma-separated (`train:default,bf16` in GPU_CHECK_STEPS); all if empty.
 do_train_benches() {
   local v label flags s rc
   for v in "${TRAIN_VARIANTS[@]}"; do
     label=${v%%|*}
     flags=${v#*|}
+    [ -z "${1:-}" ] || [[ ",$1," == *",$label,"* ]] || continue
     s=$(budget 120 35)
     [ "$s" = 0 ] && { log "training bench $label skipped: out of time"; return; }
     # shellcheck disable=SC2086
@@ -154,6 +156,7 @@ do_run() {
       tests) do_tests ;;
       extra) do_extra_benches ;;
       train) do_train_benches ;;
+      train:*) do_train_benches "${step#train:}" ;;
       precision) do_precision ;;
       *) log "unknown step $step" ;;
     esac
