@@ -10,8 +10,11 @@ import { Generator, Model, Trainer } from '../src/engine/index.js';
 import type { TrainSequence } from '../src/engine/types.js';
 import { TEST_DEVICE, tinyModel } from './helpers/models.js';
 
-const onDevice = (what: string, s: { graphSplits: number; fallbackOps: string[] }) => {
+// ggml's scheduler (GGML_SCHED_MAX_SPLIT_INPUTS) cuts a GPU graph that reads more host inputs.
+const MAX_HOST_INPUTS = 30;
+const onDevice = (what: string, s: { graphSplits: number; graphHostInputs: number; fallbackOps: string[] }) => {
   assert.deepEqual(s.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
+  assert.ok(s.graphHostInputs > 0 && s.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${s.graphHostInputs} host inputs`);
   assert.equal(s.graphSplits, 1, `${what}: graph cut into ${s.graphSplits} pieces`);
 };
 

@@ -1,8 +1,11 @@
 #include "backend.h"
+
+#include <unordered_set>
 #include "errors.h"
 
 #include <algorithm>
 #include <thread>
+#include <unordered_set>
 
 #include "ggml-cpu.h"
 
@@ -81,6 +84,7 @@ ggml_backend_sched_t Backends::new_sched(size_t n_nodes) const {
 
 void Placement::merge(const Placement & o) {
     splits = std::max(splits, o.splits);
+    host_inputs = std::max(host_inputs, o.host_inputs);
     std::vector<std::string> all(off_primary);
     all.insert(all.end(), o.off_primary.begin(), o.off_primary.end());
     std::sort(all.begin(), all.end());
@@ -97,13 +101,19 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
     Placement p;
     p.splits = ggml_backend_sched_get_n_splits(sched);
     ggml_backend_t primary = ggml_backend_sched_get_backend(sched, 0);
+    std::unordered_set<const ggml_tensor *> host_inputs;
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         // Views and reshapes cost nothing wherever they are placed.
         if (is_view_op(t)) continue;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
         if (at && at != primary) p.off_primary.push_back(ggml_op_desc(t));
+        for (const ggml_tensor * s : t->src) {
+            // A view's view_src is the tensor it finally views, however many views deep.
+            if (s && ((s->flags & GGML_TENSOR_FLAG_INPUT) || (s->view_src && (s->view_src->flags & GGML_TENSOR_FLAG_INPUT)))) host_inputs.insert(s);
+        }
     }
+    p.host_inputs = (int) host_inputs.size();
     p.merge(Placement{});  // sorts and removes repeats
     return p;
 }

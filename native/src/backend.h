@@ -28,6 +28,11 @@ std::vector<DeviceInfo> list_devices();
 struct Placement {
     int splits = 0;
     std::vector<std::string> off_primary;  // distinct op names, sorted
+    // Distinct tensors the kernels read from the host's input tensors (an input, or a view of
+    // one): a GPU scheduler copies each of them to the device, and ggml's cuts the graph in two
+    // when one piece needs more than 30 (GGML_SCHED_MAX_SPLIT_INPUTS). Counted on any backend, so
+    // the CPU can tell a graph that a GPU would cut.
+    int host_inputs = 0;
     void merge(const Placement & o);
 };
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf);

@@ -54,6 +54,7 @@ bool bool_opt(const Napi::Object & o, const char * key, bool fallback) {
 
 void set_placement(Napi::Env env, Napi::Object & o, const Placement & p) {
     o.Set("graphSplits", p.splits);
+    o.Set("graphHostInputs", p.host_inputs);
     Napi::Array ops = Napi::Array::New(env, p.off_primary.size());
     for (size_t i = 0; i < p.off_primary.size(); ++i) ops.Set((uint32_t) i, p.off_primary[i]);
     o.Set("fallbackOps", ops);

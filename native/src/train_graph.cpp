@@ -238,7 +238,7 @@ public:
             ggml_tensor * hc = ggml_view_2d(ctx_, hf, hf->ne[0], n, hf->nb[1], (size_t) c0 * hf->nb[1]);
             ggml_tensor * logits = ggml_mul_mat(ctx_, w_.output, hc); // [V, n]
             ggml_tensor * p = ggml_soft_max(ctx_, logits);
-            ggml_tensor * pt = ggml_get_rows(ctx_, ggml_reshape_2d(ctx_, p, 1, V * n), ggml_view_1d(ctx_, in_.flat_idx, n, (size_t) c0 * sizeof(int32_t)));
+            ggml_tensor * pt = ggml_get_rows(ctx_, ggml_reshape_2d(ctx_, p, 1, V * n), ggml_view_1d(ctx_, on_device(in_.flat_idx), n, (size_t) c0 * sizeof(int32_t)));
             ggml_tensor * lp = ggml_log(ctx_, pt); // [1, n]
             ggml_set_output(lp);
             ggml_build_forward_expand(gf_, lp);
@@ -246,9 +246,9 @@ public:
             if (!backward) continue;
 
             // coef = dL/d(log p of the target), treated as a constant: see train_step.h.
-            ggml_tensor * coef = row_view(in_.neg_w, c0, n);
+            ggml_tensor * coef = row_view(on_device(in_.neg_w), c0, n);
             if (loss.has_old) {
-                ggml_tensor * rho = ggml_exp(ctx_, ggml_sub(ctx_, lp, row_view(in_.old_lp, c0, n)));
+                ggml_tensor * rho = ggml_exp(ctx_, ggml_sub(ctx_, lp, row_view(on_device(in_.old_lp), c0, n)));
                 ggml_tensor * u = ggml_mul(ctx_, rho, coef);
                 ggml_tensor * cl = ggml_mul(ctx_, ggml_clamp(ctx_, rho, 1.0f - loss.clip_eps, 1.0f + loss.clip_eps), coef);
                 // min(ρA, clip(ρ)A) takes the clipped branch, with zero gradient, where that is smaller.
@@ -256,15 +256,15 @@ public:
                 coef = ggml_sub(ctx_, u, ggml_mul(ctx_, u, clipped));
             }
             if (loss.kl) {
-                ggml_tensor * km = row_view(in_.kl_m, c0, n);
-                ggml_tensor * r = ggml_exp(ctx_, ggml_sub(ctx_, row_view(in_.ref_lp, c0, n), lp));
+                ggml_tensor * km = row_view(on_device(in_.kl_m), c0, n);
+                ggml_tensor * r = ggml_exp(ctx_, ggml_sub(ctx_, row_view(on_device(in_.ref_lp), c0, n), lp));
                 coef = ggml_add(ctx_, coef, ggml_sub(ctx_, km, ggml_mul(ctx_, km, r)));
             }
             // d(log p_t)/d(logits) = onehot(t) - p, so dh = coef * (W_out[t] - W_outᵀ p): the onehot
             // part is the target's own output row, and coef scales whole columns, so it is applied
             // after the product, to n_embd numbers per row instead of n_vocab (on the CPU, scaling
             // p took 28% of a step of the tiny preset at 16 x 512 tokens).
-            ggml_tensor * tgt_rows = ggml_get_rows(ctx_, w_.output, ggml_view_1d(ctx_, in_.targets, n, (size_t) c0 * sizeof(int32_t)));
+            ggml_tensor * tgt_rows = ggml_get_rows(ctx_, w_.output, ggml_view_1d(ctx_, on_device(in_.targets), n, (size_t) c0 * sizeof(int32_t)));
             ggml_tensor * dh = ggml_mul(ctx_, ggml_sub(ctx_, tgt_rows, ggml_mul_mat(ctx_, Wt_out, p)), coef);
             ggml_build_forward_expand(gf_, dh);
             dhf = dhf ? ggml_concat(ctx_, dhf, dh, 1) : dh;
@@ -294,6 +294,7 @@ private:
     std::unordered_map<const LoraPair *, ggml_tensor *> stacked_a_; // stacked_a() by its first pair
     std::unordered_map<const LoraPair *, ggml_tensor *> scaled_stacked_a_; // projs()'s s A, the same way
     std::unordered_map<const LoraPair *, ggml_tensor *> padded_b_;  // projs()'s padded B per pair
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> device_copies_; // on_device() by input
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -453,7 +454,7 @@ private:
     ggml_tensor * frozen_t(ggml_tensor * W) {
         if (ggml_tensor * kept = transposed ? transposed->find(W) : nullptr) return kept;
         if (transposed_type(W) == W->type) return ggml_cont(ctx_, ggml_transpose(ctx_, W));
-        ggml_tensor * deq = ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, in_.iota, W->ne[1], 0)); // f32 [n_in, n_out]
+        ggml_tensor * deq = ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, on_device(in_.iota), W->ne[1], 0)); // f32 [n_in, n_out]
         return ggml_cast(ctx_, ggml_transpose(ctx_, deq), transposed_type(W));
     }
 
@@ -472,8 +473,8 @@ private:
     // give the same mask: recomputed layers and the backward pass need nothing kept.
     Dropped dropped(ggml_tensor * x, const LoraPair * p) {
         const int64_t site = site_of(p);
-        ggml_tensor * u = ggml_view_2d(ctx_, in_.drop_u, x->ne[0], 1, in_.drop_u->nb[1], (size_t) site * in_.drop_u->nb[1]);
-        ggml_tensor * phase = ggml_out_prod(ctx_, u, ggml_reshape_2d(ctx_, in_.drop_v, T_, 1)); // [n_in, T]
+        ggml_tensor * u = ggml_view_2d(ctx_, on_device(in_.drop_u), x->ne[0], 1, in_.drop_u->nb[1], (size_t) site * in_.drop_u->nb[1]);
+        ggml_tensor * phase = ggml_out_prod(ctx_, u, ggml_reshape_2d(ctx_, on_device(in_.drop_v), T_, 1)); // [n_in, T]
         const float c = std::cos(3.14159265358979f * (1.0f - dropout));
         ggml_tensor * mask = ggml_step(ctx_, ggml_scale_bias(ctx_, ggml_sin(ctx_, phase), 1.0f, -c));
         return Dropped{ggml_mul(ctx_, x, mask), mask};
@@ -512,7 +513,7 @@ private:
     ggml_tensor * merged_weight(ggml_tensor * W, ggml_tensor * delta) {
         if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16) return ggml_add(ctx_, W, delta);
         const bool bf16 = W->type == GGML_TYPE_BF16;
-        ggml_tensor * w32 = bf16 ? ggml_cast(ctx_, W, GGML_TYPE_F32) : ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, in_.iota, W->ne[1], 0));
+        ggml_tensor * w32 = bf16 ? ggml_cast(ctx_, W, GGML_TYPE_F32) : ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, on_device(in_.iota), W->ne[1], 0));
         return ggml_cast(ctx_, ggml_add(ctx_, w32, delta), bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16);
     }
 
@@ -700,6 +701,15 @@ private:
     ggml_tensor * heads4(ggml_tensor * t, int64_t heads) { return ggml_reshape_4d(ctx_, t, c_.head_dim, heads, L_, B_); }
     // [hd, L, heads, B]: a head's positions as rows, a view
     ggml_tensor * by_head(ggml_tensor * t, int64_t heads) { return ggml_permute(ctx_, heads4(t, heads), 0, 2, 1, 3); }
+
+    // A host input that kernels read through views, copied once per graph. A GPU's scheduler
+    // copies each view of a host input on its own, a bus transfer each, and cuts the graph in two
+    // past 30 of them (GGML_SCHED_MAX_SPLIT_INPUTS); views of this copy are views of device memory.
+    ggml_tensor * on_device(ggml_tensor * input) {
+        ggml_tensor *& copy = device_copies_[input];
+        if (!copy) copy = ggml_cont(ctx_, input);
+        return copy;
+    }
 
     ggml_tensor * row_view(ggml_tensor * v, int64_t c0, int64_t n) {
         return ggml_view_2d(ctx_, v, 1, n, sizeof(float), (size_t) c0 * sizeof(float));

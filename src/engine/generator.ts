@@ -74,7 +74,7 @@ export class Generator {
     if (!Number.isSafeInteger(params.seed) || params.seed < 0) throw new RrrError(`seed: expected a non-negative integer, got ${params.seed}`);
     const waves = this.plan(requests, maxTokens);
     const out: Completion[][] = requests.map(() => []);
-    const stats: GenerateStats = { waves: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, fallbackOps: [] };
+    const stats: GenerateStats = { waves: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
     // Native progress arrives through a thread-safe queue that may trail the result: report
     // only increases, and each wave's final count when it resolves.
     let reported = 0;
@@ -98,6 +98,7 @@ export class Generator {
       report(base + r.stats.generated);
       for (const k of ['prefillTokens', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
       stats.graphSplits = Math.max(stats.graphSplits, r.stats.graphSplits);
+      stats.graphHostInputs = Math.max(stats.graphHostInputs, r.stats.graphHostInputs);
       stats.fallbackOps = [...new Set([...stats.fallbackOps, ...r.stats.fallbackOps])].sort();
     }
     this.lastStats = stats;

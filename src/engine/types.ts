@@ -196,6 +196,12 @@ export interface GenerateStats {
   sampleMs: number;
   /** Pieces the scheduler cut the largest graph into: 1 when it all ran on the compute device. */
   graphSplits: number;
+  /**
+   * Distinct host input tensors (inputs, or views of them) the largest graph's kernels read: a
+   * GPU's scheduler copies each to the device, and cuts the graph in two past 30. Counted on the
+   * CPU too, so a graph a GPU would cut shows there.
+   */
+  graphHostInputs: number;
   /** Ops the compute device could not run, done by the CPU instead (empty on a CPU run). */
   fallbackOps: string[];
 }
@@ -436,6 +442,7 @@ export interface StepResult {
   keptLayers: number;
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
+  graphHostInputs: number;
   fallbackOps: string[];
   /** With StepOptions.profile: time per (op kind, role), slowest first. */
   profile?: OpTime[];

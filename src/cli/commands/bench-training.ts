@@ -190,6 +190,7 @@ export const trainingSection: BenchSection = {
           gpuTotalBytes: model.info.gpu ? gpuTotal : null,
           modelWeightBytes: model.info.weightBytes,
           graphSplits: first.graphSplits,
+          graphHostInputs: first.graphHostInputs,
           fallbackOps: first.fallbackOps,
           microBatches: first.microBatches,
           computeBytes: first.computeBytes,
