@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Model, NonFiniteGradientError, ReferenceModel, Trainer, makeTinyModel, mergeAdapter, type GradientsResult } from '../src/engine/index.js';
 import type { OpCensus, StepOptions, TrainSequence } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
-import { deviceTol } from './helpers/tolerance.js';
+import { ON_GPU, deviceTol } from './helpers/tolerance.js';
 
 const ALL = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 // CPU by default; RRR_TEST_DEVICE=cuda runs the same checks on a GPU build.
@@ -88,11 +88,22 @@ function setAll(tr: Trainer, p: Record<string, Float32Array>): void {
   for (const [k, v] of Object.entries(p)) tr.setParam(k, v);
 }
 
-/** Every element of gradients `b` within tol·(1 + |a|) of `a`'s; `label` names the case in failures. */
+/**
+ * Every element of gradients `b` within tol·(|a_i| + s) of `a`'s; `label` names the case in
+ * failures. On the CPU s = 1. On a GPU f32 products run on TF32 tensor cores and f16 ones sum in
+ * f16, so an element's error follows the size of the terms summed into it rather than its own:
+ * s = max(1, rms of `a`). That matters with KL on the tests' large adapters: one token's
+ * e^(ref − lp) reaches 1,000 (qwen2, B std 0.3: ref − lp = 6.95), and the gradient's rms is 3.2
+ * against 0.17 without KL (max 52 against 1.6). On an H200 two correct ways of computing such a
+ * step parted by 0.029 at an element of 0.105, 0.9% of that rms.
+ */
 function assertSameGrads(a: Record<string, Float32Array>, b: Record<string, Float32Array>, tol: number, label = ''): void {
+  let sq = 0, n = 0;
+  for (const v of Object.values(a)) for (const x of v) (sq += x * x), n++;
+  const s = ON_GPU ? Math.max(1, Math.sqrt(sq / Math.max(n, 1))) : 1;
   for (const [k, v] of Object.entries(a)) {
     const w = b[k]!;
-    for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= tol * (1 + Math.abs(v[i]!)), `${label}${label ? ' ' : ''}${k}[${i}]: ${v[i]} vs ${w[i]}`);
+    for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - w[i]!) <= tol * (Math.abs(v[i]!) + s), `${label}${label ? ' ' : ''}${k}[${i}]: ${v[i]} vs ${w[i]}`);
   }
 }
 
@@ -118,7 +129,9 @@ async function assertSameAcrossModes(
 /**
  * A step option (`way`) that computes the adapter another way than the path (`path`): on a tiny
  * qwen2 with a large adapter, finite differences pass with it, several LM-head chunks and
- * micro-batches, and it gives the path's gradients (assertSameAcrossModes, 1e-2 on a GPU).
+ * micro-batches, and it gives the path's gradients (assertSameAcrossModes; 3e-2 on a GPU, where
+ * with KL the first element past 1e-2 was at 8.7e-3 of assertSameGrads' GPU scale, merged, on an
+ * H200, as for plain against flash attention).
  */
 async function checkAgainstPath(name: string, way: Omit<StepOptions, 'lr'>, path: Omit<StepOptions, 'lr'>) {
   const { model } = await tinyModel(`grad-${name}`);
@@ -130,7 +143,7 @@ async function checkAgainstPath(name: string, way: Omit<StepOptions, 'lr'>, path
     `path vs ${name}`,
     (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra, ...path }),
     (extra) => tr.gradients(mixedBatch(), { ...opts, ...extra }),
-    1e-2,
+    3e-2,
   );
   return { model, tr, opts };
 }
@@ -275,9 +288,10 @@ describe('LoRA gradients match finite differences', () => {
     // (measured: cos 0.999996, 0.9995 and 0.9988; norms within 0.05%, 0.5% and 2.8%). Fused
     // (fuseAdapter), B and s·A·x enter the forward product in the weight's type, A and da the
     // backward one in the transposed weight's (f16 for q8_0, whose forward keeps the adapter path)
-    // (measured: cos 0.99999, 0.9996 and 0.9991; norms within 0.2%, 0.9% and 4.3%).
+    // (measured: cos 0.99999, 0.9996 and 0.9991; norms within 0.2%, 0.9% and 4.3%). On a GPU f16
+    // products sum in f16 (an H200's f16 fused norm: 0.51% below f32's, where path and merged passed).
     for (const how of ['path', 'merged', 'fused'] as const) {
-      for (const [type, minCos, normTol] of [['f16', 0.9999, 0.005], ['bf16', 0.998, 0.02], ['q8_0', 0.998, 0.06]] as const) {
+      for (const [type, minCos, normTol] of [['f16', 0.9999, deviceTol(0.005, 0.015)], ['bf16', 0.998, 0.02], ['q8_0', 0.998, 0.06]] as const) {
         const g = await grads(type, how);
         const ng = Math.sqrt(dot(g, g));
         const cos = dot(g, ref) / (ng * nr);
@@ -308,7 +322,8 @@ describe('LoRA gradients match finite differences', () => {
     const nr = Math.sqrt(dot(ref.g, ref.g));
     // Linear in the weights, and reported unscaled: 1e-5 of the full weights' gradient.
     const nf = Math.sqrt(dot(ref.full, ref.full));
-    assert.ok(Math.abs(nr / (1e-5 * nf) - 1) < 1e-4, `gradient norm ${nr} vs 1e-5 x ${nf}`);
+    // On a GPU the two passes' other loss scales round differently in f16/TF32 sums (an H200: 2e-4).
+    assert.ok(Math.abs(nr / (1e-5 * nf) - 1) < deviceTol(1e-4, 2e-3), `gradient norm ${nr} vs 1e-5 x ${nf}`);
     assert.ok(Math.abs(ref.norm / nr - 1) < 1e-4, `reported norm ${ref.norm} vs ${nr}`);
     for (const [type, minCos, normTol] of [['f16', 0.9999, 0.005], ['q8_0', 0.998, 0.06]] as const) {
       const { g } = await grads(type);
@@ -495,10 +510,13 @@ describe('LoRA gradients match finite differences', () => {
     // evaluate() runs with the masks gradients() used: the loss they differentiate.
     await checkGradients(tr, mixedBatch(), { logitsChunkRows: 4, microBatchTokens: 14 });
     // A token's masks follow its sequence and position: recomputed, kept or not, whole or split.
+    // On a GPU a split batch's 14-column products run on other kernels than the whole batch's 28
+    // (an H200 parted the two by 8.7e-4 of assertSameGrads' scale); the masks are the same either
+    // way, as the CPU's 3e-6 shows.
     const ref = await tr.gradients(mixedBatch(), { beta: 0.1 });
-    for (const extra of [{ recompute: false }, { keptLayers: 1 }, { microBatchTokens: 14 }]) {
+    for (const [extra, gpuTol] of [[{ recompute: false }, 1e-4], [{ keptLayers: 1 }, 1e-4], [{ microBatchTokens: 14 }, 1e-2]] as const) {
       const g = await tr.gradients(mixedBatch(), { beta: 0.1, ...extra });
-      assertSameGrads(ref.grads, g.grads, deviceTol(3e-6, 1e-4), JSON.stringify(extra));
+      assertSameGrads(ref.grads, g.grads, deviceTol(3e-6, gpuTol), JSON.stringify(extra));
     }
     // The same adapter without dropout: another gradient, and the same log-probs (none there).
     const plain = await Trainer.create(model, lora, { lr: 1e-3 });
@@ -539,7 +557,10 @@ describe('LoRA gradients match finite differences', () => {
       const nLayer = model.info.nLayer;
       for (const keptLayers of [1, nLayer, nLayer + 3]) {
         const g = await tr.gradients(mixedBatch(), { beta: 0.1, keptLayers, profile: true });
-        assertSameGrads(ref.grads, g.grads, deviceTol(0, 1e-5), `${arch} kept ${keptLayers}:`);
+        // Bit for bit on the CPU. An H200 parted qwen3's by 3e-5 of assertSameGrads' scale (qwen2's
+        // stayed within 1e-5), likely as ggml-cuda fuses RMS_NORM, MUL and ROPE (qwen3's per-head
+        // q/k norms) only where they are neighbours in the graph, which a kept layer reorders.
+        assertSameGrads(ref.grads, g.grads, deviceTol(0, 1e-4), `${arch} kept ${keptLayers}:`);
         // A kept layer rebuilds norms, attention probabilities and SwiGLU; with all of them kept
         // no frozen weight is multiplied again.
         const reW = g.profile!.filter((o) => o.role === 're.W' || o.role === 're.lora').reduce((a, o) => a + o.count, 0);
@@ -708,9 +729,10 @@ describe('LoRA gradients match finite differences', () => {
     assert.ok(tight.computeBytes <= floor.deviceBytes || tight.computeBytes === whole.computeBytes, 'held buffer: the largest step so far');
     // Other padding and summation order, amplified by the KL's e^(ref − lp) with this large
     // adapter: measured up to 1.2e-6 (7e-7 before dK and dV summed query heads in one product),
-    // and 1.5e-7 without the KL.
-    assertSameGrads(whole.grads, tight.grads, deviceTol(3e-6, 1e-5));
-    assert.ok(Math.abs(tight.loss - whole.loss) <= 1e-5 * (1 + Math.abs(whole.loss)), `loss ${tight.loss} vs ${whole.loss}`);
+    // and 1.5e-7 without the KL. On a GPU the smaller micro-batches' products run on other
+    // kernels too (an H200 parted them by 2.7e-3 of assertSameGrads' scale).
+    assertSameGrads(whole.grads, tight.grads, deviceTol(3e-6, 1e-2));
+    assert.ok(Math.abs(tight.loss - whole.loss) <= deviceTol(1e-5, 1e-2) * (1 + Math.abs(whole.loss)), `loss ${tight.loss} vs ${whole.loss}`);
     // Room for everything: one micro-batch, every layer kept; the plan says so before the step does.
     const roomy = await tr.plan(batch.length, 14, { beta: 0.1, memoryBudget: 1e12, keptLayers: 'auto' });
     assert.deepEqual([roomy.microBatches, roomy.keptLayers], [1, nLayer]);
