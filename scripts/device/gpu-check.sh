@@ -6,7 +6,8 @@
 # `build` and `run` are its two halves, for a warm machine (the build folder stays between calls).
 # `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the steps in the order of
 # GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench, "train:a,b"
-# only its variants labelled a and b, "precision" the gradients of 16-bit bases against f32):
+# only its variants labelled a and b, "precision" the gradients of 16-bit bases against f32,
+# "fusion" the kept-layers test without ggml-cuda's op fusion):
 # while nvcc builds ggml-cuda (niced, so it does not starve the timed Python), PEFT's anchor runs
 # on the idle GPU and the bench model is written with the CPU addon carried in .device/cpu-addon
 # (if it fails there, the model is made after the build). Everything is logged under $OUT in at
@@ -104,46 +105,68 @@ do_peft() {
   log "peft rc=$? $(cat /tmp/peft.json)"
 }
 
-# Training variants, most wanted first, each one `bench` run appended as a line
-# {"label", "report"} to bench-train.jsonl (one file, as the device returns at most 8):
-# the default step (flash attention in every pass where the GPU has a kernel, each adapter fused
-# into its weight's product where that moves fewer bytes: the plan's census, 637 GB at 16 x 512
-# counted for ggml-cuda's kernels, conversions included) and the one with the adapter merged into
-# the weights in the graph (644 GB), both profiled (time per op kind and role) and counted; the
-# default with the adapter path instead of fusing (836 GB) and without flash attention (669 GB),
-# the same way; each within a third of PEFT's 48.3 GiB
-# peak (DESIGN.md: as many kept layers as fit); with
-# cuBLAS computing in bf16 (ggml's f16 path converts every f16 product back to f32, 90 GB of the
-# default's 637; bf16 converts the weights instead, writes f32, and runs the f32 attention and
-# LoRA products on tensor cores too: second, as it may be the largest single change);
-# without recomputation; transposing the frozen weights in every step.
+# Training variants, each one `bench` run appended as a line {"label", "report"} to
+# bench-train.jsonl (one file, as the device returns at most 8). Most wanted first. The H200 (2026-11-26) gave
+# 0.64x PEFT for the default, 0.68x merged, 0.71x merged with a 16 GiB budget, and showed time not
+# following the census's bytes (roles at a quarter of the memory bandwidth), so next: whether the
+# GPU idles between kernels (`util`: 20 steps under nvidia-smi dmon's SM utilisation, into
+# summary.txt) and what ggml-cuda's CUDA graphs do for a step (`nographs`, the same 20 steps
+# without them); then the default and merged steps profiled (time per op kind and role) and
+# counted (census, ggml-cuda's kernels), the 16 GiB budgets, the adapter path, no flash attention,
+# transposing the frozen weights per step, no recomputation, and bf16 cuBLAS.
+# A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
+  "util|--train-steps 20"
+  "nographs|--train-steps 20|GGML_CUDA_DISABLE_GRAPHS=1"
   "default|--train-profile --train-census"
-  "bf16|--train-cublas bf16 --train-census"
   "merged|--train-merge-adapter --train-profile --train-census"
-  "path|--train-fuse-adapter off --train-profile --train-census"
-  "noflash|--flash-attn off --train-profile --train-census"
   "budget16|--train-memory-gib 16"
   "budget16-merged|--train-memory-gib 16 --train-merge-adapter"
-  "merged-bf16|--train-merge-adapter --train-cublas bf16"
-  "norecompute|--no-train-recompute"
+  "budget16-perstep|--train-memory-gib 16 --train-transposed per-step"
+  "path|--train-fuse-adapter off --train-profile --train-census"
+  "noflash|--flash-attn off --train-profile --train-census"
   "perstep|--train-transposed per-step"
+  "norecompute|--no-train-recompute"
+  "bf16|--train-cublas bf16 --train-census"
 )
 # $1: the labels to run, comma-separated (`train:default,bf16` in GPU_CHECK_STEPS); all if empty.
 do_train_benches() {
-  local v label flags s rc
+  local v label flags envs s rc dmon
   for v in "${TRAIN_VARIANTS[@]}"; do
     label=${v%%|*}
     flags=${v#*|}
+    envs=
+    [[ $flags == *"|"* ]] && { envs=${flags#*|}; flags=${flags%%|*}; }
     [ -z "${1:-}" ] || [[ ",$1," == *",$label,"* ]] || continue
     s=$(budget 120 35)
     [ "$s" = 0 ] && { log "training bench $label skipped: out of time"; return; }
+    dmon=
+    if [ "$label" = util ] && command -v nvidia-smi > /dev/null; then
+      nvidia-smi dmon -s u -d 1 > /tmp/dmon.log 2>&1 &
+      dmon=$!
+    fi
     # shellcheck disable=SC2086
-    timeout "$s" $CLI bench --model $M --device $DEV --no-generation $flags --json > /tmp/bench-train-one.json 2>> "$OUT/errors.log"
+    env $envs timeout "$s" $CLI bench --model $M --device $DEV --no-generation $flags --json > /tmp/bench-train-one.json 2>> "$OUT/errors.log"
     rc=$?
+    if [ -n "$dmon" ]; then
+      kill "$dmon" 2> /dev/null
+      # SM utilisation (%) per second while the model loaded and the steps ran, most busy last.
+      log "dmon sm% (util): $(awk '$1 ~ /^[0-9]+$/ {print $2}' /tmp/dmon.log | tr '\n' ' ')"
+    fi
     [ $rc = 0 ] && node -e 'const fs=require("fs");fs.appendFileSync(process.argv[2], JSON.stringify({label:process.argv[1],report:JSON.parse(fs.readFileSync("/tmp/bench-train-one.json","utf8"))})+"\n")' "$label" "$OUT/bench-train.jsonl"
-    log "bench (training, $label: $flags) rc=$rc"
+    log "bench (training, $label: $flags${envs:+ with $envs}) rc=$rc"
   done
+}
+
+# Kept layers' gradients parted from recomputed ones on the H200 only for qwen3 (3e-5), likely as
+# ggml-cuda fuses RMS_NORM + MUL + ROPE where they are neighbours: without its fusion they should
+# be the same bits again.
+do_fusion_check() {
+  local s; s=$(budget 60 20)
+  [ "$s" = 0 ] && { log "fusion check skipped: out of time"; return; }
+  GGML_CUDA_DISABLE_FUSION=1 RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-name-pattern "kept layers give" \
+    dist/test/trainer.test.js > /tmp/fusion.log 2>&1
+  log "kept layers without ggml-cuda's fusion rc=$? $(grep -E '^# (pass|fail)' /tmp/fusion.log | tr '\n' ' ')"
 }
 
 # GPU_CHECK_STEPS picks and orders the steps after the build (default: the full check).
@@ -158,6 +181,7 @@ do_run() {
       train) do_train_benches ;;
       train:*) do_train_benches "${step#train:}" ;;
       precision) do_precision ;;
+      fusion) do_fusion_check ;;
       *) log "unknown step $step" ;;
     esac
   done
