@@ -780,6 +780,13 @@ describe('LoRA gradients match finite differences', () => {
     // The optimizer's own graph is timed too when the step updates.
     const st = await tr.step(mixedBatch(), { lr: 1e-3, profile: true });
     assert.ok(st.profile!.some((o) => o.op === 'OPT_STEP_ADAMW' && o.role === 'adamw.step'), 'AdamW timed');
+    // Parameters, gradients and moments each live in one buffer at the same offsets: the norm
+    // (square, sum), unscaling, clipping and the update are one op each over all 28 tensors.
+    const adamw = st.profile!.filter((o) => o.role.startsWith('adamw.'));
+    assert.deepEqual(
+      adamw.map((o) => `${o.role} ${o.op} x${o.count}`).sort(),
+      ['adamw.norm SCALE x1', 'adamw.norm SQR x1', 'adamw.norm SUM x1', 'adamw.step OPT_STEP_ADAMW x1', 'adamw.step SCALE x1'],
+    );
     tr.dispose();
     model.dispose();
   });

@@ -1,4 +1,5 @@
 #include "adapter.h"
+#include "flat_buffer.h"
 #include "errors.h"
 #include "rng.h"
 
@@ -39,7 +40,7 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
     const int64_t n_layer = w.config().n_layer;
     size_t n_tensors = 0;
     for (bool b : spec.targets) n_tensors += b ? 2 * (size_t) n_layer : 0;
-    ggml_init_params ip{ggml_tensor_overhead() * (n_tensors + 1), nullptr, true};
+    ggml_init_params ip{ggml_tensor_overhead() * (n_tensors + 2), nullptr, true}; // and the whole of them
     ctx_ = ggml_init(ip);
     if (!ctx_) throw Error("out of host memory creating the adapter");
 
@@ -64,12 +65,15 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
             params_.push_back(p.b);
         }
     }
-    buf_ = ggml_backend_alloc_ctx_tensors(ctx_, backend);
-    if (!buf_) {
+    // One buffer laid out as the optimizer's gradients and moments are: its update is one op.
+    try {
+        const FlatBuffer f = place_flat(ctx_, params_, backend, "the LoRA adapter");
+        buf_ = f.buffer;
+        whole_ = f.whole;
+    } catch (...) {
         ggml_free(ctx_);
-        throw Error("out of memory allocating the LoRA adapter on " + std::string(ggml_backend_name(backend)));
+        throw;
     }
-    ggml_backend_buffer_clear(buf_, 0);
 
     SplitMix64 rng(spec.seed);
     std::vector<float> tmp;

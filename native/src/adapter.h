@@ -42,6 +42,8 @@ public:
     // All A and B tensors in a fixed order (layer, target, a before b); named like llama.cpp's
     // LoRA GGUF: "blk.N.attn_q.weight.lora_a".
     const std::vector<ggml_tensor *> & params() const { return params_; }
+    // One f32 tensor over all of params() and the zeroed gaps between them (flat_buffer.h).
+    ggml_tensor * params_whole() const { return whole_; }
     ggml_tensor * find(const std::string & name) const;
     size_t n_elements() const;
 
@@ -55,6 +57,7 @@ private:
     std::vector<ggml_tensor *> params_;
     ggml_context * ctx_ = nullptr;
     ggml_backend_buffer_t buf_ = nullptr;
+    ggml_tensor * whole_ = nullptr;
 };
 
 } // namespace rrr

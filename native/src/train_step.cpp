@@ -147,7 +147,7 @@ TransposedMode parse_transposed_mode(const std::string & s) {
 Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, const AdamWConfig & opt, const TrainerSettings & ts)
     : model_(std::move(model)) {
     adapter_ = std::make_unique<Adapter>(*model_->weights, spec, model_->backends->primary());
-    opt_ = std::make_unique<AdamW>(adapter_->params(), model_->backends->primary(), opt);
+    opt_ = std::make_unique<AdamW>(adapter_->params(), adapter_->params_whole(), model_->backends->primary(), opt);
     const Backends & b = *model_->backends;
     bool keep = ts.transposed == TransposedMode::Cache;
     if (ts.transposed == TransposedMode::Auto) {
