@@ -120,6 +120,10 @@ for (const type of ['f16', 'bf16', 'q8_0', 'q4_0']) {
       // KL to the base model adds its own pass with the adapter off.
       const st = await tr.step(batch, { lr: 1e-3, beta: 0.05 });
       assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, JSON.stringify(st));
+      // Unless told, a GPU merges the adapter into f16 weights (StepOptions.mergeAdapter).
+      assert.equal(st.adapterMerged, model.info.gpu && type === 'f16', `${type}: adapter merged by default`);
+      assert.equal((await tr.plan(2, 24)).adapterMerged, st.adapterMerged, `${type}: plan settles the merge as the step does`);
+      assert.equal((await tr.step(batch, { lr: 0, fuseAdapter: 'bytes' })).adapterMerged, false, `${type}: fusing asked for, not merged`);
       onDevice(`${type}: training step`, st);
       // Kept layers rebuild their cheap parts in the backward pass; a budget splits the batch.
       const kept = await tr.step(batch, { lr: 1e-3, keptLayers: 1 });

@@ -403,6 +403,13 @@ describe('LoRA gradients match finite differences', () => {
     // The same sums in another order. Measured on the CPU: 2.4e-6 at most, 2.7e-5 with KL; on a
     // GPU the merge's f32 product may run on TF32 tensor cores.
     const { model, tr } = await checkAgainstPath('merged', { mergeAdapter: true }, { mergeAdapter: false });
+    // Steps and plans say what they settled: asked, or the default (f32 weights: not merged).
+    for (const [asked, merged] of [[true, true], [false, false], [undefined, false]] as const) {
+      const opts = asked === undefined ? {} : { mergeAdapter: asked };
+      assert.equal((await tr.gradients(mixedBatch(), opts)).adapterMerged, merged, `mergeAdapter ${asked}`);
+      assert.equal((await tr.plan(2, 14, opts)).adapterMerged, merged, `plan, mergeAdapter ${asked}`);
+    }
+    await assert.rejects(tr.gradients(mixedBatch(), { mergeAdapter: 'yes' as never }), /mergeAdapter: expected true, false or undefined/);
     tr.dispose();
     model.dispose();
   });

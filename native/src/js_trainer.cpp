@@ -79,12 +79,14 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.memory_budget = (size_t) budget;
     if (s.auto_kept_layers && s.memory_budget == 0) throw Napi::RangeError::New(env, "keptLayers: 'auto' needs a memoryBudget");
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
-    s.graph.merge_adapter = bool_opt(o, "mergeAdapter", false);
+    const Napi::Value merge = o.Get("mergeAdapter");
+    if (merge.IsBoolean()) s.graph.merge_adapter = merge.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (!merge.IsUndefined()) throw Napi::TypeError::New(env, "mergeAdapter: expected true, false or undefined (the device's default)");
     const Napi::Value fuse = o.Get("fuseAdapter");
     if (fuse.IsBoolean()) s.graph.fuse_adapter = fuse.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (fuse.IsString() && fuse.ToString().Utf8Value() == "bytes") s.graph.fuse_adapter = 2;
     else if (!fuse.IsUndefined()) throw Napi::TypeError::New(env, "fuseAdapter: expected true, false, 'bytes' or undefined (the device's default)");
-    if (s.graph.merge_adapter && s.graph.fuse_adapter > 0) {
+    if (s.graph.merge_adapter > 0 && s.graph.fuse_adapter > 0) {
         throw Napi::RangeError::New(env, "fuseAdapter: cannot be combined with mergeAdapter (the merged weights already hold the adapter)");
     }
     s.profile = bool_opt(o, "profile", false);
@@ -108,6 +110,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("microBatches", (double) st.micro_batches);
     o.Set("microBatchTokens", (double) st.micro_batch_tokens);
     o.Set("keptLayers", (double) st.kept_layers);
+    o.Set("adapterMerged", st.adapter_merged);
     set_placement(env, o, st.placement);
     if (!st.profile.empty()) {
         Napi::Array prof = Napi::Array::New(env, st.profile.size());
@@ -365,6 +368,7 @@ private:
                 o.Set("microBatchTokens", (double) out->micro_batch_tokens);
                 o.Set("keptLayers", (double) out->kept_layers);
                 o.Set("microBatches", (double) out->micro_batches);
+                o.Set("adapterMerged", out->adapter_merged);
                 if (!out->census.empty()) {
                     Napi::Array arr = Napi::Array::New(env, out->census.size());
                     for (size_t i = 0; i < out->census.size(); ++i) {

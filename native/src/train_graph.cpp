@@ -68,7 +68,7 @@ public:
     // `opt` as the trainer settled it (Trainer::graph_options): fuse_adapter 0, 1 or 2.
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
-        : transposed(opt.transposed), merged(opt.merge_adapter), flash(opt.flash_attn), fuse(opt.fuse_adapter), dropout(opt.dropout), ctx_(ctx),
+        : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), fuse(opt.fuse_adapter), dropout(opt.dropout), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
@@ -731,7 +731,7 @@ int64_t chunk_rows_for(const ModelConfig & c, const GraphOptions & opt, int64_t 
 }
 
 Inputs make_inputs(ggml_context * ctx, const ModelWeights & w, const MicroBatch & mb, bool backward, const LossSpec & loss, const GraphOptions & opt) {
-    const bool merged = opt.merge_adapter;
+    const bool merged = opt.merge_adapter > 0;
     const ModelConfig & c = w.config();
     const int64_t T = mb.L * mb.B, R = (int64_t) mb.rows.size();
     Inputs in;

@@ -61,8 +61,9 @@ struct GraphOptions {
     // B (s A x) to W x: the merge touches the weight's n_in x n_out numbers, the adapter path
     // reads and writes activations of n_out x tokens several times, so merging moves fewer bytes
     // once a micro-batch has more tokens than about n_in n_out / (n_in + n_out). The merged
-    // weight is rounded to the weight's type (f16 for quantized bases).
-    bool merge_adapter = false;
+    // weight is rounded to the weight's type (f16 for quantized bases). 1: merge, 0: not, -1: the
+    // trainer's default (Trainer::graph_options).
+    int merge_adapter = -1;
     // Without merging: sum each adapter's B (s A x) inside its weight's product, [W | B] [x ; s A x],
     // instead of writing it n_out wide and adding it. W stays exact; B and s A x enter the
     // product in W's type (f32, f16, bf16; quantized weights keep the adapter path). 2: where it

@@ -17,8 +17,8 @@ export function fuseAdapterOption(flag: FuseAdapterFlag): StepOptions['fuseAdapt
 }
 
 /** Fusing the adapter into weights that already hold it merged is refused, naming both flags. */
-export function refuseFuseWithMerge(merge: boolean, fuse: FuseAdapterFlag, names: { merge: string; fuse: string }): void {
-  if (merge && (fuse === 'on' || fuse === 'bytes')) {
+export function refuseFuseWithMerge(merge: boolean | undefined, fuse: FuseAdapterFlag, names: { merge: string; fuse: string }): void {
+  if (merge === true && (fuse === 'on' || fuse === 'bytes')) {
     throw new RrrError(`${names.fuse} ${fuse}: cannot be combined with ${names.merge} (the merged weights already hold the adapter)`);
   }
 }

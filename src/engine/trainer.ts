@@ -84,7 +84,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     keptLayers: o.keptLayers ?? 0,
     memoryBudget: o.memoryBudget ?? 0,
     logitsChunkRows: o.logitsChunkRows ?? 0,
-    mergeAdapter: o.mergeAdapter ?? false,
+    ...(o.mergeAdapter !== undefined && { mergeAdapter: o.mergeAdapter }),
     ...(o.fuseAdapter !== undefined && { fuseAdapter: o.fuseAdapter }),
     profile: o.profile ?? false,
   };

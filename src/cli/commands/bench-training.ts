@@ -75,7 +75,6 @@ export const trainingSection: BenchSection = {
     const flash = tr.info.flashAttn ? ', flash attention' : '';
     // What 'auto' settles to (StepOptions.fuseAdapter): by bytes on a GPU, off on the CPU.
     const fuseSetting = args['train-fuse-adapter'] === 'auto' ? (model.info.gpu ? 'bytes' : 'off') : args['train-fuse-adapter'];
-    const fusedNote = args['train-merge-adapter'] || fuseSetting === 'off' ? '' : `, adapter fused into the weights' products: ${fuseSetting}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -100,6 +99,9 @@ export const trainingSection: BenchSection = {
         census: args['train-census'],
         ...(args['train-census-kernels'] !== 'auto' && { censusKernels: args['train-census-kernels'] }),
       });
+      // What the step settles the merge to (StepOptions.mergeAdapter): on a GPU with f16 weights unless told.
+      const merged = plan.adapterMerged;
+      const fusedNote = merged || fuseSetting === 'off' ? '' : `, adapter fused into the weights' products: ${fuseSetting}`;
       const census = plan.census ? censusTotals(plan.census) : undefined;
       const censusNotes = census
         ? [
@@ -118,7 +120,7 @@ export const trainingSection: BenchSection = {
         ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
         chunkRows: args['train-chunk-rows'],
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
-        mergeAdapter: args['train-merge-adapter'],
+        mergeAdapter: merged,
         fuseAdapter: fuseSetting,
         flashAttn: tr.info.flashAttn,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
@@ -132,7 +134,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${args['train-merge-adapter'] ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
+            }${merged ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -163,7 +165,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${args['train-merge-adapter'] ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
+          }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),

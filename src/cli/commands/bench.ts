@@ -40,7 +40,7 @@ export interface BenchArgs {
   'train-profile': boolean;
   'train-census': boolean;
   'train-census-kernels': 'auto' | 'graph' | 'cuda';
-  'train-merge-adapter': boolean;
+  'train-merge-adapter'?: boolean;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
@@ -288,8 +288,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       })
       .option('train-merge-adapter', {
         type: 'boolean',
-        default: false,
-        describe: 'multiply by W + s·B·A merged in the graph instead of adding the adapter path B·(s·A·x) (fewer bytes moved at large micro-batches; StepOptions.mergeAdapter)',
+        describe:
+          'multiply by W + s·B·A merged in the graph instead of adding the adapter path B·(s·A·x); --no-train-merge-adapter never does; default: on a GPU with f16 weights and no --train-fuse-adapter, else off (StepOptions.mergeAdapter)',
       })
       .option('train-fuse-adapter', {
         choices: ['auto', 'bytes', 'on', 'off'] as const,
