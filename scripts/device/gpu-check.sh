@@ -111,19 +111,20 @@ do_peft() {
 # following the census's bytes (roles at a quarter of the memory bandwidth), so next: whether the
 # GPU idles between kernels (`util`: 20 steps under nvidia-smi dmon's SM utilisation, into
 # summary.txt) and what ggml-cuda's CUDA graphs do for a step (`nographs`, the same 20 steps
-# without them); then the default and merged steps profiled (time per op kind and role) and
-# counted (census, ggml-cuda's kernels), the 16 GiB budgets, the adapter path, no flash attention,
-# transposing the frozen weights per step, no recomputation, and bf16 cuBLAS.
+# without them); then the default step (since the H200, the adapter merged into f16 weights) and
+# the fused one (the default before) profiled (time per op kind and role) and counted (census,
+# ggml-cuda's kernels), the 16 GiB budgets, the adapter path, no flash attention, transposing the
+# frozen weights per step, no recomputation, and bf16 cuBLAS.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
   "nographs|--train-steps 20|GGML_CUDA_DISABLE_GRAPHS=1"
   "default|--train-profile --train-census"
-  "merged|--train-merge-adapter --train-profile --train-census"
+  "fused|--no-train-merge-adapter --train-profile --train-census"
   "budget16|--train-memory-gib 16"
-  "budget16-merged|--train-memory-gib 16 --train-merge-adapter"
+  "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
   "budget16-perstep|--train-memory-gib 16 --train-transposed per-step"
-  "path|--train-fuse-adapter off --train-profile --train-census"
+  "path|--no-train-merge-adapter --train-fuse-adapter off --train-profile --train-census"
   "noflash|--flash-attn off --train-profile --train-census"
   "perstep|--train-transposed per-step"
   "norecompute|--no-train-recompute"
