@@ -84,7 +84,7 @@ export async function runTraining(
       totalSteps: s.steps,
       minLrRatio: g.minLrRatio,
     });
-    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, computeBytes: 0 };
+    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, adapterMerged: false, computeBytes: 0 };
     let updateSkipped: string | undefined;
     if (tb.sequences.length > 0) {
       const execution = hooks.stepExecution?.() ?? {};
@@ -123,6 +123,7 @@ export async function runTraining(
       trainTokensPerSec: res.tokens / Math.max((t1 - tGen) / 1000, 1e-3),
       microBatches: res.microBatches,
       keptLayers: res.keptLayers,
+      adapterMerged: res.adapterMerged,
       trainComputeBytes: res.computeBytes,
       seconds: (t1 - t0) / 1000,
       ...(updateSkipped !== undefined && { updateSkipped }),

@@ -52,9 +52,14 @@ export interface StepMetrics {
   generateTokensPerSec: number;
   trainTokens: number;
   trainTokensPerSec: number;
-  /** How the GRPO step ran: micro-batches, layers that kept their activations, compute buffer held (0 when nothing was trained). */
+  /**
+   * How the GRPO step ran: micro-batches, layers that kept their activations, whether the adapter
+   * was merged into the weights (StepOptions.mergeAdapter), compute buffer held (0 when nothing
+   * was trained).
+   */
   microBatches: number;
   keptLayers: number;
+  adapterMerged: boolean;
   trainComputeBytes: number;
   seconds: number;
   /** Set when the step's gradient was not finite and its update was dropped: why. */

@@ -357,7 +357,9 @@ export const trainCommand: CommandModule<object, Args> = {
             stepsThisRun++;
             const left = ((Date.now() - t0) / stepsThisRun) * (cfg.steps - m.step - 1);
             // How the step fitted in memory, the first time and when the split or kept layers change.
-            const fit = m.microBatches ? `${m.microBatches} micro-batch${m.microBatches > 1 ? 'es' : ''}, ${m.keptLayers}/${model.info.nLayer} layers kept` : '';
+            const fit = m.microBatches
+              ? `${m.microBatches} micro-batch${m.microBatches > 1 ? 'es' : ''}, ${m.keptLayers}/${model.info.nLayer} layers kept${m.adapterMerged ? ', adapter merged into the weights' : ''}`
+              : '';
             log(
               `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
                 `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
