@@ -181,9 +181,6 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     GraphOptions g = asked;
     g.transposed = transposed_.get();
     g.flash_attn = flash_attn_;
-    // Fusing the adapter saves passes over activations, which bound a GPU's step; the CPU's is
-    // bound by its products, and the copies of the weights made it 2% slower there (2-layer
-    // Qwen2.5-1.5B shape, 4 x 256 tokens, five steps each: 9.22 s on average against 9.03 s).
     // Merging the adapter into f16 weights beat fusing it on an H200 (Qwen2.5-1.5B shape, 16 x 512
     // tokens: 17,463 against 16,358 tok/s, 469 against 501 ms a step), at the cost of rounding
     // s B A into the weight's f16, as fine as the f16 input the product rounds x to anyway. Only
@@ -191,6 +188,9 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     if (g.merge_adapter < 0) {
         g.merge_adapter = g.fuse_adapter < 0 && model_->backends->is_gpu() && adapted_f16_ && adapter_->spec().dropout == 0 ? 1 : 0;
     }
+    // Fusing the adapter saves passes over activations, which bound a GPU's step; the CPU's is
+    // bound by its products, and the copies of the weights made it 2% slower there (2-layer
+    // Qwen2.5-1.5B shape, 4 x 256 tokens, five steps each: 9.22 s on average against 9.03 s).
     if (g.fuse_adapter < 0) g.fuse_adapter = model_->backends->is_gpu() ? 2 : 0;
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
