@@ -111,10 +111,10 @@ do_peft() {
 # following the census's bytes (roles at a quarter of the memory bandwidth), so next: whether the
 # GPU idles between kernels (`util`: 20 steps under nvidia-smi dmon's SM utilisation, into
 # summary.txt) and what ggml-cuda's CUDA graphs do for a step (`nographs`, the same 20 steps
-# without them); then the default step (since the H200, the adapter merged into f16 weights) and
-# the fused one (the default before) profiled (time per op kind and role) and counted (census,
-# ggml-cuda's kernels), the 16 GiB budgets, the adapter path, no flash attention, transposing the
-# frozen weights per step, no recomputation, and bf16 cuBLAS.
+# without them); then the default step (since the H200: the adapter merged into f16 weights, the
+# frozen weights transposed in every step) and the fused one (the default before) profiled (time
+# per op kind and role) and counted (census, ggml-cuda's kernels), the 16 GiB budgets, the adapter
+# path, no flash attention, the transposed weights kept, no recomputation, and bf16 cuBLAS.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -123,10 +123,10 @@ TRAIN_VARIANTS=(
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "budget16|--train-memory-gib 16"
   "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
-  "budget16-perstep|--train-memory-gib 16 --train-transposed per-step"
+  "budget16-cache|--train-memory-gib 16 --train-transposed cache"
   "path|--no-train-merge-adapter --train-fuse-adapter off --train-profile --train-census"
   "noflash|--flash-attn off --train-profile --train-census"
-  "perstep|--train-transposed per-step"
+  "cache|--train-transposed cache"
   "norecompute|--no-train-recompute"
   "bf16|--train-cublas bf16 --train-census"
 )

@@ -252,7 +252,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('train-transposed', {
         choices: ['auto', 'cache', 'per-step'] as const,
         default: 'auto' as const,
-        describe: 'keep the frozen weights transposed for the backward pass (cache: one more copy in memory; per-step: transposed in every step; auto: cache where it takes at most 40% of the GPU free memory, or 25% of RAM on the CPU)',
+        describe: 'keep the frozen weights transposed for the backward pass (cache: one more copy in memory; per-step: transposed in every step; auto: per-step on a GPU, cache on the CPU where it takes at most 25% of RAM)',
       })
       .option('train-kept-layers', {
         type: 'number',
