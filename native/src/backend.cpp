@@ -1,6 +1,4 @@
 #include "backend.h"
-
-#include <unordered_set>
 #include "errors.h"
 
 #include <algorithm>
