@@ -410,6 +410,10 @@ describe('LoRA gradients match finite differences', () => {
       assert.equal((await tr.plan(2, 14, opts)).adapterMerged, merged, `plan, mergeAdapter ${asked}`);
     }
     await assert.rejects(tr.gradients(mixedBatch(), { mergeAdapter: 'yes' as never }), /mergeAdapter: expected true, false or undefined/);
+    // Fusing likewise: asked, or the device's default ('bytes' on a GPU, off on the CPU).
+    for (const [asked, settled] of [[true, true], [false, false], ['bytes', 'bytes'], [undefined, model.info.gpu ? 'bytes' : false]] as const) {
+      assert.equal((await tr.plan(2, 14, asked === undefined ? {} : { fuseAdapter: asked })).fuseAdapter, settled, `plan, fuseAdapter ${asked}`);
+    }
     tr.dispose();
     model.dispose();
   });

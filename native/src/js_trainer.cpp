@@ -369,6 +369,8 @@ private:
                 o.Set("keptLayers", (double) out->kept_layers);
                 o.Set("microBatches", (double) out->micro_batches);
                 o.Set("adapterMerged", out->adapter_merged);
+                if (out->fuse_adapter == 2) o.Set("fuseAdapter", "bytes");
+                else o.Set("fuseAdapter", out->fuse_adapter == 1);
                 if (!out->census.empty()) {
                     Napi::Array arr = Napi::Array::New(env, out->census.size());
                     for (size_t i = 0; i < out->census.size(); ++i) {

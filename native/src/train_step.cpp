@@ -357,7 +357,7 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std
     Census ops(census.value_or(CensusKernels::graph));
     const GraphOptions g = graph_options(st.graph);
     const auto [device, cpu] = planned_bytes(mbs, loss, g, census ? &ops : nullptr);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, ops.list()};
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, ops.list()};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,

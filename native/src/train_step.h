@@ -91,6 +91,7 @@ struct MemoryPlan {
     int64_t kept_layers = 0;
     int64_t micro_batches = 0;
     bool adapter_merged = false; // GraphOptions::merge_adapter, as a step would settle it
+    int fuse_adapter = 0;        // GraphOptions::fuse_adapter, likewise (0, 1 or 2)
     // With plan(..., census): the training passes' ops over all micro-batches (op_profile.h).
     std::vector<OpCensus> census;
 };

@@ -348,6 +348,8 @@ export interface MemoryPlan {
   microBatches: number;
   /** Whether the step would merge the adapter into the weights (StepOptions.mergeAdapter, settled). */
   adapterMerged: boolean;
+  /** StepOptions.fuseAdapter as the step would settle it (what it does unless merged). */
+  fuseAdapter: boolean | 'bytes';
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
   /** With PlanOptions.census: whose kernels it counted for (PlanOptions.censusKernels, settled). */

@@ -73,8 +73,6 @@ export const trainingSection: BenchSection = {
       flashAttn: flashAttnOption(args['flash-attn']),
     });
     const flash = tr.info.flashAttn ? ', flash attention' : '';
-    // What 'auto' settles to (StepOptions.fuseAdapter): by bytes on a GPU, off on the CPU.
-    const fuseSetting = args['train-fuse-adapter'] === 'auto' ? (model.info.gpu ? 'bytes' : 'off') : args['train-fuse-adapter'];
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -99,8 +97,9 @@ export const trainingSection: BenchSection = {
         census: args['train-census'],
         ...(args['train-census-kernels'] !== 'auto' && { censusKernels: args['train-census-kernels'] }),
       });
-      // What the step settles the merge to (StepOptions.mergeAdapter): on a GPU with f16 weights unless told.
+      // What the step settles the merge and fusing to (StepOptions.mergeAdapter, fuseAdapter).
       const merged = plan.adapterMerged;
+      const fuseSetting = plan.fuseAdapter === 'bytes' ? 'bytes' : plan.fuseAdapter ? 'on' : 'off';
       const fusedNote = merged || fuseSetting === 'off' ? '' : `, adapter fused into the weights' products: ${fuseSetting}`;
       const census = plan.census ? censusTotals(plan.census) : undefined;
       const censusNotes = census
