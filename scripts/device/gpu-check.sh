@@ -151,7 +151,7 @@ do_train_benches() {
     rc=$?
     if [ -n "$dmon" ]; then
       kill "$dmon" 2> /dev/null
-      # SM utilisation (%) per second while the model loaded and the steps ran, most busy last.
+      # SM utilisation (%) once a second, in order: the model loading, then the steps.
       log "dmon sm% (util): $(awk '$1 ~ /^[0-9]+$/ {print $2}' /tmp/dmon.log | tr '\n' ' ')"
     fi
     [ $rc = 0 ] && node -e 'const fs=require("fs");fs.appendFileSync(process.argv[2], JSON.stringify({label:process.argv[1],report:JSON.parse(fs.readFileSync("/tmp/bench-train-one.json","utf8"))})+"\n")' "$label" "$OUT/bench-train.jsonl"
