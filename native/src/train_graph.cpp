@@ -89,7 +89,8 @@ public:
     }
 
     // With flash attention the probabilities are made only `with_probs` (for a backward pass).
-    LayerActs layer_forward(int64_t il, ggml_tensor * x, bool with_probs = false) {
+    // `keep16`: the layer keeps its activations in GraphOptions::kept_f16's halves.
+    LayerActs layer_forward(int64_t il, ggml_tensor * x, bool with_probs = false, bool keep16 = false) {
         const LayerWeights & l = w_.layers[il];
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
         LayerActs a;
@@ -130,7 +131,18 @@ public:
         const std::vector<Proj> gu = projs(a.h2, {{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}});
         a.g = gu[0];
         a.u = gu[1];
-        a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
+        ggml_tensor * g = a.g.y, * u = a.u.y;
+        if (keep16) {
+            a.g.y = ggml_cast(ctx_, g, GGML_TYPE_F16);
+            a.u.y = ggml_cast(ctx_, u, GGML_TYPE_F16);
+            // The SwiGLU of the halves is the f16 input the down product would round its input
+            // to anyway, and is half the bytes; the adapter path and quantized products take f32.
+            if (reads_f16(l.w_down, pair(il, LoraTarget::Down))) {
+                g = a.g.y;
+                u = a.u.y;
+            }
+        }
+        a.act = ggml_swiglu_split(ctx_, g, u);
         done("mlp");
         a.d = projs(a.act, {{l.w_down, pair(il, LoraTarget::Down), nullptr}})[0];
         a.out = ggml_add(ctx_, a.x2, a.d.y);
@@ -152,8 +164,23 @@ public:
         done("attn");
         a.h2 = norm_w(a.x2, l.ffn_norm);
         done("norm");
-        a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
-        done("mlp");
+        a.act = nullptr; // not kept: rebuilt
+        return widened(a);
+    }
+
+    // A layer's MLP activations as its backward pass reads them: gate and up in f32 (widened
+    // where GraphOptions::kept_f16 kept them in f16) and their SwiGLU (rebuilt where missing, or
+    // where the forward's was made of the halves).
+    LayerActs widened(LayerActs a) {
+        if (a.g.y->type != GGML_TYPE_F32) {
+            a.g.y = ggml_cast(ctx_, a.g.y, GGML_TYPE_F32);
+            a.u.y = ggml_cast(ctx_, a.u.y, GGML_TYPE_F32);
+            a.act = nullptr;
+        }
+        if (!a.act) {
+            a.act = ggml_swiglu_split(ctx_, a.g.y, a.u.y);
+            done("mlp");
+        }
         return a;
     }
 
@@ -427,6 +454,12 @@ private:
             t = ft;
         }
         return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
+    }
+
+    // Whether a projection can read its input in f16 as it is: an f16 product (merged, an f16
+    // weight) with no adapter path, whose A and the gradient products take f32 inputs.
+    bool reads_f16(ggml_tensor * W, const LoraPair * p) const {
+        return product_input({{W, p, nullptr}}) == GGML_TYPE_F16 && (!p || merged);
     }
 
     // Whether projs() fuses these adapters into their weights' products: where the weights can be
@@ -911,7 +944,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     std::vector<LayerActs> acts((size_t) c.n_layer);
     inputs[0] = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) {
-        LayerActs a = b.layer_forward(il, inputs[il]);
+        LayerActs a = b.layer_forward(il, inputs[il], false, kept(il) && opt.kept_f16 > 0);
         inputs[il + 1] = a.out;
         if (kept(il)) acts[il] = a;
     }
@@ -922,7 +955,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
         // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
         // activations are built just before its backward and freed right after.
         b.phase = "re";
-        const LayerActs a = !opt.recompute ? acts[il] : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il], true);
+        const LayerActs a = !opt.recompute ? b.widened(acts[il]) : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il], true);
         b.phase = "bwd";
         dx = b.layer_backward(il, a, dx);
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.

@@ -82,6 +82,15 @@ struct GraphOptions {
     // queries and keys. Set by the trainer (TrainerSettings::flash_attn), not per step, so that
     // log-probs and steps agree.
     bool flash_attn = false;
+    // Layers that keep their activations for the backward pass (kept_layers, or every layer
+    // without recompute) store the MLP's gate and up products in f16: 17,920 of the 23,040
+    // numbers per token a Qwen2.5-1.5B kept layer holds, so it keeps 61% of the bytes. The
+    // backward pass widens them to f32 again. Where ggml-cuda's f16 products wrote them (f16
+    // weights, the adapter merged or fused, cuBLAS in f16) they are f16 numbers already and
+    // nothing is rounded; elsewhere they are rounded as the down product rounds its input.
+    // 1: f16, 0: f32, -1: the trainer's default (Trainer::fit: f16 on a GPU with f16 gate and up
+    // weights where a memory budget picks the kept layers).
+    int kept_f16 = -1;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -86,6 +86,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     logitsChunkRows: o.logitsChunkRows ?? 0,
     ...(o.mergeAdapter !== undefined && { mergeAdapter: o.mergeAdapter }),
     ...(o.fuseAdapter !== undefined && { fuseAdapter: o.fuseAdapter }),
+    ...(o.keptF16 !== undefined && { keptF16: o.keptF16 }),
     profile: o.profile ?? false,
   };
 }

@@ -328,6 +328,19 @@ export interface StepOptions {
    */
   fuseAdapter?: boolean | 'bytes';
   /**
+   * Layers that keep their activations for the backward pass (keptLayers, or all of them with
+   * recompute off) store the MLP's gate and up products in f16 instead of f32 and widen them
+   * again for the backward pass: 78% of the numbers such a layer keeps, so it takes 61% of the
+   * bytes (Qwen2.5-1.5B shape) and a memoryBudget keeps more layers. Where ggml-cuda's f16
+   * products wrote them (f16 weights, the adapter merged or fused) they are f16 numbers already
+   * and nothing is rounded; on the CPU, whose products sum in f32, they are rounded as the down
+   * product rounds its input anyway. Each kept layer pays two casts in its backward pass, so it
+   * pays where memory decides how many layers keep theirs. Default (undefined): on a GPU where
+   * every layer's gate and up weights are f16 and keptLayers is 'auto' (a memoryBudget picks
+   * them); otherwise off. StepResult.keptF16 says what a step did.
+   */
+  keptF16?: boolean;
+  /**
    * Time every op of this step (StepResult.profile). Each op then runs and waits on its own, so
    * the step is slower: for finding where time goes, not for measuring speed.
    */
@@ -350,6 +363,8 @@ export interface MemoryPlan {
   adapterMerged: boolean;
   /** StepOptions.fuseAdapter as the step would settle it (what it does unless merged). */
   fuseAdapter: boolean | 'bytes';
+  /** Whether kept layers would hold gate and up in f16 (StepOptions.keptF16, settled). */
+  keptF16: boolean;
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
   /** With PlanOptions.census: whose kernels it counted for (PlanOptions.censusKernels, settled). */
@@ -450,6 +465,8 @@ export interface StepResult {
   keptLayers: number;
   /** Whether the adapter was merged into the weights (StepOptions.mergeAdapter, settled). */
   adapterMerged: boolean;
+  /** Whether kept layers held gate and up in f16 (StepOptions.keptF16, settled). */
+  keptF16: boolean;
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   graphHostInputs: number;

@@ -35,7 +35,7 @@ export interface LoopHooks {
    * weights in its graph), not what it trains, asked for just before the step: a budget can then
    * be read from what is free once generation has run.
    */
-  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter' | 'fuseAdapter'>;
+  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter' | 'fuseAdapter' | 'keptF16'>;
 }
 
 export interface LoopResult {
@@ -84,7 +84,7 @@ export async function runTraining(
       totalSteps: s.steps,
       minLrRatio: g.minLrRatio,
     });
-    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, adapterMerged: false, computeBytes: 0 };
+    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, adapterMerged: false, keptF16: false, computeBytes: 0 };
     let updateSkipped: string | undefined;
     if (tb.sequences.length > 0) {
       const execution = hooks.stepExecution?.() ?? {};
@@ -124,6 +124,7 @@ export async function runTraining(
       microBatches: res.microBatches,
       keptLayers: res.keptLayers,
       adapterMerged: res.adapterMerged,
+      keptF16: res.keptF16,
       trainComputeBytes: res.computeBytes,
       seconds: (t1 - t0) / 1000,
       ...(updateSkipped !== undefined && { updateSkipped }),
