@@ -634,6 +634,8 @@ describe('LoRA gradients match finite differences', () => {
       const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
       const plan = await tr.plan(B, L, opts);
       const st = await tr.step(batch, { lr: 1e-3, ...opts });
+      // Part of the step: building and planning its graphs on the host, before they ran.
+      assert.ok(st.graphMs > 0 && st.graphMs < st.ms, `graph work ${st.graphMs} ms of a ${st.ms} ms step`);
       tr.dispose();
       return { plan, used: st.computeBytes };
     };

@@ -108,6 +108,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("tokens", (double) st.tokens);
     o.Set("lossTokens", (double) st.loss_tokens);
     o.Set("ms", st.ms);
+    o.Set("graphMs", st.graph_ms);
     o.Set("skipped", st.skipped);
     o.Set("computeBytes", (double) st.compute_bytes);
     o.Set("microBatches", (double) st.micro_batches);

@@ -95,15 +95,16 @@ struct GraphOptions {
 };
 
 // Log-probs of each row's target under the model with `lora` (disabled view = the base model).
-// Both passes merge where their graph ran into `placed` when given.
+// Both passes merge where their graph ran into `placed`, and add the host's time building,
+// placing and planning their graph (a GPU waits through it) into `host_ms`, when given.
 std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
-                                    const GraphOptions & opt, Placement * placed = nullptr);
+                                    const GraphOptions & opt, Placement * placed = nullptr, double * host_ms = nullptr);
 
 // Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` (same order as
 // adapter.params()) and returns the rows' log-probs.
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
-                                        Placement * placed = nullptr);
+                                        Placement * placed = nullptr, double * host_ms = nullptr);
 
 // Bytes the training pass over `mb` needs in each of the scheduler's backends' compute buffers
 // (in the scheduler's backend order), found by planning its graph: nothing is run or allocated.

@@ -269,9 +269,9 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     double largest = 0; // the largest per-token coefficient of the loss's gradient, times N
     int64_t clipped = 0;
     for (MicroBatch & mb : p.mbs) {
-        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement)
-                                               : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement);
+        if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement, &st.graph_ms);
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement, &st.graph_ms)
+                                               : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement, &st.graph_ms);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
             double rho = 1.0;
@@ -315,7 +315,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
                 for (float & v : mb.neg_w) v *= by;
                 for (float & v : mb.kl_m) v *= by;
                 mb.loss_scale = retry;
-                accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement);
+                accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement, &st.graph_ms);
             }
             st.grad_norm = opt_->grad_norm(sched, 1.0f / retry);
         }

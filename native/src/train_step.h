@@ -72,6 +72,9 @@ struct StepStats {
     int64_t tokens = 0;      // tokens run through the training graphs (before padding)
     int64_t loss_tokens = 0; // N
     double ms = 0;
+    // Of ms: the host building, placing and planning the passes' graphs (not the optimizer's),
+    // before each ran; a GPU waits through it.
+    double graph_ms = 0;
     bool skipped = false;    // N == 0: no update
     int64_t micro_batches = 0;
     int64_t micro_batch_tokens = 0; // as settled for the step (0: the whole batch at once)

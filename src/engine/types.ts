@@ -437,6 +437,11 @@ export interface StepResult {
   /** Tokens run through the training graphs (unpadded). */
   tokens: number;
   ms: number;
+  /**
+   * Of ms: the host building the passes' graphs, placing them on the backends and planning their
+   * memory, before each ran (the optimizer's small graphs not counted). A GPU waits through it.
+   */
+  graphMs: number;
   /** Mean log π of the trained tokens at the parameters before the update. */
   meanLogprob: number;
   /** Fraction of trained tokens whose ratio was clipped. */

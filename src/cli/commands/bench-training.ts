@@ -144,8 +144,10 @@ export const trainingSection: BenchSection = {
       const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
       const first = await tr.step(batch, opts);
       const t0 = performance.now();
-      for (let s = 0; s < args['train-steps']; s++) await tr.step(batch, opts);
+      let graphMs = 0;
+      for (let s = 0; s < args['train-steps']; s++) graphMs += (await tr.step(batch, opts)).graphMs;
       const sec = (performance.now() - t0) / 1000;
+      graphMs /= args['train-steps'];
       const profile = args['train-profile'] ? await tr.step(batch, { ...opts, profile: true }) : undefined;
       const profiled = profile?.profile ?? [];
       const profiledMs = profiled.reduce((a, o) => a + o.ms, 0);
@@ -169,6 +171,7 @@ export const trainingSection: BenchSection = {
           }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
+          `host time building, placing and planning the step's graphs: ${graphMs.toFixed(1)} ms a step (StepResult.graphMs; a GPU waits through it)`,
           ...(first.fallbackOps.length ? [`ops the device could not run, done on the CPU: ${first.fallbackOps.join(', ')}`] : []),
           ...censusNotes,
           ...(profile
@@ -189,6 +192,7 @@ export const trainingSection: BenchSection = {
           steps: args['train-steps'],
           tokPerSec,
           msPerStep: (1000 * sec) / args['train-steps'],
+          graphMsPerStep: graphMs,
           gpuBytes: model.info.gpu ? gpuUsed : null,
           gpuTotalBytes: model.info.gpu ? gpuTotal : null,
           modelWeightBytes: model.info.weightBytes,
