@@ -595,9 +595,8 @@ describe('LoRA gradients match finite differences', () => {
       // merged weight), the rest widen them for the backward pass only.
       for (const extra of [{ keptLayers: 1, beta: 0.1 }, { keptLayers: nLayer }, { recompute: false }, { keptLayers: nLayer, mergeAdapter: true, beta: 0.1 }]) {
         const label = `${type} ${JSON.stringify(extra)}`;
-        const ref = await tr.gradients(mixedBatch(), { ...extra, keptF16: false });
+        const ref = await tr.gradients(mixedBatch(), extra);
         const half = await tr.gradients(mixedBatch(), { ...extra, keptF16: true });
-        assert.deepEqual([ref.keptF16, half.keptF16], [false, true], label);
         // Rounding gate and up to f16. Measured on the CPU: cosine ≥ 0.9999993, norms within
         // 6.2e-5, the same losses, but where the down product reads the halves' SwiGLU (merged
         // f16) with KL, whose e^(ref − lp) amplifies the forward's change: norm and loss 1.3e-3.
@@ -614,11 +613,8 @@ describe('LoRA gradients match finite differences', () => {
       const saved = f32.deviceBytes - f16.deviceBytes;
       const halves = nLayer * 2 * model.info.nFf * T * 2;
       assert.ok(saved > 0.9 * halves && saved < 1.1 * halves, `${type}: ${saved} bytes saved, gate and up halved ${halves}`);
-      // Default: where a budget picks the kept layers, on a GPU with f16 gate and up weights.
-      const budget = { memoryBudget: 1e12, keptLayers: 'auto' as const };
-      assert.equal((await tr.plan(2, 14, budget)).keptF16, model.info.gpu && type === 'f16', `${type}: default with a budget`);
-      assert.equal((await tr.gradients(mixedBatch(), budget)).keptF16, model.info.gpu && type === 'f16', `${type}: a step settles it as the plan does`);
-      assert.equal((await tr.gradients(mixedBatch(), { keptLayers: 1 })).keptF16, false, `${type}: default without a budget`);
+      // Off unless asked.
+      assert.equal((await tr.plan(16, 128, { recompute: false })).deviceBytes, f32.deviceBytes, `${type}: f32 by default`);
       await assert.rejects(tr.gradients(mixedBatch(), { keptF16: 'yes' as never }), /keptF16: expected true, false or undefined/);
       tr.dispose();
       model.dispose();

@@ -87,8 +87,8 @@ StepSettings settings_from_js(const Napi::Value & v) {
     else if (fuse.IsString() && fuse.ToString().Utf8Value() == "bytes") s.graph.fuse_adapter = 2;
     else if (!fuse.IsUndefined()) throw Napi::TypeError::New(env, "fuseAdapter: expected true, false, 'bytes' or undefined (the device's default)");
     const Napi::Value kept16 = o.Get("keptF16");
-    if (kept16.IsBoolean()) s.graph.kept_f16 = kept16.As<Napi::Boolean>().Value() ? 1 : 0;
-    else if (!kept16.IsUndefined()) throw Napi::TypeError::New(env, "keptF16: expected true, false or undefined (the device's default)");
+    if (kept16.IsBoolean()) s.graph.kept_f16 = kept16.As<Napi::Boolean>().Value();
+    else if (!kept16.IsUndefined()) throw Napi::TypeError::New(env, "keptF16: expected true, false or undefined (false)");
     if (s.graph.merge_adapter > 0 && s.graph.fuse_adapter > 0) {
         throw Napi::RangeError::New(env, "fuseAdapter: cannot be combined with mergeAdapter (the merged weights already hold the adapter)");
     }
@@ -115,7 +115,6 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("microBatchTokens", (double) st.micro_batch_tokens);
     o.Set("keptLayers", (double) st.kept_layers);
     o.Set("adapterMerged", st.adapter_merged);
-    o.Set("keptF16", st.kept_f16);
     set_placement(env, o, st.placement);
     if (!st.profile.empty()) {
         Napi::Array prof = Napi::Array::New(env, st.profile.size());
@@ -374,7 +373,6 @@ private:
                 o.Set("keptLayers", (double) out->kept_layers);
                 o.Set("microBatches", (double) out->micro_batches);
                 o.Set("adapterMerged", out->adapter_merged);
-                o.Set("keptF16", out->kept_f16);
                 if (out->fuse_adapter == 2) o.Set("fuseAdapter", "bytes");
                 else o.Set("fuseAdapter", out->fuse_adapter == 1);
                 if (!out->census.empty()) {

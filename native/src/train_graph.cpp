@@ -954,7 +954,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     std::vector<LayerActs> acts((size_t) c.n_layer);
     inputs[0] = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) {
-        LayerActs a = b.layer_forward(il, inputs[il], false, kept(il) && opt.kept_f16 > 0);
+        LayerActs a = b.layer_forward(il, inputs[il], false, kept(il) && opt.kept_f16);
         inputs[il + 1] = a.out;
         if (kept(il)) acts[il] = a;
     }

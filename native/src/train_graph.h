@@ -84,13 +84,14 @@ struct GraphOptions {
     bool flash_attn = false;
     // Layers that keep their activations for the backward pass (kept_layers, or every layer
     // without recompute) store the MLP's gate and up products in f16: 17,920 of the 23,040
-    // numbers per token a Qwen2.5-1.5B kept layer holds, so it keeps 61% of the bytes. The
-    // backward pass widens them to f32 again. Where ggml-cuda's f16 products wrote them (f16
-    // weights, the adapter merged or fused, cuBLAS in f16) they are f16 numbers already and
-    // nothing is rounded; elsewhere they are rounded as the down product rounds its input.
-    // 1: f16, 0: f32, -1: the trainer's default (Trainer::fit: f16 on a GPU with f16 gate and up
-    // weights where a memory budget picks the kept layers).
-    int kept_f16 = -1;
+    // numbers per token a Qwen2.5-1.5B kept layer holds, so it keeps 61% of the bytes (69% as
+    // planned: 496 against 722 MiB a layer at 16 x 512 tokens). The backward pass widens them to
+    // f32 again. Where ggml-cuda's f16 products wrote them (f16 weights, the adapter merged or
+    // fused) they are f16 numbers already and nothing is rounded; elsewhere they are rounded as
+    // the down product rounds its input. Off unless asked: the four casts a kept layer then
+    // pays are ggml-cuda's CPY, which an H200's profile ran at 0.5 to 0.6 TB/s (about 3 ms a
+    // layer at that shape), likely more than recomputing the layer costs (about 2.3 ms).
+    bool kept_f16 = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -168,8 +168,6 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
             if (adapter_->layers()[(size_t) il][(LoraTarget) t].a) adapted_f16_ = adapted_f16_ && Adapter::base_weight(*model_->weights, il, (LoraTarget) t)->type == GGML_TYPE_F16;
         }
     }
-    mlp_f16_ = true;
-    for (const LayerWeights & l : model_->weights->layers) mlp_f16_ = mlp_f16_ && l.w_gate->type == GGML_TYPE_F16 && l.w_up->type == GGML_TYPE_F16;
     // The training graphs give flash attention f32 K and V views (ggml-cuda converts them itself).
     const ModelConfig & c = model_->weights->config();
     const bool kernel = flash_attn_supported(b.primary(), c, GGML_TYPE_F32);
@@ -196,7 +194,6 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     // bound by its products, and the copies of the weights made it 2% slower there (2-layer
     // Qwen2.5-1.5B shape, 4 x 256 tokens, five steps each: 9.22 s on average against 9.03 s).
     if (g.fuse_adapter < 0) g.fuse_adapter = model_->backends->is_gpu() ? 2 : 0;
-    if (g.kept_f16 < 0) g.kept_f16 = 0; // fit() settles the step's
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
     g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;
@@ -260,7 +257,6 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     }
     const GraphOptions g = graph_options(settled.graph);
     st.adapter_merged = g.merge_adapter > 0;
-    st.kept_f16 = g.kept_f16 > 0;
     ggml_backend_sched_t sched = sched_for(p.mbs, g);
     std::unique_ptr<OpProfiler> prof = s.profile ? std::make_unique<OpProfiler>(sched) : nullptr;
     if (backward) opt_->zero_grads();
@@ -361,7 +357,7 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std
     Census ops(census.value_or(CensusKernels::graph));
     const GraphOptions g = graph_options(st.graph);
     const auto [device, cpu] = planned_bytes(mbs, loss, g, census ? &ops : nullptr);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, g.kept_f16 > 0, ops.list()};
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, ops.list()};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
@@ -396,11 +392,6 @@ std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSe
         tokens = p.tokens;
         return std::move(p.mbs);
     };
-    // Halves for kept gate and up (GraphOptions::kept_f16) where a budget picks the kept layers:
-    // there the 39% of a kept layer's bytes they save buys more kept layers, each of which saves
-    // its layer's recomputation, for two casts a kept layer. A GPU's f16 products (f16 weights,
-    // the adapter merged or fused) write gate and up as f16 numbers, so they lose nothing there.
-    if (s.graph.kept_f16 < 0) s.graph.kept_f16 = s.auto_kept_layers && model_->backends->is_gpu() && mlp_f16_ ? 1 : 0;
     if (s.auto_kept_layers) s.graph.kept_layers = 0;
     std::vector<MicroBatch> mbs = prepared(s);
     if (s.memory_budget == 0 || mbs.empty()) return mbs;

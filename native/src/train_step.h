@@ -80,7 +80,6 @@ struct StepStats {
     int64_t micro_batch_tokens = 0; // as settled for the step (0: the whole batch at once)
     int64_t kept_layers = 0;        // as settled for the step
     bool adapter_merged = false;    // as settled for the step (GraphOptions::merge_adapter)
-    bool kept_f16 = false;          // as settled for the step (GraphOptions::kept_f16)
     size_t compute_bytes = 0; // the trainer's compute buffer on its primary device after the step (kept, grows to the largest step)
     Placement placement;     // where this step's graphs ran (backend.h)
     std::vector<OpTime> profile; // with StepSettings::profile: time per op kind, slowest first
@@ -96,7 +95,6 @@ struct MemoryPlan {
     int64_t micro_batches = 0;
     bool adapter_merged = false; // GraphOptions::merge_adapter, as a step would settle it
     int fuse_adapter = 0;        // GraphOptions::fuse_adapter, likewise (0, 1 or 2)
-    bool kept_f16 = false;       // GraphOptions::kept_f16, likewise
     // With plan(..., census): the training passes' ops over all micro-batches (op_profile.h).
     std::vector<OpCensus> census;
 };
@@ -135,7 +133,6 @@ private:
     std::unique_ptr<TransposedWeights> transposed_;
     bool flash_attn_ = false;
     bool adapted_f16_ = false; // every adapted projection's frozen weight is f16
-    bool mlp_f16_ = false;     // every layer's gate and up weights are f16
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
     int64_t last_auto_kept_ = 1; // where the next 'auto' kept-layer search starts

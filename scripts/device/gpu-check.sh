@@ -115,9 +115,9 @@ do_peft() {
 # frozen weights transposed in every step) and the fused one (the default before) profiled (time
 # per op kind and role) and counted (census, ggml-cuda's kernels), the 16 GiB budgets, the adapter
 # path, no flash attention, the transposed weights kept, no recomputation, and bf16 cuBLAS.
-# `budget16` keeps gate and up in f16 by default since 2026-11-27 (StepOptions.keptF16: 19 kept
-# layers planned in 16 GiB against 13 in f32, same bytes moved, 3.4 TFLOP less recomputed);
-# `budget16-f32` is the same budget without, `norecompute-f16` every layer kept with the halves.
+# `budget16-f16` and `norecompute-f16` keep gate and up in f16 (StepOptions.keptF16, off by
+# default: 19 kept layers planned in 16 GiB against 13 in f32, the same bytes moved, 3.4 TFLOP
+# less recomputed, but four casts a kept layer at the H200's 0.5-0.6 TB/s CPY rate).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -125,7 +125,7 @@ TRAIN_VARIANTS=(
   "default|--train-profile --train-census"
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "budget16|--train-memory-gib 16"
-  "budget16-f32|--train-memory-gib 16 --no-train-kept-f16"
+  "budget16-f16|--train-memory-gib 16 --train-kept-f16"
   "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
   "budget16-cache|--train-memory-gib 16 --train-transposed cache"
   "path|--no-train-merge-adapter --train-fuse-adapter off --train-profile --train-census"

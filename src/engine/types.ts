@@ -334,10 +334,10 @@ export interface StepOptions {
    * bytes (Qwen2.5-1.5B shape) and a memoryBudget keeps more layers. Where ggml-cuda's f16
    * products wrote them (f16 weights, the adapter merged or fused) they are f16 numbers already
    * and nothing is rounded; on the CPU, whose products sum in f32, they are rounded as the down
-   * product rounds its input anyway. Each kept layer pays two casts in its backward pass, so it
-   * pays where memory decides how many layers keep theirs. Default (undefined): on a GPU where
-   * every layer's gate and up weights are f16 and keptLayers is 'auto' (a memoryBudget picks
-   * them); otherwise off. StepResult.keptF16 says what a step did.
+   * product rounds its input anyway. Default false: on a GPU the casts to f16 and back likely
+   * cost more than recomputing the layer (an H200's profile ran ggml-cuda's casts at 0.5 to
+   * 0.6 TB/s: about 3 ms a kept Qwen2.5-1.5B layer at 16 × 512 tokens, against about 2.3 ms to
+   * recompute one), so this trades time for memory.
    */
   keptF16?: boolean;
   /**
@@ -363,8 +363,6 @@ export interface MemoryPlan {
   adapterMerged: boolean;
   /** StepOptions.fuseAdapter as the step would settle it (what it does unless merged). */
   fuseAdapter: boolean | 'bytes';
-  /** Whether kept layers would hold gate and up in f16 (StepOptions.keptF16, settled). */
-  keptF16: boolean;
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
   /** With PlanOptions.census: whose kernels it counted for (PlanOptions.censusKernels, settled). */
@@ -470,8 +468,6 @@ export interface StepResult {
   keptLayers: number;
   /** Whether the adapter was merged into the weights (StepOptions.mergeAdapter, settled). */
   adapterMerged: boolean;
-  /** Whether kept layers held gate and up in f16 (StepOptions.keptF16, settled). */
-  keptF16: boolean;
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   graphHostInputs: number;

@@ -84,7 +84,7 @@ export async function runTraining(
       totalSteps: s.steps,
       minLrRatio: g.minLrRatio,
     });
-    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, adapterMerged: false, keptF16: false, computeBytes: 0 };
+    let res = { loss: 0, kl: 0, gradNorm: 0, meanRatio: 1, tokens: 0, ms: 0, microBatches: 0, keptLayers: 0, adapterMerged: false, computeBytes: 0 };
     let updateSkipped: string | undefined;
     if (tb.sequences.length > 0) {
       const execution = hooks.stepExecution?.() ?? {};
@@ -124,7 +124,6 @@ export async function runTraining(
       microBatches: res.microBatches,
       keptLayers: res.keptLayers,
       adapterMerged: res.adapterMerged,
-      keptF16: res.keptF16,
       trainComputeBytes: res.computeBytes,
       seconds: (t1 - t0) / 1000,
       ...(updateSkipped !== undefined && { updateSkipped }),

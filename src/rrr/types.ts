@@ -54,13 +54,12 @@ export interface StepMetrics {
   trainTokensPerSec: number;
   /**
    * How the GRPO step ran: micro-batches, layers that kept their activations, whether the adapter
-   * was merged into the weights (StepOptions.mergeAdapter), whether kept layers held gate and up
-   * in f16 (StepOptions.keptF16), compute buffer held (0 when nothing was trained).
+   * was merged into the weights (StepOptions.mergeAdapter), compute buffer held (0 when nothing
+   * was trained).
    */
   microBatches: number;
   keptLayers: number;
   adapterMerged: boolean;
-  keptF16: boolean;
   trainComputeBytes: number;
   seconds: number;
   /** Set when the step's gradient was not finite and its update was dropped: why. */

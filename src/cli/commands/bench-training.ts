@@ -122,7 +122,7 @@ export const trainingSection: BenchSection = {
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
         mergeAdapter: merged,
         fuseAdapter: fuseSetting,
-        keptF16: plan.keptF16,
+        keptF16: args['train-kept-f16'],
         flashAttn: tr.info.flashAttn,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
@@ -135,7 +135,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${keptLayers && plan.keptF16 ? ' (gate and up kept in f16)' : ''}${merged ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
+            }${keptLayers && args['train-kept-f16'] ? ' (gate and up kept in f16)' : ''}${merged ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -166,7 +166,7 @@ export const trainingSection: BenchSection = {
         notes: [
           `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
-          }${keptLayers && plan.keptF16 ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
+          }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
           }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'

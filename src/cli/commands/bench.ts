@@ -41,7 +41,7 @@ export interface BenchArgs {
   'train-census': boolean;
   'train-census-kernels': 'auto' | 'graph' | 'cuda';
   'train-merge-adapter'?: boolean;
-  'train-kept-f16'?: boolean;
+  'train-kept-f16': boolean;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
@@ -295,7 +295,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('train-kept-f16', {
         type: 'boolean',
         describe:
-          'layers that keep their activations (--train-kept-layers, --train-memory-gib, --no-train-recompute) hold the MLP\'s gate and up products in f16 instead of f32, 61% of the bytes; --no-train-kept-f16 never does; default: with --train-memory-gib on a GPU with f16 gate and up weights, else off (StepOptions.keptF16)',
+          "layers that keep their activations (--train-kept-layers, --train-memory-gib, --no-train-recompute) hold the MLP's gate and up products in f16 instead of f32, 61% of the bytes, at the cost of casts (StepOptions.keptF16)",
+        default: false,
       })
       .option('train-fuse-adapter', {
         choices: ['auto', 'bytes', 'on', 'off'] as const,
