@@ -69,14 +69,15 @@ public:
     // `opt` as the trainer settled it (Trainer::graph_options): fuse_adapter 0, 1 or 2.
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
-        : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), fuse(opt.fuse_adapter), dropout(opt.dropout), ctx_(ctx),
+        : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast), fuse(opt.fuse_adapter),
+          dropout(opt.dropout), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * const transposed;
-    const bool merged, flash;
+    const bool merged, flash, share_cast;
     const int fuse;
     const float dropout;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
@@ -393,8 +394,9 @@ private:
         std::vector<Proj> out;
         const ggml_type it = product_input(fs);
         if (merged || !fused(x, adapted, it)) {
-            // One cast for all the products that read x, where each would convert it for itself.
-            ggml_tensor * xw = it != GGML_TYPE_F32 && fs.size() > 1 ? ggml_cast(ctx_, x, it) : x;
+            // One cast for all the products that read x, where each would convert it for itself
+            // (GraphOptions::share_input_cast).
+            ggml_tensor * xw = share_cast && it != GGML_TYPE_F32 && fs.size() > 1 ? ggml_cast(ctx_, x, it) : x;
             for (const Fwd & f : fs) out.push_back(proj(f.W, x, f.p, f.bias, xw));
             return out;
         }

@@ -92,6 +92,13 @@ struct GraphOptions {
     // pays are ggml-cuda's CPY, which an H200's profile ran at 0.5 to 0.6 TB/s (about 3 ms a
     // layer at that shape), likely more than recomputing the layer costs (about 2.3 ms).
     bool kept_f16 = false;
+    // Projections that read the same f32 input through 16-bit weights (q, k and v; gate and up)
+    // read it cast once to that type, where each product would convert it itself: ggml-cpu
+    // converts in every product, so once is less work. ggml-cuda's products convert with a fast
+    // kernel (256 threads a block), while a cast is its CPY (64), which an H200's profile ran at
+    // 0.58 TB/s where 256-thread elementwise kernels ran at 2.4: there three conversions inside
+    // the products take less time than the one cast. Set by the trainer: on a GPU, off.
+    bool share_input_cast = true;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -194,6 +194,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     // bound by its products, and the copies of the weights made it 2% slower there (2-layer
     // Qwen2.5-1.5B shape, 4 x 256 tokens, five steps each: 9.22 s on average against 9.03 s).
     if (g.fuse_adapter < 0) g.fuse_adapter = model_->backends->is_gpu() ? 2 : 0;
+    g.share_input_cast = !model_->backends->is_gpu();
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
     g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;

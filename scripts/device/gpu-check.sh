@@ -118,12 +118,17 @@ do_peft() {
 # `budget16-f16` and `norecompute-f16` keep gate and up in f16 (StepOptions.keptF16, off by
 # default: 19 kept layers planned in 16 GiB against 13 in f32, the same bytes moved, 3.4 TFLOP
 # less recomputed, but four casts a kept layer at the H200's 0.5-0.6 TB/s CPY rate).
+# `merged-split` is the default without its joined backward products ([Wq | Wk | Wv]ᵀ with
+# dq, dk and dv side by side, which fuse 'bytes' picks): the copies that joining takes are
+# ggml-cuda's CPY and CONCAT, 0.5 to 0.6 TB/s in the H200's profile, where the adds and
+# conversions that separate products need ran at 1.2 to 2.4.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
   "nographs|--train-steps 20|GGML_CUDA_DISABLE_GRAPHS=1"
   "default|--train-profile --train-census"
   "fused|--no-train-merge-adapter --train-profile --train-census"
+  "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"
   "budget16-f16|--train-memory-gib 16 --train-kept-f16"
   "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
