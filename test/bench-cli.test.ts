@@ -101,8 +101,13 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.ok(cc.bytes > p.census.bytes, `cuda ${cc.bytes} bytes vs graph ${p.census.bytes}`);
   const cudaText = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-census-kernels', 'cuda']);
   assert.match(cudaText.stdout, /planned work \(ggml-cuda's kernels, conversions included\): [\d,]+ ops/);
-  const conflict = run(['bench', '--model', model, '--no-generation', '--train-merge-adapter', '--train-fuse-adapter', 'on']);
-  assert.match(conflict.stderr, /^rrr-native: --train-fuse-adapter on: cannot be combined with --train-merge-adapter \(the merged weights already hold the adapter\)\n$/);
+  // Merged and fused: each group's backward dx from one product (a GPU's default step, by bytes).
+  const joined = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '0', '--train-census', '--train-merge-adapter', '--train-fuse-adapter', 'on', '--json']);
+  assert.equal(joined.status, 0, joined.stderr);
+  const j = JSON.parse(joined.stdout)['lora-training-step'].data;
+  assert.deepEqual([j.mergeAdapter, j.fuseAdapter], [true, 'on']);
+  const dxProducts = (c: { ops: { op: string; role: string; count: number }[] }) => c.ops.filter((o) => o.role === 'bwd.W' && o.op.startsWith('MUL_MAT')).reduce((a, o) => a + o.count, 0);
+  assert.ok(dxProducts(j.census) < dxProducts(p.census), `joined ${dxProducts(j.census)} dx products vs ${dxProducts(p.census)} merged alone`);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });

@@ -170,9 +170,6 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
     assert.equal(b.code, 1);
     assert.match(b.err, msg);
   }
-  const fuseMerge = cli('train', '--merge-adapter', '--fuse-adapter', 'on', '--out', join(testDir(), 'memory-run-bad'));
-  assert.equal(fuseMerge.code, 1);
-  assert.match(fuseMerge.err, /--fuse-adapter on: cannot be combined with --merge-adapter/);
   const both = cli('train', '--merge-adapter', '--lora-dropout', '0.1', '--out', join(testDir(), 'memory-run-bad'));
   assert.equal(both.code, 1);
   assert.match(both.err, /--merge-adapter: cannot merge an adapter trained with dropout \(--lora-dropout 0\.1\)/);

@@ -89,9 +89,6 @@ StepSettings settings_from_js(const Napi::Value & v) {
     const Napi::Value kept16 = o.Get("keptF16");
     if (kept16.IsBoolean()) s.graph.kept_f16 = kept16.As<Napi::Boolean>().Value();
     else if (!kept16.IsUndefined()) throw Napi::TypeError::New(env, "keptF16: expected true, false or undefined (false)");
-    if (s.graph.merge_adapter > 0 && s.graph.fuse_adapter > 0) {
-        throw Napi::RangeError::New(env, "fuseAdapter: cannot be combined with mergeAdapter (the merged weights already hold the adapter)");
-    }
     s.profile = bool_opt(o, "profile", false);
     return s;
 }

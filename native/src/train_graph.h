@@ -68,7 +68,9 @@ struct GraphOptions {
     // instead of writing it n_out wide and adding it. W stays exact; B and s A x enter the
     // product in W's type (f32, f16, bf16; quantized weights keep the adapter path). 2: where it
     // moves fewer bytes (the micro-batch's tokens against the weights' size), 1: always, 0: never,
-    // -1: the trainer's default (2 on a GPU, 0 on the CPU).
+    // -1: the trainer's default (2 on a GPU, 0 on the CPU). In the backward pass it also joins the
+    // dx products of projections that share an input into one, merged or not (projs_back), so
+    // with merge_adapter it says only that: a GPU's default step merges with 2.
     int fuse_adapter = -1;
     // LoRA dropout (PEFT's lora_dropout): each adapter reads its input with a share `dropout` of
     // the values zeroed and the rest scaled by 1 / (1 - dropout). The masks are a function of

@@ -324,7 +324,11 @@ export interface StepOptions {
    * tokens that the adapter's activations outweigh a copy of the weight (at 16 × 512 tokens on a
    * Qwen2.5-1.5B shape: q/k/v, o, gate/up; not down). true: every adapted projection the weights'
    * type allows; false: never. Default (undefined): 'bytes' on a GPU; false on the CPU, whose
-   * steps are bound by their products (it measured 2% slower there).
+   * steps are bound by their products (it measured 2% slower there). In the backward pass it
+   * also takes the dx of projections that share an input (q, k, v; gate, up) from one product,
+   * [W_qᵀ | W_kᵀ | W_vᵀ]·[dy_q ; dy_k ; dy_v], where that moves fewer bytes ('bytes') or always
+   * (true), merged or not: with mergeAdapter that is all it does, and a GPU's default step is
+   * merged with 'bytes'.
    */
   fuseAdapter?: boolean | 'bytes';
   /**

@@ -11,7 +11,7 @@ import { trainingSection } from './bench-training.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
-import { flashAttnOption, refuseFuseWithMerge, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { flashAttnOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 
 export interface BenchArgs {
   model: string;
@@ -302,7 +302,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         choices: ['auto', 'bytes', 'on', 'off'] as const,
         default: 'auto' as const,
         describe:
-          "without merging, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (StepOptions.fuseAdapter): bytes = where that moves fewer bytes, on = every projection the weights' type allows, off = never, auto = bytes on a GPU, off on the CPU",
+          "without merging, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (StepOptions.fuseAdapter): bytes = where that moves fewer bytes, on = every projection the weights' type allows, off = never, auto = bytes on a GPU, off on the CPU. It also joins the backward dx products of q/k/v and gate/up into one, merged or not: with --train-merge-adapter that is all it does (a GPU's default step is merged with bytes)",
       })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
@@ -310,7 +310,6 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
-    refuseFuseWithMerge(a['train-merge-adapter'], a['train-fuse-adapter'], { merge: '--train-merge-adapter', fuse: '--train-fuse-adapter' });
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);

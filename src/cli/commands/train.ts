@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
-import { flashAttnOption, fuseAdapterOption, refuseFuseWithMerge, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -243,7 +243,7 @@ export const trainCommand: CommandModule<object, Args> = {
         choices: ['auto', 'bytes', 'on', 'off'] as const,
         default: 'auto' as const,
         describe:
-          "without --merge-adapter, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (B and s·A·x in the weights' type; quantized bases keep the adapter path): bytes = where that moves fewer bytes, on = always, off = never, auto = bytes on a GPU, off on the CPU",
+          "without --merge-adapter, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (B and s·A·x in the weights' type; quantized bases keep the adapter path): bytes = where that moves fewer bytes, on = always, off = never, auto = bytes on a GPU, off on the CPU. It also joins the backward dx products of q/k/v and gate/up into one, merged or not: with --merge-adapter that is all it does (a GPU's default step is merged with bytes)",
       })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
@@ -274,7 +274,6 @@ export const trainCommand: CommandModule<object, Args> = {
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
-    refuseFuseWithMerge(execution.merge, a['fuse-adapter'], { merge: '--merge-adapter', fuse: '--fuse-adapter' });
     if (execution.merge === true && (cfg.lora.dropout ?? 0) > 0) {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
     }
