@@ -98,8 +98,9 @@ struct GraphOptions {
     // read it cast once to that type, where each product would convert it itself: ggml-cpu
     // converts in every product, so once is less work. ggml-cuda's products convert with a fast
     // kernel (256 threads a block), while a cast is its CPY (64), which an H200's profile ran at
-    // 0.58 TB/s where 256-thread elementwise kernels ran at 2.4: there three conversions inside
-    // the products take less time than the one cast. Set by the trainer: on a GPU, off.
+    // 0.58 TB/s where 256-thread elementwise kernels ran at 2.4: by those rates three
+    // conversions inside the products take less time than the one cast (not yet timed). Set by
+    // the trainer: on a GPU, off.
     bool share_input_cast = true;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
