@@ -1,17 +1,14 @@
 #include "generate.h"
+#include "clock.h"
 #include "decode.h"
 #include "errors.h"
 #include "parallel.h"
 
 #include <algorithm>
-#include <chrono>
 
 namespace rrr {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 constexpr int64_t kCellPad = 256;
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }

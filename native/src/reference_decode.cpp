@@ -1,10 +1,10 @@
 #include "reference_decode.h"
 #include "reference.h"
+#include "clock.h"
 #include "errors.h"
 #include "gguf_meta.h"
 
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <thread>
 
@@ -13,9 +13,6 @@
 namespace rrr {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 int32_t argmax(const float * v, int32_t n) {
     int32_t best = 0;

@@ -1,11 +1,11 @@
 #include "train_graph.h"
+#include "clock.h"
 #include "errors.h"
 #include "op_profile.h"
 #include "rng.h"
 #include "transposed_weights.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -873,15 +873,11 @@ void check_batch(const MicroBatch & mb, const LossSpec & loss, bool backward) {
     if (!ok) throw Error("internal error: inconsistent micro-batch");
 }
 
-double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-    return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
 // `host_ms` (when given) gains the time from `built_from` (the graph's building began) until the
 // graph is placed, its memory planned and its inputs set: host work a GPU waits through.
 std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk,
                        const std::vector<ggml_tensor *> & lps, const char * what, Placement * placed, uint64_t dropout_seed,
-                       std::chrono::steady_clock::time_point built_from, double * host_ms) {
+                       Clock::time_point built_from, double * host_ms) {
     ggml_backend_sched_reset(sched);
     if (!ggml_backend_sched_alloc_graph(sched, gf)) {
         throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
@@ -889,7 +885,7 @@ std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Input
     }
     if (placed) placed->merge(placement_of(sched, gf));
     set_inputs(in, mb, n_vocab, chunk, dropout_seed);
-    if (host_ms) *host_ms += ms_between(built_from, std::chrono::steady_clock::now());
+    if (host_ms) *host_ms += ms_since(built_from);
     if (ggml_backend_sched_graph_compute(sched, gf) != GGML_STATUS_SUCCESS) throw Error(std::string(what) + " failed");
     std::vector<float> out(mb.rows.size());
     size_t off = 0;
@@ -911,7 +907,7 @@ size_t train_graph_nodes(const ModelConfig & c, const GraphOptions & opt, int64_
 
 std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
                                     const GraphOptions & opt, Placement * placed, double * host_ms) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     const LossSpec none;
     check_batch(mb, none, false);
     const ModelConfig & c = w.config();
@@ -981,7 +977,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
                                         Placement * placed, double * host_ms) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
     return run(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", placed, opt.dropout_seed, t0, host_ms);
 }

@@ -1,9 +1,9 @@
 #include "train_step.h"
+#include "clock.h"
 #include "decode.h"
 #include "errors.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -131,10 +131,6 @@ Prepared prepare(const std::vector<TrainSeq> & batch, const StepSettings & st) {
     return p;
 }
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 } // namespace
 
 TransposedMode parse_transposed_mode(const std::string & s) {
@@ -235,7 +231,7 @@ ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
 
 StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings & s, bool backward,
                        const std::function<void(StepStats &)> & then) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     if (!(s.beta >= 0) || !std::isfinite(s.beta)) throw Error("step: beta must be a finite number >= 0");
     if (!(s.clip_eps > 0 && s.clip_eps < 1)) throw Error("step: clipEps must be in (0, 1)");
     const ModelWeights & w = *model_->weights;
