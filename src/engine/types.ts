@@ -365,7 +365,7 @@ export interface MemoryPlan {
   microBatches: number;
   /** Whether the step would merge the adapter into the weights (StepOptions.mergeAdapter, settled). */
   adapterMerged: boolean;
-  /** StepOptions.fuseAdapter as the step would settle it (what it does unless merged). */
+  /** StepOptions.fuseAdapter as the step would settle it (merged, it joins only the backward dx products). */
   fuseAdapter: boolean | 'bytes';
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
