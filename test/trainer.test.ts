@@ -528,6 +528,54 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test('the fused attention backward (fusedAttnBackward): finite differences, the gradients of ggml ops, no probabilities kept', async () => {
+    // qwen2 with one K/V head per two query heads (a group summed into dK and dV), and head size
+    // 64 so that a GPU also runs flash attention's forward beside it; qwen3 adds qk-norm.
+    for (const [name, opts] of [
+      ['qwen2', { nEmbd: 128, nHead: 2, nHeadKv: 1 }],
+      ['qwen3', { arch: 'qwen3' as const }],
+    ] as const) {
+      const { model } = await tinyModel(`grad-fused-attn-${name}`, opts);
+      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+      for (const flashAttn of [false, true]) {
+        if (flashAttn && name === 'qwen3' && ON_GPU) continue; // head size 16: no ggml-cuda flash kernel
+        const ops = await Trainer.create(model, spec, { lr: 1e-3 }, { flashAttn });
+        const fused = await Trainer.create(model, spec, { lr: 1e-3 }, { flashAttn, fusedAttnBackward: true });
+        assert.equal(ops.info.fusedAttnBackward, false);
+        assert.equal(fused.info.fusedAttnBackward, true);
+        randomizeB(ops, 0.3);
+        setAll(fused, ops.params());
+        const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
+        await checkGradients(fused, mixedBatch(), stepOpts);
+        // On a GPU the node's products round to TF32 only for 16-bit and quantized models: these are f32.
+        await assertSameAcrossModes(
+          `${name}, flash ${flashAttn}: ggml ops vs fused`,
+          (extra) => ops.gradients(mixedBatch(), { ...stepOpts, ...extra }),
+          (extra) => fused.gradients(mixedBatch(), { ...stepOpts, ...extra }),
+          3e-2,
+        );
+        // One node takes attention back: no softmax gradient, no out_prod, no probabilities rebuilt.
+        for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+          const prof = (await fused.gradients(mixedBatch(), { ...extra, profile: true })).profile!;
+          const ops_ = (role: string) => prof.filter((o) => o.role === role).map((o) => o.op);
+          assert.ok(ops_('bwd.attn').includes('CUSTOM'), `${JSON.stringify(extra)} bwd.attn: ${ops_('bwd.attn').join(', ')}`);
+          for (const op of ['SOFT_MAX_BACK', 'OUT_PROD', 'SOFT_MAX']) {
+            assert.ok(!ops_('bwd.attn').includes(op), `${JSON.stringify(extra)}: ${op} in bwd.attn`);
+          }
+          if (flashAttn) assert.ok(!prof.some((o) => o.role.endsWith('.attn') && o.op === 'SOFT_MAX'), `${JSON.stringify(extra)}: attention probabilities were built`);
+        }
+        // What it saves in memory: each layer's [L, L] probabilities per head, kept or rebuilt,
+        // and their gradients (LM-head chunks small enough not to set the peak).
+        const planOpts = { keptLayers: 1, logitsChunkRows: 16 };
+        const [pOps, pFused] = [await ops.plan(1, 2048, planOpts), await fused.plan(1, 2048, planOpts)];
+        assert.ok(pFused.deviceBytes < pOps.deviceBytes, `${name}, flash ${flashAttn}: planned ${pFused.deviceBytes} vs ${pOps.deviceBytes} bytes`);
+        ops.dispose();
+        fused.dispose();
+      }
+      model.dispose();
+    }
+  });
+
   test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
     const { model } = await tinyModel('grad-dropout');
     const lora = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };

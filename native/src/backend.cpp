@@ -74,8 +74,9 @@ Backends::~Backends() {
     if (cpu_) ggml_backend_free(cpu_);
 }
 
-ggml_backend_sched_t Backends::new_sched(size_t n_nodes) const {
+ggml_backend_sched_t Backends::new_sched(size_t n_nodes, ggml_backend_t extra) const {
     std::vector<ggml_backend_t> list{primary_};
+    if (extra) list.push_back(extra);
     if (primary_ != cpu_) list.push_back(cpu_);
     return ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
 }
@@ -105,7 +106,10 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
         // Views and reshapes cost nothing wherever they are placed.
         if (is_view_op(t)) continue;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
-        if (at && at != primary) p.off_primary.push_back(ggml_op_desc(t));
+        // A backend on the primary's own buffers (attn_backend.h) runs on the same device.
+        if (at && at != primary && ggml_backend_get_default_buffer_type(at) != ggml_backend_get_default_buffer_type(primary)) {
+            p.off_primary.push_back(ggml_op_desc(t));
+        }
         for (const ggml_tensor * s : t->src) {
             // A view's view_src is the tensor it finally views, however many views deep.
             if (s && ((s->flags & GGML_TENSOR_FLAG_INPUT) || (s->view_src && (s->view_src->flags & GGML_TENSOR_FLAG_INPUT)))) host_inputs.insert(s);

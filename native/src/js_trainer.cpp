@@ -164,6 +164,9 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fa = o.Get("flashAttn");
     if (fa.IsBoolean()) ts.flash_attn = fa.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (!fa.IsUndefined()) throw Napi::TypeError::New(v.Env(), "flashAttn: expected true, false or undefined (auto)");
+    const Napi::Value fab = o.Get("fusedAttnBackward");
+    if (fab.IsBoolean()) ts.fused_attn_backward = fab.As<Napi::Boolean>().Value();
+    else if (!fab.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnBackward: expected true, false or undefined (off)");
     return ts;
 }
 
@@ -278,6 +281,7 @@ private:
         o.Set("steps", (double) t.optimizer().steps());
         o.Set("transposedWeightsBytes", (double) t.transposed_bytes());
         o.Set("flashAttn", t.flash_attn());
+        o.Set("fusedAttnBackward", t.fused_attn_backward());
         return o;
     }
 

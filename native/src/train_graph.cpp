@@ -1,4 +1,5 @@
 #include "train_graph.h"
+#include "attn_backward.h"
 #include "clock.h"
 #include "errors.h"
 #include "op_profile.h"
@@ -69,17 +70,19 @@ public:
     // `opt` as the trainer settled it (Trainer::graph_options): fuse_adapter 0, 1 or 2.
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
-        : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast), fuse(opt.fuse_adapter),
-          dropout(opt.dropout), ctx_(ctx),
+        : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32;
     const int fuse;
     const float dropout;
+    const size_t attn_scratch;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -90,7 +93,8 @@ public:
         return e;
     }
 
-    // With flash attention the probabilities are made only `with_probs` (for a backward pass).
+    // With flash attention the probabilities are made only `with_probs` (for a backward pass
+    // that needs them: the fused attention backward recomputes its own).
     // `keep16`: the layer keeps its activations in GraphOptions::kept_f16's halves.
     LayerActs layer_forward(int64_t il, ggml_tensor * x, bool with_probs = false, bool keep16 = false) {
         const LayerWeights & l = w_.layers[il];
@@ -116,7 +120,7 @@ public:
             ggml_tensor * o = ggml_flash_attn_ext(ctx_, by_head(a.qr, nh), by_head(a.kr, nkv), by_head(a.v3, nkv), in_.mask16, kq_scale(), 0.0f, 0.0f);
             ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
             a.attn = ggml_reshape_2d(ctx_, o, hd * nh, T_);
-            if (with_probs) a.P = attention_probs(a.qr, a.kr);
+            if (with_probs && !fused_attn) a.P = attention_probs(a.qr, a.kr);
         } else {
             a.P = attention_probs(a.qr, a.kr);
             ggml_tensor * Vt = ggml_cont(ctx_, ggml_permute(ctx_, heads4(a.v3, nkv), 1, 2, 0, 3)); // [L, hd, nkv, B]
@@ -162,8 +166,10 @@ public:
         const LayerWeights & l = w_.layers[il];
         a.h1 = norm_w(a.x, l.attn_norm);
         done("norm");
-        a.P = attention_probs(a.qr, a.kr);
-        done("attn");
+        if (!fused_attn) {
+            a.P = attention_probs(a.qr, a.kr);
+            done("attn");
+        }
         a.h2 = norm_w(a.x2, l.ffn_norm);
         done("norm");
         a.act = nullptr; // not kept: rebuilt
@@ -204,6 +210,37 @@ public:
         // Attention: x2 = x + W_o attn
         ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}});
         done("W");
+        ggml_tensor * dqr, * dkr, * dv3;
+        if (fused_attn) {
+            ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_scratch);
+            dqr = attn_backward_part(ctx_, g, AttnGrad::Q);
+            dkr = attn_backward_part(ctx_, g, AttnGrad::K);
+            dv3 = attn_backward_part(ctx_, g, AttnGrad::V);
+        } else {
+            attention_backward_ops(a, d_attn, &dqr, &dkr, &dv3);
+        }
+        ggml_tensor * dq3 = rope_back(dqr);
+        ggml_tensor * dk3 = rope_back(dkr);
+        done("attn");
+        if (c_.qk_norm) {
+            dq3 = norm_back(dq3, a.q3, l.q_norm);
+            dk3 = norm_back(dk3, a.k3, l.k_norm);
+            done("norm");
+        }
+        ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
+        ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
+        ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
+        ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}});
+        done("W");
+        ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
+        done("norm");
+        return dx;
+    }
+
+    // The attention backward in ggml's ops (GraphOptions::fused_attn_backward off): dQ, dK, dV
+    // [hd, heads, T] from the attention output's gradient [hd * n_head, T].
+    void attention_backward_ops(const LayerActs & a, ggml_tensor * d_attn, ggml_tensor ** dqr, ggml_tensor ** dkr, ggml_tensor ** dv3) {
+        const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
         // Flash attention without recomputation kept no probabilities: built here, as late as possible.
         ggml_tensor * P = a.P ? a.P : attention_probs(a.qr, a.kr);
         ggml_tensor * dkqv = ggml_cont(ctx_, ggml_permute(ctx_, ggml_reshape_4d(ctx_, d_attn, hd, nh, L_, B_), 0, 2, 1, 3)); // [hd, L, nh, B]
@@ -228,25 +265,9 @@ public:
         ggml_tensor * Qg = grp == 1 ? Qp : grouped(ggml_cont(ctx_, Qp));
         ggml_tensor * dK = ggml_out_prod(ctx_, Qg, grp == 1 ? dS : grouped(dS));                      // Σ_q,g Q dS -> [hd, L_k, nkv, B]
         auto unheads = [&](ggml_tensor * t) { return ggml_reshape_3d(ctx_, ggml_cont(ctx_, ggml_permute(ctx_, t, 0, 2, 1, 3)), hd, t->ne[2], T_); };
-        ggml_tensor * dqr = unheads(dQ);
-        ggml_tensor * dkr = unheads(dK);
-        ggml_tensor * dv3 = unheads(dV);
-        ggml_tensor * dq3 = rope_back(dqr);
-        ggml_tensor * dk3 = rope_back(dkr);
-        done("attn");
-        if (c_.qk_norm) {
-            dq3 = norm_back(dq3, a.q3, l.q_norm);
-            dk3 = norm_back(dk3, a.k3, l.k_norm);
-            done("norm");
-        }
-        ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
-        ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
-        ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
-        ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}});
-        done("W");
-        ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
-        done("norm");
-        return dx;
+        *dqr = unheads(dQ);
+        *dkr = unheads(dK);
+        *dv3 = unheads(dV);
     }
 
     // The LM head over the loss rows in chunks. Returns the per-chunk log-prob tensors and, when

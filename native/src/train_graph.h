@@ -102,6 +102,13 @@ struct GraphOptions {
     // conversions inside the products take less time than the one cast (not yet timed). Set by
     // the trainer: on a GPU, off.
     bool share_input_cast = true;
+    // The attention backward as one node of our own (attn_backward.h) instead of ggml's ops:
+    // no [L, L] probabilities kept or rebuilt for it, no permuting copies. Set by the trainer
+    // (TrainerSettings::fused_attn_backward), which also gives a GPU's node its work space
+    // (attn_scratch_bytes) and says whether its products may round to TF32 (attn_tf32).
+    bool fused_attn_backward = false;
+    size_t attn_scratch_bytes = 0;
+    bool attn_tf32 = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -1,4 +1,7 @@
 #include "train_step.h"
+#ifdef RRR_HAVE_CUDA
+#include "attn_backend.h"
+#endif
 #include "clock.h"
 #include "decode.h"
 #include "errors.h"
@@ -171,6 +174,17 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
         throw Error("flashAttn: " + b.name() + " has no flash-attention kernel for this model's heads (head size " + std::to_string(c.head_dim) + ")");
     }
     flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
+    fused_attn_ = ts.fused_attn_backward;
+    if (fused_attn_ && b.is_gpu()) {
+#ifdef RRR_HAVE_CUDA
+        attn_backend_ = attn_backend_new(b.primary());
+#else
+        throw Error("fusedAttnBackward: " + b.name() + " needs a CUDA build of the addon to run it");
+#endif
+    }
+    // Products over f32 weights stay f32 on a GPU (ggml-cuda's are); below that, the node's
+    // inner products may round their inputs as the model's own products do.
+    attn_tf32_ = b.is_gpu() && model_->weights->layers[0].wq->type != GGML_TYPE_F32;
 }
 
 size_t Trainer::transposed_bytes() const { return transposed_ ? transposed_->bytes() : 0; }
@@ -191,6 +205,11 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     // Qwen2.5-1.5B shape, 4 x 256 tokens, five steps each: 9.22 s on average against 9.03 s).
     if (g.fuse_adapter < 0) g.fuse_adapter = model_->backends->is_gpu() ? 2 : 0;
     g.share_input_cast = !model_->backends->is_gpu();
+    g.fused_attn_backward = fused_attn_;
+    g.attn_tf32 = attn_tf32_;
+    // The GPU's node works through a few sequences at a time in a space of this size (the
+    // CPU's needs none): at 512 positions and 12 heads, two sequences.
+    g.attn_scratch_bytes = model_->backends->is_gpu() ? (64ull << 20) : 0;
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
     g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;
@@ -203,6 +222,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
 
 Trainer::~Trainer() {
     if (sched_) ggml_backend_sched_free(sched_);
+    if (attn_backend_) ggml_backend_free(attn_backend_);
 }
 
 // Training graphs are far larger than the inference ones and get their own scheduler, so the
@@ -224,7 +244,7 @@ size_t Trainer::graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOpti
 }
 
 ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
-    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes);
+    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes, attn_backend_);
     if (!s) throw Error("could not create the training scheduler");
     return s;
 }
@@ -374,9 +394,10 @@ std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> &
             with_ref.ref_lp.assign(orig.rows.size(), 0.0f);
             mb = &with_ref;
         }
-        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), gpu ? 2 : 1, *mb, loss, g, census);
+        // The attention backend (if any) shares the primary's buffer: the CPU's is the last.
+        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, opt_->grads(), sched.get(), ggml_backend_sched_get_n_backends(sched.get()), *mb, loss, g, census);
         out.first = std::max(out.first, b[0]);
-        if (gpu) out.second = std::max(out.second, b[1]);
+        if (gpu) out.second = std::max(out.second, b.back());
     }
     return out;
 }

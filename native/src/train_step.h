@@ -49,6 +49,10 @@ struct TrainerSettings {
     // GraphOptions::flash_attn for every pass: -1 on a GPU with a kernel for the model's heads
     // (on the CPU the plain path is as fast), 0 off, 1 on (throws where the device has no kernel).
     int flash_attn = -1;
+    // GraphOptions::fused_attn_backward for every step. On a GPU the node runs on a backend of
+    // our own beside ggml-cuda's (attn_backend.h, CUDA builds only). Off unless asked: its CUDA
+    // kernels are not yet measured against ggml's ops.
+    bool fused_attn_backward = false;
 };
 
 struct StepSettings {
@@ -125,6 +129,7 @@ public:
     // Bytes of the transposed frozen weights kept (0: transposed in each step's graphs).
     size_t transposed_bytes() const;
     bool flash_attn() const { return flash_attn_; }
+    bool fused_attn_backward() const { return fused_attn_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -132,6 +137,9 @@ private:
     std::unique_ptr<AdamW> opt_;
     std::unique_ptr<TransposedWeights> transposed_;
     bool flash_attn_ = false;
+    bool fused_attn_ = false;
+    bool attn_tf32_ = false;      // the fused node's GPU products may round to TF32 (no f32 weights)
+    ggml_backend_t attn_backend_ = nullptr; // runs the fused node beside a GPU backend; owned
     bool adapted_f16_ = false; // every adapted projection's frozen weight is f16
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;

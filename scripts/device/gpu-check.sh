@@ -122,11 +122,16 @@ do_peft() {
 # dq, dk and dv side by side, which fuse 'bytes' picks): the copies that joining takes are
 # ggml-cuda's CPY and CONCAT, 0.5 to 0.6 TB/s in the H200's profile, where the adds and
 # conversions that separate products need ran at 1.2 to 2.4.
+# `fusedattn` and `budget16-fusedattn` take attention back in our own node (TrainerOptions.
+# fusedAttnBackward: cuBLAS batched TF32 products on a backend beside ggml-cuda, never run on a
+# GPU before): the H200's profile gave ggml's ops 78 ms of the attention backward a step.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
   "nographs|--train-steps 20|GGML_CUDA_DISABLE_GRAPHS=1"
   "default|--train-profile --train-census"
+  "fusedattn|--train-fused-attn-backward --train-profile --train-census"
+  "budget16-fusedattn|--train-memory-gib 16 --train-fused-attn-backward"
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"

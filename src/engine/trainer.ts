@@ -30,6 +30,8 @@ export interface TrainerInfo {
   transposedWeightsBytes: number;
   /** Whether the passes use flash attention (TrainerOptions.flashAttn, settled). */
   flashAttn: boolean;
+  /** Whether the backward passes use the fused attention node (TrainerOptions.fusedAttnBackward). */
+  fusedAttnBackward: boolean;
 }
 
 export interface GradientsResult extends StepResult {

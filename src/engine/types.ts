@@ -245,6 +245,15 @@ export interface TrainerOptions {
    * logprobs() and steps compute the same numbers (on a GPU the kernel rounds K and V to f16).
    */
   flashAttn?: boolean;
+  /**
+   * The attention backward as one node of our own instead of about twenty of ggml's ops: it
+   * recomputes the probabilities itself (none kept or rebuilt beside it) and reads Q, K, V and the
+   * output's gradient in place (no permuting copies). On the CPU its kernel is a plain loop; on a
+   * GPU (CUDA builds) cuBLAS's batched products over a few sequences at a time, on a ggml backend
+   * of our own that shares ggml-cuda's memory, with products in TF32 unless the model's weights
+   * are f32. Default false: not yet timed on a GPU against ggml's ops.
+   */
+  fusedAttnBackward?: boolean;
 }
 
 export interface OptimizerConfig {

@@ -71,8 +71,9 @@ export const trainingSection: BenchSection = {
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
+      fusedAttnBackward: args['train-fused-attn-backward'],
     });
-    const flash = tr.info.flashAttn ? ', flash attention' : '';
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -124,6 +125,7 @@ export const trainingSection: BenchSection = {
         fuseAdapter: fuseSetting,
         keptF16: args['train-kept-f16'],
         flashAttn: tr.info.flashAttn,
+        fusedAttnBackward: tr.info.fusedAttnBackward,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {
@@ -168,7 +170,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, frozen weights ${
+          }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           `host time building, placing and planning the step's graphs: ${graphMs.toFixed(1)} ms a step (StepResult.graphMs; a GPU waits through it)`,

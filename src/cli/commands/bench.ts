@@ -42,6 +42,7 @@ export interface BenchArgs {
   'train-census-kernels': 'auto' | 'graph' | 'cuda';
   'train-merge-adapter'?: boolean;
   'train-kept-f16': boolean;
+  'train-fused-attn-backward': boolean;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
@@ -297,6 +298,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe:
           "layers that keep their activations (--train-kept-layers, --train-memory-gib, --no-train-recompute) hold the MLP's gate and up products in f16 instead of f32, 61% of the bytes, at the cost of casts (StepOptions.keptF16)",
         default: false,
+      })
+      .option('train-fused-attn-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "take attention back in one node of our own instead of ggml's ops: no probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS's batched products in TF32 unless the weights are f32 (TrainerOptions.fusedAttnBackward)",
       })
       .option('train-fuse-adapter', {
         choices: ['auto', 'bytes', 'on', 'off'] as const,

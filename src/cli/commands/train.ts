@@ -61,6 +61,7 @@ interface Args {
   'merge-adapter'?: boolean;
   'kept-f16': boolean;
   'flash-attn': FlashAttnFlag;
+  'fused-attn-backward': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
 }
@@ -139,7 +140,8 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /**
- * --train-memory-gib, --kept-layers, --kept-f16, --merge-adapter, --fuse-adapter and --flash-attn:
+ * --train-memory-gib, --kept-layers, --kept-f16, --merge-adapter, --fuse-adapter, --flash-attn and
+ * --fused-attn-backward:
  * how steps run, not what they train, so they are not part of run.json and a resumed run may
  * change them.
  */
@@ -150,6 +152,7 @@ function executionSettings(a: Args): {
   merge?: boolean;
   fuse: StepOptions['fuseAdapter'];
   flashAttn?: boolean;
+  fusedAttnBackward: boolean;
 } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
@@ -162,6 +165,7 @@ function executionSettings(a: Args): {
     ...(a['merge-adapter'] !== undefined && { merge: a['merge-adapter'] }),
     fuse: fuseAdapterOption(a['fuse-adapter']),
     flashAttn: flashAttnOption(a['flash-attn']),
+    fusedAttnBackward: a['fused-attn-backward'],
   };
 }
 
@@ -245,6 +249,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "without --merge-adapter, sum each adapter's B·(s·A·x) inside its weight's product [W | B]·[x ; s·A·x] instead of adding it (B and s·A·x in the weights' type; quantized bases keep the adapter path): bytes = where that moves fewer bytes, on = always, off = never, auto = bytes on a GPU, off on the CPU. It also joins the backward dx products of q/k/v and gate/up into one, merged or not: with --merge-adapter that is all it does (a GPU's default step is merged with bytes)",
       })
+      .option('fused-attn-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "take attention back in one node of our own instead of ggml's ops (no attention probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS products in TF32 unless the weights are f32); off by default: not yet timed on a GPU",
+      })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
         default: 'auto' as const,
@@ -292,7 +302,7 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      flash,
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +

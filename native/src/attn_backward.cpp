@@ -1,0 +1,156 @@
+#include "attn_backward.h"
+#include "errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace rrr {
+
+namespace {
+
+// ggml keeps a custom node's userdata as a pointer it never follows: ours carries the node's
+// scalars in it (L in the low 31 bits, the TF32 flag in bit 31, the scale's bits above), so
+// nothing outlives the graph that made the node.
+uintptr_t pack(int64_t L, float scale, bool tf32) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &scale, sizeof bits);
+    return (uintptr_t) (((uint64_t) bits << 32) | ((uint64_t) tf32 << 31) | (uint64_t) L);
+}
+
+int64_t grads_floats(const AttnBackwardShape & s) { return s.hd * (s.n_head + 2 * s.n_head_kv) * s.T(); }
+
+float dot(const float * a, const float * b, int64_t n) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+    return acc;
+}
+
+void axpy(float a, const float * x, float * y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// One task per (sequence, K/V head): the heads of a group add into the same rows of dK and dV,
+// so a task owns them whole and no two threads write one number. Each query row is done in one
+// sweep over its keys, with the row's probabilities and their gradient in two rows of floats.
+void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    const AttnBackwardShape s = attn_backward_shape(dst);
+    const float * q = (const float *) dst->src[0]->data;
+    const float * k = (const float *) dst->src[1]->data;
+    const float * v = (const float *) dst->src[2]->data;
+    const float * dO = (const float *) dst->src[3]->data;
+    float * dq = (float *) dst->data;
+    float * dk = dq + s.hd * s.n_head * s.T();
+    float * dv = dk + s.hd * s.n_head_kv * s.T();
+    const int64_t hd = s.hd, nh = s.n_head, nkv = s.n_head_kv, L = s.L, grp = nh / nkv;
+    std::vector<float> p((size_t) L), dp((size_t) L);
+    for (int64_t task = ith; task < s.B * nkv; task += nth) {
+        const int64_t b = task / nkv, g = task % nkv;
+        auto kv_row = [&](int64_t pos) { return hd * (g + nkv * (b * L + pos)); };
+        auto q_row = [&](int64_t h, int64_t pos) { return hd * (h + nh * (b * L + pos)); };
+        for (int64_t j = 0; j < L; ++j) {
+            std::fill_n(dk + kv_row(j), hd, 0.0f);
+            std::fill_n(dv + kv_row(j), hd, 0.0f);
+        }
+        for (int64_t h = g * grp; h < (g + 1) * grp; ++h) {
+            for (int64_t i = 0; i < L; ++i) {
+                const float * qi = q + q_row(h, i);
+                const float * oi = dO + q_row(h, i);
+                float mx = -INFINITY;
+                for (int64_t j = 0; j <= i; ++j) {
+                    p[j] = s.scale * dot(qi, k + kv_row(j), hd);
+                    mx = std::max(mx, p[j]);
+                }
+                double sum = 0.0;
+                for (int64_t j = 0; j <= i; ++j) {
+                    p[j] = std::exp(p[j] - mx);
+                    sum += p[j];
+                }
+                double D = 0.0; // Σ_j P dP: the softmax gradient's shared term
+                for (int64_t j = 0; j <= i; ++j) {
+                    p[j] = (float) (p[j] / sum);
+                    dp[j] = dot(oi, v + kv_row(j), hd);
+                    D += (double) p[j] * dp[j];
+                }
+                float * dqi = dq + q_row(h, i);
+                std::fill_n(dqi, hd, 0.0f);
+                for (int64_t j = 0; j <= i; ++j) {
+                    const float ds = s.scale * p[j] * (dp[j] - (float) D);
+                    axpy(ds, k + kv_row(j), dqi, hd);
+                    axpy(ds, qi, dk + kv_row(j), hd);
+                    axpy(p[j], oi, dv + kv_row(j), hd);
+                }
+            }
+        }
+    }
+}
+
+} // namespace
+
+ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * dO, int64_t L, float scale,
+                            bool tf32, size_t scratch_bytes) {
+    const int64_t hd = q->ne[0], nh = q->ne[1], T = q->ne[2], nkv = k->ne[1];
+    if (L <= 0 || L >= (1ll << 31) || T % L != 0 || nh % nkv != 0 || k->ne[0] != hd || v->ne[0] != hd || v->ne[1] != nkv ||
+        k->ne[2] != T || v->ne[2] != T || ggml_nelements(dO) != hd * nh * T) {
+        throw Error("attn_backward: inconsistent shapes");
+    }
+    auto f32 = [&](ggml_tensor * t, int64_t heads) {
+        if (t->type != GGML_TYPE_F32) throw Error("attn_backward: expected f32 inputs");
+        if (!ggml_is_contiguous(t)) t = ggml_cont(ctx, t);
+        return ggml_reshape_3d(ctx, t, hd, heads, T);
+    };
+    AttnBackwardShape s;
+    s.hd = hd;
+    s.n_head = nh;
+    s.n_head_kv = nkv;
+    s.L = L;
+    s.B = T / L;
+    const int64_t per_seq = s.scratch_floats_per_seq() * (int64_t) sizeof(float);
+    const int64_t seqs = std::min<int64_t>(s.B, (int64_t) scratch_bytes / per_seq);
+    const int64_t n = grads_floats(s) + (scratch_bytes > 0 ? std::max<int64_t>(1, seqs) * s.scratch_floats_per_seq() : 0);
+    ggml_tensor * args[4] = {f32(q, nh), f32(k, nkv), f32(v, nkv), f32(dO, nh)};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, 4, attn_backward_cpu, GGML_N_TASKS_MAX, (void *) pack(L, scale, tf32));
+}
+
+ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGrad which) {
+    const AttnBackwardShape s = attn_backward_shape(node);
+    const int64_t heads = which == AttnGrad::Q ? s.n_head : s.n_head_kv;
+    int64_t offset = 0;
+    if (which != AttnGrad::Q) offset += s.hd * s.n_head * s.T();
+    if (which == AttnGrad::V) offset += s.hd * s.n_head_kv * s.T();
+    return ggml_view_3d(ctx, node, s.hd, heads, s.T(), s.hd * sizeof(float), s.hd * heads * sizeof(float), (size_t) offset * sizeof(float));
+}
+
+bool is_attn_backward(const ggml_tensor * t) {
+    if (t->op != GGML_OP_CUSTOM) return false;
+    // The op's parameters start with the function (ggml's ggml_custom_op_params).
+    ggml_custom_op_t fun = nullptr;
+    std::memcpy(&fun, t->op_params, sizeof fun);
+    return fun == attn_backward_cpu;
+}
+
+AttnBackwardShape attn_backward_shape(const ggml_tensor * t) {
+    // userdata follows the function and the task count in ggml_custom_op_params.
+    struct Params {
+        ggml_custom_op_t fun;
+        int n_tasks;
+        void * userdata;
+    } p;
+    std::memcpy(&p, t->op_params, sizeof p);
+    const uint64_t u = (uint64_t) (uintptr_t) p.userdata;
+    AttnBackwardShape s;
+    s.hd = t->src[0]->ne[0];
+    s.n_head = t->src[0]->ne[1];
+    s.n_head_kv = t->src[1]->ne[1];
+    s.L = (int64_t) (u & 0x7fffffffull);
+    s.B = t->src[0]->ne[2] / s.L;
+    s.tf32 = (u >> 31) & 1;
+    const uint32_t bits = (uint32_t) (u >> 32);
+    std::memcpy(&s.scale, &bits, sizeof bits);
+    s.scratch_seqs = (ggml_nelements(t) - grads_floats(s)) / s.scratch_floats_per_seq();
+    return s;
+}
+
+} // namespace rrr

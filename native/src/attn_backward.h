@@ -1,0 +1,52 @@
+// The backward pass of per-sequence causal attention as one graph node (GGML_OP_CUSTOM), where
+// ggml's ops take about twenty: the probabilities recomputed, their gradient, and dQ, dK, dV.
+//
+// Why a node of our own: on an H200 ggml-cuda ran the op-by-op version in 78 ms of a 555 ms
+// profiled step (Qwen2.5-1.5B shape, 16 x 512 tokens), a third of it permuting copies (CONT at
+// 0.39 TB/s) and the rest out_prods, softmax and its gradient over [L, L] tensors that are
+// written and read back. One node can read Q, K, V and dO where they are and keep the [L, L]
+// work in a small space of its own, a few sequences at a time.
+//
+// The node runs on the CPU backend (attn_backward_cpu, this file) and, in a CUDA build, on a
+// backend of our own that shares ggml-cuda's buffers (native/cuda/): both read the same node.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ggml.h"
+
+namespace rrr {
+
+// What the node computes, decoded from it (its sources' shapes and its userdata).
+struct AttnBackwardShape {
+    int64_t hd = 0, n_head = 0, n_head_kv = 0; // head size, query heads, K/V heads
+    int64_t L = 0, B = 0;                      // positions per sequence, sequences (T = L * B)
+    float scale = 1.0f;                        // the softmax's input is scale * K·Q
+    bool tf32 = false;                         // a GPU may round the products' inputs to TF32
+    int64_t scratch_seqs = 0;                  // sequences the node's work space holds (GPU)
+
+    int64_t T() const { return L * B; }
+    // Floats in the work space per sequence: Q, dO and dQ by head, K, V, dK and dV by head, and
+    // the [L, L] probabilities and their gradient per query head.
+    int64_t scratch_floats_per_seq() const { return hd * L * (3 * n_head + 4 * n_head_kv) + 2 * L * L * n_head; }
+};
+
+// The node: q [hd, n_head, T] (rotated), k [hd, n_head_kv, T] (rotated), v [hd, n_head_kv, T] and
+// dO [hd * n_head, T] (the loss's gradient at the attention output), all f32, T = L * B tokens in
+// B sequences of L positions, each attending causally to its own. Query head h reads K/V head
+// h / (n_head / n_head_kv). Returns one f32 tensor that holds dQ [hd, n_head, T] at offset 0,
+// dK [hd, n_head_kv, T] after it, dV after that (attn_backward_part), then a work space of
+// `scratch_bytes` rounded down to whole sequences (0: none; what the GPU's kernels need, the CPU's
+// need none).
+ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * dO, int64_t L, float scale,
+                            bool tf32, size_t scratch_bytes);
+
+enum class AttnGrad { Q, K, V };
+// dQ, dK or dV as a view of the node's result, [hd, heads, T].
+ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGrad which);
+
+// Whether `t` is such a node, and its shape (valid only when it is).
+bool is_attn_backward(const ggml_tensor * t);
+AttnBackwardShape attn_backward_shape(const ggml_tensor * t);
+
+} // namespace rrr
