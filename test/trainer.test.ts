@@ -554,6 +554,17 @@ describe('LoRA gradients match finite differences', () => {
           (extra) => fused.gradients(mixedBatch(), { ...stepOpts, ...extra }),
           3e-2,
         );
+        // The GPU's steps (its products' strides and layouts; on the CPU in plain loops), one
+        // sequence at a time: a work space smaller than one sequence's still holds one.
+        const steps = await Trainer.create(model, spec, { lr: 1e-3 }, { flashAttn, fusedAttnBackward: true, attnWorkspaceMiB: 1e-3 });
+        setAll(steps, ops.params());
+        await assertSameAcrossModes(
+          `${name}, flash ${flashAttn}: ggml ops vs the GPU's steps`,
+          (extra) => ops.gradients(mixedBatch(), { ...stepOpts, ...extra }),
+          (extra) => steps.gradients(mixedBatch(), { ...stepOpts, ...extra }),
+          3e-2,
+        );
+        steps.dispose();
         // One node takes attention back: no softmax gradient, no out_prod, no probabilities rebuilt.
         for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
           const prof = (await fused.gradients(mixedBatch(), { ...extra, profile: true })).profile!;

@@ -76,7 +76,7 @@ ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
             return GGML_STATUS_FAILED;
         }
         const AttnBackwardShape s = attn_backward_shape(t);
-        AttnBackwardCudaArgs a;
+        AttnBackwardArgs a;
         a.q = (const float *) t->src[0]->data;
         a.k = (const float *) t->src[1]->data;
         a.v = (const float *) t->src[2]->data;

@@ -1,4 +1,5 @@
 #include "attn_backward.h"
+#include "attn_backward_steps.h"
 #include "errors.h"
 
 #include <algorithm>
@@ -32,11 +33,38 @@ void axpy(float a, const float * x, float * y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// A node with a work space takes the GPU's steps (attn_backward_steps.h) in plain loops on one
+// thread: slow, and only there so that a machine without a GPU can check them.
+void host_steps(ggml_tensor * dst, const AttnBackwardShape & s) {
+    AttnBackwardArgs a;
+    a.q = (const float *) dst->src[0]->data;
+    a.k = (const float *) dst->src[1]->data;
+    a.v = (const float *) dst->src[2]->data;
+    a.dO = (const float *) dst->src[3]->data;
+    a.dq = (float *) dst->data;
+    a.dk = a.dq + s.hd * s.n_head * s.T();
+    a.dv = a.dk + s.hd * s.n_head_kv * s.T();
+    a.scratch = a.dv + s.hd * s.n_head_kv * s.T();
+    a.hd = s.hd;
+    a.n_head = s.n_head;
+    a.n_head_kv = s.n_head_kv;
+    a.L = s.L;
+    a.B = s.B;
+    a.scratch_seqs = s.scratch_seqs;
+    a.scale = s.scale;
+    HostAttnBackwardOps ops;
+    if (const char * err = attn_backward_steps(a, ops)) GGML_ABORT("%s", err);
+}
+
 // One task per (sequence, K/V head): the heads of a group add into the same rows of dK and dV,
 // so a task owns them whole and no two threads write one number. Each query row is done in one
 // sweep over its keys, with the row's probabilities and their gradient in two rows of floats.
 void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const AttnBackwardShape s = attn_backward_shape(dst);
+    if (s.scratch_seqs > 0) {
+        if (ith == 0) host_steps(dst, s);
+        return;
+    }
     const float * q = (const float *) dst->src[0]->data;
     const float * k = (const float *) dst->src[1]->data;
     const float * v = (const float *) dst->src[2]->data;

@@ -36,8 +36,9 @@ struct AttnBackwardShape {
 // B sequences of L positions, each attending causally to its own. Query head h reads K/V head
 // h / (n_head / n_head_kv). Returns one f32 tensor that holds dQ [hd, n_head, T] at offset 0,
 // dK [hd, n_head_kv, T] after it, dV after that (attn_backward_part), then a work space of
-// `scratch_bytes` rounded down to whole sequences (0: none; what the GPU's kernels need, the CPU's
-// need none).
+// `scratch_bytes` rounded down to whole sequences, at least one (0: none). The GPU's kernels need
+// it; the CPU's need none, and given one take the GPU's steps in slow loops instead
+// (attn_backward_steps.h), to check them where there is no GPU.
 ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * dO, int64_t L, float scale,
                             bool tf32, size_t scratch_bytes);
 

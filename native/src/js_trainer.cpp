@@ -167,6 +167,12 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fab = o.Get("fusedAttnBackward");
     if (fab.IsBoolean()) ts.fused_attn_backward = fab.As<Napi::Boolean>().Value();
     else if (!fab.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnBackward: expected true, false or undefined (off)");
+    const Napi::Value ws = o.Get("attnWorkspaceMiB");
+    if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
+        ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
+    } else if (!ws.IsUndefined()) {
+        throw Napi::TypeError::New(v.Env(), "attnWorkspaceMiB: expected a number >= 0 or undefined (64 on a GPU, 0 on the CPU)");
+    }
     return ts;
 }
 

@@ -175,6 +175,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     }
     flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
     fused_attn_ = ts.fused_attn_backward;
+    attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (64ull << 20) : 0;
     if (fused_attn_ && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         attn_backend_ = attn_backend_new(b.primary());
@@ -207,9 +208,9 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.share_input_cast = !model_->backends->is_gpu();
     g.fused_attn_backward = fused_attn_;
     g.attn_tf32 = attn_tf32_;
-    // The GPU's node works through a few sequences at a time in a space of this size (the
-    // CPU's needs none): at 512 positions and 12 heads, two sequences.
-    g.attn_scratch_bytes = model_->backends->is_gpu() ? (64ull << 20) : 0;
+    // The GPU's node works through a few sequences at a time in a space of this size (64 MiB:
+    // two sequences of 512 positions and 12 heads); the CPU's needs none.
+    g.attn_scratch_bytes = attn_scratch_;
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;
     g.dropout_seed = adapter_->spec().seed * 0x9E3779B97F4A7C15ull + (uint64_t) opt_->steps() + 1;

@@ -53,6 +53,9 @@ struct TrainerSettings {
     // our own beside ggml-cuda's (attn_backend.h, CUDA builds only). Off unless asked: its CUDA
     // kernels are not yet measured against ggml's ops.
     bool fused_attn_backward = false;
+    // Its work space (GraphOptions::attn_scratch_bytes): -1 for 64 MiB on a GPU and none on the
+    // CPU; on the CPU a size runs the GPU's steps in slow loops (attn_backward.h).
+    int64_t attn_workspace_bytes = -1;
 };
 
 struct StepSettings {
@@ -138,7 +141,8 @@ private:
     std::unique_ptr<TransposedWeights> transposed_;
     bool flash_attn_ = false;
     bool fused_attn_ = false;
-    bool attn_tf32_ = false;      // the fused node's GPU products may round to TF32 (no f32 weights)
+    bool attn_tf32_ = false;
+    size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t attn_backend_ = nullptr; // runs the fused node beside a GPU backend; owned
     bool adapted_f16_ = false; // every adapted projection's frozen weight is f16
     ggml_backend_sched_t sched_ = nullptr;

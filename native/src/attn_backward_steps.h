@@ -1,0 +1,51 @@
+// The GPU's way through the attention backward node (attn_backward.h): per chunk of sequences,
+// copies by head, five strided batched products and two column kernels, written once against
+// the operations it needs, so the CUDA build binds them to cuBLAS and kernels
+// (native/cuda/attn_backward.cu) and the CPU to plain loops (HostAttnBackwardOps), which lets
+// a machine without a GPU run the same sequence of strides and layouts and check it.
+#pragma once
+#include <cstdint>
+
+namespace rrr {
+
+struct AttnBackwardArgs {
+    const float * q = nullptr, * k = nullptr, * v = nullptr, * dO = nullptr; // [hd, heads, T]
+    float * dq = nullptr, * dk = nullptr, * dv = nullptr;                      // the same layouts
+    float * scratch = nullptr; // scratch_seqs sequences' worth (AttnBackwardShape::scratch_floats_per_seq)
+    int64_t hd = 0, n_head = 0, n_head_kv = 0, L = 0, B = 0, scratch_seqs = 0;
+    float scale = 1.0f;
+    bool tf32 = false;
+};
+
+enum class Trans { N, T };
+
+class AttnBackwardOps {
+public:
+    virtual ~AttnBackwardOps() = default;
+    // Between token-major [hd, H, L, nb] (a position's heads adjacent, the graph's layout) and
+    // head-major [hd, L, H, nb] (a head's positions adjacent); `to_heads` says which way.
+    virtual void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) = 0;
+    // C = alpha op(A) op(B), column-major, `batch` times at strides sa, sb, sc; false on failure.
+    virtual bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa,
+                      const float * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) = 0;
+    // Per column c of `cols` columns of L (column c is query c % L): softmax over keys <= query,
+    // zeros after it, in place.
+    virtual void causal_softmax(float * S, int64_t L, int64_t cols) = 0;
+    // dS = scale P (dP - Σ_j P dP) per column, written over dP.
+    virtual void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) = 0;
+};
+
+// Runs the node through `ops`. Returns nullptr, or what failed.
+const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & ops);
+
+// The operations as plain single-threaded loops on the host.
+class HostAttnBackwardOps : public AttnBackwardOps {
+public:
+    void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override;
+    bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa, const float * B,
+              int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
+    void causal_softmax(float * S, int64_t L, int64_t cols) override;
+    void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) override;
+};
+
+} // namespace rrr
