@@ -26,9 +26,10 @@ struct AttnBackwardShape {
     int64_t scratch_seqs = 0;                  // sequences the node's work space holds (GPU)
 
     int64_t T() const { return L * B; }
-    // Floats in the work space per sequence: Q, dO and dQ by head, K, V, dK and dV by head, and
-    // the [L, L] probabilities and their gradient per query head.
-    int64_t scratch_floats_per_seq() const { return hd * L * (3 * n_head + 4 * n_head_kv) + 2 * L * L * n_head; }
+    // Floats in the work space per sequence: Q, dO, K and V by head (dQ, dK and dV take their
+    // places once read for the last time), and the [L, L] probabilities and their gradient per
+    // query head.
+    int64_t scratch_floats_per_seq() const { return hd * L * (2 * n_head + 2 * n_head_kv) + 2 * L * L * n_head; }
 };
 
 // The node: q [hd, n_head, T] (rotated), k [hd, n_head_kv, T] (rotated), v [hd, n_head_kv, T] and

@@ -16,13 +16,12 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
     if (grp * L > (1ll << 31) - 1 || hd > (1ll << 31) - 1) return "attention backward: too many positions for cuBLAS's int sizes";
     float * Qh = a.scratch;
     float * Oh = Qh + hd * L * nh * nbmax;
-    float * dQh = Oh + hd * L * nh * nbmax;
-    float * Kh = dQh + hd * L * nh * nbmax;
+    float * Kh = Oh + hd * L * nh * nbmax;
     float * Vh = Kh + hd * L * nkv * nbmax;
-    float * dKh = Vh + hd * L * nkv * nbmax;
-    float * dVh = dKh + hd * L * nkv * nbmax;
-    float * S = dVh + hd * L * nkv * nbmax;
+    float * S = Vh + hd * L * nkv * nbmax;
     float * dS = S + L * L * nh * nbmax;
+    // Each gradient over an input the products below no longer read.
+    float * dVh = Vh, * dQh = Oh, * dKh = Kh;
     const Trans N = Trans::N, Tr = Trans::T;
     for (int64_t b0 = 0; b0 < a.B; b0 += nbmax) {
         const int64_t nb = std::min(nbmax, a.B - b0), tok0 = b0 * L, G = nkv * nb, cols = L * nh * nb;
@@ -37,11 +36,12 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
         // dP = Vᵀ dO
         if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, dS, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
         ops.softmax_grad(S, dS, L, cols, a.scale);
-        // dV = dO Pᵀ and dK = Q dSᵀ: [hd, L_k], summed over the group's queries and heads
+        // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
         if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, S, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
-        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
-        // dQ = K dS: [hd, grp * L_q]
+        // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
         if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+        // dK = Q dSᵀ, summed like dV (K read for the last time above)
+        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
         ops.swap(dQh, a.dq + hd * nh * tok0, hd, nh, L, nb, false);
         ops.swap(dKh, a.dk + hd * nkv * tok0, hd, nkv, L, nb, false);
         ops.swap(dVh, a.dv + hd * nkv * tok0, hd, nkv, L, nb, false);

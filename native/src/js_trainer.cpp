@@ -171,7 +171,7 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
         ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
     } else if (!ws.IsUndefined()) {
-        throw Napi::TypeError::New(v.Env(), "attnWorkspaceMiB: expected a number >= 0 or undefined (64 on a GPU, 0 on the CPU)");
+        throw Napi::TypeError::New(v.Env(), "attnWorkspaceMiB: expected a number >= 0 or undefined (256 on a GPU, 0 on the CPU)");
     }
     return ts;
 }

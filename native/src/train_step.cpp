@@ -175,7 +175,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     }
     flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
     fused_attn_ = ts.fused_attn_backward;
-    attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (64ull << 20) : 0;
+    attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     if (fused_attn_ && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         attn_backend_ = attn_backend_new(b.primary());
@@ -208,8 +208,9 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.share_input_cast = !model_->backends->is_gpu();
     g.fused_attn_backward = fused_attn_;
     g.attn_tf32 = attn_tf32_;
-    // The GPU's node works through a few sequences at a time in a space of this size (64 MiB:
-    // two sequences of 512 positions and 12 heads); the CPU's needs none.
+    // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
+    // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
+    // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.
     g.attn_scratch_bytes = attn_scratch_;
     // New masks every optimizer step; gradients() and evaluate() see the ones the next step will.
     g.dropout = adapter_->spec().dropout;

@@ -53,7 +53,7 @@ struct TrainerSettings {
     // our own beside ggml-cuda's (attn_backend.h, CUDA builds only). Off unless asked: its CUDA
     // kernels are not yet measured against ggml's ops.
     bool fused_attn_backward = false;
-    // Its work space (GraphOptions::attn_scratch_bytes): -1 for 64 MiB on a GPU and none on the
+    // Its work space (GraphOptions::attn_scratch_bytes): -1 for 256 MiB on a GPU and none on the
     // CPU; on the CPU a size runs the GPU's steps in slow loops (attn_backward.h).
     int64_t attn_workspace_bytes = -1;
 };

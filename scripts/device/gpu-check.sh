@@ -125,6 +125,8 @@ do_peft() {
 # `fusedattn` and `budget16-fusedattn` take attention back in our own node (TrainerOptions.
 # fusedAttnBackward: cuBLAS batched TF32 products on a backend beside ggml-cuda, never run on a
 # GPU before): the H200's profile gave ggml's ops 78 ms of the attention backward a step.
+# `fusedattn-ws64` and `-ws512` give it 64 and 512 MiB of work space instead of 256 (2, 8 and
+# 16 sequences at a time at 16 x 512 tokens, 31 MiB each: batched products of 4, 16 and 32).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -132,6 +134,8 @@ TRAIN_VARIANTS=(
   "default|--train-profile --train-census"
   "fusedattn|--train-fused-attn-backward --train-profile --train-census"
   "budget16-fusedattn|--train-memory-gib 16 --train-fused-attn-backward"
+  "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
+  "fusedattn-ws512|--train-fused-attn-backward --train-attn-workspace-mib 512"
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"

@@ -256,7 +256,7 @@ export interface TrainerOptions {
   fusedAttnBackward?: boolean;
   /**
    * The fused attention backward's work space in MiB: the GPU's kernels go through as many
-   * sequences at a time as it holds (at least one). Default: 64 on a GPU, 0 on the CPU, whose
+   * sequences at a time as it holds (at least one). Default: 256 on a GPU, 0 on the CPU, whose
    * kernel needs none; given one, the CPU takes the GPU's steps (the same products, strides and
    * layouts) in slow single-threaded loops, so that they can be checked without a GPU.
    */

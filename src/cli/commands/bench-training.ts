@@ -72,6 +72,7 @@ export const trainingSection: BenchSection = {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
       fusedAttnBackward: args['train-fused-attn-backward'],
+      ...(args['train-attn-workspace-mib'] !== undefined && { attnWorkspaceMiB: args['train-attn-workspace-mib'] }),
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}`;
     try {
@@ -126,6 +127,7 @@ export const trainingSection: BenchSection = {
         keptF16: args['train-kept-f16'],
         flashAttn: tr.info.flashAttn,
         fusedAttnBackward: tr.info.fusedAttnBackward,
+        ...(args['train-attn-workspace-mib'] !== undefined && { attnWorkspaceMiB: args['train-attn-workspace-mib'] }),
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {

@@ -43,6 +43,7 @@ export interface BenchArgs {
   'train-merge-adapter'?: boolean;
   'train-kept-f16': boolean;
   'train-fused-attn-backward': boolean;
+  'train-attn-workspace-mib'?: number;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
@@ -304,6 +305,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "take attention back in one node of our own instead of ggml's ops: no probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS's batched products in TF32 unless the weights are f32 (TrainerOptions.fusedAttnBackward)",
+      })
+      .option('train-attn-workspace-mib', {
+        type: 'number',
+        describe:
+          'with --train-fused-attn-backward: its work space in MiB, which sets how many sequences its GPU kernels take at a time (default 256 on a GPU; on the CPU a size runs the GPU steps in slow loops) (TrainerOptions.attnWorkspaceMiB)',
       })
       .option('train-fuse-adapter', {
         choices: ['auto', 'bytes', 'on', 'off'] as const,
