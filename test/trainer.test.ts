@@ -580,6 +580,12 @@ describe('LoRA gradients match finite differences', () => {
         const planOpts = { keptLayers: 1, logitsChunkRows: 16 };
         const [pOps, pFused] = [await ops.plan(1, 2048, planOpts), await fused.plan(1, 2048, planOpts)];
         assert.ok(pFused.deviceBytes < pOps.deviceBytes, `${name}, flash ${flashAttn}: planned ${pFused.deviceBytes} vs ${pOps.deviceBytes} bytes`);
+        // The census counts the node's five products: with flash attention, the ones it replaces
+        // (the probabilities rebuilt, dP, and dV, dQ, dK); without, a recomputed layer's
+        // probabilities serve ggml's ops but not the node, which makes its own (2 hd L² a head).
+        const flops = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.reduce((a, o) => a + o.flops, 0);
+        const { nLayer, nHead, headDim } = model.info;
+        assert.equal((await flops(fused)) - (await flops(ops)), flashAttn ? 0 : nLayer * 2 * 2 * nHead * headDim * 16 * 16, `${name}, flash ${flashAttn}`);
         ops.dispose();
         fused.dispose();
       }

@@ -1,4 +1,5 @@
 #include "op_profile.h"
+#include "attn_backward.h"
 #include "backend.h"
 
 #include <algorithm>
@@ -31,11 +32,27 @@ double flops_of(const ggml_tensor * t) {
         const ggml_tensor * q = t->src[0], * k = t->src[1], * v = t->src[2];
         return 2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (k->ne[0] + v->ne[0]);
     }
+    if (is_attn_backward(t)) {
+        // Its five products (attn_backward_steps.h) over every (query, key) pair of every query
+        // head, masked ones included: S, dP, dV, dQ and dK, 2 hd flops each.
+        const AttnBackwardShape s = attn_backward_shape(t);
+        return 10.0 * (double) s.L * (double) s.L * (double) s.hd * (double) s.n_head * (double) s.B;
+    }
     return 0.0;
 }
 
 // What an op reads and writes as the graph writes it.
 double graph_bytes(const ggml_tensor * t) {
+    if (is_attn_backward(t)) {
+        // The GPU's steps, each operand once: [L, L] per query head written by two products,
+        // softmax (read, write) and its gradient (two reads, a write), read by three products:
+        // 10 times; Q and dO (and dQ) copied by head and back, read and written by products: 11
+        // times their size; K and V (and dK, dV) 13 times.
+        const AttnBackwardShape s = attn_backward_shape(t);
+        const double P = (double) s.L * (double) s.L * (double) s.n_head * (double) s.B;
+        const double nq = (double) (s.hd * s.n_head * s.T()), nkv = (double) (s.hd * s.n_head_kv * s.T());
+        return 4.0 * (10.0 * P + 11.0 * nq + 13.0 * nkv);
+    }
     if (t->op == GGML_OP_GET_ROWS) {
         // the rows gathered, not the table, and the indices
         return (double) ggml_nbytes(t) + (double) (ggml_row_size(t->src[0]->type, t->src[0]->ne[0]) * (size_t) ggml_nrows(t)) +
