@@ -75,25 +75,7 @@ ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
             std::fprintf(stderr, "%s: cannot run %s\n", backend_name(b), ggml_op_desc(t));
             return GGML_STATUS_FAILED;
         }
-        const AttnBackwardShape s = attn_backward_shape(t);
-        AttnBackwardArgs a;
-        a.q = (const float *) t->src[0]->data;
-        a.k = (const float *) t->src[1]->data;
-        a.v = (const float *) t->src[2]->data;
-        a.dO = (const float *) t->src[3]->data;
-        a.dq = (float *) t->data;
-        a.dk = a.dq + s.hd * s.n_head * s.T();
-        a.dv = a.dk + s.hd * s.n_head_kv * s.T();
-        a.scratch = a.dv + s.hd * s.n_head_kv * s.T();
-        a.hd = s.hd;
-        a.n_head = s.n_head;
-        a.n_head_kv = s.n_head_kv;
-        a.L = s.L;
-        a.B = s.B;
-        a.scratch_seqs = s.scratch_seqs;
-        a.scale = s.scale;
-        a.tf32 = s.tf32;
-        if (const char * err = attn_backward_cuda(a, c.handle, c.stream)) {
+        if (const char * err = attn_backward_cuda(attn_backward_args(t), c.handle, c.stream)) {
             std::fprintf(stderr, "%s: %s\n", backend_name(b), err);
             return GGML_STATUS_FAILED;
         }

@@ -35,25 +35,9 @@ void axpy(float a, const float * x, float * y, int64_t n) {
 
 // A node with a work space takes the GPU's steps (attn_backward_steps.h) in plain loops on one
 // thread: slow, and only there so that a machine without a GPU can check them.
-void host_steps(ggml_tensor * dst, const AttnBackwardShape & s) {
-    AttnBackwardArgs a;
-    a.q = (const float *) dst->src[0]->data;
-    a.k = (const float *) dst->src[1]->data;
-    a.v = (const float *) dst->src[2]->data;
-    a.dO = (const float *) dst->src[3]->data;
-    a.dq = (float *) dst->data;
-    a.dk = a.dq + s.hd * s.n_head * s.T();
-    a.dv = a.dk + s.hd * s.n_head_kv * s.T();
-    a.scratch = a.dv + s.hd * s.n_head_kv * s.T();
-    a.hd = s.hd;
-    a.n_head = s.n_head;
-    a.n_head_kv = s.n_head_kv;
-    a.L = s.L;
-    a.B = s.B;
-    a.scratch_seqs = s.scratch_seqs;
-    a.scale = s.scale;
+void host_steps(ggml_tensor * dst) {
     HostAttnBackwardOps ops;
-    if (const char * err = attn_backward_steps(a, ops)) GGML_ABORT("%s", err);
+    if (const char * err = attn_backward_steps(attn_backward_args(dst), ops)) GGML_ABORT("%s", err);
 }
 
 // One task per (sequence, K/V head): the heads of a group add into the same rows of dK and dV,
@@ -62,7 +46,7 @@ void host_steps(ggml_tensor * dst, const AttnBackwardShape & s) {
 void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const AttnBackwardShape s = attn_backward_shape(dst);
     if (s.scratch_seqs > 0) {
-        if (ith == 0) host_steps(dst, s);
+        if (ith == 0) host_steps(dst);
         return;
     }
     const float * q = (const float *) dst->src[0]->data;
@@ -179,6 +163,28 @@ AttnBackwardShape attn_backward_shape(const ggml_tensor * t) {
     std::memcpy(&s.scale, &bits, sizeof bits);
     s.scratch_seqs = (ggml_nelements(t) - grads_floats(s)) / s.scratch_floats_per_seq();
     return s;
+}
+
+AttnBackwardArgs attn_backward_args(ggml_tensor * t) {
+    const AttnBackwardShape s = attn_backward_shape(t);
+    AttnBackwardArgs a;
+    a.q = (const float *) t->src[0]->data;
+    a.k = (const float *) t->src[1]->data;
+    a.v = (const float *) t->src[2]->data;
+    a.dO = (const float *) t->src[3]->data;
+    a.dq = (float *) t->data;
+    a.dk = a.dq + s.hd * s.n_head * s.T();
+    a.dv = a.dk + s.hd * s.n_head_kv * s.T();
+    a.scratch = s.scratch_seqs > 0 ? a.dv + s.hd * s.n_head_kv * s.T() : nullptr;
+    a.hd = s.hd;
+    a.n_head = s.n_head;
+    a.n_head_kv = s.n_head_kv;
+    a.L = s.L;
+    a.B = s.B;
+    a.scratch_seqs = s.scratch_seqs;
+    a.scale = s.scale;
+    a.tf32 = s.tf32;
+    return a;
 }
 
 } // namespace rrr

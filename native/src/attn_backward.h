@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "attn_backward_steps.h"
 #include "ggml.h"
 
 namespace rrr {
@@ -50,5 +51,7 @@ ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGra
 // Whether `t` is such a node, and its shape (valid only when it is).
 bool is_attn_backward(const ggml_tensor * t);
 AttnBackwardShape attn_backward_shape(const ggml_tensor * t);
+// Its operands and work space where the node's tensors hold them, for its steps (attn_backward_steps.h).
+AttnBackwardArgs attn_backward_args(ggml_tensor * t);
 
 } // namespace rrr
