@@ -47,6 +47,7 @@ struct Inputs {
 struct Proj {
     ggml_tensor * y = nullptr;
     ggml_tensor * a = nullptr; // s A x, kept for dB
+    ggml_tensor * wm = nullptr; // a recomputed merged product's W + s B A, for its backward (Builder::proj)
 };
 
 struct LayerActs {
@@ -380,6 +381,12 @@ private:
             // r.a stays empty: the backward pass makes s A x itself (projs_back).
             ggml_tensor * Wm = merged_weight(W, lora_delta(p, false));
             done("lora");
+            // The backward pass follows a recomputed layer at once, so its merged weight lives on
+            // briefly and gives the backward's (W + s B A)ᵀ by one transposing copy, where W
+            // transposed per step would take that copy and a merge again (s Aᵀ Bᵀ, then the add):
+            // 12 of the 16 bytes a weight's number costs. With the transposes kept, Wᵀ is
+            // free and merging it is cheaper than the copy.
+            if (phase == "re" && !transposed) r.wm = Wm;
             r.y = ggml_mul_mat(ctx_, Wm, xw);
             if (bias) r.y = ggml_add(ctx_, r.y, bias);
             done("W");
@@ -633,6 +640,11 @@ private:
         }
         std::vector<Part> parts; // each projection's Wᵀ (merged: (W + s B A)ᵀ) and dy
         for (const Back & b : projs) {
+            if (b.p.wm) {
+                parts.push_back({ggml_cont(ctx_, ggml_transpose(ctx_, b.p.wm)), b.dy});
+                done("Wt");
+                continue;
+            }
             ggml_tensor * Wt = frozen_t(b.W);
             done("Wt");
             if (merged && b.pr) {
