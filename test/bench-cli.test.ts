@@ -108,6 +108,15 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.deepEqual([j.mergeAdapter, j.fuseAdapter], [true, 'on']);
   const dxProducts = (c: { ops: { op: string; role: string; count: number }[] }) => c.ops.filter((o) => o.role === 'bwd.W' && o.op.startsWith('MUL_MAT')).reduce((a, o) => a + o.count, 0);
   assert.ok(dxProducts(j.census) < dxProducts(p.census), `joined ${dxProducts(j.census)} dx products vs ${dxProducts(p.census)} merged alone`);
+  // The fused attention backward: one node per layer in the census, its work space as asked.
+  const fusedAttn = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census', '--train-fused-attn-backward', '--train-attn-workspace-mib', '0.01', '--json']);
+  assert.equal(fusedAttn.status, 0, fusedAttn.stderr);
+  const fa = JSON.parse(fusedAttn.stdout)['lora-training-step'].data;
+  assert.deepEqual([fa.fusedAttnBackward, fa.attnWorkspaceMiB, p.fusedAttnBackward], [true, 0.01, false]);
+  const customs = (fa.census.ops as { op: string; count: number }[]).filter((o) => o.op === 'CUSTOM').reduce((a, o) => a + o.count, 0);
+  assert.equal(customs, 2, 'one node per layer of the tiny model');
+  const badWorkspace = run(['bench', '--model', model, '--no-generation', '--train-attn-workspace-mib', '-1']);
+  assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number of MiB >= 0, got -1\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });

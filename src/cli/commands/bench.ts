@@ -324,6 +324,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
     }
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
+    const ws = a['train-attn-workspace-mib'];
+    if (ws !== undefined && !(Number.isFinite(ws) && ws >= 0)) throw new RrrError(`--train-attn-workspace-mib: expected a number of MiB >= 0, got ${ws}`);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
     }
