@@ -7,7 +7,8 @@
 # `all` works to a deadline (GPU_CHECK_SECONDS, default 570 s) and does the steps in the order of
 # GPU_CHECK_STEPS (default "bench tests extra"; "train" is the profiled training bench, "train:a,b"
 # only its variants labelled a and b, "precision" the gradients of 16-bit bases against f32,
-# "fusion" the kept-layers test without ggml-cuda's op fusion):
+# "fusion" the kept-layers test without ggml-cuda's op fusion, "fusedtests" the fused attention
+# backward's tests alone):
 # while nvcc builds ggml-cuda (niced, so it does not starve the timed Python), PEFT's anchor runs
 # on the idle GPU and the bench model is written with the CPU addon carried in .device/cpu-addon
 # (if it fails there, the model is made after the build). Everything is logged under $OUT in at
@@ -189,6 +190,19 @@ do_fusion_check() {
   log "kept layers without ggml-cuda's fusion rc=$? $(grep -E '^# (pass|fail)' /tmp/fusion.log | tr '\n' ' ')"
 }
 
+# The fused attention backward's tests alone (finite differences, ggml ops' gradients, one
+# sequence at a time, nothing off the device), before its timing is worth reading; failures and
+# the backend's messages go to errors.log.
+do_fused_attn_tests() {
+  local s; s=$(budget 90 20)
+  [ "$s" = 0 ] && { log "fused attention tests skipped: out of time"; return; }
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused attention" \
+    dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedattn.log 2>&1
+  local rc=$?
+  log "fused attention tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedattn.log | tr '\n' ' ')"
+  [ $rc = 0 ] || { grep -E "error:|RRR-ATTN|not ok" /tmp/fusedattn.log | head -40 >> "$OUT/errors.log"; }
+}
+
 # GPU_CHECK_STEPS picks and orders the steps after the build (default: the full check).
 do_run() {
   log "info: $($CLI info --json 2>&1 | tr -d '\n')"
@@ -202,6 +216,7 @@ do_run() {
       train:*) do_train_benches "${step#train:}" ;;
       precision) do_precision ;;
       fusion) do_fusion_check ;;
+      fusedtests) do_fused_attn_tests ;;
       *) log "unknown step $step" ;;
     esac
   done
