@@ -176,6 +176,8 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
     fused_attn_ = ts.fused_attn_backward;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
+    // The GPU's kernels cannot go without one: any size gets at least one sequence's.
+    if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
     if (fused_attn_ && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         attn_backend_ = attn_backend_new(b.primary());
