@@ -128,6 +128,8 @@ do_peft() {
 # GPU before): the H200's profile gave ggml's ops 78 ms of the attention backward a step.
 # `fusedattn-ws64` and `-ws512` give it 64 and 512 MiB of work space instead of 256 (2, 8 and
 # 16 sequences at a time at 16 x 512 tokens, 31 MiB each: batched products of 4, 16 and 32).
+# `fusedattn-nographs` without ggml-cuda's CUDA graphs: the node cuts each step into 2 n_layer + 1
+# pieces, and ggml-cuda captures a graph for each of its own.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -137,6 +139,7 @@ TRAIN_VARIANTS=(
   "budget16-fusedattn|--train-memory-gib 16 --train-fused-attn-backward"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
   "fusedattn-ws512|--train-fused-attn-backward --train-attn-workspace-mib 512"
+  "fusedattn-nographs|--train-fused-attn-backward|GGML_CUDA_DISABLE_GRAPHS=1"
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"
