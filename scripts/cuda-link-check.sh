@@ -3,7 +3,7 @@
 # against a cuBLAS wheel's headers and libraries, with an empty libcuda for the driver calls, into
 # a folder of its own (never build/Release), then checks that nothing of ggml, libllama or ours is
 # left unresolved, and runs the trainer and placement tests on the CPU with that addon. What it
-# cannot check is anything on a GPU. About 40 minutes on 2 cores (ggml-cuda for one architecture).
+# cannot check is anything on a GPU. 33 minutes on 2 cores (ggml-cuda for one architecture).
 #   bash scripts/cuda-link-check.sh [path/to/nvidia_cublas-*.whl]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ INC="$(node -p "require('path').resolve('node_modules/node-api-headers/include')
 cmake -S . -B $W/build -DCMAKE_BUILD_TYPE=Release -DRRR_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} \
   -DRRR_OUTPUT_DIR=$W/out -DCMAKE_JS_INC="$INC" -DCMAKE_CUDA_FLAGS="-I$CU/include" -DCMAKE_CXX_FLAGS="-I$CU/include" \
   -DCUDA_cublas_LIBRARY=$CU/lib/libcublas.so.13 -DCUDA_cublasLt_LIBRARY=$CU/lib/libcublasLt.so.13 \
-  -DCUDA_cuda_driver_LIBRARY=$W/stubs/libcuda.so > $W/configure.log
+  -DCUDA_cuda_driver_LIBRARY=$W/stubs/libcuda.so > $W/configure.log 2>&1
 nice -n 15 cmake --build $W/build --target rrr_native -j "$(nproc)" > $W/build.log 2>&1 || { tail -30 $W/build.log; exit 1; }
 A=$W/out/rrr_native.node
 # The driver's cu* calls resolve at run time from libcuda; nothing else may be missing.
