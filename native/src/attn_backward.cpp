@@ -15,6 +15,7 @@ namespace {
 // ggml keeps a custom node's userdata as a pointer it never follows: ours carries the node's
 // scalars in it (L in the low 31 bits, the TF32 flag in bit 31, the scale's bits above), so
 // nothing outlives the graph that made the node.
+static_assert(sizeof(uintptr_t) == 8, "the node's scalars need a 64-bit userdata");
 uintptr_t pack(int64_t L, float scale, bool tf32) {
     uint32_t bits = 0;
     std::memcpy(&bits, &scale, sizeof bits);

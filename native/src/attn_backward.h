@@ -7,7 +7,7 @@
 // written and read back. One node can read Q, K, V and dO where they are and keep the [L, L]
 // work in a small space of its own, a few sequences at a time.
 //
-// The node runs on the CPU backend (attn_backward_cpu, this file) and, in a CUDA build, on a
+// The node runs on the CPU backend (attn_backward.cpp) and, in a CUDA build, on a
 // backend of our own that shares ggml-cuda's buffers (native/cuda/): both read the same node.
 #pragma once
 #include <cstddef>
