@@ -34,32 +34,25 @@ void axpy(float a, const float * x, float * y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// A node with a work space takes the GPU's steps (attn_backward_steps.h) in plain loops on one
-// thread: slow, and only there so that a machine without a GPU can check them.
-void host_steps(ggml_tensor * dst) {
-    HostAttnBackwardOps ops;
-    if (const char * err = attn_backward_steps(attn_backward_args(dst), ops)) GGML_ABORT("%s", err);
-}
-
 // One task per (sequence, K/V head): the heads of a group add into the same rows of dK and dV,
 // so a task owns them whole and no two threads write one number. Each query row is done in one
 // sweep over its keys, with the row's probabilities and their gradient in two rows of floats.
 void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
-    const AttnBackwardShape s = attn_backward_shape(dst);
-    if (s.scratch_seqs > 0) {
-        if (ith == 0) host_steps(dst);
+    const AttnBackwardArgs a = attn_backward_args(dst);
+    if (a.scratch_seqs > 0) {
+        // A node with a work space takes the GPU's steps (attn_backward_steps.h) in plain loops on
+        // one thread: slow, and only there so that a machine without a GPU can check them.
+        HostAttnBackwardOps ops;
+        if (ith == 0) {
+            if (const char * err = attn_backward_steps(a, ops)) GGML_ABORT("%s", err);
+        }
         return;
     }
-    const float * q = (const float *) dst->src[0]->data;
-    const float * k = (const float *) dst->src[1]->data;
-    const float * v = (const float *) dst->src[2]->data;
-    const float * dO = (const float *) dst->src[3]->data;
-    float * dq = (float *) dst->data;
-    float * dk = dq + s.hd * s.n_head * s.T();
-    float * dv = dk + s.hd * s.n_head_kv * s.T();
-    const int64_t hd = s.hd, nh = s.n_head, nkv = s.n_head_kv, L = s.L, grp = nh / nkv;
+    const float * q = a.q, * k = a.k, * v = a.v, * dO = a.dO;
+    float * dq = a.dq, * dk = a.dk, * dv = a.dv;
+    const int64_t hd = a.hd, nh = a.n_head, nkv = a.n_head_kv, L = a.L, grp = nh / nkv;
     std::vector<float> p((size_t) L), dp((size_t) L);
-    for (int64_t task = ith; task < s.B * nkv; task += nth) {
+    for (int64_t task = ith; task < a.B * nkv; task += nth) {
         const int64_t b = task / nkv, g = task % nkv;
         auto kv_row = [&](int64_t pos) { return hd * (g + nkv * (b * L + pos)); };
         auto q_row = [&](int64_t h, int64_t pos) { return hd * (h + nh * (b * L + pos)); };
@@ -73,7 +66,7 @@ void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
                 const float * oi = dO + q_row(h, i);
                 float mx = -INFINITY;
                 for (int64_t j = 0; j <= i; ++j) {
-                    p[j] = s.scale * dot(qi, k + kv_row(j), hd);
+                    p[j] = a.scale * dot(qi, k + kv_row(j), hd);
                     mx = std::max(mx, p[j]);
                 }
                 double sum = 0.0;
@@ -90,7 +83,7 @@ void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
                 float * dqi = dq + q_row(h, i);
                 std::fill_n(dqi, hd, 0.0f);
                 for (int64_t j = 0; j <= i; ++j) {
-                    const float ds = s.scale * p[j] * (dp[j] - (float) D);
+                    const float ds = a.scale * p[j] * (dp[j] - (float) D);
                     axpy(ds, k + kv_row(j), dqi, hd);
                     axpy(ds, qi, dk + kv_row(j), hd);
                     axpy(p[j], oi, dv + kv_row(j), hd);
