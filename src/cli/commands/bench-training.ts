@@ -68,11 +68,13 @@ export const trainingSection: BenchSection = {
     // ggml-cuda reads this at every cuBLAS product; set for the training rows only, restored after.
     const cublasBefore = process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
+    // The fused attention backward's work space as asked (the device's default otherwise), for the trainer and the report.
+    const workspace = args['train-attn-workspace-mib'] !== undefined ? { attnWorkspaceMiB: args['train-attn-workspace-mib'] } : {};
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
       fusedAttnBackward: args['train-fused-attn-backward'],
-      ...(args['train-attn-workspace-mib'] !== undefined && { attnWorkspaceMiB: args['train-attn-workspace-mib'] }),
+      ...workspace,
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}`;
     try {
@@ -127,7 +129,7 @@ export const trainingSection: BenchSection = {
         keptF16: args['train-kept-f16'],
         flashAttn: tr.info.flashAttn,
         fusedAttnBackward: tr.info.fusedAttnBackward,
-        ...(args['train-attn-workspace-mib'] !== undefined && { attnWorkspaceMiB: args['train-attn-workspace-mib'] }),
+        ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
       if (args['train-steps'] === 0) {
