@@ -106,7 +106,7 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
         // Views and reshapes cost nothing wherever they are placed.
         if (is_view_op(t)) continue;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
-        // A backend on the primary's own buffers (attn_backend.h) runs on the same device.
+        // A backend on the primary's own buffers (custom_backend.h) runs on the same device.
         if (at && at != primary && ggml_backend_get_default_buffer_type(at) != ggml_backend_get_default_buffer_type(primary)) {
             p.off_primary.push_back(ggml_op_desc(t));
         }

@@ -54,7 +54,7 @@ public:
     std::string name() const { return ggml_backend_name(primary_); }
     int n_threads() const { return n_threads_; }
     // A scheduler over the primary backend, then `extra` when given (a backend for a few ops of
-    // our own that shares the primary's buffers: attn_backend.h), then the CPU for what a GPU
+    // our own that shares the primary's buffers: custom_backend.h), then the CPU for what a GPU
     // cannot run (the caller frees it); nullptr when ggml could not make one.
     ggml_backend_sched_t new_sched(size_t n_nodes, ggml_backend_t extra = nullptr) const;
 

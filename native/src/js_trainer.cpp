@@ -167,6 +167,12 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fab = o.Get("fusedAttnBackward");
     if (fab.IsBoolean()) ts.fused_attn_backward = fab.As<Napi::Boolean>().Value();
     else if (!fab.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnBackward: expected true, false or undefined (off)");
+    const Napi::Value fmb = o.Get("fusedMlpBackward");
+    if (fmb.IsBoolean()) ts.fused_mlp_backward = fmb.As<Napi::Boolean>().Value();
+    else if (!fmb.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMlpBackward: expected true, false or undefined (off)");
+    const Napi::Value fm = o.Get("fusedMerge");
+    if (fm.IsBoolean()) ts.fused_merge = fm.As<Napi::Boolean>().Value();
+    else if (!fm.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMerge: expected true, false or undefined (off)");
     const Napi::Value ws = o.Get("attnWorkspaceMiB");
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
         ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
@@ -288,6 +294,8 @@ private:
         o.Set("transposedWeightsBytes", (double) t.transposed_bytes());
         o.Set("flashAttn", t.flash_attn());
         o.Set("fusedAttnBackward", t.fused_attn_backward());
+        o.Set("fusedMlpBackward", t.fused_mlp_backward());
+        o.Set("fusedMerge", t.fused_merge());
         return o;
     }
 

@@ -2,8 +2,10 @@
 #include "attn_backward.h"
 #include "clock.h"
 #include "errors.h"
+#include "lora_merge.h"
 #include "op_profile.h"
 #include "rng.h"
+#include "swiglu_backward.h"
 #include "transposed_weights.h"
 
 #include <algorithm>
@@ -48,6 +50,7 @@ struct Proj {
     ggml_tensor * y = nullptr;
     ggml_tensor * a = nullptr; // s A x, kept for dB
     ggml_tensor * wm = nullptr; // a recomputed merged product's W + s B A, for its backward (Builder::proj)
+    ggml_tensor * wt = nullptr; // or (W + s B A)ᵀ itself, where our merge node made it (GraphOptions::fused_merge)
 };
 
 struct LayerActs {
@@ -72,7 +75,7 @@ public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
@@ -80,7 +83,7 @@ public:
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, fused_mlp, merge_nodes;
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
@@ -102,6 +105,8 @@ public:
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
         LayerActs a;
         a.x = x;
+        // A recomputed layer's backward follows at once: its merge nodes write the transposes too.
+        if (merge_nodes) premerge(il, phase == "re" ? MergeOut::Both : MergeOut::Weight, nullptr);
         a.h1 = norm_w(x, l.attn_norm);
         done("norm");
         const std::vector<Proj> qkv = projs(a.h1, {{l.wq, pair(il, LoraTarget::Q), l.bq}, {l.wk, pair(il, LoraTarget::K), l.bk}, {l.wv, pair(il, LoraTarget::V), l.bv}});
@@ -157,6 +162,15 @@ public:
         return a;
     }
 
+    // A forward layer's output. With merge nodes the graph takes each layer as it is made: the
+    // nodes premerge() puts in at once would otherwise come before every op not yet in it, all
+    // layers' merged weights alive from the first. Without, the order is the same either way
+    // (the loss's parents, layer by layer), and the graph is left as it was.
+    ggml_tensor * layer_done(ggml_tensor * out) {
+        if (merge_nodes) ggml_build_forward_expand(gf_, out);
+        return out;
+    }
+
     // A kept layer (GraphOptions::kept_layers) holds only what is dear to rebuild: the rotated
     // queries and keys, V, the attention output, x2 and the MLP's gate and up products (for
     // Qwen2.5-1.5B at 16 x 512 tokens 722 of the 1,368 MiB all its activations take: `Trainer.plan`).
@@ -197,11 +211,20 @@ public:
     ggml_tensor * layer_backward(int64_t il, const LayerActs & a, ggml_tensor * dout) {
         const LayerWeights & l = w_.layers[il];
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
+        // A layer whose forward pass was not just recomputed has no merged transposes: made here, together.
+        if (merge_nodes) premerge(il, MergeOut::Transposed, &a);
 
         // MLP: out = x2 + W_down (silu(gate) * up)
         ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}});
-        ggml_tensor * d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
-        ggml_tensor * d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
+        ggml_tensor * d_gate, * d_up;
+        if (fused_mlp) {
+            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act);
+            d_gate = swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
+            d_up = swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
+        } else {
+            d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
+            d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
+        }
         done("mlp");
         ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up}});
         done("W");
@@ -346,6 +369,10 @@ private:
     std::unordered_map<const LoraPair *, ggml_tensor *> scaled_stacked_a_; // projs()'s s A, the same way
     std::unordered_map<const LoraPair *, ggml_tensor *> padded_b_;  // projs()'s padded B per pair
     std::unordered_map<const ggml_tensor *, ggml_tensor *> device_copies_; // on_device() by input
+    struct Merged {
+        ggml_tensor * w = nullptr, * wt = nullptr; // W + s B A, its transpose (either may be absent)
+    };
+    std::unordered_map<const ggml_tensor *, Merged> premerged_; // premerge()'s, for one layer's pass, by W
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -379,14 +406,21 @@ private:
         if (merged && p) {
             if (dropout > 0) throw Error("mergeAdapter cannot merge an adapter trained with dropout: its input differs from W's");
             // r.a stays empty: the backward pass makes s A x itself (projs_back).
-            ggml_tensor * Wm = merged_weight(W, lora_delta(p, false));
+            ggml_tensor * Wm = nullptr;
+            const auto pm = premerged_.find(W);
+            if (pm != premerged_.end() && pm->second.w) {
+                Wm = pm->second.w;
+                r.wt = pm->second.wt;
+            } else {
+                Wm = merged_weight(W, lora_delta(p, false));
+            }
             done("lora");
             // The backward pass follows a recomputed layer at once, so its merged weight lives on
             // briefly and gives the backward's (W + s B A)ᵀ by one transposing copy, where W
             // transposed per step would take that copy and a merge again (s Aᵀ Bᵀ, then the add):
             // 12 of the 16 bytes a weight's number costs. With the transposes kept, Wᵀ is
             // free and merging it is cheaper than the copy.
-            if (phase == "re" && !transposed) r.wm = Wm;
+            if (phase == "re" && !transposed && !r.wt) r.wm = Wm;
             r.y = ggml_mul_mat(ctx_, Wm, xw);
             if (bias) r.y = ggml_add(ctx_, r.y, bias);
             done("W");
@@ -572,6 +606,31 @@ private:
         return transposed_layout ? ggml_mul_mat(ctx_, p->b, At) : ggml_mul_mat(ctx_, At, p->b);
     }
 
+    // GraphOptions::fused_merge: the layer's merged weights (or transposes, `out`) by our node,
+    // one per adapted projection of a type it takes, put in the graph one after another so that
+    // on a GPU they run as one piece beside ggml-cuda's. With `acts`, only for the projections
+    // whose forward pass left no transpose (Proj::wt).
+    void premerge(int64_t il, MergeOut out, const LayerActs * acts) {
+        premerged_.clear();
+        const Proj * made[kLoraTargets] = {};
+        if (acts) {
+            const Proj * ps[kLoraTargets] = {&acts->q, &acts->k, &acts->v, &acts->o, &acts->g, &acts->u, &acts->d};
+            std::copy(ps, ps + kLoraTargets, made);
+        }
+        for (size_t t = 0; t < kLoraTargets; ++t) {
+            const LoraPair * p = pair(il, (LoraTarget) t);
+            ggml_tensor * W = Adapter::base_weight(w_, il, (LoraTarget) t);
+            if (!p || !lora_merge_supports(W->type) || (made[t] && made[t]->wt)) continue;
+            ggml_tensor * node = lora_merge(ctx_, W, p->a, p->b, lora_.scale, out);
+            ggml_build_forward_expand(gf_, node);
+            Merged m;
+            if (out != MergeOut::Transposed) m.w = lora_merge_part(ctx_, node, MergeOut::Weight);
+            if (out != MergeOut::Weight) m.wt = lora_merge_part(ctx_, node, MergeOut::Transposed);
+            premerged_[W] = m;
+        }
+        done("lora");
+    }
+
     // W + delta in W's type. ggml-cuda adds only f32 and f16, so bf16 goes through f32, and
     // quantized weights are dequantised (get_rows) and merged into f16.
     ggml_tensor * merged_weight(ggml_tensor * W, ggml_tensor * delta) {
@@ -640,6 +699,12 @@ private:
         }
         std::vector<Part> parts; // each projection's Wᵀ (merged: (W + s B A)ᵀ) and dy
         for (const Back & b : projs) {
+            const auto pm = premerged_.find(b.W);
+            ggml_tensor * wt = b.p.wt ? b.p.wt : merged && b.pr && pm != premerged_.end() ? pm->second.wt : nullptr;
+            if (wt) {
+                parts.push_back({wt, b.dy});
+                continue;
+            }
             if (b.p.wm) {
                 parts.push_back({ggml_cont(ctx_, ggml_transpose(ctx_, b.p.wm)), b.dy});
                 done("Wt");
@@ -951,7 +1016,7 @@ std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lor
     Builder b(g.ctx, g.gf, w, lora, in, mb.L, mb.B, opt);
     b.phase = "lp";
     ggml_tensor * x = b.embed();
-    for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_forward(il, x).out;
+    for (int64_t il = 0; il < c.n_layer; ++il) x = b.layer_done(b.layer_forward(il, x).out);
     std::vector<ggml_tensor *> lps = b.head(x, R, chunk, false, none, nullptr);
     return run(sched, g.gf, in, mb, c.n_vocab, chunk, lps, "log-prob pass", placed, opt.dropout_seed, t0, host_ms);
 }
@@ -986,7 +1051,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     inputs[0] = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) {
         LayerActs a = b.layer_forward(il, inputs[il], false, kept(il) && opt.kept_f16);
-        inputs[il + 1] = a.out;
+        inputs[il + 1] = b.layer_done(a.out);
         if (kept(il)) acts[il] = a;
     }
     ggml_tensor * dx = nullptr;

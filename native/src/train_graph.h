@@ -109,6 +109,15 @@ struct GraphOptions {
     bool fused_attn_backward = false;
     size_t attn_scratch_bytes = 0;
     bool attn_tf32 = false;
+    // The SwiGLU's backward pass as one node of our own (swiglu_backward.h) instead of three of
+    // ggml's ops: one pass over the MLP's gate, up and their gradient where there were three.
+    // Set by the trainer (TrainerSettings::fused_mlp_backward).
+    bool fused_mlp_backward = false;
+    // With merge_adapter: each adapted projection's W + s·B·A made by a node of our own
+    // (lora_merge.h) instead of ggml's three ops, and on a recomputed layer its transpose for the
+    // backward pass with it; a layer's merges sit together at its start. Set by the trainer
+    // (TrainerSettings::fused_merge).
+    bool fused_merge = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

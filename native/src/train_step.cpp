@@ -1,6 +1,6 @@
 #include "train_step.h"
 #ifdef RRR_HAVE_CUDA
-#include "attn_backend.h"
+#include "custom_backend.h"
 #endif
 #include "clock.h"
 #include "decode.h"
@@ -175,14 +175,17 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     }
     flash_attn_ = ts.flash_attn < 0 ? b.is_gpu() && kernel : ts.flash_attn > 0;
     fused_attn_ = ts.fused_attn_backward;
+    fused_mlp_ = ts.fused_mlp_backward;
+    fused_merge_ = ts.fused_merge;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if (fused_attn_ && b.is_gpu()) {
+    if ((fused_attn_ || fused_mlp_ || fused_merge_) && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
-        attn_backend_ = attn_backend_new(b.primary());
+        custom_backend_ = custom_backend_new(b.primary());
 #else
-        throw Error("fusedAttnBackward: " + b.name() + " needs a CUDA build of the addon to run it");
+        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : "fusedMerge";
+        throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
     // Products over f32 weights stay f32 on a GPU (ggml-cuda's are); below that, the node's
@@ -209,6 +212,8 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     if (g.fuse_adapter < 0) g.fuse_adapter = model_->backends->is_gpu() ? 2 : 0;
     g.share_input_cast = !model_->backends->is_gpu();
     g.fused_attn_backward = fused_attn_;
+    g.fused_mlp_backward = fused_mlp_;
+    g.fused_merge = fused_merge_;
     g.attn_tf32 = attn_tf32_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
@@ -226,7 +231,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
 
 Trainer::~Trainer() {
     if (sched_) ggml_backend_sched_free(sched_);
-    if (attn_backend_) ggml_backend_free(attn_backend_);
+    if (custom_backend_) ggml_backend_free(custom_backend_);
 }
 
 // Training graphs are far larger than the inference ones and get their own scheduler, so the
@@ -248,7 +253,7 @@ size_t Trainer::graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOpti
 }
 
 ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
-    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes, attn_backend_);
+    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes, custom_backend_);
     if (!s) throw Error("could not create the training scheduler");
     return s;
 }

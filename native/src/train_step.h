@@ -50,12 +50,18 @@ struct TrainerSettings {
     // (on the CPU the plain path is as fast), 0 off, 1 on (throws where the device has no kernel).
     int flash_attn = -1;
     // GraphOptions::fused_attn_backward for every step. On a GPU the node runs on a backend of
-    // our own beside ggml-cuda's (attn_backend.h, CUDA builds only). Off unless asked: its CUDA
+    // our own beside ggml-cuda's (custom_backend.h, CUDA builds only). Off unless asked: its CUDA
     // kernels are not yet measured against ggml's ops.
     bool fused_attn_backward = false;
     // Its work space (GraphOptions::attn_scratch_bytes): -1 for 256 MiB on a GPU and none on the
     // CPU; on the CPU a size runs the GPU's steps in slow loops (attn_backward.h).
     int64_t attn_workspace_bytes = -1;
+    // GraphOptions::fused_mlp_backward for every step; on a GPU beside ggml-cuda like the
+    // attention's node. Off unless asked: its CUDA kernel is not yet measured against ggml's ops.
+    bool fused_mlp_backward = false;
+    // GraphOptions::fused_merge for every merged step; on a GPU beside ggml-cuda like the
+    // others. Off unless asked: its CUDA kernel is not yet measured against ggml's ops.
+    bool fused_merge = false;
 };
 
 struct StepSettings {
@@ -133,6 +139,8 @@ public:
     size_t transposed_bytes() const;
     bool flash_attn() const { return flash_attn_; }
     bool fused_attn_backward() const { return fused_attn_; }
+    bool fused_mlp_backward() const { return fused_mlp_; }
+    bool fused_merge() const { return fused_merge_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -141,9 +149,11 @@ private:
     std::unique_ptr<TransposedWeights> transposed_;
     bool flash_attn_ = false;
     bool fused_attn_ = false;
+    bool fused_mlp_ = false;
+    bool fused_merge_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
-    ggml_backend_t attn_backend_ = nullptr; // runs the fused node beside a GPU backend; owned
+    ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned
     bool adapted_f16_ = false; // every adapted projection's frozen weight is f16
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;

@@ -1,8 +1,12 @@
-#include "attn_backend.h"
+#include "custom_backend.h"
 #include "attn_backward.h"
 #include "attn_backward_cuda.h"
 #include "backend.h"
 #include "errors.h"
+#include "lora_merge.h"
+#include "lora_merge_cuda.h"
+#include "swiglu_backward.h"
+#include "swiglu_backward_cuda.h"
 
 #include <cstdio>
 #include <string>
@@ -44,7 +48,9 @@ void dev_props(ggml_backend_dev_t d, ggml_backend_dev_props * p) {
     p->caps = {/* async */ false, /* host_buffer */ false, /* buffer_from_host_ptr */ false, /* events */ false, /* mmap_support */ false};
 }
 ggml_backend_buffer_type_t dev_buft(ggml_backend_dev_t d) { return dctx(d).buft; }
-bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) { return is_attn_backward(op); }
+bool ours(const ggml_tensor * op) { return is_attn_backward(op) || is_swiglu_backward(op) || is_lora_merge(op); }
+
+bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) { return ours(op); }
 bool dev_supports_buft(ggml_backend_dev_t d, ggml_backend_buffer_type_t buft) { return buft == dctx(d).buft; }
 bool dev_offload_op(ggml_backend_dev_t, const ggml_tensor *) { return false; }
 
@@ -71,11 +77,14 @@ ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         if (is_view_op(t)) continue;
-        if (!is_attn_backward(t)) {
+        if (!ours(t)) {
             std::fprintf(stderr, "%s: cannot run %s\n", backend_name(b), ggml_op_desc(t));
             return GGML_STATUS_FAILED;
         }
-        if (const char * err = attn_backward_cuda(attn_backward_args(t), c.handle, c.stream)) {
+        const char * err = is_attn_backward(t)   ? attn_backward_cuda(attn_backward_args(t), c.handle, c.stream)
+                           : is_swiglu_backward(t) ? swiglu_backward_cuda(swiglu_backward_args(t), c.stream)
+                                                   : lora_merge_cuda(lora_merge_args(t), c.stream);
+        if (err) {
             std::fprintf(stderr, "%s: %s\n", backend_name(b), err);
             return GGML_STATUS_FAILED;
         }
@@ -88,20 +97,20 @@ ggml_guid kGuid = {0x72, 0x72, 0x72, 0x2d, 0x61, 0x74, 0x74, 0x6e, 0x2d, 0x62, 0
 
 } // namespace
 
-ggml_backend_t attn_backend_new(ggml_backend_t gpu) {
-    if (!gpu || !ggml_backend_is_cuda(gpu)) throw Error("attention backward backend: the GPU backend is not ggml-cuda's");
+ggml_backend_t custom_backend_new(ggml_backend_t gpu) {
+    if (!gpu || !ggml_backend_is_cuda(gpu)) throw Error("our nodes' backend: the GPU backend is not ggml-cuda's");
     ggml_backend_buffer_type_t buft = ggml_backend_get_default_buffer_type(gpu);
     int device = -1;
     for (int i = 0; i < ggml_backend_cuda_get_device_count(); ++i) {
         if (ggml_backend_cuda_buffer_type(i) == buft) device = i;
     }
-    if (device < 0) throw Error("attention backward backend: cannot tell the GPU backend's device");
+    if (device < 0) throw Error("our nodes' backend: cannot tell the GPU backend's device");
     auto * c = new BackendCtx;
     c->gpu = gpu;
     c->dev_ctx.device = device;
     c->dev_ctx.buft = buft;
-    c->dev_ctx.name = "RRR-ATTN" + std::to_string(device);
-    c->dev_ctx.description = std::string("attention backward beside ") + ggml_backend_name(gpu);
+    c->dev_ctx.name = "RRR-NODES" + std::to_string(device);
+    c->dev_ctx.description = std::string("rrr-native's own nodes beside ") + ggml_backend_name(gpu);
     c->dev.iface = {dev_name, dev_description, dev_memory, dev_type, dev_props, /* init_backend */ nullptr, dev_buft,
                     /* get_host_buffer_type */ nullptr, /* buffer_from_host_ptr */ nullptr, dev_supports_op, dev_supports_buft, dev_offload_op,
                     /* event_new */ nullptr, /* event_free */ nullptr, /* event_synchronize */ nullptr};
@@ -113,7 +122,7 @@ ggml_backend_t attn_backend_new(ggml_backend_t gpu) {
         if (c->handle) cublasDestroy(c->handle);
         if (c->stream) cudaStreamDestroy(c->stream);
         delete c;
-        throw Error("attention backward backend: could not make a CUDA stream and cuBLAS handle");
+        throw Error("our nodes' backend: could not make a CUDA stream and cuBLAS handle");
     }
     ggml_backend_i iface = {};
     iface.get_name = backend_name;

@@ -1,0 +1,54 @@
+#include "swiglu_backward_cuda.h"
+#include "swiglu_backward_math.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace rrr {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// Four numbers a thread at a time where every operand is 16-byte aligned and n a multiple of 4
+// (ggml's buffers align tensors, and the node's two planes are n floats apart), one otherwise:
+// the kernel is bound by memory, and wider loads take fewer transactions.
+__global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, int64_t n4) {
+    for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n4; i += (int64_t) gridDim.x * blockDim.x) {
+        const float4 gi = g[i], ui = u[i], di = d[i];
+        float4 a, b;
+        swiglu_grad(gi.x, ui.x, di.x, &a.x, &b.x);
+        swiglu_grad(gi.y, ui.y, di.y, &a.y, &b.y);
+        swiglu_grad(gi.z, ui.z, di.z, &a.z, &b.z);
+        swiglu_grad(gi.w, ui.w, di.w, &a.w, &b.w);
+        dg[i] = a;
+        du[i] = b;
+    }
+}
+
+__global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
+        swiglu_grad(g[i], u[i], d[i], dg + i, du + i);
+    }
+}
+
+bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
+
+int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
+
+} // namespace
+
+const char * swiglu_backward_cuda(const SwigluBackwardArgs & a, cudaStream_t stream) {
+    if (a.n == 0) return nullptr;
+    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up);
+    if (vec) {
+        const int64_t n4 = a.n / 4;
+        swiglu_backward_vec4<<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
+                                                                      (float4 *) a.d_gate, (float4 *) a.d_up, n4);
+    } else {
+        swiglu_backward_scalar<<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, a.n);
+    }
+    return cudaGetLastError() == cudaSuccess ? nullptr : "swiglu_backward: kernel launch failed";
+}
+
+} // namespace rrr

@@ -1,0 +1,117 @@
+#include "lora_merge.h"
+#include "errors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace rrr {
+
+namespace {
+
+// ggml keeps a custom node's userdata as a pointer it never follows: ours carries the scale's
+// bits and which outputs the node writes.
+static_assert(sizeof(uintptr_t) == 8, "the node's scalars need a 64-bit userdata");
+uintptr_t pack(float scale, MergeOut out) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &scale, sizeof bits);
+    return (uintptr_t) (((uint64_t) bits << 32) | (uint64_t) out);
+}
+
+struct Params {
+    ggml_custom_op_t fun;
+    int n_tasks;
+    void * userdata;
+};
+
+// ggml's custom node parameters (ggml_custom_op_params, in ggml-impl.h): function, task count, userdata.
+Params params_of(const ggml_tensor * t) {
+    Params p;
+    std::memcpy(&p, t->op_params, sizeof p);
+    return p;
+}
+
+MergeOut out_of(const ggml_tensor * t) { return (MergeOut) ((uint64_t) (uintptr_t) params_of(t).userdata & 3u); }
+
+float load(const void * p, ggml_type t, int64_t i) {
+    if (t == GGML_TYPE_F16) return ggml_fp16_to_fp32(((const ggml_fp16_t *) p)[i]);
+    if (t == GGML_TYPE_BF16) return ggml_bf16_to_fp32(((const ggml_bf16_t *) p)[i]);
+    return ((const float *) p)[i];
+}
+
+void store(void * p, ggml_type t, int64_t i, float v) {
+    if (t == GGML_TYPE_F16) ((ggml_fp16_t *) p)[i] = ggml_fp32_to_fp16(v);
+    else if (t == GGML_TYPE_BF16) ((ggml_bf16_t *) p)[i] = ggml_fp32_to_bf16(v);
+    else ((float *) p)[i] = v;
+}
+
+// One task per run of W's rows (output units o): the row's s·Σ_r B[r, o]·A[:, r] is summed over
+// A's contiguous columns, added to W's row and rounded once to W's type, then written as the
+// row, the transposed column, or both. Plain loops: the CPU merges only where asked (tests).
+void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    const LoraMergeArgs a = lora_merge_args(dst);
+    std::vector<float> row((size_t) a.n_in);
+    for (int64_t o = ith; o < a.n_out; o += nth) {
+        std::fill(row.begin(), row.end(), 0.0f);
+        for (int64_t r = 0; r < a.r; ++r) {
+            const float b = a.B[r + o * a.r];
+            const float * Ar = a.A + r * a.n_in;
+            for (int64_t i = 0; i < a.n_in; ++i) row[(size_t) i] += b * Ar[i];
+        }
+        for (int64_t i = 0; i < a.n_in; ++i) {
+            const float v = load(a.W, a.type, i + o * a.n_in) + a.scale * row[(size_t) i];
+            if (a.out) store(a.out, a.type, i + o * a.n_in, v);
+            if (a.out_t) store(a.out_t, a.type, o + i * a.n_out, v);
+        }
+    }
+}
+
+} // namespace
+
+bool lora_merge_supports(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
+ggml_tensor * lora_merge(ggml_context * ctx, ggml_tensor * W, ggml_tensor * A, ggml_tensor * B, float scale, MergeOut out) {
+    if (!lora_merge_supports(W->type)) throw Error(std::string("lora_merge: cannot merge into ") + ggml_type_name(W->type) + " weights");
+    if (A->type != GGML_TYPE_F32 || B->type != GGML_TYPE_F32) throw Error("lora_merge: expected f32 A and B");
+    if (ggml_n_dims(W) > 2 || A->ne[0] != W->ne[0] || B->ne[1] != W->ne[1] || A->ne[1] != B->ne[0] || !ggml_is_contiguous(W) ||
+        !ggml_is_contiguous(A) || !ggml_is_contiguous(B)) {
+        throw Error("lora_merge: expected contiguous W [n_in, n_out], A [n_in, r], B [r, n_out]");
+    }
+    ggml_tensor * args[3] = {W, A, B};
+    const int64_t planes = out == MergeOut::Both ? 2 : 1;
+    return ggml_custom_4d(ctx, W->type, ggml_nelements(W) * planes, 1, 1, 1, args, 3, lora_merge_cpu, GGML_N_TASKS_MAX, (void *) pack(scale, out));
+}
+
+ggml_tensor * lora_merge_part(ggml_context * ctx, ggml_tensor * node, MergeOut which) {
+    const ggml_tensor * W = node->src[0];
+    const MergeOut has = out_of(node);
+    if (which == MergeOut::Both || ((int) has & (int) which) == 0) throw Error("lora_merge_part: the node does not hold that part");
+    const size_t ts = ggml_type_size(W->type);
+    if (which == MergeOut::Weight) return ggml_view_2d(ctx, node, W->ne[0], W->ne[1], W->ne[0] * ts, 0);
+    const size_t offset = has == MergeOut::Both ? ggml_nbytes(W) : 0;
+    return ggml_view_2d(ctx, node, W->ne[1], W->ne[0], W->ne[1] * ts, offset);
+}
+
+bool is_lora_merge(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && params_of(t).fun == lora_merge_cpu; }
+
+LoraMergeArgs lora_merge_args(ggml_tensor * t) {
+    const uint64_t u = (uint64_t) (uintptr_t) params_of(t).userdata;
+    const uint32_t bits = (uint32_t) (u >> 32);
+    const MergeOut out = (MergeOut) (u & 3u);
+    LoraMergeArgs a;
+    a.W = t->src[0]->data;
+    a.A = (const float *) t->src[1]->data;
+    a.B = (const float *) t->src[2]->data;
+    a.type = t->src[0]->type;
+    a.n_in = t->src[0]->ne[0];
+    a.n_out = t->src[0]->ne[1];
+    a.r = t->src[1]->ne[1];
+    std::memcpy(&a.scale, &bits, sizeof bits);
+    char * base = (char *) t->data;
+    if (out == MergeOut::Weight || out == MergeOut::Both) a.out = base;
+    if (out == MergeOut::Transposed) a.out_t = base;
+    if (out == MergeOut::Both) a.out_t = base + ggml_nbytes(t->src[0]);
+    return a;
+}
+
+} // namespace rrr

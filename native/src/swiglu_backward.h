@@ -1,0 +1,38 @@
+// The SwiGLU's backward pass as one graph node (GGML_OP_CUSTOM): given the MLP's gate and up
+// products g, u and the gradient at their SwiGLU, silu(g)·u, it writes the gradients at g and u.
+//
+// Why a node of our own: ggml's ops take three passes for it (a MUL, a SILU_BACK and a SWIGLU),
+// each reading two [n_ff, T] f32 tensors and writing one, 36 bytes a number; one pass reads
+// three and writes two, 20. At the Qwen2.5-1.5B shape (16 x 512 tokens) that is 33 of the
+// step's 659 GB (`bench --train-census`), on the GPU's memory-bound side of the step.
+//
+// The node runs on the CPU backend (swiglu_backward.cpp) and, in a CUDA build, on our backend
+// beside ggml-cuda (custom_backend.h); both read the same node and the same formula
+// (swiglu_backward_math.h).
+#pragma once
+#include <cstdint>
+
+#include "ggml.h"
+
+namespace rrr {
+
+// g, u and the SwiGLU's gradient d_act, f32 [n, T] each, as the node reads them.
+struct SwigluBackwardArgs {
+    const float * g = nullptr, * u = nullptr, * d_act = nullptr;
+    float * d_gate = nullptr, * d_up = nullptr;
+    int64_t n = 0; // numbers in each
+};
+
+// The node: one f32 tensor [n_ff, T, 2], the gradient at g in plane 0 and at u in plane 1
+// (swiglu_backward_part). Non-contiguous inputs are copied first.
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act);
+
+enum class SwigluGrad { Gate, Up };
+// The gradient at g or u, a [n_ff, T] view of the node's result.
+ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
+
+// Whether `t` is such a node, and its operands where the node's tensors hold them (valid only when it is).
+bool is_swiglu_backward(const ggml_tensor * t);
+SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t);
+
+} // namespace rrr
