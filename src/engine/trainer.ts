@@ -32,6 +32,10 @@ export interface TrainerInfo {
   flashAttn: boolean;
   /** Whether the backward passes use the fused attention node (TrainerOptions.fusedAttnBackward). */
   fusedAttnBackward: boolean;
+  /** Whether the backward passes use the fused SwiGLU node (TrainerOptions.fusedMlpBackward). */
+  fusedMlpBackward: boolean;
+  /** Whether merged steps merge with our node (TrainerOptions.fusedMerge). */
+  fusedMerge: boolean;
 }
 
 export interface GradientsResult extends StepResult {

@@ -261,6 +261,22 @@ export interface TrainerOptions {
    * layouts) in slow single-threaded loops, so that they can be checked without a GPU.
    */
   attnWorkspaceMiB?: number;
+  /**
+   * The SwiGLU's backward pass as one node of our own instead of three of ggml's ops (a MUL, a
+   * SILU_BACK and a SWIGLU): one pass over the MLP's gate, up and their gradient where there were
+   * three, 20 bytes a number instead of 36. On a GPU (CUDA builds) one elementwise kernel on the
+   * same backend of ours as the attention's node. Default false: not yet timed on a GPU.
+   */
+  fusedMlpBackward?: boolean;
+  /**
+   * Where a step merges the adapter into the weights (StepOptions.mergeAdapter; a GPU's default
+   * with f16 weights): each W + s·B·A made by one node of our own, which sums the rank-r product
+   * where it writes the merged weight, instead of three of ggml's ops (s·Aᵀ, an f32 delta the size
+   * of W, an add): 4 bytes a weight instead of 12. A recomputed layer's node writes the transpose
+   * for its backward pass at the same time, where ggml's ops took a transposing copy. f32, f16 and
+   * bf16 weights (quantized ones keep ggml's ops). Default false: not yet timed on a GPU.
+   */
+  fusedMerge?: boolean;
 }
 
 export interface OptimizerConfig {

@@ -74,9 +74,12 @@ export const trainingSection: BenchSection = {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
       fusedAttnBackward: args['train-fused-attn-backward'],
+      fusedMlpBackward: args['train-fused-mlp-backward'],
+      fusedMerge: args['train-fused-merge'],
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
+    const mergeNode = tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : '';
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -129,6 +132,8 @@ export const trainingSection: BenchSection = {
         keptF16: args['train-kept-f16'],
         flashAttn: tr.info.flashAttn,
         fusedAttnBackward: tr.info.fusedAttnBackward,
+        fusedMlpBackward: tr.info.fusedMlpBackward,
+        fusedMerge: tr.info.fusedMerge,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
@@ -141,7 +146,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${keptLayers && args['train-kept-f16'] ? ' (gate and up kept in f16)' : ''}${merged ? ', adapter merged into the weights in the graph' : ''}${fusedNote}${flash}`,
+            }${keptLayers && args['train-kept-f16'] ? ' (gate and up kept in f16)' : ''}${merged ? `, adapter merged into the weights in the graph${mergeNode}` : ''}${fusedNote}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -174,7 +179,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${merged ? ' adapter merged into the weights in the graph (--train-merge-adapter),' : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, frozen weights ${
+          }),${merged ? ` adapter merged into the weights in the graph (--train-merge-adapter)${mergeNode},` : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, SwiGLU backward ${tr.info.fusedMlpBackward ? 'fused (--train-fused-mlp-backward)' : "in ggml's ops"}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           `host time building, placing and planning the step's graphs: ${graphMs.toFixed(1)} ms a step (StepResult.graphMs; a GPU waits through it)`,

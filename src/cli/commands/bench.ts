@@ -43,6 +43,8 @@ export interface BenchArgs {
   'train-merge-adapter'?: boolean;
   'train-kept-f16': boolean;
   'train-fused-attn-backward': boolean;
+  'train-fused-mlp-backward': boolean;
+  'train-fused-merge': boolean;
   'train-attn-workspace-mib'?: number;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
@@ -305,6 +307,18 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "take attention back in one node of our own instead of ggml's ops: no probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS's batched products in TF32 unless the weights are f32 (TrainerOptions.fusedAttnBackward)",
+      })
+      .option('train-fused-mlp-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "take the SwiGLU back in one node of our own instead of three of ggml's ops: one pass over the MLP's gate, up and their gradient, 20 bytes a number instead of 36; on a GPU one kernel of ours (TrainerOptions.fusedMlpBackward)",
+      })
+      .option('train-fused-merge', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where the step merges the adapter into the weights (--train-merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops, 4 bytes a weight instead of 12, and a recomputed layer's transposes for its backward pass in the same node (TrainerOptions.fusedMerge)",
       })
       .option('train-attn-workspace-mib', {
         type: 'number',

@@ -62,6 +62,8 @@ interface Args {
   'kept-f16': boolean;
   'flash-attn': FlashAttnFlag;
   'fused-attn-backward': boolean;
+  'fused-mlp-backward': boolean;
+  'fused-merge': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
 }
@@ -153,6 +155,8 @@ function executionSettings(a: Args): {
   fuse: StepOptions['fuseAdapter'];
   flashAttn?: boolean;
   fusedAttnBackward: boolean;
+  fusedMlpBackward: boolean;
+  fusedMerge: boolean;
 } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
@@ -166,6 +170,8 @@ function executionSettings(a: Args): {
     fuse: fuseAdapterOption(a['fuse-adapter']),
     flashAttn: flashAttnOption(a['flash-attn']),
     fusedAttnBackward: a['fused-attn-backward'],
+    fusedMlpBackward: a['fused-mlp-backward'],
+    fusedMerge: a['fused-merge'],
   };
 }
 
@@ -255,6 +261,18 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "take attention back in one node of our own instead of ggml's ops (no attention probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS products in TF32 unless the weights are f32); off by default: not yet timed on a GPU",
       })
+      .option('fused-mlp-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "take the MLP's SwiGLU back in one node of our own instead of three of ggml's ops (one pass over its gate, up and their gradient instead of three); off by default: not yet timed on a GPU",
+      })
+      .option('fused-merge', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: not yet timed on a GPU",
+      })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
         default: 'auto' as const,
@@ -302,13 +320,13 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward },
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merges by our node (--fused-merge)' : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
