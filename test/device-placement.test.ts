@@ -105,27 +105,43 @@ test('training passes use flash attention by default only on a GPU with a kernel
   }
 });
 
-test("the fused attention backward runs on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
+test("the fused backward nodes (attention, SwiGLU, merges) run on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
   const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1 }), { device: TEST_DEVICE });
-  const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, { fusedAttnBackward: true });
   try {
-    assert.equal(tr.info.fusedAttnBackward, true);
-    const batch: TrainSequence[] = [0, 1].map((b) => ({
-      tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
-      weights: new Float32Array(24).fill(b ? -0.5 : 1),
-    }));
-    for (const o of [{}, { beta: 0.05 }, { keptLayers: 1 }, { recompute: false }]) {
-      const st = await tr.step(batch, { lr: 1e-3, ...o });
-      const what = `fused attention backward ${JSON.stringify(o)}`;
-      assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, `${what}: ${JSON.stringify(st)}`);
-      assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
-      assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
-      // ggml-cuda's pieces, cut by the node of each layer: one piece on the CPU.
-      if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= 2 * model.info.nLayer + 1, `${what}: ${st.graphSplits} pieces`);
-      else assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
+    // Each kind of node cuts ggml-cuda's graph at least once per layer (the merges: the forward
+    // pass's, which a GPU's default step with f16 weights makes), so two pieces a layer or more
+    // for one kind, six for all three.
+    for (const [nodes, perLayer] of [
+      [{ fusedAttnBackward: true }, 2],
+      [{ fusedMlpBackward: true }, 2],
+      [{ fusedMerge: true }, 2],
+      [{ fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true }, 6],
+    ] as const) {
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, nodes);
+      try {
+        assert.deepEqual(
+          [tr.info.fusedAttnBackward, tr.info.fusedMlpBackward, tr.info.fusedMerge],
+          ['fusedAttnBackward', 'fusedMlpBackward', 'fusedMerge'].map((k) => k in nodes),
+        );
+        const batch: TrainSequence[] = [0, 1].map((b) => ({
+          tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
+          weights: new Float32Array(24).fill(b ? -0.5 : 1),
+        }));
+        for (const o of [{}, { beta: 0.05 }, { keptLayers: 1 }, { recompute: false }]) {
+          const st = await tr.step(batch, { lr: 1e-3, ...o });
+          const what = `${JSON.stringify(nodes)} ${JSON.stringify(o)}`;
+          assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, `${what}: ${JSON.stringify(st)}`);
+          assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
+          assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
+          // On the CPU: one piece.
+          if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= perLayer * model.info.nLayer + 1, `${what}: ${st.graphSplits} pieces`);
+          else assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
+        }
+      } finally {
+        tr.dispose();
+      }
     }
   } finally {
-    tr.dispose();
     model.dispose();
   }
 });

@@ -448,6 +448,78 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test('merges by our node (fusedMerge): finite differences, the gradients of ggml merged ops, transposes made with the merge', async () => {
+    // f32 weights: the same sums in another order (the node sums s·Σ B·A where ggml's ops scale A
+    // first). Measured on the CPU: 1.9e-6 at most, 5.2e-6 with KL.
+    const { model } = await tinyModel('grad-merge-node');
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const ops = await Trainer.create(model, spec, { lr: 1e-3 }, { transposedWeights: 'per-step' });
+    const node = await Trainer.create(model, spec, { lr: 1e-3 }, { transposedWeights: 'per-step', fusedMerge: true });
+    assert.deepEqual([ops.info.fusedMerge, node.info.fusedMerge], [false, true]);
+    randomizeB(ops, 0.3);
+    setAll(node, ops.params());
+    const merged = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true } as const;
+    await checkGradients(node, mixedBatch(), merged);
+    for (const fuse of [{}, { fuseAdapter: true }]) {
+      await assertSameAcrossModes(
+        `ggml merged ops vs the merge node ${JSON.stringify(fuse)}`,
+        (extra) => ops.gradients(mixedBatch(), { ...merged, ...fuse, ...extra }),
+        (extra) => node.gradients(mixedBatch(), { ...merged, ...fuse, ...extra }),
+        3e-2,
+      );
+    }
+    // Unmerged steps never meet it: the same numbers to the bit.
+    assert.deepEqual((await node.gradients(mixedBatch())).grads, (await ops.gradients(mixedBatch())).grads);
+    // One node per adapted projection and pass where three ops and more were, and no transposing
+    // copy of a merged weight: a recomputed layer's node wrote it, a kept layer's backward pass made it.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+      const prof = (await node.gradients(mixedBatch(), { ...merged, ...extra, profile: true })).profile!;
+      const at = (role: string) => [...new Set(prof.filter((o) => o.role === role).map((o) => o.op))].sort();
+      assert.deepEqual(at('fwd.lora'), ['CUSTOM'], `${JSON.stringify(extra)} fwd.lora`);
+      assert.deepEqual(at('bwd.Wt'), [], `${JSON.stringify(extra)} bwd.Wt`);
+      if (!('recompute' in extra)) assert.deepEqual(at('re.lora'), ['CUSTOM'], `${JSON.stringify(extra)} re.lora`);
+    }
+    // In the census, a merge's 12 bytes a weight (an f32 delta written, read with W, the sum
+    // written) and the transposing copy's 8 become the node's 8 (f32 weights: read W, write it)
+    // in the forward pass, 12 in a recomputed one (the transpose too).
+    const census = async (tr: Trainer) => (await tr.plan(2, 16, { mergeAdapter: true, census: true })).census!;
+    const bytes = (c: OpCensus[], role: string) => c.filter((o) => o.role === role).reduce((a, o) => a + o.bytes, 0);
+    const [cOps, cNode] = [await census(ops), await census(node)];
+    assert.ok(bytes(cNode, 'fwd.lora') < bytes(cOps, 'fwd.lora') / 2, `fwd.lora ${bytes(cNode, 'fwd.lora')} vs ${bytes(cOps, 'fwd.lora')}`);
+    assert.ok(bytes(cNode, 're.lora') < bytes(cOps, 're.lora'), `re.lora ${bytes(cNode, 're.lora')} vs ${bytes(cOps, 're.lora')}`);
+    assert.ok(bytes(cOps, 'bwd.Wt') > 0 && bytes(cNode, 'bwd.Wt') === 0, `bwd.Wt ${bytes(cNode, 'bwd.Wt')} vs ${bytes(cOps, 'bwd.Wt')}`);
+    ops.dispose();
+    node.dispose();
+    model.dispose();
+  });
+
+  test('merges by our node in 16-bit weights: the rounding of ggml merged ops', async () => {
+    // W + s·B·A rounds to the weight's type once either way, from f32 sums in another order, so a
+    // few weights land one f16 (bf16) step apart. Measured on the CPU against ggml's merged ops
+    // (another tiny model): f16 1.4e-4 of the largest gradient 0.29, bf16 6.5e-4; the merged
+    // steps themselves lie 6.2e-4 (f16) and 4.5e-3 (bf16) from the unmerged path. Without KL:
+    // its e^(ref − lp) turns those steps into 3% of a gradient where its terms cancel.
+    for (const type of ['f16', 'bf16']) {
+      const { model } = await tinyModel(`grad-merge-node-${type}`, { type });
+      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+      const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+      const node = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedMerge: true });
+      randomizeB(ops, 0.3);
+      setAll(node, ops.params());
+      for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+        const [a, b] = [await ops.gradients(mixedBatch(), { mergeAdapter: true, ...extra }), await node.gradients(mixedBatch(), { mergeAdapter: true, ...extra })];
+        assertSameGrads(a.grads, b.grads, deviceTol(type === 'f16' ? 5e-3 : 2e-2, 3e-2), `${type} ${JSON.stringify(extra)}`);
+      }
+      // Log-prob passes merge where steps do by default (a GPU with f16 weights): there, by the node.
+      const seqs = mixedBatch().map((q) => q.tokens);
+      const lp = await ops.logprobs(seqs);
+      (await node.logprobs(seqs)).forEach((row, i) => row.forEach((v, t) => assert.ok(Math.abs(v - lp[i]![t]!) <= deviceTol(0, 2e-2), `${type} log-prob ${i}:${t}: ${v} vs ${lp[i]![t]}`)));
+      ops.dispose();
+      node.dispose();
+      model.dispose();
+    }
+  });
+
   test("an adapter fused into its weight's product (fuseAdapter): finite differences, and the gradients of the adapter path", async () => {
     // f32 weights: the same sums in another order. Measured on the CPU: 1.1e-6 at most, 1.3e-5 with KL.
     const { model, tr, opts } = await checkAgainstPath('fused', { fuseAdapter: true }, { fuseAdapter: false });
@@ -604,6 +676,42 @@ describe('LoRA gradients match finite differences', () => {
       }
       model.dispose();
     }
+  });
+
+  test('the fused SwiGLU backward (fusedMlpBackward): finite differences, the gradients of ggml ops, one pass where there were three', async () => {
+    const { model } = await tinyModel('grad-fused-mlp');
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+    const fused = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedMlpBackward: true });
+    assert.deepEqual([ops.info.fusedMlpBackward, fused.info.fusedMlpBackward], [false, true]);
+    randomizeB(ops, 0.3);
+    setAll(fused, ops.params());
+    const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
+    await checkGradients(fused, mixedBatch(), stepOpts);
+    // The same formula as ggml's SILU_BACK and SWIGLU, whose CPU kernels take exp() in SIMD
+    // approximations: the same gradients up to those.
+    for (const merge of [{}, { mergeAdapter: true }, { keptF16: true, keptLayers: 1 }]) {
+      await assertSameAcrossModes(
+        `ggml ops vs fused, ${JSON.stringify(merge)}`,
+        (extra) => ops.gradients(mixedBatch(), { ...stepOpts, ...merge, ...extra }),
+        (extra) => fused.gradients(mixedBatch(), { ...stepOpts, ...merge, ...extra }),
+        3e-2,
+      );
+    }
+    // In the profile: the node where MUL and SILU_BACK were, and a SWIGLU only where a kept layer rebuilds its activation.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+      const prof = (await fused.gradients(mixedBatch(), { ...extra, profile: true })).profile!;
+      const bwd = prof.filter((o) => o.role === 'bwd.mlp').map((o) => o.op);
+      assert.ok(bwd.includes('CUSTOM'), `${JSON.stringify(extra)} bwd.mlp: ${bwd.join(', ')}`);
+      for (const op of ['MUL', 'SILU_BACK']) assert.ok(!bwd.includes(op), `${JSON.stringify(extra)}: ${op} in bwd.mlp`);
+    }
+    // The census: per layer, three ops' 36 bytes a number of [n_ff, T] become the node's 20.
+    const mlpBytes = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.filter((o) => o.role === 'bwd.mlp').reduce((a, o) => a + o.bytes, 0);
+    const { nLayer, nFf } = model.info;
+    assert.equal((await mlpBytes(ops)) - (await mlpBytes(fused)), nLayer * 16 * nFf * 2 * 16);
+    ops.dispose();
+    fused.dispose();
+    model.dispose();
   });
 
   test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
