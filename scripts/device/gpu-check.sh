@@ -130,6 +130,13 @@ do_peft() {
 # 16 sequences at a time at 16 x 512 tokens, 31 MiB each: batched products of 4, 16 and 32).
 # `fusedattn-nographs` without ggml-cuda's CUDA graphs: the node cuts each step into 2 n_layer + 1
 # pieces, and ggml-cuda captures a graph for each of its own.
+# `fusedmlp` takes the SwiGLU back in our own node (TrainerOptions.fusedMlpBackward: one
+# elementwise kernel for what ggml's MUL, SILU_BACK and SWIGLU did, 33 of 659 GB planned at this
+# shape); `fusedboth` with the attention's node as well, `budget16-fusedboth` in 16 GiB.
+# `fusedmerge` merges with our node (TrainerOptions.fusedMerge: W + s·B·A in one kernel, a
+# recomputed layer's transpose with it; 24 of 658 GB and 977 of 6,538 ops planned at this shape,
+# where the H200 ran the merges' roles at 0.75 TB/s); `fusedall` takes all three nodes, and
+# `budget16-fusedall` in 16 GiB.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -137,6 +144,12 @@ TRAIN_VARIANTS=(
   "default|--train-profile --train-census"
   "fusedattn|--train-fused-attn-backward --train-profile --train-census"
   "budget16-fusedattn|--train-memory-gib 16 --train-fused-attn-backward"
+  "fusedmlp|--train-fused-mlp-backward --train-profile --train-census"
+  "fusedboth|--train-fused-attn-backward --train-fused-mlp-backward --train-profile --train-census"
+  "budget16-fusedboth|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward"
+  "fusedmerge|--train-fused-merge --train-profile --train-census"
+  "fusedall|--train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-profile --train-census"
+  "budget16-fusedall|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
   "fusedattn-ws512|--train-fused-attn-backward --train-attn-workspace-mib 512"
   "fusedattn-nographs|--train-fused-attn-backward|GGML_CUDA_DISABLE_GRAPHS=1"
@@ -193,17 +206,17 @@ do_fusion_check() {
   log "kept layers without ggml-cuda's fusion rc=$? $(grep -E '^# (pass|fail)' /tmp/fusion.log | tr '\n' ' ')"
 }
 
-# The fused attention backward's tests alone (finite differences, ggml ops' gradients, one
-# sequence at a time, nothing off the device), before its timing is worth reading; failures and
-# the backend's messages go to errors.log.
-do_fused_attn_tests() {
+# Our fused nodes' tests alone (attention, SwiGLU, merges: finite differences, ggml ops' gradients,
+# one sequence at a time, nothing off the device), before their timing is worth reading;
+# failures and the backend's messages go to errors.log.
+do_fused_tests() {
   local s; s=$(budget 90 20)
-  [ "$s" = 0 ] && { log "fused attention tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused attention" \
-    dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedattn.log 2>&1
+  [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node" \
+    dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
-  log "fused attention tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedattn.log | tr '\n' ' ')"
-  [ $rc = 0 ] || { grep -E "error:|RRR-ATTN|not ok" /tmp/fusedattn.log | head -40 >> "$OUT/errors.log"; }
+  log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
+  [ $rc = 0 ] || { grep -E "error:|RRR-NODES|not ok" /tmp/fusedtests.log | head -40 >> "$OUT/errors.log"; }
 }
 
 # GPU_CHECK_STEPS picks and orders the steps after the build (default: the full check).
@@ -219,7 +232,7 @@ do_run() {
       train:*) do_train_benches "${step#train:}" ;;
       precision) do_precision ;;
       fusion) do_fusion_check ;;
-      fusedtests) do_fused_attn_tests ;;
+      fusedtests) do_fused_tests ;;
       *) log "unknown step $step" ;;
     esac
   done
