@@ -115,6 +115,14 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.deepEqual([fa.fusedAttnBackward, fa.attnWorkspaceMiB, p.fusedAttnBackward], [true, 0.01, false]);
   const customs = (fa.census.ops as { op: string; count: number }[]).filter((o) => o.op === 'CUSTOM').reduce((a, o) => a + o.count, 0);
   assert.equal(customs, 2, 'one node per layer of the tiny model');
+  // The SwiGLU and merge nodes: one SwiGLU node per layer in bwd.mlp, one merge per adapted
+  // projection (7) in each layer's forward and recomputed pass.
+  const nodes = run(['bench', '--model', model, '--no-generation', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--train-census', '--train-merge-adapter', '--train-fused-mlp-backward', '--train-fused-merge', '--json']);
+  assert.equal(nodes.status, 0, nodes.stderr);
+  const fn = JSON.parse(nodes.stdout)['lora-training-step'].data;
+  assert.deepEqual([fn.fusedMlpBackward, fn.fusedMerge, p.fusedMlpBackward, p.fusedMerge], [true, true, false, false]);
+  const customsIn = (role: string) => (fn.census.ops as { op: string; role: string; count: number }[]).filter((o) => o.op === 'CUSTOM' && o.role === role).reduce((a, o) => a + o.count, 0);
+  assert.deepEqual([customsIn('bwd.mlp'), customsIn('fwd.lora'), customsIn('re.lora')], [2, 14, 14]);
   const badWorkspace = run(['bench', '--model', model, '--no-generation', '--train-attn-workspace-mib', '-1']);
   assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number of MiB >= 0, got -1\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
