@@ -3,7 +3,8 @@
 # against a cuBLAS wheel's headers and libraries, with an empty libcuda for the driver calls, into
 # a folder of its own (never build/Release), then checks that nothing of ggml, libllama or ours is
 # left unresolved, and runs the trainer and placement tests on the CPU with that addon. What it
-# cannot check is anything on a GPU. 33 minutes on 2 cores (ggml-cuda for one architecture).
+# cannot check is anything on a GPU. 33 minutes on 2 cores (ggml-cuda for one architecture) the
+# first time; about 2 minutes again while /tmp/rrr-cuda-check keeps that build.
 #   bash scripts/cuda-link-check.sh [path/to/nvidia_cublas-*.whl]
 set -euo pipefail
 cd "$(dirname "$0")/.."

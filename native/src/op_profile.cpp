@@ -1,6 +1,7 @@
 #include "op_profile.h"
 #include "attn_backward.h"
 #include "backend.h"
+#include "lora_merge.h"
 
 #include <algorithm>
 #include <cctype>
@@ -37,6 +38,11 @@ double flops_of(const ggml_tensor * t) {
         // head, masked ones included: S, dP, dV, dQ and dK, 2 hd flops each.
         const AttnBackwardShape s = attn_backward_shape(t);
         return 10.0 * (double) s.L * (double) s.L * (double) s.hd * (double) s.n_head * (double) s.B;
+    }
+    if (is_lora_merge(t)) {
+        // s·B·A summed once per merged weight (W [n_in, n_out], A [n_in, r]), as ggml's merge
+        // counted its delta's product.
+        return 2.0 * (double) t->src[1]->ne[1] * (double) ggml_nelements(t->src[0]);
     }
     return 0.0;
 }
