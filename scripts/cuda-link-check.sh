@@ -14,15 +14,23 @@ W=/tmp/rrr-cuda-check
 mkdir -p $W/cublas $W/stubs $W/build $W/out
 [ -d $W/cublas/nvidia ] || python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$WHL" $W/cublas
 CU=$(dirname "$(find $W/cublas -name cublas_v2.h | head -1)")/..
-echo "" | gcc -shared -o $W/stubs/libcuda.so -x c -
+# Named libcuda.so.1 and linked even though it defines nothing (--no-as-needed), so the addon
+# names the driver's library as one it needs, as a build against the real one does: on a GPU
+# machine the driver's cu* calls then resolve from it (scripts/device/prebuild-cuda.sh).
+echo "" | gcc -shared -Wl,-soname,libcuda.so.1 -o $W/stubs/libcuda.so -x c -
 cp $W/stubs/libcuda.so $W/stubs/libcuda.so.1
 INC="$(node -p "require('path').resolve('node_modules/node-api-headers/include')");$(node -p "require('path').resolve('node_modules/node-addon-api')")"
-cmake -S . -B $W/build -DCMAKE_BUILD_TYPE=Release -DRRR_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} \
+# sm_90 machine code only (no PTX beside it): the H100 and H200 run it, and it is smaller to carry.
+cmake -S . -B $W/build -DCMAKE_BUILD_TYPE=Release -DRRR_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90-real} \
+  -DCMAKE_SHARED_LINKER_FLAGS="-Wl,--no-as-needed" \
   -DRRR_OUTPUT_DIR=$W/out -DCMAKE_JS_INC="$INC" -DCMAKE_CUDA_FLAGS="-I$CU/include" -DCMAKE_CXX_FLAGS="-I$CU/include" \
   -DCUDA_cublas_LIBRARY=$CU/lib/libcublas.so.13 -DCUDA_cublasLt_LIBRARY=$CU/lib/libcublasLt.so.13 \
   -DCUDA_cuda_driver_LIBRARY=$W/stubs/libcuda.so > $W/configure.log 2>&1
+stamp=$(bash scripts/device/source-stamp.sh)
+rm -f $W/out/stamp
 nice -n 15 cmake --build $W/build --target rrr_native -j "$(nproc)" > $W/build.log 2>&1 || { tail -30 $W/build.log; exit 1; }
 A=$W/out/rrr_native.node
+echo "$stamp" > $W/out/stamp # what it was built from (scripts/device/prebuild-cuda.sh)
 # The driver's cu* calls resolve at run time from libcuda; nothing else may be missing.
 missing=$(nm -u --demangle $A | grep -ciE ' (ggml|rrr::|llama)' || true)
 echo "cuda-link-check: $A built; unresolved ggml/libllama/rrr symbols: $missing"

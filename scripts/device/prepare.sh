@@ -3,8 +3,9 @@
 # fetch (it has no network and no node) into the ignored folder .device/, within the device
 # tool's 64 MiB carry limit: node's binary (xz), the runtime node_modules (no TypeScript: the
 # compiled dist/ travels instead), and the llama.cpp sources the build needs (no other backends,
-# docs, tools or tests), and the CPU addon built here. Then call the device with carry [".device", "dist"] and run
-# scripts/device/gpu-check.sh there.
+# docs, tools or tests), and the CPU addon built here. scripts/device/prebuild-cuda.sh after it
+# adds a CUDA addon built here, which spares the device its build. Then call the device with
+# carry [".device", "dist"] and run scripts/device/gpu-check.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 NODE_VERSION=20.20.2
