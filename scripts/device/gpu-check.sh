@@ -281,7 +281,7 @@ case "${1:-}" in
     do_build || { wait; exit 1; }
     # A prebuilt addon left no build to wait for: the model is written now, niced, while PEFT runs.
     wait $gen
-    [ -f $M ] || ( renice -n 19 $BASHPID > /dev/null; make_model && log "bench model written while PEFT ran" )
+    [ -f $M ] || ( renice -n 19 $BASHPID > /dev/null; make_model && log "bench model written after the build" )
     wait $peft
     do_run
     ;;
