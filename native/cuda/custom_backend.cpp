@@ -67,7 +67,7 @@ void backend_free(ggml_backend_t b) {
 
 void backend_synchronize(ggml_backend_t b) { cudaStreamSynchronize(bctx(b).stream); }
 
-// ggml-cuda's work before the node is waited for here, and the node's before returning: the
+// ggml-cuda's work before our nodes is waited for here, and theirs before returning: the
 // scheduler synchronises the previous backend only for a split that copies no inputs, and
 // ggml-cuda's next split may copy some (the host's token rows, positions).
 ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
