@@ -1,10 +1,10 @@
 #include "attn_backward.h"
 #include "attn_backward_steps.h"
+#include "custom_node.h"
 #include "errors.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -12,15 +12,9 @@ namespace rrr {
 
 namespace {
 
-// ggml keeps a custom node's userdata as a pointer it never follows: ours carries the node's
-// scalars in it (L in the low 31 bits, the TF32 flag in bit 31, the scale's bits above), so
-// nothing outlives the graph that made the node.
-static_assert(sizeof(uintptr_t) == 8, "the node's scalars need a 64-bit userdata");
-uintptr_t pack(int64_t L, float scale, bool tf32) {
-    uint32_t bits = 0;
-    std::memcpy(&bits, &scale, sizeof bits);
-    return (uintptr_t) (((uint64_t) bits << 32) | ((uint64_t) tf32 << 31) | (uint64_t) L);
-}
+// The node's scalars in its userdata (custom_node.h): L in the low 31 bits, the TF32 flag in
+// bit 31, the scale's bits above.
+uint64_t pack(int64_t L, float scale, bool tf32) { return ((uint64_t) float_bits(scale) << 32) | ((uint64_t) tf32 << 31) | (uint64_t) L; }
 
 int64_t grads_floats(const AttnBackwardShape & s) { return s.hd * (s.n_head + 2 * s.n_head_kv) * s.T(); }
 
@@ -117,7 +111,7 @@ ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     const int64_t seqs = std::min<int64_t>(s.B, (int64_t) scratch_bytes / per_seq);
     const int64_t n = grads_floats(s) + (scratch_bytes > 0 ? std::max<int64_t>(1, seqs) * s.scratch_floats_per_seq() : 0);
     ggml_tensor * args[4] = {f32(q, nh), f32(k, nkv), f32(v, nkv), f32(dO, nh)};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, 4, attn_backward_cpu, GGML_N_TASKS_MAX, (void *) pack(L, scale, tf32));
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, 4, attn_backward_cpu, GGML_N_TASKS_MAX, as_userdata(pack(L, scale, tf32)));
 }
 
 ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGrad which) {
@@ -129,23 +123,10 @@ ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGra
     return ggml_view_3d(ctx, node, s.hd, heads, s.T(), s.hd * sizeof(float), s.hd * heads * sizeof(float), (size_t) offset * sizeof(float));
 }
 
-bool is_attn_backward(const ggml_tensor * t) {
-    if (t->op != GGML_OP_CUSTOM) return false;
-    // The op's parameters start with the function (ggml's ggml_custom_op_params).
-    ggml_custom_op_t fun = nullptr;
-    std::memcpy(&fun, t->op_params, sizeof fun);
-    return fun == attn_backward_cpu;
-}
+bool is_attn_backward(const ggml_tensor * t) { return is_custom_node(t, attn_backward_cpu); }
 
 AttnBackwardShape attn_backward_shape(const ggml_tensor * t) {
-    // userdata follows the function and the task count in ggml_custom_op_params.
-    struct Params {
-        ggml_custom_op_t fun;
-        int n_tasks;
-        void * userdata;
-    } p;
-    std::memcpy(&p, t->op_params, sizeof p);
-    const uint64_t u = (uint64_t) (uintptr_t) p.userdata;
+    const uint64_t u = custom_node_bits(t);
     AttnBackwardShape s;
     s.hd = t->src[0]->ne[0];
     s.n_head = t->src[0]->ne[1];
@@ -153,8 +134,7 @@ AttnBackwardShape attn_backward_shape(const ggml_tensor * t) {
     s.L = (int64_t) (u & 0x7fffffffull);
     s.B = t->src[0]->ne[2] / s.L;
     s.tf32 = (u >> 31) & 1;
-    const uint32_t bits = (uint32_t) (u >> 32);
-    std::memcpy(&s.scale, &bits, sizeof bits);
+    s.scale = bits_float((uint32_t) (u >> 32));
     s.scratch_seqs = (ggml_nelements(t) - grads_floats(s)) / s.scratch_floats_per_seq();
     return s;
 }

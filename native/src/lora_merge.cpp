@@ -1,37 +1,19 @@
 #include "lora_merge.h"
+#include "custom_node.h"
 #include "errors.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 namespace rrr {
 
 namespace {
 
-// ggml keeps a custom node's userdata as a pointer it never follows: ours carries the scale's
-// bits and which outputs the node writes.
-static_assert(sizeof(uintptr_t) == 8, "the node's scalars need a 64-bit userdata");
-uintptr_t pack(float scale, MergeOut out) {
-    uint32_t bits = 0;
-    std::memcpy(&bits, &scale, sizeof bits);
-    return (uintptr_t) (((uint64_t) bits << 32) | (uint64_t) out);
-}
+// The node's scalars in its userdata (custom_node.h): the scale's bits above, which outputs it
+// writes in the low two bits.
+uint64_t pack(float scale, MergeOut out) { return ((uint64_t) float_bits(scale) << 32) | (uint64_t) out; }
 
-struct Params {
-    ggml_custom_op_t fun;
-    int n_tasks;
-    void * userdata;
-};
-
-// ggml's custom node parameters (ggml_custom_op_params, in ggml-impl.h): function, task count, userdata.
-Params params_of(const ggml_tensor * t) {
-    Params p;
-    std::memcpy(&p, t->op_params, sizeof p);
-    return p;
-}
-
-MergeOut out_of(const ggml_tensor * t) { return (MergeOut) ((uint64_t) (uintptr_t) params_of(t).userdata & 3u); }
+MergeOut out_of(const ggml_tensor * t) { return (MergeOut) (custom_node_bits(t) & 3u); }
 
 float load(const void * p, ggml_type t, int64_t i) {
     if (t == GGML_TYPE_F16) return ggml_fp16_to_fp32(((const ggml_fp16_t *) p)[i]);
@@ -79,7 +61,7 @@ ggml_tensor * lora_merge(ggml_context * ctx, ggml_tensor * W, ggml_tensor * A, g
     }
     ggml_tensor * args[3] = {W, A, B};
     const int64_t planes = out == MergeOut::Both ? 2 : 1;
-    return ggml_custom_4d(ctx, W->type, ggml_nelements(W) * planes, 1, 1, 1, args, 3, lora_merge_cpu, GGML_N_TASKS_MAX, (void *) pack(scale, out));
+    return ggml_custom_4d(ctx, W->type, ggml_nelements(W) * planes, 1, 1, 1, args, 3, lora_merge_cpu, GGML_N_TASKS_MAX, as_userdata(pack(scale, out)));
 }
 
 ggml_tensor * lora_merge_part(ggml_context * ctx, ggml_tensor * node, MergeOut which) {
@@ -92,12 +74,11 @@ ggml_tensor * lora_merge_part(ggml_context * ctx, ggml_tensor * node, MergeOut w
     return ggml_view_2d(ctx, node, W->ne[1], W->ne[0], W->ne[1] * ts, offset);
 }
 
-bool is_lora_merge(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM && params_of(t).fun == lora_merge_cpu; }
+bool is_lora_merge(const ggml_tensor * t) { return is_custom_node(t, lora_merge_cpu); }
 
 LoraMergeArgs lora_merge_args(ggml_tensor * t) {
-    const uint64_t u = (uint64_t) (uintptr_t) params_of(t).userdata;
-    const uint32_t bits = (uint32_t) (u >> 32);
-    const MergeOut out = (MergeOut) (u & 3u);
+    const uint64_t u = custom_node_bits(t);
+    const MergeOut out = out_of(t);
     LoraMergeArgs a;
     a.W = t->src[0]->data;
     a.A = (const float *) t->src[1]->data;
@@ -106,7 +87,7 @@ LoraMergeArgs lora_merge_args(ggml_tensor * t) {
     a.n_in = t->src[0]->ne[0];
     a.n_out = t->src[0]->ne[1];
     a.r = t->src[1]->ne[1];
-    std::memcpy(&a.scale, &bits, sizeof bits);
+    a.scale = bits_float((uint32_t) (u >> 32));
     char * base = (char *) t->data;
     if (out == MergeOut::Weight || out == MergeOut::Both) a.out = base;
     if (out == MergeOut::Transposed) a.out_t = base;

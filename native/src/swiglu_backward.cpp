@@ -1,9 +1,9 @@
 #include "swiglu_backward.h"
+#include "custom_node.h"
 #include "errors.h"
 #include "swiglu_backward_math.h"
 
 #include <algorithm>
-#include <cstring>
 
 namespace rrr {
 
@@ -35,13 +35,7 @@ ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, Swigl
     return ggml_view_2d(ctx, node, node->ne[0], node->ne[1], node->nb[1], which == SwigluGrad::Gate ? 0 : node->nb[2]);
 }
 
-bool is_swiglu_backward(const ggml_tensor * t) {
-    if (t->op != GGML_OP_CUSTOM) return false;
-    // The op's parameters start with the function (ggml's ggml_custom_op_params).
-    ggml_custom_op_t fun = nullptr;
-    std::memcpy(&fun, t->op_params, sizeof fun);
-    return fun == swiglu_backward_cpu;
-}
+bool is_swiglu_backward(const ggml_tensor * t) { return is_custom_node(t, swiglu_backward_cpu); }
 
 SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     SwigluBackwardArgs a;
