@@ -1007,6 +1007,44 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test('a memory budget weighs more micro-batches against recomputed layers by the planned work, with the same gradients', async () => {
+    const { model } = await tinyModel('budget-split');
+    const nLayer = model.info.nLayer;
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });
+    randomizeB(tr, 0.3);
+    // 16 x 128 tokens: long enough that recomputing a layer costs more than reading the weights again.
+    const B = 16, L = 128;
+    const batch = Array.from({ length: B }, (_, b) => {
+      const w = new Float32Array(L).fill(b % 2 ? 0.7 : -0.4, 1);
+      return { tokens: seq(L, 13 * b + 1), weights: w };
+    });
+    const none = await tr.plan(B, L, { keptLayers: 0 });
+    const all = await tr.plan(B, L, { keptLayers: nLayer });
+    const budget = Math.floor((none.deviceBytes + all.deviceBytes) / 2);
+    const fewest = await tr.plan(B, L, { memoryBudget: budget, keptLayers: 'auto', keptSplit: false });
+    assert.equal(fewest.microBatches, 1);
+    assert.ok(fewest.keptLayers < nLayer, `one micro-batch keeps ${fewest.keptLayers} of ${nLayer} layers in ${budget} bytes`);
+    const split = await tr.plan(B, L, { memoryBudget: budget, keptLayers: 'auto' });
+    assert.ok(split.microBatches > 1 && split.keptLayers > fewest.keptLayers, `split: ${split.microBatches} micro-batches, ${split.keptLayers} kept`);
+    assert.ok(split.deviceBytes <= budget, `${split.deviceBytes} within ${budget}`);
+    assert.ok(split.estimatedMs < fewest.estimatedMs, `estimated ${split.estimatedMs} against ${fewest.estimatedMs} ms`);
+    // The same split and kept layers planned by hand give the same estimate (it is the plan's).
+    const byHand = await tr.plan(B, L, { microBatchTokens: split.microBatchTokens, keptLayers: split.keptLayers });
+    assert.equal(byHand.estimatedMs, split.estimatedMs);
+    // Steps settle what the plan did, twice (the second from the remembered split), with the
+    // gradients of the whole batch at once (the CPU measured 4.8e-8 apart at 0.052: summation order).
+    const whole = await tr.gradients(batch, {});
+    for (let i = 0; i < 2; i++) {
+      const st = await tr.gradients(batch, { memoryBudget: budget, keptLayers: 'auto' });
+      assert.deepEqual([st.microBatches, st.microBatchTokens, st.keptLayers], [split.microBatches, split.microBatchTokens, split.keptLayers], `step ${i}`);
+      assertSameGrads(whole.grads, st.grads, deviceTol(3e-6, 1e-2), `step ${i}`);
+    }
+    const off = await tr.gradients(batch, { memoryBudget: budget, keptLayers: 'auto', keptSplit: false });
+    assert.deepEqual([off.microBatches, off.keptLayers], [1, fewest.keptLayers]);
+    tr.dispose();
+    model.dispose();
+  });
+
   test('a profiled step times its ops and changes no number', async () => {
     const { model } = await tinyModel('grad-profile');
     const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 });

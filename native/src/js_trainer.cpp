@@ -78,6 +78,7 @@ StepSettings settings_from_js(const Napi::Value & v) {
     if (!(budget >= 0) || !std::isfinite(budget)) throw Napi::RangeError::New(env, "memoryBudget: must be a number of bytes >= 0");
     s.memory_budget = (size_t) budget;
     if (s.auto_kept_layers && s.memory_budget == 0) throw Napi::RangeError::New(env, "keptLayers: 'auto' needs a memoryBudget");
+    s.split_for_kept = bool_opt(o, "keptSplit", true);
     s.graph.chunk_rows = int_opt(o, "logitsChunkRows", 0);
     const Napi::Value merge = o.Get("mergeAdapter");
     if (merge.IsBoolean()) s.graph.merge_adapter = merge.As<Napi::Boolean>().Value() ? 1 : 0;
@@ -388,6 +389,7 @@ private:
                 o.Set("keptLayers", (double) out->kept_layers);
                 o.Set("microBatches", (double) out->micro_batches);
                 o.Set("adapterMerged", out->adapter_merged);
+                o.Set("estimatedMs", out->estimated_ms);
                 if (out->fuse_adapter == 2) o.Set("fuseAdapter", "bytes");
                 else o.Set("fuseAdapter", out->fuse_adapter == 1);
                 if (!out->census.empty()) {

@@ -383,7 +383,8 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std
     Census ops(census.value_or(CensusKernels::graph));
     const GraphOptions g = graph_options(st.graph);
     const auto [device, cpu] = planned_bytes(mbs, loss, g, census ? &ops : nullptr);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, ops.list()};
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, ops.list(),
+                      estimated_ms(mbs, st, loss)};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
@@ -409,6 +410,52 @@ std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> &
         if (gpu) out.second = std::max(out.second, b.back());
     }
     return out;
+}
+
+int64_t Trainer::most_kept(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss, int64_t guess) {
+    // Beyond one, more kept layers plan more (one can plan less than none: its backward shares
+    // room with the LM head's), and none is known to fit. Each try plans the whole graph, so the
+    // search starts at a guess (the last step's answer, which a batch of similar size usually
+    // keeps).
+    const int64_t n_layer = model_->weights->config().n_layer;
+    StepSettings t = s;
+    const auto fits = [&](int64_t k) {
+        t.graph.kept_layers = k;
+        return planned_bytes(mbs, loss, graph_options(t.graph)).first <= s.memory_budget;
+    };
+    int64_t lo = 0, hi = n_layer;
+    guess = std::clamp<int64_t>(guess, 1, n_layer);
+    if (fits(guess)) {
+        lo = guess;
+    } else {
+        hi = guess - 1;
+        lo = fits(1) ? 1 : 0;
+        if (lo == 0) hi = 0;
+    }
+    if (lo < hi && !fits(lo + 1)) hi = lo;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (fits(mid)) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+double Trainer::estimated_ms(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss) {
+    const bool gpu = model_->backends->is_gpu();
+    Census census(gpu ? CensusKernels::cuda : CensusKernels::graph);
+    planned_bytes(mbs, loss, graph_options(s.graph), &census);
+    double flops = 0, bytes = 0;
+    for (const OpCensus & o : census.list()) {
+        flops += o.flops;
+        bytes += o.bytes;
+    }
+    // Rates per millisecond. GPU: an H200's profiled step (Qwen2.5-1.5B shape, 16 x 512) ran its
+    // frozen-weight products at 290 to 330 TFLOP/s and most other roles at 0.7 to 1.2 TB/s.
+    // CPU: this project's 2-core machine, from one split and four kept layers of the same shape
+    // cut to 4 layers (4 x 256 tokens): 150 GFLOP/s and 6 GB/s. Only the ratio decides.
+    const double flops_per_ms = gpu ? 3.0e11 : 1.5e8, bytes_per_ms = gpu ? 1.0e9 : 6.0e6;
+    return flops / flops_per_ms + bytes / bytes_per_ms;
 }
 
 std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens) {
@@ -454,31 +501,53 @@ std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSe
         mbs = prepared(s);
     }
     if (s.auto_kept_layers && s.graph.recompute) {
-        // Beyond one, more kept layers plan more (one can plan less than none: its backward
-        // shares room with the LM head's). Each try plans the whole graph, so the search starts
-        // at the last step's answer, which the next batch of similar size usually keeps.
-        StepSettings t = s;
-        const auto fits = [&](int64_t k) {
-            t.graph.kept_layers = k;
-            return bytes(mbs, t) <= budget;
+        int64_t seqs = 0, longest = 0, per = 0;
+        for (const MicroBatch & mb : mbs) {
+            seqs += mb.B;
+            longest = std::max(longest, mb.L);
+            per = std::max(per, mb.B);
+        }
+        const SplitMemo key{seqs, longest, tokens, s.micro_batch_tokens, budget, 0};
+        const auto same_shape = [&](const SplitMemo & m) {
+            return m.seqs == key.seqs && m.longest == key.longest && m.tokens == key.tokens && m.budget_tokens == key.budget_tokens && m.budget == key.budget;
         };
-        int64_t lo = 0, hi = c.n_layer;
-        const int64_t guess = std::clamp<int64_t>(last_auto_kept_, 1, c.n_layer);
-        if (fits(guess)) {
-            lo = guess;
-        } else {
-            hi = guess - 1;
-            lo = fits(1) ? 1 : 0;
-            if (lo == 0) hi = 0;
+        if (s.split_for_kept && same_shape(split_memo_) && split_memo_.micro_batch_tokens != s.micro_batch_tokens) {
+            s.micro_batch_tokens = split_memo_.micro_batch_tokens;
+            mbs = prepared(s);
         }
-        if (lo < hi && !fits(lo + 1)) hi = lo;
-        while (lo < hi) {
-            const int64_t mid = lo + (hi - lo + 1) / 2;
-            if (fits(mid)) lo = mid;
-            else hi = mid - 1;
+        s.graph.kept_layers = most_kept(mbs, s, loss, last_auto_kept_);
+        if (s.split_for_kept && !same_shape(split_memo_) && s.graph.kept_layers < c.n_layer) {
+            // Each further micro-batch reads the weights (and merges the adapter) once more, and
+            // each kept layer spares its recomputation: the census weighs the two. Splits are
+            // tried in order until one keeps every layer (more would only add passes) or two in
+            // a row plan more work than the best.
+            double best = estimated_ms(mbs, s, loss);
+            int worse = 0;
+            for (int64_t m = (int64_t) mbs.size() + 1; per > 1 && worse < 2; ++m) {
+                const int64_t k = (seqs + m - 1) / m; // sequences per micro-batch
+                if (k >= per) continue;
+                per = k;
+                StepSettings t = s;
+                t.micro_batch_tokens = k * longest;
+                std::vector<MicroBatch> cand = prepared(t);
+                t.graph.kept_layers = most_kept(cand, t, loss, c.n_layer);
+                const double est = estimated_ms(cand, t, loss);
+                if (est < best) {
+                    best = est;
+                    s = t;
+                    mbs = std::move(cand);
+                    worse = 0;
+                } else {
+                    worse += 1;
+                }
+                if (t.graph.kept_layers == c.n_layer) break;
+            }
         }
-        s.graph.kept_layers = lo;
-        last_auto_kept_ = lo;
+        if (s.split_for_kept) {
+            split_memo_ = key;
+            split_memo_.micro_batch_tokens = s.micro_batch_tokens;
+        }
+        last_auto_kept_ = s.graph.kept_layers;
     }
     return mbs;
 }

@@ -76,6 +76,10 @@ struct StepSettings {
     // sequence alone does not fit.
     size_t memory_budget = 0;
     bool auto_kept_layers = false;
+    // With auto_kept_layers: where not every layer fits, also weigh more micro-batches than the
+    // budget needs, whose smaller activations let more layers be kept, and take the split whose
+    // planned work (census FLOPs and bytes at the device's rates) is least.
+    bool split_for_kept = true;
     bool profile = false;           // time every op (op_profile.h); slows the step
 };
 
@@ -110,6 +114,9 @@ struct MemoryPlan {
     int fuse_adapter = 0;        // GraphOptions::fuse_adapter, likewise (0, 1 or 2)
     // With plan(..., census): the training passes' ops over all micro-batches (op_profile.h).
     std::vector<OpCensus> census;
+    // The step's work (its census on the device's kernels) at the device's rates, as
+    // StepSettings::split_for_kept weighs splits: a relative cost, not a prediction.
+    double estimated_ms = 0;
 };
 
 class Trainer {
@@ -158,6 +165,12 @@ private:
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
     int64_t last_auto_kept_ = 1; // where the next 'auto' kept-layer search starts
+    // The last split_for_kept answer, reused while batches keep its shape.
+    struct SplitMemo {
+        int64_t seqs = -1, longest = 0, tokens = 0, budget_tokens = 0;
+        size_t budget = 0;
+        int64_t micro_batch_tokens = 0;
+    } split_memo_;
 
     ggml_backend_sched_t sched_for(const std::vector<MicroBatch> & mbs, const GraphOptions & g);
     ggml_backend_sched_t new_sched(size_t n_nodes) const;
@@ -171,6 +184,10 @@ private:
     // The (validated) batch in micro-batches, with s.micro_batch_tokens and s.graph.kept_layers settled within
     // s.memory_budget (StepSettings); n: trained tokens, tokens: all tokens.
     std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);
+    // The most kept layers that fit s.memory_budget over these micro-batches, at least `lo` (known to fit).
+    int64_t most_kept(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss, int64_t lo);
+    // A step's estimated time over these micro-batches from its census (split_for_kept).
+    double estimated_ms(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss);
     // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
     GraphOptions graph_options(const GraphOptions & asked) const;
     // `then` runs on the same scheduler before the statistics are final (the optimizer update).

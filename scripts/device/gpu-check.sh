@@ -167,6 +167,10 @@ do_peft() {
 # recomputed layer's transpose with it; 24 of 658 GB and 977 of 6,538 ops planned at this shape,
 # where the H200 ran the merges' roles at 0.75 TB/s); `fusedall` takes all three nodes, and
 # `budget16-fusedall` in 16 GiB.
+# The 16 GiB budgets weigh splitting the batch so that more layers keep their activations
+# (StepOptions.keptSplit, on by default: at this shape 2 micro-batches of 8 sequences with all 28
+# layers kept, where one keeps 13; 8.4 TFLOP fewer, 8 GB more planned); `budget16-nosplit` and
+# `budget16-fusedall-nosplit` keep the fewest micro-batches that fit, as before.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -186,6 +190,8 @@ TRAIN_VARIANTS=(
   "fused|--no-train-merge-adapter --train-profile --train-census"
   "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"
+  "budget16-nosplit|--train-memory-gib 16 --no-train-kept-split"
+  "budget16-fusedall-nosplit|--train-memory-gib 16 --no-train-kept-split --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
   "budget16-f16|--train-memory-gib 16 --train-kept-f16"
   "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
   "budget16-cache|--train-memory-gib 16 --train-transposed cache"

@@ -93,6 +93,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     ...(o.mergeAdapter !== undefined && { mergeAdapter: o.mergeAdapter }),
     ...(o.fuseAdapter !== undefined && { fuseAdapter: o.fuseAdapter }),
     ...(o.keptF16 !== undefined && { keptF16: o.keptF16 }),
+    ...(o.keptSplit !== undefined && { keptSplit: o.keptSplit }),
     profile: o.profile ?? false,
   };
 }

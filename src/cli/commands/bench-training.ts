@@ -92,6 +92,7 @@ export const trainingSection: BenchSection = {
         mergeAdapter: args['train-merge-adapter'],
         fuseAdapter: fuseAdapterOption(args['train-fuse-adapter']),
         keptF16: args['train-kept-f16'],
+        microBatchTokens: args['train-micro-batch-tokens'],
       };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
       // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
@@ -101,7 +102,9 @@ export const trainingSection: BenchSection = {
       const budget = args['train-memory-gib'] !== undefined ? Math.max(1, args['train-memory-gib'] * 2 ** 30 - fixedBytes) : 0;
       const plan = await tr.plan(B, L, {
         ...base,
-        ...(budget ? { memoryBudget: budget, keptLayers: args['train-recompute'] ? ('auto' as const) : 0 } : { keptLayers: args['train-kept-layers'] }),
+        ...(budget
+          ? { memoryBudget: budget, keptLayers: args['train-recompute'] ? ('auto' as const) : 0, keptSplit: args['train-kept-split'] }
+          : { keptLayers: args['train-kept-layers'] }),
         census: args['train-census'],
         ...(args['train-census-kernels'] !== 'auto' && { censusKernels: args['train-census-kernels'] }),
       });

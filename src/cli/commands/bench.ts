@@ -49,6 +49,8 @@ export interface BenchArgs {
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
   'train-memory-gib'?: number;
+  'train-micro-batch-tokens': number;
+  'train-kept-split': boolean;
   json: boolean;
 }
 
@@ -269,6 +271,18 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe:
           'pick --train-kept-layers as the most that fit this many GiB of GPU memory in all: model weights, kept transposed weights, adapter and AdamW state, 512 MiB for cuBLAS, and the planned compute buffer',
       })
+      .option('train-micro-batch-tokens', {
+        type: 'number',
+        default: 0,
+        describe:
+          'tokens per micro-batch (whole sequences; gradients accumulated over them; 0: the whole batch at once). With --train-memory-gib the step may split further to fit, and kept layers fill what a smaller micro-batch leaves free (StepOptions.microBatchTokens)',
+      })
+      .option('train-kept-split', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'with --train-memory-gib, where not every layer fits: also weigh more micro-batches, whose smaller activations let more layers skip recomputation, and take the split whose planned work is least (--no-train-kept-split: the fewest micro-batches that fit; StepOptions.keptSplit)',
+      })
       .option('train-cublas', {
         choices: ['auto', 'f32', 'f16', 'bf16'] as const,
         default: 'auto' as const,
@@ -340,7 +354,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
     const ws = a['train-attn-workspace-mib'];
     if (ws !== undefined && !(Number.isFinite(ws) && ws >= 0)) throw new RrrError(`--train-attn-workspace-mib: expected a number of MiB >= 0, got ${ws}`);
-    for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']]] as const) {
+    for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']], ['train-micro-batch-tokens', a['train-micro-batch-tokens']]] as const) {
       if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
     }
     const model = await Model.load(a.model, { device: a.device, threads: a.threads });

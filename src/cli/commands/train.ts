@@ -60,6 +60,7 @@ interface Args {
   'kept-layers': string;
   'merge-adapter'?: boolean;
   'kept-f16': boolean;
+  'kept-split': boolean;
   'flash-attn': FlashAttnFlag;
   'fused-attn-backward': boolean;
   'fused-mlp-backward': boolean;
@@ -142,7 +143,7 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /**
- * --train-memory-gib, --kept-layers, --kept-f16, --merge-adapter, --fuse-adapter, --flash-attn and
+ * --train-memory-gib, --kept-layers, --kept-f16, --kept-split, --merge-adapter, --fuse-adapter, --flash-attn and
  * --fused-attn-backward:
  * how steps run, not what they train, so they are not part of run.json and a resumed run may
  * change them.
@@ -151,6 +152,7 @@ function executionSettings(a: Args): {
   budget?: number;
   kept: number | 'auto';
   kept16: boolean;
+  keptSplit: boolean;
   merge?: boolean;
   fuse: StepOptions['fuseAdapter'];
   flashAttn?: boolean;
@@ -166,6 +168,7 @@ function executionSettings(a: Args): {
     ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }),
     kept: k === 'auto' ? 'auto' : Number(k),
     kept16: a['kept-f16'],
+    keptSplit: a['kept-split'],
     ...(a['merge-adapter'] !== undefined && { merge: a['merge-adapter'] }),
     fuse: fuseAdapterOption(a['fuse-adapter']),
     flashAttn: flashAttnOption(a['flash-attn']),
@@ -243,6 +246,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "layers that keep their activations (--kept-layers) hold the MLP's gate and up products in f16 instead of f32: 61% of the bytes, so the same memory keeps more layers; off by default: on a GPU the casts likely cost more time than recomputing a layer saves (an H200's profile ran ggml-cuda's casts at 0.5 to 0.6 TB/s), so this trades time for memory",
         default: false,
+      })
+      .option('kept-split', {
+        type: 'boolean',
+        default: true,
+        describe:
+          "with --kept-layers auto, where not every layer fits --train-memory-gib: also weigh splitting a batch into more micro-batches, whose smaller activations let more layers skip recomputation, and take the split whose planned work is least (the same gradients); --no-kept-split keeps the fewest micro-batches that fit",
       })
       .option('merge-adapter', {
         type: 'boolean',
@@ -427,6 +436,7 @@ export const trainCommand: CommandModule<object, Args> = {
               mergeAdapter: execution.merge,
               fuseAdapter: execution.fuse,
               keptF16: execution.kept16,
+              keptSplit: execution.keptSplit,
             };
           },
         },
