@@ -115,6 +115,7 @@ test("the fused backward nodes (attention, SwiGLU, merges) run on the compute de
       [{ fusedAttnBackward: true }, 2],
       [{ fusedMlpBackward: true }, 2],
       [{ fusedMerge: true }, 2],
+      [{ fusedMerge: true, mergeBf16: true }, 2],
       [{ fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true }, 6],
     ] as const) {
       const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, nodes);

@@ -523,6 +523,53 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  test('merges into bf16 (mergeBf16): f32 weights untouched, 16-bit and quantized ones within bf16 rounding, products without result conversions', async () => {
+    // Measured on the CPU (this tiny qwen2, B std 0.3, no KL): f16 weights merged into bf16 lie
+    // 2.2e-2 from the unmerged path at a largest gradient of 1.62 (merged into f16: 3.5e-3), as a
+    // bf16 model's merged steps do (3.6e-2); our node and ggml's ops 5.3e-6 apart; q8_0 6.0e-2
+    // from unmerged (into f16: 5.8e-2), node and ops the same ops there (quantized: ggml's).
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    for (const type of ['f32', 'f16', 'q8_0']) {
+      const { model } = await tinyModel(`merge-bf16-${type}`, { type });
+      const plain = await Trainer.create(model, spec, { lr: 1e-3 });
+      const ops = await Trainer.create(model, spec, { lr: 1e-3 }, { mergeBf16: true });
+      const node = await Trainer.create(model, spec, { lr: 1e-3 }, { mergeBf16: true, fusedMerge: true });
+      assert.deepEqual([plain.info.mergeBf16, ops.info.mergeBf16, node.info.mergeBf16], [false, true, true]);
+      randomizeB(plain, 0.3);
+      setAll(ops, plain.params());
+      setAll(node, plain.params());
+      for (const extra of [{}, { keptLayers: 1 }]) {
+        const label = `${type} ${JSON.stringify(extra)}`;
+        const unmerged = await plain.gradients(mixedBatch(), { ...extra, mergeAdapter: false });
+        const merged = await plain.gradients(mixedBatch(), { ...extra, mergeAdapter: true });
+        const [a, b] = [await ops.gradients(mixedBatch(), { ...extra, mergeAdapter: true }), await node.gradients(mixedBatch(), { ...extra, mergeAdapter: true })];
+        assertSameGrads(a.grads, b.grads, deviceTol(type === 'f16' ? 1e-4 : 1e-5, 3e-2), `${label}: node against ops`);
+        if (type === 'f32') {
+          assert.deepEqual(a.grads, merged.grads, `${label}: f32 weights merge in f32 either way`);
+          continue;
+        }
+        assertSameGrads(unmerged.grads, a.grads, deviceTol(type === 'f16' ? 4e-2 : 8e-2, 8e-2), `${label}: against the unmerged path`);
+        // It did merge into bf16: not the f16 merge's numbers.
+        let apart = 0;
+        for (const [k, v] of Object.entries(merged.grads)) v.forEach((x, i) => (apart = Math.max(apart, Math.abs(x - a.grads[k]![i]!))));
+        assert.ok(apart > 1e-3, `${label}: bf16 and f16 merges ${apart} apart`);
+      }
+      if (type === 'f16') {
+        // ggml-cuda's census: merged products read bf16 weights and write f32 results directly.
+        const census = async (tr: Trainer) => (await tr.plan(2, 12, { mergeAdapter: true, census: true, censusKernels: 'cuda' })).census!;
+        const [c16, cbf] = [await census(plain), await census(node)];
+        const has = (c: OpCensus[], role: string, op: string) => c.some((o) => o.role === role && o.op === op);
+        for (const role of ['fwd.W', 're.W']) {
+          assert.ok(has(c16, role, 'CONVERT f16 to f32 (cuBLAS result)') && !has(cbf, role, 'CONVERT f16 to f32 (cuBLAS result)'), `${role}: result conversions`);
+          assert.ok(has(cbf, role, 'MUL_MAT bf16 x f32'), `${role}: bf16 products`);
+        }
+        assert.ok(cbf.some((o) => o.role === 'fwd.lora' && o.op === 'CUSTOM'), 'merged by the node');
+      }
+      for (const t of [plain, ops, node]) t.dispose();
+      model.dispose();
+    }
+  });
+
   test("an adapter fused into its weight's product (fuseAdapter): finite differences, and the gradients of the adapter path", async () => {
     // f32 weights: the same sums in another order. Measured on the CPU: 1.1e-6 at most, 1.3e-5 with KL.
     const { model, tr, opts } = await checkAgainstPath('fused', { fuseAdapter: true }, { fuseAdapter: false });

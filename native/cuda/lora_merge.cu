@@ -27,12 +27,13 @@ template <> struct Num<__nv_bfloat16> {
 // W [n_in, n_out] (i fastest), A [n_in, r], B [r, n_out]. The tile's slices of A and B go
 // through shared memory 32 ranks at a time, read along their contiguous sides; the merged tile
 // is written along i, and through shared memory transposed along o, so both writes coalesce.
-template <typename T>
-__global__ void lora_merge_kernel(const T * __restrict__ W, const float * __restrict__ A, const float * __restrict__ B, T * out, T * out_t,
+// W in Tin, the merged weights in To (W's type, or bf16).
+template <typename Tin, typename To>
+__global__ void lora_merge_kernel(const Tin * __restrict__ W, const float * __restrict__ A, const float * __restrict__ B, To * out, To * out_t,
                                   int64_t n_in, int64_t n_out, int64_t R, float scale) {
     __shared__ float As[kTile][kTile + 1]; // [rank][i]
     __shared__ float Bs[kTile][kTile + 1]; // [rank][o]
-    __shared__ T tile[kTile][kTile + 1];   // [o][i], rounded
+    __shared__ To tile[kTile][kTile + 1];  // [o][i], rounded
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int64_t i0 = (int64_t) blockIdx.x * kTile, o0 = (int64_t) blockIdx.y * kTile;
     float acc[kTile / kRows] = {};
@@ -55,7 +56,7 @@ __global__ void lora_merge_kernel(const T * __restrict__ W, const float * __rest
     for (int j = 0; j < kTile / kRows; ++j) {
         const int64_t o = o0 + ty + j * kRows, i = i0 + tx;
         if (o < n_out && i < n_in) {
-            const T v = Num<T>::from_float(Num<T>::to_float(W[i + o * n_in]) + scale * acc[j]);
+            const To v = Num<To>::from_float(Num<Tin>::to_float(W[i + o * n_in]) + scale * acc[j]);
             if (out) out[i + o * n_in] = v;
             tile[ty + j * kRows][tx] = v;
         }
@@ -69,9 +70,18 @@ __global__ void lora_merge_kernel(const T * __restrict__ W, const float * __rest
     }
 }
 
-template <typename T> void launch(const LoraMergeArgs & a, cudaStream_t stream) {
+template <typename Tin, typename To> void launch(const LoraMergeArgs & a, cudaStream_t stream) {
     const dim3 grid((unsigned) ((a.n_in + kTile - 1) / kTile), (unsigned) ((a.n_out + kTile - 1) / kTile));
-    lora_merge_kernel<T><<<grid, dim3(kTile, kRows), 0, stream>>>((const T *) a.W, a.A, a.B, (T *) a.out, (T *) a.out_t, a.n_in, a.n_out, a.r, a.scale);
+    lora_merge_kernel<Tin, To><<<grid, dim3(kTile, kRows), 0, stream>>>((const Tin *) a.W, a.A, a.B, (To *) a.out, (To *) a.out_t, a.n_in, a.n_out,
+                                                                      a.r, a.scale);
+}
+
+// Into W's own type, or into bf16.
+template <typename Tin> const char * launch_from(const LoraMergeArgs & a, cudaStream_t stream) {
+    if (a.out_type == a.type) launch<Tin, Tin>(a, stream);
+    else if (a.out_type == GGML_TYPE_BF16) launch<Tin, __nv_bfloat16>(a, stream);
+    else return "lora_merge: unsupported merged type";
+    return nullptr;
 }
 
 } // namespace
@@ -79,12 +89,14 @@ template <typename T> void launch(const LoraMergeArgs & a, cudaStream_t stream) 
 const char * lora_merge_cuda(const LoraMergeArgs & a, cudaStream_t stream) {
     if (a.n_in == 0 || a.n_out == 0) return nullptr;
     if ((a.n_out + kTile - 1) / kTile > 65535) return "lora_merge: too many output rows for the kernel's grid";
+    const char * err = nullptr;
     switch (a.type) {
-        case GGML_TYPE_F32: launch<float>(a, stream); break;
-        case GGML_TYPE_F16: launch<__half>(a, stream); break;
-        case GGML_TYPE_BF16: launch<__nv_bfloat16>(a, stream); break;
+        case GGML_TYPE_F32: err = launch_from<float>(a, stream); break;
+        case GGML_TYPE_F16: err = launch_from<__half>(a, stream); break;
+        case GGML_TYPE_BF16: err = launch_from<__nv_bfloat16>(a, stream); break;
         default: return "lora_merge: unsupported weight type";
     }
+    if (err) return err;
     return cudaGetLastError() == cudaSuccess ? nullptr : "lora_merge: kernel launch failed";
 }
 

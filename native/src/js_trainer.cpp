@@ -174,6 +174,9 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fm = o.Get("fusedMerge");
     if (fm.IsBoolean()) ts.fused_merge = fm.As<Napi::Boolean>().Value();
     else if (!fm.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMerge: expected true, false or undefined (off)");
+    const Napi::Value mb = o.Get("mergeBf16");
+    if (mb.IsBoolean()) ts.merge_bf16 = mb.As<Napi::Boolean>().Value();
+    else if (!mb.IsUndefined()) throw Napi::TypeError::New(v.Env(), "mergeBf16: expected true, false or undefined (off)");
     const Napi::Value ws = o.Get("attnWorkspaceMiB");
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
         ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
@@ -297,6 +300,7 @@ private:
         o.Set("fusedAttnBackward", t.fused_attn_backward());
         o.Set("fusedMlpBackward", t.fused_mlp_backward());
         o.Set("fusedMerge", t.fused_merge());
+        o.Set("mergeBf16", t.merge_bf16());
         return o;
     }
 

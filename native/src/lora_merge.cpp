@@ -28,7 +28,7 @@ void store(void * p, ggml_type t, int64_t i, float v) {
 }
 
 // One task per run of W's rows (output units o): the row's s·Σ_r B[r, o]·A[:, r] is summed over
-// A's contiguous columns, added to W's row and rounded once to W's type, then written as the
+// A's contiguous columns, added to W's row and rounded once to the output's type, then written as the
 // row, the transposed column, or both. Plain loops: the CPU merges only where asked (tests).
 void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const LoraMergeArgs a = lora_merge_args(dst);
@@ -42,8 +42,8 @@ void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
         }
         for (int64_t i = 0; i < a.n_in; ++i) {
             const float v = load(a.W, a.type, i + o * a.n_in) + a.scale * row[(size_t) i];
-            if (a.out) store(a.out, a.type, i + o * a.n_in, v);
-            if (a.out_t) store(a.out_t, a.type, o + i * a.n_out, v);
+            if (a.out) store(a.out, a.out_type, i + o * a.n_in, v);
+            if (a.out_t) store(a.out_t, a.out_type, o + i * a.n_out, v);
         }
     }
 }
@@ -52,8 +52,11 @@ void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool lora_merge_supports(ggml_type t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
-ggml_tensor * lora_merge(ggml_context * ctx, ggml_tensor * W, ggml_tensor * A, ggml_tensor * B, float scale, MergeOut out) {
+ggml_tensor * lora_merge(ggml_context * ctx, ggml_tensor * W, ggml_tensor * A, ggml_tensor * B, float scale, MergeOut out, ggml_type out_type) {
     if (!lora_merge_supports(W->type)) throw Error(std::string("lora_merge: cannot merge into ") + ggml_type_name(W->type) + " weights");
+    if (out_type != W->type && out_type != GGML_TYPE_BF16) {
+        throw Error(std::string("lora_merge: merges ") + ggml_type_name(W->type) + " weights into " + ggml_type_name(W->type) + " or bf16, not " + ggml_type_name(out_type));
+    }
     if (A->type != GGML_TYPE_F32 || B->type != GGML_TYPE_F32) throw Error("lora_merge: expected f32 A and B");
     if (ggml_n_dims(W) > 2 || A->ne[0] != W->ne[0] || B->ne[1] != W->ne[1] || A->ne[1] != B->ne[0] || !ggml_is_contiguous(W) ||
         !ggml_is_contiguous(A) || !ggml_is_contiguous(B)) {
@@ -61,16 +64,16 @@ ggml_tensor * lora_merge(ggml_context * ctx, ggml_tensor * W, ggml_tensor * A, g
     }
     ggml_tensor * args[3] = {W, A, B};
     const int64_t planes = out == MergeOut::Both ? 2 : 1;
-    return ggml_custom_4d(ctx, W->type, ggml_nelements(W) * planes, 1, 1, 1, args, 3, lora_merge_cpu, GGML_N_TASKS_MAX, as_userdata(pack(scale, out)));
+    return ggml_custom_4d(ctx, out_type, ggml_nelements(W) * planes, 1, 1, 1, args, 3, lora_merge_cpu, GGML_N_TASKS_MAX, as_userdata(pack(scale, out)));
 }
 
 ggml_tensor * lora_merge_part(ggml_context * ctx, ggml_tensor * node, MergeOut which) {
     const ggml_tensor * W = node->src[0];
     const MergeOut has = out_of(node);
     if (which == MergeOut::Both || ((int) has & (int) which) == 0) throw Error("lora_merge_part: the node does not hold that part");
-    const size_t ts = ggml_type_size(W->type);
+    const size_t ts = ggml_type_size(node->type);
     if (which == MergeOut::Weight) return ggml_view_2d(ctx, node, W->ne[0], W->ne[1], W->ne[0] * ts, 0);
-    const size_t offset = has == MergeOut::Both ? ggml_nbytes(W) : 0;
+    const size_t offset = has == MergeOut::Both ? (size_t) ggml_nelements(W) * ts : 0;
     return ggml_view_2d(ctx, node, W->ne[1], W->ne[0], W->ne[1] * ts, offset);
 }
 
@@ -84,6 +87,7 @@ LoraMergeArgs lora_merge_args(ggml_tensor * t) {
     a.A = (const float *) t->src[1]->data;
     a.B = (const float *) t->src[2]->data;
     a.type = t->src[0]->type;
+    a.out_type = t->type;
     a.n_in = t->src[0]->ne[0];
     a.n_out = t->src[0]->ne[1];
     a.r = t->src[1]->ne[1];
@@ -91,7 +95,7 @@ LoraMergeArgs lora_merge_args(ggml_tensor * t) {
     char * base = (char *) t->data;
     if (out == MergeOut::Weight || out == MergeOut::Both) a.out = base;
     if (out == MergeOut::Transposed) a.out_t = base;
-    if (out == MergeOut::Both) a.out_t = base + ggml_nbytes(t->src[0]);
+    if (out == MergeOut::Both) a.out_t = base + (size_t) ggml_nelements(t->src[0]) * ggml_type_size(t->type);
     return a;
 }
 

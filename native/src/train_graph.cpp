@@ -75,7 +75,7 @@ public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
@@ -83,7 +83,7 @@ public:
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, fused_mlp, merge_nodes;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, fused_mlp, merge_nodes, merge_bf16;
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
@@ -514,7 +514,7 @@ private:
     ggml_type product_input(std::initializer_list<Fwd> fs) const {
         ggml_type t = GGML_TYPE_COUNT;
         for (const Fwd & f : fs) {
-            const ggml_type ft = merged && f.p && ggml_is_quantized(f.W->type) ? GGML_TYPE_F16 : f.W->type;
+            const ggml_type ft = merged && f.p ? merged_type(f.W) : f.W->type;
             if (t != GGML_TYPE_COUNT && ft != t) return GGML_TYPE_F32;
             t = ft;
         }
@@ -621,7 +621,7 @@ private:
             const LoraPair * p = pair(il, (LoraTarget) t);
             ggml_tensor * W = Adapter::base_weight(w_, il, (LoraTarget) t);
             if (!p || !lora_merge_supports(W->type) || (made[t] && made[t]->wt)) continue;
-            ggml_tensor * node = lora_merge(ctx_, W, p->a, p->b, lora_.scale, out);
+            ggml_tensor * node = lora_merge(ctx_, W, p->a, p->b, lora_.scale, out, merged_type(W));
             ggml_build_forward_expand(gf_, node);
             Merged m;
             if (out != MergeOut::Transposed) m.w = lora_merge_part(ctx_, node, MergeOut::Weight);
@@ -631,13 +631,22 @@ private:
         done("lora");
     }
 
-    // W + delta in W's type. ggml-cuda adds only f32 and f16, so bf16 goes through f32, and
-    // quantized weights are dequantised (get_rows) and merged into f16.
+    // The type W + s B A is merged into: W's for f32 weights; for 16-bit and quantized ones bf16
+    // with GraphOptions::merge_bf16, else W's (f16 for quantized ones).
+    ggml_type merged_type(const ggml_tensor * W) const {
+        if (W->type == GGML_TYPE_F32) return GGML_TYPE_F32;
+        if (merge_bf16) return GGML_TYPE_BF16;
+        return ggml_is_quantized(W->type) ? GGML_TYPE_F16 : W->type;
+    }
+
+    // W + delta in merged_type(W). ggml-cuda adds only f32 and f16, so other merges go through
+    // f32, and quantized weights are dequantised (get_rows) first.
     ggml_tensor * merged_weight(ggml_tensor * W, ggml_tensor * delta) {
-        if (W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16) return ggml_add(ctx_, W, delta);
-        const bool bf16 = W->type == GGML_TYPE_BF16;
-        ggml_tensor * w32 = bf16 ? ggml_cast(ctx_, W, GGML_TYPE_F32) : ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, on_device(in_.iota), W->ne[1], 0));
-        return ggml_cast(ctx_, ggml_add(ctx_, w32, delta), bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16);
+        const ggml_type to = merged_type(W);
+        if (W->type == to && (to == GGML_TYPE_F32 || to == GGML_TYPE_F16)) return ggml_add(ctx_, W, delta);
+        ggml_tensor * w32 = !ggml_is_quantized(W->type) ? ggml_cast(ctx_, W, GGML_TYPE_F32)
+                                                        : ggml_get_rows(ctx_, W, ggml_view_1d(ctx_, on_device(in_.iota), W->ne[1], 0));
+        return ggml_cast(ctx_, ggml_add(ctx_, w32, delta), to);
     }
 
     // One projection y = W x + B (s A x) (+ bias) to take back through: its output gradient dy.

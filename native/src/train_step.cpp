@@ -177,6 +177,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_attn_ = ts.fused_attn_backward;
     fused_mlp_ = ts.fused_mlp_backward;
     fused_merge_ = ts.fused_merge;
+    merge_bf16_ = ts.merge_bf16;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
@@ -214,6 +215,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.fused_attn_backward = fused_attn_;
     g.fused_mlp_backward = fused_mlp_;
     g.fused_merge = fused_merge_;
+    g.merge_bf16 = merge_bf16_;
     g.attn_tf32 = attn_tf32_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products

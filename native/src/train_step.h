@@ -62,6 +62,9 @@ struct TrainerSettings {
     // GraphOptions::fused_merge for every merged step; on a GPU beside ggml-cuda like the
     // others. Off unless asked: its CUDA kernel is not yet measured against ggml's ops.
     bool fused_merge = false;
+    // GraphOptions::merge_bf16 for every merged step and log-prob pass. Off unless asked: not yet
+    // timed on a GPU, and GeForce cards sum bf16 products in f32 at half their f16 rate.
+    bool merge_bf16 = false;
 };
 
 struct StepSettings {
@@ -148,6 +151,7 @@ public:
     bool fused_attn_backward() const { return fused_attn_; }
     bool fused_mlp_backward() const { return fused_mlp_; }
     bool fused_merge() const { return fused_merge_; }
+    bool merge_bf16() const { return merge_bf16_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -158,6 +162,7 @@ private:
     bool fused_attn_ = false;
     bool fused_mlp_ = false;
     bool fused_merge_ = false;
+    bool merge_bf16_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

@@ -171,6 +171,10 @@ do_peft() {
 # (StepOptions.keptSplit, on by default: at this shape 2 micro-batches of 8 sequences with all 28
 # layers kept, where one keeps 13; 8.4 TFLOP fewer, 8 GB more planned); `budget16-nosplit` and
 # `budget16-fusedall-nosplit` keep the fewest micro-batches that fit, as before.
+# `mergebf16` merges into bf16 with our node (TrainerOptions.mergeBf16): ggml-cuda's bf16
+# products write f32 results where its f16 ones write f16 converted after (604.8 -> 550.1 GB
+# planned at this shape); `budget16-fusedall-bf16` with all three nodes in 16 GiB (485.9 GB
+# against 520.8).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -184,6 +188,8 @@ TRAIN_VARIANTS=(
   "fusedmerge|--train-fused-merge --train-profile --train-census"
   "fusedall|--train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-profile --train-census"
   "budget16-fusedall|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
+  "mergebf16|--train-fused-merge --train-merge-bf16 --train-profile --train-census"
+  "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
   "fusedattn-ws512|--train-fused-attn-backward --train-attn-workspace-mib 512"
   "fusedattn-nographs|--train-fused-attn-backward|GGML_CUDA_DISABLE_GRAPHS=1"
@@ -248,7 +254,7 @@ do_fusion_check() {
 do_fused_tests() {
   local s; s=$(budget 90 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node" \
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16" \
     dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"

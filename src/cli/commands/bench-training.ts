@@ -76,10 +76,11 @@ export const trainingSection: BenchSection = {
       fusedAttnBackward: args['train-fused-attn-backward'],
       fusedMlpBackward: args['train-fused-mlp-backward'],
       fusedMerge: args['train-fused-merge'],
+      mergeBf16: args['train-merge-bf16'],
       ...workspace,
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
-    const mergeNode = tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : '';
+    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -137,6 +138,7 @@ export const trainingSection: BenchSection = {
         fusedAttnBackward: tr.info.fusedAttnBackward,
         fusedMlpBackward: tr.info.fusedMlpBackward,
         fusedMerge: tr.info.fusedMerge,
+        mergeBf16: tr.info.mergeBf16,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };

@@ -45,6 +45,7 @@ export interface BenchArgs {
   'train-fused-attn-backward': boolean;
   'train-fused-mlp-backward': boolean;
   'train-fused-merge': boolean;
+  'train-merge-bf16': boolean;
   'train-attn-workspace-mib'?: number;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
@@ -333,6 +334,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "where the step merges the adapter into the weights (--train-merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops, 4 bytes a weight instead of 12, and a recomputed layer's transposes for its backward pass in the same node (TrainerOptions.fusedMerge)",
+      })
+      .option('train-merge-bf16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where the step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose ggml-cuda products write f32 directly instead of f16 results converted after (8 bits of mantissa instead of 11; GeForce cards sum them at half their f16 rate) (TrainerOptions.mergeBf16)",
       })
       .option('train-attn-workspace-mib', {
         type: 'number',

@@ -65,6 +65,7 @@ interface Args {
   'fused-attn-backward': boolean;
   'fused-mlp-backward': boolean;
   'fused-merge': boolean;
+  'merge-bf16': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
 }
@@ -159,6 +160,7 @@ function executionSettings(a: Args): {
   fusedAttnBackward: boolean;
   fusedMlpBackward: boolean;
   fusedMerge: boolean;
+  mergeBf16: boolean;
 } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
@@ -175,6 +177,7 @@ function executionSettings(a: Args): {
     fusedAttnBackward: a['fused-attn-backward'],
     fusedMlpBackward: a['fused-mlp-backward'],
     fusedMerge: a['fused-merge'],
+    mergeBf16: a['merge-bf16'],
   };
 }
 
@@ -282,6 +285,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: not yet timed on a GPU",
       })
+      .option('merge-bf16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where a step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose GPU products write f32 results directly instead of f16 ones converted after; 8 bits of mantissa instead of 11, and GeForce cards sum them at half their f16 rate; off by default: not yet timed on a GPU",
+      })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
         default: 'auto' as const,
@@ -329,7 +338,7 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge },
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, mergeBf16: execution.mergeBf16 },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
