@@ -157,7 +157,8 @@ do_peft() {
 # fusedAttnBackward: cuBLAS batched TF32 products on a backend beside ggml-cuda, never run on a
 # GPU before): the H200's profile gave ggml's ops 78 ms of the attention backward a step.
 # `fusedattn-ws64` and `-ws512` give it 64 and 512 MiB of work space instead of 256 (2, 8 and
-# 16 sequences at a time at 16 x 512 tokens, 31 MiB each: batched products of 4, 16 and 32).
+# 16 sequences at a time at 16 x 512 tokens, 31 MiB each: batched products of 4, 16 and 32);
+# `-ws32` one sequence at a time, whose [L, L] passes (25 MB) fit the H100's and H200's 50 MB L2.
 # `fusedattn-nographs` without ggml-cuda's CUDA graphs: the node cuts each step into 2 n_layer + 1
 # pieces, and ggml-cuda captures a graph for each of its own.
 # `fusedmlp` takes the SwiGLU back in our own node (TrainerOptions.fusedMlpBackward: one
@@ -190,6 +191,7 @@ TRAIN_VARIANTS=(
   "budget16-fusedall|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
   "mergebf16|--train-fused-merge --train-merge-bf16 --train-profile --train-census"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
+  "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
   "fusedattn-ws512|--train-fused-attn-backward --train-attn-workspace-mib 512"
   "fusedattn-nographs|--train-fused-attn-backward|GGML_CUDA_DISABLE_GRAPHS=1"
