@@ -113,6 +113,7 @@ test("the fused backward nodes (attention, SwiGLU, merges) run on the compute de
     // for one kind, six for all three.
     for (const [nodes, perLayer] of [
       [{ fusedAttnBackward: true }, 2],
+      [{ fusedAttnBackward: true, fusedAttnF16: true }, 2],
       [{ fusedMlpBackward: true }, 2],
       [{ fusedMerge: true }, 2],
       [{ fusedMerge: true, mergeBf16: true }, 2],

@@ -728,6 +728,55 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  test("the fused attention backward's f16 steps (fusedAttnF16): within f16 rounding of ggml ops, 28 bytes per [L, L] number", async () => {
+    // Measured on the CPU (the GPU's steps in loops, every f16 number rounded as the GPU's): qwen2
+    // 9.1e-4 from ggml ops' gradients at a largest of 2.37, qwen3 3.6e-4 of 0.87; the f32 steps
+    // 6.0e-7 and 2.4e-7. Without KL: its e^(ref − lp) turns qwen2's rounding into 7.9e-3 at a
+    // gradient of 0.021 (2.0e-2 at the largest, 45.8).
+    for (const [name, opts] of [
+      ['qwen2', { nEmbd: 128, nHead: 2, nHeadKv: 1 }],
+      ['qwen3', { arch: 'qwen3' as const }],
+    ] as const) {
+      const { model } = await tinyModel(`attn-f16-${name}`, opts);
+      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+      const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+      const ws = { fusedAttnBackward: true, attnWorkspaceMiB: 1e-3 };
+      const [s32, s16] = [await Trainer.create(model, spec, { lr: 1e-3 }, ws), await Trainer.create(model, spec, { lr: 1e-3 }, { ...ws, fusedAttnF16: true })];
+      assert.deepEqual([s32.info.fusedAttnF16, s16.info.fusedAttnF16], [false, true]);
+      randomizeB(ops, 0.3);
+      setAll(s32, ops.params());
+      setAll(s16, ops.params());
+      const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
+      for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+        const o = { ...stepOpts, ...extra };
+        const [a, b, c] = [await ops.gradients(mixedBatch(), o), await s32.gradients(mixedBatch(), o), await s16.gradients(mixedBatch(), o)];
+        assertSameGrads(a.grads, c.grads, deviceTol(2e-3, 3e-2), `${name} ${JSON.stringify(extra)}: ggml ops vs the f16 steps`);
+        let apart = 0;
+        for (const [k, v] of Object.entries(b.grads)) v.forEach((x, i) => (apart = Math.max(apart, Math.abs(x - c.grads[k]![i]!))));
+        assert.ok(apart > 1e-5, `${name} ${JSON.stringify(extra)}: f32 and f16 steps ${apart} apart`);
+      }
+      // The census: 28 bytes per [L, L] number where the f32 steps move 40 (op_profile.cpp).
+      const attnBytes = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.filter((o) => o.role === 'bwd.attn' && o.op === 'CUSTOM').reduce((x, o) => x + o.bytes, 0);
+      const { nLayer, nHead, nHeadKv, headDim } = model.info;
+      const P = 16 * 16 * nHead * 2, nq = headDim * nHead * 32, nkv = headDim * nHeadKv * 32;
+      assert.equal(await attnBytes(s32), nLayer * (40 * P + 44 * nq + 52 * nkv));
+      assert.equal(await attnBytes(s16), nLayer * (28 * P + 32 * nq + 42 * nkv));
+      s32.dispose();
+      s16.dispose();
+      if (!ON_GPU) {
+        // The CPU's own kernel (no work space) takes no copies: the flag changes nothing there.
+        const [own32, own16] = [await Trainer.create(model, spec, { lr: 1e-3 }, { fusedAttnBackward: true }), await Trainer.create(model, spec, { lr: 1e-3 }, { fusedAttnBackward: true, fusedAttnF16: true })];
+        setAll(own32, ops.params());
+        setAll(own16, ops.params());
+        assert.deepEqual((await own16.gradients(mixedBatch(), stepOpts)).grads, (await own32.gradients(mixedBatch(), stepOpts)).grads);
+        own32.dispose();
+        own16.dispose();
+      }
+      ops.dispose();
+      model.dispose();
+    }
+  });
+
   test('the fused SwiGLU backward (fusedMlpBackward): finite differences, the gradients of ggml ops, one pass where there were three', async () => {
     const { model } = await tinyModel('grad-fused-mlp');
     const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };

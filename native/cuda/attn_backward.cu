@@ -1,5 +1,7 @@
 #include "attn_backward_cuda.h"
 
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -12,15 +14,20 @@ constexpr int kRowThreads = 128;
 // Between a token-major [hd, H, L, nb] tensor (the graph's layout: a position's heads adjacent)
 // and a head-major [hd, L, H, nb] one (a head's positions adjacent), where one head's rows form
 // one matrix for cuBLAS and a group of heads one longer matrix. `to_heads` says which way.
-__global__ void swap_heads_positions(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t n, bool to_heads) {
+__device__ inline void put(float * p, float v) { *p = v; }
+__device__ inline void put(__half * p, float v) { *p = __float2half_rn(v); }
+
+// To f32 or (to heads only) to f16, rounded to nearest.
+template <typename To>
+__global__ void swap_heads_positions(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t n, bool to_heads) {
     for (int64_t idx = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; idx < n; idx += (int64_t) gridDim.x * blockDim.x) {
         const int64_t d = idx % hd, r = idx / hd;
         if (to_heads) {
             const int64_t i = r % L, h = (r / L) % H, b = r / (L * H);
-            dst[idx] = src[d + hd * (h + H * (i + L * b))];
+            put(dst + idx, src[d + hd * (h + H * (i + L * b))]);
         } else {
             const int64_t h = r % H, i = (r / H) % L, b = r / (H * L);
-            dst[idx] = src[d + hd * (i + L * (h + H * b))];
+            put(dst + idx, src[d + hd * (i + L * (h + H * b))]);
         }
     }
 }
@@ -53,29 +60,35 @@ template <bool kMax> __device__ float block_reduce(float v) {
     return total;
 }
 
+__device__ inline float get(const float * p) { return *p; }
+__device__ inline float get(const __half * p) { return __half2float(*p); }
+
 // One block per column of S ([L_k, L_q, heads, nb]: a query's scores, scale already applied):
-// the causal softmax in place, zeros past the query's own position.
-__global__ void causal_softmax_kernel(float * S, int64_t L) {
+// the causal softmax into P (S itself, or its f16 room), zeros past the query's own position.
+template <typename TP> __global__ void causal_softmax_kernel(const float * S, TP * P, int64_t L) {
     const int64_t c = blockIdx.x, i = c % L;
-    float * col = S + c * L;
+    const float * col = S + c * L;
+    TP * out = P + c * L;
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, col[j]);
     mx = block_reduce<true>(mx);
     float sum = 0.0f;
     for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) sum += expf(col[j] - mx);
     const float inv = 1.0f / block_reduce<false>(sum);
-    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) col[j] = j <= i ? expf(col[j] - mx) * inv : 0.0f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) put(out + j, j <= i ? expf(col[j] - mx) * inv : 0.0f);
 }
 
-// dS = scale P (dP - Σ_j P dP) per column, written over dP: the gradient at the raw K·Q.
-__global__ void softmax_grad_kernel(const float * P, float * dP, int64_t L, float scale) {
+// dS = scale P (dP - Σ_j P dP) per column, the gradient at the raw K·Q, into dS (dP itself, or
+// an f16 room).
+template <typename TP> __global__ void softmax_grad_kernel(const TP * P, const float * dP, TP * dS, int64_t L, float scale) {
     const int64_t c = blockIdx.x, i = c % L;
-    const float * p = P + c * L;
-    float * d = dP + c * L;
+    const TP * p = P + c * L;
+    const float * d = dP + c * L;
+    TP * out = dS + c * L;
     float acc = 0.0f;
-    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) acc += p[j] * d[j];
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) acc += get(p + j) * d[j];
     const float D = block_reduce<false>(acc);
-    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) d[j] = j <= i ? scale * p[j] * (d[j] - D) : 0.0f;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) put(out + j, j <= i ? scale * get(p + j) * (d[j] - D) : 0.0f);
 }
 
 class CudaOps : public AttnBackwardOps {
@@ -85,28 +98,53 @@ public:
 
     void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override {
         const int64_t n = hd * H * L * nb;
-        const int blocks = (int) std::min<int64_t>((n + 255) / 256, 65535);
-        swap_heads_positions<<<blocks, 256, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
+        swap_heads_positions<float><<<blocks(n), 256, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
     }
 
     bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa, const float * B,
               int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override {
-        const float beta = 0.0f;
-        auto op = [](Trans t) { return t == Trans::N ? CUBLAS_OP_N : CUBLAS_OP_T; };
-        return cublasGemmStridedBatchedEx(handle_, op(ta), op(tb), (int) m, (int) n, (int) k, &alpha, A, CUDA_R_32F, (int) lda, (long long) sa, B,
-                                          CUDA_R_32F, (int) ldb, (long long) sb, &beta, C, CUDA_R_32F, (int) ldc, (long long) sc, (int) batch,
-                                          compute_, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+        return batched(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, sa, B, ldb, sb, C, ldc, sc, batch, compute_);
     }
 
     void causal_softmax(float * S, int64_t L, int64_t cols) override {
-        causal_softmax_kernel<<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, L);
+        causal_softmax_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, S, L);
     }
 
     void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) override {
-        softmax_grad_kernel<<<(unsigned) cols, kRowThreads, 0, stream_>>>(P, dP, L, scale);
+        softmax_grad_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(P, dP, dP, L, scale);
+    }
+
+    void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) override {
+        const int64_t n = hd * H * L * nb;
+        swap_heads_positions<__half><<<blocks(n), 256, 0, stream_>>>(src, (__half *) dst, hd, H, L, n, true);
+    }
+
+    bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+                   const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override {
+        return batched(ta, tb, m, n, k, alpha, A, CUDA_R_16F, lda, sa, B, ldb, sb, C, ldc, sc, batch, CUBLAS_COMPUTE_32F);
+    }
+
+    void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) override {
+        causal_softmax_kernel<__half><<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, (__half *) P, L);
+    }
+
+    void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override {
+        softmax_grad_kernel<__half><<<(unsigned) cols, kRowThreads, 0, stream_>>>((const __half *) P, dP, (__half *) dS, L, scale);
     }
 
 private:
+    static int blocks(int64_t n) { return (int) std::min<int64_t>((n + 255) / 256, 65535); }
+
+    // A and B of one type (f32 or f16), C f32.
+    bool batched(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const void * A, cudaDataType_t ab, int64_t lda, int64_t sa,
+                 const void * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch, cublasComputeType_t compute) {
+        const float beta = 0.0f;
+        auto op = [](Trans t) { return t == Trans::N ? CUBLAS_OP_N : CUBLAS_OP_T; };
+        return cublasGemmStridedBatchedEx(handle_, op(ta), op(tb), (int) m, (int) n, (int) k, &alpha, A, ab, (int) lda, (long long) sa, B, ab,
+                                          (int) ldb, (long long) sb, &beta, C, CUDA_R_32F, (int) ldc, (long long) sc, (int) batch, compute,
+                                          CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+    }
+
     cublasHandle_t handle_;
     cudaStream_t stream_;
     cublasComputeType_t compute_;

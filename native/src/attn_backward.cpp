@@ -12,11 +12,17 @@ namespace rrr {
 
 namespace {
 
-// The node's scalars in its userdata (custom_node.h): L in the low 31 bits, the TF32 flag in
-// bit 31, the scale's bits above.
-uint64_t pack(int64_t L, float scale, bool tf32) { return ((uint64_t) float_bits(scale) << 32) | ((uint64_t) tf32 << 31) | (uint64_t) L; }
+// The node's scalars in its userdata (custom_node.h): L in the low 30 bits, the f16 flag in bit
+// 30, the TF32 flag in bit 31, the scale's bits above.
+uint64_t pack(int64_t L, float scale, bool tf32, bool half) {
+    return ((uint64_t) float_bits(scale) << 32) | ((uint64_t) tf32 << 31) | ((uint64_t) half << 30) | (uint64_t) L;
+}
 
 int64_t grads_floats(const AttnBackwardShape & s) { return s.hd * (s.n_head + 2 * s.n_head_kv) * s.T(); }
+
+// The work space starts at the first 256-byte boundary after the gradients (its parts are
+// 256-byte multiples, for the products' aligned loads): it takes this many floats more.
+constexpr int64_t kScratchPad = 256 / sizeof(float);
 
 float dot(const float * a, const float * b, int64_t n) {
     float acc = 0.0f;
@@ -90,9 +96,9 @@ void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
 } // namespace
 
 ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * dO, int64_t L, float scale,
-                            bool tf32, size_t scratch_bytes) {
+                            bool tf32, bool half, size_t scratch_bytes) {
     const int64_t hd = q->ne[0], nh = q->ne[1], T = q->ne[2], nkv = k->ne[1];
-    if (L <= 0 || L >= (1ll << 31) || T % L != 0 || nh % nkv != 0 || k->ne[0] != hd || v->ne[0] != hd || v->ne[1] != nkv ||
+    if (L <= 0 || L >= (1ll << 30) || T % L != 0 || nh % nkv != 0 || k->ne[0] != hd || v->ne[0] != hd || v->ne[1] != nkv ||
         k->ne[2] != T || v->ne[2] != T || ggml_nelements(dO) != hd * nh * T) {
         throw Error("attn_backward: inconsistent shapes");
     }
@@ -107,11 +113,12 @@ ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     s.n_head_kv = nkv;
     s.L = L;
     s.B = T / L;
+    s.half = half;
     const int64_t per_seq = s.scratch_floats_per_seq() * (int64_t) sizeof(float);
     const int64_t seqs = std::min<int64_t>(s.B, (int64_t) scratch_bytes / per_seq);
-    const int64_t n = grads_floats(s) + (scratch_bytes > 0 ? std::max<int64_t>(1, seqs) * s.scratch_floats_per_seq() : 0);
+    const int64_t n = grads_floats(s) + (scratch_bytes > 0 ? kScratchPad + std::max<int64_t>(1, seqs) * s.scratch_floats_per_seq() : 0);
     ggml_tensor * args[4] = {f32(q, nh), f32(k, nkv), f32(v, nkv), f32(dO, nh)};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, 4, attn_backward_cpu, GGML_N_TASKS_MAX, as_userdata(pack(L, scale, tf32)));
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, 4, attn_backward_cpu, GGML_N_TASKS_MAX, as_userdata(pack(L, scale, tf32, half)));
 }
 
 ggml_tensor * attn_backward_part(ggml_context * ctx, ggml_tensor * node, AttnGrad which) {
@@ -131,11 +138,13 @@ AttnBackwardShape attn_backward_shape(const ggml_tensor * t) {
     s.hd = t->src[0]->ne[0];
     s.n_head = t->src[0]->ne[1];
     s.n_head_kv = t->src[1]->ne[1];
-    s.L = (int64_t) (u & 0x7fffffffull);
+    s.L = (int64_t) (u & 0x3fffffffull);
     s.B = t->src[0]->ne[2] / s.L;
     s.tf32 = (u >> 31) & 1;
+    s.half = (u >> 30) & 1;
     s.scale = bits_float((uint32_t) (u >> 32));
-    s.scratch_seqs = (ggml_nelements(t) - grads_floats(s)) / s.scratch_floats_per_seq();
+    const int64_t rest = ggml_nelements(t) - grads_floats(s);
+    s.scratch_seqs = rest > 0 ? (rest - kScratchPad) / s.scratch_floats_per_seq() : 0;
     return s;
 }
 
@@ -149,7 +158,10 @@ AttnBackwardArgs attn_backward_args(ggml_tensor * t) {
     a.dq = (float *) t->data;
     a.dk = a.dq + s.hd * s.n_head * s.T();
     a.dv = a.dk + s.hd * s.n_head_kv * s.T();
-    a.scratch = s.scratch_seqs > 0 ? a.dv + s.hd * s.n_head_kv * s.T() : nullptr;
+    if (s.scratch_seqs > 0) {
+        const uintptr_t end = (uintptr_t) (a.dv + s.hd * s.n_head_kv * s.T());
+        a.scratch = (void *) ((end + 255) / 256 * 256);
+    }
     a.hd = s.hd;
     a.n_head = s.n_head;
     a.n_head_kv = s.n_head_kv;
@@ -158,6 +170,7 @@ AttnBackwardArgs attn_backward_args(ggml_tensor * t) {
     a.scratch_seqs = s.scratch_seqs;
     a.scale = s.scale;
     a.tf32 = s.tf32;
+    a.half = s.half;
     return a;
 }
 

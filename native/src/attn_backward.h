@@ -24,13 +24,12 @@ struct AttnBackwardShape {
     int64_t L = 0, B = 0;                      // positions per sequence, sequences (T = L * B)
     float scale = 1.0f;                        // the softmax's input is scale * K·Q
     bool tf32 = false;                         // a GPU may round the products' inputs to TF32
+    bool half = false;                         // the work space's steps multiply f16 copies (AttnBackwardArgs::half)
     int64_t scratch_seqs = 0;                  // sequences the node's work space holds (GPU)
 
     int64_t T() const { return L * B; }
-    // Floats in the work space per sequence: Q, dO, K and V by head (dQ, dK and dV take their
-    // places once read for the last time), and the [L, L] probabilities and their gradient per
-    // query head.
-    int64_t scratch_floats_per_seq() const { return hd * L * (2 * n_head + 2 * n_head_kv) + 2 * L * L * n_head; }
+    // Floats of work space per sequence (attn_scratch_bytes_per_seq: a multiple of 256 bytes).
+    int64_t scratch_floats_per_seq() const { return attn_scratch_bytes_per_seq(hd, n_head, n_head_kv, L, half) / (int64_t) sizeof(float); }
 };
 
 // The node: q [hd, n_head, T] (rotated), k [hd, n_head_kv, T] (rotated), v [hd, n_head_kv, T] and
@@ -40,9 +39,11 @@ struct AttnBackwardShape {
 // dK [hd, n_head_kv, T] after it, dV after that (attn_backward_part), then a work space of
 // `scratch_bytes` rounded down to whole sequences, at least one (0: none). The GPU's kernels need
 // it; the CPU's need none, and given one take the GPU's steps in slow loops instead
-// (attn_backward_steps.h), to check them where there is no GPU.
+// (attn_backward_steps.h), to check them where there is no GPU. With `half` the work space's
+// steps multiply f16 copies of Q, K, V, dO, the probabilities and their gradient, with f32 sums
+// (AttnBackwardArgs::half); without a work space it changes nothing.
 ggml_tensor * attn_backward(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * dO, int64_t L, float scale,
-                            bool tf32, size_t scratch_bytes);
+                            bool tf32, bool half, size_t scratch_bytes);
 
 enum class AttnGrad { Q, K, V };
 // dQ, dK or dV as a view of the node's result, [hd, heads, T].

@@ -1,9 +1,43 @@
 #include "attn_backward_steps.h"
+#include "ggml.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace rrr {
+
+namespace {
+
+int64_t round256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The work space's parts, each per sequence (256-byte multiples); a chunk of nb sequences holds
+// nb of each, part after part.
+struct Parts {
+    int64_t q, o, k, v, s, p, ds, dq, dk, dv; // 0: the part is not used
+};
+
+Parts parts(int64_t hd, int64_t nh, int64_t nkv, int64_t L, bool half) {
+    const int64_t e = half ? 2 : 4; // bytes of the copies by head and of P and dS
+    Parts r{};
+    r.q = r.o = round256(e * hd * L * nh);
+    r.k = r.v = round256(e * hd * L * nkv);
+    r.s = round256(4 * L * L * nh);
+    r.ds = round256(e * L * L * nh);
+    if (half) {
+        // f16 probabilities beside the f32 scores; f32 gradients by head beside the f16 copies
+        r.p = r.ds;
+        r.dq = round256(4 * hd * L * nh);
+        r.dk = r.dv = round256(4 * hd * L * nkv);
+    }
+    return r;
+}
+
+} // namespace
+
+int64_t attn_scratch_bytes_per_seq(int64_t hd, int64_t n_head, int64_t n_head_kv, int64_t L, bool half) {
+    const Parts r = parts(hd, n_head, n_head_kv, L, half);
+    return r.q + r.o + r.k + r.v + r.s + r.p + r.ds + r.dq + r.dk + r.dv;
+}
 
 // Per chunk of nb sequences, with p = g + n_head_kv * b numbering the (K/V head, sequence)
 // pairs: the query heads of a group are adjacent in the head-major copies, so a group's queries
@@ -14,34 +48,57 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
     if (nbmax < 1 || !a.scratch) return "attention backward: no work space";
     // cuBLAS takes int sizes and leading dimensions.
     if (grp * L > (1ll << 31) - 1 || hd > (1ll << 31) - 1) return "attention backward: too many positions for cuBLAS's int sizes";
-    float * Qh = a.scratch;
-    float * Oh = Qh + hd * L * nh * nbmax;
-    float * Kh = Oh + hd * L * nh * nbmax;
-    float * Vh = Kh + hd * L * nkv * nbmax;
-    float * S = Vh + hd * L * nkv * nbmax;
-    float * dS = S + L * L * nh * nbmax;
-    // Each gradient over an input the products below no longer read.
-    float * dVh = Vh, * dQh = Oh, * dKh = Kh;
+    const Parts r = parts(hd, nh, nkv, L, a.half);
+    char * at = (char *) a.scratch;
+    auto take = [&](int64_t per_seq) {
+        char * p = per_seq ? at : nullptr;
+        at += per_seq * nbmax;
+        return p;
+    };
+    char * Qp = take(r.q), * Op = take(r.o), * Kp = take(r.k), * Vp = take(r.v), * Sp = take(r.s), * Pp = take(r.p), * dSp = take(r.ds);
+    char * dQp = take(r.dq), * dKp = take(r.dk), * dVp = take(r.dv);
     const Trans N = Trans::N, Tr = Trans::T;
     for (int64_t b0 = 0; b0 < a.B; b0 += nbmax) {
         const int64_t nb = std::min(nbmax, a.B - b0), tok0 = b0 * L, G = nkv * nb, cols = L * nh * nb;
-        ops.swap(a.q + hd * nh * tok0, Qh, hd, nh, L, nb, true);
-        ops.swap(a.dO + hd * nh * tok0, Oh, hd, nh, L, nb, true);
-        ops.swap(a.k + hd * nkv * tok0, Kh, hd, nkv, L, nb, true);
-        ops.swap(a.v + hd * nkv * tok0, Vh, hd, nkv, L, nb, true);
         const int64_t sq = hd * L * grp, skv = hd * L, ss = L * L * grp; // strides per pair p
-        // S = scale Kᵀ Q: [L_k, grp * L_q] per pair
-        if (!ops.gemm(Tr, N, L, grp * L, hd, a.scale, Kh, hd, skv, Qh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
-        ops.causal_softmax(S, L, cols);
-        // dP = Vᵀ dO
-        if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, dS, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
-        ops.softmax_grad(S, dS, L, cols, a.scale);
-        // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
-        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, S, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
-        // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
-        if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
-        // dK = Q dSᵀ, summed like dV (K read for the last time above)
-        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
+        float * dQh, * dKh, * dVh;
+        if (!a.half) {
+            float * Qh = (float *) Qp, * Oh = (float *) Op, * Kh = (float *) Kp, * Vh = (float *) Vp, * S = (float *) Sp, * dS = (float *) dSp;
+            ops.swap(a.q + hd * nh * tok0, Qh, hd, nh, L, nb, true);
+            ops.swap(a.dO + hd * nh * tok0, Oh, hd, nh, L, nb, true);
+            ops.swap(a.k + hd * nkv * tok0, Kh, hd, nkv, L, nb, true);
+            ops.swap(a.v + hd * nkv * tok0, Vh, hd, nkv, L, nb, true);
+            // S = scale Kᵀ Q: [L_k, grp * L_q] per pair
+            if (!ops.gemm(Tr, N, L, grp * L, hd, a.scale, Kh, hd, skv, Qh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
+            ops.causal_softmax(S, L, cols);
+            // dP = Vᵀ dO
+            if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, dS, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
+            ops.softmax_grad(S, dS, L, cols, a.scale);
+            // Each gradient over an input the products below no longer read.
+            dVh = Vh, dQh = Oh, dKh = Kh;
+            // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
+            if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, S, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
+            // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
+            if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+            // dK = Q dSᵀ, summed like dV (K read for the last time above)
+            if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
+        } else {
+            // The same products on f16 copies (dQ, dK and dV in rooms of their own: f32 is wider).
+            uint16_t * Qh = (uint16_t *) Qp, * Oh = (uint16_t *) Op, * Kh = (uint16_t *) Kp, * Vh = (uint16_t *) Vp, * P = (uint16_t *) Pp, * dS = (uint16_t *) dSp;
+            float * S = (float *) Sp; // the scores, then dP
+            dQh = (float *) dQp, dKh = (float *) dKp, dVh = (float *) dVp;
+            ops.swap_half(a.q + hd * nh * tok0, Qh, hd, nh, L, nb);
+            ops.swap_half(a.dO + hd * nh * tok0, Oh, hd, nh, L, nb);
+            ops.swap_half(a.k + hd * nkv * tok0, Kh, hd, nkv, L, nb);
+            ops.swap_half(a.v + hd * nkv * tok0, Vh, hd, nkv, L, nb);
+            if (!ops.gemm_half(Tr, N, L, grp * L, hd, a.scale, Kh, hd, skv, Qh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
+            ops.causal_softmax_half(S, P, L, cols);
+            if (!ops.gemm_half(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
+            ops.softmax_grad_half(P, S, dS, L, cols, a.scale);
+            if (!ops.gemm_half(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, P, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
+            if (!ops.gemm_half(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+            if (!ops.gemm_half(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
+        }
         ops.swap(dQh, a.dq + hd * nh * tok0, hd, nh, L, nb, false);
         ops.swap(dKh, a.dk + hd * nkv * tok0, hd, nkv, L, nb, false);
         ops.swap(dVh, a.dv + hd * nkv * tok0, hd, nkv, L, nb, false);
@@ -100,6 +157,69 @@ void HostAttnBackwardOps::softmax_grad(const float * P, float * dP, int64_t L, i
         double D = 0.0;
         for (int64_t j = 0; j <= i; ++j) D += (double) p[j] * d[j];
         for (int64_t j = 0; j < L; ++j) d[j] = j <= i ? scale * p[j] * (d[j] - (float) D) : 0.0f;
+    }
+}
+
+// The f16 steps on the host: the same loops, every f16 number rounded as the GPU's would be.
+namespace {
+float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t) h); }
+uint16_t f2h(float f) { return (uint16_t) ggml_fp32_to_fp16(f); }
+} // namespace
+
+void HostAttnBackwardOps::swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) {
+    for (int64_t b = 0; b < nb; ++b) {
+        for (int64_t h = 0; h < H; ++h) {
+            for (int64_t i = 0; i < L; ++i) {
+                const float * from = src + hd * (h + H * (i + L * b));
+                uint16_t * to = dst + hd * (i + L * (h + H * b));
+                for (int64_t d = 0; d < hd; ++d) to[d] = f2h(from[d]);
+            }
+        }
+    }
+}
+
+bool HostAttnBackwardOps::gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda,
+                                    int64_t sa, const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
+    for (int64_t p = 0; p < batch; ++p) {
+        const uint16_t * Ap = A + p * sa, * Bp = B + p * sb;
+        float * Cp = C + p * sc;
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < m; ++i) {
+                double acc = 0.0;
+                for (int64_t l = 0; l < k; ++l) {
+                    const float x = h2f(ta == Trans::N ? Ap[i + l * lda] : Ap[l + i * lda]);
+                    const float y = h2f(tb == Trans::N ? Bp[l + j * ldb] : Bp[j + l * ldb]);
+                    acc += (double) x * y;
+                }
+                Cp[i + j * ldc] = (float) (alpha * acc);
+            }
+        }
+    }
+    return true;
+}
+
+void HostAttnBackwardOps::causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) {
+    for (int64_t c = 0; c < cols; ++c) {
+        const float * col = S + c * L;
+        uint16_t * out = P + c * L;
+        const int64_t i = c % L;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, col[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::exp(col[j] - mx);
+        for (int64_t j = 0; j < L; ++j) out[j] = f2h(j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f);
+    }
+}
+
+void HostAttnBackwardOps::softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) {
+    for (int64_t c = 0; c < cols; ++c) {
+        const uint16_t * p = P + c * L;
+        const float * d = dP + c * L;
+        uint16_t * out = dS + c * L;
+        const int64_t i = c % L;
+        double D = 0.0;
+        for (int64_t j = 0; j <= i; ++j) D += (double) h2f(p[j]) * d[j];
+        for (int64_t j = 0; j < L; ++j) out[j] = f2h(j <= i ? scale * h2f(p[j]) * (d[j] - (float) D) : 0.0f);
     }
 }
 

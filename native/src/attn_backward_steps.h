@@ -11,11 +11,21 @@ namespace rrr {
 struct AttnBackwardArgs {
     const float * q = nullptr, * k = nullptr, * v = nullptr, * dO = nullptr; // [hd, heads, T]
     float * dq = nullptr, * dk = nullptr, * dv = nullptr;                      // the same layouts
-    float * scratch = nullptr; // scratch_seqs sequences' worth (AttnBackwardShape::scratch_floats_per_seq)
+    void * scratch = nullptr; // scratch_seqs sequences' worth (attn_scratch_bytes_per_seq)
     int64_t hd = 0, n_head = 0, n_head_kv = 0, L = 0, B = 0, scratch_seqs = 0;
     float scale = 1.0f;
     bool tf32 = false;
+    // The products read f16 copies of Q, K, V and dO and f16 probabilities and their gradient,
+    // summing in f32; scores, dP and the gradients stay f32 (attn_backward.h).
+    bool half = false;
 };
+
+// Bytes of work space the steps take per sequence of L positions: Q, dO, K and V by head
+// (f32, or f16 with `half`, where dQ, dK and dV then get f32 rooms of their own), and per query
+// head the [L, L] scores and probabilities and their gradients (f32; with `half` scores f32,
+// probabilities and their gradient f16). Each part is a multiple of 256 bytes, so that every
+// part of a chunk of sequences starts aligned for the products.
+int64_t attn_scratch_bytes_per_seq(int64_t hd, int64_t n_head, int64_t n_head_kv, int64_t L, bool half);
 
 enum class Trans { N, T };
 
@@ -33,6 +43,16 @@ public:
     virtual void causal_softmax(float * S, int64_t L, int64_t cols) = 0;
     // dS = scale P (dP - Σ_j P dP) per column, written over dP.
     virtual void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) = 0;
+
+    // The same with f16 (IEEE binary16, as bits) where AttnBackwardArgs::half says: swap_half
+    // copies token-major f32 to head-major f16, rounding to nearest; gemm_half multiplies f16
+    // operands into f32 with f32 sums; causal_softmax_half reads f32 scores and writes f16
+    // probabilities; softmax_grad_half reads f16 P and f32 dP and writes f16 dS.
+    virtual void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) = 0;
+    virtual bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+                           const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) = 0;
+    virtual void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) = 0;
+    virtual void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) = 0;
 };
 
 // Runs the node through `ops`. Returns nullptr, or what failed.
@@ -46,6 +66,11 @@ public:
               int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
     void causal_softmax(float * S, int64_t L, int64_t cols) override;
     void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) override;
+    void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) override;
+    bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+                   const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
+    void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) override;
+    void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override;
 };
 
 } // namespace rrr

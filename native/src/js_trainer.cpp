@@ -174,6 +174,9 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fm = o.Get("fusedMerge");
     if (fm.IsBoolean()) ts.fused_merge = fm.As<Napi::Boolean>().Value();
     else if (!fm.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMerge: expected true, false or undefined (off)");
+    const Napi::Value ah = o.Get("fusedAttnF16");
+    if (ah.IsBoolean()) ts.fused_attn_f16 = ah.As<Napi::Boolean>().Value();
+    else if (!ah.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnF16: expected true, false or undefined (off)");
     const Napi::Value mb = o.Get("mergeBf16");
     if (mb.IsBoolean()) ts.merge_bf16 = mb.As<Napi::Boolean>().Value();
     else if (!mb.IsUndefined()) throw Napi::TypeError::New(v.Env(), "mergeBf16: expected true, false or undefined (off)");
@@ -301,6 +304,7 @@ private:
         o.Set("fusedMlpBackward", t.fused_mlp_backward());
         o.Set("fusedMerge", t.fused_merge());
         o.Set("mergeBf16", t.merge_bf16());
+        o.Set("fusedAttnF16", t.fused_attn_f16());
         return o;
     }
 

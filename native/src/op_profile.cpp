@@ -57,6 +57,10 @@ double graph_bytes(const ggml_tensor * t) {
         const AttnBackwardShape s = attn_backward_shape(t);
         const double P = (double) s.L * (double) s.L * (double) s.n_head * (double) s.B;
         const double nq = (double) (s.hd * s.n_head * s.T()), nkv = (double) (s.hd * s.n_head_kv * s.T());
+        // With f16 copies (half): scores and dP 4 bytes written and 4 read each, P and dS 2
+        // written and read twice each: 28 bytes per [L, L] number. Q, dO and K read (4), copied
+        // (2) and read by two products (2 each), V by one; the gradients as before (12 each).
+        if (s.half && s.scratch_seqs > 0) return 28.0 * P + 32.0 * nq + 42.0 * nkv;
         return 4.0 * (10.0 * P + 11.0 * nq + 13.0 * nkv);
     }
     if (t->op == GGML_OP_GET_ROWS) {

@@ -75,7 +75,7 @@ public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
@@ -83,7 +83,7 @@ public:
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, fused_mlp, merge_nodes, merge_bf16;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16;
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
@@ -236,7 +236,7 @@ public:
         done("W");
         ggml_tensor * dqr, * dkr, * dv3;
         if (fused_attn) {
-            ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_scratch);
+            ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_half, attn_scratch);
             dqr = attn_backward_part(ctx_, g, AttnGrad::Q);
             dkr = attn_backward_part(ctx_, g, AttnGrad::K);
             dv3 = attn_backward_part(ctx_, g, AttnGrad::V);

@@ -109,6 +109,9 @@ struct GraphOptions {
     bool fused_attn_backward = false;
     size_t attn_scratch_bytes = 0;
     bool attn_tf32 = false;
+    // Its work space's products on f16 copies (AttnBackwardArgs::half). Set by the trainer
+    // (TrainerSettings::fused_attn_f16).
+    bool attn_half = false;
     // The SwiGLU's backward pass as one node of our own (swiglu_backward.h) instead of three of
     // ggml's ops: one pass over the MLP's gate, up and their gradient where there were three.
     // Set by the trainer (TrainerSettings::fused_mlp_backward).

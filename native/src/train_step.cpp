@@ -178,6 +178,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_mlp_ = ts.fused_mlp_backward;
     fused_merge_ = ts.fused_merge;
     merge_bf16_ = ts.merge_bf16;
+    attn_half_ = ts.fused_attn_f16;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
@@ -217,6 +218,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.fused_merge = fused_merge_;
     g.merge_bf16 = merge_bf16_;
     g.attn_tf32 = attn_tf32_;
+    g.attn_half = attn_half_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
     // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.

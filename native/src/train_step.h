@@ -65,6 +65,10 @@ struct TrainerSettings {
     // GraphOptions::merge_bf16 for every merged step and log-prob pass. Off unless asked: not yet
     // timed on a GPU, and GeForce cards sum bf16 products in f32 at half their f16 rate.
     bool merge_bf16 = false;
+    // With fused_attn_backward: its work space's steps multiply f16 copies of Q, K, V, dO, the
+    // probabilities and their gradient (f32 sums), where they multiply f32 (TF32 on a GPU):
+    // GraphOptions::attn_half. Off unless asked: not yet timed on a GPU.
+    bool fused_attn_f16 = false;
 };
 
 struct StepSettings {
@@ -152,6 +156,7 @@ public:
     bool fused_mlp_backward() const { return fused_mlp_; }
     bool fused_merge() const { return fused_merge_; }
     bool merge_bf16() const { return merge_bf16_; }
+    bool fused_attn_f16() const { return attn_half_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -163,6 +168,7 @@ private:
     bool fused_mlp_ = false;
     bool fused_merge_ = false;
     bool merge_bf16_ = false;
+    bool attn_half_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

@@ -175,7 +175,9 @@ do_peft() {
 # `mergebf16` merges into bf16 with our node (TrainerOptions.mergeBf16): ggml-cuda's bf16
 # products write f32 results where its f16 ones write f16 converted after (604.8 -> 550.1 GB
 # planned at this shape); `budget16-fusedall-bf16` with all three nodes in 16 GiB (485.9 GB
-# against 520.8).
+# against 520.8). `fusedattn-f16` runs the attention node's products on f16 copies
+# (TrainerOptions.fusedAttnF16: tensor-core f16 products instead of TF32, 28 bytes per [L, L]
+# number instead of 40); `budget16-best` is everything untimed together in 16 GiB.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -190,6 +192,8 @@ TRAIN_VARIANTS=(
   "fusedall|--train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-profile --train-census"
   "budget16-fusedall|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
   "mergebf16|--train-fused-merge --train-merge-bf16 --train-profile --train-census"
+  "fusedattn-f16|--train-fused-attn-backward --train-fused-attn-f16 --train-profile --train-census"
+  "budget16-best|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"

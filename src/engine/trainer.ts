@@ -38,6 +38,8 @@ export interface TrainerInfo {
   fusedMerge: boolean;
   /** Whether merges of 16-bit and quantized weights go into bf16 (TrainerOptions.mergeBf16). */
   mergeBf16: boolean;
+  /** Whether the fused attention backward multiplies f16 copies (TrainerOptions.fusedAttnF16). */
+  fusedAttnF16: boolean;
 }
 
 export interface GradientsResult extends StepResult {

@@ -262,6 +262,16 @@ export interface TrainerOptions {
    */
   attnWorkspaceMiB?: number;
   /**
+   * With fusedAttnBackward: its work space's products multiply f16 copies of Q, K, V and dO and
+   * f16 probabilities and their gradient, with f32 sums (cuBLAS's tensor-core f16 products),
+   * where they multiply f32 (TF32 on a GPU); the scores, dP and the gradients stay f32. 28 bytes
+   * per [L, L] number instead of 40 (at the Qwen2.5-1.5B shape, 16 × 512 tokens in two
+   * micro-batches: the node's census 53.2 instead of 74.9 GB). Needs a work space (a GPU's, or
+   * attnWorkspaceMiB on the CPU, which then rounds as the GPU would); the CPU's own kernel
+   * ignores it. Default false: not yet timed on a GPU.
+   */
+  fusedAttnF16?: boolean;
+  /**
    * The SwiGLU's backward pass as one node of our own instead of three of ggml's ops (a MUL, a
    * SILU_BACK and a SWIGLU): one pass over the MLP's gate, up and their gradient where there were
    * three, 20 bytes a number instead of 36. On a GPU (CUDA builds) one elementwise kernel on the

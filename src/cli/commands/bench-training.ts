@@ -77,9 +77,10 @@ export const trainingSection: BenchSection = {
       fusedMlpBackward: args['train-fused-mlp-backward'],
       fusedMerge: args['train-fused-merge'],
       mergeBf16: args['train-merge-bf16'],
+      fusedAttnF16: args['train-fused-attn-f16'],
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? ', fused attention backward' : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
@@ -139,6 +140,7 @@ export const trainingSection: BenchSection = {
         fusedMlpBackward: tr.info.fusedMlpBackward,
         fusedMerge: tr.info.fusedMerge,
         mergeBf16: tr.info.mergeBf16,
+        fusedAttnF16: tr.info.fusedAttnF16,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };

@@ -46,6 +46,7 @@ export interface BenchArgs {
   'train-fused-mlp-backward': boolean;
   'train-fused-merge': boolean;
   'train-merge-bf16': boolean;
+  'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
   'train-fuse-adapter': FuseAdapterFlag;
   'train-kept-layers': number;
@@ -340,6 +341,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "where the step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose ggml-cuda products write f32 directly instead of f16 results converted after (8 bits of mantissa instead of 11; GeForce cards sum them at half their f16 rate) (TrainerOptions.mergeBf16)",
+      })
+      .option('train-fused-attn-f16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'with --train-fused-attn-backward: its products on f16 copies of Q, K, V, dO, the probabilities and their gradient (f32 sums), 28 bytes per [L, L] number instead of 40 (TrainerOptions.fusedAttnF16)',
       })
       .option('train-attn-workspace-mib', {
         type: 'number',

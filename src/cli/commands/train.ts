@@ -66,6 +66,7 @@ interface Args {
   'fused-mlp-backward': boolean;
   'fused-merge': boolean;
   'merge-bf16': boolean;
+  'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
 }
@@ -161,6 +162,7 @@ function executionSettings(a: Args): {
   fusedMlpBackward: boolean;
   fusedMerge: boolean;
   mergeBf16: boolean;
+  fusedAttnF16: boolean;
 } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
@@ -178,6 +180,7 @@ function executionSettings(a: Args): {
     fusedMlpBackward: a['fused-mlp-backward'],
     fusedMerge: a['fused-merge'],
     mergeBf16: a['merge-bf16'],
+    fusedAttnF16: a['fused-attn-f16'],
   };
 }
 
@@ -285,6 +288,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: not yet timed on a GPU",
       })
+      .option('fused-attn-f16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --fused-attn-backward: its GPU products multiply f16 copies of Q, K, V, dO, the probabilities and their gradient (f32 sums) instead of f32 (TF32): 28 bytes per [L, L] number instead of 40; off by default: not yet timed on a GPU",
+      })
       .option('merge-bf16', {
         type: 'boolean',
         default: false,
@@ -338,7 +347,7 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, mergeBf16: execution.mergeBf16 },
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
