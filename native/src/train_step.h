@@ -176,10 +176,12 @@ private:
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;
     int64_t last_auto_kept_ = 1; // where the next 'auto' kept-layer search starts
-    // The last split_for_kept answer, reused while batches keep its shape.
+    // The last split_for_kept answer, reused while batches keep its shape and the settings that
+    // size a step's buffers (`what`: kept f16, merging, fusing, KL, LM-head chunk rows) stay.
     struct SplitMemo {
         int64_t seqs = -1, longest = 0, tokens = 0, budget_tokens = 0;
         size_t budget = 0;
+        int64_t what = 0;
         int64_t micro_batch_tokens = 0;
     } split_memo_;
 
