@@ -106,121 +106,105 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
     return nullptr;
 }
 
-void HostAttnBackwardOps::swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
+// The host's loops, each written once for f32 and f16 operands: f16 numbers (IEEE binary16
+// bits) are widened where read and rounded to nearest where written, as the GPU's are.
+namespace {
+
+float widen(float v) { return v; }
+float widen(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t) h); }
+void put(float * p, float v) { *p = v; }
+void put(uint16_t * p, float v) { *p = (uint16_t) ggml_fp32_to_fp16(v); }
+
+template <typename To> void host_swap(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
     for (int64_t b = 0; b < nb; ++b) {
         for (int64_t h = 0; h < H; ++h) {
             for (int64_t i = 0; i < L; ++i) {
                 const int64_t tok = hd * (h + H * (i + L * b)), head = hd * (i + L * (h + H * b));
-                std::copy_n(src + (to_heads ? tok : head), hd, dst + (to_heads ? head : tok));
+                const float * from = src + (to_heads ? tok : head);
+                To * to = dst + (to_heads ? head : tok);
+                for (int64_t d = 0; d < hd; ++d) put(to + d, from[d]);
             }
         }
     }
+}
+
+template <typename T>
+void host_gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const T * A, int64_t lda, int64_t sa, const T * B, int64_t ldb,
+               int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
+    for (int64_t p = 0; p < batch; ++p) {
+        const T * Ap = A + p * sa, * Bp = B + p * sb;
+        float * Cp = C + p * sc;
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < m; ++i) {
+                double acc = 0.0;
+                for (int64_t l = 0; l < k; ++l) {
+                    const float x = widen(ta == Trans::N ? Ap[i + l * lda] : Ap[l + i * lda]);
+                    const float y = widen(tb == Trans::N ? Bp[l + j * ldb] : Bp[j + l * ldb]);
+                    acc += (double) x * y;
+                }
+                Cp[i + j * ldc] = (float) (alpha * acc);
+            }
+        }
+    }
+}
+
+// P may be S itself (f32): each number is read before it is written.
+template <typename TP> void host_softmax(const float * S, TP * P, int64_t L, int64_t cols) {
+    for (int64_t c = 0; c < cols; ++c) {
+        const float * col = S + c * L;
+        TP * out = P + c * L;
+        const int64_t i = c % L;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, col[j]);
+        double sum = 0.0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::exp(col[j] - mx);
+        for (int64_t j = 0; j < L; ++j) put(out + j, j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f);
+    }
+}
+
+// dS may be dP itself (f32), likewise.
+template <typename TP> void host_softmax_grad(const TP * P, const float * dP, TP * dS, int64_t L, int64_t cols, float scale) {
+    for (int64_t c = 0; c < cols; ++c) {
+        const TP * p = P + c * L;
+        const float * d = dP + c * L;
+        TP * out = dS + c * L;
+        const int64_t i = c % L;
+        double D = 0.0;
+        for (int64_t j = 0; j <= i; ++j) D += (double) widen(p[j]) * d[j];
+        for (int64_t j = 0; j < L; ++j) put(out + j, j <= i ? scale * widen(p[j]) * (d[j] - (float) D) : 0.0f);
+    }
+}
+
+} // namespace
+
+void HostAttnBackwardOps::swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
+    host_swap(src, dst, hd, H, L, nb, to_heads);
 }
 
 bool HostAttnBackwardOps::gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa,
                                const float * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
-    for (int64_t p = 0; p < batch; ++p) {
-        const float * Ap = A + p * sa, * Bp = B + p * sb;
-        float * Cp = C + p * sc;
-        for (int64_t j = 0; j < n; ++j) {
-            for (int64_t i = 0; i < m; ++i) {
-                double acc = 0.0;
-                for (int64_t l = 0; l < k; ++l) {
-                    const float x = ta == Trans::N ? Ap[i + l * lda] : Ap[l + i * lda];
-                    const float y = tb == Trans::N ? Bp[l + j * ldb] : Bp[j + l * ldb];
-                    acc += (double) x * y;
-                }
-                Cp[i + j * ldc] = (float) (alpha * acc);
-            }
-        }
-    }
+    host_gemm(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch);
     return true;
 }
 
-void HostAttnBackwardOps::causal_softmax(float * S, int64_t L, int64_t cols) {
-    for (int64_t c = 0; c < cols; ++c) {
-        float * col = S + c * L;
-        const int64_t i = c % L;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, col[j]);
-        double sum = 0.0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(col[j] - mx);
-        for (int64_t j = 0; j < L; ++j) col[j] = j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f;
-    }
-}
+void HostAttnBackwardOps::causal_softmax(float * S, int64_t L, int64_t cols) { host_softmax(S, S, L, cols); }
 
-void HostAttnBackwardOps::softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) {
-    for (int64_t c = 0; c < cols; ++c) {
-        const float * p = P + c * L;
-        float * d = dP + c * L;
-        const int64_t i = c % L;
-        double D = 0.0;
-        for (int64_t j = 0; j <= i; ++j) D += (double) p[j] * d[j];
-        for (int64_t j = 0; j < L; ++j) d[j] = j <= i ? scale * p[j] * (d[j] - (float) D) : 0.0f;
-    }
-}
-
-// The f16 steps on the host: the same loops, every f16 number rounded as the GPU's would be.
-namespace {
-float h2f(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t) h); }
-uint16_t f2h(float f) { return (uint16_t) ggml_fp32_to_fp16(f); }
-} // namespace
+void HostAttnBackwardOps::softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) { host_softmax_grad(P, dP, dP, L, cols, scale); }
 
 void HostAttnBackwardOps::swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) {
-    for (int64_t b = 0; b < nb; ++b) {
-        for (int64_t h = 0; h < H; ++h) {
-            for (int64_t i = 0; i < L; ++i) {
-                const float * from = src + hd * (h + H * (i + L * b));
-                uint16_t * to = dst + hd * (i + L * (h + H * b));
-                for (int64_t d = 0; d < hd; ++d) to[d] = f2h(from[d]);
-            }
-        }
-    }
+    host_swap(src, dst, hd, H, L, nb, true);
 }
 
 bool HostAttnBackwardOps::gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda,
                                     int64_t sa, const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
-    for (int64_t p = 0; p < batch; ++p) {
-        const uint16_t * Ap = A + p * sa, * Bp = B + p * sb;
-        float * Cp = C + p * sc;
-        for (int64_t j = 0; j < n; ++j) {
-            for (int64_t i = 0; i < m; ++i) {
-                double acc = 0.0;
-                for (int64_t l = 0; l < k; ++l) {
-                    const float x = h2f(ta == Trans::N ? Ap[i + l * lda] : Ap[l + i * lda]);
-                    const float y = h2f(tb == Trans::N ? Bp[l + j * ldb] : Bp[j + l * ldb]);
-                    acc += (double) x * y;
-                }
-                Cp[i + j * ldc] = (float) (alpha * acc);
-            }
-        }
-    }
+    host_gemm(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch);
     return true;
 }
 
-void HostAttnBackwardOps::causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) {
-    for (int64_t c = 0; c < cols; ++c) {
-        const float * col = S + c * L;
-        uint16_t * out = P + c * L;
-        const int64_t i = c % L;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, col[j]);
-        double sum = 0.0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(col[j] - mx);
-        for (int64_t j = 0; j < L; ++j) out[j] = f2h(j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f);
-    }
-}
+void HostAttnBackwardOps::causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
 
 void HostAttnBackwardOps::softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) {
-    for (int64_t c = 0; c < cols; ++c) {
-        const uint16_t * p = P + c * L;
-        const float * d = dP + c * L;
-        uint16_t * out = dS + c * L;
-        const int64_t i = c % L;
-        double D = 0.0;
-        for (int64_t j = 0; j <= i; ++j) D += (double) h2f(p[j]) * d[j];
-        for (int64_t j = 0; j < L; ++j) out[j] = f2h(j <= i ? scale * h2f(p[j]) * (d[j] - (float) D) : 0.0f);
-    }
+    host_softmax_grad(P, dP, dS, L, cols, scale);
 }
 
 } // namespace rrr

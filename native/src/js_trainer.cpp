@@ -165,21 +165,17 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     const Napi::Value fa = o.Get("flashAttn");
     if (fa.IsBoolean()) ts.flash_attn = fa.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (!fa.IsUndefined()) throw Napi::TypeError::New(v.Env(), "flashAttn: expected true, false or undefined (auto)");
-    const Napi::Value fab = o.Get("fusedAttnBackward");
-    if (fab.IsBoolean()) ts.fused_attn_backward = fab.As<Napi::Boolean>().Value();
-    else if (!fab.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnBackward: expected true, false or undefined (off)");
-    const Napi::Value fmb = o.Get("fusedMlpBackward");
-    if (fmb.IsBoolean()) ts.fused_mlp_backward = fmb.As<Napi::Boolean>().Value();
-    else if (!fmb.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMlpBackward: expected true, false or undefined (off)");
-    const Napi::Value fm = o.Get("fusedMerge");
-    if (fm.IsBoolean()) ts.fused_merge = fm.As<Napi::Boolean>().Value();
-    else if (!fm.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedMerge: expected true, false or undefined (off)");
-    const Napi::Value ah = o.Get("fusedAttnF16");
-    if (ah.IsBoolean()) ts.fused_attn_f16 = ah.As<Napi::Boolean>().Value();
-    else if (!ah.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedAttnF16: expected true, false or undefined (off)");
-    const Napi::Value mb = o.Get("mergeBf16");
-    if (mb.IsBoolean()) ts.merge_bf16 = mb.As<Napi::Boolean>().Value();
-    else if (!mb.IsUndefined()) throw Napi::TypeError::New(v.Env(), "mergeBf16: expected true, false or undefined (off)");
+    // Switches that are off unless given: true, false or undefined.
+    const auto off_unless = [&](const char * name, bool & field) {
+        const Napi::Value x = o.Get(name);
+        if (x.IsBoolean()) field = x.As<Napi::Boolean>().Value();
+        else if (!x.IsUndefined()) throw Napi::TypeError::New(v.Env(), std::string(name) + ": expected true, false or undefined (off)");
+    };
+    off_unless("fusedAttnBackward", ts.fused_attn_backward);
+    off_unless("fusedAttnF16", ts.fused_attn_f16);
+    off_unless("fusedMlpBackward", ts.fused_mlp_backward);
+    off_unless("fusedMerge", ts.fused_merge);
+    off_unless("mergeBf16", ts.merge_bf16);
     const Napi::Value ws = o.Get("attnWorkspaceMiB");
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
         ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
