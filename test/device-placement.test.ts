@@ -108,16 +108,21 @@ test('training passes use flash attention by default only on a GPU with a kernel
 test("the fused backward nodes (attention, SwiGLU, merges) run on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
   const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1 }), { device: TEST_DEVICE });
   try {
-    // Each kind of node cuts ggml-cuda's graph at least once per layer (the merges: the forward
-    // pass's, which a GPU's default step with f16 weights makes), so two pieces a layer or more
-    // for one kind, six for all three.
-    for (const [nodes, perLayer] of [
-      [{ fusedAttnBackward: true }, 2],
-      [{ fusedAttnBackward: true, fusedAttnF16: true }, 2],
-      [{ fusedMlpBackward: true }, 2],
-      [{ fusedMerge: true }, 2],
-      [{ fusedMerge: true, mergeBf16: true }, 2],
-      [{ fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true }, 6],
+    // Runs of our nodes in the graph (StepResult.graphCustomRuns): one per layer for the
+    // attention's and the SwiGLU's; merges (a GPU's default step with f16 weights merges, the
+    // CPU's does not) two layers at a time in the forward pass and one layer at a time in the
+    // backward; all three: the merges for the backward of the layer below beside each attention
+    // node, the top layer's alone. On a GPU each run is a piece of our backend between two of
+    // ggml-cuda's.
+    const n = model.info.nLayer;
+    const merges = TEST_DEVICE === 'cuda';
+    for (const [nodes, runs] of [
+      [{ fusedAttnBackward: true }, n],
+      [{ fusedAttnBackward: true, fusedAttnF16: true }, n],
+      [{ fusedMlpBackward: true }, n],
+      [{ fusedMerge: true }, merges ? Math.ceil(n / 2) + n : 0],
+      [{ fusedMerge: true, mergeBf16: true }, merges ? Math.ceil(n / 2) + n : 0],
+      [{ fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true }, merges ? Math.ceil(n / 2) + 2 * n + 1 : 2 * n],
     ] as const) {
       const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, nodes);
       try {
@@ -135,8 +140,9 @@ test("the fused backward nodes (attention, SwiGLU, merges) run on the compute de
           assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, `${what}: ${JSON.stringify(st)}`);
           assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
           assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
+          assert.equal(st.graphCustomRuns, runs, `${what}: runs of our nodes`);
           // On the CPU: one piece.
-          if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= perLayer * model.info.nLayer + 1, `${what}: ${st.graphSplits} pieces`);
+          if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= 2 * runs + 1, `${what}: ${st.graphSplits} pieces for ${runs} runs of ours`);
           else assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
         }
       } finally {

@@ -140,7 +140,7 @@ function loopFixture(steps: number): { items: Map<string, Item>; failures: { ite
 
 /** What a learner's step returns, for fakes. */
 function stepResult(batch: TrainSequence[]) {
-  return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, graphMs: 0, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, graphHostInputs: 10, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0, adapterMerged: false };
+  return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, graphMs: 0, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, graphHostInputs: 10, graphCustomRuns: 0, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0, adapterMerged: false };
 }
 
 test('a run interrupted and resumed trains on exactly the same batches', async () => {

@@ -84,6 +84,7 @@ ggml_backend_sched_t Backends::new_sched(size_t n_nodes, ggml_backend_t extra) c
 void Placement::merge(const Placement & o) {
     splits = std::max(splits, o.splits);
     host_inputs = std::max(host_inputs, o.host_inputs);
+    custom_runs = std::max(custom_runs, o.custom_runs);
     std::vector<std::string> all(off_primary);
     all.insert(all.end(), o.off_primary.begin(), o.off_primary.end());
     std::sort(all.begin(), all.end());
@@ -101,10 +102,14 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
     p.splits = ggml_backend_sched_get_n_splits(sched);
     ggml_backend_t primary = ggml_backend_sched_get_backend(sched, 0);
     std::unordered_set<const ggml_tensor *> host_inputs;
+    bool in_run = false;
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         // Views and reshapes cost nothing wherever they are placed.
         if (is_view_op(t)) continue;
+        const bool custom = t->op == GGML_OP_CUSTOM;
+        if (custom && !in_run) p.custom_runs += 1;
+        in_run = custom;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
         // A backend on the primary's own buffers (custom_backend.h) runs on the same device.
         if (at && at != primary && ggml_backend_get_default_buffer_type(at) != ggml_backend_get_default_buffer_type(primary)) {

@@ -33,6 +33,10 @@ struct Placement {
     // when one piece needs more than 30 (GGML_SCHED_MAX_SPLIT_INPUTS). Counted on any backend, so
     // the CPU can tell a graph that a GPU would cut.
     int host_inputs = 0;
+    // Runs of our own nodes (GGML_OP_CUSTOM) in the graph's order, views aside: on a GPU each is
+    // a piece of our backend between two of ggml-cuda's, and the scheduler waits on the host at
+    // both ends. Counted on any backend, like host_inputs.
+    int custom_runs = 0;
     void merge(const Placement & o);
 };
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf);

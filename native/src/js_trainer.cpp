@@ -114,6 +114,7 @@ Napi::Object stats_to_js(Napi::Env env, const StepStats & st) {
     o.Set("keptLayers", (double) st.kept_layers);
     o.Set("adapterMerged", st.adapter_merged);
     set_placement(env, o, st.placement);
+    o.Set("graphCustomRuns", st.placement.custom_runs);
     if (!st.profile.empty()) {
         Napi::Array prof = Napi::Array::New(env, st.profile.size());
         for (size_t i = 0; i < st.profile.size(); ++i) {

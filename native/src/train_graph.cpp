@@ -9,6 +9,7 @@
 #include "transposed_weights.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -82,6 +83,10 @@ public:
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
+    // In a training graph with merge nodes: what layer il's recomputation and backward pass need
+    // merged (Both where it is recomputed, Transposed where it kept its activations), so that the
+    // layer above can make them beside its attention node.
+    std::function<MergeOut(int64_t)> backward_merges;
     const TransposedWeights * const transposed;
     const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16;
     const int fuse;
@@ -106,7 +111,12 @@ public:
         LayerActs a;
         a.x = x;
         // A recomputed layer's backward follows at once: its merge nodes write the transposes too.
-        if (merge_nodes) premerge(il, phase == "re" ? MergeOut::Both : MergeOut::Weight, nullptr);
+        if (merge_nodes) {
+            premerge(il, phase == "re" ? MergeOut::Both : MergeOut::Weight, nullptr);
+            // Two layers' forward merges in one run of our nodes, where each would cut ggml-cuda's
+            // graph twice: the second layer's merged weights live one layer longer.
+            if (phase != "re" && il % 2 == 0 && il + 1 < c_.n_layer) merge_ahead(il + 1, MergeOut::Weight);
+        }
         a.h1 = norm_w(x, l.attn_norm);
         done("norm");
         const std::vector<Proj> qkv = projs(a.h1, {{l.wq, pair(il, LoraTarget::Q), l.bq}, {l.wk, pair(il, LoraTarget::K), l.bk}, {l.wv, pair(il, LoraTarget::V), l.bv}});
@@ -237,6 +247,17 @@ public:
         ggml_tensor * dqr, * dkr, * dv3;
         if (fused_attn) {
             ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_half, attn_scratch);
+            if (merge_nodes && il > 0 && backward_merges) {
+                // The layer below's merges (its recomputation's, or its backward's transposes)
+                // right after this node, in the same piece of ours instead of one of their own.
+                ggml_build_forward_expand(gf_, g);
+                done("attn");
+                const MergeOut need = backward_merges(il - 1);
+                const std::string was = phase;
+                phase = need == MergeOut::Both ? "re" : "bwd";
+                merge_ahead(il - 1, need);
+                phase = was;
+            }
             dqr = attn_backward_part(ctx_, g, AttnGrad::Q);
             dkr = attn_backward_part(ctx_, g, AttnGrad::K);
             dv3 = attn_backward_part(ctx_, g, AttnGrad::V);
@@ -372,7 +393,9 @@ private:
     struct Merged {
         ggml_tensor * w = nullptr, * wt = nullptr; // W + s B A, its transpose (either may be absent)
     };
-    std::unordered_map<const ggml_tensor *, Merged> premerged_; // premerge()'s, for one layer's pass, by W
+    using MergedSet = std::unordered_map<const ggml_tensor *, Merged>; // by W
+    MergedSet premerged_;                       // premerge()'s, for one layer's pass
+    std::unordered_map<int64_t, MergedSet> ahead_; // merge_ahead()'s, by the layer they are for
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -610,8 +633,23 @@ private:
     // one per adapted projection of a type it takes, put in the graph one after another so that
     // on a GPU they run as one piece beside ggml-cuda's. With `acts`, only for the projections
     // whose forward pass left no transpose (Proj::wt).
+    // Merges made ahead for this layer (merge_ahead) serve instead.
     void premerge(int64_t il, MergeOut out, const LayerActs * acts) {
-        premerged_.clear();
+        const auto it = ahead_.find(il);
+        if (it != ahead_.end()) {
+            premerged_ = std::move(it->second);
+            ahead_.erase(it);
+            return;
+        }
+        premerged_ = make_merges(il, out, acts);
+    }
+
+    // A layer's merges put in the graph now, beside other nodes of ours, so that a GPU runs them
+    // in the same piece of our backend: the layer's premerge() then takes them.
+    void merge_ahead(int64_t il, MergeOut out) { ahead_[il] = make_merges(il, out, nullptr); }
+
+    MergedSet make_merges(int64_t il, MergeOut out, const LayerActs * acts) {
+        MergedSet set;
         const Proj * made[kLoraTargets] = {};
         if (acts) {
             const Proj * ps[kLoraTargets] = {&acts->q, &acts->k, &acts->v, &acts->o, &acts->g, &acts->u, &acts->d};
@@ -626,9 +664,10 @@ private:
             Merged m;
             if (out != MergeOut::Transposed) m.w = lora_merge_part(ctx_, node, MergeOut::Weight);
             if (out != MergeOut::Weight) m.wt = lora_merge_part(ctx_, node, MergeOut::Transposed);
-            premerged_[W] = m;
+            set[W] = m;
         }
         done("lora");
+        return set;
     }
 
     // The type W + s B A is merged into: W's for f32 weights; for 16-bit and quantized ones bf16
@@ -1055,6 +1094,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
 
     // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
     const auto kept = [&](int64_t il) { return !opt.recompute || il >= c.n_layer - opt.kept_layers; };
+    b.backward_merges = [&](int64_t il) { return kept(il) ? MergeOut::Transposed : MergeOut::Both; };
     std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
     std::vector<LayerActs> acts((size_t) c.n_layer);
     inputs[0] = b.embed();

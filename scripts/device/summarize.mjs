@@ -62,7 +62,7 @@ for (const [f, report] of trainRows) {
     `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ` +
       `${fix(gib, 1)} GiB (${gib ? fix(gib / peft.peakGiB, 2) : '-'}x PEFT ${fix(peft.peakGiB, 1)}), recompute ${t.recompute ?? '-'}, kept layers ${t.keptLayers ?? 0}${t.keptF16 ? ' (gate/up f16)' : ''}, ` +
       `compute buffer ${fix((t.computeBytes ?? 0) / 2 ** 20)} MiB (planned ${fix((t.plannedComputeBytes ?? 0) / 2 ** 20)}${t.plannedTotalBytes ? `, ${fix(t.plannedTotalBytes / 2 ** 30, 1)} GiB in all` : ''}), ` +
-      `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, cuBLAS ${t.cublasCompute ?? 'auto'}, adapter ${t.mergeAdapter ? 'merged' : `fused: ${t.fuseAdapter ?? 'off'}`}, flash attention ${t.flashAttn ? 'on' : 'off'}, splits ${t.graphSplits} (${t.graphHostInputs ?? '?'} host inputs), host graph work ${fix(t.graphMsPerStep, 1)} ms/step, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
+      `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, cuBLAS ${t.cublasCompute ?? 'auto'}, adapter ${t.mergeAdapter ? 'merged' : `fused: ${t.fuseAdapter ?? 'off'}`}, flash attention ${t.flashAttn ? 'on' : 'off'}, splits ${t.graphSplits} (${t.graphHostInputs ?? '?'} host inputs, ${t.graphCustomRuns ?? '?'} runs of our nodes), host graph work ${fix(t.graphMsPerStep, 1)} ms/step, fallback [${(t.fallbackOps ?? []).join(' ')}]`,
   );
   // The plan's census (bench --train-census): bytes the step's ops read and write, beside its time
   // (on a GPU counted for ggml-cuda's kernels, their conversions included).

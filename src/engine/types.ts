@@ -549,6 +549,12 @@ export interface StepResult {
   /** As in GenerateStats: the step's graphs (passes, gradient norm, AdamW update). */
   graphSplits: number;
   graphHostInputs: number;
+  /**
+   * Runs of our own nodes (fused attention and SwiGLU backward, merges) in the largest pass's
+   * graph order: on a GPU each is a piece of our backend between two of ggml-cuda's, and the
+   * scheduler waits on the host at both ends. Counted on the CPU too.
+   */
+  graphCustomRuns: number;
   fallbackOps: string[];
   /** With StepOptions.profile: time per (op kind, role), slowest first. */
   profile?: OpTime[];

@@ -216,6 +216,7 @@ export const trainingSection: BenchSection = {
           modelWeightBytes: model.info.weightBytes,
           graphSplits: first.graphSplits,
           graphHostInputs: first.graphHostInputs,
+          graphCustomRuns: first.graphCustomRuns,
           fallbackOps: first.fallbackOps,
           microBatches: first.microBatches,
           computeBytes: first.computeBytes,
