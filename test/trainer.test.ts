@@ -1169,6 +1169,11 @@ describe('LoRA gradients match finite differences', () => {
     }
     const off = await tr.gradients(batch, { memoryBudget: budget, keptLayers: 'auto', keptSplit: false });
     assert.deepEqual([off.microBatches, off.keptLayers], [1, fewest.keptLayers]);
+    // Micro-batches of one shape share one graph, built once (TrainingPassCache); a last one of
+    // another shape builds its own: 3 x 5 sequences and 1, the same gradients.
+    const uneven = await tr.gradients(batch, { microBatchTokens: 5 * L });
+    assert.equal(uneven.microBatches, 4);
+    assertSameGrads(whole.grads, uneven.grads, deviceTol(3e-6, 1e-2), 'uneven micro-batches');
     tr.dispose();
     model.dispose();
   });

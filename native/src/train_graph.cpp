@@ -1021,15 +1021,10 @@ void check_batch(const MicroBatch & mb, const LossSpec & loss, bool backward) {
 
 // `host_ms` (when given) gains the time from `built_from` (the graph's building began) until the
 // graph is placed, its memory planned and its inputs set: host work a GPU waits through.
-std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk,
-                       const std::vector<ggml_tensor *> & lps, const char * what, Placement * placed, uint64_t dropout_seed,
-                       Clock::time_point built_from, double * host_ms) {
-    ggml_backend_sched_reset(sched);
-    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
-        throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
-                    " tokens (use smaller micro-batches: microBatchTokens / --micro-batch-tokens)");
-    }
-    if (placed) placed->merge(placement_of(sched, gf));
+// The allocated graph with the micro-batch's inputs: its rows' log-probs.
+std::vector<float> compute_allocated(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab,
+                                     int64_t chunk, const std::vector<ggml_tensor *> & lps, const char * what, uint64_t dropout_seed,
+                                     Clock::time_point built_from, double * host_ms) {
     set_inputs(in, mb, n_vocab, chunk, dropout_seed);
     if (host_ms) *host_ms += ms_since(built_from);
     if (ggml_backend_sched_graph_compute(sched, gf) != GGML_STATUS_SUCCESS) throw Error(std::string(what) + " failed");
@@ -1040,7 +1035,21 @@ std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Input
         ggml_backend_tensor_get(lp, out.data() + off, 0, n * sizeof(float));
         off += n;
     }
+    return out;
+}
+
+// `keep`: the scheduler's allocation of the graph stays (TrainingPassCache).
+std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Inputs & in, const MicroBatch & mb, int64_t n_vocab, int64_t chunk,
+                       const std::vector<ggml_tensor *> & lps, const char * what, Placement * placed, uint64_t dropout_seed,
+                       Clock::time_point built_from, double * host_ms, bool keep = false) {
     ggml_backend_sched_reset(sched);
+    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+        throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
+                    " tokens (use smaller micro-batches: microBatchTokens / --micro-batch-tokens)");
+    }
+    if (placed) placed->merge(placement_of(sched, gf));
+    std::vector<float> out = compute_allocated(sched, gf, in, mb, n_vocab, chunk, lps, what, dropout_seed, built_from, host_ms);
+    if (!keep) ggml_backend_sched_reset(sched);
     return out;
 }
 
@@ -1121,12 +1130,35 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
 
 } // namespace
 
+struct TrainingPassCache {
+    TrainingGraph t;
+    ggml_backend_sched_t sched = nullptr;
+    int64_t L = -1, B = -1, R = -1;
+};
+
+void TrainingPassCacheDeleter::operator()(TrainingPassCache * c) const { delete c; }
+
+TrainingPassCachePtr new_training_pass_cache() { return TrainingPassCachePtr(new TrainingPassCache); }
+
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
-                                        Placement * placed, double * host_ms) {
+                                        Placement * placed, double * host_ms, TrainingPassCache * cache) {
     const auto t0 = Clock::now();
+    const int64_t R = (int64_t) mb.rows.size();
+    if (cache && cache->t.g && cache->sched == sched && cache->L == mb.L && cache->B == mb.B && cache->R == R) {
+        check_batch(mb, loss, true);
+        const TrainingGraph & t = cache->t;
+        return compute_allocated(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", opt.dropout_seed, t0, host_ms);
+    }
     TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);
-    return run(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", placed, opt.dropout_seed, t0, host_ms);
+    if (!cache) return run(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", placed, opt.dropout_seed, t0, host_ms);
+    std::vector<float> out = run(sched, t.g->gf, t.in, mb, w.config().n_vocab, t.chunk, t.lps, "training pass", placed, opt.dropout_seed, t0, host_ms, true);
+    cache->t = std::move(t);
+    cache->sched = sched;
+    cache->L = mb.L;
+    cache->B = mb.B;
+    cache->R = R;
+    return out;
 }
 
 std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,

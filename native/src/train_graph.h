@@ -9,6 +9,7 @@
 // a transposed copy of W (dequantised to f16 through get_rows for quantized types), which every
 // backend runs. It also gives activation recomputation per layer and chunked loss rows.
 #pragma once
+#include <memory>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -137,11 +138,23 @@ struct GraphOptions {
 std::vector<float> compute_logprobs(const ModelWeights & w, const LoraView & lora, ggml_backend_sched_t sched, const MicroBatch & mb,
                                     const GraphOptions & opt, Placement * placed = nullptr, double * host_ms = nullptr);
 
+// A training pass's graph kept for the step's next micro-batch (accumulate_gradients).
+struct TrainingPassCache;
+struct TrainingPassCacheDeleter {
+    void operator()(TrainingPassCache * c) const;
+};
+using TrainingPassCachePtr = std::unique_ptr<TrainingPassCache, TrainingPassCacheDeleter>;
+TrainingPassCachePtr new_training_pass_cache();
+
 // Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` (same order as
-// adapter.params()) and returns the rows' log-probs.
+// adapter.params()) and returns the rows' log-probs. With `cache`, the graph and the
+// scheduler's allocation of it stay after the pass, and the next micro-batch of the same shape
+// (positions, sequences, loss rows, with the same loss and options) runs them again with its own
+// inputs, without building, placing and planning a graph (a GPU waits through that). The caller
+// resets the scheduler before it runs another graph on it.
 std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
-                                        Placement * placed = nullptr, double * host_ms = nullptr);
+                                        Placement * placed = nullptr, double * host_ms = nullptr, TrainingPassCache * cache = nullptr);
 
 // Bytes the training pass over `mb` needs in each of the scheduler's backends' compute buffers
 // (in the scheduler's backend order), found by planning its graph: nothing is run or allocated.

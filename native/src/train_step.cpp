@@ -294,9 +294,12 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     double pg = 0, kl = 0, sum_rho = 0, sum_lp = 0;
     double largest = 0; // the largest per-token coefficient of the loss's gradient, times N
     int64_t clipped = 0;
+    // Micro-batches of one shape run one training graph, built once, when nothing else runs on
+    // the scheduler between them (KL's base-model passes do).
+    TrainingPassCachePtr cache = backward && !loss.kl && p.mbs.size() > 1 ? new_training_pass_cache() : nullptr;
     for (MicroBatch & mb : p.mbs) {
         if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement, &st.graph_ms);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement, &st.graph_ms)
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, opt_->grads(), sched, mb, loss, g, &st.placement, &st.graph_ms, cache.get())
                                                : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement, &st.graph_ms);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
@@ -319,6 +322,10 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
             sum_rho += rho;
             sum_lp += lp[r];
         }
+    }
+    if (cache) {
+        cache.reset();
+        ggml_backend_sched_reset(sched);
     }
     const double n = (double) p.n;
     st.kl = kl / n;

@@ -171,7 +171,9 @@ do_peft() {
 # The 16 GiB budgets weigh splitting the batch so that more layers keep their activations
 # (StepOptions.keptSplit, on by default: at this shape 2 micro-batches of 8 sequences with all 28
 # layers kept, where one keeps 13; 8.4 TFLOP fewer, 8 GB more planned); `budget16-nosplit` and
-# `budget16-fusedall-nosplit` keep the fewest micro-batches that fit, as before.
+# `budget16-fusedall-nosplit` keep the fewest micro-batches that fit, as before. Micro-batches of
+# one shape now run one graph (built once a step), so ggml-cuda sees the same graph twice in a
+# row and may capture it as a CUDA graph on the second: `budget16-nographs` says what that costs.
 # `mergebf16` merges into bf16 with our node (TrainerOptions.mergeBf16): ggml-cuda's bf16
 # products write f32 results where its f16 ones write f16 converted after (604.8 -> 550.1 GB
 # planned at this shape); `budget16-fusedall-bf16` with all three nodes in 16 GiB (485.9 GB
@@ -203,6 +205,7 @@ TRAIN_VARIANTS=(
   "merged-split|--train-merge-adapter --train-fuse-adapter off --train-profile"
   "budget16|--train-memory-gib 16"
   "budget16-nosplit|--train-memory-gib 16 --no-train-kept-split"
+  "budget16-nographs|--train-memory-gib 16|GGML_CUDA_DISABLE_GRAPHS=1"
   "budget16-fusedall-nosplit|--train-memory-gib 16 --no-train-kept-split --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge"
   "budget16-f16|--train-memory-gib 16 --train-kept-f16"
   "budget16-fused|--train-memory-gib 16 --no-train-merge-adapter"
