@@ -59,7 +59,7 @@ for (const [f, report] of trainRows) {
   // Model weights + the drop in free memory, as PEFT's peak counts its weights too (older runs: the drop alone).
   const gib = (t.gpuTotalBytes ?? t.gpuBytes) ? (t.gpuTotalBytes ?? t.gpuBytes) / 2 ** 30 : undefined;
   out.push(
-    `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ` +
+    `${f}: training ${fix(t.tokPerSec)} tok/s (${fix(t.tokPerSec / peft.tokPerSec, 2)}x PEFT ${fix(peft.tokPerSec)}), ${fix(t.msPerStep)} ms/step (plan's estimate ${fix(t.estimatedMs)}), ` +
       `${fix(gib, 1)} GiB (${gib ? fix(gib / peft.peakGiB, 2) : '-'}x PEFT ${fix(peft.peakGiB, 1)}), recompute ${t.recompute ?? '-'}, kept layers ${t.keptLayers ?? 0}${t.keptF16 ? ' (gate/up f16)' : ''}, ` +
       `compute buffer ${fix((t.computeBytes ?? 0) / 2 ** 20)} MiB (planned ${fix((t.plannedComputeBytes ?? 0) / 2 ** 20)}${t.plannedTotalBytes ? `, ${fix(t.plannedTotalBytes / 2 ** 30, 1)} GiB in all` : ''}), ` +
       `Wt kept ${fix((t.transposedWeightsBytes ?? 0) / 2 ** 20)} MiB, cuBLAS ${t.cublasCompute ?? 'auto'}, adapter ${t.mergeAdapter ? 'merged' : `fused: ${t.fuseAdapter ?? 'off'}`}, flash attention ${t.flashAttn ? 'on' : 'off'}, splits ${t.graphSplits} (${t.graphHostInputs ?? '?'} host inputs, ${t.graphCustomRuns ?? '?'} runs of our nodes), host graph work ${fix(t.graphMsPerStep, 1)} ms/step, fallback [${(t.fallbackOps ?? []).join(' ')}]`,

@@ -129,6 +129,9 @@ export const trainingSection: BenchSection = {
         recompute: args['train-recompute'],
         keptLayers,
         plannedComputeBytes: plan.deviceBytes,
+        // The plan's work at the device's rates (MemoryPlan.estimatedMs), to hold against the
+        // measured ms a step: what keptSplit's choice rests on.
+        estimatedMs: plan.estimatedMs,
         ...(args['train-memory-gib'] !== undefined && { memoryBudgetGiB: args['train-memory-gib'], plannedTotalBytes: plan.deviceBytes + fixedBytes }),
         chunkRows: args['train-chunk-rows'],
         transposedWeightsBytes: tr.info.transposedWeightsBytes,
