@@ -17,7 +17,7 @@ constexpr int kRowThreads = 128;
 __device__ inline void put(float * p, float v) { *p = v; }
 __device__ inline void put(__half * p, float v) { *p = __float2half_rn(v); }
 
-// To f32 or (to heads only) to f16, rounded to nearest.
+// Into f32, or into f16 rounded to nearest.
 template <typename To>
 __global__ void swap_heads_positions(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t n, bool to_heads) {
     for (int64_t idx = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; idx < n; idx += (int64_t) gridDim.x * blockDim.x) {
@@ -97,8 +97,11 @@ public:
         : handle_(handle), stream_(stream), compute_(tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {}
 
     void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override {
-        const int64_t n = hd * H * L * nb;
-        swap_heads_positions<float><<<blocks(n), 256, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
+        swap_as(src, dst, hd, H, L, nb, to_heads);
+    }
+
+    void swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override {
+        swap_as(src, (__half *) dst, hd, H, L, nb, to_heads);
     }
 
     bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa, const float * B,
@@ -106,34 +109,34 @@ public:
         return batched(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, sa, B, ldb, sb, C, ldc, sc, batch, compute_);
     }
 
-    void causal_softmax(float * S, int64_t L, int64_t cols) override {
-        causal_softmax_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, S, L);
-    }
-
-    void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) override {
-        softmax_grad_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(P, dP, dP, L, scale);
-    }
-
-    void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) override {
-        const int64_t n = hd * H * L * nb;
-        swap_heads_positions<__half><<<blocks(n), 256, 0, stream_>>>(src, (__half *) dst, hd, H, L, n, true);
-    }
-
-    bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
-                   const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override {
+    bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa, const uint16_t * B,
+              int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override {
         return batched(ta, tb, m, n, k, alpha, A, CUDA_R_16F, lda, sa, B, ldb, sb, C, ldc, sc, batch, CUBLAS_COMPUTE_32F);
     }
 
-    void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) override {
+    void causal_softmax(const float * S, float * P, int64_t L, int64_t cols) override {
+        causal_softmax_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, P, L);
+    }
+
+    void causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols) override {
         causal_softmax_kernel<__half><<<(unsigned) cols, kRowThreads, 0, stream_>>>(S, (__half *) P, L);
     }
 
-    void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override {
+    void softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, float scale) override {
+        softmax_grad_kernel<float><<<(unsigned) cols, kRowThreads, 0, stream_>>>(P, dP, dS, L, scale);
+    }
+
+    void softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override {
         softmax_grad_kernel<__half><<<(unsigned) cols, kRowThreads, 0, stream_>>>((const __half *) P, dP, (__half *) dS, L, scale);
     }
 
 private:
     static int blocks(int64_t n) { return (int) std::min<int64_t>((n + 255) / 256, 65535); }
+
+    template <typename To> void swap_as(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
+        const int64_t n = hd * H * L * nb;
+        swap_heads_positions<To><<<blocks(n), 256, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
+    }
 
     // A and B of one type (f32 or f16), C f32.
     bool batched(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const void * A, cudaDataType_t ab, int64_t lda, int64_t sa,

@@ -39,10 +39,56 @@ int64_t attn_scratch_bytes_per_seq(int64_t hd, int64_t n_head, int64_t n_head_kv
     return r.q + r.o + r.k + r.v + r.s + r.p + r.ds + r.dq + r.dk + r.dv;
 }
 
+namespace {
+
+// A chunk's rooms in the work space, operands of type T (f32, or f16 as bits). With f32 the
+// probabilities take the scores' room, dP and dS share one, and each gradient by head takes the
+// room of an input the products no longer read once it is written (dV: V's, dQ: dO's, dK: K's);
+// f16 operands are narrower than the f32 gradients, which get rooms of their own.
+template <typename T> struct Rooms {
+    T * Q, * O, * K, * V;
+    float * S;   // the scores (softmax's input)
+    T * P;       // the probabilities
+    float * dP;  // their gradient from the product
+    T * dS;      // the gradient at the raw scores
+    float * dQ, * dK, * dV;
+};
+
 // Per chunk of nb sequences, with p = g + n_head_kv * b numbering the (K/V head, sequence)
 // pairs: the query heads of a group are adjacent in the head-major copies, so a group's queries
 // are one [hd, grp * L] matrix and each product below is one strided batched call over p, with
 // the group's sum over heads inside the product's inner dimension where dK and dV need it.
+template <typename T> const char * run_chunks(const AttnBackwardArgs & a, AttnBackwardOps & ops, const Rooms<T> & r) {
+    const int64_t hd = a.hd, nh = a.n_head, nkv = a.n_head_kv, L = a.L, grp = nh / nkv, nbmax = a.scratch_seqs;
+    const Trans N = Trans::N, Tr = Trans::T;
+    for (int64_t b0 = 0; b0 < a.B; b0 += nbmax) {
+        const int64_t nb = std::min(nbmax, a.B - b0), tok0 = b0 * L, G = nkv * nb, cols = L * nh * nb;
+        const int64_t sq = hd * L * grp, skv = hd * L, ss = L * L * grp; // strides per pair p
+        ops.swap(a.q + hd * nh * tok0, r.Q, hd, nh, L, nb, true);
+        ops.swap(a.dO + hd * nh * tok0, r.O, hd, nh, L, nb, true);
+        ops.swap(a.k + hd * nkv * tok0, r.K, hd, nkv, L, nb, true);
+        ops.swap(a.v + hd * nkv * tok0, r.V, hd, nkv, L, nb, true);
+        // S = scale Kᵀ Q: [L_k, grp * L_q] per pair
+        if (!ops.gemm(Tr, N, L, grp * L, hd, a.scale, r.K, hd, skv, r.Q, hd, sq, r.S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
+        ops.causal_softmax(r.S, r.P, L, cols);
+        // dP = Vᵀ dO
+        if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, r.V, hd, skv, r.O, hd, sq, r.dP, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
+        ops.softmax_grad(r.P, r.dP, r.dS, L, cols, a.scale);
+        // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
+        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, r.O, hd, sq, r.P, L, ss, r.dV, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
+        // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
+        if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, r.K, hd, skv, r.dS, L, ss, r.dQ, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+        // dK = Q dSᵀ, summed like dV (K read for the last time above)
+        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, r.Q, hd, sq, r.dS, L, ss, r.dK, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
+        ops.swap(r.dQ, a.dq + hd * nh * tok0, hd, nh, L, nb, false);
+        ops.swap(r.dK, a.dk + hd * nkv * tok0, hd, nkv, L, nb, false);
+        ops.swap(r.dV, a.dv + hd * nkv * tok0, hd, nkv, L, nb, false);
+    }
+    return nullptr;
+}
+
+} // namespace
+
 const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & ops) {
     const int64_t hd = a.hd, nh = a.n_head, nkv = a.n_head_kv, L = a.L, grp = nh / nkv, nbmax = a.scratch_seqs;
     if (nbmax < 1 || !a.scratch) return "attention backward: no work space";
@@ -57,53 +103,12 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
     };
     char * Qp = take(r.q), * Op = take(r.o), * Kp = take(r.k), * Vp = take(r.v), * Sp = take(r.s), * Pp = take(r.p), * dSp = take(r.ds);
     char * dQp = take(r.dq), * dKp = take(r.dk), * dVp = take(r.dv);
-    const Trans N = Trans::N, Tr = Trans::T;
-    for (int64_t b0 = 0; b0 < a.B; b0 += nbmax) {
-        const int64_t nb = std::min(nbmax, a.B - b0), tok0 = b0 * L, G = nkv * nb, cols = L * nh * nb;
-        const int64_t sq = hd * L * grp, skv = hd * L, ss = L * L * grp; // strides per pair p
-        float * dQh, * dKh, * dVh;
-        if (!a.half) {
-            float * Qh = (float *) Qp, * Oh = (float *) Op, * Kh = (float *) Kp, * Vh = (float *) Vp, * S = (float *) Sp, * dS = (float *) dSp;
-            ops.swap(a.q + hd * nh * tok0, Qh, hd, nh, L, nb, true);
-            ops.swap(a.dO + hd * nh * tok0, Oh, hd, nh, L, nb, true);
-            ops.swap(a.k + hd * nkv * tok0, Kh, hd, nkv, L, nb, true);
-            ops.swap(a.v + hd * nkv * tok0, Vh, hd, nkv, L, nb, true);
-            // S = scale Kᵀ Q: [L_k, grp * L_q] per pair
-            if (!ops.gemm(Tr, N, L, grp * L, hd, a.scale, Kh, hd, skv, Qh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
-            ops.causal_softmax(S, L, cols);
-            // dP = Vᵀ dO
-            if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, dS, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
-            ops.softmax_grad(S, dS, L, cols, a.scale);
-            // Each gradient over an input the products below no longer read.
-            dVh = Vh, dQh = Oh, dKh = Kh;
-            // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
-            if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, S, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
-            // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
-            if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
-            // dK = Q dSᵀ, summed like dV (K read for the last time above)
-            if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
-        } else {
-            // The same products on f16 copies (dQ, dK and dV in rooms of their own: f32 is wider).
-            uint16_t * Qh = (uint16_t *) Qp, * Oh = (uint16_t *) Op, * Kh = (uint16_t *) Kp, * Vh = (uint16_t *) Vp, * P = (uint16_t *) Pp, * dS = (uint16_t *) dSp;
-            float * S = (float *) Sp; // the scores, then dP
-            dQh = (float *) dQp, dKh = (float *) dKp, dVh = (float *) dVp;
-            ops.swap_half(a.q + hd * nh * tok0, Qh, hd, nh, L, nb);
-            ops.swap_half(a.dO + hd * nh * tok0, Oh, hd, nh, L, nb);
-            ops.swap_half(a.k + hd * nkv * tok0, Kh, hd, nkv, L, nb);
-            ops.swap_half(a.v + hd * nkv * tok0, Vh, hd, nkv, L, nb);
-            if (!ops.gemm_half(Tr, N, L, grp * L, hd, a.scale, Kh, hd, skv, Qh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
-            ops.causal_softmax_half(S, P, L, cols);
-            if (!ops.gemm_half(Tr, N, L, grp * L, hd, 1.0f, Vh, hd, skv, Oh, hd, sq, S, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
-            ops.softmax_grad_half(P, S, dS, L, cols, a.scale);
-            if (!ops.gemm_half(N, Tr, hd, L, grp * L, 1.0f, Oh, hd, sq, P, L, ss, dVh, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
-            if (!ops.gemm_half(N, N, hd, grp * L, L, 1.0f, Kh, hd, skv, dS, L, ss, dQh, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
-            if (!ops.gemm_half(N, Tr, hd, L, grp * L, 1.0f, Qh, hd, sq, dS, L, ss, dKh, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
-        }
-        ops.swap(dQh, a.dq + hd * nh * tok0, hd, nh, L, nb, false);
-        ops.swap(dKh, a.dk + hd * nkv * tok0, hd, nkv, L, nb, false);
-        ops.swap(dVh, a.dv + hd * nkv * tok0, hd, nkv, L, nb, false);
+    if (!a.half) {
+        using F = float;
+        return run_chunks<F>(a, ops, {(F *) Qp, (F *) Op, (F *) Kp, (F *) Vp, (F *) Sp, (F *) Sp, (F *) dSp, (F *) dSp, (F *) Op, (F *) Kp, (F *) Vp});
     }
-    return nullptr;
+    using H = uint16_t;
+    return run_chunks<H>(a, ops, {(H *) Qp, (H *) Op, (H *) Kp, (H *) Vp, (float *) Sp, (H *) Pp, (float *) Sp, (H *) dSp, (float *) dQp, (float *) dKp, (float *) dVp});
 }
 
 // The host's loops, each written once for f32 and f16 operands: f16 numbers (IEEE binary16
@@ -181,29 +186,31 @@ void HostAttnBackwardOps::swap(const float * src, float * dst, int64_t hd, int64
     host_swap(src, dst, hd, H, L, nb, to_heads);
 }
 
+void HostAttnBackwardOps::swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
+    host_swap(src, dst, hd, H, L, nb, to_heads);
+}
+
 bool HostAttnBackwardOps::gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa,
                                const float * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
     host_gemm(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch);
     return true;
 }
 
-void HostAttnBackwardOps::causal_softmax(float * S, int64_t L, int64_t cols) { host_softmax(S, S, L, cols); }
-
-void HostAttnBackwardOps::softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) { host_softmax_grad(P, dP, dP, L, cols, scale); }
-
-void HostAttnBackwardOps::swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) {
-    host_swap(src, dst, hd, H, L, nb, true);
-}
-
-bool HostAttnBackwardOps::gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda,
-                                    int64_t sa, const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
+bool HostAttnBackwardOps::gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+                               const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) {
     host_gemm(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch);
     return true;
 }
 
-void HostAttnBackwardOps::causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
+void HostAttnBackwardOps::causal_softmax(const float * S, float * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
 
-void HostAttnBackwardOps::softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) {
+void HostAttnBackwardOps::causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
+
+void HostAttnBackwardOps::softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, float scale) {
+    host_softmax_grad(P, dP, dS, L, cols, scale);
+}
+
+void HostAttnBackwardOps::softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) {
     host_softmax_grad(P, dP, dS, L, cols, scale);
 }
 

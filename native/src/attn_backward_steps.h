@@ -29,30 +29,28 @@ int64_t attn_scratch_bytes_per_seq(int64_t hd, int64_t n_head, int64_t n_head_kv
 
 enum class Trans { N, T };
 
+// Each operation for f32 operands, and for f16 ones (IEEE binary16, as bits) where
+// AttnBackwardArgs::half says: f16 numbers are widened where read, summed in f32, and rounded to
+// nearest where written.
 class AttnBackwardOps {
 public:
     virtual ~AttnBackwardOps() = default;
     // Between token-major [hd, H, L, nb] (a position's heads adjacent, the graph's layout) and
     // head-major [hd, L, H, nb] (a head's positions adjacent); `to_heads` says which way.
     virtual void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) = 0;
-    // C = alpha op(A) op(B), column-major, `batch` times at strides sa, sb, sc; false on failure.
+    virtual void swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) = 0;
+    // C = alpha op(A) op(B), column-major, `batch` times at strides sa, sb, sc, into f32; false on failure.
     virtual bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa,
                       const float * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) = 0;
-    // Per column c of `cols` columns of L (column c is query c % L): softmax over keys <= query,
-    // zeros after it, in place.
-    virtual void causal_softmax(float * S, int64_t L, int64_t cols) = 0;
-    // dS = scale P (dP - Σ_j P dP) per column, written over dP.
-    virtual void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) = 0;
-
-    // The same with f16 (IEEE binary16, as bits) where AttnBackwardArgs::half says: swap_half
-    // copies token-major f32 to head-major f16, rounding to nearest; gemm_half multiplies f16
-    // operands into f32 with f32 sums; causal_softmax_half reads f32 scores and writes f16
-    // probabilities; softmax_grad_half reads f16 P and f32 dP and writes f16 dS.
-    virtual void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) = 0;
-    virtual bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
-                           const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) = 0;
-    virtual void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) = 0;
-    virtual void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) = 0;
+    virtual bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+                      const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) = 0;
+    // Per column c of `cols` columns of L (column c is query c % L) of the scores S: softmax over
+    // keys <= query, zeros after it, into P (which may be S itself).
+    virtual void causal_softmax(const float * S, float * P, int64_t L, int64_t cols) = 0;
+    virtual void causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols) = 0;
+    // dS = scale P (dP - Σ_j P dP) per column (dS may be dP itself).
+    virtual void softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, float scale) = 0;
+    virtual void softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) = 0;
 };
 
 // Runs the node through `ops`. Returns nullptr, or what failed.
@@ -62,15 +60,15 @@ const char * attn_backward_steps(const AttnBackwardArgs & a, AttnBackwardOps & o
 class HostAttnBackwardOps : public AttnBackwardOps {
 public:
     void swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override;
+    void swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) override;
     bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa, const float * B,
               int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
-    void causal_softmax(float * S, int64_t L, int64_t cols) override;
-    void softmax_grad(const float * P, float * dP, int64_t L, int64_t cols, float scale) override;
-    void swap_half(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb) override;
-    bool gemm_half(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
-                   const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
-    void causal_softmax_half(const float * S, uint16_t * P, int64_t L, int64_t cols) override;
-    void softmax_grad_half(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override;
+    bool gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t * A, int64_t lda, int64_t sa,
+              const uint16_t * B, int64_t ldb, int64_t sb, float * C, int64_t ldc, int64_t sc, int64_t batch) override;
+    void causal_softmax(const float * S, float * P, int64_t L, int64_t cols) override;
+    void causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols) override;
+    void softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, float scale) override;
+    void softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) override;
 };
 
 } // namespace rrr
