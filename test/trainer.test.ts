@@ -88,6 +88,13 @@ function setAll(tr: Trainer, p: Record<string, Float32Array>): void {
   for (const [k, v] of Object.entries(p)) tr.setParam(k, v);
 }
 
+/** The largest |a - b| over all gradient elements: how far apart two ways of computing them lie. */
+function largestDiff(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
+  let d = 0;
+  for (const [k, v] of Object.entries(a)) v.forEach((x, i) => (d = Math.max(d, Math.abs(x - b[k]![i]!))));
+  return d;
+}
+
 /**
  * Every element of gradients `b` within tol·(|a_i| + s) of `a`'s; `label` names the case in
  * failures. On the CPU s = 1. On a GPU f32 products run on TF32 tensor cores and f16 ones sum in
@@ -550,8 +557,7 @@ describe('LoRA gradients match finite differences', () => {
         }
         assertSameGrads(unmerged.grads, a.grads, deviceTol(type === 'f16' ? 4e-2 : 8e-2, 8e-2), `${label}: against the unmerged path`);
         // It did merge into bf16: not the f16 merge's numbers.
-        let apart = 0;
-        for (const [k, v] of Object.entries(merged.grads)) v.forEach((x, i) => (apart = Math.max(apart, Math.abs(x - a.grads[k]![i]!))));
+        const apart = largestDiff(merged.grads, a.grads);
         assert.ok(apart > 1e-3, `${label}: bf16 and f16 merges ${apart} apart`);
       }
       if (type === 'f16') {
@@ -783,8 +789,7 @@ describe('LoRA gradients match finite differences', () => {
         const o = { ...stepOpts, ...extra };
         const [a, b, c] = [await ops.gradients(mixedBatch(), o), await s32.gradients(mixedBatch(), o), await s16.gradients(mixedBatch(), o)];
         assertSameGrads(a.grads, c.grads, deviceTol(2e-3, 3e-2), `${name} ${JSON.stringify(extra)}: ggml ops vs the f16 steps`);
-        let apart = 0;
-        for (const [k, v] of Object.entries(b.grads)) v.forEach((x, i) => (apart = Math.max(apart, Math.abs(x - c.grads[k]![i]!))));
+        const apart = largestDiff(b.grads, c.grads);
         assert.ok(apart > 1e-5, `${name} ${JSON.stringify(extra)}: f32 and f16 steps ${apart} apart`);
       }
       // The census: 28 bytes per [L, L] number where the f32 steps move 40 (op_profile.cpp).
