@@ -391,11 +391,14 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std
     const LossSpec loss{false, s.beta > 0, s.clip_eps};
     int64_t n = 0, tokens = 0;
     const std::vector<MicroBatch> mbs = fit(seqs, st, loss, n, tokens);
-    Census ops(census.value_or(CensusKernels::graph));
+    const CensusKernels own = device_kernels(), counted = census.value_or(own);
+    Census ops(counted);
     const GraphOptions g = graph_options(st.graph);
-    const auto [device, cpu] = planned_bytes(mbs, loss, g, census ? &ops : nullptr);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter, ops.list(),
-                      estimated_ms(mbs, st, loss)};
+    const auto [device, cpu] = planned_bytes(mbs, loss, g, &ops);
+    // The estimate prices the device's own kernels: this census where it counted those.
+    const double estimate = counted == own ? priced_ms(ops) : estimated_ms(mbs, st, loss);
+    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter,
+                      census ? ops.list() : std::vector<OpCensus>{}, estimate};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
@@ -452,10 +455,16 @@ int64_t Trainer::most_kept(const std::vector<MicroBatch> & mbs, const StepSettin
     return lo;
 }
 
+CensusKernels Trainer::device_kernels() const { return model_->backends->is_gpu() ? CensusKernels::cuda : CensusKernels::graph; }
+
 double Trainer::estimated_ms(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss) {
-    const bool gpu = model_->backends->is_gpu();
-    Census census(gpu ? CensusKernels::cuda : CensusKernels::graph);
+    Census census(device_kernels());
     planned_bytes(mbs, loss, graph_options(s.graph), &census);
+    return priced_ms(census);
+}
+
+double Trainer::priced_ms(const Census & census) const {
+    const bool gpu = model_->backends->is_gpu();
     double flops = 0, bytes = 0;
     for (const OpCensus & o : census.list()) {
         flops += o.flops;

@@ -199,8 +199,11 @@ private:
     std::vector<MicroBatch> fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens);
     // The most kept layers that fit s.memory_budget over these micro-batches, at least `lo` (known to fit).
     int64_t most_kept(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss, int64_t lo);
-    // A step's estimated time over these micro-batches from its census (split_for_kept).
+    // A step's estimated time over these micro-batches from its census (split_for_kept): the
+    // plan's census on the device's own kernels, priced at the device's rates (priced_ms).
     double estimated_ms(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss);
+    double priced_ms(const Census & census) const;
+    CensusKernels device_kernels() const;
     // The caller's graph options with what the trainer decides: its kept Wᵀ, GPU chunk size.
     GraphOptions graph_options(const GraphOptions & asked) const;
     // `then` runs on the same scheduler before the statistics are final (the optimizer update).
