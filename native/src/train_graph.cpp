@@ -9,7 +9,6 @@
 #include "transposed_weights.h"
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -76,19 +75,19 @@ public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
-    // In a training graph with merge nodes: what layer il's recomputation and backward pass need
-    // merged (Both where it is recomputed, Transposed where it kept its activations), so that the
-    // layer above can make them beside its attention node.
-    std::function<MergeOut(int64_t)> backward_merges;
+    // Whether layer il keeps its activations for the backward pass (GraphOptions::recompute off
+    // keeps every layer's, kept_layers the top layers' dear ones) rather than recomputing them.
+    bool keeps(int64_t il) const { return !recompute || il >= c_.n_layer - kept_layers; }
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, recompute;
+    const int64_t kept_layers;
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
@@ -247,12 +246,12 @@ public:
         ggml_tensor * dqr, * dkr, * dv3;
         if (fused_attn) {
             ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_half, attn_scratch);
-            if (merge_nodes && il > 0 && backward_merges) {
+            if (merge_nodes && il > 0) {
                 // The layer below's merges (its recomputation's, or its backward's transposes)
                 // right after this node, in the same piece of ours instead of one of their own.
                 ggml_build_forward_expand(gf_, g);
                 done("attn");
-                const MergeOut need = backward_merges(il - 1);
+                const MergeOut need = keeps(il - 1) ? MergeOut::Transposed : MergeOut::Both;
                 const std::string was = phase;
                 phase = need == MergeOut::Both ? "re" : "bwd";
                 merge_ahead(il - 1, need);
@@ -1101,16 +1100,13 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     const auto & params = adapter.params();
     for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
 
-    // Recompute off keeps every activation; kept_layers keeps the top layers' dear ones.
-    const auto kept = [&](int64_t il) { return !opt.recompute || il >= c.n_layer - opt.kept_layers; };
-    b.backward_merges = [&](int64_t il) { return kept(il) ? MergeOut::Transposed : MergeOut::Both; };
     std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
     std::vector<LayerActs> acts((size_t) c.n_layer);
     inputs[0] = b.embed();
     for (int64_t il = 0; il < c.n_layer; ++il) {
-        LayerActs a = b.layer_forward(il, inputs[il], false, kept(il) && opt.kept_f16);
+        LayerActs a = b.layer_forward(il, inputs[il], false, b.keeps(il) && opt.kept_f16);
         inputs[il + 1] = b.layer_done(a.out);
-        if (kept(il)) acts[il] = a;
+        if (b.keeps(il)) acts[il] = a;
     }
     ggml_tensor * dx = nullptr;
     t.lps = b.head(inputs[c.n_layer], R, t.chunk, true, loss, &dx);
@@ -1119,7 +1115,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
         // Expanding layer by layer keeps the graph in this order, so a recomputed layer's
         // activations are built just before its backward and freed right after.
         b.phase = "re";
-        const LayerActs a = !opt.recompute ? b.widened(acts[il]) : kept(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il], true);
+        const LayerActs a = !opt.recompute ? b.widened(acts[il]) : b.keeps(il) ? b.rebuild_cheap(il, acts[il]) : b.layer_forward(il, inputs[il], true);
         b.phase = "bwd";
         dx = b.layer_backward(il, a, dx);
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
