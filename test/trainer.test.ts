@@ -608,6 +608,55 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("the adapters' gradient nodes (fusedLoraBackward): the gradients of ggml's merged ops, the same FLOPs in fewer ops, no more runs of ours", async () => {
+    const { model } = await tinyModel('lora-nodes', { nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 3 });
+    const n = model.info.nLayer;
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const three = { fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true };
+    const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+    const lora = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedLoraBackward: true });
+    const others = await Trainer.create(model, spec, { lr: 1e-3 }, three);
+    const all = await Trainer.create(model, spec, { lr: 1e-3 }, { ...three, fusedLoraBackward: true });
+    assert.deepEqual([ops.info.fusedLoraBackward, lora.info.fusedLoraBackward, all.info.fusedLoraBackward], [false, true, true]);
+    randomizeB(ops, 0.3);
+    for (const t of [lora, others, all]) setAll(t, ops.params());
+    const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true };
+    // f32: the same products summed in another order.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }]) {
+      const tol = deviceTol('beta' in extra ? 1e-4 : 1e-5, 3e-2);
+      const label = JSON.stringify(extra);
+      const [a, b] = [await ops.gradients(mixedBatch(), { ...stepOpts, ...extra }), await lora.gradients(mixedBatch(), { ...stepOpts, ...extra })];
+      assert.ok(largestDiff(a.grads, b.grads) > 0, `${label}: the nodes took no part`);
+      assertSameGrads(a.grads, b.grads, tol, `${label}: ggml's ops vs the adapters' nodes`);
+      const [c, d] = [await others.gradients(mixedBatch(), { ...stepOpts, ...extra }), await all.gradients(mixedBatch(), { ...stepOpts, ...extra })];
+      assertSameGrads(c.grads, d.grads, tol, `${label}: our three nodes, then with the adapters' too`);
+    }
+    // Unmerged steps keep ggml's ops: the same bits.
+    const plain = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: false };
+    assert.equal(largestDiff((await ops.gradients(mixedBatch(), plain)).grads, (await lora.gradients(mixedBatch(), plain)).grads), 0);
+    // Two nodes per group (q, k, v; o; gate, up; down) and layer, layer 0's included (its dx is
+    // not needed, its adapters' gradients are); the same products' FLOPs.
+    const census = async (t: Trainer) => (await t.plan(2, 12, { mergeAdapter: true, census: true })).census!.filter((o) => o.role === 'bwd.lora');
+    const [before, after] = [await census(ops), await census(lora)];
+    const count = (c: OpCensus[]) => c.reduce((s, o) => s + o.count, 0);
+    const flops = (c: OpCensus[]) => c.reduce((s, o) => s + o.flops, 0);
+    assert.equal(after.find((o) => o.op === 'CUSTOM')?.count, 8 * n);
+    assert.ok(!before.some((o) => o.op === 'CUSTOM'));
+    assert.equal(flops(after), flops(before));
+    assert.ok(!after.some((o) => o.op.startsWith('OUT_PROD') || o.op === 'SCALE' || o.op === 'CONT'), 'no outer products, scales or transposes of B left');
+    // (what is left: the merges of the backward's transposed weights by ggml's ops, the stacked
+    // A, the sums into the gradient buffers)
+    assert.ok(count(after) < count(before), `${count(after)} ops against ${count(before)}`);
+    // Runs of our nodes: those of the three nodes (see the test above) and one more, layer 0's
+    // q, k and v after ggml's RoPE backward; every other group joins a run.
+    for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
+      const st = await all.step(mixedBatch(), { lr: 0, ...stepOpts, ...extra });
+      assert.equal(st.graphCustomRuns, Math.ceil(n / 2) + 2 * n + 2, `${JSON.stringify(extra)}: ${st.graphCustomRuns} runs`);
+    }
+    for (const t of [ops, lora, others, all]) t.dispose();
+    model.dispose();
+  });
+
   test("an adapter fused into its weight's product (fuseAdapter): finite differences, and the gradients of the adapter path", async () => {
     // f32 weights: the same sums in another order. Measured on the CPU: 1.1e-6 at most, 1.3e-5 with KL.
     const { model, tr, opts } = await checkAgainstPath('fused', { fuseAdapter: true }, { fuseAdapter: false });

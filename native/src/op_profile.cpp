@@ -1,6 +1,7 @@
 #include "op_profile.h"
 #include "attn_backward.h"
 #include "backend.h"
+#include "lora_backward.h"
 #include "lora_merge.h"
 
 #include <algorithm>
@@ -44,6 +45,7 @@ double flops_of(const ggml_tensor * t) {
         // counted its delta's product.
         return 2.0 * (double) t->src[1]->ne[1] * (double) ggml_nelements(t->src[0]);
     }
+    if (is_lora_back(t)) return lora_back_flops(t);
     return 0.0;
 }
 

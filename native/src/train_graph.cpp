@@ -2,6 +2,7 @@
 #include "attn_backward.h"
 #include "clock.h"
 #include "errors.h"
+#include "lora_backward.h"
 #include "lora_merge.h"
 #include "op_profile.h"
 #include "rng.h"
@@ -69,13 +70,17 @@ struct LayerActs {
     ggml_tensor * out = nullptr;
 };
 
+// When projs_back() puts a group's adapter nodes (GraphOptions::fused_lora_backward) in the
+// graph: at once, or at the next flush, beside a node of ours.
+enum class LoraWhen { Now, Later };
+
 class Builder {
 public:
     // `opt` as the trainer settled it (Trainer::graph_options): fuse_adapter 0, 1 or 2.
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
@@ -86,7 +91,7 @@ public:
     // keeps every layer's, kept_layers the top layers' dear ones) rather than recomputing them.
     bool keeps(int64_t il) const { return !recompute || il >= c_.n_layer - kept_layers; }
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, recompute;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, lora_nodes, recompute;
     const int64_t kept_layers;
     const int fuse;
     const float dropout;
@@ -222,12 +227,17 @@ public:
         const int64_t hd = c_.head_dim, nh = c_.n_head, nkv = c_.n_head_kv;
         // A layer whose forward pass was not just recomputed has no merged transposes: made here, together.
         if (merge_nodes) premerge(il, MergeOut::Transposed, &a);
+        if (lora_nodes) stack_layer_a(il);
 
         // MLP: out = x2 + W_down (silu(gate) * up)
-        ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}});
+        ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}}, LoraWhen::Later);
+        // The pending adapter nodes (this layer's down, the layer above's q, k, v) in the run of
+        // ours that the SwiGLU node starts, or before ggml's SwiGLU ops.
+        if (lora_nodes) flush_lora({d_act, a.g.y, a.u.y, a.h2});
         ggml_tensor * d_gate, * d_up;
         if (fused_mlp) {
             ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act);
+            if (lora_nodes) ggml_build_forward_expand(gf_, gu);
             d_gate = swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
             d_up = swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
         } else {
@@ -235,17 +245,23 @@ public:
             d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
         }
         done("mlp");
-        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up}});
+        // Gate's and up's adapter nodes right after the SwiGLU node, in its run; then every
+        // flushed group's sums into the gradient buffers, among ggml's ops.
+        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up}}, LoraWhen::Now);
+        if (lora_nodes) add_lora();
         done("W");
         ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
         done("norm");
 
         // Attention: x2 = x + W_o attn
-        ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}});
+        ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}}, LoraWhen::Later);
         done("W");
+        // o's adapter nodes in the run the attention node starts, or before ggml's attention ops.
+        if (lora_nodes) flush_lora({d_attn, a.qr, a.kr, a.v3});
         ggml_tensor * dqr, * dkr, * dv3;
         if (fused_attn) {
             ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_half, attn_scratch);
+            if (lora_nodes) ggml_build_forward_expand(gf_, g);
             if (merge_nodes && il > 0) {
                 // The layer below's merges (its recomputation's, or its backward's transposes)
                 // right after this node, in the same piece of ours instead of one of their own.
@@ -263,6 +279,10 @@ public:
         } else {
             attention_backward_ops(a, d_attn, &dqr, &dkr, &dv3);
         }
+        if (lora_nodes) {
+            done("attn");
+            add_lora();
+        }
         ggml_tensor * dq3 = rope_back(dqr);
         ggml_tensor * dk3 = rope_back(dkr);
         done("attn");
@@ -274,7 +294,8 @@ public:
         ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
         ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
         ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
-        ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}});
+        ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}},
+                                       LoraWhen::Later);
         done("W");
         ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
         done("norm");
@@ -395,6 +416,13 @@ private:
     using MergedSet = std::unordered_map<const ggml_tensor *, Merged>; // by W
     MergedSet premerged_;                       // premerge()'s, for one layer's pass
     std::unordered_map<int64_t, MergedSet> ahead_; // merge_ahead()'s, by the layer they are for
+
+    // A group's adapter gradient nodes (lora_back()), not yet in the graph or not yet summed.
+    struct LoraGroup {
+        std::vector<const LoraPair *> pairs;
+        ggml_tensor * rows = nullptr, * grads = nullptr;
+    };
+    std::vector<LoraGroup> lora_pending_, lora_unadded_;
 
     // The nodes made since the last call were for `part` of the current phase.
     void done(const char * part) { mark_ = name_role(ctx_, mark_, phase + "." + part); }
@@ -700,11 +728,16 @@ private:
     // all of them where the adapter's input product (s A x) or dA needs it, and without merging
     // their dx terms Σ Aᵢᵀ daᵢ come from one product. That product is fused into one frozen
     // product where GraphOptions::fuse_adapter says so (fused_back()): [Wᵀ | Aᵀ] [dy ; da].
-    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs) {
+    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs, LoraWhen when = LoraWhen::Now) {
         done("W"); // what the caller made before
         std::vector<const Back *> adapted;
         for (const Back & b : projs) {
             if (b.pr) adapted.push_back(&b);
+        }
+        if (lora_nodes && !adapted.empty()) {
+            lora_back(x, adapted);
+            if (when == LoraWhen::Now) flush_lora({});
+            adapted.clear(); // merged: dx needs nothing from the adapters
         }
         // The adapters first: a fused dx product needs their da.
         std::vector<ggml_tensor *> dx_lora; // the adapters' dx terms, unless merged or fused
@@ -790,6 +823,74 @@ private:
         return dx;
     }
 
+    // The adapters' gradient nodes of a group (GraphOptions::fused_lora_backward), made now and
+    // left out of the graph until flush_lora(): where they go decides whether our nodes on a
+    // GPU share a run (each run costs the host two waits on the device).
+    void lora_back(ggml_tensor * x, const std::vector<const Back *> & adapted) {
+        LoraGroup g;
+        std::vector<LoraBackTerm> terms;
+        std::vector<ggml_tensor *> dys;
+        for (const Back * b : adapted) {
+            g.pairs.push_back(b->pr);
+            terms.push_back({b->pr->b, b->dy});
+            dys.push_back(b->dy);
+        }
+        g.rows = lora_back_rows(ctx_, x, stacked_a(g.pairs), terms, train_scale());
+        g.grads = lora_back_grads(ctx_, x, g.rows, dys);
+        done("lora");
+        lora_pending_.push_back(std::move(g));
+    }
+
+    // The layer's stacked A (q, k, v; gate, up) made among ggml's ops at the start of its
+    // backward, where made on first use they would split a run of our nodes.
+    void stack_layer_a(int64_t il) {
+        for (std::initializer_list<LoraTarget> group : {std::initializer_list<LoraTarget>{LoraTarget::Q, LoraTarget::K, LoraTarget::V}, {LoraTarget::Gate, LoraTarget::Up}}) {
+            std::vector<const LoraPair *> ps;
+            for (LoraTarget t : group) {
+                if (pair(il, t)) ps.push_back(pair(il, t));
+            }
+            if (ps.size() > 1) ggml_build_forward_expand(gf_, stacked_a(ps));
+        }
+        done("lora");
+    }
+
+    // Puts the pending nodes in the graph: first what they read and `next` (the inputs of the
+    // node of ours that follows), all made by ggml's ops, then the nodes themselves.
+    void flush_lora(std::initializer_list<ggml_tensor *> next) {
+        for (const LoraGroup & g : lora_pending_) {
+            for (ggml_tensor * src : g.rows->src) {
+                if (src) ggml_build_forward_expand(gf_, src);
+            }
+        }
+        for (ggml_tensor * t : next) ggml_build_forward_expand(gf_, t);
+        for (LoraGroup & g : lora_pending_) {
+            ggml_build_forward_expand(gf_, g.grads);
+            lora_unadded_.push_back(std::move(g));
+        }
+        lora_pending_.clear();
+    }
+
+    // The flushed groups' sums into the gradient buffers, once the run of ours is over.
+    void add_lora() {
+        for (const LoraGroup & g : lora_unadded_) {
+            for (size_t i = 0; i < g.pairs.size(); ++i) {
+                accumulate(g.pairs[i]->a, lora_back_grad_a(ctx_, g.grads, (int64_t) i));
+                accumulate(g.pairs[i]->b, lora_back_grad_b(ctx_, g.grads, (int64_t) i));
+            }
+        }
+        lora_unadded_.clear();
+        done("lora");
+    }
+
+public:
+    // What is still pending at the end of the backward pass (layer 0's q, k and v).
+    void finish_lora() {
+        if (!lora_nodes) return;
+        flush_lora({});
+        add_lora();
+    }
+
+private:
     // A product's transposed weight (or At) and the gradient it multiplies.
     struct Part {
         ggml_tensor * Wt; // [n_out, n_in]
@@ -1121,6 +1222,7 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
         // Nothing needs dL/d(embeddings): below layer 0 only its LoRA gradients (already expanded) count.
         if (il > 0) ggml_build_forward_expand(gf, dx);
     }
+    b.finish_lora();
     return t;
 }
 

@@ -122,6 +122,11 @@ struct GraphOptions {
     // backward pass with it; a layer's merges sit together at its start. Set by the trainer
     // (TrainerSettings::fused_merge).
     bool fused_merge = false;
+    // With merge_adapter, no dropout: each group of adapters that read one x takes its gradients
+    // in two nodes of our own (lora_backward.h) instead of about a dozen of ggml's ops an
+    // adapter, placed beside our other nodes so that on a GPU they add no runs of their own. Set
+    // by the trainer (TrainerSettings::fused_lora_backward).
+    bool fused_lora_backward = false;
     // With merge_adapter: 16-bit and quantized weights are merged into bf16 instead of their own
     // type (f16 for quantized ones). ggml-cuda multiplies bf16 weights with f32 sums and writes
     // the f32 result directly, where its f16 products write f16 and convert every result to f32

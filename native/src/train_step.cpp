@@ -177,16 +177,17 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_attn_ = ts.fused_attn_backward;
     fused_mlp_ = ts.fused_mlp_backward;
     fused_merge_ = ts.fused_merge;
+    fused_lora_ = ts.fused_lora_backward;
     merge_bf16_ = ts.merge_bf16;
     attn_half_ = ts.fused_attn_f16;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if ((fused_attn_ || fused_mlp_ || fused_merge_) && b.is_gpu()) {
+    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_) && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         custom_backend_ = custom_backend_new(b.primary());
 #else
-        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : "fusedMerge";
+        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : "fusedLoraBackward";
         throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
@@ -216,6 +217,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.fused_attn_backward = fused_attn_;
     g.fused_mlp_backward = fused_mlp_;
     g.fused_merge = fused_merge_;
+    g.fused_lora_backward = fused_lora_;
     g.merge_bf16 = merge_bf16_;
     g.attn_tf32 = attn_tf32_;
     g.attn_half = attn_half_;

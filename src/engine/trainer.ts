@@ -36,6 +36,8 @@ export interface TrainerInfo {
   fusedMlpBackward: boolean;
   /** Whether merged steps merge with our node (TrainerOptions.fusedMerge). */
   fusedMerge: boolean;
+  /** Whether merged steps take the adapters' gradients in our nodes (TrainerOptions.fusedLoraBackward). */
+  fusedLoraBackward: boolean;
   /** Whether merges of 16-bit and quantized weights go into bf16 (TrainerOptions.mergeBf16). */
   mergeBf16: boolean;
   /** Whether the fused attention backward multiplies f16 copies (TrainerOptions.fusedAttnF16). */

@@ -76,12 +76,13 @@ export const trainingSection: BenchSection = {
       fusedAttnBackward: args['train-fused-attn-backward'],
       fusedMlpBackward: args['train-fused-mlp-backward'],
       fusedMerge: args['train-fused-merge'],
+      fusedLoraBackward: args['train-fused-lora-backward'],
       mergeBf16: args['train-merge-bf16'],
       fusedAttnF16: args['train-fused-attn-f16'],
       ...workspace,
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
-    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}`;
+    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? ", adapters' gradients by our nodes (--train-fused-lora-backward)" : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -142,6 +143,7 @@ export const trainingSection: BenchSection = {
         fusedAttnBackward: tr.info.fusedAttnBackward,
         fusedMlpBackward: tr.info.fusedMlpBackward,
         fusedMerge: tr.info.fusedMerge,
+        fusedLoraBackward: tr.info.fusedLoraBackward,
         mergeBf16: tr.info.mergeBf16,
         fusedAttnF16: tr.info.fusedAttnF16,
         ...workspace,

@@ -45,6 +45,7 @@ export interface BenchArgs {
   'train-fused-attn-backward': boolean;
   'train-fused-mlp-backward': boolean;
   'train-fused-merge': boolean;
+  'train-fused-lora-backward': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -335,6 +336,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "where the step merges the adapter into the weights (--train-merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops, 4 bytes a weight instead of 12, and a recomputed layer's transposes for its backward pass in the same node (TrainerOptions.fusedMerge)",
+      })
+      .option('train-fused-lora-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where the step merges the adapter into the weights: each group of adapters that read one input takes its gradients in two nodes of our own (cuBLAS products on a GPU, in the runs of our other nodes) instead of about a dozen of ggml's ops an adapter (TrainerOptions.fusedLoraBackward)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',

@@ -65,6 +65,7 @@ interface Args {
   'fused-attn-backward': boolean;
   'fused-mlp-backward': boolean;
   'fused-merge': boolean;
+  'fused-lora-backward': boolean;
   'merge-bf16': boolean;
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
@@ -161,6 +162,7 @@ function executionSettings(a: Args): {
   fusedAttnBackward: boolean;
   fusedMlpBackward: boolean;
   fusedMerge: boolean;
+  fusedLoraBackward: boolean;
   mergeBf16: boolean;
   fusedAttnF16: boolean;
 } {
@@ -179,6 +181,7 @@ function executionSettings(a: Args): {
     fusedAttnBackward: a['fused-attn-backward'],
     fusedMlpBackward: a['fused-mlp-backward'],
     fusedMerge: a['fused-merge'],
+    fusedLoraBackward: a['fused-lora-backward'],
     mergeBf16: a['merge-bf16'],
     fusedAttnF16: a['fused-attn-f16'],
   };
@@ -288,6 +291,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: not yet timed on a GPU",
       })
+      .option('fused-lora-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): take each group of adapters' gradients in two nodes of our own instead of about a dozen of ggml's ops an adapter; off by default: not yet timed on a GPU",
+      })
       .option('fused-attn-f16', {
         type: 'boolean',
         default: false,
@@ -347,13 +356,13 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, fusedLoraBackward: execution.fusedLoraBackward, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedLoraBackward ? "; merged steps take the adapters' gradients in our nodes (--fused-lora-backward)" : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';

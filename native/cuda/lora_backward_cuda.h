@@ -1,0 +1,13 @@
+// The adapters' backward nodes (native/src/lora_backward.h) on a CUDA device: their products as
+// cuBLAS calls, in f32 as ggml-cuda's OUT_PROD and f32 MUL_MAT make them.
+#pragma once
+#include <cublas_v2.h>
+
+#include "ggml.h"
+
+namespace rrr {
+
+// Queues the node's products on `handle`'s stream. Returns nullptr, or what failed.
+const char * lora_backward_cuda(const ggml_tensor * node, cublasHandle_t handle);
+
+} // namespace rrr

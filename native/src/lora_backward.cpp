@@ -1,0 +1,162 @@
+#include "lora_backward.h"
+#include "custom_node.h"
+#include "errors.h"
+
+#include <algorithm>
+#include <string>
+
+namespace rrr {
+
+namespace {
+
+void rows_cpu(ggml_tensor * dst, int ith, int nth, void *);
+void grads_cpu(ggml_tensor * dst, int ith, int nth, void *);
+
+bool is_rows(const ggml_tensor * t) { return is_custom_node(t, rows_cpu); }
+bool is_grads(const ggml_tensor * t) { return is_custom_node(t, grads_cpu); }
+
+int64_t n_srcs(const ggml_tensor * t) { return (int64_t) std::count_if(t->src, t->src + GGML_MAX_SRC, [](const ggml_tensor * s) { return s != nullptr; }); }
+// The rows node's srcs: x, A, then B₁..B_k, then dy₁..dy_k.
+int64_t rows_terms(const ggml_tensor * t) { return (n_srcs(t) - 2) / 2; }
+// The gradients node's srcs: x, the rows node, then dy₁..dy_k.
+int64_t grads_terms(const ggml_tensor * t) { return n_srcs(t) - 2; }
+
+// The products' shapes and where each reads and writes, from the node's tensors (`data` may be
+// null when only shapes are asked: the pointers are then offsets from null, never followed).
+std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
+    auto f = [](const ggml_tensor * s) { return (const float *) s->data; };
+    std::vector<LoraGemm> g;
+    if (is_rows(t)) {
+        const int64_t k = rows_terms(t);
+        const ggml_tensor * x = t->src[0], * A = t->src[1];
+        const int64_t n_in = x->ne[0], T = x->ne[1], rk = A->ne[1], r = rk / k;
+        const float scale = bits_float((uint32_t) custom_node_bits(t));
+        float * out = (float *) t->data;
+        // s Aᵀ x for the whole group, x read once
+        g.push_back({true, false, rk, T, n_in, scale, f(A), n_in, f(x), n_in, 0.0f, out, rk});
+        for (int64_t i = 0; i < k; ++i) {
+            const ggml_tensor * B = t->src[2 + i], * dy = t->src[2 + k + i];
+            // s Bᵢ dyᵢ into the adapter's rows of plane 1
+            g.push_back({false, false, r, T, B->ne[1], scale, f(B), r, f(dy), dy->ne[0], 0.0f, out ? out + rk * T + i * r : nullptr, rk});
+        }
+    } else if (is_grads(t)) {
+        const int64_t k = grads_terms(t);
+        const ggml_tensor * x = t->src[0], * rows = t->src[1];
+        const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
+        const float * ax = f(rows), * da = ax ? ax + rk * T : nullptr;
+        float * out = (float *) t->data;
+        // dA = x daᵀ for the whole group, x read once
+        g.push_back({false, true, n_in, rk, T, 1.0f, f(x), n_in, da, rk, 0.0f, out, n_in});
+        int64_t at = n_in * rk;
+        for (int64_t i = 0; i < k; ++i) {
+            const ggml_tensor * dy = t->src[2 + i];
+            const int64_t n_out = dy->ne[0];
+            g.push_back({false, true, r, n_out, T, 1.0f, ax ? ax + i * r : nullptr, rk, f(dy), n_out, 0.0f, out ? out + at : nullptr, r});
+            at += r * n_out;
+        }
+    }
+    return g;
+}
+
+// One thread's share of a product: a run of C's columns, or of its rows where it has fewer
+// columns than threads. Plain loops, each inner one over contiguous numbers where it can be.
+void gemm_part(const LoraGemm & g, int ith, int nth) {
+    const bool by_cols = g.n >= nth;
+    const int64_t span = by_cols ? g.n : g.m, per = (span + nth - 1) / nth;
+    const int64_t lo = std::min(span, ith * per), hi = std::min(span, lo + per);
+    const int64_t i0 = by_cols ? 0 : lo, i1 = by_cols ? g.m : hi, j0 = by_cols ? lo : 0, j1 = by_cols ? hi : g.n;
+    for (int64_t j = j0; j < j1; ++j) {
+        float * c = g.C + j * g.ldc;
+        for (int64_t i = i0; i < i1; ++i) c[i] = g.beta == 0.0f ? 0.0f : g.beta * c[i];
+        if (g.ta) {
+            // op(A)'s row i is A's column i: a dot product over contiguous p
+            for (int64_t i = i0; i < i1; ++i) {
+                const float * a = g.A + i * g.lda;
+                float s = 0.0f;
+                for (int64_t p = 0; p < g.k; ++p) s += a[p] * (g.tb ? g.B[j + p * g.ldb] : g.B[p + j * g.ldb]);
+                c[i] += g.alpha * s;
+            }
+        } else {
+            for (int64_t p = 0; p < g.k; ++p) {
+                const float b = g.alpha * (g.tb ? g.B[j + p * g.ldb] : g.B[p + j * g.ldb]);
+                const float * a = g.A + p * g.lda;
+                for (int64_t i = i0; i < i1; ++i) c[i] += a[i] * b;
+            }
+        }
+    }
+}
+
+void run_cpu(ggml_tensor * dst, int ith, int nth) {
+    for (const LoraGemm & g : gemms_of(dst)) gemm_part(g, ith, nth);
+}
+
+void rows_cpu(ggml_tensor * dst, int ith, int nth, void *) { run_cpu(dst, ith, nth); }
+void grads_cpu(ggml_tensor * dst, int ith, int nth, void *) { run_cpu(dst, ith, nth); }
+
+void expect(bool ok, const char * what) {
+    if (!ok) throw Error(std::string("lora_backward: ") + what);
+}
+
+bool plain_f32(const ggml_tensor * t) { return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && ggml_n_dims(t) <= 2; }
+
+} // namespace
+
+ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * A, const std::vector<LoraBackTerm> & terms, float scale) {
+    const int64_t k = (int64_t) terms.size();
+    expect(k >= 1 && k <= 3, "expected one to three adapters in a group");
+    expect(plain_f32(x) && plain_f32(A) && A->ne[0] == x->ne[0] && A->ne[1] % k == 0, "expected contiguous f32 x [n_in, T] and A [n_in, r k]");
+    const int64_t r = A->ne[1] / k, T = x->ne[1];
+    ggml_tensor * args[8] = {x, A};
+    for (int64_t i = 0; i < k; ++i) {
+        ggml_tensor * B = terms[(size_t) i].b, * dy = terms[(size_t) i].dy;
+        expect(plain_f32(B) && B->ne[0] == r, "expected contiguous f32 B [r, n_out]");
+        if (!ggml_is_contiguous(dy)) dy = ggml_cont(ctx, dy);
+        expect(dy->type == GGML_TYPE_F32 && ggml_nelements(dy) == B->ne[1] * T, "expected f32 dy [n_out, T]");
+        if (ggml_n_dims(dy) > 2 || dy->ne[0] != B->ne[1]) dy = ggml_reshape_2d(ctx, dy, B->ne[1], T);
+        args[2 + i] = B;
+        args[2 + k + i] = dy;
+    }
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, r * k, T, 2, 1, args, (int) (2 + 2 * k), rows_cpu, GGML_N_TASKS_MAX, as_userdata(float_bits(scale)));
+}
+
+ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRows which) {
+    return ggml_view_2d(ctx, rows, rows->ne[0], rows->ne[1], rows->nb[1], which == LoraRows::Ax ? 0 : rows->nb[2]);
+}
+
+ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, const std::vector<ggml_tensor *> & dys) {
+    expect(is_rows(rows) && rows->src[0] == x && rows_terms(rows) == (int64_t) dys.size(), "the gradients node takes the rows node of the same x and adapters");
+    const int64_t k = (int64_t) dys.size(), n_in = x->ne[0], rk = rows->ne[0], r = rk / k;
+    ggml_tensor * args[5] = {x, rows};
+    int64_t n = n_in * rk;
+    for (int64_t i = 0; i < k; ++i) {
+        // the rows node's own (contiguous) copy of each gradient
+        args[2 + i] = rows->src[2 + k + i];
+        expect(ggml_nelements(args[2 + i]) == ggml_nelements(dys[(size_t) i]), "dy differs from the rows node's");
+        n += r * args[2 + i]->ne[0];
+    }
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
+}
+
+ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i) {
+    const int64_t k = grads_terms(grads), n_in = grads->src[0]->ne[0], r = grads->src[1]->ne[0] / k;
+    return ggml_view_2d(ctx, grads, n_in, r, (size_t) n_in * sizeof(float), (size_t) (i * r * n_in) * sizeof(float));
+}
+
+ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t i) {
+    const int64_t k = grads_terms(grads), n_in = grads->src[0]->ne[0], rk = grads->src[1]->ne[0], r = rk / k;
+    int64_t at = n_in * rk;
+    for (int64_t j = 0; j < i; ++j) at += r * grads->src[2 + j]->ne[0];
+    return ggml_view_2d(ctx, grads, r, grads->src[2 + i]->ne[0], (size_t) r * sizeof(float), (size_t) at * sizeof(float));
+}
+
+bool is_lora_back(const ggml_tensor * t) { return is_rows(t) || is_grads(t); }
+
+std::vector<LoraGemm> lora_back_gemms(const ggml_tensor * node) { return gemms_of(node); }
+
+double lora_back_flops(const ggml_tensor * node) {
+    double flops = 0.0;
+    for (const LoraGemm & g : gemms_of(node)) flops += 2.0 * (double) g.m * (double) g.n * (double) g.k;
+    return flops;
+}
+
+} // namespace rrr

@@ -1,0 +1,67 @@
+// The adapters' backward pass for projections that read the same x (q, k and v; gate and up; o
+// and down alone) as two graph nodes (GGML_OP_CUSTOM), for a merged step.
+//
+// Why nodes of our own: with the adapter merged into the weights, ggml's ops take an adapter's
+// gradients in about a dozen small ops each (s·Aᵀx and its SCALE, B's transposing CONT, Bᵀdy and
+// its SCALE, a CONCAT of the group's da, the two products, the views' adds). At the Qwen2.5-1.5B
+// shape (16 x 512 tokens, two micro-batches, our other nodes on) that is 3,360 of the step's
+// 7,496 ops planned, most of them too small to keep a GPU busy for the time it takes to launch
+// them; with these nodes the step plans 5,536, the same FLOPs and bytes. Here each group is
+// two nodes whose products (lora_back_gemms) run one after the other, on the CPU in loops
+// shared by its threads and on a GPU as cuBLAS calls on our backend beside ggml-cuda
+// (custom_backend.h).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ggml.h"
+
+namespace rrr {
+
+// One adapter of a group: its B [r, n_out] and its projection's output gradient dy [n_out, T].
+struct LoraBackTerm {
+    ggml_tensor * b = nullptr;
+    ggml_tensor * dy = nullptr;
+};
+
+// The rows node: [r·k, T, 2] f32 for a group of k adapters, plane 0 their s·Aᵢᵀx stacked
+// (what dBᵢ multiplies), plane 1 their s·Bᵢ dyᵢ stacked (daᵢ, what dAᵢ multiplies and, unmerged,
+// Aᵀ takes back into dx). `A`: the group's A stacked [n_in, r·k]; x [n_in, T] f32.
+ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * A, const std::vector<LoraBackTerm> & terms, float scale);
+enum class LoraRows { Ax, Da };
+// A plane of the rows node, [r·k, T].
+ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRows which);
+
+// The gradients node: one flat f32 tensor, the group's dA [n_in, r·k] (x daᵀ) and then each
+// adapter's dBᵢ [r, n_out_i] (axᵢ dyᵢᵀ), read through lora_back_grad_a/_b. `dys`: the same
+// gradients, in the same order, as the rows node took.
+ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, const std::vector<ggml_tensor *> & dys);
+// Adapter i's dA [n_in, r] and dB [r, n_out_i], views of the gradients node.
+ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i);
+ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t i);
+
+// Whether `t` is either node.
+bool is_lora_back(const ggml_tensor * t);
+
+// C = alpha op(A) op(B) + beta C, column-major as cuBLAS reads it (a ggml [ne0, ne1] tensor is
+// ne0 rows by ne1 columns): op(A) m x k, op(B) k x n, C m x n.
+struct LoraGemm {
+    bool ta = false, tb = false;
+    int64_t m = 0, n = 0, k = 0;
+    float alpha = 1.0f;
+    const float * A = nullptr;
+    int64_t lda = 0;
+    const float * B = nullptr;
+    int64_t ldb = 0;
+    float beta = 0.0f;
+    float * C = nullptr;
+    int64_t ldc = 0;
+};
+
+// A node's products, on its tensors' data. Each writes its own part of the node's result and
+// reads only what came before the node, so they may run in any order or side by side.
+std::vector<LoraGemm> lora_back_gemms(const ggml_tensor * node);
+// Their FLOPs (2 m n k each), from the node's shape alone.
+double lora_back_flops(const ggml_tensor * node);
+
+} // namespace rrr
