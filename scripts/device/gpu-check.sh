@@ -180,6 +180,10 @@ do_peft() {
 # against 520.8). `fusedattn-f16` runs the attention node's products on f16 copies
 # (TrainerOptions.fusedAttnF16: tensor-core f16 products instead of TF32, 28 bytes per [L, L]
 # number instead of 40); `budget16-best` is everything untimed together in 16 GiB.
+# `fusedlora` takes each group of adapters' gradients in two nodes of ours (TrainerOptions.
+# fusedLoraBackward: cuBLAS f32 products in the runs of our other nodes, where ggml's ops took
+# about a dozen small ops an adapter), against `fusedmerge`; `budget16-best-lora` adds it to
+# `budget16-best` (5,536 ops planned against 7,496, the same FLOPs and bytes).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -196,6 +200,8 @@ TRAIN_VARIANTS=(
   "mergebf16|--train-fused-merge --train-merge-bf16 --train-profile --train-census"
   "fusedattn-f16|--train-fused-attn-backward --train-fused-attn-f16 --train-profile --train-census"
   "budget16-best|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
+  "fusedlora|--train-fused-merge --train-fused-lora-backward --train-profile --train-census"
+  "budget16-best-lora|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
@@ -257,13 +263,13 @@ do_fusion_check() {
   log "kept layers without ggml-cuda's fusion rc=$? $(grep -E '^# (pass|fail)' /tmp/fusion.log | tr '\n' ' ')"
 }
 
-# Our fused nodes' tests alone (attention, SwiGLU, merges: finite differences, ggml ops' gradients,
+# Our fused nodes' tests alone (attention, SwiGLU, merges, the adapters' gradients: finite differences, ggml ops' gradients,
 # one sequence at a time, nothing off the device), before their timing is worth reading;
 # failures and the backend's messages go to errors.log.
 do_fused_tests() {
   local s; s=$(budget 90 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16" \
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes" \
     dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
