@@ -1,6 +1,9 @@
 #include "swiglu_backward_cuda.h"
 #include "swiglu_backward_math.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -10,10 +13,23 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The copies' type: none (float, never written), f16 or bf16, each rounded to nearest even as
+// ggml-cuda's conversions round.
+__device__ inline uint16_t round16(float v, __half *) { return __half_as_ushort(__float2half_rn(v)); }
+__device__ inline uint16_t round16(float v, __nv_bfloat16 *) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+// Four 16-bit numbers as one 8-byte store.
+template <typename C> __device__ inline void put4(uint2 * p, float4 v) {
+    *p = make_uint2((uint32_t) round16(v.x, (C *) nullptr) | ((uint32_t) round16(v.y, (C *) nullptr) << 16),
+                    (uint32_t) round16(v.z, (C *) nullptr) | ((uint32_t) round16(v.w, (C *) nullptr) << 16));
+}
+
 // Four numbers a thread at a time where every operand is 16-byte aligned and n a multiple of 4
-// (ggml's buffers align tensors, and the node's two planes are n floats apart), one otherwise:
-// the kernel is bound by memory, and wider loads take fewer transactions.
-__global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, int64_t n4) {
+// (ggml's buffers align tensors, and the node's planes are n floats apart; the copies are then
+// 8-byte aligned), one otherwise: the kernel is bound by memory, and wider loads take fewer
+// transactions.
+template <typename C>
+__global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n4; i += (int64_t) gridDim.x * blockDim.x) {
         const float4 gi = g[i], ui = u[i], di = d[i];
         float4 a, b;
@@ -23,12 +39,21 @@ __global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const f
         swiglu_grad(gi.w, ui.w, di.w, &a.w, &b.w);
         dg[i] = a;
         du[i] = b;
+        if (cg) {
+            put4<C>(cg + i, a);
+            put4<C>(cu + i, b);
+        }
     }
 }
 
-__global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, int64_t n) {
+template <typename C>
+__global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
         swiglu_grad(g[i], u[i], d[i], dg + i, du + i);
+        if (cg) {
+            cg[i] = round16(dg[i], (C *) nullptr);
+            cu[i] = round16(du[i], (C *) nullptr);
+        }
     }
 }
 
@@ -36,18 +61,23 @@ bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
 
 int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
 
+template <typename C> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
+    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up);
+    if (vec) {
+        const int64_t n4 = a.n / 4;
+        swiglu_backward_vec4<C><<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
+                                                                         (float4 *) a.d_gate, (float4 *) a.d_up, (uint2 *) a.gate16, (uint2 *) a.up16, n4);
+    } else {
+        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.n);
+    }
+}
+
 } // namespace
 
 const char * swiglu_backward_cuda(const SwigluBackwardArgs & a, cudaStream_t stream) {
     if (a.n == 0) return nullptr;
-    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up);
-    if (vec) {
-        const int64_t n4 = a.n / 4;
-        swiglu_backward_vec4<<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
-                                                                      (float4 *) a.d_gate, (float4 *) a.d_up, n4);
-    } else {
-        swiglu_backward_scalar<<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, a.n);
-    }
+    if (a.bf16) launch<__nv_bfloat16>(a, stream);
+    else launch<__half>(a, stream);
     return cudaGetLastError() == cudaSuccess ? nullptr : "swiglu_backward: kernel launch failed";
 }
 

@@ -15,11 +15,29 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const int64_t blocks = (a.n + 63) / 64, per = (blocks + nth - 1) / nth;
     const int64_t lo = std::min(a.n, ith * per * 64), hi = std::min(a.n, (ith + 1) * per * 64);
     for (int64_t i = lo; i < hi; ++i) swiglu_grad(a.g[i], a.u[i], a.d_act[i], a.d_gate + i, a.d_up + i);
+    if (!a.gate16) return;
+    // ggml's own roundings, as its products convert their f32 inputs
+    for (int64_t i = lo; i < hi; ++i) {
+        if (a.bf16) {
+            ((ggml_bf16_t *) a.gate16)[i] = ggml_fp32_to_bf16(a.d_gate[i]);
+            ((ggml_bf16_t *) a.up16)[i] = ggml_fp32_to_bf16(a.d_up[i]);
+        } else {
+            ((ggml_fp16_t *) a.gate16)[i] = ggml_fp32_to_fp16(a.d_gate[i]);
+            ((ggml_fp16_t *) a.up16)[i] = ggml_fp32_to_fp16(a.d_up[i]);
+        }
+    }
+}
+
+// The copies' type in the userdata: 0 none, else the ggml_type.
+ggml_type copies_of(const ggml_tensor * t) {
+    const uint64_t c = custom_node_bits(t);
+    return c == 0 ? GGML_TYPE_F32 : (ggml_type) c;
 }
 
 } // namespace
 
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act) {
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies) {
+    if (copies != GGML_TYPE_F32 && copies != GGML_TYPE_F16 && copies != GGML_TYPE_BF16) throw Error("swiglu_backward: copies are f16 or bf16");
     if (!ggml_are_same_shape(g, u) || !ggml_are_same_shape(g, d_act) || g->ne[2] != 1 || g->ne[3] != 1) {
         throw Error("swiglu_backward: expected three [n, T] tensors of one shape");
     }
@@ -28,11 +46,32 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
         if (t->type != GGML_TYPE_F32) throw Error("swiglu_backward: expected f32 inputs");
         if (!ggml_is_contiguous(t)) t = ggml_cont(ctx, t);
     }
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], 2, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX, nullptr);
+    const bool with_copies = copies != GGML_TYPE_F32;
+    // two 16-bit planes take the room of one f32 plane
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], with_copies ? 3 : 2, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX,
+                          as_userdata(with_copies ? (uint64_t) copies : 0));
 }
 
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
     return ggml_view_2d(ctx, node, node->ne[0], node->ne[1], node->nb[1], which == SwigluGrad::Gate ? 0 : node->nb[2]);
+}
+
+ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
+    const ggml_type type = copies_of(node);
+    if (type == GGML_TYPE_F32) throw Error("swiglu_backward_copy: the node made no copies");
+    // A view of plane 2 given the copies' type: ggml's views keep their parent's type, so the
+    // view is made as f32 numbers and then retyped; it stays within the plane and names its
+    // parent, so the allocator and the scheduler treat it as any view.
+    const int64_t n = node->ne[0], T = node->ne[1];
+    const size_t ts = ggml_type_size(type);
+    ggml_tensor * v = ggml_view_1d(ctx, node, n * T / 2, 2 * node->nb[2] + (which == SwigluGrad::Gate ? 0 : (size_t) (n * T) * ts));
+    v->type = type;
+    v->ne[0] = n;
+    v->ne[1] = T;
+    v->nb[0] = ts;
+    v->nb[1] = ts * (size_t) n;
+    v->nb[2] = v->nb[3] = v->nb[1] * (size_t) T;
+    return v;
 }
 
 bool is_swiglu_backward(const ggml_tensor * t) { return is_custom_node(t, swiglu_backward_cpu); }
@@ -45,6 +84,11 @@ SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     a.d_gate = (float *) t->data;
     a.n = t->ne[0] * t->ne[1];
     a.d_up = a.d_gate + a.n;
+    if (copies_of(t) != GGML_TYPE_F32) {
+        a.bf16 = copies_of(t) == GGML_TYPE_BF16;
+        a.gate16 = a.d_up + a.n;
+        a.up16 = (char *) a.gate16 + (size_t) a.n * 2;
+    }
     return a;
 }
 

@@ -6,6 +6,12 @@
 // three and writes two, 20. At the Qwen2.5-1.5B shape (16 x 512 tokens) that is 33 of the
 // step's 659 GB (`bench --train-census`), on the GPU's memory-bound side of the step.
 //
+// It may also write both gradients rounded to f16 or bf16, for the frozen products that take
+// them back through gate's and up's weights: those would convert the f32 gradients to their
+// weights' type themselves (ggml-cuda in a pass of its own over each, 6 bytes a number), where
+// the node writes 2 bytes more each. The same rounding (to nearest even) as theirs, so the same
+// products.
+//
 // The node runs on the CPU backend (swiglu_backward.cpp) and, in a CUDA build, on our backend
 // beside ggml-cuda (custom_backend.h); both read the same node and the same formula
 // (swiglu_backward_math.h).
@@ -20,16 +26,23 @@ namespace rrr {
 struct SwigluBackwardArgs {
     const float * g = nullptr, * u = nullptr, * d_act = nullptr;
     float * d_gate = nullptr, * d_up = nullptr;
-    int64_t n = 0; // numbers in each
+    // The 16-bit copies (ggml_fp16_t or ggml_bf16_t numbers), or nullptr.
+    void * gate16 = nullptr, * up16 = nullptr;
+    bool bf16 = false; // the copies' type: bf16, else f16
+    int64_t n = 0;     // numbers in each
 };
 
 // The node: one f32 tensor [n_ff, T, 2], the gradient at g in plane 0 and at u in plane 1
-// (swiglu_backward_part). Non-contiguous inputs are copied first.
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act);
+// (swiglu_backward_part); with `copies` GGML_TYPE_F16 or GGML_TYPE_BF16, [n_ff, T, 3], the two
+// rounded copies side by side in plane 2 (swiglu_backward_copy). Non-contiguous inputs are
+// copied first.
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32);
 
 enum class SwigluGrad { Gate, Up };
 // The gradient at g or u, a [n_ff, T] view of the node's result.
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
+// Its 16-bit copy, a [n_ff, T] view in the copies' type (the node must have made them).
+ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
 
 // Whether `t` is such a node, and its operands where the node's tensors hold them (valid only when it is).
 bool is_swiglu_backward(const ggml_tensor * t);

@@ -235,11 +235,19 @@ public:
         // ours that the SwiGLU node starts, or before ggml's SwiGLU ops.
         if (lora_nodes) flush_lora({d_act, a.g.y, a.u.y, a.h2});
         ggml_tensor * d_gate, * d_up;
+        ggml_tensor * gate_w = nullptr, * up_w = nullptr; // the gradients as gate's and up's dx products read them
         if (fused_mlp) {
-            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act);
+            // 16-bit copies where both products read their gradient in one 16-bit type
+            const ggml_type dt = dx_type(l.w_gate, pair(il, LoraTarget::Gate));
+            const ggml_type copies = dt == dx_type(l.w_up, pair(il, LoraTarget::Up)) && (dt == GGML_TYPE_F16 || dt == GGML_TYPE_BF16) ? dt : GGML_TYPE_F32;
+            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act, copies);
             if (lora_nodes) ggml_build_forward_expand(gf_, gu);
             d_gate = swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
             d_up = swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
+            if (copies != GGML_TYPE_F32) {
+                gate_w = swiglu_backward_copy(ctx_, gu, SwigluGrad::Gate);
+                up_w = swiglu_backward_copy(ctx_, gu, SwigluGrad::Up);
+            }
         } else {
             d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
             d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
@@ -247,7 +255,7 @@ public:
         done("mlp");
         // Gate's and up's adapter nodes right after the SwiGLU node, in its run; then every
         // flushed group's sums into the gradient buffers, among ggml's ops.
-        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up}}, LoraWhen::Now);
+        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate, gate_w}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up, up_w}}, LoraWhen::Now);
         if (lora_nodes) add_lora();
         done("W");
         ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
@@ -721,7 +729,17 @@ private:
         const Proj & p;
         const LoraPair * pr;
         ggml_tensor * dy;
+        ggml_tensor * dyw = nullptr; // dy rounded to the dx product's type, where made; dy otherwise
+        ggml_tensor * dy_w() const { return dyw ? dyw : dy; }
     };
+
+    // The type of the weight a projection's dx product multiplies (Part::Wt): the merged
+    // transpose's, a kept transpose's, or one made per step.
+    ggml_type dx_type(ggml_tensor * W, const LoraPair * p) const {
+        if (merged && p) return merged_type(W);
+        if (ggml_tensor * kept = transposed ? transposed->find(W) : nullptr) return kept->type;
+        return transposed_type(W);
+    }
 
     // Backward of projections that read the same x (q, k and v; gate and up): returns dx,
     // accumulates each adapter's dA and dB. Their adapters' A are stacked, so x is read once for
@@ -782,11 +800,11 @@ private:
             const auto pm = premerged_.find(b.W);
             ggml_tensor * wt = b.p.wt ? b.p.wt : merged && b.pr && pm != premerged_.end() ? pm->second.wt : nullptr;
             if (wt) {
-                parts.push_back({wt, b.dy});
+                parts.push_back({wt, b.dy_w()});
                 continue;
             }
             if (b.p.wm) {
-                parts.push_back({ggml_cont(ctx_, ggml_transpose(ctx_, b.p.wm)), b.dy});
+                parts.push_back({ggml_cont(ctx_, ggml_transpose(ctx_, b.p.wm)), b.dy_w()});
                 done("Wt");
                 continue;
             }
@@ -797,7 +815,7 @@ private:
                 Wt = merged_weight(Wt, lora_delta(b.pr, true));
                 done("lora");
             }
-            parts.push_back({Wt, b.dy});
+            parts.push_back({Wt, b.dy_w()});
         }
         ggml_tensor * dx = nullptr;
         if (joined_back(x, parts, At ? At->ne[0] : 0)) {
