@@ -647,6 +647,13 @@ describe('LoRA gradients match finite differences', () => {
     // (what is left: the merges of the backward's transposed weights by ggml's ops, the stacked
     // A, the sums into the gradient buffers)
     assert.ok(count(after) < count(before), `${count(after)} ops against ${count(before)}`);
+    // With the SwiGLU node as well, down's adapter reads silu(g)·u from it: no SwiGLU rebuilt
+    // for a kept layer, none recomputed for another.
+    for (const kept of [n, 1]) {
+      const swiglus = async (t: Trainer) => (await t.plan(2, 12, { mergeAdapter: true, keptLayers: kept, census: true })).census!.filter((o) => o.op === 'SWIGLU' && o.role !== 'fwd.mlp');
+      assert.ok((await swiglus(others)).length > 0, `kept ${kept}: the three nodes rebuild the SwiGLU`);
+      assert.deepEqual(await swiglus(all), [], `kept ${kept}`);
+    }
     // Runs of our nodes: those of the three nodes (see the test above) and one more, layer 0's
     // q, k and v after ggml's RoPE backward; every other group joins a run.
     for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {

@@ -29,7 +29,8 @@ template <typename C> __device__ inline void put4(uint2 * p, float4 v) {
 // 8-byte aligned), one otherwise: the kernel is bound by memory, and wider loads take fewer
 // transactions.
 template <typename C>
-__global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, int64_t n4) {
+__global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, float4 * act,
+                                     int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n4; i += (int64_t) gridDim.x * blockDim.x) {
         const float4 gi = g[i], ui = u[i], di = d[i];
         float4 a, b;
@@ -43,17 +44,20 @@ __global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const f
             put4<C>(cg + i, a);
             put4<C>(cu + i, b);
         }
+        if (act) act[i] = make_float4(swiglu_value(gi.x, ui.x), swiglu_value(gi.y, ui.y), swiglu_value(gi.z, ui.z), swiglu_value(gi.w, ui.w));
     }
 }
 
 template <typename C>
-__global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, int64_t n) {
+__global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, float * act,
+                                       int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
         swiglu_grad(g[i], u[i], d[i], dg + i, du + i);
         if (cg) {
             cg[i] = round16(dg[i], (C *) nullptr);
             cu[i] = round16(du[i], (C *) nullptr);
         }
+        if (act) act[i] = swiglu_value(g[i], u[i]);
     }
 }
 
@@ -62,13 +66,14 @@ bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
 int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
 
 template <typename C> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
-    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up);
+    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up) && aligned16(a.act);
     if (vec) {
         const int64_t n4 = a.n / 4;
         swiglu_backward_vec4<C><<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
-                                                                         (float4 *) a.d_gate, (float4 *) a.d_up, (uint2 *) a.gate16, (uint2 *) a.up16, n4);
+                                                                         (float4 *) a.d_gate, (float4 *) a.d_up, (uint2 *) a.gate16, (uint2 *) a.up16,
+                                                                         (float4 *) a.act, n4);
     } else {
-        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.n);
+        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.act, a.n);
     }
 }
 

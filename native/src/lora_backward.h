@@ -6,9 +6,12 @@
 // its SCALE, a CONCAT of the group's da, the two products, the views' adds). At the Qwen2.5-1.5B
 // shape (16 x 512 tokens, two micro-batches, our other nodes on) that is 3,360 of the step's
 // 7,496 ops planned, most of them too small to keep a GPU busy for the time it takes to launch
-// them; with these nodes the step plans 5,536, the same FLOPs and bytes. Here each group is
-// two nodes whose products (lora_back_gemms) run one after the other, on the CPU in loops
-// shared by its threads and on a GPU as cuBLAS calls on our backend beside ggml-cuda
+// them; with these nodes the step plans 5,536, the same FLOPs and bytes. With the SwiGLU node
+// (swiglu_backward.h) down's group reads silu(g)·u from it, written beside its gradients,
+// where a kept or recomputed layer would rebuild it for them in a pass of its own.
+//
+// Each group is two nodes whose products (lora_back_gemms) run one after the other, on the CPU
+// in loops shared by its threads and on a GPU as cuBLAS calls on our backend beside ggml-cuda
 // (custom_backend.h).
 #pragma once
 #include <cstdint>

@@ -15,6 +15,9 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const int64_t blocks = (a.n + 63) / 64, per = (blocks + nth - 1) / nth;
     const int64_t lo = std::min(a.n, ith * per * 64), hi = std::min(a.n, (ith + 1) * per * 64);
     for (int64_t i = lo; i < hi; ++i) swiglu_grad(a.g[i], a.u[i], a.d_act[i], a.d_gate + i, a.d_up + i);
+    if (a.act) {
+        for (int64_t i = lo; i < hi; ++i) a.act[i] = swiglu_value(a.g[i], a.u[i]);
+    }
     if (!a.gate16) return;
     // ggml's own roundings, as its products convert their f32 inputs
     for (int64_t i = lo; i < hi; ++i) {
@@ -28,15 +31,18 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
-// The copies' type in the userdata: 0 none, else the ggml_type.
+// The userdata: the copies' type in the low byte (0 none, else the ggml_type), bit 8 whether
+// the node writes silu(g)·u.
+constexpr uint64_t kActBit = 1u << 8;
 ggml_type copies_of(const ggml_tensor * t) {
-    const uint64_t c = custom_node_bits(t);
+    const uint64_t c = custom_node_bits(t) & 0xffu;
     return c == 0 ? GGML_TYPE_F32 : (ggml_type) c;
 }
+bool has_act(const ggml_tensor * t) { return (custom_node_bits(t) & kActBit) != 0; }
 
 } // namespace
 
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies) {
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies, bool act) {
     if (copies != GGML_TYPE_F32 && copies != GGML_TYPE_F16 && copies != GGML_TYPE_BF16) throw Error("swiglu_backward: copies are f16 or bf16");
     if (!ggml_are_same_shape(g, u) || !ggml_are_same_shape(g, d_act) || g->ne[2] != 1 || g->ne[3] != 1) {
         throw Error("swiglu_backward: expected three [n, T] tensors of one shape");
@@ -48,8 +54,9 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
     }
     const bool with_copies = copies != GGML_TYPE_F32;
     // two 16-bit planes take the room of one f32 plane
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], with_copies ? 3 : 2, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX,
-                          as_userdata(with_copies ? (uint64_t) copies : 0));
+    const int64_t planes = 2 + (with_copies ? 1 : 0) + (act ? 1 : 0);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], planes, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX,
+                          as_userdata((with_copies ? (uint64_t) copies : 0) | (act ? kActBit : 0)));
 }
 
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
@@ -74,6 +81,11 @@ ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, Swigl
     return v;
 }
 
+ggml_tensor * swiglu_backward_act(ggml_context * ctx, ggml_tensor * node) {
+    if (!has_act(node)) throw Error("swiglu_backward_act: the node did not write silu(g)·u");
+    return ggml_view_2d(ctx, node, node->ne[0], node->ne[1], node->nb[1], (size_t) (node->ne[2] - 1) * node->nb[2]);
+}
+
 bool is_swiglu_backward(const ggml_tensor * t) { return is_custom_node(t, swiglu_backward_cpu); }
 
 SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
@@ -89,6 +101,7 @@ SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
         a.gate16 = a.d_up + a.n;
         a.up16 = (char *) a.gate16 + (size_t) a.n * 2;
     }
+    if (has_act(t)) a.act = (float *) ((char *) t->data + (size_t) (t->ne[2] - 1) * t->nb[2]);
     return a;
 }
 

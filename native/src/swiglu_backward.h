@@ -6,7 +6,11 @@
 // three and writes two, 20. At the Qwen2.5-1.5B shape (16 x 512 tokens) that is 33 of the
 // step's 659 GB (`bench --train-census`), on the GPU's memory-bound side of the step.
 //
-// It may also write both gradients rounded to f16 or bf16, for the frozen products that take
+// It may also write the SwiGLU itself, silu(g)·u, for the down projection's adapter gradients
+// (lora_backward.h), which a kept or recomputed layer would otherwise rebuild in a pass of its
+// own over g and u (12 bytes a number, where writing it here takes 4).
+//
+// And it may write both gradients rounded to f16 or bf16, for the frozen products that take
 // them back through gate's and up's weights: those would convert the f32 gradients to their
 // weights' type themselves (ggml-cuda in a pass of its own over each, 6 bytes a number), where
 // the node writes 2 bytes more each. The same rounding (to nearest even) as theirs, so the same
@@ -28,21 +32,24 @@ struct SwigluBackwardArgs {
     float * d_gate = nullptr, * d_up = nullptr;
     // The 16-bit copies (ggml_fp16_t or ggml_bf16_t numbers), or nullptr.
     void * gate16 = nullptr, * up16 = nullptr;
+    float * act = nullptr; // silu(g)·u, or nullptr
     bool bf16 = false; // the copies' type: bf16, else f16
     int64_t n = 0;     // numbers in each
 };
 
 // The node: one f32 tensor [n_ff, T, 2], the gradient at g in plane 0 and at u in plane 1
 // (swiglu_backward_part); with `copies` GGML_TYPE_F16 or GGML_TYPE_BF16, [n_ff, T, 3], the two
-// rounded copies side by side in plane 2 (swiglu_backward_copy). Non-contiguous inputs are
-// copied first.
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32);
+// rounded copies side by side in plane 2 (swiglu_backward_copy); with `act`, silu(g)·u in one
+// more plane after those (swiglu_backward_act). Non-contiguous inputs are copied first.
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32, bool act = false);
 
 enum class SwigluGrad { Gate, Up };
 // The gradient at g or u, a [n_ff, T] view of the node's result.
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
 // Its 16-bit copy, a [n_ff, T] view in the copies' type (the node must have made them).
 ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
+// silu(g)·u, a [n_ff, T] f32 view (the node must have written it).
+ggml_tensor * swiglu_backward_act(ggml_context * ctx, ggml_tensor * node);
 
 // Whether `t` is such a node, and its operands where the node's tensors hold them (valid only when it is).
 bool is_swiglu_backward(const ggml_tensor * t);

@@ -12,6 +12,9 @@
 
 namespace rrr {
 
+// The SwiGLU itself, silu(g)·u, as ggml-cuda's SWIGLU writes it.
+RRR_HOST_DEVICE inline float swiglu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 RRR_HOST_DEVICE inline void swiglu_grad(float g, float u, float d, float * d_gate, float * d_up) {
     const float e = 1.0f + expf(-g);
     const float s = 1.0f / e;

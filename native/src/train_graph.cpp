@@ -231,17 +231,26 @@ public:
 
         // MLP: out = x2 + W_down (silu(gate) * up)
         ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}}, LoraWhen::Later);
-        // The pending adapter nodes (this layer's down, the layer above's q, k, v) in the run of
-        // ours that the SwiGLU node starts, or before ggml's SwiGLU ops.
-        if (lora_nodes) flush_lora({d_act, a.g.y, a.u.y, a.h2});
         ggml_tensor * d_gate, * d_up;
         ggml_tensor * gate_w = nullptr, * up_w = nullptr; // the gradients as gate's and up's dx products read them
         if (fused_mlp) {
             // 16-bit copies where both products read their gradient in one 16-bit type
             const ggml_type dt = dx_type(l.w_gate, pair(il, LoraTarget::Gate));
             const ggml_type copies = dt == dx_type(l.w_up, pair(il, LoraTarget::Up)) && (dt == GGML_TYPE_F16 || dt == GGML_TYPE_BF16) ? dt : GGML_TYPE_F32;
-            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act, copies);
-            if (lora_nodes) ggml_build_forward_expand(gf_, gu);
+            // With the adapters' nodes, down's reads silu(g)·u from this node (no SwiGLU rebuilt for it).
+            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act, copies, lora_nodes);
+            done("mlp");
+            if (lora_nodes) {
+                ggml_tensor * act = swiglu_backward_act(ctx_, gu);
+                for (LoraGroup & g : lora_pending_) {
+                    if (g.x == a.act) g.x = act;
+                }
+                // The pending adapter nodes (this layer's down, the layer above's q, k, v) right
+                // after the SwiGLU node, in its run.
+                prepare_lora({d_act, a.g.y, a.u.y, a.h2});
+                ggml_build_forward_expand(gf_, gu);
+                flush_lora();
+            }
             d_gate = swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
             d_up = swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
             if (copies != GGML_TYPE_F32) {
@@ -249,6 +258,11 @@ public:
                 up_w = swiglu_backward_copy(ctx_, gu, SwigluGrad::Up);
             }
         } else {
+            // The pending adapter nodes before ggml's SwiGLU ops.
+            if (lora_nodes) {
+                prepare_lora({d_act});
+                flush_lora();
+            }
             d_gate = ggml_silu_back(ctx_, ggml_mul(ctx_, d_act, a.u.y), a.g.y);
             d_up = ggml_swiglu_split(ctx_, a.g.y, d_act); // silu(gate) * d_act in one pass
         }
@@ -265,7 +279,10 @@ public:
         ggml_tensor * d_attn = projs_back(a.attn, {{l.wo, a.o, pair(il, LoraTarget::O), dx2}}, LoraWhen::Later);
         done("W");
         // o's adapter nodes in the run the attention node starts, or before ggml's attention ops.
-        if (lora_nodes) flush_lora({d_attn, a.qr, a.kr, a.v3});
+        if (lora_nodes) {
+            prepare_lora({d_attn, a.qr, a.kr, a.v3});
+            flush_lora();
+        }
         ggml_tensor * dqr, * dkr, * dv3;
         if (fused_attn) {
             ggml_tensor * g = attn_backward(ctx_, a.qr, a.kr, a.v3, d_attn, L_, kq_scale(), attn_tf32, attn_half, attn_scratch);
@@ -428,7 +445,9 @@ private:
     // A group's adapter gradient nodes (lora_back()), not yet in the graph or not yet summed.
     struct LoraGroup {
         std::vector<const LoraPair *> pairs;
-        ggml_tensor * rows = nullptr, * grads = nullptr;
+        ggml_tensor * x = nullptr;
+        std::vector<LoraBackTerm> terms; // each adapter's B and (contiguous) dy
+        ggml_tensor * rows = nullptr, * grads = nullptr; // made by flush_lora()
     };
     std::vector<LoraGroup> lora_pending_, lora_unadded_;
 
@@ -754,7 +773,10 @@ private:
         }
         if (lora_nodes && !adapted.empty()) {
             lora_back(x, adapted);
-            if (when == LoraWhen::Now) flush_lora({});
+            if (when == LoraWhen::Now) {
+                prepare_lora({});
+                flush_lora();
+            }
             adapted.clear(); // merged: dx needs nothing from the adapters
         }
         // The adapters first: a fused dx product needs their da.
@@ -846,18 +868,16 @@ private:
     // GPU share a run (each run costs the host two waits on the device).
     void lora_back(ggml_tensor * x, const std::vector<const Back *> & adapted) {
         LoraGroup g;
-        std::vector<LoraBackTerm> terms;
-        std::vector<ggml_tensor *> dys;
+        g.x = x;
         for (const Back * b : adapted) {
             g.pairs.push_back(b->pr);
-            terms.push_back({b->pr->b, b->dy});
-            dys.push_back(b->dy);
+            g.terms.push_back({b->pr->b, ggml_is_contiguous(b->dy) ? b->dy : ggml_cont(ctx_, b->dy)});
         }
-        g.rows = lora_back_rows(ctx_, x, stacked_a(g.pairs), terms, train_scale());
-        g.grads = lora_back_grads(ctx_, x, g.rows, dys);
         done("lora");
         lora_pending_.push_back(std::move(g));
     }
+
+    static bool of_ours(const ggml_tensor * t) { return t->op == GGML_OP_CUSTOM || (t->view_src && t->view_src->op == GGML_OP_CUSTOM); }
 
     // The layer's stacked A (q, k, v; gate, up) made among ggml's ops at the start of its
     // backward, where made on first use they would split a run of our nodes.
@@ -872,20 +892,31 @@ private:
         done("lora");
     }
 
-    // Puts the pending nodes in the graph: first what they read and `next` (the inputs of the
-    // node of ours that follows), all made by ggml's ops, then the nodes themselves.
-    void flush_lora(std::initializer_list<ggml_tensor *> next) {
+    // What the pending nodes read and `next` (the inputs of the node of ours that follows) into
+    // the graph, ahead of the run: all made by ggml's ops, but for what our nodes make.
+    void prepare_lora(std::initializer_list<ggml_tensor *> next) {
         for (const LoraGroup & g : lora_pending_) {
-            for (ggml_tensor * src : g.rows->src) {
-                if (src) ggml_build_forward_expand(gf_, src);
+            if (!of_ours(g.x)) ggml_build_forward_expand(gf_, g.x);
+            ggml_build_forward_expand(gf_, stacked_a(g.pairs));
+            for (const LoraBackTerm & t : g.terms) {
+                if (!of_ours(t.dy)) ggml_build_forward_expand(gf_, t.dy);
             }
         }
         for (ggml_tensor * t : next) ggml_build_forward_expand(gf_, t);
+    }
+
+    // The pending nodes, made and put in the graph.
+    void flush_lora() {
         for (LoraGroup & g : lora_pending_) {
+            std::vector<ggml_tensor *> dys;
+            for (const LoraBackTerm & t : g.terms) dys.push_back(t.dy);
+            g.rows = lora_back_rows(ctx_, g.x, stacked_a(g.pairs), g.terms, train_scale());
+            g.grads = lora_back_grads(ctx_, g.x, g.rows, dys);
             ggml_build_forward_expand(gf_, g.grads);
             lora_unadded_.push_back(std::move(g));
         }
         lora_pending_.clear();
+        done("lora");
     }
 
     // The flushed groups' sums into the gradient buffers, once the run of ours is over.
@@ -904,7 +935,8 @@ public:
     // What is still pending at the end of the backward pass (layer 0's q, k and v).
     void finish_lora() {
         if (!lora_nodes) return;
-        flush_lora({});
+        prepare_lora({});
+        flush_lora();
         add_lora();
     }
 

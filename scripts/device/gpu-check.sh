@@ -183,7 +183,8 @@ do_peft() {
 # `fusedlora` takes each group of adapters' gradients in two nodes of ours (TrainerOptions.
 # fusedLoraBackward: cuBLAS f32 products in the runs of our other nodes, where ggml's ops took
 # about a dozen small ops an adapter), against `fusedmerge`; `budget16-best-lora` adds it to
-# `budget16-best` (5,536 ops planned against 7,496, the same FLOPs and bytes).
+# `budget16-best` (5,368 ops and 430.3 GB planned against 7,384 and 447.7: the same FLOPs, and
+# down's adapter reads silu(g)·u from the SwiGLU node instead of a SwiGLU rebuilt for it).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"

@@ -291,11 +291,12 @@ export interface TrainerOptions {
    * Where a step merges the adapter into the weights (and no dropout): each group of adapters
    * that read one input (q, k, v; gate, up; o; down) takes its gradients in two nodes of our own
    * instead of about a dozen of ggml's ops an adapter (s·Aᵀx, Bᵀdy, their scales, a transposing
-   * copy, a concat, the two outer products): at the Qwen2.5-1.5B shape, 16 x 512 tokens in two
-   * micro-batches with our other nodes, 5,536 ops a step planned instead of 7,496, the same
-   * FLOPs and bytes.
-   * On a GPU their products are cuBLAS calls in f32, placed in the runs of our other nodes.
-   * Default false: not yet timed on a GPU.
+   * copy, a concat, the two outer products), the same FLOPs. On a GPU their products are cuBLAS
+   * calls in f32, placed in the runs of our other nodes. With fusedMlpBackward, down's adapter
+   * reads silu(gate)·up from the SwiGLU node, which writes it beside its gradients, so no kept or
+   * recomputed layer rebuilds the SwiGLU for it. At the Qwen2.5-1.5B shape, 16 x 512 tokens in
+   * 16 GiB with our other nodes and bf16 merges: 5,368 ops and 430.3 GB planned a step instead
+   * of 7,384 and 447.7. Default false: not yet timed on a GPU.
    */
   fusedLoraBackward?: boolean;
   /**
