@@ -943,6 +943,35 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("the forward SwiGLU node: a merged 16-bit step writes silu(g)·u in the down product's type, the next layer's merges in its run", async () => {
+    const { model } = await tinyModel('fused-mlp-forward', { type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 3 });
+    const n = model.info.nLayer;
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const three = { fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true };
+    for (const mergeBf16 of [false, true]) {
+      const tr = await Trainer.create(model, spec, { lr: 1e-3 }, { ...three, mergeBf16 });
+      randomizeB(tr, 0.3);
+      const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true };
+      // Without recomputation the forward's SwiGLU is ggml's (its f32 result is kept): the node
+      // and ggml's SWIGLU then converted gave the same gradient bits here (CPU), and with KL the
+      // reference pass's roundings part by 4.3e-4 (f16) and 4.4e-3 (bf16) at gradients of 2.6.
+      const label = `bf16 ${mergeBf16}`;
+      for (const extra of [{}, { beta: 0.1 }]) {
+        const [a, b] = [await tr.gradients(mixedBatch(), { ...stepOpts, ...extra, recompute: false }), await tr.gradients(mixedBatch(), { ...stepOpts, ...extra })];
+        assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 5e-3 : 1e-5, 3e-2), `${label} ${JSON.stringify(extra)}`);
+      }
+      const mlp = async (o: Omit<StepOptions, 'lr'>) => (await tr.plan(2, 12, { ...o, mergeAdapter: true, census: true })).census!.filter((c) => c.role === 'fwd.mlp').map((c) => `${c.op} ${c.count}`);
+      assert.deepEqual(await mlp({}), [`CUSTOM ${n}`], label);
+      assert.deepEqual(await mlp({ recompute: false }), [`SWIGLU ${n}`], label);
+      // Runs: layer 0's merges, then each layer's SwiGLU node with the next layer's merges
+      // (n + 1 in the forward, where merges two layers at a time took ⌈n/2⌉), then the backward's 2n + 1.
+      assert.equal((await tr.step(mixedBatch(), { lr: 0, ...stepOpts })).graphCustomRuns, n + 1 + 2 * n + 1, label);
+      assert.equal((await tr.step(mixedBatch(), { lr: 0, ...stepOpts, recompute: false })).graphCustomRuns, Math.ceil(n / 2) + 2 * n + 1, label);
+      tr.dispose();
+    }
+    model.dispose();
+  });
+
   test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
     const { model } = await tinyModel('grad-dropout');
     const lora = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };

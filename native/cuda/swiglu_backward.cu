@@ -1,8 +1,6 @@
+#include "round16.cuh"
 #include "swiglu_backward_cuda.h"
 #include "swiglu_backward_math.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -12,17 +10,6 @@ namespace rrr {
 namespace {
 
 constexpr int kThreads = 256;
-
-// The copies' type: none (float, never written), f16 or bf16, each rounded to nearest even as
-// ggml-cuda's conversions round.
-__device__ inline uint16_t round16(float v, __half *) { return __half_as_ushort(__float2half_rn(v)); }
-__device__ inline uint16_t round16(float v, __nv_bfloat16 *) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-
-// Four 16-bit numbers as one 8-byte store.
-template <typename C> __device__ inline void put4(uint2 * p, float4 v) {
-    *p = make_uint2((uint32_t) round16(v.x, (C *) nullptr) | ((uint32_t) round16(v.y, (C *) nullptr) << 16),
-                    (uint32_t) round16(v.z, (C *) nullptr) | ((uint32_t) round16(v.w, (C *) nullptr) << 16));
-}
 
 // Four numbers a thread at a time where every operand is 16-byte aligned and n a multiple of 4
 // (ggml's buffers align tensors, and the node's planes are n floats apart; the copies are then

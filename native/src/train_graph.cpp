@@ -7,6 +7,7 @@
 #include "op_profile.h"
 #include "rng.h"
 #include "swiglu_backward.h"
+#include "swiglu_forward.h"
 #include "transposed_weights.h"
 
 #include <algorithm>
@@ -115,11 +116,13 @@ public:
         LayerActs a;
         a.x = x;
         // A recomputed layer's backward follows at once: its merge nodes write the transposes too.
+        const ggml_type act16 = swiglu_node_type(il);
         if (merge_nodes) {
             premerge(il, phase == "re" ? MergeOut::Both : MergeOut::Weight, nullptr);
             // Two layers' forward merges in one run of our nodes, where each would cut ggml-cuda's
-            // graph twice: the second layer's merged weights live one layer longer.
-            if (phase != "re" && il % 2 == 0 && il + 1 < c_.n_layer) merge_ahead(il + 1, MergeOut::Weight);
+            // graph twice: the second layer's merged weights live one layer longer. With the
+            // SwiGLU node, the next layer's merges join its run instead (below).
+            if (phase != "re" && il % 2 == 0 && il + 1 < c_.n_layer && act16 == GGML_TYPE_F32) merge_ahead(il + 1, MergeOut::Weight);
         }
         a.h1 = norm_w(x, l.attn_norm);
         done("norm");
@@ -168,8 +171,15 @@ public:
                 u = a.u.y;
             }
         }
-        a.act = ggml_swiglu_split(ctx_, g, u);
-        done("mlp");
+        if (act16 != GGML_TYPE_F32 && g->type == GGML_TYPE_F32) {
+            a.act = swiglu_forward(ctx_, g, u, act16);
+            done("mlp");
+            ggml_build_forward_expand(gf_, a.act);
+            if (il + 1 < c_.n_layer) merge_ahead(il + 1, MergeOut::Weight);
+        } else {
+            a.act = ggml_swiglu_split(ctx_, g, u);
+            done("mlp");
+        }
         a.d = projs(a.act, {{l.w_down, pair(il, LoraTarget::Down), nullptr}})[0];
         a.out = ggml_add(ctx_, a.x2, a.d.y);
         done("resid");
@@ -205,10 +215,21 @@ public:
         return widened(a);
     }
 
+    // The type our forward SwiGLU node (swiglu_forward.h) writes layer il's silu(g)·u in: the
+    // 16-bit type the down product multiplies, where nothing reads it in f32 (merged, so no
+    // adapter path; recomputing, so the backward pass rebuilds what it needs) and the SwiGLU
+    // node's run can take the next layer's merges; GGML_TYPE_F32 for ggml's SWIGLU.
+    ggml_type swiglu_node_type(int64_t il) const {
+        if (!fused_mlp || !merge_nodes || !recompute || phase == "re") return GGML_TYPE_F32;
+        const ggml_type t = product_input({{w_.layers[il].w_down, pair(il, LoraTarget::Down), nullptr}});
+        return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
+    }
+
     // A layer's MLP activations as its backward pass reads them: gate and up in f32 (widened
     // where GraphOptions::kept_f16 kept them in f16) and their SwiGLU (rebuilt where missing, or
     // where the forward's was made of the halves).
     LayerActs widened(LayerActs a) {
+        if (a.act && a.act->type != GGML_TYPE_F32) a.act = nullptr; // the forward node's, for the down product
         if (a.g.y->type != GGML_TYPE_F32) {
             a.g.y = ggml_cast(ctx_, a.g.y, GGML_TYPE_F32);
             a.u.y = ggml_cast(ctx_, a.u.y, GGML_TYPE_F32);
