@@ -183,8 +183,11 @@ do_peft() {
 # `fusedlora` takes each group of adapters' gradients in two nodes of ours (TrainerOptions.
 # fusedLoraBackward: cuBLAS f32 products in the runs of our other nodes, where ggml's ops took
 # about a dozen small ops an adapter), against `fusedmerge`; `budget16-best-lora` adds it to
-# `budget16-best` (5,368 ops and 430.3 GB planned against 7,384 and 447.7: the same FLOPs, and
-# down's adapter reads silu(g)·u from the SwiGLU node instead of a SwiGLU rebuilt for it).
+# `budget16-best` (5,312 ops and 413.9 GB planned against 7,328 and 431.2: the same FLOPs, and
+# down's adapter reads silu(g)·u from the SwiGLU node instead of a SwiGLU rebuilt for it). With
+# the SwiGLU node, its gradients come with 16-bit copies for gate's and up's dx products, and a
+# merged 16-bit step's forward SwiGLU is a node of ours (464.1 GB planned for `budget16-best`
+# before these, 431.2 after).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"

@@ -275,7 +275,12 @@ export interface TrainerOptions {
    * The SwiGLU's backward pass as one node of our own instead of three of ggml's ops (a MUL, a
    * SILU_BACK and a SWIGLU): one pass over the MLP's gate, up and their gradient where there were
    * three, 20 bytes a number instead of 36. On a GPU (CUDA builds) one elementwise kernel on the
-   * same backend of ours as the attention's node. Default false: not yet timed on a GPU.
+   * same backend of ours as the attention's node. Where gate's and up's dx products multiply
+   * 16-bit weights, the node also writes its gradients rounded to their type, so those products
+   * convert nothing. With fusedMerge in a merged, recomputing step over 16-bit weights, the
+   * forward's SwiGLU is a node of ours too, writing silu(gate)·up in the down product's type
+   * where ggml's wrote f32 for the product to convert, and the next layer's merges join its run.
+   * Default false: not yet timed on a GPU.
    */
   fusedMlpBackward?: boolean;
   /**
