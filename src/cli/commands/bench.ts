@@ -329,7 +329,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          "take the SwiGLU back in one node of our own instead of three of ggml's ops: one pass over the MLP's gate, up and their gradient, 20 bytes a number instead of 36; on a GPU one kernel of ours (TrainerOptions.fusedMlpBackward)",
+          "take the SwiGLU back in one node of our own instead of three of ggml's ops: one pass over the MLP's gate, up and their gradient, 20 bytes a number instead of 36, with 16-bit copies for 16-bit dx products; in merged steps over 16-bit weights with --train-fused-merge the forward's SwiGLU too, written in the down product's type; on a GPU kernels of ours (TrainerOptions.fusedMlpBackward)",
       })
       .option('train-fused-merge', {
         type: 'boolean',

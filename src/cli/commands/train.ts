@@ -283,7 +283,7 @@ export const trainCommand: CommandModule<object, Args> = {
         type: 'boolean',
         default: false,
         describe:
-          "take the MLP's SwiGLU back in one node of our own instead of three of ggml's ops (one pass over its gate, up and their gradient instead of three); off by default: not yet timed on a GPU",
+          "take the MLP's SwiGLU back in one node of our own instead of three of ggml's ops (one pass over its gate, up and their gradient instead of three), and in merged steps over 16-bit weights with --fused-merge its forward too (written in the down product's type); off by default: not yet timed on a GPU",
       })
       .option('fused-merge', {
         type: 'boolean',
