@@ -273,7 +273,7 @@ do_fusion_check() {
 do_fused_tests() {
   local s; s=$(budget 90 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes" \
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node" \
     dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
