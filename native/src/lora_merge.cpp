@@ -1,4 +1,5 @@
 #include "lora_merge.h"
+#include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
 
@@ -15,18 +16,6 @@ uint64_t pack(float scale, MergeOut out) { return ((uint64_t) float_bits(scale) 
 
 MergeOut out_of(const ggml_tensor * t) { return (MergeOut) (custom_node_bits(t) & 3u); }
 
-float load(const void * p, ggml_type t, int64_t i) {
-    if (t == GGML_TYPE_F16) return ggml_fp16_to_fp32(((const ggml_fp16_t *) p)[i]);
-    if (t == GGML_TYPE_BF16) return ggml_bf16_to_fp32(((const ggml_bf16_t *) p)[i]);
-    return ((const float *) p)[i];
-}
-
-void store(void * p, ggml_type t, int64_t i, float v) {
-    if (t == GGML_TYPE_F16) ((ggml_fp16_t *) p)[i] = ggml_fp32_to_fp16(v);
-    else if (t == GGML_TYPE_BF16) ((ggml_bf16_t *) p)[i] = ggml_fp32_to_bf16(v);
-    else ((float *) p)[i] = v;
-}
-
 // One task per run of W's rows (output units o): the row's s·Σ_r B[r, o]·A[:, r] is summed over
 // A's contiguous columns, added to W's row and rounded once to the output's type, then written as the
 // row, the transposed column, or both. Plain loops: the CPU merges only where asked (tests).
@@ -41,9 +30,9 @@ void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
             for (int64_t i = 0; i < a.n_in; ++i) row[(size_t) i] += b * Ar[i];
         }
         for (int64_t i = 0; i < a.n_in; ++i) {
-            const float v = load(a.W, a.type, i + o * a.n_in) + a.scale * row[(size_t) i];
-            if (a.out) store(a.out, a.out_type, i + o * a.n_in, v);
-            if (a.out_t) store(a.out_t, a.out_type, o + i * a.n_out, v);
+            const float v = load_as(a.W, a.type, i + o * a.n_in) + a.scale * row[(size_t) i];
+            if (a.out) store_as(a.out, a.out_type, i + o * a.n_in, v);
+            if (a.out_t) store_as(a.out_t, a.out_type, o + i * a.n_out, v);
         }
     }
 }

@@ -1,4 +1,5 @@
 #include "swiglu_backward.h"
+#include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
 #include "swiglu_backward_math.h"
@@ -12,22 +13,17 @@ namespace {
 // Each thread takes one run of the numbers (64 at a time, a cache line of each operand).
 void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const SwigluBackwardArgs a = swiglu_backward_args(dst);
-    const int64_t blocks = (a.n + 63) / 64, per = (blocks + nth - 1) / nth;
-    const int64_t lo = std::min(a.n, ith * per * 64), hi = std::min(a.n, (ith + 1) * per * 64);
-    for (int64_t i = lo; i < hi; ++i) swiglu_grad(a.g[i], a.u[i], a.d_act[i], a.d_gate + i, a.d_up + i);
+    const ThreadSpan s = thread_span(a.n, ith, nth);
+    for (int64_t i = s.lo; i < s.hi; ++i) swiglu_grad(a.g[i], a.u[i], a.d_act[i], a.d_gate + i, a.d_up + i);
     if (a.act) {
-        for (int64_t i = lo; i < hi; ++i) a.act[i] = swiglu_value(a.g[i], a.u[i]);
+        for (int64_t i = s.lo; i < s.hi; ++i) a.act[i] = swiglu_value(a.g[i], a.u[i]);
     }
     if (!a.gate16) return;
     // ggml's own roundings, as its products convert their f32 inputs
-    for (int64_t i = lo; i < hi; ++i) {
-        if (a.bf16) {
-            ((ggml_bf16_t *) a.gate16)[i] = ggml_fp32_to_bf16(a.d_gate[i]);
-            ((ggml_bf16_t *) a.up16)[i] = ggml_fp32_to_bf16(a.d_up[i]);
-        } else {
-            ((ggml_fp16_t *) a.gate16)[i] = ggml_fp32_to_fp16(a.d_gate[i]);
-            ((ggml_fp16_t *) a.up16)[i] = ggml_fp32_to_fp16(a.d_up[i]);
-        }
+    const ggml_type t = a.bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+    for (int64_t i = s.lo; i < s.hi; ++i) {
+        store_as(a.gate16, t, i, a.d_gate[i]);
+        store_as(a.up16, t, i, a.d_up[i]);
     }
 }
 

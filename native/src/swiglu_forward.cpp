@@ -1,24 +1,19 @@
 #include "swiglu_forward.h"
+#include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
 #include "swiglu_backward_math.h"
 
-#include <algorithm>
 
 namespace rrr {
 
 namespace {
 
-// Each thread takes one run of the numbers, 64 at a time.
 void swiglu_forward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const SwigluForwardArgs a = swiglu_forward_args(dst);
-    const int64_t blocks = (a.n + 63) / 64, per = (blocks + nth - 1) / nth;
-    const int64_t lo = std::min(a.n, ith * per * 64), hi = std::min(a.n, (ith + 1) * per * 64);
-    for (int64_t i = lo; i < hi; ++i) {
-        const float v = swiglu_value(a.g[i], a.u[i]);
-        if (a.bf16) ((ggml_bf16_t *) a.out)[i] = ggml_fp32_to_bf16(v);
-        else ((ggml_fp16_t *) a.out)[i] = ggml_fp32_to_fp16(v);
-    }
+    const ThreadSpan s = thread_span(a.n, ith, nth);
+    const ggml_type t = a.bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+    for (int64_t i = s.lo; i < s.hi; ++i) store_as(a.out, t, i, swiglu_value(a.g[i], a.u[i]));
 }
 
 } // namespace
