@@ -1,5 +1,5 @@
 // The adapters' backward nodes (native/src/lora_backward.h) on a CUDA device: their products as
-// cuBLAS calls, in f32 as ggml-cuda's OUT_PROD and f32 MUL_MAT make them.
+// cuBLAS calls: f32 as ggml-cuda's OUT_PROD and f32 MUL_MAT make them, or 16-bit with f32 sums.
 #pragma once
 #include <cublas_v2.h>
 

@@ -25,8 +25,10 @@ __global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const f
         swiglu_grad(gi.y, ui.y, di.y, &a.y, &b.y);
         swiglu_grad(gi.z, ui.z, di.z, &a.z, &b.z);
         swiglu_grad(gi.w, ui.w, di.w, &a.w, &b.w);
-        dg[i] = a;
-        du[i] = b;
+        if (dg) {
+            dg[i] = a;
+            du[i] = b;
+        }
         if (cg) {
             put4<C>(cg + i, a);
             put4<C>(cu + i, b);
@@ -39,10 +41,15 @@ template <typename C>
 __global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, float * act,
                                        int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
-        swiglu_grad(g[i], u[i], d[i], dg + i, du + i);
+        float a, b;
+        swiglu_grad(g[i], u[i], d[i], &a, &b);
+        if (dg) {
+            dg[i] = a;
+            du[i] = b;
+        }
         if (cg) {
-            cg[i] = round16(dg[i], (C *) nullptr);
-            cu[i] = round16(du[i], (C *) nullptr);
+            cg[i] = round16(a, (C *) nullptr);
+            cu[i] = round16(b, (C *) nullptr);
         }
         if (act) act[i] = swiglu_value(g[i], u[i]);
     }

@@ -177,6 +177,7 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("fusedMlpBackward", ts.fused_mlp_backward);
     off_unless("fusedMerge", ts.fused_merge);
     off_unless("fusedLoraBackward", ts.fused_lora_backward);
+    off_unless("fusedLora16", ts.fused_lora_16);
     off_unless("mergeBf16", ts.merge_bf16);
     const Napi::Value ws = o.Get("attnWorkspaceMiB");
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
@@ -302,6 +303,7 @@ private:
         o.Set("fusedMlpBackward", t.fused_mlp_backward());
         o.Set("fusedMerge", t.fused_merge());
         o.Set("fusedLoraBackward", t.fused_lora_backward());
+        o.Set("fusedLora16", t.fused_lora_16());
         o.Set("mergeBf16", t.merge_bf16());
         o.Set("fusedAttnF16", t.fused_attn_f16());
         return o;

@@ -1,4 +1,5 @@
 #include "lora_backward.h"
+#include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
 
@@ -21,10 +22,18 @@ int64_t rows_terms(const ggml_tensor * t) { return (n_srcs(t) - 2) / 2; }
 // The gradients node's srcs: x, the rows node, then dy₁..dy_k.
 int64_t grads_terms(const ggml_tensor * t) { return n_srcs(t) - 2; }
 
+// Work space for 16-bit copies, in f32 slots, each part 256-byte aligned.
+int64_t slots16(int64_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
+
+bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
 // The products' shapes and where each reads and writes, from the node's tensors (`data` may be
 // null when only shapes are asked: the pointers are then offsets from null, never followed).
 std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
-    auto f = [](const ggml_tensor * s) { return (const float *) s->data; };
+    auto at = [](const ggml_tensor * s, int64_t offset) -> const void * {
+        return s->data ? (const void *) ((const char *) s->data + offset * (int64_t) ggml_type_size(s->type)) : nullptr;
+    };
+    auto f32 = [](float * base, int64_t offset) -> float * { return base ? base + offset : nullptr; };
     std::vector<LoraGemm> g;
     if (is_rows(t)) {
         const int64_t k = rows_terms(t);
@@ -33,57 +42,104 @@ std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
         const float scale = bits_float((uint32_t) custom_node_bits(t));
         float * out = (float *) t->data;
         // s Aᵀ x for the whole group, x read once
-        g.push_back({true, false, rk, T, n_in, scale, f(A), n_in, f(x), n_in, 0.0f, out, rk});
+        g.push_back({true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk});
+        int64_t work = 2 * rk * T;
         for (int64_t i = 0; i < k; ++i) {
             const ggml_tensor * B = t->src[2 + i], * dy = t->src[2 + k + i];
-            // s Bᵢ dyᵢ into the adapter's rows of plane 1
-            g.push_back({false, false, r, T, B->ne[1], scale, f(B), r, f(dy), dy->ne[0], 0.0f, out ? out + rk * T + i * r : nullptr, rk});
+            // s Bᵢ dyᵢ into the adapter's rows of plane 1; B rounded to a 16-bit dy's type
+            LoraGemm d{false, false, r, T, B->ne[1], scale, {at(B, 0), B->type, r}, {at(dy, 0), dy->type, dy->ne[0]}, 0.0f, f32(out, rk * T + i * r), rk};
+            if (is16(dy->type)) {
+                d.in = dy->type;
+                d.A.work = f32(out, work);
+                work += slots16(ggml_nelements(B));
+            }
+            g.push_back(d);
         }
     } else if (is_grads(t)) {
         const int64_t k = grads_terms(t);
         const ggml_tensor * x = t->src[0], * rows = t->src[1];
         const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
-        const float * ax = f(rows), * da = ax ? ax + rk * T : nullptr;
         float * out = (float *) t->data;
         // dA = x daᵀ for the whole group, x read once
-        g.push_back({false, true, n_in, rk, T, 1.0f, f(x), n_in, da, rk, 0.0f, out, n_in});
-        int64_t at = n_in * rk;
+        g.push_back({false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in});
+        int64_t pos = n_in * rk, work = 0;
+        for (int64_t i = 0; i < k; ++i) pos += r * t->src[2 + i]->ne[0];
+        work = (pos + 63) / 64 * 64;
+        pos = n_in * rk;
         for (int64_t i = 0; i < k; ++i) {
             const ggml_tensor * dy = t->src[2 + i];
             const int64_t n_out = dy->ne[0];
-            g.push_back({false, true, r, n_out, T, 1.0f, ax ? ax + i * r : nullptr, rk, f(dy), n_out, 0.0f, out ? out + at : nullptr, r});
-            at += r * n_out;
+            // dBᵢ = axᵢ dyᵢᵀ; ax rounded to a 16-bit dy's type
+            LoraGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32(out, pos), r};
+            if (is16(dy->type)) {
+                d.in = dy->type;
+                d.A.work = f32(out, work);
+                work += slots16(r * T);
+            }
+            g.push_back(d);
+            pos += r * n_out;
         }
     }
     return g;
 }
 
-// One thread's share of a product: a run of C's columns, or of its rows where it has fewer
-// columns than threads. Plain loops, each inner one over contiguous numbers where it can be.
-void gemm_part(const LoraGemm & g, int ith, int nth) {
-    const bool by_cols = g.n >= nth;
-    const int64_t span = by_cols ? g.n : g.m, per = (span + nth - 1) / nth;
-    const int64_t lo = std::min(span, ith * per), hi = std::min(span, lo + per);
-    const int64_t i0 = by_cols ? 0 : lo, i1 = by_cols ? g.m : hi, j0 = by_cols ? lo : 0, j1 = by_cols ? hi : g.n;
+// The f32 products' loops: a run of C's columns, or of its rows where it has fewer columns than
+// threads, each inner loop over contiguous numbers where it can be.
+void gemm_part_f32(const LoraGemm & g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const float * A = (const float *) g.A.p, * B = (const float *) g.B.p;
+    const int64_t lda = g.A.ld, ldb = g.B.ld;
     for (int64_t j = j0; j < j1; ++j) {
         float * c = g.C + j * g.ldc;
         for (int64_t i = i0; i < i1; ++i) c[i] = g.beta == 0.0f ? 0.0f : g.beta * c[i];
         if (g.ta) {
             // op(A)'s row i is A's column i: a dot product over contiguous p
             for (int64_t i = i0; i < i1; ++i) {
-                const float * a = g.A + i * g.lda;
+                const float * a = A + i * lda;
                 float s = 0.0f;
-                for (int64_t p = 0; p < g.k; ++p) s += a[p] * (g.tb ? g.B[j + p * g.ldb] : g.B[p + j * g.ldb]);
+                for (int64_t p = 0; p < g.k; ++p) s += a[p] * (g.tb ? B[j + p * ldb] : B[p + j * ldb]);
                 c[i] += g.alpha * s;
             }
         } else {
             for (int64_t p = 0; p < g.k; ++p) {
-                const float b = g.alpha * (g.tb ? g.B[j + p * g.ldb] : g.B[p + j * g.ldb]);
-                const float * a = g.A + p * g.lda;
+                const float b = g.alpha * (g.tb ? B[j + p * ldb] : B[p + j * ldb]);
+                const float * a = A + p * lda;
                 for (int64_t i = i0; i < i1; ++i) c[i] += a[i] * b;
             }
         }
     }
+}
+
+// A number of an operand as the product multiplies it: rounded to its 16-bit type.
+float operand(const LoraOperand & o, ggml_type in, int64_t idx) {
+    const float v = load_as(o.p, o.type, idx);
+    if (in == GGML_TYPE_F32 || o.type == in) return v;
+    uint16_t h = 0;
+    store_as(&h, in, 0, v);
+    return load_as(&h, in, 0);
+}
+
+// 16-bit products: the same sums, each number read through operand().
+void gemm_part_16(const LoraGemm & g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t i = i0; i < i1; ++i) {
+            float s = 0.0f;
+            for (int64_t p = 0; p < g.k; ++p) {
+                s += operand(g.A, g.in, g.ta ? p + i * g.A.ld : i + p * g.A.ld) * operand(g.B, g.in, g.tb ? j + p * g.B.ld : p + j * g.B.ld);
+            }
+            float & c = g.C[i + j * g.ldc];
+            c = (g.beta == 0.0f ? 0.0f : g.beta * c) + g.alpha * s;
+        }
+    }
+}
+
+// One thread's share of a product. Plain loops: the CPU runs these nodes only where asked.
+void gemm_part(const LoraGemm & g, int ith, int nth) {
+    const bool by_cols = g.n >= nth;
+    const int64_t span = by_cols ? g.n : g.m, per = (span + nth - 1) / nth;
+    const int64_t lo = std::min(span, ith * per), hi = std::min(span, lo + per);
+    const int64_t i0 = by_cols ? 0 : lo, i1 = by_cols ? g.m : hi, j0 = by_cols ? lo : 0, j1 = by_cols ? hi : g.n;
+    if (g.in == GGML_TYPE_F32 && g.A.type == GGML_TYPE_F32 && g.B.type == GGML_TYPE_F32) gemm_part_f32(g, i0, i1, j0, j1);
+    else gemm_part_16(g, i0, i1, j0, j1);
 }
 
 void run_cpu(ggml_tensor * dst, int ith, int nth) {
@@ -107,16 +163,19 @@ ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
     expect(plain_f32(x) && plain_f32(A) && A->ne[0] == x->ne[0] && A->ne[1] % k == 0, "expected contiguous f32 x [n_in, T] and A [n_in, r k]");
     const int64_t r = A->ne[1] / k, T = x->ne[1];
     ggml_tensor * args[8] = {x, A};
+    int64_t work = 0; // f32 slots for B rounded to 16-bit dys' types
     for (int64_t i = 0; i < k; ++i) {
         ggml_tensor * B = terms[(size_t) i].b, * dy = terms[(size_t) i].dy;
         expect(plain_f32(B) && B->ne[0] == r, "expected contiguous f32 B [r, n_out]");
         if (!ggml_is_contiguous(dy)) dy = ggml_cont(ctx, dy);
-        expect(dy->type == GGML_TYPE_F32 && ggml_nelements(dy) == B->ne[1] * T, "expected f32 dy [n_out, T]");
+        expect((dy->type == GGML_TYPE_F32 || is16(dy->type)) && ggml_nelements(dy) == B->ne[1] * T, "expected f32, f16 or bf16 dy [n_out, T]");
         if (ggml_n_dims(dy) > 2 || dy->ne[0] != B->ne[1]) dy = ggml_reshape_2d(ctx, dy, B->ne[1], T);
+        if (is16(dy->type)) work += slots16(ggml_nelements(B));
         args[2 + i] = B;
         args[2 + k + i] = dy;
     }
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, r * k, T, 2, 1, args, (int) (2 + 2 * k), rows_cpu, GGML_N_TASKS_MAX, as_userdata(float_bits(scale)));
+    const int64_t plane = r * k * T, planes = 2 + (work + plane - 1) / plane;
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, r * k, T, planes, 1, args, (int) (2 + 2 * k), rows_cpu, GGML_N_TASKS_MAX, as_userdata(float_bits(scale)));
 }
 
 ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRows which) {
@@ -125,15 +184,17 @@ ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRo
 
 ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, const std::vector<ggml_tensor *> & dys) {
     expect(is_rows(rows) && rows->src[0] == x && rows_terms(rows) == (int64_t) dys.size(), "the gradients node takes the rows node of the same x and adapters");
-    const int64_t k = (int64_t) dys.size(), n_in = x->ne[0], rk = rows->ne[0], r = rk / k;
+    const int64_t k = (int64_t) dys.size(), n_in = x->ne[0], rk = rows->ne[0], r = rk / k, T = x->ne[1];
     ggml_tensor * args[5] = {x, rows};
-    int64_t n = n_in * rk;
+    int64_t n = n_in * rk, work = 0; // and f32 slots for s·Aᵀx rounded to 16-bit dys' types
     for (int64_t i = 0; i < k; ++i) {
         // the rows node's own (contiguous) copy of each gradient
         args[2 + i] = rows->src[2 + k + i];
         expect(ggml_nelements(args[2 + i]) == ggml_nelements(dys[(size_t) i]), "dy differs from the rows node's");
         n += r * args[2 + i]->ne[0];
+        if (is16(args[2 + i]->type)) work += slots16(r * T);
     }
+    if (work > 0) n = (n + 63) / 64 * 64 + work;
     return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
 }
 

@@ -21,7 +21,9 @@
 
 namespace rrr {
 
-// One adapter of a group: its B [r, n_out] and its projection's output gradient dy [n_out, T].
+// One adapter of a group: its B [r, n_out] and its projection's output gradient dy [n_out, T],
+// f32, or f16/bf16 (then B and s·Aᵀx are multiplied with it in that type, f32 sums: PEFT's
+// bf16 training's precision).
 struct LoraBackTerm {
     ggml_tensor * b = nullptr;
     ggml_tensor * dy = nullptr;
@@ -46,23 +48,36 @@ ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t 
 // Whether `t` is either node.
 bool is_lora_back(const ggml_tensor * t);
 
-// C = alpha op(A) op(B) + beta C, column-major as cuBLAS reads it (a ggml [ne0, ne1] tensor is
-// ne0 rows by ne1 columns): op(A) m x k, op(B) k x n, C m x n.
+// A product's operand as stored: a column-major matrix (a ggml [ne0, ne1] tensor is ne0 rows by
+// ne1 columns) of `type` numbers, and where a GPU writes its copy in the product's type when it
+// is stored in another (packed, ld = its rows; the CPU rounds each number as it reads it).
+struct LoraOperand {
+    const void * p = nullptr;
+    ggml_type type = GGML_TYPE_F32;
+    int64_t ld = 0;
+    void * work = nullptr;
+};
+
+// C = alpha op(A) op(B) + beta C, as cuBLAS reads it: op(A) m x k, op(B) k x n, C m x n f32.
+// Both operands are multiplied in `in`: f32, or f16/bf16 (rounded to nearest even where stored
+// otherwise), with f32 sums.
 struct LoraGemm {
     bool ta = false, tb = false;
     int64_t m = 0, n = 0, k = 0;
     float alpha = 1.0f;
-    const float * A = nullptr;
-    int64_t lda = 0;
-    const float * B = nullptr;
-    int64_t ldb = 0;
+    LoraOperand A, B;
     float beta = 0.0f;
     float * C = nullptr;
     int64_t ldc = 0;
+    ggml_type in = GGML_TYPE_F32;
 };
+// An operand's stored rows and columns.
+inline int64_t stored_rows(const LoraGemm & g, bool a) { return a ? (g.ta ? g.k : g.m) : (g.tb ? g.n : g.k); }
+inline int64_t stored_cols(const LoraGemm & g, bool a) { return a ? (g.ta ? g.m : g.k) : (g.tb ? g.k : g.n); }
 
-// A node's products, on its tensors' data. Each writes its own part of the node's result and
-// reads only what came before the node, so they may run in any order or side by side.
+// A node's products, on its tensors' data. Each writes its own part of the node's result (and
+// work space) and reads only what came before the node, so they may run in any order or side by
+// side.
 std::vector<LoraGemm> lora_back_gemms(const ggml_tensor * node);
 // Their FLOPs (2 m n k each), from the node's shape alone.
 double lora_back_flops(const ggml_tensor * node);

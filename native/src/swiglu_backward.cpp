@@ -14,32 +14,38 @@ namespace {
 void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const SwigluBackwardArgs a = swiglu_backward_args(dst);
     const ThreadSpan s = thread_span(a.n, ith, nth);
-    for (int64_t i = s.lo; i < s.hi; ++i) swiglu_grad(a.g[i], a.u[i], a.d_act[i], a.d_gate + i, a.d_up + i);
-    if (a.act) {
-        for (int64_t i = s.lo; i < s.hi; ++i) a.act[i] = swiglu_value(a.g[i], a.u[i]);
-    }
-    if (!a.gate16) return;
-    // ggml's own roundings, as its products convert their f32 inputs
+    // ggml's own roundings for the copies, as its products convert their f32 inputs
     const ggml_type t = a.bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
     for (int64_t i = s.lo; i < s.hi; ++i) {
-        store_as(a.gate16, t, i, a.d_gate[i]);
-        store_as(a.up16, t, i, a.d_up[i]);
+        float dg = 0.0f, du = 0.0f;
+        swiglu_grad(a.g[i], a.u[i], a.d_act[i], &dg, &du);
+        if (a.d_gate) {
+            a.d_gate[i] = dg;
+            a.d_up[i] = du;
+        }
+        if (a.gate16) {
+            store_as(a.gate16, t, i, dg);
+            store_as(a.up16, t, i, du);
+        }
+        if (a.act) a.act[i] = swiglu_value(a.g[i], a.u[i]);
     }
 }
 
 // The userdata: the copies' type in the low byte (0 none, else the ggml_type), bit 8 whether
 // the node writes silu(g)·u.
-constexpr uint64_t kActBit = 1u << 8;
+constexpr uint64_t kActBit = 1u << 8, kNoF32Bit = 1u << 9;
 ggml_type copies_of(const ggml_tensor * t) {
     const uint64_t c = custom_node_bits(t) & 0xffu;
     return c == 0 ? GGML_TYPE_F32 : (ggml_type) c;
 }
 bool has_act(const ggml_tensor * t) { return (custom_node_bits(t) & kActBit) != 0; }
+bool has_f32(const ggml_tensor * t) { return (custom_node_bits(t) & kNoF32Bit) == 0; }
 
 } // namespace
 
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies, bool act) {
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies, bool act, bool f32_grads) {
     if (copies != GGML_TYPE_F32 && copies != GGML_TYPE_F16 && copies != GGML_TYPE_BF16) throw Error("swiglu_backward: copies are f16 or bf16");
+    if (!f32_grads && copies == GGML_TYPE_F32) throw Error("swiglu_backward: without f32 gradients it writes 16-bit copies");
     if (!ggml_are_same_shape(g, u) || !ggml_are_same_shape(g, d_act) || g->ne[2] != 1 || g->ne[3] != 1) {
         throw Error("swiglu_backward: expected three [n, T] tensors of one shape");
     }
@@ -50,12 +56,13 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
     }
     const bool with_copies = copies != GGML_TYPE_F32;
     // two 16-bit planes take the room of one f32 plane
-    const int64_t planes = 2 + (with_copies ? 1 : 0) + (act ? 1 : 0);
+    const int64_t planes = (f32_grads ? 2 : 0) + (with_copies ? 1 : 0) + (act ? 1 : 0);
     return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], planes, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX,
-                          as_userdata((with_copies ? (uint64_t) copies : 0) | (act ? kActBit : 0)));
+                          as_userdata((with_copies ? (uint64_t) copies : 0) | (act ? kActBit : 0) | (f32_grads ? 0 : kNoF32Bit)));
 }
 
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
+    if (!has_f32(node)) throw Error("swiglu_backward_part: the node wrote only 16-bit copies");
     return ggml_view_2d(ctx, node, node->ne[0], node->ne[1], node->nb[1], which == SwigluGrad::Gate ? 0 : node->nb[2]);
 }
 
@@ -67,7 +74,8 @@ ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, Swigl
     // parent, so the allocator and the scheduler treat it as any view.
     const int64_t n = node->ne[0], T = node->ne[1];
     const size_t ts = ggml_type_size(type);
-    ggml_tensor * v = ggml_view_1d(ctx, node, n * T / 2, 2 * node->nb[2] + (which == SwigluGrad::Gate ? 0 : (size_t) (n * T) * ts));
+    const size_t plane = has_f32(node) ? 2 * node->nb[2] : 0;
+    ggml_tensor * v = ggml_view_1d(ctx, node, n * T / 2, plane + (which == SwigluGrad::Gate ? 0 : (size_t) (n * T) * ts));
     v->type = type;
     v->ne[0] = n;
     v->ne[1] = T;
@@ -89,12 +97,16 @@ SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     a.g = (const float *) t->src[0]->data;
     a.u = (const float *) t->src[1]->data;
     a.d_act = (const float *) t->src[2]->data;
-    a.d_gate = (float *) t->data;
     a.n = t->ne[0] * t->ne[1];
-    a.d_up = a.d_gate + a.n;
+    float * next = (float *) t->data;
+    if (has_f32(t)) {
+        a.d_gate = next;
+        a.d_up = next + a.n;
+        next += 2 * a.n;
+    }
     if (copies_of(t) != GGML_TYPE_F32) {
         a.bf16 = copies_of(t) == GGML_TYPE_BF16;
-        a.gate16 = a.d_up + a.n;
+        a.gate16 = next;
         a.up16 = (char *) a.gate16 + (size_t) a.n * 2;
     }
     if (has_act(t)) a.act = (float *) ((char *) t->data + (size_t) (t->ne[2] - 1) * t->nb[2]);

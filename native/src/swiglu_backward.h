@@ -29,7 +29,7 @@ namespace rrr {
 // g, u and the SwiGLU's gradient d_act, f32 [n, T] each, as the node reads them.
 struct SwigluBackwardArgs {
     const float * g = nullptr, * u = nullptr, * d_act = nullptr;
-    float * d_gate = nullptr, * d_up = nullptr;
+    float * d_gate = nullptr, * d_up = nullptr; // nullptr where only the copies are asked
     // The 16-bit copies (ggml_fp16_t or ggml_bf16_t numbers), or nullptr.
     void * gate16 = nullptr, * up16 = nullptr;
     float * act = nullptr; // silu(g)·u, or nullptr
@@ -39,9 +39,11 @@ struct SwigluBackwardArgs {
 
 // The node: one f32 tensor [n_ff, T, 2], the gradient at g in plane 0 and at u in plane 1
 // (swiglu_backward_part); with `copies` GGML_TYPE_F16 or GGML_TYPE_BF16, [n_ff, T, 3], the two
-// rounded copies side by side in plane 2 (swiglu_backward_copy); with `act`, silu(g)·u in one
-// more plane after those (swiglu_backward_act). Non-contiguous inputs are copied first.
-ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32, bool act = false);
+// rounded copies side by side in plane 2 (swiglu_backward_copy), or in plane 0 with `f32_grads`
+// false (the copies alone); with `act`, silu(g)·u in one more plane after those
+// (swiglu_backward_act). Non-contiguous inputs are copied first.
+ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32, bool act = false,
+                              bool f32_grads = true);
 
 enum class SwigluGrad { Gate, Up };
 // The gradient at g or u, a [n_ff, T] view of the node's result.

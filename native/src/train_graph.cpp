@@ -81,7 +81,8 @@ public:
     Builder(ggml_context * ctx, ggml_cgraph * gf, const ModelWeights & w, const LoraView & lora, const Inputs & in, int64_t L, int64_t B,
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
-          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
+          lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
@@ -92,7 +93,7 @@ public:
     // keeps every layer's, kept_layers the top layers' dear ones) rather than recomputing them.
     bool keeps(int64_t il) const { return !recompute || il >= c_.n_layer - kept_layers; }
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, lora_nodes, recompute;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, lora_nodes, lora16, recompute;
     const int64_t kept_layers;
     const int fuse;
     const float dropout;
@@ -258,8 +259,11 @@ public:
             // 16-bit copies where both products read their gradient in one 16-bit type
             const ggml_type dt = dx_type(l.w_gate, pair(il, LoraTarget::Gate));
             const ggml_type copies = dt == dx_type(l.w_up, pair(il, LoraTarget::Up)) && (dt == GGML_TYPE_F16 || dt == GGML_TYPE_BF16) ? dt : GGML_TYPE_F32;
-            // With the adapters' nodes, down's reads silu(g)·u from this node (no SwiGLU rebuilt for it).
-            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act, copies, lora_nodes);
+            // With the adapters' nodes, down's reads silu(g)·u from this node (no SwiGLU rebuilt for
+            // it); with GraphOptions::fused_lora_16 gate's and up's read the copies, and the node
+            // writes no f32 gradients.
+            const bool only16 = lora16 && copies != GGML_TYPE_F32;
+            ggml_tensor * gu = swiglu_backward(ctx_, a.g.y, a.u.y, d_act, copies, lora_nodes, !only16);
             done("mlp");
             if (lora_nodes) {
                 ggml_tensor * act = swiglu_backward_act(ctx_, gu);
@@ -272,12 +276,12 @@ public:
                 ggml_build_forward_expand(gf_, gu);
                 flush_lora();
             }
-            d_gate = swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
-            d_up = swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
             if (copies != GGML_TYPE_F32) {
                 gate_w = swiglu_backward_copy(ctx_, gu, SwigluGrad::Gate);
                 up_w = swiglu_backward_copy(ctx_, gu, SwigluGrad::Up);
             }
+            d_gate = only16 ? gate_w : swiglu_backward_part(ctx_, gu, SwigluGrad::Gate);
+            d_up = only16 ? up_w : swiglu_backward_part(ctx_, gu, SwigluGrad::Up);
         } else {
             // The pending adapter nodes before ggml's SwiGLU ops.
             if (lora_nodes) {

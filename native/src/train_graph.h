@@ -127,6 +127,11 @@ struct GraphOptions {
     // adapter, placed beside our other nodes so that on a GPU they add no runs of their own. Set
     // by the trainer (TrainerSettings::fused_lora_backward).
     bool fused_lora_backward = false;
+    // With fused_lora_backward and fused_mlp_backward, where gate's and up's dx products multiply
+    // 16-bit weights: their adapters' gradients multiply the SwiGLU node's 16-bit copies of their
+    // output gradients (with B and s·Aᵀx rounded to that type, f32 sums), so the node writes the
+    // copies alone. Set by the trainer (TrainerSettings::fused_lora_16).
+    bool fused_lora_16 = false;
     // With merge_adapter: 16-bit and quantized weights are merged into bf16 instead of their own
     // type (f16 for quantized ones). ggml-cuda multiplies bf16 weights with f32 sums and writes
     // the f32 result directly, where its f16 products write f16 and convert every result to f32

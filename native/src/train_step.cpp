@@ -178,6 +178,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_mlp_ = ts.fused_mlp_backward;
     fused_merge_ = ts.fused_merge;
     fused_lora_ = ts.fused_lora_backward;
+    fused_lora16_ = ts.fused_lora_16;
     merge_bf16_ = ts.merge_bf16;
     attn_half_ = ts.fused_attn_f16;
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
@@ -218,6 +219,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.fused_mlp_backward = fused_mlp_;
     g.fused_merge = fused_merge_;
     g.fused_lora_backward = fused_lora_;
+    g.fused_lora_16 = fused_lora16_;
     g.merge_bf16 = merge_bf16_;
     g.attn_tf32 = attn_tf32_;
     g.attn_half = attn_half_;

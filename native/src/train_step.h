@@ -65,6 +65,9 @@ struct TrainerSettings {
     // GraphOptions::fused_lora_backward for every merged step; on a GPU beside ggml-cuda like
     // the others. Off unless asked: not yet timed on a GPU.
     bool fused_lora_backward = false;
+    // GraphOptions::fused_lora_16 for every merged step. Off unless asked: 16-bit precision in
+    // those gradients, and not yet timed on a GPU.
+    bool fused_lora_16 = false;
     // GraphOptions::merge_bf16 for every merged step and log-prob pass. Off unless asked: not yet
     // timed on a GPU, and GeForce cards sum bf16 products in f32 at half their f16 rate.
     bool merge_bf16 = false;
@@ -158,6 +161,7 @@ public:
     bool fused_attn_backward() const { return fused_attn_; }
     bool fused_mlp_backward() const { return fused_mlp_; }
     bool fused_lora_backward() const { return fused_lora_; }
+    bool fused_lora_16() const { return fused_lora16_; }
     bool fused_merge() const { return fused_merge_; }
     bool merge_bf16() const { return merge_bf16_; }
     bool fused_attn_f16() const { return attn_half_; }
@@ -172,6 +176,7 @@ private:
     bool fused_mlp_ = false;
     bool fused_merge_ = false;
     bool fused_lora_ = false;
+    bool fused_lora16_ = false;
     bool merge_bf16_ = false;
     bool attn_half_ = false;
     bool attn_tf32_ = false;

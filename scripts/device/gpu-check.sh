@@ -187,7 +187,9 @@ do_peft() {
 # down's adapter reads silu(g)·u from the SwiGLU node instead of a SwiGLU rebuilt for it). With
 # the SwiGLU node, its gradients come with 16-bit copies for gate's and up's dx products, and a
 # merged 16-bit step's forward SwiGLU is a node of ours (464.1 GB planned for `budget16-best`
-# before these, 431.2 after).
+# before these, 431.2 after). `budget16-best-lora16` takes gate's and up's adapter gradients from
+# the SwiGLU node's bf16 copies (TrainerOptions.fusedLora16: PEFT's bf16 precision there), which
+# then writes no f32 gradients: 381.1 GB planned.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -206,6 +208,7 @@ TRAIN_VARIANTS=(
   "budget16-best|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedlora|--train-fused-merge --train-fused-lora-backward --train-profile --train-census"
   "budget16-best-lora|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward"
+  "budget16-best-lora16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
@@ -273,7 +276,7 @@ do_fusion_check() {
 do_fused_tests() {
   local s; s=$(budget 90 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node" \
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node|16-bit adapter gradients" \
     dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"

@@ -305,6 +305,15 @@ export interface TrainerOptions {
    */
   fusedLoraBackward?: boolean;
   /**
+   * With fusedLoraBackward and fusedMlpBackward, where a merged step's gate and up products
+   * multiply 16-bit weights: their adapters' gradients multiply the SwiGLU node's 16-bit copies
+   * of gate's and up's output gradients (B and s·Aᵀx rounded to the same type, f32 sums), as
+   * PEFT's bf16 training multiplies them, so the node writes those gradients in 16 bits alone:
+   * 8 bytes a number fewer written and 8 fewer read. Default false: 16-bit precision in those
+   * gradients, and not yet timed on a GPU.
+   */
+  fusedLora16?: boolean;
+  /**
    * Where a step (or log-prob pass) merges the adapter into the weights: merge f16 and quantized
    * weights into bf16 instead of f16 (f32 weights stay f32). ggml-cuda multiplies bf16 weights
    * with f32 sums and writes each f32 result directly, where its f16 products write f16 and

@@ -77,12 +77,13 @@ export const trainingSection: BenchSection = {
       fusedMlpBackward: args['train-fused-mlp-backward'],
       fusedMerge: args['train-fused-merge'],
       fusedLoraBackward: args['train-fused-lora-backward'],
+      fusedLora16: args['train-fused-lora-16'],
       mergeBf16: args['train-merge-bf16'],
       fusedAttnF16: args['train-fused-attn-f16'],
       ...workspace,
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
-    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? ", adapters' gradients by our nodes (--train-fused-lora-backward)" : ''}`;
+    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ', gate and up from 16-bit copies' : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({
@@ -144,6 +145,7 @@ export const trainingSection: BenchSection = {
         fusedMlpBackward: tr.info.fusedMlpBackward,
         fusedMerge: tr.info.fusedMerge,
         fusedLoraBackward: tr.info.fusedLoraBackward,
+        fusedLora16: tr.info.fusedLora16,
         mergeBf16: tr.info.mergeBf16,
         fusedAttnF16: tr.info.fusedAttnF16,
         ...workspace,

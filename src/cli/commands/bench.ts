@@ -46,6 +46,7 @@ export interface BenchArgs {
   'train-fused-mlp-backward': boolean;
   'train-fused-merge': boolean;
   'train-fused-lora-backward': boolean;
+  'train-fused-lora-16': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -342,6 +343,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "where the step merges the adapter into the weights: each group of adapters that read one input takes its gradients in two nodes of our own (cuBLAS products on a GPU, in the runs of our other nodes) instead of about a dozen of ggml's ops an adapter (TrainerOptions.fusedLoraBackward)",
+      })
+      .option('train-fused-lora-16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --train-fused-lora-backward and --train-fused-mlp-backward over 16-bit merged weights: gate's and up's adapter gradients multiply the SwiGLU node's 16-bit copies of their output gradients (f32 sums), which it then writes alone (TrainerOptions.fusedLora16)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',

@@ -66,6 +66,7 @@ interface Args {
   'fused-mlp-backward': boolean;
   'fused-merge': boolean;
   'fused-lora-backward': boolean;
+  'fused-lora-16': boolean;
   'merge-bf16': boolean;
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
@@ -163,6 +164,7 @@ function executionSettings(a: Args): {
   fusedMlpBackward: boolean;
   fusedMerge: boolean;
   fusedLoraBackward: boolean;
+  fusedLora16: boolean;
   mergeBf16: boolean;
   fusedAttnF16: boolean;
 } {
@@ -182,6 +184,7 @@ function executionSettings(a: Args): {
     fusedMlpBackward: a['fused-mlp-backward'],
     fusedMerge: a['fused-merge'],
     fusedLoraBackward: a['fused-lora-backward'],
+    fusedLora16: a['fused-lora-16'],
     mergeBf16: a['merge-bf16'],
     fusedAttnF16: a['fused-attn-f16'],
   };
@@ -297,6 +300,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): take each group of adapters' gradients in two nodes of our own instead of about a dozen of ggml's ops an adapter; off by default: not yet timed on a GPU",
       })
+      .option('fused-lora-16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --fused-lora-backward and --fused-mlp-backward over 16-bit merged weights: gate's and up's adapter gradients multiply 16-bit copies of their output gradients (f32 sums, as PEFT's bf16 training), which the SwiGLU node then writes alone; off by default: 16-bit precision there, not yet timed on a GPU",
+      })
       .option('fused-attn-f16', {
         type: 'boolean',
         default: false,
@@ -356,13 +365,13 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, fusedLoraBackward: execution.fusedLoraBackward, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
+      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, fusedLoraBackward: execution.fusedLoraBackward, fusedLora16: execution.fusedLora16, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedLoraBackward ? "; merged steps take the adapters' gradients in our nodes (--fused-lora-backward)" : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ', gate and up from 16-bit copies: --fused-lora-16' : ''})` : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
