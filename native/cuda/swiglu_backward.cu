@@ -17,7 +17,7 @@ constexpr int kThreads = 256;
 // transactions.
 template <typename C>
 __global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const float4 * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, float4 * act,
-                                     int64_t n4) {
+                                     uint2 * act16, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n4; i += (int64_t) gridDim.x * blockDim.x) {
         const float4 gi = g[i], ui = u[i], di = d[i];
         float4 a, b;
@@ -33,13 +33,17 @@ __global__ void swiglu_backward_vec4(const float4 * g, const float4 * u, const f
             put4<C>(cg + i, a);
             put4<C>(cu + i, b);
         }
-        if (act) act[i] = make_float4(swiglu_value(gi.x, ui.x), swiglu_value(gi.y, ui.y), swiglu_value(gi.z, ui.z), swiglu_value(gi.w, ui.w));
+        if (act || act16) {
+            const float4 v = make_float4(swiglu_value(gi.x, ui.x), swiglu_value(gi.y, ui.y), swiglu_value(gi.z, ui.z), swiglu_value(gi.w, ui.w));
+            if (act) act[i] = v;
+            if (act16) put4<C>(act16 + i, v);
+        }
     }
 }
 
 template <typename C>
 __global__ void swiglu_backward_scalar(const float * g, const float * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, float * act,
-                                       int64_t n) {
+                                       uint16_t * act16, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
         float a, b;
         swiglu_grad(g[i], u[i], d[i], &a, &b);
@@ -52,6 +56,7 @@ __global__ void swiglu_backward_scalar(const float * g, const float * u, const f
             cu[i] = round16(b, (C *) nullptr);
         }
         if (act) act[i] = swiglu_value(g[i], u[i]);
+        if (act16) act16[i] = round16(swiglu_value(g[i], u[i]), (C *) nullptr);
     }
 }
 
@@ -60,14 +65,16 @@ bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
 int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
 
 template <typename C> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
-    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up) && aligned16(a.act);
+    const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up) && aligned16(a.act) &&
+                     ((uintptr_t) a.gate16 & 7u) == 0 && ((uintptr_t) a.up16 & 7u) == 0 && ((uintptr_t) a.act16 & 7u) == 0;
     if (vec) {
         const int64_t n4 = a.n / 4;
         swiglu_backward_vec4<C><<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
                                                                          (float4 *) a.d_gate, (float4 *) a.d_up, (uint2 *) a.gate16, (uint2 *) a.up16,
-                                                                         (float4 *) a.act, n4);
+                                                                         (float4 *) a.act, (uint2 *) a.act16, n4);
     } else {
-        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.act, a.n);
+        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.act,
+                                                                            (uint16_t *) a.act16, a.n);
     }
 }
 

@@ -41,9 +41,15 @@ std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
         const int64_t n_in = x->ne[0], T = x->ne[1], rk = A->ne[1], r = rk / k;
         const float scale = bits_float((uint32_t) custom_node_bits(t));
         float * out = (float *) t->data;
-        // s Aᵀ x for the whole group, x read once
-        g.push_back({true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk});
+        // s Aᵀ x for the whole group, x read once; A rounded to a 16-bit x's type
+        LoraGemm ax{true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk};
         int64_t work = 2 * rk * T;
+        if (is16(x->type)) {
+            ax.in = x->type;
+            ax.A.work = f32(out, work);
+            work += slots16(n_in * rk);
+        }
+        g.push_back(ax);
         for (int64_t i = 0; i < k; ++i) {
             const ggml_tensor * B = t->src[2 + i], * dy = t->src[2 + k + i];
             // s Bᵢ dyᵢ into the adapter's rows of plane 1; B rounded to a 16-bit dy's type
@@ -60,11 +66,17 @@ std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
         const ggml_tensor * x = t->src[0], * rows = t->src[1];
         const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
         float * out = (float *) t->data;
-        // dA = x daᵀ for the whole group, x read once
-        g.push_back({false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in});
+        // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
+        LoraGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
         int64_t pos = n_in * rk, work = 0;
         for (int64_t i = 0; i < k; ++i) pos += r * t->src[2 + i]->ne[0];
         work = (pos + 63) / 64 * 64;
+        if (is16(x->type)) {
+            dA.in = x->type;
+            dA.B.work = f32(out, work);
+            work += slots16(rk * T);
+        }
+        g.push_back(dA);
         pos = n_in * rk;
         for (int64_t i = 0; i < k; ++i) {
             const ggml_tensor * dy = t->src[2 + i];
@@ -160,15 +172,18 @@ bool plain_f32(const ggml_tensor * t) { return t->type == GGML_TYPE_F32 && ggml_
 ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * A, const std::vector<LoraBackTerm> & terms, float scale) {
     const int64_t k = (int64_t) terms.size();
     expect(k >= 1 && k <= 3, "expected one to three adapters in a group");
-    expect(plain_f32(x) && plain_f32(A) && A->ne[0] == x->ne[0] && A->ne[1] % k == 0, "expected contiguous f32 x [n_in, T] and A [n_in, r k]");
+    expect((x->type == GGML_TYPE_F32 || is16(x->type)) && ggml_is_contiguous(x) && ggml_n_dims(x) <= 2 && plain_f32(A) && A->ne[0] == x->ne[0] && A->ne[1] % k == 0,
+           "expected contiguous x [n_in, T] (f32, f16 or bf16) and f32 A [n_in, r k]");
     const int64_t r = A->ne[1] / k, T = x->ne[1];
     ggml_tensor * args[8] = {x, A};
-    int64_t work = 0; // f32 slots for B rounded to 16-bit dys' types
+    // f32 slots for A and B rounded to 16-bit inputs' types (one 16-bit type a node)
+    int64_t work = is16(x->type) ? slots16(ggml_nelements(A)) : 0;
     for (int64_t i = 0; i < k; ++i) {
         ggml_tensor * B = terms[(size_t) i].b, * dy = terms[(size_t) i].dy;
         expect(plain_f32(B) && B->ne[0] == r, "expected contiguous f32 B [r, n_out]");
         if (!ggml_is_contiguous(dy)) dy = ggml_cont(ctx, dy);
         expect((dy->type == GGML_TYPE_F32 || is16(dy->type)) && ggml_nelements(dy) == B->ne[1] * T, "expected f32, f16 or bf16 dy [n_out, T]");
+        expect(!is16(dy->type) || !is16(x->type) || dy->type == x->type, "expected one 16-bit type for x and dy");
         if (ggml_n_dims(dy) > 2 || dy->ne[0] != B->ne[1]) dy = ggml_reshape_2d(ctx, dy, B->ne[1], T);
         if (is16(dy->type)) work += slots16(ggml_nelements(B));
         args[2 + i] = B;
@@ -186,7 +201,8 @@ ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor *
     expect(is_rows(rows) && rows->src[0] == x && rows_terms(rows) == (int64_t) dys.size(), "the gradients node takes the rows node of the same x and adapters");
     const int64_t k = (int64_t) dys.size(), n_in = x->ne[0], rk = rows->ne[0], r = rk / k, T = x->ne[1];
     ggml_tensor * args[5] = {x, rows};
-    int64_t n = n_in * rk, work = 0; // and f32 slots for s·Aᵀx rounded to 16-bit dys' types
+    // and f32 slots for da and s·Aᵀx rounded to 16-bit inputs' types
+    int64_t n = n_in * rk, work = is16(x->type) ? slots16(rk * T) : 0;
     for (int64_t i = 0; i < k; ++i) {
         // the rows node's own (contiguous) copy of each gradient
         args[2 + i] = rows->src[2 + k + i];

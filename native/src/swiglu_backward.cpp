@@ -28,6 +28,7 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
             store_as(a.up16, t, i, du);
         }
         if (a.act) a.act[i] = swiglu_value(a.g[i], a.u[i]);
+        if (a.act16) store_as(a.act16, t, i, swiglu_value(a.g[i], a.u[i]));
     }
 }
 
@@ -55,10 +56,12 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
         if (!ggml_is_contiguous(t)) t = ggml_cont(ctx, t);
     }
     const bool with_copies = copies != GGML_TYPE_F32;
+    void * bits = as_userdata((with_copies ? (uint64_t) copies : 0) | (act ? kActBit : 0) | (f32_grads ? 0 : kNoF32Bit));
+    // the copies alone: planes of their own type
+    if (!f32_grads) return ggml_custom_4d(ctx, copies, g->ne[0], g->ne[1], act ? 3 : 2, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX, bits);
     // two 16-bit planes take the room of one f32 plane
-    const int64_t planes = (f32_grads ? 2 : 0) + (with_copies ? 1 : 0) + (act ? 1 : 0);
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], planes, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX,
-                          as_userdata((with_copies ? (uint64_t) copies : 0) | (act ? kActBit : 0) | (f32_grads ? 0 : kNoF32Bit)));
+    const int64_t planes = 2 + (with_copies ? 1 : 0) + (act ? 1 : 0);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, g->ne[0], g->ne[1], planes, 1, args, 3, swiglu_backward_cpu, GGML_N_TASKS_MAX, bits);
 }
 
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
@@ -69,13 +72,13 @@ ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, Swigl
 ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, SwigluGrad which) {
     const ggml_type type = copies_of(node);
     if (type == GGML_TYPE_F32) throw Error("swiglu_backward_copy: the node made no copies");
+    if (!has_f32(node)) return ggml_view_2d(ctx, node, node->ne[0], node->ne[1], node->nb[1], which == SwigluGrad::Gate ? 0 : node->nb[2]);
     // A view of plane 2 given the copies' type: ggml's views keep their parent's type, so the
     // view is made as f32 numbers and then retyped; it stays within the plane and names its
     // parent, so the allocator and the scheduler treat it as any view.
     const int64_t n = node->ne[0], T = node->ne[1];
     const size_t ts = ggml_type_size(type);
-    const size_t plane = has_f32(node) ? 2 * node->nb[2] : 0;
-    ggml_tensor * v = ggml_view_1d(ctx, node, n * T / 2, plane + (which == SwigluGrad::Gate ? 0 : (size_t) (n * T) * ts));
+    ggml_tensor * v = ggml_view_1d(ctx, node, n * T / 2, 2 * node->nb[2] + (which == SwigluGrad::Gate ? 0 : (size_t) (n * T) * ts));
     v->type = type;
     v->ne[0] = n;
     v->ne[1] = T;
@@ -98,18 +101,21 @@ SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     a.u = (const float *) t->src[1]->data;
     a.d_act = (const float *) t->src[2]->data;
     a.n = t->ne[0] * t->ne[1];
-    float * next = (float *) t->data;
-    if (has_f32(t)) {
-        a.d_gate = next;
-        a.d_up = next + a.n;
-        next += 2 * a.n;
+    a.bf16 = copies_of(t) == GGML_TYPE_BF16;
+    char * base = (char *) t->data;
+    if (!has_f32(t)) {
+        a.gate16 = base;
+        a.up16 = base + t->nb[2];
+        if (has_act(t)) a.act16 = base + 2 * t->nb[2];
+        return a;
     }
+    a.d_gate = (float *) base;
+    a.d_up = a.d_gate + a.n;
     if (copies_of(t) != GGML_TYPE_F32) {
-        a.bf16 = copies_of(t) == GGML_TYPE_BF16;
-        a.gate16 = next;
+        a.gate16 = a.d_up + a.n;
         a.up16 = (char *) a.gate16 + (size_t) a.n * 2;
     }
-    if (has_act(t)) a.act = (float *) ((char *) t->data + (size_t) (t->ne[2] - 1) * t->nb[2]);
+    if (has_act(t)) a.act = (float *) (base + (size_t) (t->ne[2] - 1) * t->nb[2]);
     return a;
 }
 

@@ -32,16 +32,18 @@ struct SwigluBackwardArgs {
     float * d_gate = nullptr, * d_up = nullptr; // nullptr where only the copies are asked
     // The 16-bit copies (ggml_fp16_t or ggml_bf16_t numbers), or nullptr.
     void * gate16 = nullptr, * up16 = nullptr;
-    float * act = nullptr; // silu(g)·u, or nullptr
+    float * act = nullptr;   // silu(g)·u, or nullptr
+    void * act16 = nullptr;  // or rounded as the copies are
     bool bf16 = false; // the copies' type: bf16, else f16
     int64_t n = 0;     // numbers in each
 };
 
 // The node: one f32 tensor [n_ff, T, 2], the gradient at g in plane 0 and at u in plane 1
 // (swiglu_backward_part); with `copies` GGML_TYPE_F16 or GGML_TYPE_BF16, [n_ff, T, 3], the two
-// rounded copies side by side in plane 2 (swiglu_backward_copy), or in plane 0 with `f32_grads`
-// false (the copies alone); with `act`, silu(g)·u in one more plane after those
-// (swiglu_backward_act). Non-contiguous inputs are copied first.
+// rounded copies side by side in plane 2 (swiglu_backward_copy); with `act`, silu(g)·u in one
+// more plane after those (swiglu_backward_act). With `f32_grads` false, a tensor of the copies'
+// type instead: the copies in planes 0 and 1, silu(g)·u (rounded alike) in plane 2. Non-contiguous
+// inputs are copied first.
 ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32, bool act = false,
                               bool f32_grads = true);
 
@@ -50,7 +52,7 @@ enum class SwigluGrad { Gate, Up };
 ggml_tensor * swiglu_backward_part(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
 // Its 16-bit copy, a [n_ff, T] view in the copies' type (the node must have made them).
 ggml_tensor * swiglu_backward_copy(ggml_context * ctx, ggml_tensor * node, SwigluGrad which);
-// silu(g)·u, a [n_ff, T] f32 view (the node must have written it).
+// silu(g)·u, a [n_ff, T] view, f32 or in the copies' type (the node must have written it).
 ggml_tensor * swiglu_backward_act(ggml_context * ctx, ggml_tensor * node);
 
 // Whether `t` is such a node, and its operands where the node's tensors hold them (valid only when it is).

@@ -128,9 +128,9 @@ struct GraphOptions {
     // by the trainer (TrainerSettings::fused_lora_backward).
     bool fused_lora_backward = false;
     // With fused_lora_backward and fused_mlp_backward, where gate's and up's dx products multiply
-    // 16-bit weights: their adapters' gradients multiply the SwiGLU node's 16-bit copies of their
-    // output gradients (with B and s·Aᵀx rounded to that type, f32 sums), so the node writes the
-    // copies alone. Set by the trainer (TrainerSettings::fused_lora_16).
+    // 16-bit weights: the MLP's adapter gradients multiply 16-bit numbers (f32 sums): gate's and
+    // up's the SwiGLU node's copies of their output gradients, down's its silu(g)·u rounded alike,
+    // so the node writes 16 bits alone. Set by the trainer (TrainerSettings::fused_lora_16).
     bool fused_lora_16 = false;
     // With merge_adapter: 16-bit and quantized weights are merged into bf16 instead of their own
     // type (f16 for quantized ones). ggml-cuda multiplies bf16 weights with f32 sums and writes

@@ -187,9 +187,9 @@ do_peft() {
 # down's adapter reads silu(g)·u from the SwiGLU node instead of a SwiGLU rebuilt for it). With
 # the SwiGLU node, its gradients come with 16-bit copies for gate's and up's dx products, and a
 # merged 16-bit step's forward SwiGLU is a node of ours (464.1 GB planned for `budget16-best`
-# before these, 431.2 after). `budget16-best-lora16` takes gate's and up's adapter gradients from
-# the SwiGLU node's bf16 copies (TrainerOptions.fusedLora16: PEFT's bf16 precision there), which
-# then writes no f32 gradients: 381.1 GB planned.
+# before these, 431.2 after). `budget16-best-lora16` takes the MLP's adapter gradients in bf16
+# (TrainerOptions.fusedLora16: PEFT's bf16 precision there) from the SwiGLU node's bf16 copies
+# and silu(g)·u, which then writes 16 bits alone: 368.9 GB planned.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"

@@ -38,7 +38,7 @@ export interface TrainerInfo {
   fusedMerge: boolean;
   /** Whether merged steps take the adapters' gradients in our nodes (TrainerOptions.fusedLoraBackward). */
   fusedLoraBackward: boolean;
-  /** Whether gate's and up's adapter gradients multiply 16-bit copies (TrainerOptions.fusedLora16). */
+  /** Whether the MLP's adapter gradients multiply 16-bit numbers (TrainerOptions.fusedLora16). */
   fusedLora16: boolean;
   /** Whether merges of 16-bit and quantized weights go into bf16 (TrainerOptions.mergeBf16). */
   mergeBf16: boolean;

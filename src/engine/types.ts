@@ -306,11 +306,13 @@ export interface TrainerOptions {
   fusedLoraBackward?: boolean;
   /**
    * With fusedLoraBackward and fusedMlpBackward, where a merged step's gate and up products
-   * multiply 16-bit weights: their adapters' gradients multiply the SwiGLU node's 16-bit copies
-   * of gate's and up's output gradients (B and s·Aᵀx rounded to the same type, f32 sums), as
-   * PEFT's bf16 training multiplies them, so the node writes those gradients in 16 bits alone:
-   * 8 bytes a number fewer written and 8 fewer read. Default false: 16-bit precision in those
-   * gradients, and not yet timed on a GPU.
+   * multiply 16-bit weights: the MLP's adapter gradients multiply 16-bit numbers, as PEFT's bf16
+   * training does (f32 sums): gate's and up's the SwiGLU node's 16-bit copies of their output
+   * gradients, down's a 16-bit silu(gate)·up, with A, B, s·Aᵀx and da rounded alike. The SwiGLU
+   * node then writes 16 bits alone (6 bytes a number where it wrote 16), and the adapters read
+   * half the bytes. At the Qwen2.5-1.5B shape in 16 GiB with every node and bf16 merges: 368.9
+   * GB planned a step instead of 413.9. Default false: 16-bit precision in those gradients, and
+   * not yet timed on a GPU.
    */
   fusedLora16?: boolean;
   /**

@@ -83,7 +83,7 @@ export const trainingSection: BenchSection = {
       ...workspace,
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
-    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ', gate and up from 16-bit copies' : ''})` : ''}`;
+    const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
       const batch = Array.from({ length: B }, (_, b) => ({

@@ -348,7 +348,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         default: false,
         describe:
-          "with --train-fused-lora-backward and --train-fused-mlp-backward over 16-bit merged weights: gate's and up's adapter gradients multiply the SwiGLU node's 16-bit copies of their output gradients (f32 sums), which it then writes alone (TrainerOptions.fusedLora16)",
+          "with --train-fused-lora-backward and --train-fused-mlp-backward over 16-bit merged weights: the MLP's adapter gradients (gate, up, down) multiply 16-bit numbers with f32 sums, and the SwiGLU node writes 16 bits alone (TrainerOptions.fusedLora16)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',

@@ -304,7 +304,7 @@ export const trainCommand: CommandModule<object, Args> = {
         type: 'boolean',
         default: false,
         describe:
-          "with --fused-lora-backward and --fused-mlp-backward over 16-bit merged weights: gate's and up's adapter gradients multiply 16-bit copies of their output gradients (f32 sums, as PEFT's bf16 training), which the SwiGLU node then writes alone; off by default: 16-bit precision there, not yet timed on a GPU",
+          "with --fused-lora-backward and --fused-mlp-backward over 16-bit merged weights: the MLP's adapter gradients (gate, up, down) multiply 16-bit numbers with f32 sums, as PEFT's bf16 training does, and the SwiGLU node writes 16 bits alone; off by default: 16-bit precision there, not yet timed on a GPU",
       })
       .option('fused-attn-f16', {
         type: 'boolean',
@@ -371,7 +371,7 @@ export const trainCommand: CommandModule<object, Args> = {
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ', gate and up from 16-bit copies: --fused-lora-16' : ''})` : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ", the MLP's in 16 bits: --fused-lora-16" : ''})` : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
