@@ -837,6 +837,7 @@ describe('LoRA gradients match finite differences', () => {
       const ws = { fusedAttnBackward: true, attnWorkspaceMiB: 1e-3 };
       const [s32, s16] = [await Trainer.create(model, spec, { lr: 1e-3 }, ws), await Trainer.create(model, spec, { lr: 1e-3 }, { ...ws, fusedAttnF16: true })];
       assert.deepEqual([s32.info.fusedAttnF16, s16.info.fusedAttnF16], [false, true]);
+      await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, { fusedAttnF16: true }), /fusedAttnF16: .*give fusedAttnBackward too \(--fused-attn-backward\)/);
       randomizeB(ops, 0.3);
       setAll(s32, ops.params());
       setAll(s16, ops.params());
@@ -981,6 +982,10 @@ describe('LoRA gradients match finite differences', () => {
       const f32 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16 });
       const h16 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16, fusedLora16: true });
       assert.deepEqual([f32.info.fusedLora16, h16.info.fusedLora16], [false, true]);
+      // Alone it would do nothing: refused, naming what it needs.
+      for (const alone of [{ fusedLora16: true }, { fusedLora16: true, fusedLoraBackward: true }, { fusedLora16: true, fusedMlpBackward: true }]) {
+        await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, alone), /fusedLora16: .*give fusedLoraBackward and fusedMlpBackward too/);
+      }
       randomizeB(f32, 0.3);
       setAll(h16, f32.params());
       const label = `bf16 ${mergeBf16}`;

@@ -181,6 +181,11 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_lora16_ = ts.fused_lora_16;
     merge_bf16_ = ts.merge_bf16;
     attn_half_ = ts.fused_attn_f16;
+    // Switches that refine another one would do nothing alone: said, not ignored.
+    if (attn_half_ && !fused_attn_) throw Error("fusedAttnF16: it sets how the fused attention backward multiplies; give fusedAttnBackward too (--fused-attn-backward)");
+    if (fused_lora16_ && !(fused_lora_ && fused_mlp_)) {
+        throw Error("fusedLora16: it sets how the adapters' nodes take the SwiGLU node's gradients; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
+    }
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
