@@ -27,72 +27,85 @@ int64_t slots16(int64_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 
 bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
-// The products' shapes and where each reads and writes, from the node's tensors (`data` may be
-// null when only shapes are asked: the pointers are then offsets from null, never followed).
-std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
-    auto at = [](const ggml_tensor * s, int64_t offset) -> const void * {
-        return s->data ? (const void *) ((const char *) s->data + offset * (int64_t) ggml_type_size(s->type)) : nullptr;
-    };
-    auto f32 = [](float * base, int64_t offset) -> float * { return base ? base + offset : nullptr; };
+// A number's address in a tensor, or null when only shapes are asked (no data yet).
+const void * at(const ggml_tensor * s, int64_t offset) {
+    return s->data ? (const void *) ((const char *) s->data + offset * (int64_t) ggml_type_size(s->type)) : nullptr;
+}
+float * f32_at(float * base, int64_t offset) { return base ? base + offset : nullptr; }
+
+// A rows node's products over its srcs (x, A, B₁..B_k, dy₁..dy_k), writing from `out` (null:
+// shapes only); `end` gets the f32 slots they use, work space included. The node is sized from
+// this, and runs it on its data, so the two cannot part.
+std::vector<LoraGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float scale, float * out, int64_t * end) {
+    const ggml_tensor * x = src[0], * A = src[1];
+    const int64_t n_in = x->ne[0], T = x->ne[1], rk = A->ne[1], r = rk / k;
     std::vector<LoraGemm> g;
-    if (is_rows(t)) {
-        const int64_t k = rows_terms(t);
-        const ggml_tensor * x = t->src[0], * A = t->src[1];
-        const int64_t n_in = x->ne[0], T = x->ne[1], rk = A->ne[1], r = rk / k;
-        const float scale = bits_float((uint32_t) custom_node_bits(t));
-        float * out = (float *) t->data;
-        // s Aᵀ x for the whole group, x read once; A rounded to a 16-bit x's type
-        LoraGemm ax{true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk};
-        int64_t work = 2 * rk * T;
-        if (is16(x->type)) {
-            ax.in = x->type;
-            ax.A.work = f32(out, work);
-            work += slots16(n_in * rk);
-        }
-        g.push_back(ax);
-        for (int64_t i = 0; i < k; ++i) {
-            const ggml_tensor * B = t->src[2 + i], * dy = t->src[2 + k + i];
-            // s Bᵢ dyᵢ into the adapter's rows of plane 1; B rounded to a 16-bit dy's type
-            LoraGemm d{false, false, r, T, B->ne[1], scale, {at(B, 0), B->type, r}, {at(dy, 0), dy->type, dy->ne[0]}, 0.0f, f32(out, rk * T + i * r), rk};
-            if (is16(dy->type)) {
-                d.in = dy->type;
-                d.A.work = f32(out, work);
-                work += slots16(ggml_nelements(B));
-            }
-            g.push_back(d);
-        }
-    } else if (is_grads(t)) {
-        const int64_t k = grads_terms(t);
-        const ggml_tensor * x = t->src[0], * rows = t->src[1];
-        const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
-        float * out = (float *) t->data;
-        // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
-        LoraGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
-        int64_t pos = n_in * rk, work = 0;
-        for (int64_t i = 0; i < k; ++i) pos += r * t->src[2 + i]->ne[0];
-        work = (pos + 63) / 64 * 64;
-        if (is16(x->type)) {
-            dA.in = x->type;
-            dA.B.work = f32(out, work);
-            work += slots16(rk * T);
-        }
-        g.push_back(dA);
-        pos = n_in * rk;
-        for (int64_t i = 0; i < k; ++i) {
-            const ggml_tensor * dy = t->src[2 + i];
-            const int64_t n_out = dy->ne[0];
-            // dBᵢ = axᵢ dyᵢᵀ; ax rounded to a 16-bit dy's type
-            LoraGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32(out, pos), r};
-            if (is16(dy->type)) {
-                d.in = dy->type;
-                d.A.work = f32(out, work);
-                work += slots16(r * T);
-            }
-            g.push_back(d);
-            pos += r * n_out;
-        }
+    // s Aᵀ x for the whole group, x read once; A rounded to a 16-bit x's type
+    LoraGemm ax{true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk};
+    int64_t work = 2 * rk * T;
+    if (is16(x->type)) {
+        ax.in = x->type;
+        ax.A.work = f32_at(out, work);
+        work += slots16(n_in * rk);
     }
+    g.push_back(ax);
+    for (int64_t i = 0; i < k; ++i) {
+        const ggml_tensor * B = src[2 + i], * dy = src[2 + k + i];
+        // s Bᵢ dyᵢ into the adapter's rows of plane 1; B rounded to a 16-bit dy's type
+        LoraGemm d{false, false, r, T, B->ne[1], scale, {at(B, 0), B->type, r}, {at(dy, 0), dy->type, dy->ne[0]}, 0.0f, f32_at(out, rk * T + i * r), rk};
+        if (is16(dy->type)) {
+            d.in = dy->type;
+            d.A.work = f32_at(out, work);
+            work += slots16(ggml_nelements(B));
+        }
+        g.push_back(d);
+    }
+    *end = work;
     return g;
+}
+
+// A gradients node's products over its srcs (x, the rows node, dy₁..dy_k), the same way: dA
+// [n_in, r·k], then each dBᵢ [r, n_out_i], then (aligned) the work space, if any.
+std::vector<LoraGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * out, int64_t * end) {
+    const ggml_tensor * x = src[0], * rows = src[1];
+    const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
+    int64_t results = n_in * rk;
+    for (int64_t i = 0; i < k; ++i) results += r * src[2 + i]->ne[0];
+    const int64_t first_work = (results + 63) / 64 * 64;
+    int64_t work = first_work;
+    std::vector<LoraGemm> g;
+    // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
+    LoraGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
+    if (is16(x->type)) {
+        dA.in = x->type;
+        dA.B.work = f32_at(out, work);
+        work += slots16(rk * T);
+    }
+    g.push_back(dA);
+    int64_t pos = n_in * rk;
+    for (int64_t i = 0; i < k; ++i) {
+        const ggml_tensor * dy = src[2 + i];
+        const int64_t n_out = dy->ne[0];
+        // dBᵢ = axᵢ dyᵢᵀ; ax rounded to a 16-bit dy's type
+        LoraGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32_at(out, pos), r};
+        if (is16(dy->type)) {
+            d.in = dy->type;
+            d.A.work = f32_at(out, work);
+            work += slots16(r * T);
+        }
+        g.push_back(d);
+        pos += r * n_out;
+    }
+    *end = work > first_work ? work : results;
+    return g;
+}
+
+// A node's products on its data.
+std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
+    int64_t end = 0;
+    if (is_rows(t)) return rows_gemms(t->src, rows_terms(t), bits_float((uint32_t) custom_node_bits(t)), (float *) t->data, &end);
+    if (is_grads(t)) return grads_gemms(t->src, grads_terms(t), (float *) t->data, &end);
+    return {};
 }
 
 // The f32 products' loops: a run of C's columns, or of its rows where it has fewer columns than
@@ -176,8 +189,6 @@ ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
            "expected contiguous x [n_in, T] (f32, f16 or bf16) and f32 A [n_in, r k]");
     const int64_t r = A->ne[1] / k, T = x->ne[1];
     ggml_tensor * args[8] = {x, A};
-    // f32 slots for A and B rounded to 16-bit inputs' types (one 16-bit type a node)
-    int64_t work = is16(x->type) ? slots16(ggml_nelements(A)) : 0;
     for (int64_t i = 0; i < k; ++i) {
         ggml_tensor * B = terms[(size_t) i].b, * dy = terms[(size_t) i].dy;
         expect(plain_f32(B) && B->ne[0] == r, "expected contiguous f32 B [r, n_out]");
@@ -185,33 +196,25 @@ ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
         expect((dy->type == GGML_TYPE_F32 || is16(dy->type)) && ggml_nelements(dy) == B->ne[1] * T, "expected f32, f16 or bf16 dy [n_out, T]");
         expect(!is16(dy->type) || !is16(x->type) || dy->type == x->type, "expected one 16-bit type for x and dy");
         if (ggml_n_dims(dy) > 2 || dy->ne[0] != B->ne[1]) dy = ggml_reshape_2d(ctx, dy, B->ne[1], T);
-        if (is16(dy->type)) work += slots16(ggml_nelements(B));
         args[2 + i] = B;
         args[2 + k + i] = dy;
     }
-    const int64_t plane = r * k * T, planes = 2 + (work + plane - 1) / plane;
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, r * k, T, planes, 1, args, (int) (2 + 2 * k), rows_cpu, GGML_N_TASKS_MAX, as_userdata(float_bits(scale)));
+    // two planes [r·k, T] (s·Aᵀx, da), then the work space's planes
+    int64_t end = 0;
+    rows_gemms(args, k, scale, nullptr, &end);
+    const int64_t plane = r * k * T;
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, r * k, T, (end + plane - 1) / plane, 1, args, (int) (2 + 2 * k), rows_cpu, GGML_N_TASKS_MAX, as_userdata(float_bits(scale)));
 }
 
-ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRows which) {
-    return ggml_view_2d(ctx, rows, rows->ne[0], rows->ne[1], rows->nb[1], which == LoraRows::Ax ? 0 : rows->nb[2]);
-}
-
-ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, const std::vector<ggml_tensor *> & dys) {
-    expect(is_rows(rows) && rows->src[0] == x && rows_terms(rows) == (int64_t) dys.size(), "the gradients node takes the rows node of the same x and adapters");
-    const int64_t k = (int64_t) dys.size(), n_in = x->ne[0], rk = rows->ne[0], r = rk / k, T = x->ne[1];
-    ggml_tensor * args[5] = {x, rows};
-    // and f32 slots for da and s·Aᵀx rounded to 16-bit inputs' types
-    int64_t n = n_in * rk, work = is16(x->type) ? slots16(rk * T) : 0;
-    for (int64_t i = 0; i < k; ++i) {
-        // the rows node's own (contiguous) copy of each gradient
-        args[2 + i] = rows->src[2 + k + i];
-        expect(ggml_nelements(args[2 + i]) == ggml_nelements(dys[(size_t) i]), "dy differs from the rows node's");
-        n += r * args[2 + i]->ne[0];
-        if (is16(args[2 + i]->type)) work += slots16(r * T);
-    }
-    if (work > 0) n = (n + 63) / 64 * 64 + work;
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, n, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
+ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * rows) {
+    expect(is_rows(rows), "the gradients node takes a rows node");
+    const int64_t k = rows_terms(rows);
+    // x and the rows node's own (contiguous) copy of each gradient
+    ggml_tensor * args[5] = {rows->src[0], rows};
+    for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
+    int64_t end = 0;
+    grads_gemms(args, k, nullptr, &end);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, end, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
 }
 
 ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i) {

@@ -29,18 +29,16 @@ struct LoraBackTerm {
     ggml_tensor * dy = nullptr;
 };
 
-// The rows node: [r·k, T, 2] f32 for a group of k adapters, plane 0 their s·Aᵢᵀx stacked
-// (what dBᵢ multiplies), plane 1 their s·Bᵢ dyᵢ stacked (daᵢ, what dAᵢ multiplies and, unmerged,
-// Aᵀ takes back into dx). `A`: the group's A stacked [n_in, r·k]; x [n_in, T] f32.
+// The rows node: f32 [r·k, T, planes] for a group of k adapters, plane 0 their s·Aᵢᵀx stacked
+// (what dBᵢ multiplies), plane 1 their s·Bᵢ dyᵢ stacked (daᵢ, what dAᵢ multiplies), then the
+// work space where a GPU rounds f32 operands that meet a 16-bit x or dy. `A`: the group's A
+// stacked [n_in, r·k]; x [n_in, T] f32, f16 or bf16.
 ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * A, const std::vector<LoraBackTerm> & terms, float scale);
-enum class LoraRows { Ax, Da };
-// A plane of the rows node, [r·k, T].
-ggml_tensor * lora_back_rows_part(ggml_context * ctx, ggml_tensor * rows, LoraRows which);
 
 // The gradients node: one flat f32 tensor, the group's dA [n_in, r·k] (x daᵀ) and then each
-// adapter's dBᵢ [r, n_out_i] (axᵢ dyᵢᵀ), read through lora_back_grad_a/_b. `dys`: the same
-// gradients, in the same order, as the rows node took.
-ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, const std::vector<ggml_tensor *> & dys);
+// adapter's dBᵢ [r, n_out_i] (axᵢ dyᵢᵀ), read through lora_back_grad_a/_b, then any work space;
+// x and the gradients are the rows node's.
+ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * rows);
 // Adapter i's dA [n_in, r] and dB [r, n_out_i], views of the gradients node.
 ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i);
 ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t i);

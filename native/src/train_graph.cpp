@@ -472,7 +472,7 @@ private:
         std::vector<const LoraPair *> pairs;
         ggml_tensor * x = nullptr;
         std::vector<LoraBackTerm> terms; // each adapter's B and (contiguous) dy
-        ggml_tensor * rows = nullptr, * grads = nullptr; // made by flush_lora()
+        ggml_tensor * grads = nullptr; // made by flush_lora()
     };
     std::vector<LoraGroup> lora_pending_, lora_unadded_;
 
@@ -933,10 +933,7 @@ private:
     // The pending nodes, made and put in the graph.
     void flush_lora() {
         for (LoraGroup & g : lora_pending_) {
-            std::vector<ggml_tensor *> dys;
-            for (const LoraBackTerm & t : g.terms) dys.push_back(t.dy);
-            g.rows = lora_back_rows(ctx_, g.x, stacked_a(g.pairs), g.terms, train_scale());
-            g.grads = lora_back_grads(ctx_, g.x, g.rows, dys);
+            g.grads = lora_back_grads(ctx_, lora_back_rows(ctx_, g.x, stacked_a(g.pairs), g.terms, train_scale()));
             ggml_build_forward_expand(gf_, g.grads);
             lora_unadded_.push_back(std::move(g));
         }
