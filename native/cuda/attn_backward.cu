@@ -1,8 +1,8 @@
 #include "attn_backward_cuda.h"
+#include "grid.cuh"
 
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cmath>
 
 namespace rrr {
@@ -131,11 +131,9 @@ public:
     }
 
 private:
-    static int blocks(int64_t n) { return (int) std::min<int64_t>((n + 255) / 256, 65535); }
-
     template <typename To> void swap_as(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
         const int64_t n = hd * H * L * nb;
-        swap_heads_positions<To><<<blocks(n), 256, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
+        swap_heads_positions<To><<<grid_blocks(n), kGridThreads, 0, stream_>>>(src, dst, hd, H, L, n, to_heads);
     }
 
     // A and B of one type (f32 or f16), C f32.

@@ -1,8 +1,8 @@
 #include "lora_backward.h"
+#include "grid.cuh"
 #include "lora_backward_cuda.h"
 #include "round16.cuh"
 
-#include <algorithm>
 #include <climits>
 
 namespace rrr {
@@ -26,9 +26,9 @@ bool prepared(const LoraGemm & g, const LoraOperand & o, int64_t rows, int64_t c
     *ld = o.ld;
     if (g.in == GGML_TYPE_F32 || o.type == g.in) return true;
     if (o.type != GGML_TYPE_F32 || !o.work) return false;
-    const int blocks = (int) std::max<int64_t>(1, std::min<int64_t>((rows * cols + 255) / 256, 65535));
-    if (g.in == GGML_TYPE_BF16) pack16<__nv_bfloat16><<<blocks, 256, 0, stream>>>((const float *) o.p, rows, cols, o.ld, (uint16_t *) o.work);
-    else pack16<__half><<<blocks, 256, 0, stream>>>((const float *) o.p, rows, cols, o.ld, (uint16_t *) o.work);
+    const int blocks = grid_blocks(rows * cols);
+    if (g.in == GGML_TYPE_BF16) pack16<__nv_bfloat16><<<blocks, kGridThreads, 0, stream>>>((const float *) o.p, rows, cols, o.ld, (uint16_t *) o.work);
+    else pack16<__half><<<blocks, kGridThreads, 0, stream>>>((const float *) o.p, rows, cols, o.ld, (uint16_t *) o.work);
     *p = o.work;
     *ld = rows;
     return cudaGetLastError() == cudaSuccess;

@@ -1,15 +1,13 @@
+#include "grid.cuh"
 #include "round16.cuh"
 #include "swiglu_backward_cuda.h"
 #include "swiglu_backward_math.h"
 
-#include <algorithm>
 #include <cstdint>
 
 namespace rrr {
 
 namespace {
-
-constexpr int kThreads = 256;
 
 // Four numbers a thread at a time where every operand is 16-byte aligned and n a multiple of 4
 // (ggml's buffers align tensors, and the node's planes are n floats apart; the copies are then
@@ -62,18 +60,16 @@ __global__ void swiglu_backward_scalar(const float * g, const float * u, const f
 
 bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
 
-int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
-
 template <typename C> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
     const bool vec = a.n % 4 == 0 && aligned16(a.g) && aligned16(a.u) && aligned16(a.d_act) && aligned16(a.d_gate) && aligned16(a.d_up) && aligned16(a.act) &&
                      ((uintptr_t) a.gate16 & 7u) == 0 && ((uintptr_t) a.up16 & 7u) == 0 && ((uintptr_t) a.act16 & 7u) == 0;
     if (vec) {
         const int64_t n4 = a.n / 4;
-        swiglu_backward_vec4<C><<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
+        swiglu_backward_vec4<C><<<grid_blocks(n4), kGridThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (const float4 *) a.d_act,
                                                                          (float4 *) a.d_gate, (float4 *) a.d_up, (uint2 *) a.gate16, (uint2 *) a.up16,
                                                                          (float4 *) a.act, (uint2 *) a.act16, n4);
     } else {
-        swiglu_backward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.act,
+        swiglu_backward_scalar<C><<<grid_blocks(a.n), kGridThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16, a.act,
                                                                             (uint16_t *) a.act16, a.n);
     }
 }

@@ -1,15 +1,13 @@
+#include "grid.cuh"
 #include "round16.cuh"
 #include "swiglu_backward_math.h"
 #include "swiglu_forward_cuda.h"
 
-#include <algorithm>
 #include <cstdint>
 
 namespace rrr {
 
 namespace {
-
-constexpr int kThreads = 256;
 
 // Four numbers a thread where g and u are 16-byte aligned and n a multiple of 4 (the result is
 // then 8-byte aligned), one otherwise: bound by memory.
@@ -24,14 +22,12 @@ template <typename C> __global__ void swiglu_forward_scalar(const float * g, con
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) out[i] = round16(swiglu_value(g[i], u[i]), (C *) nullptr);
 }
 
-int blocks_for(int64_t n) { return (int) std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65535)); }
-
 template <typename C> void launch(const SwigluForwardArgs & a, cudaStream_t stream) {
     if (a.n % 4 == 0 && ((uintptr_t) a.g & 15u) == 0 && ((uintptr_t) a.u & 15u) == 0 && ((uintptr_t) a.out & 7u) == 0) {
         const int64_t n4 = a.n / 4;
-        swiglu_forward_vec4<C><<<blocks_for(n4), kThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (uint2 *) a.out, n4);
+        swiglu_forward_vec4<C><<<grid_blocks(n4), kGridThreads, 0, stream>>>((const float4 *) a.g, (const float4 *) a.u, (uint2 *) a.out, n4);
     } else {
-        swiglu_forward_scalar<C><<<blocks_for(a.n), kThreads, 0, stream>>>(a.g, a.u, (uint16_t *) a.out, a.n);
+        swiglu_forward_scalar<C><<<grid_blocks(a.n), kGridThreads, 0, stream>>>(a.g, a.u, (uint16_t *) a.out, a.n);
     }
 }
 
