@@ -33,7 +33,7 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
 }
 
 // The userdata: the copies' type in the low byte (0 none, else the ggml_type), bit 8 whether
-// the node writes silu(g)·u.
+// the node writes silu(g)·u, bit 9 whether it leaves out the f32 gradients (16 bits alone).
 constexpr uint64_t kActBit = 1u << 8, kNoF32Bit = 1u << 9;
 ggml_type copies_of(const ggml_tensor * t) {
     const uint64_t c = custom_node_bits(t) & 0xffu;
