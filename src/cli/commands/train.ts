@@ -8,7 +8,7 @@ import { Model } from '../../engine/model.js';
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
-import type { DeviceName, LoraTarget, StepOptions } from '../../engine/types.js';
+import type { DeviceName, LoraTarget, StepOptions, TrainerOptions } from '../../engine/types.js';
 import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/config.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
@@ -146,11 +146,13 @@ function buildConfig(a: Args, model: string): RunConfig {
   };
 }
 
+/** The trainer's switches for our own nodes and bf16 merges, as the flags give them. */
+type NodeSwitches = Pick<TrainerOptions, 'fusedAttnBackward' | 'fusedAttnF16' | 'fusedMlpBackward' | 'fusedMerge' | 'fusedLoraBackward' | 'fusedLora16' | 'mergeBf16'>;
+
 /**
- * --train-memory-gib, --kept-layers, --kept-f16, --kept-split, --merge-adapter, --fuse-adapter, --flash-attn and
- * --fused-attn-backward:
- * how steps run, not what they train, so they are not part of run.json and a resumed run may
- * change them.
+ * --train-memory-gib, --kept-layers, --kept-f16, --kept-split, --merge-adapter, --fuse-adapter,
+ * --flash-attn and the node switches (--fused-*, --merge-bf16): how steps run, not what they
+ * train, so they are not part of run.json and a resumed run may change them.
  */
 function executionSettings(a: Args): {
   budget?: number;
@@ -160,13 +162,7 @@ function executionSettings(a: Args): {
   merge?: boolean;
   fuse: StepOptions['fuseAdapter'];
   flashAttn?: boolean;
-  fusedAttnBackward: boolean;
-  fusedMlpBackward: boolean;
-  fusedMerge: boolean;
-  fusedLoraBackward: boolean;
-  fusedLora16: boolean;
-  mergeBf16: boolean;
-  fusedAttnF16: boolean;
+  nodes: NodeSwitches;
 } {
   const gib = a['train-memory-gib'];
   if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
@@ -180,13 +176,15 @@ function executionSettings(a: Args): {
     ...(a['merge-adapter'] !== undefined && { merge: a['merge-adapter'] }),
     fuse: fuseAdapterOption(a['fuse-adapter']),
     flashAttn: flashAttnOption(a['flash-attn']),
-    fusedAttnBackward: a['fused-attn-backward'],
-    fusedMlpBackward: a['fused-mlp-backward'],
-    fusedMerge: a['fused-merge'],
-    fusedLoraBackward: a['fused-lora-backward'],
-    fusedLora16: a['fused-lora-16'],
-    mergeBf16: a['merge-bf16'],
-    fusedAttnF16: a['fused-attn-f16'],
+    nodes: {
+      fusedAttnBackward: a['fused-attn-backward'],
+      fusedAttnF16: a['fused-attn-f16'],
+      fusedMlpBackward: a['fused-mlp-backward'],
+      fusedMerge: a['fused-merge'],
+      fusedLoraBackward: a['fused-lora-backward'],
+      fusedLora16: a['fused-lora-16'],
+      mergeBf16: a['merge-bf16'],
+    },
   };
 }
 
@@ -365,7 +363,7 @@ export const trainCommand: CommandModule<object, Args> = {
       model,
       { ...cfg.lora, seed: cfg.seed },
       { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, fusedAttnBackward: execution.fusedAttnBackward, fusedMlpBackward: execution.fusedMlpBackward, fusedMerge: execution.fusedMerge, fusedLoraBackward: execution.fusedLoraBackward, fusedLora16: execution.fusedLora16, mergeBf16: execution.mergeBf16, fusedAttnF16: execution.fusedAttnF16 },
+      { ...flash, ...execution.nodes },
     );
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
