@@ -1,5 +1,5 @@
 // The adapters' backward nodes (native/src/lora_backward.h) on a CUDA device: their products as
-// cuBLAS calls: f32 as ggml-cuda's OUT_PROD and f32 MUL_MAT make them, or 16-bit with f32 sums.
+// cuBLAS calls (node_gemm_cuda.h).
 #pragma once
 #include <cublas_v2.h>
 

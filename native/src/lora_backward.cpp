@@ -1,5 +1,4 @@
 #include "lora_backward.h"
-#include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
 
@@ -36,12 +35,12 @@ float * f32_at(float * base, int64_t offset) { return base ? base + offset : nul
 // A rows node's products over its srcs (x, A, B₁..B_k, dy₁..dy_k), writing from `out` (null:
 // shapes only); `end` gets the f32 slots they use, work space included. The node is sized from
 // this, and runs it on its data, so the two cannot part.
-std::vector<LoraGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float scale, float * out, int64_t * end) {
+std::vector<NodeGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float scale, float * out, int64_t * end) {
     const ggml_tensor * x = src[0], * A = src[1];
     const int64_t n_in = x->ne[0], T = x->ne[1], rk = A->ne[1], r = rk / k;
-    std::vector<LoraGemm> g;
+    std::vector<NodeGemm> g;
     // s Aᵀ x for the whole group, x read once; A rounded to a 16-bit x's type
-    LoraGemm ax{true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk};
+    NodeGemm ax{true, false, rk, T, n_in, scale, {at(A, 0), A->type, n_in}, {at(x, 0), x->type, n_in}, 0.0f, out, rk};
     int64_t work = 2 * rk * T;
     if (is16(x->type)) {
         ax.in = x->type;
@@ -52,7 +51,7 @@ std::vector<LoraGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float sca
     for (int64_t i = 0; i < k; ++i) {
         const ggml_tensor * B = src[2 + i], * dy = src[2 + k + i];
         // s Bᵢ dyᵢ into the adapter's rows of plane 1; B rounded to a 16-bit dy's type
-        LoraGemm d{false, false, r, T, B->ne[1], scale, {at(B, 0), B->type, r}, {at(dy, 0), dy->type, dy->ne[0]}, 0.0f, f32_at(out, rk * T + i * r), rk};
+        NodeGemm d{false, false, r, T, B->ne[1], scale, {at(B, 0), B->type, r}, {at(dy, 0), dy->type, dy->ne[0]}, 0.0f, f32_at(out, rk * T + i * r), rk};
         if (is16(dy->type)) {
             d.in = dy->type;
             d.A.work = f32_at(out, work);
@@ -66,16 +65,16 @@ std::vector<LoraGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float sca
 
 // A gradients node's products over its srcs (x, the rows node, dy₁..dy_k), the same way: dA
 // [n_in, r·k], then each dBᵢ [r, n_out_i], then (aligned) the work space, if any.
-std::vector<LoraGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * out, int64_t * end) {
+std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * out, int64_t * end) {
     const ggml_tensor * x = src[0], * rows = src[1];
     const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
     int64_t results = n_in * rk;
     for (int64_t i = 0; i < k; ++i) results += r * src[2 + i]->ne[0];
     const int64_t first_work = (results + 63) / 64 * 64;
     int64_t work = first_work;
-    std::vector<LoraGemm> g;
+    std::vector<NodeGemm> g;
     // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
-    LoraGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
+    NodeGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
     if (is16(x->type)) {
         dA.in = x->type;
         dA.B.work = f32_at(out, work);
@@ -87,7 +86,7 @@ std::vector<LoraGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * 
         const ggml_tensor * dy = src[2 + i];
         const int64_t n_out = dy->ne[0];
         // dBᵢ = axᵢ dyᵢᵀ; ax rounded to a 16-bit dy's type
-        LoraGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32_at(out, pos), r};
+        NodeGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32_at(out, pos), r};
         if (is16(dy->type)) {
             d.in = dy->type;
             d.A.work = f32_at(out, work);
@@ -101,74 +100,15 @@ std::vector<LoraGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * 
 }
 
 // A node's products on its data.
-std::vector<LoraGemm> gemms_of(const ggml_tensor * t) {
+std::vector<NodeGemm> gemms_of(const ggml_tensor * t) {
     int64_t end = 0;
     if (is_rows(t)) return rows_gemms(t->src, rows_terms(t), bits_float((uint32_t) custom_node_bits(t)), (float *) t->data, &end);
     if (is_grads(t)) return grads_gemms(t->src, grads_terms(t), (float *) t->data, &end);
     return {};
 }
 
-// The f32 products' loops: a run of C's columns, or of its rows where it has fewer columns than
-// threads, each inner loop over contiguous numbers where it can be.
-void gemm_part_f32(const LoraGemm & g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-    const float * A = (const float *) g.A.p, * B = (const float *) g.B.p;
-    const int64_t lda = g.A.ld, ldb = g.B.ld;
-    for (int64_t j = j0; j < j1; ++j) {
-        float * c = g.C + j * g.ldc;
-        for (int64_t i = i0; i < i1; ++i) c[i] = g.beta == 0.0f ? 0.0f : g.beta * c[i];
-        if (g.ta) {
-            // op(A)'s row i is A's column i: a dot product over contiguous p
-            for (int64_t i = i0; i < i1; ++i) {
-                const float * a = A + i * lda;
-                float s = 0.0f;
-                for (int64_t p = 0; p < g.k; ++p) s += a[p] * (g.tb ? B[j + p * ldb] : B[p + j * ldb]);
-                c[i] += g.alpha * s;
-            }
-        } else {
-            for (int64_t p = 0; p < g.k; ++p) {
-                const float b = g.alpha * (g.tb ? B[j + p * ldb] : B[p + j * ldb]);
-                const float * a = A + p * lda;
-                for (int64_t i = i0; i < i1; ++i) c[i] += a[i] * b;
-            }
-        }
-    }
-}
-
-// A number of an operand as the product multiplies it: rounded to its 16-bit type.
-float operand(const LoraOperand & o, ggml_type in, int64_t idx) {
-    const float v = load_as(o.p, o.type, idx);
-    if (in == GGML_TYPE_F32 || o.type == in) return v;
-    uint16_t h = 0;
-    store_as(&h, in, 0, v);
-    return load_as(&h, in, 0);
-}
-
-// 16-bit products: the same sums, each number read through operand().
-void gemm_part_16(const LoraGemm & g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-        for (int64_t i = i0; i < i1; ++i) {
-            float s = 0.0f;
-            for (int64_t p = 0; p < g.k; ++p) {
-                s += operand(g.A, g.in, g.ta ? p + i * g.A.ld : i + p * g.A.ld) * operand(g.B, g.in, g.tb ? j + p * g.B.ld : p + j * g.B.ld);
-            }
-            float & c = g.C[i + j * g.ldc];
-            c = (g.beta == 0.0f ? 0.0f : g.beta * c) + g.alpha * s;
-        }
-    }
-}
-
-// One thread's share of a product. Plain loops: the CPU runs these nodes only where asked.
-void gemm_part(const LoraGemm & g, int ith, int nth) {
-    const bool by_cols = g.n >= nth;
-    const int64_t span = by_cols ? g.n : g.m, per = (span + nth - 1) / nth;
-    const int64_t lo = std::min(span, ith * per), hi = std::min(span, lo + per);
-    const int64_t i0 = by_cols ? 0 : lo, i1 = by_cols ? g.m : hi, j0 = by_cols ? lo : 0, j1 = by_cols ? hi : g.n;
-    if (g.in == GGML_TYPE_F32 && g.A.type == GGML_TYPE_F32 && g.B.type == GGML_TYPE_F32) gemm_part_f32(g, i0, i1, j0, j1);
-    else gemm_part_16(g, i0, i1, j0, j1);
-}
-
 void run_cpu(ggml_tensor * dst, int ith, int nth) {
-    for (const LoraGemm & g : gemms_of(dst)) gemm_part(g, ith, nth);
+    for (const NodeGemm & g : gemms_of(dst)) node_gemm_part(g, ith, nth);
 }
 
 void rows_cpu(ggml_tensor * dst, int ith, int nth, void *) { run_cpu(dst, ith, nth); }
@@ -231,11 +171,11 @@ ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t 
 
 bool is_lora_back(const ggml_tensor * t) { return is_rows(t) || is_grads(t); }
 
-std::vector<LoraGemm> lora_back_gemms(const ggml_tensor * node) { return gemms_of(node); }
+std::vector<NodeGemm> lora_back_gemms(const ggml_tensor * node) { return gemms_of(node); }
 
 double lora_back_flops(const ggml_tensor * node) {
     double flops = 0.0;
-    for (const LoraGemm & g : gemms_of(node)) flops += 2.0 * (double) g.m * (double) g.n * (double) g.k;
+    for (const NodeGemm & g : gemms_of(node)) flops += gemm_flops(g);
     return flops;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ggml.h"
+#include "node_gemm.h"
 
 namespace rrr {
 
@@ -46,37 +47,10 @@ ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t 
 // Whether `t` is either node.
 bool is_lora_back(const ggml_tensor * t);
 
-// A product's operand as stored: a column-major matrix (a ggml [ne0, ne1] tensor is ne0 rows by
-// ne1 columns) of `type` numbers, and where a GPU writes its copy in the product's type when it
-// is stored in another (packed, ld = its rows; the CPU rounds each number as it reads it).
-struct LoraOperand {
-    const void * p = nullptr;
-    ggml_type type = GGML_TYPE_F32;
-    int64_t ld = 0;
-    void * work = nullptr;
-};
-
-// C = alpha op(A) op(B) + beta C, as cuBLAS reads it: op(A) m x k, op(B) k x n, C m x n f32.
-// Both operands are multiplied in `in`: f32, or f16/bf16 (rounded to nearest even where stored
-// otherwise), with f32 sums.
-struct LoraGemm {
-    bool ta = false, tb = false;
-    int64_t m = 0, n = 0, k = 0;
-    float alpha = 1.0f;
-    LoraOperand A, B;
-    float beta = 0.0f;
-    float * C = nullptr;
-    int64_t ldc = 0;
-    ggml_type in = GGML_TYPE_F32;
-};
-// An operand's stored rows and columns.
-inline int64_t stored_rows(const LoraGemm & g, bool a) { return a ? (g.ta ? g.k : g.m) : (g.tb ? g.n : g.k); }
-inline int64_t stored_cols(const LoraGemm & g, bool a) { return a ? (g.ta ? g.m : g.k) : (g.tb ? g.k : g.n); }
-
 // A node's products, on its tensors' data. Each writes its own part of the node's result (and
 // work space) and reads only what came before the node, so they may run in any order or side by
 // side.
-std::vector<LoraGemm> lora_back_gemms(const ggml_tensor * node);
+std::vector<NodeGemm> lora_back_gemms(const ggml_tensor * node);
 // Their FLOPs (2 m n k each), from the node's shape alone.
 double lora_back_flops(const ggml_tensor * node);
 
