@@ -4,11 +4,7 @@
 #pragma once
 #include <cmath>
 
-#ifdef __CUDACC__
-#define RRR_HOST_DEVICE __host__ __device__
-#else
-#define RRR_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 namespace rrr {
 
