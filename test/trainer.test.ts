@@ -1011,6 +1011,73 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("the LM head's node (fusedHead): ggml's log-probs and gradients within 16-bit rounding, its GPU steps on the CPU, one op a micro-batch", async () => {
+    // The tiny models' heads are 16-bit (their embeddings: f16, bf16 with bf16 weights), so the
+    // node rounds h and -coef·p to the head's type for its products, as ggml rounds h and p;
+    // the target's part, coef·W[t], stays f32 in both. Measured on the CPU, largest |a - b| /
+    // (|a| + 1): f16 2.8e-5 (2.6e-4 with KL, whose e^(ref - lp) carries the log-probs' last bits
+    // into gradients of rms 3.4); bf16 2.3e-3 (3.0e-3 with KL). Tolerances: plain, then KL.
+    for (const [name, opts, tol, klTol] of [
+      ['head-f16', { nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 2 }, 5e-5, 5e-4],
+      ['head-bf16', { arch: 'llama', type: 'bf16', nEmbd: 128, nHead: 2, nHeadKv: 2, nLayer: 2 }, 5e-3, 1e-2],
+    ] as const) {
+      const { model } = await tinyModel(name, opts);
+      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+      const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+      const node = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedHead: true });
+      const steps = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedHead: true, fusedHeadSteps: true });
+      assert.deepEqual([ops.info.fusedHead, node.info.fusedHead, steps.info.fusedHead], [false, true, true]);
+      randomizeB(ops, 0.3);
+      for (const t of [node, steps]) setAll(t, ops.params());
+      const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
+      // Old log-probs near the model's own: ratios from 0.74 to 1.35, some past the clip.
+      const lps = await ops.logprobs(mixedBatch().map((s) => s.tokens));
+      const withOld = mixedBatch().map((s, i) => ({ ...s, oldLogprobs: lps[i]!.map((x, j) => x + 0.3 * Math.sin(3 * j + i)) }));
+      for (const [label, batch, extra] of [
+        ['plain', mixedBatch(), {}],
+        ['kl', mixedBatch(), { beta: 0.1 }],
+        ['kept', mixedBatch(), { keptLayers: 1 }],
+        ['ratio', withOld, {}],
+        ['ratio+kl', withOld, { beta: 0.05 }],
+      ] as const) {
+        const what = `${name} ${label}`;
+        const [a, b] = [await ops.gradients(batch, { ...stepOpts, ...extra }), await node.gradients(batch, { ...stepOpts, ...extra })];
+        assert.ok(largestDiff(a.grads, b.grads) > 0, `${what}: the node took no part`);
+        if (label.startsWith('ratio')) assert.ok(a.clipFraction > 0 && a.clipFraction < 1, `${what}: clip fraction ${a.clipFraction}`);
+        assert.ok(Math.abs(a.clipFraction - b.clipFraction) <= 1e-9, `${what}: clip fraction ${a.clipFraction} vs ${b.clipFraction}`);
+        assert.ok(Math.abs(a.loss - b.loss) <= deviceTol(1e-5, 1e-2) * Math.abs(a.loss), `${what}: loss ${a.loss} vs ${b.loss}`);
+        assert.ok(Math.abs(a.meanRatio - b.meanRatio) <= deviceTol(1e-5, 1e-2), `${what}: mean ratio ${a.meanRatio} vs ${b.meanRatio}`);
+        assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? klTol : tol, 3e-2), `${what}: ggml's ops vs the node`);
+        // The GPU's steps (chunks of 4 rows, -coef·p over the logits' own bytes) in slow loops:
+        // the plain loss and every term of the coefficient at once.
+        if (label === 'plain' || label === 'ratio+kl') {
+          const c = await steps.gradients(batch, { ...stepOpts, ...extra });
+          assertSameGrads(b.grads, c.grads, deviceTol('beta' in extra ? 5e-4 : 1e-5, 3e-2), `${what}: the node's own loops vs its steps`);
+        }
+      }
+      // Log-prob passes (no backward): the same log-probs.
+      const seqs = mixedBatch().map((s) => s.tokens);
+      const [la, lb, lc] = [await ops.logprobs(seqs), await node.logprobs(seqs), await steps.logprobs(seqs)];
+      for (let i = 0; i < la.length; i++) {
+        la[i]!.forEach((x, j) => {
+          assert.ok(Math.abs(x - lb[i]![j]!) <= deviceTol(1e-5, 1e-2) * (1 + Math.abs(x)) && Math.abs(x - lc[i]![j]!) <= deviceTol(1e-5, 1e-2) * (1 + Math.abs(x)), `${name} log-prob ${i}.${j}: ${x} ${lb[i]![j]} ${lc[i]![j]}`);
+        });
+      }
+      // One node a micro-batch where ggml took a dozen ops a chunk; the same FLOPs (two
+      // products over every loss row), no softmax, no transposed head.
+      const head = async (t: Trainer) => (await t.plan(2, 12, { logitsChunkRows: 4, census: true })).census!.filter((o) => o.role.startsWith('head'));
+      const [before, after] = [await head(ops), await head(node)];
+      const count = (c: OpCensus[]) => c.reduce((x, o) => x + o.count, 0);
+      const flops = (c: OpCensus[]) => c.reduce((x, o) => x + o.flops, 0);
+      assert.equal(after.find((o) => o.op === 'CUSTOM')?.count, 1);
+      assert.ok(!after.some((o) => o.op === 'SOFT_MAX' || o.op.startsWith('MUL_MAT')), JSON.stringify(after));
+      assert.equal(flops(after), flops(before));
+      assert.ok(count(after) < count(before) / 4, `${count(after)} ops against ${count(before)}`);
+      for (const t of [ops, node, steps]) t.dispose();
+      model.dispose();
+    }
+  });
+
   test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
     const { model } = await tinyModel('grad-dropout');
     const lora = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };

@@ -179,6 +179,10 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("fusedLoraBackward", ts.fused_lora_backward);
     off_unless("fusedLora16", ts.fused_lora_16);
     off_unless("mergeBf16", ts.merge_bf16);
+    off_unless("fusedHead", ts.fused_head);
+    const Napi::Value hs = o.Get("fusedHeadSteps");
+    if (hs.IsBoolean()) ts.fused_head_steps = hs.As<Napi::Boolean>().Value() ? 1 : 0;
+    else if (!hs.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedHeadSteps: expected true, false or undefined (on a GPU, off on the CPU)");
     const Napi::Value ws = o.Get("attnWorkspaceMiB");
     if (ws.IsNumber() && ws.As<Napi::Number>().DoubleValue() >= 0 && std::isfinite(ws.As<Napi::Number>().DoubleValue())) {
         ts.attn_workspace_bytes = (int64_t) (ws.As<Napi::Number>().DoubleValue() * (1 << 20));
@@ -306,6 +310,7 @@ private:
         o.Set("fusedLora16", t.fused_lora_16());
         o.Set("mergeBf16", t.merge_bf16());
         o.Set("fusedAttnF16", t.fused_attn_f16());
+        o.Set("fusedHead", t.fused_head());
         return o;
     }
 

@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "lora_backward.h"
 #include "lora_merge.h"
+#include "loss_head.h"
 
 #include <algorithm>
 #include <cctype>
@@ -46,11 +47,13 @@ double flops_of(const ggml_tensor * t) {
         return 2.0 * (double) t->src[1]->ne[1] * (double) ggml_nelements(t->src[0]);
     }
     if (is_lora_back(t)) return lora_back_flops(t);
+    if (is_loss_head(t)) return loss_head_flops(t);
     return 0.0;
 }
 
 // What an op reads and writes as the graph writes it.
 double graph_bytes(const ggml_tensor * t) {
+    if (is_loss_head(t)) return loss_head_bytes(t); // its steps, not its work space's size
     if (is_attn_backward(t)) {
         // The GPU's steps, each operand once: [L, L] per query head written by two products,
         // softmax (read, write) and its gradient (two reads, a write), read by three products:

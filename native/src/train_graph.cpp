@@ -4,6 +4,7 @@
 #include "errors.h"
 #include "lora_backward.h"
 #include "lora_merge.h"
+#include "loss_head.h"
 #include "op_profile.h"
 #include "rng.h"
 #include "swiglu_backward.h"
@@ -83,7 +84,7 @@ public:
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
           fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
           lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
-          attn_scratch(opt.attn_scratch_bytes), ctx_(ctx),
+          attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
@@ -98,6 +99,7 @@ public:
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
+    const bool fused_head, head_steps;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -394,11 +396,30 @@ public:
         phase = "head";
         ggml_tensor * xr = ggml_get_rows(ctx_, x_final, in_.rows);
         ggml_tensor * hf = norm_w(xr, w_.output_norm);
-        ggml_tensor * Wt_out = backward ? frozen_t(w_.output) : nullptr;
+        ggml_tensor * Wt_out = backward && !fused_head ? frozen_t(w_.output) : nullptr;
         done("Wt");
         std::vector<ggml_tensor *> lps;
         ggml_tensor * dhf = nullptr;
-        for (int64_t c0 = 0; c0 < R; c0 += chunk) {
+        if (fused_head) {
+            LossHeadRows rows;
+            rows.targets = on_device(in_.targets);
+            if (backward) rows.neg_w = on_device(in_.neg_w);
+            if (backward && loss.has_old) rows.old_lp = on_device(in_.old_lp);
+            if (backward && loss.kl) {
+                rows.kl_m = on_device(in_.kl_m);
+                rows.ref_lp = on_device(in_.ref_lp);
+            }
+            const LossHeadSpec spec{backward, backward && loss.has_old, backward && loss.kl, loss.clip_eps};
+            ggml_tensor * node = loss_head(ctx_, hf, w_.output, rows, spec, head_steps ? chunk : 0);
+            // A copy for the output: a view would keep the node, work space and all, allocated
+            // through the whole backward pass (outputs are never freed).
+            ggml_tensor * lp = ggml_cont(ctx_, loss_head_lp(ctx_, node));
+            ggml_set_output(lp);
+            ggml_build_forward_expand(gf_, lp);
+            lps.push_back(lp);
+            if (backward) dhf = loss_head_dh(ctx_, node);
+        }
+        for (int64_t c0 = 0; c0 < R && !fused_head; c0 += chunk) {
             const int64_t n = std::min(chunk, R - c0);
             ggml_tensor * hc = ggml_view_2d(ctx_, hf, hf->ne[0], n, hf->nb[1], (size_t) c0 * hf->nb[1]);
             ggml_tensor * logits = ggml_mul_mat(ctx_, w_.output, hc); // [V, n]

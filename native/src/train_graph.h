@@ -139,6 +139,12 @@ struct GraphOptions {
     // 629 GB step planned). bf16 keeps 8 bits of mantissa to f16's 11, and GeForce cards multiply
     // with f32 sums at half their f16 rate. Set by the trainer (TrainerSettings::merge_bf16).
     bool merge_bf16 = false;
+    // The LM head and the loss's gradient at it as one node of our own (loss_head.h) instead of
+    // a dozen of ggml's ops a chunk of rows. With head_steps it takes a GPU's steps in a work
+    // space of a chunk's logits (a GPU's node needs them; the CPU's runs them in slow loops that
+    // check them). Set by the trainer (TrainerSettings::fused_head, fused_head_steps).
+    bool fused_head = false;
+    bool head_steps = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -181,6 +181,15 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_lora16_ = ts.fused_lora_16;
     merge_bf16_ = ts.merge_bf16;
     attn_half_ = ts.fused_attn_f16;
+    fused_head_ = ts.fused_head;
+    head_steps_ = ts.fused_head_steps < 0 ? b.is_gpu() : ts.fused_head_steps > 0;
+    if (b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
+    if (fused_head_) {
+        const ggml_type ht = model_->weights->output->type;
+        if (ht != GGML_TYPE_F32 && ht != GGML_TYPE_F16 && ht != GGML_TYPE_BF16) {
+            throw Error(std::string("fusedHead: the model's output weight is ") + ggml_type_name(ht) + "; the head node multiplies f32, f16 and bf16 heads only");
+        }
+    }
     // Switches that refine another one would do nothing alone: said, not ignored.
     if (attn_half_ && !fused_attn_) throw Error("fusedAttnF16: it sets how the fused attention backward multiplies; give fusedAttnBackward too (--fused-attn-backward)");
     if (fused_lora16_ && !(fused_lora_ && fused_mlp_)) {
@@ -189,11 +198,11 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_) && b.is_gpu()) {
+    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_) && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         custom_backend_ = custom_backend_new(b.primary());
 #else
-        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : "fusedLoraBackward";
+        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : "fusedHead";
         throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
@@ -228,6 +237,8 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.merge_bf16 = merge_bf16_;
     g.attn_tf32 = attn_tf32_;
     g.attn_half = attn_half_;
+    g.fused_head = fused_head_;
+    g.head_steps = head_steps_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
     // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.

@@ -75,6 +75,13 @@ struct TrainerSettings {
     // probabilities and their gradient (f32 sums), where they multiply f32 (TF32 on a GPU):
     // GraphOptions::attn_half. Off unless asked: not yet timed on a GPU.
     bool fused_attn_f16 = false;
+    // GraphOptions::fused_head for every pass; on a GPU beside ggml-cuda like the others. Off
+    // unless asked: not yet timed on a GPU. Throws for a quantized head (the node multiplies f32,
+    // f16 and bf16 ones).
+    bool fused_head = false;
+    // GraphOptions::head_steps: -1 on a GPU (which needs them) and not on the CPU; on the CPU
+    // 1 runs the GPU's steps in slow loops (loss_head.h), to check them.
+    int fused_head_steps = -1;
 };
 
 struct StepSettings {
@@ -165,6 +172,7 @@ public:
     bool fused_merge() const { return fused_merge_; }
     bool merge_bf16() const { return merge_bf16_; }
     bool fused_attn_f16() const { return attn_half_; }
+    bool fused_head() const { return fused_head_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -179,6 +187,8 @@ private:
     bool fused_lora16_ = false;
     bool merge_bf16_ = false;
     bool attn_half_ = false;
+    bool fused_head_ = false;
+    bool head_steps_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

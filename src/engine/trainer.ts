@@ -44,6 +44,8 @@ export interface TrainerInfo {
   mergeBf16: boolean;
   /** Whether the fused attention backward multiplies f16 copies (TrainerOptions.fusedAttnF16). */
   fusedAttnF16: boolean;
+  /** Whether the LM head and the loss's gradient at it are our node (TrainerOptions.fusedHead). */
+  fusedHead: boolean;
 }
 
 export interface GradientsResult extends StepResult {

@@ -327,6 +327,23 @@ export interface TrainerOptions {
    * at half their f16 rate. Default false: not yet timed on a GPU.
    */
   mergeBf16?: boolean;
+  /**
+   * The LM head and the loss's gradient at it as one node of our own instead of a dozen of
+   * ggml's ops a chunk of loss rows (StepOptions.logitsChunkRows): per chunk one product writes
+   * f32 logits, one pass per row reads them for its log-prob and writes its gradient at them
+   * (the loss's coefficient times onehot − p) over them in the head's type, and one product
+   * multiplies that by the head as stored, with no transposed copy of it. At the Qwen2.5-1.5B
+   * shape (16 x 512 tokens, 1,104-row chunks, every other node, bf16 merges): 37.5 of the
+   * 374.8 GB planned a step were the head's, about 27 with the node. f32, f16 and bf16 heads
+   * (a quantized one is refused). Default false: not yet timed on a GPU.
+   */
+  fusedHead?: boolean;
+  /**
+   * With fusedHead: whether its node takes the GPU's steps (a work space for a chunk's logits).
+   * Default: on a GPU, which needs them; off on the CPU, whose own loops take whole rows, where
+   * true runs the GPU's steps in slow loops, to check them.
+   */
+  fusedHeadSteps?: boolean;
 }
 
 export interface OptimizerConfig {

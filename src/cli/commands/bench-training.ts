@@ -80,9 +80,11 @@ export const trainingSection: BenchSection = {
       fusedLora16: args['train-fused-lora-16'],
       mergeBf16: args['train-merge-bf16'],
       fusedAttnF16: args['train-fused-attn-f16'],
+      fusedHead: args['train-fused-head'],
+      ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
@@ -148,6 +150,7 @@ export const trainingSection: BenchSection = {
         fusedLora16: tr.info.fusedLora16,
         mergeBf16: tr.info.mergeBf16,
         fusedAttnF16: tr.info.fusedAttnF16,
+        fusedHead: tr.info.fusedHead,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };

@@ -47,6 +47,8 @@ export interface BenchArgs {
   'train-fused-merge': boolean;
   'train-fused-lora-backward': boolean;
   'train-fused-lora-16': boolean;
+  'train-fused-head': boolean;
+  'train-fused-head-steps'?: boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -349,6 +351,17 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "with --train-fused-lora-backward and --train-fused-mlp-backward over 16-bit merged weights: the MLP's adapter gradients (gate, up, down) multiply 16-bit numbers with f32 sums, and the SwiGLU node writes 16 bits alone (TrainerOptions.fusedLora16)",
+      })
+      .option('train-fused-head', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "the LM head and the loss's gradient at it as one node of our own (per chunk of --train-chunk-rows rows: two products and one pass per row, cuBLAS and our kernel on a GPU) instead of a dozen of ggml's ops a chunk (TrainerOptions.fusedHead)",
+      })
+      .option('train-fused-head-steps', {
+        type: 'boolean',
+        describe:
+          "with --train-fused-head: its node takes the GPU's steps (a chunk's logits in a work space) — a GPU's default; on the CPU, whose own loops take whole rows by default, slow loops that plan and check the GPU's way (TrainerOptions.fusedHeadSteps)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',
