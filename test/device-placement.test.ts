@@ -105,7 +105,7 @@ test('training passes use flash attention by default only on a GPU with a kernel
   }
 });
 
-test("our nodes (attention, SwiGLU, merges, LM head) run on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
+test("our nodes (attention, SwiGLU, merges, LM head, norms) run on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
   const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1 }), { device: TEST_DEVICE });
   try {
     // Runs of our nodes in the graph (StepResult.graphCustomRuns): one per layer for the
@@ -125,6 +125,8 @@ test("our nodes (attention, SwiGLU, merges, LM head) run on the compute device: 
       [{ fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true }, merges ? Math.ceil(n / 2) + 2 * n + 1 : 2 * n],
       // the LM head's node: one run between the forward and the backward
       [{ fusedHead: true }, 1],
+      // the norms' backward nodes: each a run, all but layer 0's attention norm
+      [{ fusedNormBackward: true }, 2 * n - 1],
     ] as const) {
       const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, nodes);
       try {

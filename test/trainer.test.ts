@@ -1078,6 +1078,39 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  test("the norms' backward nodes (fusedNormBackward): ggml's gradients, one op a norm where there were four or five", async () => {
+    // f32 weights: the same sums in another order. qwen3's per-head q and k norms keep ggml's ops.
+    for (const arch of ['qwen2', 'qwen3'] as const) {
+      const { model } = await tinyModel(`norm-nodes-${arch}`, { arch, nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 3 });
+      const n = model.info.nLayer;
+      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+      const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+      const node = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedNormBackward: true });
+      assert.deepEqual([ops.info.fusedNormBackward, node.info.fusedNormBackward], [false, true]);
+      randomizeB(ops, 0.3);
+      setAll(node, ops.params());
+      const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
+      for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }, { mergeAdapter: true }, { fuseAdapter: true }]) {
+        const what = `${arch} ${JSON.stringify(extra)}`;
+        const [a, b] = [await ops.gradients(mixedBatch(), { ...stepOpts, ...extra }), await node.gradients(mixedBatch(), { ...stepOpts, ...extra })];
+        assert.ok(largestDiff(a.grads, b.grads) > 0, `${what}: the nodes took no part`);
+        assertSameGrads(a.grads, b.grads, deviceTol('beta' in extra ? 1e-4 : 1e-5, 3e-2), `${what}: ggml's ops vs the norms' nodes`);
+      }
+      // Each layer's two norms, but layer 0's attention norm (nothing needs dL/d(embeddings)), a
+      // node of ours and a run of its own; no RMS_NORM_BACK left there, fewer ops and bytes.
+      const census = async (t: Trainer) => (await t.plan(2, 12, { census: true })).census!.filter((o) => o.role === 'bwd.norm');
+      const [before, after] = [await census(ops), await census(node)];
+      assert.equal(after.find((o) => o.op === 'CUSTOM')?.count, 2 * n - 1);
+      assert.ok(!after.some((o) => o.op === 'RMS_NORM_BACK' && arch === 'qwen2'), JSON.stringify(after));
+      const sum = (c: OpCensus[], k: 'count' | 'bytes') => c.reduce((x, o) => x + o[k], 0);
+      assert.ok(sum(after, 'bytes') < sum(before, 'bytes') && sum(after, 'count') < sum(before, 'count'), `${JSON.stringify(after)} against ${JSON.stringify(before)}`);
+      assert.equal((await node.step(mixedBatch(), { lr: 0, ...stepOpts, microBatchTokens: 0 })).graphCustomRuns, 2 * n - 1);
+      ops.dispose();
+      node.dispose();
+      model.dispose();
+    }
+  });
+
   test("LoRA dropout: finite differences with the step's masks, the same masks however a step is run, new ones each step", async () => {
     const { model } = await tinyModel('grad-dropout');
     const lora = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };

@@ -1,5 +1,5 @@
-// Our nodes (attn_backward.h, swiglu_backward.h, lora_merge.h, lora_backward.h, loss_head.h)
-// are ggml custom ops. ggml keeps a custom op's parameters in op_params as its
+// Our nodes (attn_backward.h, swiglu_backward.h, lora_merge.h, lora_backward.h, loss_head.h,
+// norm_backward.h) are ggml custom ops. ggml keeps a custom op's parameters in op_params as its
 // ggml_custom_op_params (ggml-impl.h, not the public header): the function, the task count, the
 // userdata. They are read back here, in one place.
 // Each node kind is told apart by its CPU function, and carries its scalars packed into the

@@ -5,6 +5,7 @@
 #include "lora_backward.h"
 #include "lora_merge.h"
 #include "loss_head.h"
+#include "norm_backward.h"
 #include "op_profile.h"
 #include "rng.h"
 #include "swiglu_backward.h"
@@ -84,7 +85,7 @@ public:
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
           fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
           lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
-          attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), ctx_(ctx),
+          attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), fused_norm(opt.fused_norm_backward), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
@@ -99,7 +100,7 @@ public:
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
-    const bool fused_head, head_steps;
+    const bool fused_head, head_steps, fused_norm;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -296,10 +297,12 @@ public:
         done("mlp");
         // Gate's and up's adapter nodes right after the SwiGLU node, in its run; then every
         // flushed group's sums into the gradient buffers, among ggml's ops.
-        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate, gate_w}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up, up_w}}, LoraWhen::Now);
+        std::vector<ggml_tensor *> terms2;
+        ggml_tensor * dh2 = projs_back(a.h2, {{l.w_gate, a.g, pair(il, LoraTarget::Gate), d_gate, gate_w}, {l.w_up, a.u, pair(il, LoraTarget::Up), d_up, up_w}}, LoraWhen::Now,
+                                       fused_norm ? &terms2 : nullptr);
         if (lora_nodes) add_lora();
         done("W");
-        ggml_tensor * dx2 = ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
+        ggml_tensor * dx2 = fused_norm ? norm_node(terms2, a.x2, l.ffn_norm, dout) : ggml_add(ctx_, dout, norm_back(dh2, a.x2, l.ffn_norm));
         done("norm");
 
         // Attention: x2 = x + W_o attn
@@ -346,10 +349,11 @@ public:
         ggml_tensor * dq = ggml_reshape_2d(ctx_, dq3, hd * nh, T_);
         ggml_tensor * dk = ggml_reshape_2d(ctx_, dk3, hd * nkv, T_);
         ggml_tensor * dv = ggml_reshape_2d(ctx_, dv3, hd * nkv, T_);
+        std::vector<ggml_tensor *> terms1;
         ggml_tensor * dh1 = projs_back(a.h1, {{l.wq, a.q, pair(il, LoraTarget::Q), dq}, {l.wk, a.k, pair(il, LoraTarget::K), dk}, {l.wv, a.v, pair(il, LoraTarget::V), dv}},
-                                       LoraWhen::Later);
+                                       LoraWhen::Later, fused_norm ? &terms1 : nullptr);
         done("W");
-        ggml_tensor * dx = ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
+        ggml_tensor * dx = fused_norm ? norm_node(terms1, a.x, l.attn_norm, dx2) : ggml_add(ctx_, dx2, norm_back(dh1, a.x, l.attn_norm));
         done("norm");
         return dx;
     }
@@ -516,6 +520,17 @@ private:
     ggml_tensor * norm_w(ggml_tensor * x, ggml_tensor * weight) { return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, c_.rms_eps), weight); }
 
     // d/dx of rms_norm(x) * weight, weight frozen.
+    // resid + the norm's backward pass of the summed terms, as our node; terms past its limit are
+    // summed first by ggml's ADD.
+    ggml_tensor * norm_node(std::vector<ggml_tensor *> terms, ggml_tensor * x, ggml_tensor * weight, ggml_tensor * resid) {
+        while ((int) terms.size() > kNormBackMaxTerms) {
+            ggml_tensor * last = terms.back();
+            terms.pop_back();
+            terms.back() = ggml_add(ctx_, terms.back(), last);
+        }
+        return norm_backward(ctx_, terms, x, weight, resid, c_.rms_eps);
+    }
+
     ggml_tensor * norm_back(ggml_tensor * dy, ggml_tensor * x, ggml_tensor * weight) {
         return ggml_rms_norm_back(ctx_, ggml_mul(ctx_, dy, weight), x, c_.rms_eps);
     }
@@ -811,7 +826,8 @@ private:
     // all of them where the adapter's input product (s A x) or dA needs it, and without merging
     // their dx terms Σ Aᵢᵀ daᵢ come from one product. That product is fused into one frozen
     // product where GraphOptions::fuse_adapter says so (fused_back()): [Wᵀ | Aᵀ] [dy ; da].
-    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs, LoraWhen when = LoraWhen::Now) {
+    // With `terms`, the dx terms come back there, unsummed (for norm_backward), and it returns null.
+    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs, LoraWhen when = LoraWhen::Now, std::vector<ggml_tensor *> * terms = nullptr) {
         done("W"); // what the caller made before
         std::vector<const Back *> adapted;
         for (const Back & b : projs) {
@@ -886,9 +902,13 @@ private:
             parts.push_back({Wt, b.dy_w()});
         }
         ggml_tensor * dx = nullptr;
+        const auto add_term = [&](ggml_tensor * d) {
+            if (terms) terms->push_back(d);
+            else dx = dx ? ggml_add(ctx_, dx, d) : d;
+        };
         if (joined_back(x, parts, At ? At->ne[0] : 0)) {
             if (At) parts.push_back({At, da});
-            dx = joined_product(parts, "W");
+            add_term(joined_product(parts, "W"));
             done("W");
         } else {
             const Back * carrier = At ? fused_back(x, adapted, At->ne[0]) : nullptr; // the product that takes in At da
@@ -899,12 +919,11 @@ private:
             size_t i = 0;
             for (const Back & b : projs) {
                 const Part & p = parts[i++];
-                ggml_tensor * d = &b == carrier ? joined_product({p, {At, da}}, "lora") : ggml_mul_mat(ctx_, p.Wt, p.dy);
-                dx = dx ? ggml_add(ctx_, dx, d) : d;
+                add_term(&b == carrier ? joined_product({p, {At, da}}, "lora") : ggml_mul_mat(ctx_, p.Wt, p.dy));
                 done("W");
             }
         }
-        for (ggml_tensor * t : dx_lora) dx = ggml_add(ctx_, dx, t);
+        for (ggml_tensor * t : dx_lora) add_term(t);
         done("lora");
         return dx;
     }

@@ -145,6 +145,10 @@ struct GraphOptions {
     // check them). Set by the trainer (TrainerSettings::fused_head, fused_head_steps).
     bool fused_head = false;
     bool head_steps = false;
+    // Each layer's two RMS norms' backward passes as nodes of our own (norm_backward.h), which
+    // also sum the projections' dx terms and add the residual's gradient. Set by the trainer
+    // (TrainerSettings::fused_norm_backward).
+    bool fused_norm_backward = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -182,6 +182,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     merge_bf16_ = ts.merge_bf16;
     attn_half_ = ts.fused_attn_f16;
     fused_head_ = ts.fused_head;
+    fused_norm_ = ts.fused_norm_backward;
     head_steps_ = ts.fused_head_steps < 0 ? b.is_gpu() : ts.fused_head_steps > 0;
     if (b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
     if (fused_head_) {
@@ -198,11 +199,11 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_) && b.is_gpu()) {
+    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_) && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         custom_backend_ = custom_backend_new(b.primary());
 #else
-        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : "fusedHead";
+        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : fused_head_ ? "fusedHead" : "fusedNormBackward";
         throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
@@ -239,6 +240,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.attn_half = attn_half_;
     g.fused_head = fused_head_;
     g.head_steps = head_steps_;
+    g.fused_norm_backward = fused_norm_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
     // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.

@@ -82,6 +82,9 @@ struct TrainerSettings {
     // GraphOptions::head_steps: -1 on a GPU (which needs them) and not on the CPU; on the CPU
     // 1 runs the GPU's steps in slow loops (loss_head.h), to check them.
     int fused_head_steps = -1;
+    // GraphOptions::fused_norm_backward for every step; on a GPU beside ggml-cuda like the
+    // others. Off unless asked: not yet timed on a GPU, and each node is a run of ours.
+    bool fused_norm_backward = false;
 };
 
 struct StepSettings {
@@ -173,6 +176,7 @@ public:
     bool merge_bf16() const { return merge_bf16_; }
     bool fused_attn_f16() const { return attn_half_; }
     bool fused_head() const { return fused_head_; }
+    bool fused_norm_backward() const { return fused_norm_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -189,6 +193,7 @@ private:
     bool attn_half_ = false;
     bool fused_head_ = false;
     bool head_steps_ = false;
+    bool fused_norm_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

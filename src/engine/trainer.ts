@@ -46,6 +46,8 @@ export interface TrainerInfo {
   fusedAttnF16: boolean;
   /** Whether the LM head and the loss's gradient at it are our node (TrainerOptions.fusedHead). */
   fusedHead: boolean;
+  /** Whether the layers' norms take their backward pass in our nodes (TrainerOptions.fusedNormBackward). */
+  fusedNormBackward: boolean;
 }
 
 export interface GradientsResult extends StepResult {

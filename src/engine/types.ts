@@ -333,9 +333,10 @@ export interface TrainerOptions {
    * f32 logits, one pass per row reads them for its log-prob and writes its gradient at them
    * (the loss's coefficient times onehot − p) over them in the head's type, and one product
    * multiplies that by the head as stored, with no transposed copy of it. At the Qwen2.5-1.5B
-   * shape (16 x 512 tokens, 1,104-row chunks, every other node, bf16 merges): 37.5 of the
-   * 374.8 GB planned a step were the head's, about 27 with the node. f32, f16 and bf16 heads
-   * (a quantized one is refused). Default false: not yet timed on a GPU.
+   * shape (16 x 512 tokens, 1,104-row chunks, every other node, bf16 merges, joined dx products
+   * as a GPU joins them): 37.5 of the 367.0 GB planned a step were the head's, 27.5 with the
+   * node (356.5). f32, f16 and bf16 heads (a quantized one is refused). Default false: not yet
+   * timed on a GPU.
    */
   fusedHead?: boolean;
   /**
@@ -344,6 +345,17 @@ export interface TrainerOptions {
    * true runs the GPU's steps in slow loops, to check them.
    */
   fusedHeadSteps?: boolean;
+  /**
+   * Each layer's two RMS norms' backward passes as nodes of our own: one pass a norm sums the
+   * projections' dx terms, multiplies by the norm's weight, takes the norm's gradient and adds
+   * the residual's, where ggml's ops (the terms' ADDs, MUL, RMS_NORM_BACK, ADD) each write a tensor
+   * the next reads back: 16 bytes a number for one term instead of 32. At the Qwen2.5-1.5B shape
+   * (16 x 512 tokens in two micro-batches, all 28 layers kept, every other node, bf16 merges,
+   * joined dx products as a GPU joins them): 356.5 -> 342.6 GB and 5,210 -> 4,934 ops planned a
+   * step. On a GPU each node is a run of ours between ggml-cuda's (two host waits): 2 n_layer - 1
+   * more a micro-batch. Default false: not yet timed on a GPU.
+   */
+  fusedNormBackward?: boolean;
 }
 
 export interface OptimizerConfig {

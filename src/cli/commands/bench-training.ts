@@ -81,10 +81,11 @@ export const trainingSection: BenchSection = {
       mergeBf16: args['train-merge-bf16'],
       fusedAttnF16: args['train-fused-attn-f16'],
       fusedHead: args['train-fused-head'],
+      fusedNormBackward: args['train-fused-norm-backward'],
       ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
@@ -151,6 +152,7 @@ export const trainingSection: BenchSection = {
         mergeBf16: tr.info.mergeBf16,
         fusedAttnF16: tr.info.fusedAttnF16,
         fusedHead: tr.info.fusedHead,
+        fusedNormBackward: tr.info.fusedNormBackward,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };

@@ -49,6 +49,7 @@ export interface BenchArgs {
   'train-fused-lora-16': boolean;
   'train-fused-head': boolean;
   'train-fused-head-steps'?: boolean;
+  'train-fused-norm-backward': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -362,6 +363,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         describe:
           "with --train-fused-head: its node takes the GPU's steps (a chunk's logits in a work space) — a GPU's default; on the CPU, whose own loops take whole rows by default, slow loops that plan and check the GPU's way (TrainerOptions.fusedHeadSteps)",
+      })
+      .option('train-fused-norm-backward', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "each layer's two RMS norms' backward passes as nodes of our own, which also sum the projections' dx terms and add the residual's gradient (TrainerOptions.fusedNormBackward)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',
