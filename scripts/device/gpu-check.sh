@@ -193,9 +193,14 @@ do_peft() {
 # `fusedhead` takes the LM head and the loss's gradient at it in one node of ours
 # (TrainerOptions.fusedHead: per chunk cuBLAS writes f32 logits, one block a row reads them twice
 # and writes -coef·p over them in 16 bits, cuBLAS multiplies that by the head as stored), against
-# `default`; `budget16-best-head` adds it to `budget16-best-lora16` (374.8 -> 364.2 GB and 5,310
-# -> 5,210 ops planned at 28 kept layers, 2 x 4,096 tokens, 1,104-row chunks), and
-# `budget16-best-head2k` with 2,048-row chunks (360.5 GB: the head read half as often).
+# `default`; `budget16-best-head` adds it to `budget16-best-lora16` (367.0 -> 356.5 GB and 5,310
+# -> 5,210 ops planned at 28 kept layers, 2 x 4,096 tokens, 1,104-row chunks, joined dx
+# products), and `budget16-best-head2k` with 2,048-row chunks (352.7 GB: the head read half as
+# often). `fusednorm` takes each layer's norms' backward in nodes of ours (TrainerOptions.
+# fusedNormBackward: the dx terms' sum, the weight, RMS_NORM_BACK and the residual's ADD in one
+# pass) against `default`, and `budget16-best-norm` adds them to `budget16-best-head` (342.6 GB,
+# 4,934 ops planned; 55 runs of ours more a micro-batch, each two host waits: what they cost is
+# what this measures).
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -218,6 +223,8 @@ TRAIN_VARIANTS=(
   "fusedhead|--train-fused-head --train-profile --train-census"
   "budget16-best-head|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head"
   "budget16-best-head2k|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-chunk-rows 2048"
+  "fusednorm|--train-fused-norm-backward --train-profile --train-census"
+  "budget16-best-norm|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"
@@ -285,7 +292,7 @@ do_fusion_check() {
 do_fused_tests() {
   local s; s=$(budget 90 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|our nodes \\(|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node|16-bit adapter gradients|LM head's node" \
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|our nodes \\(|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node|16-bit adapter gradients|LM head's node|norms' backward nodes" \
     dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
