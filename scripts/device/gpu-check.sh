@@ -193,9 +193,9 @@ do_peft() {
 # `fusedhead` takes the LM head and the loss's gradient at it in one node of ours
 # (TrainerOptions.fusedHead: per chunk cuBLAS writes f32 logits, one block a row reads them twice
 # and writes -coef·p over them in 16 bits, cuBLAS multiplies that by the head as stored), against
-# `default`; `budget16-best-head` adds it to `budget16-best-lora16` (367.0 -> 356.5 GB and 5,310
-# -> 5,210 ops planned at 28 kept layers, 2 x 4,096 tokens, 1,104-row chunks, joined dx
-# products), and `budget16-best-head2k` with 2,048-row chunks (352.7 GB: the head read half as
+# `default`; `budget16-best-head` adds it to `budget16-best-lora16` (368.9 -> 356.5 GB and 5,312
+# -> 5,210 ops planned: 28 kept layers, 2 x 4,096 tokens, 1,104-row chunks, no transposed
+# head), and `budget16-best-head2k` with 2,048-row chunks (352.7 GB: the head read half as
 # often). `fusednorm` takes each layer's norms' backward in nodes of ours (TrainerOptions.
 # fusedNormBackward: the dx terms' sum, the weight, RMS_NORM_BACK and the residual's ADD in one
 # pass) against `default`, and `budget16-best-norm` adds them to `budget16-best-head` (342.6 GB,

@@ -333,10 +333,10 @@ export interface TrainerOptions {
    * f32 logits, one pass per row reads them for its log-prob and writes its gradient at them
    * (the loss's coefficient times onehot − p) over them in the head's type, and one product
    * multiplies that by the head as stored, with no transposed copy of it. At the Qwen2.5-1.5B
-   * shape (16 x 512 tokens, 1,104-row chunks, every other node, bf16 merges, joined dx products
-   * as a GPU joins them): 37.5 of the 367.0 GB planned a step were the head's, 27.5 with the
-   * node (356.5). f32, f16 and bf16 heads (a quantized one is refused). Default false: not yet
-   * timed on a GPU.
+   * shape in 16 GiB (16 x 512 tokens, every other node, bf16 merges, as a GPU runs it: 1,104-row
+   * chunks, joined dx products, weights transposed each step): 368.9 -> 356.5 GB and 12,169 ->
+   * 11,751 MiB of compute buffer planned a step. f32, f16 and bf16 heads (a quantized one is
+   * refused). Default false: not yet timed on a GPU.
    */
   fusedHead?: boolean;
   /**
