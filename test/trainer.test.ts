@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { Model, NonFiniteGradientError, ReferenceModel, Trainer, makeTinyModel, mergeAdapter, type GradientsResult } from '../src/engine/index.js';
-import type { OpCensus, StepOptions, TrainSequence } from '../src/engine/types.js';
+import type { OpCensus, StepOptions, TrainSequence, TrainerOptions } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
 import { ON_GPU, deviceTol } from './helpers/tolerance.js';
 
@@ -49,6 +49,16 @@ function randomizeB(tr: Trainer, std: number, seed = 1): void {
   for (const [name, v] of Object.entries(tr.params())) {
     if (name.endsWith('lora_b')) tr.setParam(name, v.map(() => std * g()));
   }
+}
+
+/** A trainer on ggml's ops and one with `nodes`, holding the same adapter (B randomised, so every tensor has a gradient). */
+async function opsAndNodes(model: Model, nodes: TrainerOptions): Promise<[Trainer, Trainer]> {
+  const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+  const ops = await Trainer.create(model, spec, { lr: 1e-3 });
+  const node = await Trainer.create(model, spec, { lr: 1e-3 }, nodes);
+  randomizeB(ops, 0.3);
+  setAll(node, ops.params());
+  return [ops, node];
 }
 
 function seq(n: number, offset: number): Int32Array {
@@ -873,12 +883,8 @@ describe('LoRA gradients match finite differences', () => {
 
   test('the fused SwiGLU backward (fusedMlpBackward): finite differences, the gradients of ggml ops, one pass where there were three', async () => {
     const { model } = await tinyModel('grad-fused-mlp');
-    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
-    const ops = await Trainer.create(model, spec, { lr: 1e-3 });
-    const fused = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedMlpBackward: true });
+    const [ops, fused] = await opsAndNodes(model, { fusedMlpBackward: true });
     assert.deepEqual([ops.info.fusedMlpBackward, fused.info.fusedMlpBackward], [false, true]);
-    randomizeB(ops, 0.3);
-    setAll(fused, ops.params());
     const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
     await checkGradients(fused, mixedBatch(), stepOpts);
     // The same formula as ggml's SILU_BACK and SWIGLU, whose CPU kernels take exp() in SIMD
@@ -1083,12 +1089,8 @@ describe('LoRA gradients match finite differences', () => {
     for (const arch of ['qwen2', 'qwen3'] as const) {
       const { model } = await tinyModel(`norm-nodes-${arch}`, { arch, nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 3 });
       const n = model.info.nLayer;
-      const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
-      const ops = await Trainer.create(model, spec, { lr: 1e-3 });
-      const node = await Trainer.create(model, spec, { lr: 1e-3 }, { fusedNormBackward: true });
+      const [ops, node] = await opsAndNodes(model, { fusedNormBackward: true });
       assert.deepEqual([ops.info.fusedNormBackward, node.info.fusedNormBackward], [false, true]);
-      randomizeB(ops, 0.3);
-      setAll(node, ops.params());
       const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14 };
       for (const extra of [{}, { keptLayers: 1 }, { recompute: false }, { beta: 0.1 }, { mergeAdapter: true }, { fuseAdapter: true }]) {
         const what = `${arch} ${JSON.stringify(extra)}`;
