@@ -803,6 +803,9 @@ describe('LoRA gradients match finite differences', () => {
           (extra) => steps.gradients(mixedBatch(), { ...stepOpts, ...extra }),
           3e-2,
         );
+        // Those take 14 and 10 positions in 2 query blocks each; 16 take 4 (attn_query_blocks).
+        const sixteen: TrainSequence[] = [3, 41].map((o, b) => ({ tokens: seq(16, o), weights: new Float32Array(16).fill(b ? -0.6 : 1.1, 3) }));
+        assertSameGrads((await ops.gradients(sixteen, { logitsChunkRows: 4 })).grads, (await steps.gradients(sixteen, { logitsChunkRows: 4 })).grads, deviceTol(1e-5, 3e-2), `${name}, flash ${flashAttn}: 4 query blocks`);
         steps.dispose();
         // One node takes attention back: no softmax gradient, no out_prod, no probabilities rebuilt.
         for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
@@ -859,10 +862,12 @@ describe('LoRA gradients match finite differences', () => {
         const apart = largestDiff(b.grads, c.grads);
         assert.ok(apart > 1e-5, `${name} ${JSON.stringify(extra)}: f32 and f16 steps ${apart} apart`);
       }
-      // The census: 28 bytes per [L, L] number where the f32 steps move 40 (op_profile.cpp).
+      // The census: 28 bytes per [L, L] number where the f32 steps move 40 (op_profile.cpp), over
+      // the (key, query) blocks the causal mask does not zero whole: at 16 positions 4 query
+      // blocks, 10 of 16 blocks.
       const attnBytes = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.filter((o) => o.role === 'bwd.attn' && o.op === 'CUSTOM').reduce((x, o) => x + o.bytes, 0);
       const { nLayer, nHead, nHeadKv, headDim } = model.info;
-      const P = 16 * 16 * nHead * 2, nq = headDim * nHead * 32, nkv = headDim * nHeadKv * 32;
+      const P = ((16 * 16 * 10) / 16) * nHead * 2, nq = headDim * nHead * 32, nkv = headDim * nHeadKv * 32;
       assert.equal(await attnBytes(s32), nLayer * (40 * P + 44 * nq + 52 * nkv));
       assert.equal(await attnBytes(s16), nLayer * (28 * P + 32 * nq + 42 * nkv));
       s32.dispose();

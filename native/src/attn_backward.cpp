@@ -171,6 +171,7 @@ AttnBackwardArgs attn_backward_args(ggml_tensor * t) {
     a.scale = s.scale;
     a.tf32 = s.tf32;
     a.half = s.half;
+    a.q_blocks = attn_query_blocks(s.L);
     return a;
 }
 

@@ -1,4 +1,5 @@
 #include "attn_backward_steps.h"
+#include "attn_layout.h"
 #include "ggml.h"
 
 #include <algorithm>
@@ -34,6 +35,13 @@ Parts parts(int64_t hd, int64_t nh, int64_t nkv, int64_t L, bool half) {
 
 } // namespace
 
+int64_t attn_query_blocks(int64_t L) {
+    for (int64_t n : {4, 2}) {
+        if (L % n == 0 && L / n >= 4) return n;
+    }
+    return 1;
+}
+
 int64_t attn_scratch_bytes_per_seq(int64_t hd, int64_t n_head, int64_t n_head_kv, int64_t L, bool half) {
     const Parts r = parts(hd, n_head, n_head_kv, L, half);
     return r.q + r.o + r.k + r.v + r.s + r.p + r.ds + r.dq + r.dk + r.dv;
@@ -55,34 +63,52 @@ template <typename T> struct Rooms {
 };
 
 // Per chunk of nb sequences, with p = g + n_head_kv * b numbering the (K/V head, sequence)
-// pairs: the query heads of a group are adjacent in the head-major copies, so a group's queries
-// are one [hd, grp * L] matrix and each product below is one strided batched call over p, with
-// the group's sum over heads inside the product's inner dimension where dK and dV need it.
+// pairs: the query heads of a group are adjacent in the head-major copies, so the group's
+// queries of one query block are one [hd, grp * Lb] matrix (attn_layout.h), and each product
+// below is a strided batched call over p per block, with the group's sum over heads inside the
+// product's inner dimension where dK and dV need it. Per block only the keys the block can see
+// take part: for query block qb keys [0, (qb + 1) Lb); for key block kb the query blocks from kb.
 template <typename T> const char * run_chunks(const AttnBackwardArgs & a, AttnBackwardOps & ops, const Rooms<T> & r) {
     const int64_t hd = a.hd, nh = a.n_head, nkv = a.n_head_kv, L = a.L, grp = nh / nkv, nbmax = a.scratch_seqs;
+    const int64_t nblk = a.q_blocks, Lb = L / nblk, C = grp * Lb; // a block's columns in a pair
     const Trans N = Trans::N, Tr = Trans::T;
     for (int64_t b0 = 0; b0 < a.B; b0 += nbmax) {
         const int64_t nb = std::min(nbmax, a.B - b0), tok0 = b0 * L, G = nkv * nb, cols = L * nh * nb;
         const int64_t sq = hd * L * grp, skv = hd * L, ss = L * L * grp; // strides per pair p
-        ops.swap(a.q + hd * nh * tok0, r.Q, hd, nh, L, nb, true);
-        ops.swap(a.dO + hd * nh * tok0, r.O, hd, nh, L, nb, true);
-        ops.swap(a.k + hd * nkv * tok0, r.K, hd, nkv, L, nb, true);
-        ops.swap(a.v + hd * nkv * tok0, r.V, hd, nkv, L, nb, true);
-        // S = scale Kᵀ Q: [L_k, grp * L_q] per pair
-        if (!ops.gemm(Tr, N, L, grp * L, hd, a.scale, r.K, hd, skv, r.Q, hd, sq, r.S, L, ss, G)) return "attention backward: cuBLAS failed (S)";
-        ops.causal_softmax(r.S, r.P, L, cols);
-        // dP = Vᵀ dO
-        if (!ops.gemm(Tr, N, L, grp * L, hd, 1.0f, r.V, hd, skv, r.O, hd, sq, r.dP, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
-        ops.softmax_grad(r.P, r.dP, r.dS, L, cols, a.scale);
-        // dV = dO Pᵀ: [hd, L_k], summed over the group's queries and heads (V read for the last time above)
-        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, r.O, hd, sq, r.P, L, ss, r.dV, hd, skv, G)) return "attention backward: cuBLAS failed (dV)";
-        // dQ = K dS: [hd, grp * L_q] (dO read for the last time above)
-        if (!ops.gemm(N, N, hd, grp * L, L, 1.0f, r.K, hd, skv, r.dS, L, ss, r.dQ, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+        ops.swap(a.q + hd * nh * tok0, r.Q, hd, nh, L, nb, grp, Lb, true);
+        ops.swap(a.dO + hd * nh * tok0, r.O, hd, nh, L, nb, grp, Lb, true);
+        ops.swap(a.k + hd * nkv * tok0, r.K, hd, nkv, L, nb, 1, L, true);
+        ops.swap(a.v + hd * nkv * tok0, r.V, hd, nkv, L, nb, 1, L, true);
+        // S = scale Kᵀ Q: per query block, [keys it sees, grp * Lb] per pair
+        for (int64_t qb = 0; qb < nblk; ++qb) {
+            if (!ops.gemm(Tr, N, (qb + 1) * Lb, C, hd, a.scale, r.K, hd, skv, r.Q + hd * C * qb, hd, sq, r.S + L * C * qb, L, ss, G)) return "attention backward: cuBLAS failed (S)";
+        }
+        ops.causal_softmax(r.S, r.P, L, cols, grp, Lb);
+        // dP = Vᵀ dO, likewise
+        for (int64_t qb = 0; qb < nblk; ++qb) {
+            if (!ops.gemm(Tr, N, (qb + 1) * Lb, C, hd, 1.0f, r.V, hd, skv, r.O + hd * C * qb, hd, sq, r.dP + L * C * qb, L, ss, G)) return "attention backward: cuBLAS failed (dP)";
+        }
+        ops.softmax_grad(r.P, r.dP, r.dS, L, cols, grp, Lb, a.scale);
+        // dV = dO Pᵀ: per key block [hd, Lb], summed over the group's heads and the query blocks
+        // that see it (V read for the last time above)
+        for (int64_t kb = 0; kb < nblk; ++kb) {
+            if (!ops.gemm(N, Tr, hd, Lb, (nblk - kb) * C, 1.0f, r.O + hd * C * kb, hd, sq, r.P + kb * Lb + L * C * kb, L, ss, r.dV + hd * Lb * kb, hd, skv, G)) {
+                return "attention backward: cuBLAS failed (dV)";
+            }
+        }
+        // dQ = K dS: per query block [hd, grp * Lb] (dO read for the last time above)
+        for (int64_t qb = 0; qb < nblk; ++qb) {
+            if (!ops.gemm(N, N, hd, C, (qb + 1) * Lb, 1.0f, r.K, hd, skv, r.dS + L * C * qb, L, ss, r.dQ + hd * C * qb, hd, sq, G)) return "attention backward: cuBLAS failed (dQ)";
+        }
         // dK = Q dSᵀ, summed like dV (K read for the last time above)
-        if (!ops.gemm(N, Tr, hd, L, grp * L, 1.0f, r.Q, hd, sq, r.dS, L, ss, r.dK, hd, skv, G)) return "attention backward: cuBLAS failed (dK)";
-        ops.swap(r.dQ, a.dq + hd * nh * tok0, hd, nh, L, nb, false);
-        ops.swap(r.dK, a.dk + hd * nkv * tok0, hd, nkv, L, nb, false);
-        ops.swap(r.dV, a.dv + hd * nkv * tok0, hd, nkv, L, nb, false);
+        for (int64_t kb = 0; kb < nblk; ++kb) {
+            if (!ops.gemm(N, Tr, hd, Lb, (nblk - kb) * C, 1.0f, r.Q + hd * C * kb, hd, sq, r.dS + kb * Lb + L * C * kb, L, ss, r.dK + hd * Lb * kb, hd, skv, G)) {
+                return "attention backward: cuBLAS failed (dK)";
+            }
+        }
+        ops.swap(r.dQ, a.dq + hd * nh * tok0, hd, nh, L, nb, grp, Lb, false);
+        ops.swap(r.dK, a.dk + hd * nkv * tok0, hd, nkv, L, nb, 1, L, false);
+        ops.swap(r.dV, a.dv + hd * nkv * tok0, hd, nkv, L, nb, 1, L, false);
     }
     return nullptr;
 }
@@ -120,11 +146,11 @@ float widen(uint16_t h) { return ggml_fp16_to_fp32((ggml_fp16_t) h); }
 void put(float * p, float v) { *p = v; }
 void put(uint16_t * p, float v) { *p = (uint16_t) ggml_fp32_to_fp16(v); }
 
-template <typename To> void host_swap(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
+template <typename To> void host_swap(const float * src, To * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, int64_t grp, int64_t Lb, bool to_heads) {
     for (int64_t b = 0; b < nb; ++b) {
         for (int64_t h = 0; h < H; ++h) {
             for (int64_t i = 0; i < L; ++i) {
-                const int64_t tok = hd * (h + H * (i + L * b)), head = hd * (i + L * (h + H * b));
+                const int64_t tok = hd * (h + H * (i + L * b)), head = head_major_at(0, h, i, b, hd, H, L, grp, Lb);
                 const float * from = src + (to_heads ? tok : head);
                 To * to = dst + (to_heads ? head : tok);
                 for (int64_t d = 0; d < hd; ++d) put(to + d, from[d]);
@@ -154,40 +180,40 @@ void host_gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha,
 }
 
 // P may be S itself (f32): each number is read before it is written.
-template <typename TP> void host_softmax(const float * S, TP * P, int64_t L, int64_t cols) {
+template <typename TP> void host_softmax(const float * S, TP * P, int64_t L, int64_t cols, int64_t grp, int64_t Lb) {
     for (int64_t c = 0; c < cols; ++c) {
         const float * col = S + c * L;
         TP * out = P + c * L;
-        const int64_t i = c % L;
+        const int64_t i = query_of_column(c, L, grp, Lb), keys = keys_of_query(i, Lb);
         float mx = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, col[j]);
         double sum = 0.0;
         for (int64_t j = 0; j <= i; ++j) sum += std::exp(col[j] - mx);
-        for (int64_t j = 0; j < L; ++j) put(out + j, j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f);
+        for (int64_t j = 0; j < keys; ++j) put(out + j, j <= i ? (float) (std::exp(col[j] - mx) / sum) : 0.0f);
     }
 }
 
 // dS may be dP itself (f32), likewise.
-template <typename TP> void host_softmax_grad(const TP * P, const float * dP, TP * dS, int64_t L, int64_t cols, float scale) {
+template <typename TP> void host_softmax_grad(const TP * P, const float * dP, TP * dS, int64_t L, int64_t cols, int64_t grp, int64_t Lb, float scale) {
     for (int64_t c = 0; c < cols; ++c) {
         const TP * p = P + c * L;
         const float * d = dP + c * L;
         TP * out = dS + c * L;
-        const int64_t i = c % L;
+        const int64_t i = query_of_column(c, L, grp, Lb), keys = keys_of_query(i, Lb);
         double D = 0.0;
         for (int64_t j = 0; j <= i; ++j) D += (double) widen(p[j]) * d[j];
-        for (int64_t j = 0; j < L; ++j) put(out + j, j <= i ? scale * widen(p[j]) * (d[j] - (float) D) : 0.0f);
+        for (int64_t j = 0; j < keys; ++j) put(out + j, j <= i ? scale * widen(p[j]) * (d[j] - (float) D) : 0.0f);
     }
 }
 
 } // namespace
 
-void HostAttnBackwardOps::swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
-    host_swap(src, dst, hd, H, L, nb, to_heads);
+void HostAttnBackwardOps::swap(const float * src, float * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, int64_t grp, int64_t Lb, bool to_heads) {
+    host_swap(src, dst, hd, H, L, nb, grp, Lb, to_heads);
 }
 
-void HostAttnBackwardOps::swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, bool to_heads) {
-    host_swap(src, dst, hd, H, L, nb, to_heads);
+void HostAttnBackwardOps::swap(const float * src, uint16_t * dst, int64_t hd, int64_t H, int64_t L, int64_t nb, int64_t grp, int64_t Lb, bool to_heads) {
+    host_swap(src, dst, hd, H, L, nb, grp, Lb, to_heads);
 }
 
 bool HostAttnBackwardOps::gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, float alpha, const float * A, int64_t lda, int64_t sa,
@@ -202,16 +228,16 @@ bool HostAttnBackwardOps::gemm(Trans ta, Trans tb, int64_t m, int64_t n, int64_t
     return true;
 }
 
-void HostAttnBackwardOps::causal_softmax(const float * S, float * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
+void HostAttnBackwardOps::causal_softmax(const float * S, float * P, int64_t L, int64_t cols, int64_t grp, int64_t Lb) { host_softmax(S, P, L, cols, grp, Lb); }
 
-void HostAttnBackwardOps::causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols) { host_softmax(S, P, L, cols); }
+void HostAttnBackwardOps::causal_softmax(const float * S, uint16_t * P, int64_t L, int64_t cols, int64_t grp, int64_t Lb) { host_softmax(S, P, L, cols, grp, Lb); }
 
-void HostAttnBackwardOps::softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, float scale) {
-    host_softmax_grad(P, dP, dS, L, cols, scale);
+void HostAttnBackwardOps::softmax_grad(const float * P, const float * dP, float * dS, int64_t L, int64_t cols, int64_t grp, int64_t Lb, float scale) {
+    host_softmax_grad(P, dP, dS, L, cols, grp, Lb, scale);
 }
 
-void HostAttnBackwardOps::softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, float scale) {
-    host_softmax_grad(P, dP, dS, L, cols, scale);
+void HostAttnBackwardOps::softmax_grad(const uint16_t * P, const float * dP, uint16_t * dS, int64_t L, int64_t cols, int64_t grp, int64_t Lb, float scale) {
+    host_softmax_grad(P, dP, dS, L, cols, grp, Lb, scale);
 }
 
 } // namespace rrr

@@ -25,6 +25,14 @@ std::string op_key(const ggml_tensor * t) {
 
 std::string role_of(const ggml_tensor * t) { return t->name[0] == '@' ? std::string(t->name + 1) : std::string("other"); }
 
+// The share of an [L, L] tensor the attention node's steps compute: (n + 1) / (2 n) with n
+// query blocks (attn_query_blocks), all of it without a work space (the CPU's own loops).
+double seen_share(const AttnBackwardShape & s) {
+    if (s.scratch_seqs == 0) return 1.0;
+    const double n = (double) attn_query_blocks(s.L);
+    return (n + 1.0) / (2.0 * n);
+}
+
 double flops_of(const ggml_tensor * t) {
     // mul_mat: each result element is a dot product over src0's rows; out_prod: over src0's columns.
     if (t->op == GGML_OP_MUL_MAT) return 2.0 * (double) t->src[0]->ne[0] * (double) ggml_nelements(t);
@@ -36,10 +44,11 @@ double flops_of(const ggml_tensor * t) {
         return 2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (k->ne[0] + v->ne[0]);
     }
     if (is_attn_backward(t)) {
-        // Its five products (attn_backward_steps.h) over every (query, key) pair of every query
-        // head, masked ones included: S, dP, dV, dQ and dK, 2 hd flops each.
+        // Its five products (attn_backward_steps.h) over the (query, key) pairs of every query
+        // head: S, dP, dV, dQ and dK, 2 hd flops each. Without a work space over every pair,
+        // masked ones included; with one, over the blocks the causal mask does not zero whole.
         const AttnBackwardShape s = attn_backward_shape(t);
-        return 10.0 * (double) s.L * (double) s.L * (double) s.hd * (double) s.n_head * (double) s.B;
+        return 10.0 * (double) s.L * (double) s.L * (double) s.hd * (double) s.n_head * (double) s.B * seen_share(s);
     }
     if (is_lora_merge(t)) {
         // s·B·A summed once per merged weight (W [n_in, n_out], A [n_in, r]), as ggml's merge
@@ -60,7 +69,7 @@ double graph_bytes(const ggml_tensor * t) {
         // 10 times; Q and dO (and dQ) copied by head and back, read and written by products: 11
         // times their size; K and V (and dK, dV) 13 times.
         const AttnBackwardShape s = attn_backward_shape(t);
-        const double P = (double) s.L * (double) s.L * (double) s.n_head * (double) s.B;
+        const double P = (double) s.L * (double) s.L * (double) s.n_head * (double) s.B * seen_share(s);
         const double nq = (double) (s.hd * s.n_head * s.T()), nkv = (double) (s.hd * s.n_head_kv * s.T());
         // With f16 copies (half): scores and dP 4 bytes written and 4 read each, P and dS 2
         // written and read twice each: 28 bytes per [L, L] number. Q, dO and K read (4), copied

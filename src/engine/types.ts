@@ -268,7 +268,8 @@ export interface TrainerOptions {
    * per [L, L] number instead of 40 (at the Qwen2.5-1.5B shape, 16 × 512 tokens in two
    * micro-batches: the node's census 53.2 instead of 74.9 GB). Needs a work space (a GPU's, or
    * attnWorkspaceMiB on the CPU, which then rounds as the GPU would); the CPU's own kernel
-   * ignores it. Default false: not yet timed on a GPU.
+   * ignores it. Default false: not yet timed on a GPU. (Since the steps take queries by blocks
+   * and skip the ones the causal mask zeroes whole, 38.4 GB at that shape.)
    */
   fusedAttnF16?: boolean;
   /**
