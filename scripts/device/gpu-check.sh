@@ -193,14 +193,16 @@ do_peft() {
 # `fusedhead` takes the LM head and the loss's gradient at it in one node of ours
 # (TrainerOptions.fusedHead: per chunk cuBLAS writes f32 logits, one block a row reads them twice
 # and writes -coef·p over them in 16 bits, cuBLAS multiplies that by the head as stored), against
-# `default`; `budget16-best-head` adds it to `budget16-best-lora16` (368.9 -> 356.5 GB and 5,312
-# -> 5,210 ops planned: 28 kept layers, 2 x 4,096 tokens, 1,104-row chunks, no transposed
-# head), and `budget16-best-head2k` with 2,048-row chunks (352.7 GB: the head read half as
-# often). `fusednorm` takes each layer's norms' backward in nodes of ours (TrainerOptions.
-# fusedNormBackward: the dx terms' sum, the weight, RMS_NORM_BACK and the residual's ADD in one
-# pass) against `default`, and `budget16-best-norm` adds them to `budget16-best-head` (342.6 GB,
-# 4,934 ops planned; 55 runs of ours more a micro-batch, each two host waits: what they cost is
-# what this measures).
+# `default`; `budget16-best-head` adds it to `budget16-best-lora16`, and `budget16-best-head2k`
+# with 2,048-row chunks (the head read half as often). `fusednorm` takes each layer's norms'
+# backward in nodes of ours (TrainerOptions.fusedNormBackward: the dx terms' sum, the weight,
+# RMS_NORM_BACK and the residual's ADD in one pass) against `default`, and `budget16-best-norm`
+# adds them to `budget16-best-head`: 55 runs of ours more a micro-batch, each two host waits,
+# which is what this measures. Since d4611ab the attention node's steps skip the [L, L] blocks
+# the causal mask zeroes whole (20 cuBLAS calls a chunk instead of 5). Planned at 28 kept layers,
+# 2 x 4,096 tokens, 1,104-row chunks (GB, ops, MiB of compute buffer): `budget16-best-lora16`
+# 354.1, 5,312, 12,169; `-head` 341.7, 5,210, 11,751; with the norms too (`-norm`) 327.8, 4,934,
+# 11,751; that with 2,048-row chunks 324.0.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
