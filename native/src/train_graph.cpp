@@ -391,39 +391,35 @@ public:
         *dv3 = unheads(dV);
     }
 
-    // The LM head over the loss rows in chunks. Returns the per-chunk log-prob tensors and, when
-    // `backward`, dL/d(x_final) via *dx.
-    std::vector<ggml_tensor *> head(ggml_tensor * x_final, int64_t R, int64_t chunk, bool backward, const LossSpec & loss,
-                                    ggml_tensor ** dx) {
-        const int64_t V = c_.n_vocab;
-        const std::string saved = phase;
-        phase = "head";
-        ggml_tensor * xr = ggml_get_rows(ctx_, x_final, in_.rows);
-        ggml_tensor * hf = norm_w(xr, w_.output_norm);
-        ggml_tensor * Wt_out = backward && !fused_head ? frozen_t(w_.output) : nullptr;
-        done("Wt");
-        std::vector<ggml_tensor *> lps;
-        ggml_tensor * dhf = nullptr;
-        if (fused_head) {
-            LossHeadRows rows;
-            rows.targets = on_device(in_.targets);
-            if (backward) rows.neg_w = on_device(in_.neg_w);
-            if (backward && loss.has_old) rows.old_lp = on_device(in_.old_lp);
-            if (backward && loss.kl) {
-                rows.kl_m = on_device(in_.kl_m);
-                rows.ref_lp = on_device(in_.ref_lp);
-            }
-            const LossHeadSpec spec{backward, backward && loss.has_old, backward && loss.kl, loss.clip_eps};
-            ggml_tensor * node = loss_head(ctx_, hf, w_.output, rows, spec, head_steps ? chunk : 0);
-            // A copy for the output: a view would keep the node, work space and all, allocated
-            // through the whole backward pass (outputs are never freed).
-            ggml_tensor * lp = ggml_cont(ctx_, loss_head_lp(ctx_, node));
-            ggml_set_output(lp);
-            ggml_build_forward_expand(gf_, lp);
-            lps.push_back(lp);
-            if (backward) dhf = loss_head_dh(ctx_, node);
+    // The head and the loss's gradient at it as our node (loss_head.h): appends the rows'
+    // log-probs to `lps`, returns dL/d(hf) (null without the backward pass).
+    ggml_tensor * head_node(ggml_tensor * hf, int64_t chunk, bool backward, const LossSpec & loss, std::vector<ggml_tensor *> & lps) {
+        LossHeadRows rows;
+        rows.targets = on_device(in_.targets);
+        if (backward) rows.neg_w = on_device(in_.neg_w);
+        if (backward && loss.has_old) rows.old_lp = on_device(in_.old_lp);
+        if (backward && loss.kl) {
+            rows.kl_m = on_device(in_.kl_m);
+            rows.ref_lp = on_device(in_.ref_lp);
         }
-        for (int64_t c0 = 0; c0 < R && !fused_head; c0 += chunk) {
+        const LossHeadSpec spec{backward, backward && loss.has_old, backward && loss.kl, loss.clip_eps};
+        ggml_tensor * node = loss_head(ctx_, hf, w_.output, rows, spec, head_steps ? chunk : 0);
+        // A copy for the output: a view would keep the node, work space and all, allocated
+        // through the whole backward pass (outputs are never freed).
+        ggml_tensor * lp = ggml_cont(ctx_, loss_head_lp(ctx_, node));
+        ggml_set_output(lp);
+        ggml_build_forward_expand(gf_, lp);
+        lps.push_back(lp);
+        return backward ? loss_head_dh(ctx_, node) : nullptr;
+    }
+
+    // The same in ggml's ops, chunk by chunk: each chunk's log-probs appended to `lps`.
+    ggml_tensor * head_ops(ggml_tensor * hf, int64_t R, int64_t chunk, bool backward, const LossSpec & loss, std::vector<ggml_tensor *> & lps) {
+        const int64_t V = c_.n_vocab;
+        ggml_tensor * Wt_out = backward ? frozen_t(w_.output) : nullptr;
+        done("Wt");
+        ggml_tensor * dhf = nullptr;
+        for (int64_t c0 = 0; c0 < R; c0 += chunk) {
             const int64_t n = std::min(chunk, R - c0);
             ggml_tensor * hc = ggml_view_2d(ctx_, hf, hf->ne[0], n, hf->nb[1], (size_t) c0 * hf->nb[1]);
             ggml_tensor * logits = ggml_mul_mat(ctx_, w_.output, hc); // [V, n]
@@ -459,6 +455,20 @@ public:
             ggml_build_forward_expand(gf_, dh);
             dhf = dhf ? ggml_concat(ctx_, dhf, dh, 1) : dh;
         }
+        return dhf;
+    }
+
+    // The LM head over the loss rows in chunks. Returns the per-chunk log-prob tensors and, when
+    // `backward`, dL/d(x_final) via *dx.
+    std::vector<ggml_tensor *> head(ggml_tensor * x_final, int64_t R, int64_t chunk, bool backward, const LossSpec & loss,
+                                    ggml_tensor ** dx) {
+        const std::string saved = phase;
+        phase = "head";
+        ggml_tensor * xr = ggml_get_rows(ctx_, x_final, in_.rows);
+        ggml_tensor * hf = norm_w(xr, w_.output_norm);
+        done("Wt");
+        std::vector<ggml_tensor *> lps;
+        ggml_tensor * dhf = fused_head ? head_node(hf, chunk, backward, loss, lps) : head_ops(hf, R, chunk, backward, loss, lps);
         if (backward) {
             ggml_tensor * dxr = norm_back(dhf, xr, w_.output_norm);
             // The loss rows are distinct positions, so scattering them into zeros is the whole
@@ -519,7 +529,6 @@ private:
 
     ggml_tensor * norm_w(ggml_tensor * x, ggml_tensor * weight) { return ggml_mul(ctx_, ggml_rms_norm(ctx_, x, c_.rms_eps), weight); }
 
-    // d/dx of rms_norm(x) * weight, weight frozen.
     // resid + the norm's backward pass of the summed terms, as our node; terms past its limit are
     // summed first by ggml's ADD.
     ggml_tensor * norm_node(std::vector<ggml_tensor *> terms, ggml_tensor * x, ggml_tensor * weight, ggml_tensor * resid) {
@@ -531,6 +540,7 @@ private:
         return norm_backward(ctx_, terms, x, weight, resid, c_.rms_eps);
     }
 
+    // d/dx of rms_norm(x) * weight, weight frozen.
     ggml_tensor * norm_back(ggml_tensor * dy, ggml_tensor * x, ggml_tensor * weight) {
         return ggml_rms_norm_back(ctx_, ggml_mul(ctx_, dy, weight), x, c_.rms_eps);
     }
