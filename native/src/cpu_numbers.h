@@ -30,4 +30,12 @@ inline void store_as(void * p, ggml_type t, int64_t i, float v) {
     else ((float *) p)[i] = v;
 }
 
+// v as the 16-bit type t holds it (f16 or bf16, rounded to nearest even); any other t keeps v.
+inline float rounded_as(ggml_type t, float v) {
+    if (t != GGML_TYPE_F16 && t != GGML_TYPE_BF16) return v;
+    uint16_t b = 0;
+    store_as(&b, t, 0, v);
+    return load_as(&b, t, 0);
+}
+
 } // namespace rrr

@@ -107,14 +107,6 @@ float coef_at(const LossHeadArgs & a, int64_t r, float lp) {
     return loss_head_coef(lp, a.neg_w[r], a.spec.has_old, a.spec.has_old ? a.old_lp[r] : 0.0f, a.spec.clip_eps, a.spec.kl, a.spec.kl ? a.kl_m[r] : 0.0f, a.spec.kl ? a.ref_lp[r] : 0.0f);
 }
 
-// A number as the product multiplies it: rounded to W's 16-bit type.
-float rounded(ggml_type t, float v) {
-    if (!is16(t)) return v;
-    uint16_t b = 0;
-    store_as(&b, t, 0, v);
-    return load_as(&b, t, 0);
-}
-
 // A row's softmax over its logits, read through `get`: their max and log Σ exp(x - max), summed
 // in double. Kept apart, not added: large logits (a max in the thousands) would lose the sum's
 // low bits to the max's rounding, and every probability with them.
@@ -190,7 +182,7 @@ void direct_rows(const LossHeadArgs & a, const ggml_tensor * h, const ggml_tenso
     for (int64_t r0 = span.lo; r0 < span.hi; r0 += kRowBlock) {
         const int64_t nb = std::min(kRowBlock, span.hi - r0);
         for (int64_t i = 0; i < nb; ++i) {
-            for (int64_t e = 0; e < E; ++e) hr[(size_t) (i * E + e)] = rounded(W->type, ((const float *) h->data)[(r0 + i) * E + e]);
+            for (int64_t e = 0; e < E; ++e) hr[(size_t) (i * E + e)] = rounded_as(W->type, ((const float *) h->data)[(r0 + i) * E + e]);
         }
         for (int64_t v = 0; v < V; ++v) {
             w_row(v);
@@ -206,7 +198,7 @@ void direct_rows(const LossHeadArgs & a, const ggml_tensor * h, const ggml_tenso
             a.lp[r] = lp;
             if (!a.spec.backward) continue;
             const float coef = coef_at(a, r, lp);
-            for (int64_t j = 0; j < V; ++j) row[j] = rounded(W->type, -coef * std::exp(lse.log_p(row[j])));
+            for (int64_t j = 0; j < V; ++j) row[j] = rounded_as(W->type, -coef * std::exp(lse.log_p(row[j])));
             w_row(t);
             for (int64_t e = 0; e < E; ++e) acc[(size_t) (i * E + e)] = (double) coef * w[(size_t) e];
         }

@@ -41,10 +41,7 @@ void gemm_part_f32(const NodeGemm & g, int64_t i0, int64_t i1, int64_t j0, int64
 // A number of an operand as the product multiplies it: rounded to its 16-bit type.
 float operand(const GemmOperand & o, ggml_type in, int64_t idx) {
     const float v = load_as(o.p, o.type, idx);
-    if (in == GGML_TYPE_F32 || o.type == in) return v;
-    uint16_t h = 0;
-    store_as(&h, in, 0, v);
-    return load_as(&h, in, 0);
+    return o.type == in ? v : rounded_as(in, v);
 }
 
 // 16-bit products: each operand rounded once into an f32 copy (packed), then the f32 loops:
