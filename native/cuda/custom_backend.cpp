@@ -1,20 +1,7 @@
 #include "custom_backend.h"
-#include "attn_backward.h"
-#include "attn_backward_cuda.h"
 #include "backend.h"
 #include "errors.h"
-#include "lora_backward.h"
-#include "lora_backward_cuda.h"
-#include "loss_head.h"
-#include "norm_backward.h"
-#include "norm_backward_cuda.h"
-#include "loss_head_cuda.h"
-#include "lora_merge.h"
-#include "lora_merge_cuda.h"
-#include "swiglu_backward.h"
-#include "swiglu_backward_cuda.h"
-#include "swiglu_forward.h"
-#include "swiglu_forward_cuda.h"
+#include "run_node.h"
 
 #include <cstdio>
 #include <string>
@@ -56,9 +43,7 @@ void dev_props(ggml_backend_dev_t d, ggml_backend_dev_props * p) {
     p->caps = {/* async */ false, /* host_buffer */ false, /* buffer_from_host_ptr */ false, /* events */ false, /* mmap_support */ false};
 }
 ggml_backend_buffer_type_t dev_buft(ggml_backend_dev_t d) { return dctx(d).buft; }
-bool ours(const ggml_tensor * op) { return is_attn_backward(op) || is_swiglu_backward(op) || is_lora_merge(op) || is_lora_back(op) || is_swiglu_forward(op) || is_loss_head(op) || is_norm_backward(op); }
-
-bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) { return ours(op); }
+bool dev_supports_op(ggml_backend_dev_t, const ggml_tensor * op) { return is_node_of_ours(op); }
 bool dev_supports_buft(ggml_backend_dev_t d, ggml_backend_buffer_type_t buft) { return buft == dctx(d).buft; }
 bool dev_offload_op(ggml_backend_dev_t, const ggml_tensor *) { return false; }
 
@@ -85,17 +70,11 @@ ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         if (is_view_op(t)) continue;
-        if (!ours(t)) {
+        if (!is_node_of_ours(t)) {
             std::fprintf(stderr, "%s: cannot run %s\n", backend_name(b), ggml_op_desc(t));
             return GGML_STATUS_FAILED;
         }
-        const char * err = is_attn_backward(t)   ? attn_backward_cuda(attn_backward_args(t), c.handle, c.stream)
-                           : is_swiglu_backward(t) ? swiglu_backward_cuda(swiglu_backward_args(t), c.stream)
-                           : is_lora_back(t)       ? lora_backward_cuda(t, c.handle)
-                           : is_swiglu_forward(t)  ? swiglu_forward_cuda(swiglu_forward_args(t), c.stream)
-                           : is_loss_head(t)       ? loss_head_cuda(t, c.handle)
-                           : is_norm_backward(t)   ? norm_backward_cuda(norm_backward_args(t), c.stream)
-                                                   : lora_merge_cuda(lora_merge_args(t), c.stream);
+        const char * err = run_node_cuda(t, c.handle, c.stream);
         if (err) {
             std::fprintf(stderr, "%s: %s\n", backend_name(b), err);
             return GGML_STATUS_FAILED;
