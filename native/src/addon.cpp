@@ -6,6 +6,7 @@
 
 #include "addon_state.h"
 #include "backend.h"
+#include "gpu_emulation.h"
 #include "js_async.h"
 #include "js_convert.h"
 #include "js_generator.h"
@@ -52,6 +53,7 @@ Napi::Value build_info(const Napi::CallbackInfo & info) {
 #else
     o.Set("cuda", false);
 #endif
+    o.Set("cudaEmulation", gpu_emulation_built());
     o.Set("system", llama_print_system_info());
     return o;
 }

@@ -1,4 +1,5 @@
 #include "attn_backward.h"
+#include "gpu_emulation.h"
 #include "attn_backward_steps.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -38,6 +39,7 @@ void axpy(float a, const float * x, float * y, int64_t n) {
 // so a task owns them whole and no two threads write one number. Each query row is done in one
 // sweep over its keys, with the row's probabilities and their gradient in two rows of floats.
 void attn_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const AttnBackwardArgs a = attn_backward_args(dst);
     if (a.scratch_seqs > 0) {
         // A node with a work space takes the GPU's steps (attn_backward_steps.h) in plain loops on

@@ -1,6 +1,7 @@
 #include "lora_backward.h"
 #include "custom_node.h"
 #include "errors.h"
+#include "gpu_emulation.h"
 
 #include <algorithm>
 #include <string>
@@ -108,6 +109,7 @@ std::vector<NodeGemm> gemms_of(const ggml_tensor * t) {
 }
 
 void run_cpu(ggml_tensor * dst, int ith, int nth) {
+    if (run_node_as_gpu(dst, ith)) return;
     for (const NodeGemm & g : gemms_of(dst)) node_gemm_part(g, ith, nth);
 }
 

@@ -1,4 +1,5 @@
 #include "lora_merge.h"
+#include "gpu_emulation.h"
 #include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -20,6 +21,7 @@ MergeOut out_of(const ggml_tensor * t) { return (MergeOut) (custom_node_bits(t) 
 // A's contiguous columns, added to W's row and rounded once to the output's type, then written as the
 // row, the transposed column, or both. Plain loops: the CPU merges only where asked (tests).
 void lora_merge_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const LoraMergeArgs a = lora_merge_args(dst);
     std::vector<float> row((size_t) a.n_in);
     for (int64_t o = ith; o < a.n_out; o += nth) {

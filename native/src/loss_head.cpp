@@ -1,4 +1,5 @@
 #include "loss_head.h"
+#include "gpu_emulation.h"
 #include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -221,6 +222,7 @@ void direct_rows(const LossHeadArgs & a, const ggml_tensor * h, const ggml_tenso
 }
 
 void loss_head_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const LossHeadArgs a = args_of(dst);
     if (a.chunks.empty()) {
         const Layout l = layout(a.E, a.V, a.R, dst->src[1]->type, a.spec.backward, 0);

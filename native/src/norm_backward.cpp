@@ -1,4 +1,5 @@
 #include "norm_backward.h"
+#include "gpu_emulation.h"
 #include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -15,6 +16,7 @@ uint64_t pack(float eps, int n_terms, bool resid) { return ((uint64_t) float_bit
 
 // A thread's rows, whole: each needs its own two sums.
 void norm_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const NormBackwardArgs a = norm_backward_args(dst);
     const ThreadSpan rows = thread_span(a.T, ith, nth, 1);
     std::vector<float> g((size_t) a.E);

@@ -1,4 +1,5 @@
 #include "swiglu_backward.h"
+#include "gpu_emulation.h"
 #include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -12,6 +13,7 @@ namespace {
 
 // Each thread takes one run of the numbers (64 at a time, a cache line of each operand).
 void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const SwigluBackwardArgs a = swiglu_backward_args(dst);
     const ThreadSpan s = thread_span(a.n, ith, nth);
     // ggml's own roundings for the copies, as its products convert their f32 inputs

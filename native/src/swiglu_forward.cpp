@@ -1,4 +1,5 @@
 #include "swiglu_forward.h"
+#include "gpu_emulation.h"
 #include "cpu_numbers.h"
 #include "custom_node.h"
 #include "errors.h"
@@ -10,6 +11,7 @@ namespace rrr {
 namespace {
 
 void swiglu_forward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
+    if (run_node_as_gpu(dst, ith)) return;
     const SwigluForwardArgs a = swiglu_forward_args(dst);
     const ThreadSpan s = thread_span(a.n, ith, nth);
     const ggml_type t = a.bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;

@@ -113,7 +113,7 @@ export interface RawAddon {
     load(path: string, opts: { gpu?: boolean; threads?: number; f32Kv?: boolean; flashAttn?: boolean; nUbatch?: number; kvUnified?: boolean }): Promise<RawReferenceDecoder>;
   };
   devices(): DeviceInfo[];
-  buildInfo(): { cuda: boolean; system: string };
+  buildInfo(): { cuda: boolean; cudaEmulation: boolean; system: string };
   writeTinyModel(spec: Record<string, unknown>): Promise<number>;
 }
 
