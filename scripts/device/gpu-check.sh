@@ -296,8 +296,12 @@ do_fusion_check() {
 do_fused_tests() {
   local s; s=$(budget 150 20)
   [ "$s" = 0 ] && { log "fused node tests skipped: out of time"; return; }
-  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "fused (attention|SwiGLU|backward nodes)|our nodes \\(|merges by our node|merges into bf16|three nodes together|adapters' gradient nodes|forward SwiGLU node|16-bit adapter gradients|LM head's node|norms' backward nodes" \
-    dist/test/trainer.test.js dist/test/device-placement.test.js > /tmp/fusedtests.log 2>&1
+  # the names and files test/cuda-emulation.test.ts runs on the CPU's emulation of a GPU
+  local pattern files
+  pattern=$(node --input-type=module -e "import('./dist/test/helpers/fused-tests.js').then((m) => console.log(m.FUSED_TEST_PATTERN))")
+  files=$(node --input-type=module -e "import('./dist/test/helpers/fused-tests.js').then((m) => console.log(m.FUSED_TEST_FILES.map((f) => 'dist/test/' + f).join(' ')))")
+  # shellcheck disable=SC2086
+  RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "$pattern" $files > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
   [ $rc = 0 ] || { grep -E "error:|RRR-NODES|not ok" /tmp/fusedtests.log | head -40 >> "$OUT/errors.log"; }
