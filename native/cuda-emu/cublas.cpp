@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <cstring>
+#include <vector>
 
 struct rrr_emu_cublas {
     cudaStream_t stream = nullptr;
@@ -43,21 +44,23 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
     if (compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     const bool round_tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32;
     const float al = *(const float *) alpha, be = *(const float *) beta;
+    // op(A)'s rows and op(B)'s columns read once into contiguous runs over k, as the sums read them
+    std::vector<double> a((size_t) m * (size_t) k), bb((size_t) n * (size_t) k);
+    const auto value = [&](const void * p, cudaDataType_t t, long long idx) { return round_tf32 ? tf32(load(p, t, idx)) : load(p, t, idx); };
     for (int b = 0; b < batch; ++b) {
+        for (int i = 0; i < m; ++i) {
+            for (int p = 0; p < k; ++p) a[(size_t) i * k + p] = value(A, at, (long long) b * sa + (ta == CUBLAS_OP_N ? i + (long long) p * lda : p + (long long) i * lda));
+        }
+        for (int j = 0; j < n; ++j) {
+            for (int p = 0; p < k; ++p) bb[(size_t) j * k + p] = value(B, bt, (long long) b * sb + (tb == CUBLAS_OP_N ? p + (long long) j * ldb : j + (long long) p * ldb));
+        }
         float * c = (float *) C + (long long) b * sc;
         for (int j = 0; j < n; ++j) {
+            const double * y = bb.data() + (size_t) j * k;
             for (int i = 0; i < m; ++i) {
+                const double * x = a.data() + (size_t) i * k;
                 double s = 0.0;
-                for (int p = 0; p < k; ++p) {
-                    const long long ai = ta == CUBLAS_OP_N ? i + (long long) p * lda : p + (long long) i * lda;
-                    const long long bi = tb == CUBLAS_OP_N ? p + (long long) j * ldb : j + (long long) p * ldb;
-                    double x = load(A, at, (long long) b * sa + ai), y = load(B, bt, (long long) b * sb + bi);
-                    if (round_tf32) {
-                        x = tf32(x);
-                        y = tf32(y);
-                    }
-                    s += x * y;
-                }
+                for (int p = 0; p < k; ++p) s += x[p] * y[p];
                 float & out = c[i + (long long) j * ldc];
                 // beta 0 does not read C: what was there, NaN included, is overwritten
                 out = (float) (al * s + (be == 0.0f ? 0.0 : (double) be * out));
