@@ -1,3 +1,4 @@
+#include "block_reduce.cuh"
 #include "loss_head.h"
 #include "loss_head_cuda.h"
 #include "loss_head_math.h"
@@ -24,22 +25,11 @@ __device__ inline MaxSum joined(MaxSum a, MaxSum b) {
     return {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
 }
 
-// The block's MaxSum, returned to every thread.
-__device__ MaxSum block_joined(MaxSum v) {
-    __shared__ MaxSum part[32];
-    __shared__ MaxSum total;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1) v = joined(v, {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)});
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < n_warps ? part[lane] : MaxSum{-INFINITY, 0.0f};
-        for (int o = 16; o > 0; o >>= 1) v = joined(v, {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)});
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
+__device__ inline MaxSum shfl_xor(MaxSum v, int o) { return {__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)}; }
+
+struct JoinOp {
+    __device__ MaxSum operator()(MaxSum a, MaxSum b) const { return joined(a, b); }
+};
 
 struct RowInputs {
     const int32_t * targets;
@@ -73,7 +63,7 @@ template <typename G, typename C> __global__ void head_rows(float * rows, int64_
             ms.s += expf(x - ms.m);
         }
     }
-    ms = block_joined(ms);
+    ms = block_combine(ms, JoinOp{}, MaxSum{-INFINITY, 0.0f});
     // max and log Σ kept apart (see loss_head.cpp's LogSumExp)
     const float ls = logf(ms.s);
     const int64_t t = in.targets[r];
