@@ -184,7 +184,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_head_ = ts.fused_head;
     fused_norm_ = ts.fused_norm_backward;
     head_steps_ = ts.fused_head_steps < 0 ? b.is_gpu() : ts.fused_head_steps > 0;
-    if (b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
+    if (fused_head_ && b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
     if (fused_head_) {
         const ggml_type ht = model_->weights->output->type;
         if (ht != GGML_TYPE_F32 && ht != GGML_TYPE_F16 && ht != GGML_TYPE_BF16) {
