@@ -1,5 +1,6 @@
 // cuBLAS's GEMMs as plain loops for builds without CUDA (include/cublas_v2.h). Sums are double,
-// so that a difference from the CPU's own loops is the kernels', not the sums'.
+// so that a difference from the CPU's own loops is the kernels', not the sums'; a 16-bit C is
+// rounded to nearest even.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,6 +19,14 @@ double load(const void * p, cudaDataType_t t, long long idx) {
         case CUDA_R_16F: return rrr_emu::f16_to_f32(((const uint16_t *) p)[idx]);
         case CUDA_R_16BF: return rrr_emu::bf16_to_f32(((const uint16_t *) p)[idx]);
         default: return ((const float *) p)[idx];
+    }
+}
+
+void store(void * p, cudaDataType_t t, long long idx, float v) {
+    switch (t) {
+        case CUDA_R_16F: ((uint16_t *) p)[idx] = rrr_emu::f32_to_f16(v); break;
+        case CUDA_R_16BF: ((uint16_t *) p)[idx] = rrr_emu::f32_to_bf16(v); break;
+        default: ((float *) p)[idx] = v;
     }
 }
 
@@ -40,7 +49,8 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
     // the stored operands' rows: op(A) is m x k, op(B) k x n, C m x n
     const int a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
     if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_INVALID_VALUE;
-    if (!known(at) || at != bt || ct != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // C in f32, or in the operands' own 16-bit type
+    if (!known(at) || at != bt || (ct != CUDA_R_32F && ct != at)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (compute == CUBLAS_COMPUTE_32F_FAST_TF32 && at != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     const bool round_tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32;
     const float al = *(const float *) alpha, be = *(const float *) beta;
@@ -54,16 +64,16 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
         for (int j = 0; j < n; ++j) {
             for (int p = 0; p < k; ++p) bb[(size_t) j * k + p] = value(B, bt, (long long) b * sb + (tb == CUBLAS_OP_N ? p + (long long) j * ldb : j + (long long) p * ldb));
         }
-        float * c = (float *) C + (long long) b * sc;
+        const long long c0 = (long long) b * sc;
         for (int j = 0; j < n; ++j) {
             const double * y = bb.data() + (size_t) j * k;
             for (int i = 0; i < m; ++i) {
                 const double * x = a.data() + (size_t) i * k;
                 double s = 0.0;
                 for (int p = 0; p < k; ++p) s += x[p] * y[p];
-                float & out = c[i + (long long) j * ldc];
+                const long long ci = c0 + i + (long long) j * ldc;
                 // beta 0 does not read C: what was there, NaN included, is overwritten
-                out = (float) (al * s + (be == 0.0f ? 0.0 : (double) be * out));
+                store(C, ct, ci, (float) (al * s + (be == 0.0f ? 0.0 : (double) be * load(C, ct, ci))));
             }
         }
     }

@@ -102,9 +102,9 @@ const char * loss_head_cuda(ggml_tensor * node, cublasHandle_t handle) {
         if (const char * err = node_gemm_cuda(c.logits, handle)) return err;
         const unsigned blocks = (unsigned) c.n;
         const void * W = c.logits.A.p;
-        if (c.g_type == GGML_TYPE_F16) head_rows<uint16_t, __half><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const uint16_t *) W, a.E, c.dh.C, in);
-        else if (c.g_type == GGML_TYPE_BF16) head_rows<uint16_t, __nv_bfloat16><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const uint16_t *) W, a.E, c.dh.C, in);
-        else head_rows<float, float><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const float *) W, a.E, c.dh.C, in);
+        if (c.g_type == GGML_TYPE_F16) head_rows<uint16_t, __half><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const uint16_t *) W, a.E, (float *) c.dh.C, in);
+        else if (c.g_type == GGML_TYPE_BF16) head_rows<uint16_t, __nv_bfloat16><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const uint16_t *) W, a.E, (float *) c.dh.C, in);
+        else head_rows<float, float><<<blocks, kRowThreads, 0, stream>>>(c.rows, a.V, c.r0, (const float *) W, a.E, (float *) c.dh.C, in);
         if (c.dh.m > 0) {
             if (const char * err = node_gemm_cuda(c.dh, handle)) return err;
         }

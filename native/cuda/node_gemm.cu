@@ -44,10 +44,11 @@ const char * node_gemm_cuda(const NodeGemm & g, cublasHandle_t handle) {
     if (!prepared(g, g.A, stored_rows(g, true), stored_cols(g, true), stream, &A, &lda) || !prepared(g, g.B, stored_rows(g, false), stored_cols(g, false), stream, &B, &ldb)) {
         return "could not round an operand to 16 bits";
     }
-    // f32 products as cuBLAS's plain f32 GEMM (ggml-cuda's OUT_PROD's), 16-bit ones with f32 sums
+    // f32 products as cuBLAS's plain f32 GEMM (ggml-cuda's OUT_PROD's), 16-bit ones with f32 sums,
+    // written in f32 or (rounded) in their own type
     const cudaDataType_t t = cuda_type(g.in);
     if (cublasGemmEx(handle, g.ta ? CUBLAS_OP_T : CUBLAS_OP_N, g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, (int) g.m, (int) g.n, (int) g.k, &g.alpha, A, t, (int) lda, B, t,
-                     (int) ldb, &g.beta, g.C, CUDA_R_32F, (int) g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+                     (int) ldb, &g.beta, g.C, cuda_type(g.out), (int) g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
         return "cublasGemmEx failed";
     }
     return nullptr;

@@ -143,7 +143,7 @@ void host_row(const LossHeadArgs & a, const LossHeadChunk & c, int64_t i) {
     if (c.dh.m == 0) return;
     const float coef = coef_at(a, r, lp);
     // the target's part, coef W[t], in f32 where the product adds the rest (beta 1)
-    for (int64_t e = 0; e < a.E; ++e) c.dh.C[i * c.dh.ldc + e] = coef * load_as(c.dh.A.p, c.dh.A.type, t * a.E + e);
+    for (int64_t e = 0; e < a.E; ++e) ((float *) c.dh.C)[i * c.dh.ldc + e] = coef * load_as(c.dh.A.p, c.dh.A.type, t * a.E + e);
     const size_t size = ggml_type_size(c.g_type);
     for (int64_t j = 0; j < a.V; ++j) {
         const float g = -coef * std::exp(lse.log_p(get(j)));

@@ -16,7 +16,7 @@ void gemm_part_f32(const NodeGemm & g, int64_t i0, int64_t i1, int64_t j0, int64
     const int64_t lda = g.A.ld, ldb = g.B.ld;
     std::vector<double> acc((size_t) (i1 - i0));
     for (int64_t j = j0; j < j1; ++j) {
-        float * c = g.C + j * g.ldc;
+        const int64_t c = j * g.ldc;
         if (g.ta) {
             // op(A)'s row i is A's column i: a dot product over contiguous p
             for (int64_t i = i0; i < i1; ++i) {
@@ -34,7 +34,10 @@ void gemm_part_f32(const NodeGemm & g, int64_t i0, int64_t i1, int64_t j0, int64
                 for (int64_t i = i0; i < i1; ++i) acc[(size_t) (i - i0)] += a[i] * b;
             }
         }
-        for (int64_t i = i0; i < i1; ++i) c[i] = (float) ((g.beta == 0.0f ? 0.0 : (double) g.beta * c[i]) + g.alpha * acc[(size_t) (i - i0)]);
+        for (int64_t i = i0; i < i1; ++i) {
+            const double before = g.beta == 0.0f ? 0.0 : (double) g.beta * load_as(g.C, g.out, c + i);
+            store_as(g.C, g.out, c + i, (float) (before + g.alpha * acc[(size_t) (i - i0)]));
+        }
     }
 }
 

@@ -18,7 +18,8 @@ struct GemmOperand {
     void * work = nullptr;
 };
 
-// C = alpha op(A) op(B) + beta C, as cuBLAS reads it: op(A) m x k, op(B) k x n, C m x n f32.
+// C = alpha op(A) op(B) + beta C, as cuBLAS reads it: op(A) m x k, op(B) k x n, C m x n of
+// `out` numbers: f32, or f16/bf16 (rounded to nearest even; `in` must be that type too).
 // Both operands are multiplied in `in`: f32, or f16/bf16 (rounded to nearest even where stored
 // otherwise), with f32 sums.
 struct NodeGemm {
@@ -27,9 +28,10 @@ struct NodeGemm {
     float alpha = 1.0f;
     GemmOperand A, B;
     float beta = 0.0f;
-    float * C = nullptr;
+    void * C = nullptr;
     int64_t ldc = 0;
     ggml_type in = GGML_TYPE_F32;
+    ggml_type out = GGML_TYPE_F32;
 };
 // An operand's stored rows and columns.
 inline int64_t stored_rows(const NodeGemm & g, bool a) { return a ? (g.ta ? g.k : g.m) : (g.tb ? g.n : g.k); }

@@ -1,6 +1,6 @@
 // cuBLAS's GEMMs for builds without CUDA (see cuda_runtime.h here), as plain loops
 // (native/cuda-emu/cublas.cpp) that refuse what cuBLAS refuses: leading dimensions shorter than
-// the stored rows, operands of two types, TF32 sums over 16-bit operands.
+// the stored rows, operands of two types (or a C of a third), TF32 sums over 16-bit operands.
 #pragma once
 #include "cuda_runtime.h"
 
