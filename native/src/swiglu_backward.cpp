@@ -18,9 +18,11 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     const ThreadSpan s = thread_span(a.n, ith, nth);
     // ggml's own roundings for the copies, as its products convert their f32 inputs
     const ggml_type t = a.bf16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+    const ggml_type in = a.in16 ? t : GGML_TYPE_F32;
     for (int64_t i = s.lo; i < s.hi; ++i) {
+        const float g = load_as(a.g, in, i), u = load_as(a.u, in, i);
         float dg = 0.0f, du = 0.0f;
-        swiglu_grad(a.g[i], a.u[i], a.d_act[i], &dg, &du);
+        swiglu_grad(g, u, a.d_act[i], &dg, &du);
         if (a.d_gate) {
             a.d_gate[i] = dg;
             a.d_up[i] = du;
@@ -29,8 +31,8 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
             store_as(a.gate16, t, i, dg);
             store_as(a.up16, t, i, du);
         }
-        if (a.act) a.act[i] = swiglu_value(a.g[i], a.u[i]);
-        if (a.act16) store_as(a.act16, t, i, swiglu_value(a.g[i], a.u[i]));
+        if (a.act) a.act[i] = swiglu_value(g, u);
+        if (a.act16) store_as(a.act16, t, i, swiglu_value(g, u));
     }
 }
 
@@ -52,9 +54,12 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
     if (!ggml_are_same_shape(g, u) || !ggml_are_same_shape(g, d_act) || g->ne[2] != 1 || g->ne[3] != 1) {
         throw Error("swiglu_backward: expected three [n, T] tensors of one shape");
     }
+    // g and u may come in 16 bits (product16.h), then of the copies' type
+    if (g->type != u->type || (g->type != GGML_TYPE_F32 && g->type != copies) || d_act->type != GGML_TYPE_F32) {
+        throw Error("swiglu_backward: expected an f32 gradient, and g and u in f32 or in the copies' type");
+    }
     ggml_tensor * args[3] = {g, u, d_act};
     for (ggml_tensor *& t : args) {
-        if (t->type != GGML_TYPE_F32) throw Error("swiglu_backward: expected f32 inputs");
         if (!ggml_is_contiguous(t)) t = ggml_cont(ctx, t);
     }
     const bool with_copies = copies != GGML_TYPE_F32;
@@ -99,8 +104,9 @@ bool is_swiglu_backward(const ggml_tensor * t) { return is_custom_node(t, swiglu
 
 SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     SwigluBackwardArgs a;
-    a.g = (const float *) t->src[0]->data;
-    a.u = (const float *) t->src[1]->data;
+    a.g = t->src[0]->data;
+    a.u = t->src[1]->data;
+    a.in16 = t->src[0]->type != GGML_TYPE_F32;
     a.d_act = (const float *) t->src[2]->data;
     a.n = t->ne[0] * t->ne[1];
     a.bf16 = copies_of(t) == GGML_TYPE_BF16;

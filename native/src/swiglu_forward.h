@@ -18,13 +18,15 @@
 namespace rrr {
 
 struct SwigluForwardArgs {
-    const float * g = nullptr, * u = nullptr;
+    const void * g = nullptr, * u = nullptr; // f32, or in the result's 16-bit type (in16)
+    bool in16 = false;
     void * out = nullptr; // ggml_fp16_t or ggml_bf16_t numbers
     bool bf16 = false;
     int64_t n = 0;
 };
 
-// g and u f32 [n_ff, T] (non-contiguous ones are copied first); `type` GGML_TYPE_F16 or GGML_TYPE_BF16.
+// g and u [n_ff, T], f32 or both of `type` (product16.h's; non-contiguous ones are copied
+// first); `type` GGML_TYPE_F16 or GGML_TYPE_BF16.
 ggml_tensor * swiglu_forward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_type type);
 
 bool is_swiglu_forward(const ggml_tensor * t);

@@ -23,3 +23,8 @@ inline __half __float2half_rn(float v) {
 }
 inline float __half2float(__half h) { return ::rrr_emu::f16_to_f32(h.bits); }
 inline unsigned short __half_as_ushort(__half h) { return h.bits; }
+inline __half __ushort_as_half(unsigned short w) {
+    __half h;
+    h.bits = w;
+    return h;
+}

@@ -70,6 +70,12 @@ void launch(const std::function<void()> & body, dim3 grid, dim3 block, size_t sh
 
 inline void __syncthreads() { ::rrr_emu::sync_block(); }
 
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 template <typename T> inline T __shfl_xor_sync(unsigned, T v, int mask, int = 32) {
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "a shuffled value is at most 8 bytes");
     uint64_t bits = 0;
