@@ -1022,6 +1022,52 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("the MLP's gate and up in 16 bits (gateUp16): within 16-bit rounding of f32 ones, 10 bytes a position fewer in the MLP; nothing changes unmerged", async () => {
+    const { model } = await tinyModel('lora-16', { type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1, nLayer: 3 });
+    const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
+    const four = { fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true, fusedLoraBackward: true };
+    for (const alone of [{ gateUp16: true }, { gateUp16: true, fusedLoraBackward: true }, { gateUp16: true, fusedMlpBackward: true }]) {
+      await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, alone), /gateUp16: .*give fusedLoraBackward and fusedMlpBackward too/);
+    }
+    for (const mergeBf16 of [false, true]) {
+      const f32 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16 });
+      const h16 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16, gateUp16: true });
+      assert.deepEqual([f32.info.gateUp16, h16.info.gateUp16], [false, true]);
+      randomizeB(f32, 0.3);
+      setAll(h16, f32.params());
+      const label = `bf16 ${mergeBf16}`;
+      // Unmerged, ggml's products run as without it: the same bits.
+      const [ua, ub] = [await f32.gradients(mixedBatch(), { logitsChunkRows: 4 }), await h16.gradients(mixedBatch(), { logitsChunkRows: 4 })];
+      assert.equal(largestDiff(ua.grads, ub.grads), 0, `${label}: unmerged`);
+      // Merged: every gradient moves by the rounding of gate and up to 16 bits (every layer's
+      // activations after the first MLP's depend on them). Measured on the CPU, largest
+      // |a - b| / (|a| + 1): f16 1.3e-3 (4.7e-3 with KL), bf16 1.7e-2 (3.5e-2 with KL), the
+      // same with every layer kept; losses within 3.2e-4 of each other, relative.
+      for (const extra of [{}, { beta: 0.1 }, { recompute: false }]) {
+        const opts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true, ...extra };
+        const [a, b] = [await f32.gradients(mixedBatch(), opts), await h16.gradients(mixedBatch(), opts)];
+        assert.ok(largestDiff(a.grads, b.grads) > 0, `${label}: gate and up took 16 bits`);
+        assertSameGrads(a.grads, b.grads, deviceTol(mergeBf16 ? 6e-2 : 8e-3, 6e-2), `${label} ${JSON.stringify(extra)}`);
+        assert.ok(Math.abs(a.loss - b.loss) <= 1e-3 * Math.abs(a.loss), `${label}: loss ${a.loss} vs ${b.loss}`);
+      }
+      // The planned step (every layer kept): the SwiGLU's backward node reads gate and up in 4
+      // bytes a position where it read 8, and the forward's SwiGLU, ggml's (8 read, an f32 4
+      // written) without the 16-bit products, is our node reading 4 and writing 2: 10 bytes a
+      // position fewer in the MLP's roles, and fewer in all.
+      const planned = async (t: Trainer) => {
+        const p = await t.plan(2, 12, { mergeAdapter: true, census: true, recompute: false });
+        return { bytes: p.census!.reduce((x, o) => x + o.bytes, 0), mlp: p.census!.filter((o) => /mlp/.test(o.role)).reduce((x, o) => x + o.bytes, 0) };
+      };
+      const [pa, pb] = [await planned(f32), await planned(h16)];
+      const { nLayer, nFf } = model.info;
+      assert.equal(pa.mlp - pb.mlp, nLayer * 24 * nFf * 10, label);
+      assert.ok(pb.bytes < pa.bytes, `${label}: ${JSON.stringify([pa, pb])}`);
+      f32.dispose();
+      h16.dispose();
+    }
+    model.dispose();
+  });
+
   test("the LM head's node (fusedHead): ggml's log-probs and gradients within 16-bit rounding, its GPU steps on the CPU, one op a micro-batch", async () => {
     // The tiny models' heads are 16-bit (their embeddings: f16, bf16 with bf16 weights), so the
     // node rounds h and -coef·p to the head's type for its products, as ggml rounds h and p;

@@ -9,6 +9,8 @@
 #include "loss_head_cuda.h"
 #include "norm_backward.h"
 #include "norm_backward_cuda.h"
+#include "node_gemm_cuda.h"
+#include "product16.h"
 #include "swiglu_backward.h"
 #include "swiglu_backward_cuda.h"
 #include "swiglu_forward.h"
@@ -17,7 +19,8 @@
 namespace rrr {
 
 bool is_node_of_ours(const ggml_tensor * t) {
-    return is_attn_backward(t) || is_swiglu_backward(t) || is_lora_merge(t) || is_lora_back(t) || is_swiglu_forward(t) || is_loss_head(t) || is_norm_backward(t);
+    return is_attn_backward(t) || is_swiglu_backward(t) || is_lora_merge(t) || is_lora_back(t) || is_swiglu_forward(t) || is_loss_head(t) || is_norm_backward(t) ||
+           is_product16(t);
 }
 
 const char * run_node_cuda(ggml_tensor * t, cublasHandle_t handle, cudaStream_t stream) {
@@ -28,6 +31,7 @@ const char * run_node_cuda(ggml_tensor * t, cublasHandle_t handle, cudaStream_t 
     if (is_loss_head(t)) return loss_head_cuda(t, handle);
     if (is_norm_backward(t)) return norm_backward_cuda(norm_backward_args(t), stream);
     if (is_lora_merge(t)) return lora_merge_cuda(lora_merge_args(t), stream);
+    if (is_product16(t)) return node_gemm_cuda(product16_gemm(t), handle);
     return "not a node of ours";
 }
 

@@ -181,6 +181,7 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("mergeBf16", ts.merge_bf16);
     off_unless("fusedHead", ts.fused_head);
     off_unless("fusedNormBackward", ts.fused_norm_backward);
+    off_unless("gateUp16", ts.gate_up_16);
     const Napi::Value hs = o.Get("fusedHeadSteps");
     if (hs.IsBoolean()) ts.fused_head_steps = hs.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (!hs.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedHeadSteps: expected true, false or undefined (on a GPU, off on the CPU)");
@@ -313,6 +314,7 @@ private:
         o.Set("fusedAttnF16", t.fused_attn_f16());
         o.Set("fusedHead", t.fused_head());
         o.Set("fusedNormBackward", t.fused_norm_backward());
+        o.Set("gateUp16", t.gate_up_16());
         return o;
     }
 

@@ -4,6 +4,7 @@
 #include "lora_backward.h"
 #include "lora_merge.h"
 #include "loss_head.h"
+#include "product16.h"
 
 #include <algorithm>
 #include <cctype>
@@ -57,6 +58,7 @@ double flops_of(const ggml_tensor * t) {
     }
     if (is_lora_back(t)) return lora_back_flops(t);
     if (is_loss_head(t)) return loss_head_flops(t);
+    if (is_product16(t)) return gemm_flops(product16_gemm(t));
     return 0.0;
 }
 

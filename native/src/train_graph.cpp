@@ -7,6 +7,7 @@
 #include "loss_head.h"
 #include "norm_backward.h"
 #include "op_profile.h"
+#include "product16.h"
 #include "rng.h"
 #include "swiglu_backward.h"
 #include "swiglu_forward.h"
@@ -85,7 +86,8 @@ public:
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
           fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
           lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
-          attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), fused_norm(opt.fused_norm_backward), ctx_(ctx),
+          attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), fused_norm(opt.fused_norm_backward),
+          gate_up16(lora_nodes && opt.fused_mlp_backward && opt.gate_up_16), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
@@ -100,7 +102,7 @@ public:
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
-    const bool fused_head, head_steps, fused_norm;
+    const bool fused_head, head_steps, fused_norm, gate_up16;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -161,11 +163,21 @@ public:
 
         a.h2 = norm_w(a.x2, l.ffn_norm);
         done("norm");
-        const std::vector<Proj> gu = projs(a.h2, {{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}});
+        const ggml_type gu16 = gate_up_type(il);
+        const std::vector<Proj> gu = projs(a.h2, {{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}}, gu16);
         a.g = gu[0];
         a.u = gu[1];
         ggml_tensor * g = a.g.y, * u = a.u.y;
-        if (keep16) {
+        if (gu16 != GGML_TYPE_F32) {
+            // Read in their 16 bits by both SwiGLU nodes: the forward's silu(g)·u in the same type
+            // (down's product input), made only where something reads it.
+            a.act = swiglu_forward(ctx_, g, u, gu16);
+            done("mlp");
+            if (act16 != GGML_TYPE_F32) {
+                ggml_build_forward_expand(gf_, a.act);
+                if (il + 1 < c_.n_layer) merge_ahead(il + 1, MergeOut::Weight);
+            }
+        } else if (keep16) {
             a.g.y = ggml_cast(ctx_, g, GGML_TYPE_F16);
             a.u.y = ggml_cast(ctx_, u, GGML_TYPE_F16);
             // The SwiGLU of the halves is the f16 input the down product would round its input
@@ -175,7 +187,9 @@ public:
                 u = a.u.y;
             }
         }
-        if (act16 != GGML_TYPE_F32 && g->type == GGML_TYPE_F32) {
+        if (a.act) {
+            // made above, of the 16-bit gate and up
+        } else if (act16 != GGML_TYPE_F32 && g->type == GGML_TYPE_F32) {
             a.act = swiglu_forward(ctx_, g, u, act16);
             done("mlp");
             ggml_build_forward_expand(gf_, a.act);
@@ -229,10 +243,28 @@ public:
         return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
     }
 
+    // The 16-bit type layer il's gate and up products write (GraphOptions::gate_up_16, product16.h):
+    // the type both multiply in (their merged weights'), where down's product reads its input in
+    // that type too, so the forward SwiGLU node writes it from them; GGML_TYPE_F32 otherwise
+    // (ggml's products).
+    ggml_type gate_up_type(int64_t il) const {
+        if (!gate_up16) return GGML_TYPE_F32;
+        const LayerWeights & l = w_.layers[il];
+        const ggml_type t = product_input({{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}});
+        const ggml_type down = product_input({{l.w_down, pair(il, LoraTarget::Down), nullptr}});
+        return (t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) && t == down ? t : GGML_TYPE_F32;
+    }
+
     // A layer's MLP activations as its backward pass reads them: gate and up in f32 (widened
     // where GraphOptions::kept_f16 kept them in f16) and their SwiGLU (rebuilt where missing, or
     // where the forward's was made of the halves).
     LayerActs widened(LayerActs a) {
+        // 16-bit gate and up products (gate_up_type) stay so: the SwiGLU's backward node reads them,
+        // and down's adapter node its silu(g)·u
+        if (is_product16(a.g.y)) {
+            if (!a.act) a.act = swiglu_forward(ctx_, a.g.y, a.u.y, a.g.y->type);
+            return a;
+        }
         if (a.act && a.act->type != GGML_TYPE_F32) a.act = nullptr; // the forward node's, for the down product
         if (a.g.y->type != GGML_TYPE_F32) {
             a.g.y = ggml_cast(ctx_, a.g.y, GGML_TYPE_F32);
@@ -548,7 +580,8 @@ private:
     // Unmerged, the same op order as transformer.cpp's project(), so both graphs give the same
     // numbers; merged (GraphOptions::merge_adapter), the same up to the merged weight's rounding.
     // `xw`: x as the frozen product reads it (product_input()), x itself when nullptr.
-    Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias, ggml_tensor * xw = nullptr) {
+    // `out16`: y by our node (product16.h) in W's (merged W's) 16-bit type, xw given in that type.
+    Proj proj(ggml_tensor * W, ggml_tensor * x, const LoraPair * p, ggml_tensor * bias, ggml_tensor * xw = nullptr, bool out16 = false) {
         if (!xw) xw = x;
         Proj r;
         if (merged && p) {
@@ -569,12 +602,13 @@ private:
             // 12 of the 16 bytes a weight's number costs. With the transposes kept, Wᵀ is
             // free and merging it is cheaper than the copy.
             if (phase == "re" && !transposed && !r.wt) r.wm = Wm;
-            r.y = ggml_mul_mat(ctx_, Wm, xw);
+            r.y = out16 ? product16(ctx_, Wm, xw) : ggml_mul_mat(ctx_, Wm, xw);
             if (bias) r.y = ggml_add(ctx_, r.y, bias);
             done("W");
             return r;
         }
-        r.y = ggml_mul_mat(ctx_, W, xw);
+        if (out16 && p) throw Error("internal error: a 16-bit product of an unmerged adapter");
+        r.y = out16 ? product16(ctx_, W, xw) : ggml_mul_mat(ctx_, W, xw);
         done("W");
         if (p) {
             r.a = adapter_a(p, x);
@@ -596,13 +630,19 @@ private:
     // GraphOptions::fuse_adapter says so, each adapted one is one product over the input extended
     // by the adapters' s A x rows, [W | B] [x ; s A x], so B (s A x) is summed inside W's product
     // instead of written n_out wide and added (fused()); otherwise proj() each.
-    std::vector<Proj> projs(ggml_tensor * x, std::initializer_list<Fwd> fs) {
+    // With `out16` (gate_up_type()), the products are our node writing that type, x cast to it once.
+    std::vector<Proj> projs(ggml_tensor * x, std::initializer_list<Fwd> fs, ggml_type out16 = GGML_TYPE_F32) {
         std::vector<const Fwd *> adapted;
         for (const Fwd & f : fs) {
             if (f.p) adapted.push_back(&f);
         }
         std::vector<Proj> out;
         const ggml_type it = product_input(fs);
+        if (out16 != GGML_TYPE_F32) {
+            ggml_tensor * xw = ggml_cast(ctx_, x, out16);
+            for (const Fwd & f : fs) out.push_back(proj(f.W, x, f.p, f.bias, xw, true));
+            return out;
+        }
         if (merged || !fused(x, adapted, it)) {
             // One cast for all the products that read x, where each would convert it for itself
             // (GraphOptions::share_input_cast).

@@ -149,6 +149,10 @@ struct GraphOptions {
     // also sum the projections' dx terms and add the residual's gradient. Set by the trainer
     // (TrainerSettings::fused_norm_backward).
     bool fused_norm_backward = false;
+    // The MLP's gate and up products written in their merged weights' 16-bit type by our node
+    // (product16.h), which the SwiGLU's nodes read as they are: merged steps with the fused MLP
+    // backward and the adapters' gradient nodes only. Set by the trainer (TrainerSettings::gate_up_16).
+    bool gate_up_16 = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -183,6 +183,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     attn_half_ = ts.fused_attn_f16;
     fused_head_ = ts.fused_head;
     fused_norm_ = ts.fused_norm_backward;
+    gate_up16_ = ts.gate_up_16;
     head_steps_ = ts.fused_head_steps < 0 ? b.is_gpu() : ts.fused_head_steps > 0;
     if (fused_head_ && b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
     if (fused_head_) {
@@ -196,14 +197,17 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     if (fused_lora16_ && !(fused_lora_ && fused_mlp_)) {
         throw Error("fusedLora16: it sets how the adapters' nodes take the SwiGLU node's gradients; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
     }
+    if (gate_up16_ && (!fused_lora_ || !fused_mlp_)) {
+        throw Error("gateUp16: the 16-bit gate and up are read by the SwiGLU's node and down's adapter node; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
+    }
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_) && b.is_gpu()) {
+    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_ || gate_up16_) && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
         custom_backend_ = custom_backend_new(b.primary());
 #else
-        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : fused_head_ ? "fusedHead" : "fusedNormBackward";
+        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : fused_head_ ? "fusedHead" : fused_norm_ ? "fusedNormBackward" : "gateUp16";
         throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
@@ -241,6 +245,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.fused_head = fused_head_;
     g.head_steps = head_steps_;
     g.fused_norm_backward = fused_norm_;
+    g.gate_up_16 = gate_up16_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
     // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.

@@ -85,6 +85,10 @@ struct TrainerSettings {
     // GraphOptions::fused_norm_backward for every step; on a GPU beside ggml-cuda like the
     // others. Off unless asked: not yet timed on a GPU, and each node is a run of ours.
     bool fused_norm_backward = false;
+    // GraphOptions::gate_up_16 for every step: the MLP's gate and up products written in 16 bits
+    // by our node, where merged with the fused MLP backward and adapter gradient nodes. Off unless
+    // asked: not yet run on a GPU.
+    bool gate_up_16 = false;
 };
 
 struct StepSettings {
@@ -177,6 +181,7 @@ public:
     bool fused_attn_f16() const { return attn_half_; }
     bool fused_head() const { return fused_head_; }
     bool fused_norm_backward() const { return fused_norm_; }
+    bool gate_up_16() const { return gate_up16_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -194,6 +199,7 @@ private:
     bool fused_head_ = false;
     bool head_steps_ = false;
     bool fused_norm_ = false;
+    bool gate_up16_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

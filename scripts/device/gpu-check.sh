@@ -202,7 +202,13 @@ do_peft() {
 # the causal mask zeroes whole (20 cuBLAS calls a chunk instead of 5). Planned at 28 kept layers,
 # 2 x 4,096 tokens, 1,104-row chunks (GB, ops, MiB of compute buffer): `budget16-best-lora16`
 # 354.1, 5,312, 12,169; `-head` 341.7, 5,210, 11,751; with the norms too (`-norm`) 327.8, 4,934,
-# 11,751; that with 2,048-row chunks 324.0.
+# 11,751; that with 2,048-row chunks 324.0. `gateup16` writes the MLP's gate and up products in
+# 16 bits by our node (TrainerOptions.gateUp16), read so by the SwiGLU's nodes and kept so;
+# `budget16-best-gu16` adds it to `budget16-best-norm`: 303.1 GB, 4,934 ops, 7,831 MiB in the
+# same two micro-batches. The memory it frees lets one micro-batch fit with 22 layers kept:
+# `budget16-best-gu16-1mb` (--no-train-kept-split) plans 295.2 GB in 2,575 ops with 6% more
+# FLOPs (56.45 TFLOP), which the planner prices a little above two micro-batches; the GPU says
+# which is faster.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -227,6 +233,9 @@ TRAIN_VARIANTS=(
   "budget16-best-head2k|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-chunk-rows 2048"
   "fusednorm|--train-fused-norm-backward --train-profile --train-census"
   "budget16-best-norm|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward"
+  "gateup16|--train-fused-mlp-backward --train-fused-merge --train-fused-lora-backward --train-gate-up-16 --train-profile --train-census"
+  "budget16-best-gu16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16"
+  "budget16-best-gu16-1mb|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16 --no-train-kept-split"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"

@@ -48,6 +48,8 @@ export interface TrainerInfo {
   fusedHead: boolean;
   /** Whether the layers' norms take their backward pass in our nodes (TrainerOptions.fusedNormBackward). */
   fusedNormBackward: boolean;
+  /** Whether the MLP's gate and up products write 16 bits (TrainerOptions.gateUp16). */
+  gateUp16: boolean;
 }
 
 export interface GradientsResult extends StepResult {

@@ -50,6 +50,7 @@ export interface BenchArgs {
   'train-fused-head': boolean;
   'train-fused-head-steps'?: boolean;
   'train-fused-norm-backward': boolean;
+  'train-gate-up-16': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -369,6 +370,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "each layer's two RMS norms' backward passes as nodes of our own, which also sum the projections' dx terms and add the residual's gradient (TrainerOptions.fusedNormBackward)",
+      })
+      .option('train-gate-up-16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --train-merge-adapter, --train-fused-mlp-backward and --train-fused-lora-backward: the MLP's gate and up products written in 16 bits (their merged weights' type) by our node, read so by the SwiGLU's nodes and kept so (TrainerOptions.gateUp16)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',
