@@ -1049,6 +1049,10 @@ describe('LoRA gradients match finite differences', () => {
         assert.ok(largestDiff(a.grads, b.grads) > 0, `${label}: gate and up took 16 bits`);
         assertSameGrads(a.grads, b.grads, deviceTol(mergeBf16 ? 6e-2 : 8e-3, 6e-2), `${label} ${JSON.stringify(extra)}`);
         assert.ok(Math.abs(a.loss - b.loss) <= 1e-3 * Math.abs(a.loss), `${label}: loss ${a.loss} vs ${b.loss}`);
+        // Runs of ours (each two host waits on a GPU): recomputing, the products join the
+        // forward SwiGLU node's run; without, where ggml's SWIGLU ran, each layer has one more.
+        const more = 'recompute' in extra ? model.info.nLayer : 0;
+        assert.equal(b.graphCustomRuns, a.graphCustomRuns + more, `${label} ${JSON.stringify(extra)}: runs of ours`);
       }
       // The planned step (every layer kept): the SwiGLU's backward node reads gate and up in 4
       // bytes a position where it read 8, and the forward's SwiGLU, ggml's (8 read, an f32 4
