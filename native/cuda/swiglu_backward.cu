@@ -13,11 +13,11 @@ namespace {
 // (ggml's buffers align tensors, and the node's planes are n floats apart; the copies are then
 // 8-byte aligned), one otherwise: the kernel is bound by memory, and wider loads take fewer
 // transactions.
-template <typename C, bool kIn16>
-__global__ void swiglu_backward_vec4(const void * g, const void * u, const float4 * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, float4 * act,
+template <typename C, bool kIn16, bool kD16>
+__global__ void swiglu_backward_vec4(const void * g, const void * u, const void * d, float4 * dg, float4 * du, uint2 * cg, uint2 * cu, float4 * act,
                                      uint2 * act16, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n4; i += (int64_t) gridDim.x * blockDim.x) {
-        const float4 gi = load4<C, kIn16>(g, i), ui = load4<C, kIn16>(u, i), di = d[i];
+        const float4 gi = load4<C, kIn16>(g, i), ui = load4<C, kIn16>(u, i), di = load4<C, kD16>(d, i);
         float4 a, b;
         swiglu_grad(gi.x, ui.x, di.x, &a.x, &b.x);
         swiglu_grad(gi.y, ui.y, di.y, &a.y, &b.y);
@@ -39,13 +39,13 @@ __global__ void swiglu_backward_vec4(const void * g, const void * u, const float
     }
 }
 
-template <typename C, bool kIn16>
-__global__ void swiglu_backward_scalar(const void * g, const void * u, const float * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, float * act,
+template <typename C, bool kIn16, bool kD16>
+__global__ void swiglu_backward_scalar(const void * g, const void * u, const void * d, float * dg, float * du, uint16_t * cg, uint16_t * cu, float * act,
                                        uint16_t * act16, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t) blockDim.x + threadIdx.x; i < n; i += (int64_t) gridDim.x * blockDim.x) {
         const float gi = load1<C, kIn16>(g, i), ui = load1<C, kIn16>(u, i);
         float a, b;
-        swiglu_grad(gi, ui, d[i], &a, &b);
+        swiglu_grad(gi, ui, load1<C, kD16>(d, i), &a, &b);
         if (dg) {
             dg[i] = a;
             du[i] = b;
@@ -61,24 +61,25 @@ __global__ void swiglu_backward_scalar(const void * g, const void * u, const flo
 
 bool aligned16(const void * p) { return ((uintptr_t) p & 15u) == 0; }
 
-template <typename C, bool kIn16> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
-    // g and u as f32 (16-byte loads of four) or 16-bit words (8-byte loads)
-    const uintptr_t in_align = kIn16 ? 7u : 15u;
-    const bool vec = a.n % 4 == 0 && ((uintptr_t) a.g & in_align) == 0 && ((uintptr_t) a.u & in_align) == 0 && aligned16(a.d_act) && aligned16(a.d_gate) &&
+template <typename C, bool kIn16, bool kD16> void launch(const SwigluBackwardArgs & a, cudaStream_t stream) {
+    // g and u (and d) as f32 (16-byte loads of four) or 16-bit words (8-byte loads)
+    const uintptr_t in_align = kIn16 ? 7u : 15u, d_align = kD16 ? 7u : 15u;
+    const bool vec = a.n % 4 == 0 && ((uintptr_t) a.g & in_align) == 0 && ((uintptr_t) a.u & in_align) == 0 && ((uintptr_t) a.d_act & d_align) == 0 && aligned16(a.d_gate) &&
                      aligned16(a.d_up) && aligned16(a.act) && ((uintptr_t) a.gate16 & 7u) == 0 && ((uintptr_t) a.up16 & 7u) == 0 && ((uintptr_t) a.act16 & 7u) == 0;
     if (vec) {
         const int64_t n4 = a.n / 4;
-        swiglu_backward_vec4<C, kIn16><<<grid_blocks(n4), kGridThreads, 0, stream>>>(a.g, a.u, (const float4 *) a.d_act, (float4 *) a.d_gate, (float4 *) a.d_up,
+        swiglu_backward_vec4<C, kIn16, kD16><<<grid_blocks(n4), kGridThreads, 0, stream>>>(a.g, a.u, a.d_act, (float4 *) a.d_gate, (float4 *) a.d_up,
                                                                                 (uint2 *) a.gate16, (uint2 *) a.up16, (float4 *) a.act, (uint2 *) a.act16, n4);
     } else {
-        swiglu_backward_scalar<C, kIn16><<<grid_blocks(a.n), kGridThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16,
+        swiglu_backward_scalar<C, kIn16, kD16><<<grid_blocks(a.n), kGridThreads, 0, stream>>>(a.g, a.u, a.d_act, a.d_gate, a.d_up, (uint16_t *) a.gate16, (uint16_t *) a.up16,
                                                                                    a.act, (uint16_t *) a.act16, a.n);
     }
 }
 
 template <typename C> void launch_from(const SwigluBackwardArgs & a, cudaStream_t stream) {
-    if (a.in16) launch<C, true>(a, stream);
-    else launch<C, false>(a, stream);
+    if (a.d16) launch<C, true, true>(a, stream);
+    else if (a.in16) launch<C, true, false>(a, stream);
+    else launch<C, false, false>(a, stream);
 }
 
 } // namespace

@@ -182,6 +182,7 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("fusedHead", ts.fused_head);
     off_unless("fusedNormBackward", ts.fused_norm_backward);
     off_unless("gateUp16", ts.gate_up_16);
+    off_unless("swigluGrad16", ts.swiglu_grad_16);
     const Napi::Value hs = o.Get("fusedHeadSteps");
     if (hs.IsBoolean()) ts.fused_head_steps = hs.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (!hs.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedHeadSteps: expected true, false or undefined (on a GPU, off on the CPU)");
@@ -315,6 +316,7 @@ private:
         o.Set("fusedHead", t.fused_head());
         o.Set("fusedNormBackward", t.fused_norm_backward());
         o.Set("gateUp16", t.gate_up_16());
+        o.Set("swigluGrad16", t.swiglu_grad_16());
         return o;
     }
 

@@ -22,7 +22,7 @@ void swiglu_backward_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     for (int64_t i = s.lo; i < s.hi; ++i) {
         const float g = load_as(a.g, in, i), u = load_as(a.u, in, i);
         float dg = 0.0f, du = 0.0f;
-        swiglu_grad(g, u, a.d_act[i], &dg, &du);
+        swiglu_grad(g, u, load_as(a.d_act, a.d16 ? t : GGML_TYPE_F32, i), &dg, &du);
         if (a.d_gate) {
             a.d_gate[i] = dg;
             a.d_up[i] = du;
@@ -55,8 +55,8 @@ ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor *
         throw Error("swiglu_backward: expected three [n, T] tensors of one shape");
     }
     // g and u may come in 16 bits (product16.h), then of the copies' type
-    if (g->type != u->type || (g->type != GGML_TYPE_F32 && g->type != copies) || d_act->type != GGML_TYPE_F32) {
-        throw Error("swiglu_backward: expected an f32 gradient, and g and u in f32 or in the copies' type");
+    if (g->type != u->type || (g->type != GGML_TYPE_F32 && g->type != copies) || (d_act->type != GGML_TYPE_F32 && d_act->type != g->type)) {
+        throw Error("swiglu_backward: expected g and u in f32 or in the copies' type, and the gradient in f32 or in theirs");
     }
     ggml_tensor * args[3] = {g, u, d_act};
     for (ggml_tensor *& t : args) {
@@ -107,7 +107,8 @@ SwigluBackwardArgs swiglu_backward_args(ggml_tensor * t) {
     a.g = t->src[0]->data;
     a.u = t->src[1]->data;
     a.in16 = t->src[0]->type != GGML_TYPE_F32;
-    a.d_act = (const float *) t->src[2]->data;
+    a.d_act = t->src[2]->data;
+    a.d16 = t->src[2]->type != GGML_TYPE_F32;
     a.n = t->ne[0] * t->ne[1];
     a.bf16 = copies_of(t) == GGML_TYPE_BF16;
     char * base = (char *) t->data;

@@ -27,11 +27,12 @@
 namespace rrr {
 
 // g, u and the SwiGLU's gradient d_act, [n, T] each, as the node reads them: g and u in f32 or
-// (in16) in the copies' 16-bit type, d_act in f32.
+// (in16) in the copies' 16-bit type, d_act in f32 or (d16, with in16) in that type too.
 struct SwigluBackwardArgs {
     const void * g = nullptr, * u = nullptr;
     bool in16 = false;
-    const float * d_act = nullptr;
+    const void * d_act = nullptr;
+    bool d16 = false;
     float * d_gate = nullptr, * d_up = nullptr; // nullptr where only the copies are asked
     // The 16-bit copies (ggml_fp16_t or ggml_bf16_t numbers), or nullptr.
     void * gate16 = nullptr, * up16 = nullptr;
@@ -46,7 +47,8 @@ struct SwigluBackwardArgs {
 // rounded copies side by side in plane 2 (swiglu_backward_copy); with `act`, silu(g)·u in one
 // more plane after those (swiglu_backward_act). With `f32_grads` false, a tensor of the copies'
 // type instead: the copies in planes 0 and 1, silu(g)·u (rounded alike) in plane 2. g and u may
-// be of the copies' type (product16.h) instead of f32. Non-contiguous inputs are copied first.
+// be of the copies' type (product16.h) instead of f32, and d_act too where they are.
+// Non-contiguous inputs are copied first.
 ggml_tensor * swiglu_backward(ggml_context * ctx, ggml_tensor * g, ggml_tensor * u, ggml_tensor * d_act, ggml_type copies = GGML_TYPE_F32, bool act = false,
                               bool f32_grads = true);
 

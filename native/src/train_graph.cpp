@@ -87,7 +87,7 @@ public:
           fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
           lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), fused_norm(opt.fused_norm_backward),
-          gate_up16(lora_nodes && opt.fused_mlp_backward && opt.gate_up_16), ctx_(ctx),
+          gate_up16(lora_nodes && opt.fused_mlp_backward && opt.gate_up_16), swiglu_grad16(gate_up16 && opt.swiglu_grad_16), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
         for (ggml_tensor * t = ggml_get_first_tensor(ctx); t; t = ggml_get_next_tensor(ctx, t)) mark_ = t; // the inputs keep their names
     }
@@ -102,7 +102,7 @@ public:
     const int fuse;
     const float dropout;
     const size_t attn_scratch;
-    const bool fused_head, head_steps, fused_norm, gate_up16;
+    const bool fused_head, head_steps, fused_norm, gate_up16, swiglu_grad16;
     // "fwd", "re" (recomputed), "bwd" or "lp" (a log-prob pass): with a part, it names the role of
     // the nodes made next in a profiled step.
     std::string phase = "fwd";
@@ -287,7 +287,9 @@ public:
         if (lora_nodes) stack_layer_a(il);
 
         // MLP: out = x2 + W_down (silu(gate) * up)
-        ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}}, LoraWhen::Later);
+        // GraphOptions::swiglu_grad_16: in 16 bits, as the SwiGLU node reads its 16-bit gate and up
+        const ggml_type d16 = swiglu_grad16 ? gate_up_type(il) : GGML_TYPE_F32;
+        ggml_tensor * d_act = projs_back(a.act, {{l.w_down, a.d, pair(il, LoraTarget::Down), dout}}, LoraWhen::Later, nullptr, d16);
         ggml_tensor * d_gate, * d_up;
         ggml_tensor * gate_w = nullptr, * up_w = nullptr; // the gradients as gate's and up's dx products read them
         if (fused_mlp) {
@@ -306,8 +308,10 @@ public:
                     if (g.x == a.act) g.x = act;
                 }
                 // The pending adapter nodes (this layer's down, the layer above's q, k, v) right
-                // after the SwiGLU node, in its run.
-                prepare_lora({d_act, a.g.y, a.u.y, a.h2});
+                // after the SwiGLU node, in its run. A 16-bit d_act (ours) after the gate and up
+                // it runs beside, where ggml's product goes before them.
+                if (of_ours(d_act)) prepare_lora({a.h2, a.g.y, a.u.y, d_act});
+                else prepare_lora({d_act, a.g.y, a.u.y, a.h2});
                 ggml_build_forward_expand(gf_, gu);
                 flush_lora();
             }
@@ -877,7 +881,9 @@ private:
     // their dx terms Σ Aᵢᵀ daᵢ come from one product. That product is fused into one frozen
     // product where GraphOptions::fuse_adapter says so (fused_back()): [Wᵀ | Aᵀ] [dy ; da].
     // With `terms`, the dx terms come back there, unsummed (for norm_backward), and it returns null.
-    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs, LoraWhen when = LoraWhen::Now, std::vector<ggml_tensor *> * terms = nullptr) {
+    // With `out16`, one merged projection's dx comes from our node in that type (product16.h).
+    ggml_tensor * projs_back(ggml_tensor * x, std::initializer_list<Back> projs, LoraWhen when = LoraWhen::Now, std::vector<ggml_tensor *> * terms = nullptr,
+                             ggml_type out16 = GGML_TYPE_F32) {
         done("W"); // what the caller made before
         std::vector<const Back *> adapted;
         for (const Back & b : projs) {
@@ -950,6 +956,15 @@ private:
                 done("lora");
             }
             parts.push_back({Wt, b.dy_w()});
+        }
+        if (out16 != GGML_TYPE_F32) {
+            if (parts.size() != 1 || At || terms || !dx_lora.empty() || parts[0].Wt->type != out16) throw Error("internal error: a 16-bit dx product of more than one merged weight");
+            ggml_tensor * dy = parts[0].dy->type == out16 ? parts[0].dy : ggml_cast(ctx_, parts[0].dy, out16);
+            // in the graph now, among ggml's ops, where made on first use it would split a run of ours
+            ggml_build_forward_expand(gf_, dy);
+            ggml_tensor * dx16 = product16(ctx_, parts[0].Wt, dy); // Wtᵀ dy = (W + s B A) dy
+            done("W");
+            return dx16;
         }
         ggml_tensor * dx = nullptr;
         const auto add_term = [&](ggml_tensor * d) {

@@ -153,6 +153,9 @@ struct GraphOptions {
     // (product16.h), which the SwiGLU's nodes read as they are: merged steps with the fused MLP
     // backward and the adapters' gradient nodes only. Set by the trainer (TrainerSettings::gate_up_16).
     bool gate_up_16 = false;
+    // With gate_up_16: the gradient at the SwiGLU (down's dx product) written in 16 bits by our
+    // node too, which the SwiGLU's backward node reads so. Set by the trainer (TrainerSettings::swiglu_grad_16).
+    bool swiglu_grad_16 = false;
     const TransposedWeights * transposed = nullptr; // Wᵀ kept by the trainer; nullptr: transposed in each graph
 };
 

@@ -184,6 +184,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     fused_head_ = ts.fused_head;
     fused_norm_ = ts.fused_norm_backward;
     gate_up16_ = ts.gate_up_16;
+    swiglu_grad16_ = ts.swiglu_grad_16;
     head_steps_ = ts.fused_head_steps < 0 ? b.is_gpu() : ts.fused_head_steps > 0;
     if (fused_head_ && b.is_gpu() && !head_steps_) throw Error("fusedHeadSteps: a GPU's head node cannot go without its steps");
     if (fused_head_) {
@@ -200,6 +201,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     if (gate_up16_ && (!fused_lora_ || !fused_mlp_)) {
         throw Error("gateUp16: the 16-bit gate and up are read by the SwiGLU's node and down's adapter node; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
     }
+    if (swiglu_grad16_ && !gate_up16_) throw Error("swigluGrad16: the SwiGLU's node reads a 16-bit gradient only beside 16-bit gate and up; give gateUp16 too (--gate-up-16)");
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
@@ -246,6 +248,7 @@ GraphOptions Trainer::graph_options(const GraphOptions & asked) const {
     g.head_steps = head_steps_;
     g.fused_norm_backward = fused_norm_;
     g.gate_up_16 = gate_up16_;
+    g.swiglu_grad_16 = swiglu_grad16_;
     // The GPU's node works through a few sequences at a time in a space of this size (256 MiB:
     // eight sequences of 512 positions, 12 query and 2 K/V heads of 128, so the batched products
     // over (K/V head, sequence) pairs have 16 to share the GPU); the CPU's needs none.

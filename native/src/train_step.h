@@ -89,6 +89,8 @@ struct TrainerSettings {
     // by our node, where merged with the fused MLP backward and adapter gradient nodes. Off unless
     // asked: not yet run on a GPU.
     bool gate_up_16 = false;
+    // GraphOptions::swiglu_grad_16 (with gate_up_16). Off unless asked: not yet run on a GPU.
+    bool swiglu_grad_16 = false;
 };
 
 struct StepSettings {
@@ -182,6 +184,7 @@ public:
     bool fused_head() const { return fused_head_; }
     bool fused_norm_backward() const { return fused_norm_; }
     bool gate_up_16() const { return gate_up16_; }
+    bool swiglu_grad_16() const { return swiglu_grad16_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -200,6 +203,7 @@ private:
     bool head_steps_ = false;
     bool fused_norm_ = false;
     bool gate_up16_ = false;
+    bool swiglu_grad16_ = false;
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned

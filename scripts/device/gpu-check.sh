@@ -208,7 +208,8 @@ do_peft() {
 # same two micro-batches. The memory it frees lets one micro-batch fit with 22 layers kept:
 # `budget16-best-gu16-1mb` (--no-train-kept-split) plans 295.2 GB in 2,575 ops with 6% more
 # FLOPs (56.45 TFLOP), which the planner prices a little above two micro-batches; the GPU says
-# which is faster.
+# which is faster. `-sg16` adds the SwiGLU's gradient in 16 bits (TrainerOptions.swigluGrad16):
+# 294.9 GB in two micro-batches, 287.0 GB in one.
 # A third field sets environment variables for that run.
 TRAIN_VARIANTS=(
   "util|--train-steps 20"
@@ -236,6 +237,8 @@ TRAIN_VARIANTS=(
   "gateup16|--train-fused-mlp-backward --train-fused-merge --train-fused-lora-backward --train-gate-up-16 --train-profile --train-census"
   "budget16-best-gu16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16"
   "budget16-best-gu16-1mb|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16 --no-train-kept-split"
+  "budget16-best-sg16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16 --train-swiglu-grad-16"
+  "budget16-best-sg16-1mb|--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16 --train-fused-lora-backward --train-fused-lora-16 --train-fused-head --train-fused-norm-backward --train-gate-up-16 --train-swiglu-grad-16 --no-train-kept-split"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"

@@ -50,6 +50,8 @@ export interface TrainerInfo {
   fusedNormBackward: boolean;
   /** Whether the MLP's gate and up products write 16 bits (TrainerOptions.gateUp16). */
   gateUp16: boolean;
+  /** Whether the gradient at the MLP's SwiGLU is written in 16 bits (TrainerOptions.swigluGrad16). */
+  swigluGrad16: boolean;
 }
 
 export interface GradientsResult extends StepResult {

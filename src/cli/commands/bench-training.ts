@@ -83,10 +83,11 @@ export const trainingSection: BenchSection = {
       fusedHead: args['train-fused-head'],
       fusedNormBackward: args['train-fused-norm-backward'],
       gateUp16: args['train-gate-up-16'],
+      swigluGrad16: args['train-swiglu-grad-16'],
       ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? ', gate and up in 16 bits where merged into 16-bit weights' : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
@@ -155,6 +156,7 @@ export const trainingSection: BenchSection = {
         fusedHead: tr.info.fusedHead,
         fusedNormBackward: tr.info.fusedNormBackward,
         gateUp16: tr.info.gateUp16,
+        swigluGrad16: tr.info.swigluGrad16,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };
@@ -200,7 +202,7 @@ export const trainingSection: BenchSection = {
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
           }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
-          }),${merged ? ` adapter merged into the weights in the graph (--train-merge-adapter)${mergeNode},` : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, SwiGLU backward ${tr.info.fusedMlpBackward ? 'fused (--train-fused-mlp-backward)' : "in ggml's ops"}, LM head and loss ${tr.info.fusedHead ? 'by our node (--train-fused-head)' : "in ggml's ops"}, norms' backward ${tr.info.fusedNormBackward ? 'by our nodes (--train-fused-norm-backward)' : "in ggml's ops"}, gate and up ${tr.info.gateUp16 ? 'in 16 bits by our node where merged into 16-bit weights (--train-gate-up-16)' : "in f32 by ggml's products"}, frozen weights ${
+          }),${merged ? ` adapter merged into the weights in the graph (--train-merge-adapter)${mergeNode},` : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, SwiGLU backward ${tr.info.fusedMlpBackward ? 'fused (--train-fused-mlp-backward)' : "in ggml's ops"}, LM head and loss ${tr.info.fusedHead ? 'by our node (--train-fused-head)' : "in ggml's ops"}, norms' backward ${tr.info.fusedNormBackward ? 'by our nodes (--train-fused-norm-backward)' : "in ggml's ops"}, gate and up ${tr.info.gateUp16 ? `in 16 bits by our node where merged into 16-bit weights (--train-gate-up-16${tr.info.swigluGrad16 ? ", the SwiGLU's gradient too: --train-swiglu-grad-16" : ''})` : "in f32 by ggml's products"}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'
           }; best compared with PEFT on the same machine (scripts/device/peft_bench.py prints one JSON line)`,
           `host time building, placing and planning the step's graphs: ${graphMs.toFixed(1)} ms a step (StepResult.graphMs; a GPU waits through it)`,

@@ -51,6 +51,7 @@ export interface BenchArgs {
   'train-fused-head-steps'?: boolean;
   'train-fused-norm-backward': boolean;
   'train-gate-up-16': boolean;
+  'train-swiglu-grad-16': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -376,6 +377,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "with --train-merge-adapter, --train-fused-mlp-backward and --train-fused-lora-backward: the MLP's gate and up products written in 16 bits (their merged weights' type) by our node, read so by the SwiGLU's nodes and kept so (TrainerOptions.gateUp16)",
+      })
+      .option('train-swiglu-grad-16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --train-gate-up-16: the gradient at the SwiGLU (down's dx product) written in 16 bits by our node too, and read so by the SwiGLU's backward node (TrainerOptions.swigluGrad16)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',

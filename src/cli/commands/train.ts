@@ -70,6 +70,7 @@ interface Args {
   'fused-head': boolean;
   'fused-norm-backward': boolean;
   'gate-up-16': boolean;
+  'swiglu-grad-16': boolean;
   'merge-bf16': boolean;
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
@@ -150,7 +151,7 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /** The trainer's switches for our own nodes and bf16 merges, as the flags give them. */
-type NodeSwitches = Pick<TrainerOptions, 'fusedAttnBackward' | 'fusedAttnF16' | 'fusedMlpBackward' | 'fusedMerge' | 'fusedLoraBackward' | 'fusedLora16' | 'mergeBf16' | 'fusedHead' | 'fusedNormBackward' | 'gateUp16'>;
+type NodeSwitches = Pick<TrainerOptions, 'fusedAttnBackward' | 'fusedAttnF16' | 'fusedMlpBackward' | 'fusedMerge' | 'fusedLoraBackward' | 'fusedLora16' | 'mergeBf16' | 'fusedHead' | 'fusedNormBackward' | 'gateUp16' | 'swigluGrad16'>;
 
 /**
  * --train-memory-gib, --kept-layers, --kept-f16, --kept-split, --merge-adapter, --fuse-adapter,
@@ -190,6 +191,7 @@ function executionSettings(a: Args): {
       fusedHead: a['fused-head'],
       fusedNormBackward: a['fused-norm-backward'],
       gateUp16: a['gate-up-16'],
+      swigluGrad16: a['swiglu-grad-16'],
     },
   };
 }
@@ -328,6 +330,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "with --fused-mlp-backward and --fused-lora-backward, in merged steps: write the MLP's gate and up products in 16 bits (their merged weights' type) by a node of our own; the SwiGLU's nodes read them so and kept layers keep them so, half the bytes (f32 sums, rounded results, as PEFT's bf16 training); off by default: not yet run on a GPU",
       })
+      .option('swiglu-grad-16', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "with --gate-up-16: write the gradient at the SwiGLU (down's dx product) in 16 bits by our node too, read so by the SwiGLU's backward node; off by default: not yet run on a GPU",
+      })
       .option('fused-attn-f16', {
         type: 'boolean',
         default: false,
@@ -393,7 +401,7 @@ export const trainCommand: CommandModule<object, Args> = {
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedHead ? '; LM head and loss by our node (--fused-head)' : ''}${trainer.info.fusedNormBackward ? "; norms' backward by our nodes (--fused-norm-backward)" : ''}${trainer.info.gateUp16 ? '; steps merged into 16-bit weights write gate and up in 16 bits (--gate-up-16)' : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ", the MLP's in 16 bits: --fused-lora-16" : ''})` : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedHead ? '; LM head and loss by our node (--fused-head)' : ''}${trainer.info.fusedNormBackward ? "; norms' backward by our nodes (--fused-norm-backward)" : ''}${trainer.info.gateUp16 ? `; steps merged into 16-bit weights write gate and up${trainer.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits (--gate-up-16${trainer.info.swigluGrad16 ? ' --swiglu-grad-16' : ''})` : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ", the MLP's in 16 bits: --fused-lora-16" : ''})` : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
