@@ -25,8 +25,6 @@ int64_t grads_terms(const ggml_tensor * t) { return n_srcs(t) - 2; }
 // Work space for 16-bit copies, in f32 slots, each part 256-byte aligned.
 int64_t slots16(int64_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
 
-bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
 // A number's address in a tensor, or null when only shapes are asked (no data yet).
 const void * at(const ggml_tensor * s, int64_t offset) {
     return s->data ? (const void *) ((const char *) s->data + offset * (int64_t) ggml_type_size(s->type)) : nullptr;

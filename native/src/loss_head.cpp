@@ -34,7 +34,6 @@ LossHeadSpec spec_of(const ggml_tensor * t) {
 }
 int64_t chunk_of(const ggml_tensor * t) { return (int64_t) ((custom_node_bits(t) >> 3) & (uint64_t) kMaxChunk); }
 
-bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 int64_t aligned(int64_t floats) { return (floats + 63) / 64 * 64; } // 256 bytes
 
 // Where the node's parts start, in floats: the log-probs, dL/dh, then the work space (h rounded

@@ -33,6 +33,9 @@ struct NodeGemm {
     ggml_type in = GGML_TYPE_F32;
     ggml_type out = GGML_TYPE_F32;
 };
+// Whether a type is one of the 16-bit ones our products multiply in (f16, bf16).
+inline bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
 // An operand's stored rows and columns.
 inline int64_t stored_rows(const NodeGemm & g, bool a) { return a ? (g.ta ? g.k : g.m) : (g.tb ? g.n : g.k); }
 inline int64_t stored_cols(const NodeGemm & g, bool a) { return a ? (g.ta ? g.m : g.k) : (g.tb ? g.k : g.n); }

@@ -12,8 +12,6 @@ void product16_cpu(ggml_tensor * dst, int ith, int nth, void *) {
     node_gemm_part(product16_gemm(dst), ith, nth);
 }
 
-bool is16(ggml_type t) { return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
-
 } // namespace
 
 ggml_tensor * product16(ggml_context * ctx, ggml_tensor * W, ggml_tensor * x) {

@@ -240,7 +240,7 @@ public:
     ggml_type swiglu_node_type(int64_t il) const {
         if (!fused_mlp || !merge_nodes || !recompute || phase == "re") return GGML_TYPE_F32;
         const ggml_type t = product_input({{w_.layers[il].w_down, pair(il, LoraTarget::Down), nullptr}});
-        return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
+        return is16(t) ? t : GGML_TYPE_F32;
     }
 
     // The 16-bit type layer il's gate and up products write (GraphOptions::gate_up_16, product16.h):
@@ -252,7 +252,7 @@ public:
         const LayerWeights & l = w_.layers[il];
         const ggml_type t = product_input({{l.w_gate, pair(il, LoraTarget::Gate), nullptr}, {l.w_up, pair(il, LoraTarget::Up), nullptr}});
         const ggml_type down = product_input({{l.w_down, pair(il, LoraTarget::Down), nullptr}});
-        return (t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) && t == down ? t : GGML_TYPE_F32;
+        return is16(t) && t == down ? t : GGML_TYPE_F32;
     }
 
     // A layer's MLP activations as its backward pass reads them: gate and up in f32 (widened
@@ -295,7 +295,7 @@ public:
         if (fused_mlp) {
             // 16-bit copies where both products read their gradient in one 16-bit type
             const ggml_type dt = dx_type(l.w_gate, pair(il, LoraTarget::Gate));
-            const ggml_type copies = dt == dx_type(l.w_up, pair(il, LoraTarget::Up)) && (dt == GGML_TYPE_F16 || dt == GGML_TYPE_BF16) ? dt : GGML_TYPE_F32;
+            const ggml_type copies = dt == dx_type(l.w_up, pair(il, LoraTarget::Up)) && is16(dt) ? dt : GGML_TYPE_F32;
             // With the adapters' nodes, down's reads silu(g)·u from this node (no SwiGLU rebuilt for
             // it); with GraphOptions::fused_lora_16 gate's and up's read the copies, and the node
             // writes no f32 gradients.
@@ -710,7 +710,7 @@ private:
             if (t != GGML_TYPE_COUNT && ft != t) return GGML_TYPE_F32;
             t = ft;
         }
-        return t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 ? t : GGML_TYPE_F32;
+        return is16(t) ? t : GGML_TYPE_F32;
     }
 
     // Whether a projection can read its input in f16 as it is: an f16 product (merged, an f16
