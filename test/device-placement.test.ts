@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Generator, Model, Trainer } from '../src/engine/index.js';
-import type { TrainSequence } from '../src/engine/types.js';
+import type { LoraTarget, TrainSequence } from '../src/engine/types.js';
 import { TEST_DEVICE, tinyModel } from './helpers/models.js';
 
 // ggml's scheduler (GGML_SCHED_MAX_SPLIT_INPUTS) cuts a GPU graph that reads more host inputs.
@@ -105,17 +105,24 @@ test('training passes use flash attention by default only on a GPU with a kernel
   }
 });
 
-test("our nodes (attention, SwiGLU, merges, LM head, norms) run on the compute device: on a GPU, our backend on ggml-cuda's memory between its pieces", async () => {
+test("our nodes (attention, SwiGLU, merges, LM head, norms) run on the compute device: on a GPU, as the scheduler's pieces between ggml-cuda's, or with nodeWaits 'device' our backend fronting ggml-cuda in one piece", async () => {
   const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f16', nEmbd: 128, nHead: 2, nHeadKv: 1 }), { device: TEST_DEVICE });
   try {
     // Runs of our nodes in the graph (StepResult.graphCustomRuns): one per layer for the
     // attention's and the SwiGLU's; merges (a GPU's default step with f16 weights merges, the
     // CPU's does not) two layers at a time in the forward pass and one layer at a time in the
     // backward; all three: the merges for the backward of the layer below beside each attention
-    // node, the top layer's alone. On a GPU each run is a piece of our backend between two of
-    // ggml-cuda's.
+    // node, the top layer's alone. On a GPU each run of ours is a piece of the scheduler's
+    // between two of ggml-cuda's; with nodeWaits 'device' our backend takes the whole graph and
+    // hands ggml-cuda the runs between ours.
     const n = model.info.nLayer;
     const merges = TEST_DEVICE === 'cuda';
+    const spec = { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as LoraTarget[], seed: 1 };
+    const batch: TrainSequence[] = [0, 1].map((b) => ({
+      tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
+      weights: new Float32Array(24).fill(b ? -0.5 : 1),
+    }));
+    const steps = [{}, { beta: 0.05 }, { keptLayers: 1 }, { recompute: false }];
     for (const [nodes, runs] of [
       [{ fusedAttnBackward: true }, n],
       [{ fusedAttnBackward: true, fusedAttnF16: true }, n],
@@ -128,29 +135,40 @@ test("our nodes (attention, SwiGLU, merges, LM head, norms) run on the compute d
       // the norms' backward nodes: each a run, all but layer 0's attention norm
       [{ fusedNormBackward: true }, 2 * n - 1],
     ] as const) {
-      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-3 }, nodes);
-      try {
-        assert.deepEqual(
-          [tr.info.fusedAttnBackward, tr.info.fusedMlpBackward, tr.info.fusedMerge],
-          ['fusedAttnBackward', 'fusedMlpBackward', 'fusedMerge'].map((k) => k in nodes),
-        );
-        const batch: TrainSequence[] = [0, 1].map((b) => ({
-          tokens: Int32Array.from({ length: 24 }, (_, i) => (i * 37 + b * 11 + 5) % model.info.nVocab),
-          weights: new Float32Array(24).fill(b ? -0.5 : 1),
-        }));
-        for (const o of [{}, { beta: 0.05 }, { keptLayers: 1 }, { recompute: false }]) {
-          const st = await tr.step(batch, { lr: 1e-3, ...o });
-          const what = `${JSON.stringify(nodes)} ${JSON.stringify(o)}`;
-          assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, `${what}: ${JSON.stringify(st)}`);
-          assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
-          assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
-          assert.equal(st.graphCustomRuns, runs, `${what}: runs of our nodes`);
-          // On the CPU: one piece.
-          if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= 2 * runs + 1, `${what}: ${st.graphSplits} pieces for ${runs} runs of ours`);
-          else assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
+      const losses: number[] = [];
+      for (const nodeWaits of TEST_DEVICE === 'cuda' ? (['host', 'device'] as const) : [undefined]) {
+        const tr = await Trainer.create(model, spec, { lr: 1e-3 }, { ...nodes, nodeWaits });
+        try {
+          assert.deepEqual(
+            [tr.info.fusedAttnBackward, tr.info.fusedMlpBackward, tr.info.fusedMerge, tr.info.nodeWaits],
+            [...['fusedAttnBackward', 'fusedMlpBackward', 'fusedMerge'].map((k) => k in nodes), nodeWaits ?? 'host'],
+          );
+          for (const [k, o] of steps.entries()) {
+            const st = await tr.step(batch, { lr: 1e-3, ...o });
+            const what = `${JSON.stringify(nodes)} ${JSON.stringify(o)} nodeWaits ${nodeWaits}`;
+            assert.ok(Number.isFinite(st.loss) && st.gradNorm > 0, `${what}: ${JSON.stringify(st)}`);
+            assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
+            assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
+            assert.equal(st.graphCustomRuns, runs, `${what}: runs of our nodes`);
+            if (nodeWaits === 'device') {
+              assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
+              // The same kernels in the same order, only the waits between them moved.
+              assert.equal(st.loss, losses[k], `${what}: loss against the host's waits`);
+            } else {
+              if (TEST_DEVICE === 'cuda') assert.ok(st.graphSplits >= 2 * runs + 1, `${what}: ${st.graphSplits} pieces for ${runs} runs of ours`);
+              else assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
+              losses.push(st.loss);
+            }
+          }
+        } finally {
+          tr.dispose();
         }
-      } finally {
-        tr.dispose();
+      }
+    }
+    if (TEST_DEVICE !== 'cuda') {
+      // Nothing to wait for without a GPU: said, not ignored.
+      for (const nodeWaits of ['host', 'device'] as const) {
+        await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, { fusedMlpBackward: true, nodeWaits }), /nodeWaits: .*needs a GPU/);
       }
     }
   } finally {

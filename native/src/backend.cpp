@@ -74,9 +74,10 @@ Backends::~Backends() {
     if (cpu_) ggml_backend_free(cpu_);
 }
 
-ggml_backend_sched_t Backends::new_sched(size_t n_nodes, ggml_backend_t extra) const {
+ggml_backend_sched_t Backends::new_sched(size_t n_nodes, ggml_backend_t extra, bool extra_first) const {
+    // The scheduler gives an op to the first backend that can run it on its buffer's type.
     std::vector<ggml_backend_t> list{primary_};
-    if (extra) list.push_back(extra);
+    if (extra) list.insert(extra_first ? list.begin() : list.end(), extra);
     if (primary_ != cpu_) list.push_back(cpu_);
     return ggml_backend_sched_new(list.data(), nullptr, (int) list.size(), n_nodes, false, true);
 }

@@ -33,9 +33,9 @@ struct Placement {
     // when one piece needs more than 30 (GGML_SCHED_MAX_SPLIT_INPUTS). Counted on any backend, so
     // the CPU can tell a graph that a GPU would cut.
     int host_inputs = 0;
-    // Runs of our own nodes (GGML_OP_CUSTOM) in the graph's order, views aside: on a GPU each is
-    // a piece of our backend between two of ggml-cuda's, and the scheduler waits on the host at
-    // both ends. Counted on any backend, like host_inputs.
+    // Runs of our own nodes (GGML_OP_CUSTOM) in the graph's order, views aside: on a GPU each
+    // hands the work to our CUDA stream and back (custom_backend.h). Counted on any backend, like
+    // host_inputs.
     int custom_runs = 0;
     void merge(const Placement & o);
 };
@@ -57,10 +57,11 @@ public:
     bool is_gpu() const { return primary_ != cpu_; }
     std::string name() const { return ggml_backend_name(primary_); }
     int n_threads() const { return n_threads_; }
-    // A scheduler over the primary backend, then `extra` when given (a backend for a few ops of
-    // our own that shares the primary's buffers: custom_backend.h), then the CPU for what a GPU
-    // cannot run (the caller frees it); nullptr when ggml could not make one.
-    ggml_backend_sched_t new_sched(size_t n_nodes, ggml_backend_t extra = nullptr) const;
+    // A scheduler over the primary backend and `extra` when given (a backend for ops of our own
+    // that shares the primary's buffers: custom_backend.h), `extra` first where it fronts the
+    // primary, then the CPU for what a GPU cannot run (the caller frees it); nullptr when ggml
+    // could not make one.
+    ggml_backend_sched_t new_sched(size_t n_nodes, ggml_backend_t extra = nullptr, bool extra_first = false) const;
 
 private:
     ggml_backend_t primary_ = nullptr;

@@ -183,6 +183,12 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("fusedNormBackward", ts.fused_norm_backward);
     off_unless("gateUp16", ts.gate_up_16);
     off_unless("swigluGrad16", ts.swiglu_grad_16);
+    const Napi::Value nw = o.Get("nodeWaits");
+    if (nw.IsString() && (nw.ToString().Utf8Value() == "host" || nw.ToString().Utf8Value() == "device")) {
+        ts.node_waits = nw.ToString().Utf8Value() == "device" ? 1 : 0;
+    } else if (!nw.IsUndefined()) {
+        throw Napi::TypeError::New(v.Env(), "nodeWaits: expected 'host', 'device' or undefined (host)");
+    }
     const Napi::Value hs = o.Get("fusedHeadSteps");
     if (hs.IsBoolean()) ts.fused_head_steps = hs.As<Napi::Boolean>().Value() ? 1 : 0;
     else if (!hs.IsUndefined()) throw Napi::TypeError::New(v.Env(), "fusedHeadSteps: expected true, false or undefined (on a GPU, off on the CPU)");
@@ -317,6 +323,7 @@ private:
         o.Set("fusedNormBackward", t.fused_norm_backward());
         o.Set("gateUp16", t.gate_up_16());
         o.Set("swigluGrad16", t.swiglu_grad_16());
+        o.Set("nodeWaits", t.node_device_waits() ? "device" : "host");
         return o;
     }
 

@@ -205,9 +205,14 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    if ((fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_ || gate_up16_) && b.is_gpu()) {
+    const bool nodes_of_ours = fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_ || gate_up16_;
+    if (ts.node_waits >= 0 && !(nodes_of_ours && b.is_gpu())) {
+        throw Error("nodeWaits: it sets how a GPU's runs of our nodes and of ggml-cuda's ops wait for each other; it needs a GPU and one of our nodes (--fused-attn-backward and the like)");
+    }
+    node_device_waits_ = ts.node_waits == 1;
+    if (nodes_of_ours && b.is_gpu()) {
 #ifdef RRR_HAVE_CUDA
-        custom_backend_ = custom_backend_new(b.primary());
+        custom_backend_ = custom_backend_new(b.primary(), node_device_waits_);
 #else
         const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : fused_head_ ? "fusedHead" : fused_norm_ ? "fusedNormBackward" : "gateUp16";
         throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
@@ -287,7 +292,7 @@ size_t Trainer::graph_nodes(const std::vector<MicroBatch> & mbs, const GraphOpti
 }
 
 ggml_backend_sched_t Trainer::new_sched(size_t n_nodes) const {
-    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes, custom_backend_);
+    ggml_backend_sched_t s = model_->backends->new_sched(n_nodes, custom_backend_, node_device_waits_);
     if (!s) throw Error("could not create the training scheduler");
     return s;
 }

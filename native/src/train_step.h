@@ -91,6 +91,11 @@ struct TrainerSettings {
     bool gate_up_16 = false;
     // GraphOptions::swiglu_grad_16 (with gate_up_16). Off unless asked: not yet run on a GPU.
     bool swiglu_grad_16 = false;
+    // On a GPU with nodes of ours, how runs of them and of ggml-cuda's ops wait for each other
+    // (custom_backend.h): 0 on the host, as the scheduler's pieces; 1 on the device, our backend
+    // fronting ggml-cuda; -1 (unset) 0, until a GPU has timed 1. Refused where no node of ours
+    // runs on a GPU.
+    int node_waits = -1;
 };
 
 struct StepSettings {
@@ -185,6 +190,7 @@ public:
     bool fused_norm_backward() const { return fused_norm_; }
     bool gate_up_16() const { return gate_up16_; }
     bool swiglu_grad_16() const { return swiglu_grad16_; }
+    bool node_device_waits() const { return node_device_waits_; }
 
 private:
     std::shared_ptr<ModelCore> model_;
@@ -207,6 +213,7 @@ private:
     bool attn_tf32_ = false;
     size_t attn_scratch_ = 0;      // the fused node's GPU products may round to TF32 (no f32 weights)
     ggml_backend_t custom_backend_ = nullptr; // runs our nodes beside a GPU backend; owned
+    bool node_device_waits_ = false;          // custom_backend_ fronts the GPU backend
     bool adapted_f16_ = false; // every adapted projection's frozen weight is f16
     ggml_backend_sched_t sched_ = nullptr;
     size_t sched_size_ = 0;

@@ -209,7 +209,9 @@ do_peft() {
 # `budget16-best-gu16-1mb` (--no-train-kept-split) plans 295.2 GB in 2,575 ops with 6% more
 # FLOPs (56.45 TFLOP), which the planner prices a little above two micro-batches; the GPU says
 # which is faster. `-sg16` adds the SwiGLU's gradient in 16 bits (TrainerOptions.swigluGrad16):
-# 294.9 GB in two micro-batches, 287.0 GB in one.
+# 294.9 GB in two micro-batches, 287.0 GB in one. `-dw` variants wait on the device around runs of
+# ours (--train-node-waits device: our backend fronts ggml-cuda, custom_backend.h) where the
+# scheduler waits on the host twice a run (143 runs a micro-batch in `budget16-best-sg16`).
 # A third field sets environment variables for that run.
 # The flags the `budget16-best*` variants build on, each the one before and more.
 BEST="--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
@@ -243,6 +245,9 @@ TRAIN_VARIANTS=(
   "budget16-best-gu16-1mb|$BEST_NORM --train-gate-up-16 --no-train-kept-split"
   "budget16-best-sg16|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16"
   "budget16-best-sg16-1mb|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --no-train-kept-split"
+  "budget16-best-sg16-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-node-waits device"
+  "budget16-best-sg16-1mb-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --no-train-kept-split --train-node-waits device"
+  "fusedall-dw|--train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-node-waits device"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
   "fusedattn-ws32|--train-fused-attn-backward --train-attn-workspace-mib 32"
   "fusedattn-ws64|--train-fused-attn-backward --train-attn-workspace-mib 64"

@@ -52,6 +52,8 @@ export interface TrainerInfo {
   gateUp16: boolean;
   /** Whether the gradient at the MLP's SwiGLU is written in 16 bits (TrainerOptions.swigluGrad16). */
   swigluGrad16: boolean;
+  /** Where a GPU's runs of our nodes and of ggml-cuda's ops wait for each other (TrainerOptions.nodeWaits, settled; 'host' without them). */
+  nodeWaits: 'host' | 'device';
 }
 
 export interface GradientsResult extends StepResult {

@@ -353,8 +353,8 @@ export interface TrainerOptions {
    * the next reads back: 16 bytes a number for one term instead of 32. At the Qwen2.5-1.5B shape
    * (16 x 512 tokens in two micro-batches, all 28 layers kept, every other node, bf16 merges,
    * joined dx products as a GPU joins them): 356.5 -> 342.6 GB and 5,210 -> 4,934 ops planned a
-   * step. On a GPU each node is a run of ours between ggml-cuda's (two host waits): 2 n_layer - 1
-   * more a micro-batch. Default false: not yet timed on a GPU.
+   * step. On a GPU each node is a run of ours between ggml-cuda's: 2 n_layer - 1 more a
+   * micro-batch. Default false: not yet timed on a GPU.
    */
   fusedNormBackward?: boolean;
   /**
@@ -378,6 +378,17 @@ export interface TrainerOptions {
    * of ours. Default false: not yet run on a GPU.
    */
   swigluGrad16?: boolean;
+  /**
+   * On a GPU with any of our nodes, where each run of them and the runs of ggml-cuda's ops
+   * around it wait for each other. 'host': each run of ours is a piece of the ggml scheduler's,
+   * which waits on the host before the next backend's piece, so the GPU runs dry twice a run
+   * (143 runs a micro-batch at the Qwen2.5-1.5B shape with every node on). 'device': our backend
+   * fronts ggml-cuda, taking the graph in one piece and handing the runs of ggml's ops to
+   * ggml-cuda as views of it; the two CUDA streams wait for each other by events, and the host
+   * queues the next run while the GPU works. Default 'host' until a GPU has timed 'device';
+   * refused without a GPU or without a node of ours.
+   */
+  nodeWaits?: 'host' | 'device';
 }
 
 export interface OptimizerConfig {
@@ -629,9 +640,9 @@ export interface StepResult {
   graphSplits: number;
   graphHostInputs: number;
   /**
-   * Runs of our own nodes (fused attention and SwiGLU backward, merges) in the largest pass's
-   * graph order: on a GPU each is a piece of our backend between two of ggml-cuda's, and the
-   * scheduler waits on the host at both ends. Counted on the CPU too.
+   * Runs of our own nodes (fused attention and SwiGLU backward, merges, ...) in the largest pass's
+   * graph order: on a GPU each hands our CUDA stream the work and back, two waits on the host
+   * or on the device (TrainerOptions.nodeWaits). Counted on the CPU too.
    */
   graphCustomRuns: number;
   fallbackOps: string[];

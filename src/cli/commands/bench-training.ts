@@ -84,10 +84,11 @@ export const trainingSection: BenchSection = {
       fusedNormBackward: args['train-fused-norm-backward'],
       gateUp16: args['train-gate-up-16'],
       swigluGrad16: args['train-swiglu-grad-16'],
+      ...(args['train-node-waits'] !== undefined && { nodeWaits: args['train-node-waits'] }),
       ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
     });
-    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}`;
+    const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}${tr.info.nodeWaits === 'device' ? ', our nodes and ggml-cuda waiting on the device' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
     try {
       // Advantages of both signs, every token trained: the heaviest case of an RRR batch.
@@ -157,6 +158,7 @@ export const trainingSection: BenchSection = {
         fusedNormBackward: tr.info.fusedNormBackward,
         gateUp16: tr.info.gateUp16,
         swigluGrad16: tr.info.swigluGrad16,
+        nodeWaits: tr.info.nodeWaits,
         ...workspace,
         ...(census && { census: { ...census, kernels: plan.censusKernels, ops: plan.census } }),
       };

@@ -52,6 +52,7 @@ export interface BenchArgs {
   'train-fused-norm-backward': boolean;
   'train-gate-up-16': boolean;
   'train-swiglu-grad-16': boolean;
+  'train-node-waits'?: 'host' | 'device';
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -383,6 +384,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "with --train-gate-up-16: the gradient at the SwiGLU (down's dx product) written in 16 bits by our node too, and read so by the SwiGLU's backward node (TrainerOptions.swigluGrad16)",
+      })
+      .option('train-node-waits', {
+        choices: ['host', 'device'] as const,
+        describe:
+          "on a GPU with any of our nodes: where each run of them and ggml-cuda's ops around it wait for each other: host = the scheduler's pieces, waited for on the host at both ends; device = our backend fronts ggml-cuda, the two CUDA streams wait by events (TrainerOptions.nodeWaits; default host)",
       })
       .option('train-merge-bf16', {
         type: 'boolean',
