@@ -1314,6 +1314,41 @@ describe('LoRA gradients match finite differences', () => {
     }
   });
 
+  test("kept layers keeping their norms (keptNorms): the same gradients, two norms fewer a kept layer, their bytes held", async () => {
+    for (const type of ['f32', 'f16'] as const) {
+      const { model } = await tinyModel(`grad-kept-norms-${type}`, { type, nEmbd: 64 });
+      const nLayer = model.info.nLayer;
+      // ggml's ops for the adapters' gradients, then our nodes (merged), which read the norms too
+      for (const nodes of [{}, { fusedMerge: true, fusedLoraBackward: true, fusedMlpBackward: true, fusedNormBackward: true }]) {
+        const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 }, nodes);
+        randomizeB(tr, 0.3);
+        const merged = 'fusedMerge' in nodes ? { mergeAdapter: true } : {};
+        for (const extra of [{ keptLayers: 1, beta: 0.1 }, { keptLayers: nLayer }, { keptLayers: nLayer, microBatchTokens: 16 }]) {
+          const label = `${type} ${JSON.stringify(nodes)} ${JSON.stringify(extra)}`;
+          const ref = await tr.gradients(mixedBatch(), { ...merged, ...extra });
+          const kept = await tr.gradients(mixedBatch(), { ...merged, ...extra, keptNorms: true });
+          // The forward's norms are the same ops on the same numbers as their rebuilding.
+          assert.equal(largestDiff(ref.grads, kept.grads), 0, `${label}: gradients`);
+          assert.equal(kept.loss, ref.loss, `${label}: loss`);
+        }
+        // Per micro-batch graph, each kept layer drops its two norms' RMS_NORM and MUL ...
+        const T = 16 * 32;
+        const census = async (o: { keptNorms?: boolean }) => (await tr.plan(16, 32, { ...merged, keptLayers: nLayer, census: true, ...o })).census!;
+        const count = (c: OpCensus[], op: string) => c.filter((x) => x.op === op && x.role === 're.norm').reduce((a, x) => a + x.count, 0);
+        const [rebuilt, held] = [await census({}), await census({ keptNorms: true })];
+        assert.deepEqual([count(rebuilt, 'RMS_NORM'), count(rebuilt, 'MUL')], [2 * nLayer, 2 * nLayer], `${JSON.stringify(nodes)}: norms rebuilt`);
+        assert.deepEqual([count(held, 'RMS_NORM'), count(held, 'MUL'), held.filter((x) => x.role === 're.norm').length], [0, 0, 0], `${JSON.stringify(nodes)}: norms kept`);
+        // ... and holds them: two f32 [n_embd, T] a layer, of which the allocator may share a little.
+        const [a, b] = [await tr.plan(16, 32, { ...merged, keptLayers: nLayer }), await tr.plan(16, 32, { ...merged, keptLayers: nLayer, keptNorms: true })];
+        const norms = nLayer * 2 * model.info.nEmbd * T * 4;
+        assert.ok(b.deviceBytes - a.deviceBytes > 0.5 * norms && b.deviceBytes - a.deviceBytes <= norms, `${type}: ${b.deviceBytes - a.deviceBytes} bytes more, norms ${norms}`);
+        await assert.rejects(tr.gradients(mixedBatch(), { keptNorms: 1 as never }), /keptNorms: expected true, false or undefined/);
+        tr.dispose();
+      }
+      model.dispose();
+    }
+  });
+
   test('plan foretells the compute buffer a step takes, without taking it', async () => {
     const { model } = await tinyModel('plan');
     const B = 3;

@@ -90,6 +90,9 @@ StepSettings settings_from_js(const Napi::Value & v) {
     const Napi::Value kept16 = o.Get("keptF16");
     if (kept16.IsBoolean()) s.graph.kept_f16 = kept16.As<Napi::Boolean>().Value();
     else if (!kept16.IsUndefined()) throw Napi::TypeError::New(env, "keptF16: expected true, false or undefined (false)");
+    const Napi::Value kept_norms = o.Get("keptNorms");
+    if (kept_norms.IsBoolean()) s.graph.kept_norms = kept_norms.As<Napi::Boolean>().Value();
+    else if (!kept_norms.IsUndefined()) throw Napi::TypeError::New(env, "keptNorms: expected true, false or undefined (false)");
     s.profile = bool_opt(o, "profile", false);
     return s;
 }

@@ -85,7 +85,7 @@ public:
             const GraphOptions & opt)
         : transposed(opt.transposed), merged(opt.merge_adapter > 0), flash(opt.flash_attn), share_cast(opt.share_input_cast),
           fused_attn(opt.fused_attn_backward), attn_tf32(opt.attn_tf32), attn_half(opt.attn_half), fused_mlp(opt.fused_mlp_backward), merge_nodes(opt.merge_adapter > 0 && opt.fused_merge), merge_bf16(opt.merge_bf16), lora_nodes(opt.merge_adapter > 0 && opt.fused_lora_backward && opt.dropout == 0),
-          lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
+          lora16(lora_nodes && opt.fused_mlp_backward && opt.fused_lora_16), recompute(opt.recompute), kept_norms(opt.kept_norms), kept_layers(opt.kept_layers), fuse(opt.fuse_adapter), dropout(opt.dropout),
           attn_scratch(opt.attn_scratch_bytes), fused_head(opt.fused_head), head_steps(opt.head_steps), fused_norm(opt.fused_norm_backward),
           gate_up16(lora_nodes && opt.fused_mlp_backward && opt.gate_up_16), swiglu_grad16(gate_up16 && opt.swiglu_grad_16), ctx_(ctx),
           gf_(gf), w_(w), c_(w.config()), lora_(lora), in_(in), L_(L), B_(B), T_(L * B) {
@@ -97,7 +97,7 @@ public:
     // keeps every layer's, kept_layers the top layers' dear ones) rather than recomputing them.
     bool keeps(int64_t il) const { return !recompute || il >= c_.n_layer - kept_layers; }
     const TransposedWeights * const transposed;
-    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, lora_nodes, lora16, recompute;
+    const bool merged, flash, share_cast, fused_attn, attn_tf32, attn_half, fused_mlp, merge_nodes, merge_bf16, lora_nodes, lora16, recompute, kept_norms;
     const int64_t kept_layers;
     const int fuse;
     const float dropout;
@@ -218,17 +218,21 @@ public:
     // Qwen2.5-1.5B at 16 x 512 tokens 722 of the 1,368 MiB all its activations take: `Trainer.plan`).
     // This rebuilds the rest from them for the backward pass: two norms, the attention
     // probabilities (one product of the heads and a softmax) and the SwiGLU. Same ops as the
-    // forward, so the same numbers.
+    // forward, so the same numbers. With GraphOptions::kept_norms the forward's norms are kept.
     LayerActs rebuild_cheap(int64_t il, LayerActs a) {
         const LayerWeights & l = w_.layers[il];
-        a.h1 = norm_w(a.x, l.attn_norm);
-        done("norm");
+        if (!kept_norms) {
+            a.h1 = norm_w(a.x, l.attn_norm);
+            done("norm");
+        }
         if (!fused_attn) {
             a.P = attention_probs(a.qr, a.kr);
             done("attn");
         }
-        a.h2 = norm_w(a.x2, l.ffn_norm);
-        done("norm");
+        if (!kept_norms) {
+            a.h2 = norm_w(a.x2, l.ffn_norm);
+            done("norm");
+        }
         a.act = nullptr; // not kept: rebuilt
         return widened(a);
     }

@@ -95,6 +95,11 @@ struct GraphOptions {
     // pays are ggml-cuda's CPY, which an H200's profile ran at 0.5 to 0.6 TB/s (about 3 ms a
     // layer at that shape), likely more than recomputing the layer costs (about 2.3 ms).
     bool kept_f16 = false;
+    // Kept layers keep their two norms' outputs as well (f32 [n_embd, T] each: for Qwen2.5-1.5B
+    // at 4,096 tokens 48 MiB a layer) for the adapters' gradients, where the backward pass
+    // rebuilds them (RMS_NORM and MUL twice a layer, same ops and numbers). Off unless asked:
+    // not yet timed on a GPU, whose ggml-cuda fuses each norm's two ops into one pass.
+    bool kept_norms = false;
     // Projections that read the same f32 input through 16-bit weights (q, k and v; gate and up)
     // read it cast once to that type, where each product would convert it itself: ggml-cpu
     // converts in every product, so once is less work. ggml-cuda's products convert with a fast

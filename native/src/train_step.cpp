@@ -564,7 +564,7 @@ std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSe
         }
         const GraphOptions & go = s.graph;
         const int64_t what = (int64_t) go.kept_f16 | (int64_t) (go.merge_adapter + 1) << 1 | (int64_t) (go.fuse_adapter + 1) << 3 | (int64_t) loss.kl << 6 |
-                             go.chunk_rows << 7;
+                             (int64_t) go.kept_norms << 7 | go.chunk_rows << 8;
         const SplitMemo key{seqs, longest, tokens, s.micro_batch_tokens, budget, what, 0};
         const auto same_shape = [&](const SplitMemo & m) {
             return m.seqs == key.seqs && m.longest == key.longest && m.tokens == key.tokens && m.budget_tokens == key.budget_tokens &&

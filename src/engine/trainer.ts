@@ -111,6 +111,7 @@ function rawOptions(o: StepOptions): RawStepOptions {
     ...(o.mergeAdapter !== undefined && { mergeAdapter: o.mergeAdapter }),
     ...(o.fuseAdapter !== undefined && { fuseAdapter: o.fuseAdapter }),
     ...(o.keptF16 !== undefined && { keptF16: o.keptF16 }),
+    ...(o.keptNorms !== undefined && { keptNorms: o.keptNorms }),
     ...(o.keptSplit !== undefined && { keptSplit: o.keptSplit }),
     profile: o.profile ?? false,
   };

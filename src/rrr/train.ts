@@ -35,7 +35,7 @@ export interface LoopHooks {
    * weights in its graph), not what it trains, asked for just before the step: a budget can then
    * be read from what is free once generation has run.
    */
-  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter' | 'fuseAdapter' | 'keptF16' | 'keptSplit'>;
+  stepExecution?(): Pick<StepOptions, 'memoryBudget' | 'keptLayers' | 'mergeAdapter' | 'fuseAdapter' | 'keptF16' | 'keptNorms' | 'keptSplit'>;
 }
 
 export interface LoopResult {

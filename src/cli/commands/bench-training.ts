@@ -102,6 +102,7 @@ export const trainingSection: BenchSection = {
         mergeAdapter: args['train-merge-adapter'],
         fuseAdapter: fuseAdapterOption(args['train-fuse-adapter']),
         keptF16: args['train-kept-f16'],
+        keptNorms: args['train-kept-norms'],
         microBatchTokens: args['train-micro-batch-tokens'],
       };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
@@ -146,6 +147,7 @@ export const trainingSection: BenchSection = {
         mergeAdapter: merged,
         fuseAdapter: fuseSetting,
         keptF16: args['train-kept-f16'],
+        keptNorms: args['train-kept-norms'],
         flashAttn: tr.info.flashAttn,
         fusedAttnBackward: tr.info.fusedAttnBackward,
         fusedMlpBackward: tr.info.fusedMlpBackward,
@@ -171,7 +173,7 @@ export const trainingSection: BenchSection = {
           notes: [
             `planned only: ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'}${plan.microBatchTokens ? ` of at most ${plan.microBatchTokens} tokens` : ''}, ${
               args['train-recompute'] ? `${keptLayers} of ${model.info.nLayer} layers kept` : 'no recomputation'
-            }${keptLayers && args['train-kept-f16'] ? ' (gate and up kept in f16)' : ''}${merged ? `, adapter merged into the weights in the graph${mergeNode}` : ''}${fusedNote}${flash}`,
+            }${keptLayers && args['train-kept-f16'] ? ' (gate and up kept in f16)' : ''}${keptLayers && args['train-kept-norms'] ? ' (with their norms)' : ''}${merged ? `, adapter merged into the weights in the graph${mergeNode}` : ''}${fusedNote}${flash}`,
             ...censusNotes,
           ],
           data: { batch: B, len: L, steps: 0, microBatches: plan.microBatches, ...planned },
@@ -202,7 +204,7 @@ export const trainingSection: BenchSection = {
         notes: [
           `${tr.info.nParams.toLocaleString('en-US')} trainable parameters, activation recomputation ${
             args['train-recompute'] ? `on${keptLayers ? ` (top ${keptLayers} layer${keptLayers === 1 ? '' : 's'} keep their costly activations)` : ''}` : 'off'
-          }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
+          }${keptLayers && args['train-kept-f16'] ? ', gate and up kept in f16 (--train-kept-f16)' : ''}${keptLayers && args['train-kept-norms'] ? ', norms kept (--train-kept-norms)' : ''}${plan.microBatches > 1 ? `, ${plan.microBatches} micro-batches of at most ${plan.microBatchTokens} tokens` : ''}, compute buffer ${mib(first.computeBytes)} MiB (planned ${mib(plan.deviceBytes)}${
             args['train-memory-gib'] !== undefined ? `; ${mib(plan.deviceBytes + fixedBytes)} MiB in all planned against --train-memory-gib ${args['train-memory-gib']}` : ''
           }),${merged ? ` adapter merged into the weights in the graph (--train-merge-adapter)${mergeNode},` : ` adapter fused into the weights' products: ${fuseSetting} (--train-fuse-adapter),`} flash attention ${tr.info.flashAttn ? 'on' : 'off'}, attention backward ${tr.info.fusedAttnBackward ? 'fused (--train-fused-attn-backward)' : "in ggml's ops"}, SwiGLU backward ${tr.info.fusedMlpBackward ? 'fused (--train-fused-mlp-backward)' : "in ggml's ops"}, LM head and loss ${tr.info.fusedHead ? 'by our node (--train-fused-head)' : "in ggml's ops"}, norms' backward ${tr.info.fusedNormBackward ? 'by our nodes (--train-fused-norm-backward)' : "in ggml's ops"}, gate and up ${tr.info.gateUp16 ? `in 16 bits by our node where merged into 16-bit weights (--train-gate-up-16${tr.info.swigluGrad16 ? ", the SwiGLU's gradient too: --train-swiglu-grad-16" : ''})` : "in f32 by ggml's products"}, frozen weights ${
             tr.info.transposedWeightsBytes ? `kept transposed (${mib(tr.info.transposedWeightsBytes)} MiB, in the memory figure)` : 'transposed in each step'

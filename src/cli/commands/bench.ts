@@ -42,6 +42,7 @@ export interface BenchArgs {
   'train-census-kernels': 'auto' | 'graph' | 'cuda';
   'train-merge-adapter'?: boolean;
   'train-kept-f16': boolean;
+  'train-kept-norms': boolean;
   'train-fused-attn-backward': boolean;
   'train-fused-mlp-backward': boolean;
   'train-fused-merge': boolean;
@@ -319,6 +320,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'boolean',
         describe:
           'multiply by W + s·B·A merged in the graph instead of adding the adapter path B·(s·A·x); --no-train-merge-adapter never does; default: on a GPU with f16 weights and no --train-fuse-adapter, else off (StepOptions.mergeAdapter)',
+      })
+      .option('train-kept-norms', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "layers that keep their activations also keep their two norms' outputs (f32), which the adapters' gradients read, instead of rebuilding them in the backward pass (StepOptions.keptNorms)",
       })
       .option('train-kept-f16', {
         type: 'boolean',
