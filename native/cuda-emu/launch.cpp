@@ -9,6 +9,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -157,10 +158,14 @@ void * dynamic_shared() { return run().shared.data(); }
 
 void launch(const std::function<void()> & body, dim3 grid, dim3 block, size_t shared, cudaStream_t) {
     if (tl_run) {
-        tl_error = cudaErrorLaunchFailure; // a kernel launching kernels: not ours to emulate
+        std::fprintf(stderr, "emulated CUDA: a kernel launched a kernel, which the emulation does not run\n");
+        tl_error = cudaErrorLaunchFailure;
         return;
     }
-    if (launch_error(grid, block, shared)) {
+    // The GPU's error code says only "invalid configuration": the emulation names what was wrong.
+    if (const char * why = launch_error(grid, block, shared)) {
+        std::fprintf(stderr, "emulated CUDA: launch refused: %s (grid %u x %u x %u, block %u x %u x %u, %zu bytes of dynamic shared memory)\n", why, grid.x, grid.y, grid.z,
+                     block.x, block.y, block.z, shared);
         tl_error = cudaErrorInvalidConfiguration;
         return;
     }
@@ -190,7 +195,11 @@ void launch(const std::function<void()> & body, dim3 grid, dim3 block, size_t sh
         }
     }
     tl_run = nullptr;
-    if (r.deadlock) tl_error = cudaErrorLaunchFailure;
+    if (r.deadlock) {
+        std::fprintf(stderr, "emulated CUDA: threads of block (%u, %u, %u) wait at a barrier the others cannot reach (block %u x %u x %u)\n", r.bid.x, r.bid.y, r.bid.z, block.x,
+                     block.y, block.z);
+        tl_error = cudaErrorLaunchFailure;
+    }
 }
 
 } // namespace rrr_emu
