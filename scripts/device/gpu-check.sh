@@ -213,7 +213,8 @@ do_peft() {
 # ours (--train-node-waits device: our backend fronts ggml-cuda, custom_backend.h) where the
 # scheduler waits on the host twice a run (143 runs a micro-batch in `budget16-best-sg16`).
 # `-kn` keeps the kept layers' norms (--train-kept-norms) where the backward pass rebuilds them:
-# 294.9 -> 283.6 GB and 4,934 -> 4,710 ops planned, 7,831 -> 8,968 MiB of compute buffer.
+# 294.9 -> 283.6 GB and 4,934 -> 4,710 ops planned, 7,831 -> 8,968 MiB of compute buffer;
+# `-4k` reads the LM head once a micro-batch (4,096-row chunks): 278.0 GB, 10,706 MiB.
 # A third field sets environment variables for that run.
 # The flags the `budget16-best*` variants build on, each the one before and more.
 BEST="--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
@@ -250,6 +251,8 @@ TRAIN_VARIANTS=(
   "budget16-best-sg16-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-node-waits device"
   "budget16-best-sg16-kn|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-kept-norms"
   "budget16-best-sg16-kn-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-kept-norms --train-node-waits device"
+  "budget16-best-sg16-kn-4k|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-kept-norms --train-chunk-rows 4096"
+  "budget16-best-sg16-kn-4k-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --train-kept-norms --train-chunk-rows 4096 --train-node-waits device"
   "budget16-best-sg16-1mb-dw|$BEST_NORM --train-gate-up-16 --train-swiglu-grad-16 --no-train-kept-split --train-node-waits device"
   "fusedall-dw|--train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-node-waits device"
   "budget16-fusedall-bf16|--train-memory-gib 16 --train-fused-attn-backward --train-fused-mlp-backward --train-fused-merge --train-merge-bf16"
