@@ -51,14 +51,19 @@ function randomizeB(tr: Trainer, std: number, seed = 1): void {
   }
 }
 
-/** A trainer on ggml's ops and one with `nodes`, holding the same adapter (B randomised, so every tensor has a gradient). */
-async function opsAndNodes(model: Model, nodes: TrainerOptions): Promise<[Trainer, Trainer]> {
+/** Trainers with options `a` and `b`, holding the same adapter (B randomised, so every tensor has a gradient). */
+async function pairedTrainers(model: Model, a: TrainerOptions, b: TrainerOptions): Promise<[Trainer, Trainer]> {
   const spec = { rank: 4, alpha: 8, targets: [...ALL], seed: 3 };
-  const ops = await Trainer.create(model, spec, { lr: 1e-3 });
-  const node = await Trainer.create(model, spec, { lr: 1e-3 }, nodes);
-  randomizeB(ops, 0.3);
-  setAll(node, ops.params());
-  return [ops, node];
+  const first = await Trainer.create(model, spec, { lr: 1e-3 }, a);
+  const second = await Trainer.create(model, spec, { lr: 1e-3 }, b);
+  randomizeB(first, 0.3);
+  setAll(second, first.params());
+  return [first, second];
+}
+
+/** A trainer on ggml's ops and one with `nodes`, holding the same adapter. */
+async function opsAndNodes(model: Model, nodes: TrainerOptions): Promise<[Trainer, Trainer]> {
+  return pairedTrainers(model, {}, nodes);
 }
 
 function seq(n: number, offset: number): Int32Array {
@@ -990,15 +995,12 @@ describe('LoRA gradients match finite differences', () => {
     const four = { fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true, fusedLoraBackward: true };
     const stepOpts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true };
     for (const mergeBf16 of [false, true]) {
-      const f32 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16 });
-      const h16 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16, fusedLora16: true });
+      const [f32, h16] = await pairedTrainers(model, { ...four, mergeBf16 }, { ...four, mergeBf16, fusedLora16: true });
       assert.deepEqual([f32.info.fusedLora16, h16.info.fusedLora16], [false, true]);
       // Alone it would do nothing: refused, naming what it needs.
       for (const alone of [{ fusedLora16: true }, { fusedLora16: true, fusedLoraBackward: true }, { fusedLora16: true, fusedMlpBackward: true }]) {
         await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, alone), /fusedLora16: .*give fusedLoraBackward and fusedMlpBackward too/);
       }
-      randomizeB(f32, 0.3);
-      setAll(h16, f32.params());
       const label = `bf16 ${mergeBf16}`;
       // Measured on the CPU: the MLP's A and B 3.8e-4 (f16) and 2.3e-3 (bf16) from the f32
       // products at gradients up to 1.56 (6.3e-4 and 5.5e-3 with KL at 2.6); every other
@@ -1030,11 +1032,8 @@ describe('LoRA gradients match finite differences', () => {
       await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, alone), /gateUp16: .*give fusedLoraBackward and fusedMlpBackward too/);
     }
     for (const mergeBf16 of [false, true]) {
-      const f32 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16 });
-      const h16 = await Trainer.create(model, spec, { lr: 1e-3 }, { ...four, mergeBf16, gateUp16: true });
+      const [f32, h16] = await pairedTrainers(model, { ...four, mergeBf16 }, { ...four, mergeBf16, gateUp16: true });
       assert.deepEqual([f32.info.gateUp16, h16.info.gateUp16], [false, true]);
-      randomizeB(f32, 0.3);
-      setAll(h16, f32.params());
       const label = `bf16 ${mergeBf16}`;
       // Unmerged, ggml's products run as without it: the same bits.
       const [ua, ub] = [await f32.gradients(mixedBatch(), { logitsChunkRows: 4 }), await h16.gradients(mixedBatch(), { logitsChunkRows: 4 })];
@@ -1078,11 +1077,8 @@ describe('LoRA gradients match finite differences', () => {
     const five = { fusedAttnBackward: true, fusedMlpBackward: true, fusedMerge: true, fusedLoraBackward: true, gateUp16: true };
     await assert.rejects(Trainer.create(model, spec, { lr: 1e-3 }, { ...five, gateUp16: false, swigluGrad16: true }), /swigluGrad16: .*give gateUp16 too/);
     for (const mergeBf16 of [false, true]) {
-      const gu = await Trainer.create(model, spec, { lr: 1e-3 }, { ...five, mergeBf16 });
-      const sg = await Trainer.create(model, spec, { lr: 1e-3 }, { ...five, mergeBf16, swigluGrad16: true });
+      const [gu, sg] = await pairedTrainers(model, { ...five, mergeBf16 }, { ...five, mergeBf16, swigluGrad16: true });
       assert.deepEqual([gu.info.swigluGrad16, sg.info.swigluGrad16], [false, true]);
-      randomizeB(gu, 0.3);
-      setAll(sg, gu.params());
       const label = `bf16 ${mergeBf16}`;
       for (const extra of [{}, { beta: 0.1 }, { recompute: false }]) {
         const opts = { logitsChunkRows: 4, microBatchTokens: 14, mergeAdapter: true, ...extra };
