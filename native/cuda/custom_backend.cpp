@@ -138,14 +138,11 @@ ggml_status backend_graph_compute(ggml_backend_t b, ggml_cgraph * gf) {
         const bool ours = is_node_of_ours(ggml_graph_node(gf, k));
         int j = k + 1;
         while (j < n && (is_view_op(ggml_graph_node(gf, j)) || is_node_of_ours(ggml_graph_node(gf, j)) == ours)) ++j;
-        if (ours) {
+        // Not a front, ggml's ops reach run_ours, which says it cannot run them.
+        if (ours || !c.dev_ctx.front) {
             if (!ours_last) follow_theirs(c);
             if (!run_ours(b, gf, i, j)) return GGML_STATUS_FAILED;
         } else {
-            if (!c.dev_ctx.front) {
-                std::fprintf(stderr, "%s: cannot run %s\n", backend_name(b), ggml_op_desc(ggml_graph_node(gf, k)));
-                return GGML_STATUS_FAILED;
-            }
             if (ours_last && !lead_theirs(c)) return GGML_STATUS_FAILED;
             ggml_cgraph view = ggml_graph_view(gf, i, j);
             const ggml_status st = ggml_backend_graph_compute_async(c.gpu, &view);

@@ -187,8 +187,9 @@ TrainerSettings trainer_settings_from_js(const Napi::Value & v) {
     off_unless("gateUp16", ts.gate_up_16);
     off_unless("swigluGrad16", ts.swiglu_grad_16);
     const Napi::Value nw = o.Get("nodeWaits");
-    if (nw.IsString() && (nw.ToString().Utf8Value() == "host" || nw.ToString().Utf8Value() == "device")) {
-        ts.node_waits = nw.ToString().Utf8Value() == "device" ? 1 : 0;
+    const std::string waits = nw.IsString() ? nw.ToString().Utf8Value() : "";
+    if (waits == "host" || waits == "device") {
+        ts.node_waits = waits == "device" ? 1 : 0;
     } else if (!nw.IsUndefined()) {
         throw Napi::TypeError::New(v.Env(), "nodeWaits: expected 'host', 'device' or undefined (host)");
     }

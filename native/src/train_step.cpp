@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 namespace rrr {
 
@@ -205,7 +206,13 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
-    const bool nodes_of_ours = fused_attn_ || fused_mlp_ || fused_merge_ || fused_lora_ || fused_head_ || fused_norm_ || gate_up16_;
+    // The switches that put a node of ours in the graph, by name; the first one given, if any.
+    const std::pair<bool, const char *> node_switches[] = {{fused_attn_, "fusedAttnBackward"}, {fused_mlp_, "fusedMlpBackward"}, {fused_merge_, "fusedMerge"},
+                                                           {fused_lora_, "fusedLoraBackward"},  {fused_head_, "fusedHead"},       {fused_norm_, "fusedNormBackward"},
+                                                           {gate_up16_, "gateUp16"}};
+    const auto given = std::find_if(std::begin(node_switches), std::end(node_switches), [](const auto & sw) { return sw.first; });
+    const char * node_switch = given != std::end(node_switches) ? given->second : nullptr;
+    const bool nodes_of_ours = node_switch != nullptr;
     if (ts.node_waits >= 0 && !(nodes_of_ours && b.is_gpu())) {
         throw Error("nodeWaits: it sets how a GPU's runs of our nodes and of ggml-cuda's ops wait for each other; it needs a GPU and one of our nodes (--fused-attn-backward and the like)");
     }
@@ -214,8 +221,7 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
 #ifdef RRR_HAVE_CUDA
         custom_backend_ = custom_backend_new(b.primary(), node_device_waits_);
 #else
-        const char * option = fused_attn_ ? "fusedAttnBackward" : fused_mlp_ ? "fusedMlpBackward" : fused_merge_ ? "fusedMerge" : fused_lora_ ? "fusedLoraBackward" : fused_head_ ? "fusedHead" : fused_norm_ ? "fusedNormBackward" : "gateUp16";
-        throw Error(std::string(option) + ": " + b.name() + " needs a CUDA build of the addon to run it");
+        throw Error(std::string(node_switch) + ": " + b.name() + " needs a CUDA build of the addon to run it");
 #endif
     }
     // Products over f32 weights stay f32 on a GPU (ggml-cuda's are); below that, the node's
