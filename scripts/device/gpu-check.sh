@@ -285,8 +285,11 @@ do_train_benches() {
     envs=
     [[ $flags == *"|"* ]] && { envs=${flags#*|}; flags=${flags%%|*}; }
     [ -z "${1:-}" ] || [[ ",$1," == *",$label,"* ]] || continue
-    s=$(budget 120 35)
+    s=$(budget "${GPU_CHECK_VARIANT_SECONDS:-120}" 35)
     [ "$s" = 0 ] && { log "training bench $label skipped: out of time"; return; }
+    # The device-side waits (-dw) are the newest path: one that hangs would spend the deadline on
+    # each of its siblings, so after a time-out the others are skipped.
+    if [[ $label == *-dw ]] && [ -n "${dw_hung:-}" ]; then log "training bench $label skipped: $dw_hung timed out"; continue; fi
     dmon=
     if [ "$label" = util ] && command -v nvidia-smi > /dev/null; then
       nvidia-smi dmon -s u -d 1 > /tmp/dmon.log 2>&1 &
@@ -295,6 +298,7 @@ do_train_benches() {
     # shellcheck disable=SC2086
     env $envs timeout "$s" $CLI bench --model $M --device $DEV --no-generation $flags --json > /tmp/bench-train-one.json 2>> "$OUT/errors.log"
     rc=$?
+    [[ $label == *-dw ]] && { [ $rc = 124 ] || [ $rc = 137 ]; } && dw_hung=$label
     if [ -n "$dmon" ]; then
       kill "$dmon" 2> /dev/null
       # SM utilisation (%) once a second, in order: the model loading, then the steps.
