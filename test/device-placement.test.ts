@@ -150,6 +150,8 @@ test("our nodes (attention, SwiGLU, merges, LM head, norms) run on the compute d
             assert.deepEqual(st.fallbackOps, [], `${what}: ops placed off ${TEST_DEVICE}`);
             assert.ok(st.graphHostInputs > 0 && st.graphHostInputs <= MAX_HOST_INPUTS, `${what}: ${st.graphHostInputs} host inputs`);
             assert.equal(st.graphCustomRuns, runs, `${what}: runs of our nodes`);
+            // The compute buffer is held by whichever backend on the GPU's buffers comes first (ours, fronting).
+            assert.ok(st.computeBytes > 0, `${what}: compute buffer ${st.computeBytes} bytes`);
             if (nodeWaits === 'device') {
               assert.equal(st.graphSplits, 1, `${what}: graph cut into ${st.graphSplits} pieces`);
               // The same kernels in the same order, only the waits between them moved.

@@ -24,8 +24,9 @@ struct ScratchGraph {
 
 void compute(ggml_backend_sched_t sched, ggml_cgraph * gf, const char * what, Placement & placed) {
     ggml_backend_sched_reset(sched);
+    const int host_inputs = host_inputs_of(gf);
     if (!ggml_backend_sched_alloc_graph(sched, gf)) throw Error(std::string("out of memory for the ") + what);
-    placed.merge(placement_of(sched, gf));
+    placed.merge(placement_of(sched, gf, host_inputs));
 }
 
 } // namespace

@@ -98,11 +98,35 @@ bool is_view_op(const ggml_tensor * t) {
            t->op == GGML_OP_TRANSPOSE;
 }
 
-Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
+size_t compute_buffer_bytes(ggml_backend_sched_t sched, ggml_backend_t primary) {
+    // Backends on one buffer type share one buffer, counted at the first of them only: with our
+    // backend fronting ggml-cuda (custom_backend.h) that first one is ours, and the primary's is 0.
+    size_t bytes = 0;
+    for (int i = 0; i < ggml_backend_sched_get_n_backends(sched); ++i) {
+        ggml_backend_t b = ggml_backend_sched_get_backend(sched, i);
+        if (ggml_backend_get_default_buffer_type(b) == ggml_backend_get_default_buffer_type(primary)) bytes += ggml_backend_sched_get_buffer_size(sched, b);
+    }
+    return bytes;
+}
+
+int host_inputs_of(ggml_cgraph * gf) {
+    std::unordered_set<const ggml_tensor *> inputs;
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        const ggml_tensor * t = ggml_graph_node(gf, i);
+        if (is_view_op(t)) continue;
+        for (const ggml_tensor * s : t->src) {
+            // A view's view_src is the tensor it finally views, however many views deep.
+            if (s && ((s->flags & GGML_TENSOR_FLAG_INPUT) || (s->view_src && (s->view_src->flags & GGML_TENSOR_FLAG_INPUT)))) inputs.insert(s);
+        }
+    }
+    return (int) inputs.size();
+}
+
+Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf, int host_inputs) {
     Placement p;
     p.splits = ggml_backend_sched_get_n_splits(sched);
+    p.host_inputs = host_inputs;
     ggml_backend_t primary = ggml_backend_sched_get_backend(sched, 0);
-    std::unordered_set<const ggml_tensor *> host_inputs;
     bool in_run = false;
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
@@ -116,12 +140,7 @@ Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf) {
         if (at && at != primary && ggml_backend_get_default_buffer_type(at) != ggml_backend_get_default_buffer_type(primary)) {
             p.off_primary.push_back(ggml_op_desc(t));
         }
-        for (const ggml_tensor * s : t->src) {
-            // A view's view_src is the tensor it finally views, however many views deep.
-            if (s && ((s->flags & GGML_TENSOR_FLAG_INPUT) || (s->view_src && (s->view_src->flags & GGML_TENSOR_FLAG_INPUT)))) host_inputs.insert(s);
-        }
     }
-    p.host_inputs = (int) host_inputs.size();
     p.merge(Placement{});  // sorts and removes repeats
     return p;
 }

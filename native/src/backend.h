@@ -39,7 +39,14 @@ struct Placement {
     int custom_runs = 0;
     void merge(const Placement & o);
 };
-Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf);
+// The compute buffer a scheduler holds on the primary's device, whichever of its backends on
+// that device's buffers holds it.
+size_t compute_buffer_bytes(ggml_backend_sched_t sched, ggml_backend_t primary);
+// Host inputs a graph's kernels read (Placement::host_inputs), counted before the scheduler
+// allocates it: a GPU's scheduler then points each kernel at its device copy of the input.
+int host_inputs_of(ggml_cgraph * gf);
+// After ggml_backend_sched_alloc_graph, with host_inputs_of() taken before it.
+Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf, int host_inputs);
 
 // Views, reshapes, permutes and transposes (and leaves): nodes that run no kernel.
 bool is_view_op(const ggml_tensor * t);

@@ -201,11 +201,12 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         ggml_build_forward_expand(gf_, logprobs_);
     }
 
+    const int host_inputs = host_inputs_of(gf_);
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory for a decode step of " + std::to_string(s.T) + " tokens over " + std::to_string(s.n_kv) +
                     " cache cells on " + b.name() + " (lower maxSeqs or nCtx)");
     }
-    placement_.merge(placement_of(sched, gf_));
+    placement_.merge(placement_of(sched, gf_, host_inputs));
     shape_ = s;
     valid_ = true;
     ++built_;
@@ -247,10 +248,11 @@ void Decoder::copy_prefix(Backends & b, KvCache & cache, int64_t n, const std::v
         v_dst = new_input(ctx_, GGML_TYPE_I64, cache.fork_v_index_len(m));
     }
     cache.copy_prefix(ctx_, gf_, n, k_src, k_dst, v_src, v_dst);
+    const int host_inputs = host_inputs_of(gf_);
     if (!ggml_backend_sched_alloc_graph(sched, gf_)) {
         throw Error("out of memory copying a " + std::to_string(n) + "-token prompt into " + std::to_string(m) + " KV streams on " + b.name());
     }
-    placement_.merge(placement_of(sched, gf_));
+    placement_.merge(placement_of(sched, gf_, host_inputs));
     k_src_.assign(src.begin(), src.end());
     k_dst_.assign(dst.begin(), dst.end());
     ggml_backend_tensor_set(k_src, k_src_.data(), 0, ggml_nbytes(k_src));

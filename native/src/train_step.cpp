@@ -322,7 +322,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     st.kept_layers = settled.graph.recompute ? settled.graph.kept_layers : w.config().n_layer;
     if (p.n == 0) {
         st.skipped = true;
-        if (sched_) st.compute_bytes = ggml_backend_sched_get_buffer_size(sched_, model_->backends->primary());
+        if (sched_) st.compute_bytes = compute_buffer_bytes(sched_, model_->backends->primary());
         st.ms = ms_since(t0);
         return st;
     }
@@ -402,7 +402,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     }
     if (then) then(st);
     if (prof) st.profile = prof->result();
-    st.compute_bytes = ggml_backend_sched_get_buffer_size(sched, model_->backends->primary());
+    st.compute_bytes = compute_buffer_bytes(sched, model_->backends->primary());
     st.ms = ms_since(t0);
     return st;
 }
