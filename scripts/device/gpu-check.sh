@@ -47,7 +47,12 @@ use_prebuilt() {
   local want have
   want=$(cat $D/cuda-addon.stamp)
   have=$(bash scripts/device/source-stamp.sh)
-  [ "$want" = "$have" ] || { log "prebuilt CUDA addon is for sources $want, these are $have: building"; return 1; }
+  if [ "$want" != "$have" ]; then
+    log "prebuilt CUDA addon is for sources $want, these are $have: building"
+    # where the trees part (errors.log), should the files say the same and only their order differ
+    [ -f $D/cuda-addon.files ] && { echo "locale: $(locale 2>&1 | tr '\n' ' ')"; diff $D/cuda-addon.files <(bash scripts/device/source-stamp.sh --list) | head -20; } >> "$OUT/errors.log"
+    return 1
+  fi
   mkdir -p build/Release
   xz -dc $D/cuda-addon.node.xz > build/Release/rrr_native.node
   # It was linked here against a cuBLAS wheel: find the machine's CUDA 13 runtime and cuBLAS

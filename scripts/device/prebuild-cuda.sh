@@ -19,5 +19,6 @@ fi
 readelf -d $W/out/rrr_native.node | grep -q 'NEEDED.*libcuda.so.1' || { echo "prebuild-cuda: the addon does not name libcuda.so.1" >&2; exit 1; }
 xz -T0 -6 -c $W/out/rrr_native.node > "$D/cuda-addon.node.xz"
 echo "$stamp" > "$D/cuda-addon.stamp"
+bash scripts/device/source-stamp.sh --list > "$D/cuda-addon.files"
 rm -rf "$D/cpu-addon"
 du -ch "$D"/* dist | tail -1
