@@ -90,4 +90,13 @@ for (const [f, report] of trainRows) {
     }
   }
 }
+// A variant that only moves the waits between our nodes and ggml-cuda's (-dw) runs the same
+// kernels in the same order: its steps' losses must be its base variant's to the bit.
+const losses = new Map(trainRows.map(([label, report]) => [label, report?.['lora-training-step']?.data?.losses]).filter(([, l]) => Array.isArray(l)));
+for (const [label, l] of losses) {
+  const base = label.endsWith('-dw') ? losses.get(label.slice(0, -3)) : undefined;
+  if (!base) continue;
+  const same = base.length === l.length && base.every((x, i) => Object.is(x, l[i]));
+  out.push(`${label}: losses ${same ? `the same as ${label.slice(0, -3)}'s to the bit` : `PART from ${label.slice(0, -3)}'s: ${JSON.stringify(l)} against ${JSON.stringify(base)}`}`);
+}
 console.log(out.length ? out.join('\n') : `no bench results in ${dir}`);

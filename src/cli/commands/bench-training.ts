@@ -181,9 +181,16 @@ export const trainingSection: BenchSection = {
       }
       const opts = { lr: 1e-4, ...base, keptLayers, microBatchTokens: plan.microBatchTokens };
       const first = await tr.step(batch, opts);
+      // Every step's loss: variants that only move waits or buffers (--train-node-waits) must
+      // give the same numbers to the bit, which summarize.mjs checks across a GPU check's runs.
+      const losses = [first.loss];
       const t0 = performance.now();
       let graphMs = 0;
-      for (let s = 0; s < args['train-steps']; s++) graphMs += (await tr.step(batch, opts)).graphMs;
+      for (let s = 0; s < args['train-steps']; s++) {
+        const st = await tr.step(batch, opts);
+        graphMs += st.graphMs;
+        losses.push(st.loss);
+      }
       const sec = (performance.now() - t0) / 1000;
       graphMs /= args['train-steps'];
       const profile = args['train-profile'] ? await tr.step(batch, { ...opts, profile: true }) : undefined;
@@ -229,6 +236,7 @@ export const trainingSection: BenchSection = {
           len: L,
           steps: args['train-steps'],
           tokPerSec,
+          losses,
           msPerStep: (1000 * sec) / args['train-steps'],
           graphMsPerStep: graphMs,
           gpuBytes: model.info.gpu ? gpuUsed : null,
