@@ -73,6 +73,7 @@ interface Args {
   'gate-up-16': boolean;
   'swiglu-grad-16': boolean;
   'merge-bf16': boolean;
+  'node-waits'?: 'host' | 'device';
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
@@ -152,7 +153,10 @@ function buildConfig(a: Args, model: string): RunConfig {
 }
 
 /** The trainer's switches for our own nodes and bf16 merges, as the flags give them. */
-type NodeSwitches = Pick<TrainerOptions, 'fusedAttnBackward' | 'fusedAttnF16' | 'fusedMlpBackward' | 'fusedMerge' | 'fusedLoraBackward' | 'fusedLora16' | 'mergeBf16' | 'fusedHead' | 'fusedNormBackward' | 'gateUp16' | 'swigluGrad16'>;
+type NodeSwitches = Pick<
+  TrainerOptions,
+  'fusedAttnBackward' | 'fusedAttnF16' | 'fusedMlpBackward' | 'fusedMerge' | 'fusedLoraBackward' | 'fusedLora16' | 'mergeBf16' | 'fusedHead' | 'fusedNormBackward' | 'gateUp16' | 'swigluGrad16' | 'nodeWaits'
+>;
 
 /**
  * --train-memory-gib, --kept-layers, --kept-f16, --kept-norms, --kept-split, --merge-adapter, --fuse-adapter,
@@ -195,6 +199,7 @@ function executionSettings(a: Args): {
       fusedNormBackward: a['fused-norm-backward'],
       gateUp16: a['gate-up-16'],
       swigluGrad16: a['swiglu-grad-16'],
+      ...(a['node-waits'] !== undefined && { nodeWaits: a['node-waits'] }),
     },
   };
 }
@@ -357,6 +362,11 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose GPU products write f32 results directly instead of f16 ones converted after; 8 bits of mantissa instead of 11, and GeForce cards sum them at half their f16 rate; off by default: not yet timed on a GPU",
       })
+      .option('node-waits', {
+        choices: ['host', 'device'] as const,
+        describe:
+          "on a GPU with any of our nodes (--fused-*): how each run of them and ggml-cuda's ops around it wait for each other. host (the default) = ggml's scheduler cuts the step into pieces and waits on the host at both ends of each run; device = our backend fronts ggml-cuda and the two CUDA streams wait for each other by events, the step one piece. An H200 (2026-11-27) ran the 16 GiB plan with every node of ours in 268 ms a step with device against 328 with host; device stays opt-in until the GPU tests have compared its numbers with host's",
+      })
       .option('flash-attn', {
         choices: ['auto', 'on', 'off'] as const,
         default: 'auto' as const,
@@ -394,6 +404,11 @@ export const trainCommand: CommandModule<object, Args> = {
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
     const model = await Model.load(cfg.model, { device: a.device, threads: a.threads });
+    if (execution.nodes.nodeWaits !== undefined) {
+      const { nodeWaits, ...switches } = execution.nodes;
+      if (!model.info.gpu) throw new RrrError(`--node-waits ${nodeWaits}: it sets how a GPU's runs of our nodes and ggml-cuda's ops wait for each other; this model is on ${model.info.device}`);
+      if (!Object.values(switches).some(Boolean)) throw new RrrError(`--node-waits ${nodeWaits}: it needs one of our nodes (--fused-attn-backward and the like)`);
+    }
     // Written once the data and the model have loaded, so a refused start leaves no run folder.
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
@@ -410,7 +425,7 @@ export const trainCommand: CommandModule<object, Args> = {
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
         (trainer.info.transposedWeightsBytes ? `; frozen weights kept transposed for the backward pass, ${(trainer.info.transposedWeightsBytes / 2 ** 20).toFixed(0)} MiB` : '') +
-        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedHead ? '; LM head and loss by our node (--fused-head)' : ''}${trainer.info.fusedNormBackward ? "; norms' backward by our nodes (--fused-norm-backward)" : ''}${trainer.info.gateUp16 ? `; steps merged into 16-bit weights write gate and up${trainer.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits (--gate-up-16${trainer.info.swigluGrad16 ? ' --swiglu-grad-16' : ''})` : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ", the MLP's in 16 bits: --fused-lora-16" : ''})` : ''}`,
+        `; flash attention ${generator.info.flashAttn ? 'on' : 'off'} in generation, ${trainer.info.flashAttn ? 'on' : 'off'} in training${trainer.info.fusedAttnBackward ? '; attention backward fused (--fused-attn-backward)' : ''}${trainer.info.fusedMlpBackward ? '; SwiGLU backward fused (--fused-mlp-backward)' : ''}${trainer.info.fusedMerge ? '; merged steps merge by our node (--fused-merge)' : ''}${trainer.info.fusedHead ? '; LM head and loss by our node (--fused-head)' : ''}${trainer.info.fusedNormBackward ? "; norms' backward by our nodes (--fused-norm-backward)" : ''}${trainer.info.gateUp16 ? `; steps merged into 16-bit weights write gate and up${trainer.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits (--gate-up-16${trainer.info.swigluGrad16 ? ' --swiglu-grad-16' : ''})` : ''}${trainer.info.fusedLoraBackward ? `; merged steps take the adapters' gradients in our nodes (--fused-lora-backward${trainer.info.fusedLora16 ? ", the MLP's in 16 bits: --fused-lora-16" : ''})` : ''}${trainer.info.nodeWaits === 'device' ? '; our nodes and ggml-cuda wait for each other on the GPU (--node-waits device)' : ''}`,
     );
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
