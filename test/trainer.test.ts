@@ -618,6 +618,10 @@ describe('LoRA gradients match finite differences', () => {
     for (const extra of [{}, { keptLayers: 1 }, { recompute: false }]) {
       const st = await nodes.step(mixedBatch(), { lr: 0, ...stepOpts, ...extra });
       assert.equal(st.graphCustomRuns, Math.ceil(n / 2) + 2 * n + 1, `${JSON.stringify(extra)}: ${st.graphCustomRuns} runs`);
+      // The plan's census counts them alike, over every micro-batch (a GPU's estimate prices them).
+      const plan = await nodes.plan(2, 14, { ...stepOpts, ...extra, census: true });
+      assert.equal(plan.microBatches, 2);
+      assert.equal(plan.censusCustomRuns, 2 * st.graphCustomRuns, `${JSON.stringify(extra)}: the plan's runs`);
     }
     ops.dispose();
     nodes.dispose();

@@ -424,6 +424,7 @@ private:
                 if (out->fuse_adapter == 2) o.Set("fuseAdapter", "bytes");
                 else o.Set("fuseAdapter", out->fuse_adapter == 1);
                 if (!out->census.empty()) {
+                    o.Set("censusCustomRuns", (double) out->census_custom_runs);
                     Napi::Array arr = Napi::Array::New(env, out->census.size());
                     for (size_t i = 0; i < out->census.size(); ++i) {
                         const OpCensus & c = out->census[i];

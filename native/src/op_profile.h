@@ -52,11 +52,15 @@ public:
     void add(const ggml_cgraph * gf);
     // Most bytes first.
     std::vector<OpCensus> list() const;
+    // Runs of our own nodes (GGML_OP_CUSTOM) in the graphs' order, views aside, as
+    // Placement::custom_runs counts them: on a GPU each is a piece of the scheduler's.
+    int64_t custom_runs() const { return custom_runs_; }
 
 private:
     OpCensus & entry(const std::string & op, const std::string & role);
     CensusKernels kernels_;
     std::map<std::string, OpCensus> by_key_;
+    int64_t custom_runs_ = 0;
 };
 
 class OpProfiler {

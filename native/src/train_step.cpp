@@ -439,7 +439,7 @@ MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std
     // The estimate prices the device's own kernels: this census where it counted those.
     const double estimate = counted == own ? priced_ms(ops) : estimated_ms(mbs, st, loss);
     return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter,
-                      census ? ops.list() : std::vector<OpCensus>{}, estimate};
+                      census ? ops.list() : std::vector<OpCensus>{}, census ? ops.custom_runs() : 0, estimate};
 }
 
 std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
@@ -506,17 +506,25 @@ double Trainer::estimated_ms(const std::vector<MicroBatch> & mbs, const StepSett
 
 double Trainer::priced_ms(const Census & census) const {
     const bool gpu = model_->backends->is_gpu();
-    double flops = 0, bytes = 0;
+    double flops = 0, bytes = 0, ops = 0;
     for (const OpCensus & o : census.list()) {
         flops += o.flops;
         bytes += o.bytes;
+        ops += (double) o.count;
     }
-    // Rates per millisecond. GPU: an H200's profiled step (Qwen2.5-1.5B shape, 16 x 512) ran its
-    // frozen-weight products at 290 to 330 TFLOP/s and most other roles at 0.7 to 1.2 TB/s.
-    // CPU: this project's 2-core machine, from one split and four kept layers of the same shape
-    // cut to 4 layers (4 x 256 tokens): 150 GFLOP/s and 6 GB/s. Only the ratio decides.
-    const double flops_per_ms = gpu ? 3.0e11 : 1.5e8, bytes_per_ms = gpu ? 1.0e9 : 6.0e6;
-    return flops / flops_per_ms + bytes / bytes_per_ms;
+    if (!gpu) {
+        // This project's 2-core machine, from one split and four kept layers of the Qwen2.5-1.5B
+        // shape cut to 4 layers (4 x 256 tokens): 150 GFLOP/s and 6 GB/s.
+        return flops / 1.5e8 + bytes / 6.0e6;
+    }
+    // Least squares over 12 timed steps of an H200 (Qwen2.5-1.5B shape, 16 x 512, 2026-11-27: the
+    // default, our nodes, 16 GiB plans in one and two micro-batches, waits on the host and on the
+    // device; 246 to 457 ms a step, within 4.3 ms rms): 2.7 TB/s, 620 TFLOP/s, 16 us an op, and
+    // 180 us each run of our nodes that the scheduler waits for on the host (the GPU idles while
+    // the host queues the next piece). Bytes and FLOPs alone (its rates before) ranked one micro-
+    // batch below two, where the GPU took 260 against 328 ms (246 against 268 waiting on the device).
+    const double runs = node_device_waits_ ? 0.0 : (double) census.custom_runs();
+    return flops / 6.2e11 + bytes / 2.7e9 + 0.016 * ops + 0.18 * runs;
 }
 
 std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens) {

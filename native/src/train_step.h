@@ -148,6 +148,8 @@ struct MemoryPlan {
     int fuse_adapter = 0;        // GraphOptions::fuse_adapter, likewise (0, 1 or 2)
     // With plan(..., census): the training passes' ops over all micro-batches (op_profile.h).
     std::vector<OpCensus> census;
+    // With it, the runs of our nodes over all micro-batches' passes (Census::custom_runs).
+    int64_t census_custom_runs = 0;
     // The step's work (its census on the device's kernels) at the device's rates, as
     // StepSettings::split_for_kept weighs splits: a relative cost, not a prediction.
     double estimated_ms = 0;

@@ -537,12 +537,19 @@ export interface MemoryPlan {
   /**
    * The planned step's work (its census on the device's kernels: product FLOPs and bytes moved)
    * at the device's rates, in ms: what StepOptions.keptSplit compares between splits. A relative
-   * cost, not a prediction of the step's time. GPU: 300 TFLOP/s and 1 TB/s (an H200's profiled
-   * products and its other ops); CPU: 150 GFLOP/s and 6 GB/s (a 2-core machine's).
+   * cost, fitted to one machine of each kind. GPU: 620 TFLOP/s, 2.7 TB/s, 16 µs an op and 180 µs
+   * each run of our nodes waited for on the host (TrainerOptions.nodeWaits 'host'), fitted to an
+   * H200's timed steps within 4.3 ms rms; CPU: 150 GFLOP/s and 6 GB/s (a 2-core machine's).
    */
   estimatedMs: number;
   /** With PlanOptions.census: the training passes' ops over all micro-batches, most bytes first. */
   census?: OpCensus[];
+  /**
+   * With PlanOptions.census: runs of our own nodes in the passes' graph order, summed over the
+   * micro-batches (StepResult.graphCustomRuns counts the largest pass's). The GPU's estimate
+   * prices each at a host wait unless TrainerOptions.nodeWaits is 'device'.
+   */
+  censusCustomRuns?: number;
   /** With PlanOptions.census: whose kernels it counted for (PlanOptions.censusKernels, settled). */
   censusKernels?: 'graph' | 'cuda';
 }
