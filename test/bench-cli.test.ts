@@ -39,6 +39,9 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
   assert.deepEqual([t.batch, t.len, t.steps], [2, 16, 1]);
   assert.ok(t.tokPerSec > 0 && t.msPerStep > 0);
   assert.deepEqual([t.graphSplits, t.fallbackOps], [1, []]);
+  // the warm-up step's loss and the timed one's, after an update
+  assert.equal(t.losses.length, 2);
+  assert.ok(t.losses.every((x: number) => Number.isFinite(x)) && t.losses[0] !== t.losses[1], JSON.stringify(t.losses));
 
   const u = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '3', '--kv-type', 'f32', '--threads', '1', '--kv-layout', 'unified', '--no-train', '--json']);
   assert.equal(u.status, 0, u.stderr);
@@ -129,7 +132,7 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
 });
 
-test('bench rejects bad flags and missing models with one line', () => {
+test('bench rejects bad flags and missing models with one line', async () => {
   const bad = run(['bench', '--model', join(dir, 'nope.gguf'), '--parallel', '0']);
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /^rrr-native: --parallel: expected a positive integer, got 0\n$/);
@@ -137,4 +140,11 @@ test('bench rejects bad flags and missing models with one line', () => {
   assert.notEqual(missing.status, 0);
   assert.equal(missing.stderr.trim().split('\n').length, 1, missing.stderr);
   assert.match(missing.stderr, /nope\.gguf/);
+  // our nodes' fast set, asked off a GPU
+  const model = join(dir, 'tiny-refused.gguf');
+  await makeTinyModel({ out: model });
+  const cpu = run(['bench', '--model', model, '--device', 'cpu', '--no-generation', '--train-all-nodes']);
+  assert.notEqual(cpu.status, 0);
+  assert.match(cpu.stderr, /^rrr-native: --train-all-nodes: every node of ours and their waits on the device are for a GPU; this model is on CPU/);
+  assert.equal(cpu.stderr.trim().split('\n').length, 1, cpu.stderr);
 });

@@ -166,6 +166,7 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
     ['--train-memory-gib', '0', /--train-memory-gib: expected a positive number of GiB, got 0/],
     ['--lora-dropout', '1', /--lora-dropout: expected a number in \[0, 1\), got 1/],
     ['--node-waits', 'device', /--node-waits device: it sets how a GPU's runs .* this model is on cpu/i],
+    ['--all-nodes', 'true', /--all-nodes: every node of ours and their waits on the device are for a GPU; this model is on cpu/i],
   ] as const) {
     const b = cli('train', flag, v, '--out', join(testDir(), 'memory-run-bad'));
     assert.equal(b.code, 1);

@@ -1,9 +1,10 @@
 // The bench's LoRA training rows: fwd + bwd + AdamW steps of B x L tokens, rank 16 on all
 // seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
+import { RrrError } from '../../engine/errors.js';
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
-import { flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { ALL_NODES, allNodesRefusal, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -70,6 +71,10 @@ export const trainingSection: BenchSection = {
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     // The fused attention backward's work space as asked (the device's default otherwise), for the trainer and the report.
     const workspace = args['train-attn-workspace-mib'] !== undefined ? { attnWorkspaceMiB: args['train-attn-workspace-mib'] } : {};
+    if (args['train-all-nodes']) {
+      const refused = allNodesRefusal('--train-all-nodes', model.info.device, model.info.gpu);
+      if (refused) throw new RrrError(refused);
+    }
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
@@ -87,6 +92,7 @@ export const trainingSection: BenchSection = {
       ...(args['train-node-waits'] !== undefined && { nodeWaits: args['train-node-waits'] }),
       ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
+      ...(args['train-all-nodes'] && ALL_NODES),
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}${tr.info.nodeWaits === 'device' ? ', our nodes and ggml-cuda waiting on the device' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;

@@ -54,6 +54,7 @@ export interface BenchArgs {
   'train-gate-up-16': boolean;
   'train-swiglu-grad-16': boolean;
   'train-node-waits'?: 'host' | 'device';
+  'train-all-nodes': boolean;
   'train-merge-bf16': boolean;
   'train-fused-attn-f16': boolean;
   'train-attn-workspace-mib'?: number;
@@ -391,6 +392,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         default: false,
         describe:
           "with --train-gate-up-16: the gradient at the SwiGLU (down's dx product) written in 16 bits by our node too, and read so by the SwiGLU's backward node (TrainerOptions.swigluGrad16)",
+      })
+      .option('train-all-nodes', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "every node of ours and --train-node-waits device, whatever those flags say (train --all-nodes: a GPU's fastest measured step); refused off a GPU",
       })
       .option('train-node-waits', {
         choices: ['host', 'device'] as const,

@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
-import { flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { ALL_NODES, allNodesRefusal, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -74,6 +74,7 @@ interface Args {
   'swiglu-grad-16': boolean;
   'merge-bf16': boolean;
   'node-waits'?: 'host' | 'device';
+  'all-nodes': boolean;
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
   'lora-dropout': number;
@@ -362,6 +363,12 @@ export const trainCommand: CommandModule<object, Args> = {
         describe:
           "where a step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose GPU products write f32 results directly instead of f16 ones converted after; 8 bits of mantissa instead of 11, and GeForce cards sum them at half their f16 rate; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
       })
+      .option('all-nodes', {
+        type: 'boolean',
+        default: false,
+        describe:
+          "a GPU's fastest measured step: every node of ours (--fused-attn-backward --fused-attn-f16 --fused-mlp-backward --fused-merge --merge-bf16 --fused-lora-backward --fused-lora-16 --fused-head --fused-norm-backward --gate-up-16 --swiglu-grad-16) and --node-waits device, whatever those flags say. An H200 ran 16 x 512 tokens of the Qwen2.5-1.5B shape at 1.20x to 1.31x PEFT's tok/s with them in a 16 GiB budget, against 0.71x for the default step; off by default until the GPU run of their tests is clean (README). Refused off a GPU",
+      })
       .option('node-waits', {
         choices: ['host', 'device'] as const,
         describe:
@@ -404,6 +411,11 @@ export const trainCommand: CommandModule<object, Args> = {
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
     const model = await Model.load(cfg.model, { device: a.device, threads: a.threads });
+    if (a['all-nodes']) {
+      const refused = allNodesRefusal('--all-nodes', model.info.device, model.info.gpu);
+      if (refused) throw new RrrError(refused);
+      execution.nodes = { ...execution.nodes, ...ALL_NODES };
+    }
     if (execution.nodes.nodeWaits !== undefined) {
       const { nodeWaits, ...switches } = execution.nodes;
       if (!model.info.gpu) throw new RrrError(`--node-waits ${nodeWaits}: it sets how a GPU's runs of our nodes and ggml-cuda's ops wait for each other; this model is on ${model.info.device}`);
