@@ -227,6 +227,13 @@ BEST="--train-memory-gib 16 --train-fused-attn-backward --train-fused-attn-f16 -
 BEST_LORA16="$BEST --train-fused-lora-backward --train-fused-lora-16"
 BEST_NORM="$BEST_LORA16 --train-fused-head --train-fused-norm-backward"
 TRAIN_VARIANTS=(
+  # --train-all-nodes (every node of ours and device waits, train --all-nodes) in 16 GiB, where the
+  # planner's GPU prices (ops and host waits counted since 2026-11-27) should now take one
+  # micro-batch, 5 timed steps; the same profiled (each op waited on alone) and counted; and at
+  # the default budget (80% of the free memory).
+  "budget16-allnodes|--train-memory-gib 16 --train-all-nodes --train-steps 5"
+  "budget16-allnodes-prof|--train-memory-gib 16 --train-all-nodes --train-profile --train-census"
+  "allnodes|--train-all-nodes --train-steps 5"
   "util|--train-steps 20"
   "nographs|--train-steps 20|GGML_CUDA_DISABLE_GRAPHS=1"
   "default|--train-profile --train-census"
