@@ -61,8 +61,14 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
             p.b = ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, spec.rank, n_out);
             ggml_set_name(p.a, (stem + ".lora_a").c_str());
             ggml_set_name(p.b, (stem + ".lora_b").c_str());
-            params_.push_back(p.a);
-            params_.push_back(p.b);
+        }
+        // A layer's A tensors side by side in target order, then its B tensors: the projections
+        // that read one x (q, k, v; gate, up) then have their A stacked in memory already, a view
+        // where a graph would concatenate them (stacked_a in train_graph.cpp).
+        for (bool b_side : {false, true}) {
+            for (const LoraPair & p : layers_[il].pairs) {
+                if (p.active()) params_.push_back(b_side ? p.b : p.a);
+            }
         }
     }
     // One buffer laid out as the optimizer's gradients and moments are: its update is one op.
@@ -77,12 +83,15 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
 
     SplitMix64 rng(spec.seed);
     std::vector<float> tmp;
-    for (size_t i = 0; i < params_.size(); i += 2) {
-        ggml_tensor * a = params_[i];
-        const double bound = 1.0 / std::sqrt((double) a->ne[0]);
-        tmp.resize((size_t) ggml_nelements(a));
-        for (float & x : tmp) x = (float) ((2.0 * rng.uniform() - 1.0) * bound);
-        ggml_backend_tensor_set(a, tmp.data(), 0, ggml_nbytes(a));
+    // A drawn layer by layer, target by target (the order before params_ put a layer's A side by side).
+    for (const LoraLayer & layer : layers_) {
+        for (const LoraPair & p : layer.pairs) {
+            if (!p.active()) continue;
+            const double bound = 1.0 / std::sqrt((double) p.a->ne[0]);
+            tmp.resize((size_t) ggml_nelements(p.a));
+            for (float & x : tmp) x = (float) ((2.0 * rng.uniform() - 1.0) * bound);
+            ggml_backend_tensor_set(p.a, tmp.data(), 0, ggml_nbytes(p.a));
+        }
     }
 }
 

@@ -35,7 +35,7 @@ public:
 
     const AdapterSpec & spec() const { return spec_; }
     float scale() const { return spec_.alpha / (float) spec_.rank; }
-    LoraView view() const { return LoraView{&layers_, scale()}; }
+    LoraView view() const { return LoraView{&layers_, scale(), whole_}; }
     const std::vector<LoraLayer> & layers() const { return layers_; }
     const std::string & arch() const { return arch_; }
 

@@ -32,6 +32,8 @@ struct LoraLayer {
 struct LoraView {
     const std::vector<LoraLayer> * layers = nullptr;
     float scale = 0.0f; // alpha / rank; 0 disables the adapter (the base model)
+    // One tensor over all the adapter's A and B (flat_buffer.h), for views across neighbours; may be null.
+    ggml_tensor * whole = nullptr;
     bool enabled() const { return layers != nullptr && scale != 0.0f; }
     const LoraPair * pair(int64_t il, LoraTarget t) const {
         if (!enabled()) return nullptr;

@@ -778,9 +778,20 @@ private:
     // (a group's first pair names it) for the forward, recomputed and backward passes.
     ggml_tensor * stacked_a(const std::vector<const LoraPair *> & ps) {
         ggml_tensor *& A = stacked_a_[ps[0]];
-        if (!A) {
-            for (const LoraPair * p : ps) A = A ? ggml_concat(ctx_, A, p->a, 1) : p->a;
+        if (A) return A;
+        // The adapter lays a layer's A side by side (adapter.cpp): the stack is then a view of
+        // its memory. A gap (the backend's alignment past an odd-sized A) takes a concatenation.
+        bool adjacent = ps.size() > 1 && lora_.whole && lora_.whole->data;
+        for (size_t i = 1; adjacent && i < ps.size(); ++i) {
+            const ggml_tensor * prev = ps[i - 1]->a, * a = ps[i]->a;
+            adjacent = a->ne[0] == prev->ne[0] && (const char *) a->data == (const char *) prev->data + ggml_nbytes(prev);
         }
+        if (adjacent) {
+            const ggml_tensor * a0 = ps[0]->a;
+            const size_t offset = (size_t) ((const char *) a0->data - (const char *) lora_.whole->data);
+            return A = ggml_view_2d(ctx_, lora_.whole, a0->ne[0], a0->ne[1] * (int64_t) ps.size(), a0->nb[1], offset);
+        }
+        for (const LoraPair * p : ps) A = A ? ggml_concat(ctx_, A, p->a, 1) : p->a;
         return A;
     }
 
