@@ -33,6 +33,8 @@ public:
     const AdamWConfig & config() const { return cfg_; }
     const std::vector<ggml_tensor *> & params() const { return params_; }
     const std::vector<ggml_tensor *> & grads() const { return grads_; }
+    // One tensor over all of grads() (flat_buffer.h).
+    ggml_tensor * grads_whole() const { return grads_whole_; }
     const std::vector<ggml_tensor *> & first_moments() const { return m_; }
     const std::vector<ggml_tensor *> & second_moments() const { return v_; }
 

@@ -19,8 +19,11 @@ bool is_grads(const ggml_tensor * t) { return is_custom_node(t, grads_cpu); }
 int64_t n_srcs(const ggml_tensor * t) { return (int64_t) std::count_if(t->src, t->src + GGML_MAX_SRC, [](const ggml_tensor * s) { return s != nullptr; }); }
 // The rows node's srcs: x, A, then B₁..B_k, then dy₁..dy_k.
 int64_t rows_terms(const ggml_tensor * t) { return (n_srcs(t) - 2) / 2; }
-// The gradients node's srcs: x, the rows node, then dy₁..dy_k.
-int64_t grads_terms(const ggml_tensor * t) { return n_srcs(t) - 2; }
+// Whether a gradients node sums into the gradient buffers its srcs end with (lora_back_grads_into).
+bool grads_into(const ggml_tensor * t) { return (custom_node_bits(t) & 1) != 0; }
+// The gradients node's srcs: x, the rows node, then dy₁..dy_k; summing into the buffers, then
+// the group's dA buffer and each dBᵢ's.
+int64_t grads_terms(const ggml_tensor * t) { return grads_into(t) ? (n_srcs(t) - 3) / 2 : n_srcs(t) - 2; }
 
 // Work space for 16-bit copies, in f32 slots, each part 256-byte aligned.
 int64_t slots16(int64_t n) { return ((n + 1) / 2 + 63) / 64 * 64; }
@@ -63,17 +66,23 @@ std::vector<NodeGemm> rows_gemms(ggml_tensor * const * src, int64_t k, float sca
 }
 
 // A gradients node's products over its srcs (x, the rows node, dy₁..dy_k), the same way: dA
-// [n_in, r·k], then each dBᵢ [r, n_out_i], then (aligned) the work space, if any.
-std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * out, int64_t * end) {
+// [n_in, r·k], then each dBᵢ [r, n_out_i], then (aligned) the work space, if any. With `into`
+// they add to the buffers the srcs end with (beta 1) and the node holds only the work space.
+std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, bool into, float * out, int64_t * end) {
     const ggml_tensor * x = src[0], * rows = src[1];
     const int64_t n_in = x->ne[0], T = x->ne[1], rk = rows->ne[0], r = rk / k;
-    int64_t results = n_in * rk;
-    for (int64_t i = 0; i < k; ++i) results += r * src[2 + i]->ne[0];
+    int64_t results = 0;
+    if (!into) {
+        results = n_in * rk;
+        for (int64_t i = 0; i < k; ++i) results += r * src[2 + i]->ne[0];
+    }
     const int64_t first_work = (results + 63) / 64 * 64;
     int64_t work = first_work;
+    const float beta = into ? 1.0f : 0.0f;
+    auto dest = [&](int64_t j, int64_t pos) { return into ? (src[2 + k + j]->data ? (float *) src[2 + k + j]->data : nullptr) : f32_at(out, pos); };
     std::vector<NodeGemm> g;
     // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
-    NodeGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, 0.0f, out, n_in};
+    NodeGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, beta, dest(0, 0), n_in};
     if (is16(x->type)) {
         dA.in = x->type;
         dA.B.work = f32_at(out, work);
@@ -85,7 +94,7 @@ std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * 
         const ggml_tensor * dy = src[2 + i];
         const int64_t n_out = dy->ne[0];
         // dBᵢ = axᵢ dyᵢᵀ; ax rounded to a 16-bit dy's type
-        NodeGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, 0.0f, f32_at(out, pos), r};
+        NodeGemm d{false, true, r, n_out, T, 1.0f, {at(rows, i * r), rows->type, rk}, {at(dy, 0), dy->type, n_out}, beta, dest(1 + i, pos), r};
         if (is16(dy->type)) {
             d.in = dy->type;
             d.A.work = f32_at(out, work);
@@ -102,7 +111,7 @@ std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, float * 
 std::vector<NodeGemm> gemms_of(const ggml_tensor * t) {
     int64_t end = 0;
     if (is_rows(t)) return rows_gemms(t->src, rows_terms(t), bits_float((uint32_t) custom_node_bits(t)), (float *) t->data, &end);
-    if (is_grads(t)) return grads_gemms(t->src, grads_terms(t), (float *) t->data, &end);
+    if (is_grads(t)) return grads_gemms(t->src, grads_terms(t), grads_into(t), (float *) t->data, &end);
     return {};
 }
 
@@ -153,16 +162,34 @@ ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * rows) {
     ggml_tensor * args[5] = {rows->src[0], rows};
     for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
     int64_t end = 0;
-    grads_gemms(args, k, nullptr, &end);
+    grads_gemms(args, k, false, nullptr, &end);
     return ggml_custom_4d(ctx, GGML_TYPE_F32, end, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
 }
 
+ggml_tensor * lora_back_grads_into(ggml_context * ctx, ggml_tensor * rows, ggml_tensor * dA, const std::vector<ggml_tensor *> & dB) {
+    expect(is_rows(rows), "the gradients node takes a rows node");
+    const int64_t k = rows_terms(rows), n_in = rows->src[0]->ne[0], rk = rows->ne[0], r = rk / k;
+    expect((int64_t) dB.size() == k && plain_f32(dA) && dA->ne[0] == n_in && dA->ne[1] == rk, "expected f32 dA buffers [n_in, r k] and one dB buffer an adapter");
+    ggml_tensor * args[GGML_MAX_SRC] = {rows->src[0], rows};
+    for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
+    args[2 + k] = dA;
+    for (int64_t i = 0; i < k; ++i) {
+        expect(plain_f32(dB[(size_t) i]) && dB[(size_t) i]->ne[0] == r && dB[(size_t) i]->ne[1] == args[2 + i]->ne[0], "expected f32 dB buffers [r, n_out]");
+        args[3 + k + i] = dB[(size_t) i];
+    }
+    int64_t end = 0;
+    grads_gemms(args, k, true, nullptr, &end);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, std::max<int64_t>(end, 1), 1, 1, 1, args, (int) (3 + 2 * k), grads_cpu, GGML_N_TASKS_MAX, as_userdata(1));
+}
+
 ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i) {
+    expect(!grads_into(grads), "a node summing into the gradient buffers holds no gradients of its own");
     const int64_t k = grads_terms(grads), n_in = grads->src[0]->ne[0], r = grads->src[1]->ne[0] / k;
     return ggml_view_2d(ctx, grads, n_in, r, (size_t) n_in * sizeof(float), (size_t) (i * r * n_in) * sizeof(float));
 }
 
 ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t i) {
+    expect(!grads_into(grads), "a node summing into the gradient buffers holds no gradients of its own");
     const int64_t k = grads_terms(grads), n_in = grads->src[0]->ne[0], rk = grads->src[1]->ne[0], r = rk / k;
     int64_t at = n_in * rk;
     for (int64_t j = 0; j < i; ++j) at += r * grads->src[2 + j]->ne[0];

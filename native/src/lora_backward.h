@@ -40,6 +40,12 @@ ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
 // adapter's dBᵢ [r, n_out_i] (axᵢ dyᵢᵀ), read through lora_back_grad_a/_b, then any work space;
 // x and the gradients are the rows node's.
 ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * rows);
+// The same node summing straight into the gradient buffers instead (each product's beta 1):
+// `dA` the group's dA's [n_in, r·k] side by side (a view of the optimizer's flat gradients),
+// `dB` each adapter's dBᵢ [r, n_out_i]. The node itself holds only work space. Where each group
+// added its k dA and k dB into the buffers with ggml's ADD, 14 ops a layer at r·(n_in + n_out)
+// numbers each, too small to keep a GPU busy for their launch.
+ggml_tensor * lora_back_grads_into(ggml_context * ctx, ggml_tensor * rows, ggml_tensor * dA, const std::vector<ggml_tensor *> & dB);
 // Adapter i's dA [n_in, r] and dB [r, n_out_i], views of the gradients node.
 ggml_tensor * lora_back_grad_a(ggml_context * ctx, ggml_tensor * grads, int64_t i);
 ggml_tensor * lora_back_grad_b(ggml_context * ctx, ggml_tensor * grads, int64_t i);

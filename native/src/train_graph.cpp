@@ -93,6 +93,8 @@ public:
     }
 
     std::unordered_map<const ggml_tensor *, ggml_tensor *> grad_of;
+    // One tensor over all of grad_of's buffers (the optimizer's flat gradients), or null.
+    ggml_tensor * grads_whole = nullptr;
     // Whether layer il keeps its activations for the backward pass (GraphOptions::recompute off
     // keeps every layer's, kept_layers the top layers' dear ones) rather than recomputing them.
     bool keeps(int64_t il) const { return !recompute || il >= c_.n_layer - kept_layers; }
@@ -1053,12 +1055,38 @@ private:
     // The pending nodes, made and put in the graph.
     void flush_lora() {
         for (LoraGroup & g : lora_pending_) {
-            g.grads = lora_back_grads(ctx_, lora_back_rows(ctx_, g.x, stacked_a(g.pairs), g.terms, train_scale()));
+            ggml_tensor * rows = lora_back_rows(ctx_, g.x, stacked_a(g.pairs), g.terms, train_scale());
+            if (ggml_tensor * dA = stacked_grad_a(g.pairs)) {
+                // The group's dA lie side by side in the gradient buffers as their A do in the
+                // adapter's: the node sums into them itself, no adds after the run.
+                std::vector<ggml_tensor *> dB;
+                for (const LoraPair * p : g.pairs) dB.push_back(grad_of.at(p->b));
+                ggml_build_forward_expand(gf_, lora_back_grads_into(ctx_, rows, dA, dB));
+                continue;
+            }
+            g.grads = lora_back_grads(ctx_, rows);
             ggml_build_forward_expand(gf_, g.grads);
             lora_unadded_.push_back(std::move(g));
         }
         lora_pending_.clear();
         done("lora");
+    }
+
+    // The group's dA buffers as one [n_in, r·k] view of the flat gradients where they lie side
+    // by side (as stacked_a's A do), else null.
+    ggml_tensor * stacked_grad_a(const std::vector<const LoraPair *> & ps) const {
+        if (!grads_whole || !grads_whole->data) return nullptr;
+        std::vector<const ggml_tensor *> d;
+        for (const LoraPair * p : ps) {
+            auto it = grad_of.find(p->a);
+            if (it == grad_of.end() || !it->second->data) return nullptr;
+            d.push_back(it->second);
+        }
+        for (size_t i = 1; i < d.size(); ++i) {
+            if (d[i]->ne[0] != d[0]->ne[0] || (const char *) d[i]->data != (const char *) d[i - 1]->data + ggml_nbytes(d[i - 1])) return nullptr;
+        }
+        const size_t offset = (size_t) ((const char *) d[0]->data - (const char *) grads_whole->data);
+        return ggml_view_2d(ctx_, grads_whole, d[0]->ne[0], d[0]->ne[1] * (int64_t) d.size(), d[0]->nb[1], offset);
     }
 
     // The flushed groups' sums into the gradient buffers, once the run of ours is over.
@@ -1380,7 +1408,7 @@ struct TrainingGraph {
     std::vector<ggml_tensor *> lps;
 };
 
-TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads, const MicroBatch & mb,
+TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapter, const GradBuffers & grads, const MicroBatch & mb,
                                    const LossSpec & loss, const GraphOptions & opt) {
     check_batch(mb, loss, true);
     const ModelConfig & c = w.config();
@@ -1392,7 +1420,8 @@ TrainingGraph build_training_graph(const ModelWeights & w, const Adapter & adapt
     t.in = make_inputs(t.g->ctx, w, mb, true, loss, opt);
     Builder b(t.g->ctx, gf, w, adapter.view(), t.in, mb.L, mb.B, opt);
     const auto & params = adapter.params();
-    for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads[i];
+    for (size_t i = 0; i < params.size(); ++i) b.grad_of[params[i]] = grads.each[i];
+    b.grads_whole = grads.whole;
 
     std::vector<ggml_tensor *> inputs((size_t) c.n_layer + 1);
     std::vector<LayerActs> acts((size_t) c.n_layer);
@@ -1431,7 +1460,7 @@ void TrainingPassCacheDeleter::operator()(TrainingPassCache * c) const { delete 
 
 TrainingPassCachePtr new_training_pass_cache() { return TrainingPassCachePtr(new TrainingPassCache); }
 
-std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const GradBuffers & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
                                         Placement * placed, double * host_ms, TrainingPassCache * cache) {
     const auto t0 = Clock::now();
@@ -1452,7 +1481,7 @@ std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & 
     return out;
 }
 
-std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const GradBuffers & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
                                         const GraphOptions & opt, Census * census) {
     TrainingGraph t = build_training_graph(w, adapter, grads, mb, loss, opt);

@@ -178,20 +178,27 @@ struct TrainingPassCacheDeleter {
 using TrainingPassCachePtr = std::unique_ptr<TrainingPassCache, TrainingPassCacheDeleter>;
 TrainingPassCachePtr new_training_pass_cache();
 
-// Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` (same order as
-// adapter.params()) and returns the rows' log-probs. With `cache`, the graph and the
+// The gradient buffers a training pass adds into: one a parameter (same order as
+// adapter.params()), and one tensor over all of them (the optimizer's flat gradients, where
+// neighbours' sums may be written as one; may be null).
+struct GradBuffers {
+    const std::vector<ggml_tensor *> & each;
+    ggml_tensor * whole = nullptr;
+};
+
+// Forward + backward of the micro-batch's loss; adds dLoss/dθ into `grads` and returns the rows' log-probs. With `cache`, the graph and the
 // scheduler's allocation of it stay after the pass, and the next micro-batch of the same shape
 // (positions, sequences, loss rows, with the same loss and options) runs them again with its own
 // inputs, without building, placing and planning a graph (a GPU waits through that). The caller
 // resets the scheduler before it runs another graph on it.
-std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+std::vector<float> accumulate_gradients(const ModelWeights & w, const Adapter & adapter, const GradBuffers & grads,
                                         ggml_backend_sched_t sched, const MicroBatch & mb, const LossSpec & loss, const GraphOptions & opt,
                                         Placement * placed = nullptr, double * host_ms = nullptr, TrainingPassCache * cache = nullptr);
 
 // Bytes the training pass over `mb` needs in each of the scheduler's backends' compute buffers
 // (in the scheduler's backend order), found by planning its graph: nothing is run or allocated.
 // Adds the graph's op census (op_profile.h) into `census` when given.
-std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const std::vector<ggml_tensor *> & grads,
+std::vector<size_t> training_pass_bytes(const ModelWeights & w, const Adapter & adapter, const GradBuffers & grads,
                                         ggml_backend_sched_t sched, int n_backends, const MicroBatch & mb, const LossSpec & loss,
                                         const GraphOptions & opt, Census * census = nullptr);
 
