@@ -79,7 +79,8 @@ std::vector<NodeGemm> grads_gemms(ggml_tensor * const * src, int64_t k, bool int
     const int64_t first_work = (results + 63) / 64 * 64;
     int64_t work = first_work;
     const float beta = into ? 1.0f : 0.0f;
-    auto dest = [&](int64_t j, int64_t pos) { return into ? (src[2 + k + j]->data ? (float *) src[2 + k + j]->data : nullptr) : f32_at(out, pos); };
+    // the j-th buffer the srcs end with (dA, then each dBᵢ), or the node's own result at pos
+    auto dest = [&](int64_t j, int64_t pos) { return into ? (float *) src[2 + k + j]->data : f32_at(out, pos); };
     std::vector<NodeGemm> g;
     // dA = x daᵀ for the whole group, x read once; da rounded to a 16-bit x's type
     NodeGemm dA{false, true, n_in, rk, T, 1.0f, {at(x, 0), x->type, n_in}, {at(rows, rk * T), rows->type, rk}, beta, dest(0, 0), n_in};
