@@ -122,19 +122,29 @@ int host_inputs_of(ggml_cgraph * gf) {
     return (int) inputs.size();
 }
 
+int custom_runs_of(ggml_cgraph * gf) {
+    int runs = 0;
+    bool in_run = false;
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        const ggml_tensor * t = ggml_graph_node(gf, i);
+        if (is_view_op(t)) continue;
+        const bool custom = t->op == GGML_OP_CUSTOM;
+        if (custom && !in_run) runs += 1;
+        in_run = custom;
+    }
+    return runs;
+}
+
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf, int host_inputs) {
     Placement p;
     p.splits = ggml_backend_sched_get_n_splits(sched);
     p.host_inputs = host_inputs;
+    p.custom_runs = custom_runs_of(gf);
     ggml_backend_t primary = ggml_backend_sched_get_backend(sched, 0);
-    bool in_run = false;
     for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
         ggml_tensor * t = ggml_graph_node(gf, i);
         // Views and reshapes cost nothing wherever they are placed.
         if (is_view_op(t)) continue;
-        const bool custom = t->op == GGML_OP_CUSTOM;
-        if (custom && !in_run) p.custom_runs += 1;
-        in_run = custom;
         ggml_backend_t at = ggml_backend_sched_get_tensor_backend(sched, t);
         // A backend on the primary's own buffers (custom_backend.h) runs on the same device.
         if (at && at != primary && ggml_backend_get_default_buffer_type(at) != ggml_backend_get_default_buffer_type(primary)) {

@@ -45,6 +45,8 @@ size_t compute_buffer_bytes(ggml_backend_sched_t sched, ggml_backend_t primary);
 // Host inputs a graph's kernels read (Placement::host_inputs), counted before the scheduler
 // allocates it: a GPU's scheduler then points each kernel at its device copy of the input.
 int host_inputs_of(ggml_cgraph * gf);
+// Placement::custom_runs of a graph.
+int custom_runs_of(ggml_cgraph * gf);
 // After ggml_backend_sched_alloc_graph, with host_inputs_of() taken before it.
 Placement placement_of(ggml_backend_sched_t sched, ggml_cgraph * gf, int host_inputs);
 

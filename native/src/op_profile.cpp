@@ -173,13 +173,10 @@ OpCensus & Census::entry(const std::string & op, const std::string & role) {
 
 void Census::add(const ggml_cgraph * gf) {
     ggml_cgraph * g = const_cast<ggml_cgraph *>(gf); // ggml's graph accessors take non-const graphs
-    bool in_run = false;
+    custom_runs_ += custom_runs_of(g);
     for (int i = 0; i < ggml_graph_n_nodes(g); ++i) {
         const ggml_tensor * t = ggml_graph_node(g, i);
         if (is_view_op(t)) continue;
-        const bool custom = t->op == GGML_OP_CUSTOM;
-        if (custom && !in_run) custom_runs_ += 1;
-        in_run = custom;
         const std::string role = role_of(t);
         std::vector<Conversion> conv;
         OpCensus & c = entry(op_key(t), role);

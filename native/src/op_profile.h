@@ -52,8 +52,7 @@ public:
     void add(const ggml_cgraph * gf);
     // Most bytes first.
     std::vector<OpCensus> list() const;
-    // Runs of our own nodes (GGML_OP_CUSTOM) in the graphs' order, views aside, as
-    // Placement::custom_runs counts them: on a GPU each is a piece of the scheduler's.
+    // Runs of our own nodes over the graphs added (custom_runs_of in backend.h).
     int64_t custom_runs() const { return custom_runs_; }
 
 private:

@@ -781,20 +781,28 @@ private:
     ggml_tensor * stacked_a(const std::vector<const LoraPair *> & ps) {
         ggml_tensor *& A = stacked_a_[ps[0]];
         if (A) return A;
+        if (ps.size() == 1) return A = ps[0]->a;
         // The adapter lays a layer's A side by side (adapter.cpp): the stack is then a view of
         // its memory. A gap (the backend's alignment past an odd-sized A) takes a concatenation.
-        bool adjacent = ps.size() > 1 && lora_.whole && lora_.whole->data;
-        for (size_t i = 1; adjacent && i < ps.size(); ++i) {
-            const ggml_tensor * prev = ps[i - 1]->a, * a = ps[i]->a;
-            adjacent = a->ne[0] == prev->ne[0] && (const char *) a->data == (const char *) prev->data + ggml_nbytes(prev);
-        }
-        if (adjacent) {
-            const ggml_tensor * a0 = ps[0]->a;
-            const size_t offset = (size_t) ((const char *) a0->data - (const char *) lora_.whole->data);
-            return A = ggml_view_2d(ctx_, lora_.whole, a0->ne[0], a0->ne[1] * (int64_t) ps.size(), a0->nb[1], offset);
-        }
+        std::vector<const ggml_tensor *> as;
+        for (const LoraPair * p : ps) as.push_back(p->a);
+        if ((A = side_by_side(as, lora_.whole))) return A;
         for (const LoraPair * p : ps) A = A ? ggml_concat(ctx_, A, p->a, 1) : p->a;
         return A;
+    }
+
+    // Matrices [n, m_i] that lie one after another in `whole`'s memory, as one [n, Σ m_i] view of
+    // it; null where any gap or other row length parts them (or without `whole`).
+    ggml_tensor * side_by_side(const std::vector<const ggml_tensor *> & ts, ggml_tensor * whole) const {
+        if (!whole || !whole->data) return nullptr;
+        int64_t cols = 0;
+        for (size_t i = 0; i < ts.size(); ++i) {
+            if (!ts[i]->data || ts[i]->ne[0] != ts[0]->ne[0]) return nullptr;
+            if (i > 0 && (const char *) ts[i]->data != (const char *) ts[i - 1]->data + ggml_nbytes(ts[i - 1])) return nullptr;
+            cols += ts[i]->ne[1];
+        }
+        const size_t offset = (size_t) ((const char *) ts[0]->data - (const char *) whole->data);
+        return ggml_view_2d(ctx_, whole, ts[0]->ne[0], cols, ts[0]->nb[1], offset);
     }
 
     // Which (layer, projection) an adapter pair is: its column of the dropout factors.
@@ -1060,7 +1068,7 @@ private:
                 // The group's dA lie side by side in the gradient buffers as their A do in the
                 // adapter's: the node sums into them itself, no adds after the run.
                 std::vector<ggml_tensor *> dB;
-                for (const LoraPair * p : g.pairs) dB.push_back(grad_of.at(p->b));
+                for (const LoraPair * p : g.pairs) dB.push_back(grad_buffer(p->b));
                 ggml_build_forward_expand(gf_, lora_back_grads_into(ctx_, rows, dA, dB));
                 continue;
             }
@@ -1075,18 +1083,9 @@ private:
     // The group's dA buffers as one [n_in, r·k] view of the flat gradients where they lie side
     // by side (as stacked_a's A do), else null.
     ggml_tensor * stacked_grad_a(const std::vector<const LoraPair *> & ps) const {
-        if (!grads_whole || !grads_whole->data) return nullptr;
         std::vector<const ggml_tensor *> d;
-        for (const LoraPair * p : ps) {
-            auto it = grad_of.find(p->a);
-            if (it == grad_of.end() || !it->second->data) return nullptr;
-            d.push_back(it->second);
-        }
-        for (size_t i = 1; i < d.size(); ++i) {
-            if (d[i]->ne[0] != d[0]->ne[0] || (const char *) d[i]->data != (const char *) d[i - 1]->data + ggml_nbytes(d[i - 1])) return nullptr;
-        }
-        const size_t offset = (size_t) ((const char *) d[0]->data - (const char *) grads_whole->data);
-        return ggml_view_2d(ctx_, grads_whole, d[0]->ne[0], d[0]->ne[1] * (int64_t) d.size(), d[0]->nb[1], offset);
+        for (const LoraPair * p : ps) d.push_back(grad_buffer(p->a));
+        return side_by_side(d, grads_whole);
     }
 
     // The flushed groups' sums into the gradient buffers, once the run of ours is over.
@@ -1183,12 +1182,16 @@ private:
         return ggml_scale(ctx_, ggml_mul_mat(ctx_, ggml_cont(ctx_, ggml_transpose(ctx_, b.pr->b)), b.dy), train_scale());
     }
 
-    void accumulate(const ggml_tensor * param, ggml_tensor * d) {
+    ggml_tensor * grad_buffer(const ggml_tensor * param) const {
         auto it = grad_of.find(param);
         if (it == grad_of.end()) throw Error(std::string("internal error: no gradient buffer for ") + param->name);
+        return it->second;
+    }
+
+    void accumulate(const ggml_tensor * param, ggml_tensor * d) {
         // In place: the sum is written straight into the gradient buffer, one op instead of an add
         // and a copy back.
-        ggml_build_forward_expand(gf_, ggml_add_inplace(ctx_, it->second, d));
+        ggml_build_forward_expand(gf_, ggml_add_inplace(ctx_, grad_buffer(param), d));
     }
 
     ggml_tensor * rope(ggml_tensor * t) {
