@@ -1,5 +1,6 @@
 // The flags train and bench share for how a training step runs, turned into the engine's
 // options. 'auto' leaves the engine's default (undefined).
+import { RrrError } from '../engine/errors.js';
 import type { StepOptions, TrainerOptions } from '../engine/types.js';
 
 export type FlashAttnFlag = 'auto' | 'on' | 'off';
@@ -37,7 +38,7 @@ export const ALL_NODES = {
   nodeWaits: 'device',
 } as const satisfies Partial<TrainerOptions>;
 
-/** The one-line refusal of --all-nodes off a GPU, or null. */
-export function allNodesRefusal(flag: string, device: string, gpu: boolean): string | null {
-  return gpu ? null : `${flag}: every node of ours and their waits on the device are for a GPU; this model is on ${device} (each node would run as the CPU's plain loops)`;
+/** Refuses `flag` (--all-nodes, --train-all-nodes) in one line where the model is not on a GPU. */
+export function refuseAllNodesOffGpu(flag: string, model: { device: string; gpu: boolean }): void {
+  if (!model.gpu) throw new RrrError(`${flag}: every node of ours and their waits on the device are for a GPU; this model is on ${model.device} (each node would run as the CPU's plain loops)`);
 }

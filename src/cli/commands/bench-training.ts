@@ -1,10 +1,9 @@
 // The bench's LoRA training rows: fwd + bwd + AdamW steps of B x L tokens, rank 16 on all
 // seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
-import { RrrError } from '../../engine/errors.js';
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
-import { ALL_NODES, allNodesRefusal, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { ALL_NODES, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -71,10 +70,7 @@ export const trainingSection: BenchSection = {
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     // The fused attention backward's work space as asked (the device's default otherwise), for the trainer and the report.
     const workspace = args['train-attn-workspace-mib'] !== undefined ? { attnWorkspaceMiB: args['train-attn-workspace-mib'] } : {};
-    if (args['train-all-nodes']) {
-      const refused = allNodesRefusal('--train-all-nodes', model.info.device, model.info.gpu);
-      if (refused) throw new RrrError(refused);
-    }
+    if (args['train-all-nodes']) refuseAllNodesOffGpu('--train-all-nodes', model.info);
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),

@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
-import { ALL_NODES, allNodesRefusal, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { ALL_NODES, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -152,6 +152,9 @@ function buildConfig(a: Args, model: string): RunConfig {
     grpo,
   };
 }
+
+// Why each node switch is off by default, said once for all of them in --help.
+const TIMED_TOGETHER = "an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean";
 
 /** The trainer's switches for our own nodes and bf16 merges, as the flags give them. */
 type NodeSwitches = Pick<
@@ -301,67 +304,67 @@ export const trainCommand: CommandModule<object, Args> = {
         type: 'boolean',
         default: false,
         describe:
-          "take attention back in one node of our own instead of ggml's ops (no attention probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS products in TF32 unless the weights are f32); off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `take attention back in one node of our own instead of ggml's ops (no attention probabilities kept or rebuilt for it, no permuting copies; on a GPU cuBLAS products in TF32 unless the weights are f32); off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-mlp-backward', {
         type: 'boolean',
         default: false,
         describe:
-          "take the MLP's SwiGLU back in one node of our own instead of three of ggml's ops (one pass over its gate, up and their gradient instead of three), and in merged steps over 16-bit weights with --fused-merge its forward too (written in the down product's type); off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `take the MLP's SwiGLU back in one node of our own instead of three of ggml's ops (one pass over its gate, up and their gradient instead of three), and in merged steps over 16-bit weights with --fused-merge its forward too (written in the down product's type); off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-merge', {
         type: 'boolean',
         default: false,
         describe:
-          "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): each W + s·B·A by one node of our own instead of three of ggml's ops (4 bytes a weight instead of 12); off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-lora-backward', {
         type: 'boolean',
         default: false,
         describe:
-          "where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): take each group of adapters' gradients in two nodes of our own instead of about a dozen of ggml's ops an adapter; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `where a step merges the adapter into the weights (--merge-adapter, a GPU's default with f16 weights): take each group of adapters' gradients in two nodes of our own instead of about a dozen of ggml's ops an adapter; off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-lora-16', {
         type: 'boolean',
         default: false,
         describe:
-          "with --fused-lora-backward and --fused-mlp-backward over 16-bit merged weights: the MLP's adapter gradients (gate, up, down) multiply 16-bit numbers with f32 sums, as PEFT's bf16 training does, and the SwiGLU node writes 16 bits alone; off by default: 16-bit precision there; an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `with --fused-lora-backward and --fused-mlp-backward over 16-bit merged weights: the MLP's adapter gradients (gate, up, down) multiply 16-bit numbers with f32 sums, as PEFT's bf16 training does, and the SwiGLU node writes 16 bits alone; off by default: 16-bit precision there; ${TIMED_TOGETHER}`,
       })
       .option('fused-head', {
         type: 'boolean',
         default: false,
         describe:
-          "take the LM head and the loss's gradient at it in one node of our own instead of a dozen of ggml's ops a chunk of loss rows: f32 logits written once and read twice, the gradient written over them in the head's type, the head multiplied as stored (f32, f16 or bf16 heads); off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `take the LM head and the loss's gradient at it in one node of our own instead of a dozen of ggml's ops a chunk of loss rows: f32 logits written once and read twice, the gradient written over them in the head's type, the head multiplied as stored (f32, f16 or bf16 heads); off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-norm-backward', {
         type: 'boolean',
         default: false,
         describe:
-          "take each layer's two RMS norms' backward passes in nodes of our own that also sum the projections' dx terms and add the residual's gradient, in one pass each, where ggml's ops take four or five; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `take each layer's two RMS norms' backward passes in nodes of our own that also sum the projections' dx terms and add the residual's gradient, in one pass each, where ggml's ops take four or five; off by default: ${TIMED_TOGETHER}`,
       })
       .option('gate-up-16', {
         type: 'boolean',
         default: false,
         describe:
-          "with --fused-mlp-backward and --fused-lora-backward, in merged steps: write the MLP's gate and up products in 16 bits (their merged weights' type) by a node of our own; the SwiGLU's nodes read them so and kept layers keep them so, half the bytes (f32 sums, rounded results, as PEFT's bf16 training); off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `with --fused-mlp-backward and --fused-lora-backward, in merged steps: write the MLP's gate and up products in 16 bits (their merged weights' type) by a node of our own; the SwiGLU's nodes read them so and kept layers keep them so, half the bytes (f32 sums, rounded results, as PEFT's bf16 training); off by default: ${TIMED_TOGETHER}`,
       })
       .option('swiglu-grad-16', {
         type: 'boolean',
         default: false,
         describe:
-          "with --gate-up-16: write the gradient at the SwiGLU (down's dx product) in 16 bits by our node too, read so by the SwiGLU's backward node; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `with --gate-up-16: write the gradient at the SwiGLU (down's dx product) in 16 bits by our node too, read so by the SwiGLU's backward node; off by default: ${TIMED_TOGETHER}`,
       })
       .option('fused-attn-f16', {
         type: 'boolean',
         default: false,
         describe:
-          "with --fused-attn-backward: its GPU products multiply f16 copies of Q, K, V, dO, the probabilities and their gradient (f32 sums) instead of f32 (TF32): 28 bytes per [L, L] number instead of 40; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `with --fused-attn-backward: its GPU products multiply f16 copies of Q, K, V, dO, the probabilities and their gradient (f32 sums) instead of f32 (TF32): 28 bytes per [L, L] number instead of 40; off by default: ${TIMED_TOGETHER}`,
       })
       .option('merge-bf16', {
         type: 'boolean',
         default: false,
         describe:
-          "where a step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose GPU products write f32 results directly instead of f16 ones converted after; 8 bits of mantissa instead of 11, and GeForce cards sum them at half their f16 rate; off by default: an H200 timed it only with the other switches together (README: 1.20x PEFT's tok/s in 16 GiB with --node-waits device), and the GPU run of its tests is not yet clean",
+          `where a step merges the adapter into the weights: merge f16 and quantized weights into bf16, whose GPU products write f32 results directly instead of f16 ones converted after; 8 bits of mantissa instead of 11, and GeForce cards sum them at half their f16 rate; off by default: ${TIMED_TOGETHER}`,
       })
       .option('all-nodes', {
         type: 'boolean',
@@ -412,8 +415,7 @@ export const trainCommand: CommandModule<object, Args> = {
 
     const model = await Model.load(cfg.model, { device: a.device, threads: a.threads });
     if (a['all-nodes']) {
-      const refused = allNodesRefusal('--all-nodes', model.info.device, model.info.gpu);
-      if (refused) throw new RrrError(refused);
+      refuseAllNodesOffGpu('--all-nodes', model.info);
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
     }
     if (execution.nodes.nodeWaits !== undefined) {
