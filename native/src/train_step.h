@@ -93,7 +93,7 @@ struct TrainerSettings {
     bool swiglu_grad_16 = false;
     // On a GPU with nodes of ours, how runs of them and of ggml-cuda's ops wait for each other
     // (custom_backend.h): 0 on the host, as the scheduler's pieces; 1 on the device, our backend
-    // fronting ggml-cuda; -1 (unset) 0, until a GPU has timed 1. Refused where no node of ours
+    // fronting ggml-cuda; -1 (unset) 0, until the GPU tests have compared 1's numbers with 0's. Refused where no node of ours
     // runs on a GPU.
     int node_waits = -1;
 };

@@ -268,7 +268,9 @@ export interface TrainerOptions {
    * per [L, L] number instead of 40 (at the Qwen2.5-1.5B shape, 16 × 512 tokens in two
    * micro-batches: the node's census 53.2 instead of 74.9 GB). Needs a work space (a GPU's, or
    * attnWorkspaceMiB on the CPU, which then rounds as the GPU would); the CPU's own kernel
-   * ignores it. Default false: not yet timed on a GPU. (Since the steps take queries by blocks
+   * ignores it. Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean. (Since the steps take queries by blocks
    * and skip the ones the causal mask zeroes whole, 38.4 GB at that shape.)
    */
   fusedAttnF16?: boolean;
@@ -281,7 +283,9 @@ export interface TrainerOptions {
    * convert nothing. With fusedMerge in a merged, recomputing step over 16-bit weights, the
    * forward's SwiGLU is a node of ours too, writing silu(gate)·up in the down product's type
    * where ggml's wrote f32 for the product to convert, and the next layer's merges join its run.
-   * Default false: not yet timed on a GPU.
+   * Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   fusedMlpBackward?: boolean;
   /**
@@ -290,7 +294,9 @@ export interface TrainerOptions {
    * where it writes the merged weight, instead of three of ggml's ops (s·Aᵀ, an f32 delta the size
    * of W, an add): 4 bytes a weight instead of 12. A recomputed layer's node writes the transpose
    * for its backward pass at the same time, where ggml's ops took a transposing copy. f32, f16 and
-   * bf16 weights (quantized ones keep ggml's ops). Default false: not yet timed on a GPU.
+   * bf16 weights (quantized ones keep ggml's ops). Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   fusedMerge?: boolean;
   /**
@@ -302,7 +308,9 @@ export interface TrainerOptions {
    * reads silu(gate)·up from the SwiGLU node, which writes it beside its gradients, so no kept or
    * recomputed layer rebuilds the SwiGLU for it. At the Qwen2.5-1.5B shape, 16 x 512 tokens in
    * 16 GiB with our other nodes and bf16 merges: 5,368 ops and 430.3 GB planned a step instead
-   * of 7,384 and 447.7. Default false: not yet timed on a GPU.
+   * of 7,384 and 447.7. Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   fusedLoraBackward?: boolean;
   /**
@@ -325,7 +333,9 @@ export interface TrainerOptions {
    * (fusedMerge), and from 628.5 only to 615.8 GB with ggml's ops, which merge into bf16 through
    * f32 (fusedMerge is the one to pair it with). bf16 keeps 8 bits of mantissa
    * (f16: 11), as a bf16 model and PEFT's bf16 training do, and GeForce cards sum such products
-   * at half their f16 rate. Default false: not yet timed on a GPU.
+   * at half their f16 rate. Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   mergeBf16?: boolean;
   /**
@@ -337,7 +347,9 @@ export interface TrainerOptions {
    * shape in 16 GiB (16 x 512 tokens, every other node, bf16 merges, as a GPU runs it: 1,104-row
    * chunks, joined dx products, weights transposed each step): 368.9 -> 356.5 GB and 12,169 ->
    * 11,751 MiB of compute buffer planned a step. f32, f16 and bf16 heads (a quantized one is
-   * refused). Default false: not yet timed on a GPU.
+   * refused). Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   fusedHead?: boolean;
   /**
@@ -354,7 +366,9 @@ export interface TrainerOptions {
    * (16 x 512 tokens in two micro-batches, all 28 layers kept, every other node, bf16 merges,
    * joined dx products as a GPU joins them): 356.5 -> 342.6 GB and 5,210 -> 4,934 ops planned a
    * step. On a GPU each node is a run of ours between ggml-cuda's: 2 n_layer - 1 more a
-   * micro-batch. Default false: not yet timed on a GPU.
+   * micro-batch. Default false:
+   * an H200 timed it only with our other nodes (README), and the GPU run of their tests is
+   * not yet clean.
    */
   fusedNormBackward?: boolean;
   /**
@@ -367,7 +381,8 @@ export interface TrainerOptions {
    * ggml-cuda's kernels counted): 327.8 -> 303.1 GB a step planned in the same two
    * micro-batches, and a compute buffer of 7,831 MiB instead of 11,751; in one micro-batch (22 of
    * 28 layers kept) 295.2 GB in 2,575 ops instead of 4,934, with 6% more FLOPs.
-   * Default false: not yet run on a GPU.
+   * Default false: an H200 timed it only with our other nodes (README), and the GPU run of
+   * their tests is not yet clean.
    */
   gateUp16?: boolean;
   /**
@@ -375,7 +390,8 @@ export interface TrainerOptions {
    * node too, and read so by the SwiGLU's backward node: 4 bytes a number fewer to write and read
    * back (8 where ggml-cuda's f16 product wrote f16 and converted it). At the Qwen2.5-1.5B shape
    * as for gateUp16: 303.1 -> 294.9 GB planned in two micro-batches, 287.0 in one; no more runs
-   * of ours. Default false: not yet run on a GPU.
+   * of ours. Default false: an H200 timed it only with our other nodes (README), and the GPU
+   * run of their tests is not yet clean.
    */
   swigluGrad16?: boolean;
   /**
@@ -385,8 +401,9 @@ export interface TrainerOptions {
    * (143 runs a micro-batch at the Qwen2.5-1.5B shape with every node on). 'device': our backend
    * fronts ggml-cuda, taking the graph in one piece and handing the runs of ggml's ops to
    * ggml-cuda as views of it; the two CUDA streams wait for each other by events, and the host
-   * queues the next run while the GPU works. Default 'host' until a GPU has timed 'device';
-   * refused without a GPU or without a node of ours.
+   * queues the next run while the GPU works (an H200: 268 against 328 ms a step at that shape).
+   * Default 'host' until the GPU tests have compared its numbers with 'host''s; refused without
+   * a GPU or without a node of ours.
    */
   nodeWaits?: 'host' | 'device';
 }
@@ -508,7 +525,8 @@ export interface StepOptions {
    * tokens in 16 GiB, every node of ours, gate and up and the SwiGLU's gradient in 16 bits) the
    * census drops 224 ops and 11.3 GB a step (counted as ggml's ops: ggml-cuda fuses each norm's
    * RMS_NORM and MUL into one pass, so about half that) for 48 MiB more a kept layer in each
-   * micro-batch. Default false: not yet timed on a GPU.
+   * micro-batch. Default false: an H200 took 318 against 328 ms a step with it (every node of
+   * ours, 16 GiB), but its tests have not run on a GPU.
    */
   keptNorms?: boolean;
   /**
