@@ -251,7 +251,8 @@ export interface TrainerOptions {
    * output's gradient in place (no permuting copies). On the CPU its kernel is a plain loop; on a
    * GPU (CUDA builds) cuBLAS's batched products over a few sequences at a time, on a ggml backend
    * of our own that shares ggml-cuda's memory, with products in TF32 unless the model's weights
-   * are f32. Default false: not yet timed on a GPU against ggml's ops.
+   * are f32. Default false: an H200 timed it only with our other nodes (README), and the GPU run
+   * of their tests is not yet clean.
    */
   fusedAttnBackward?: boolean;
   /**
@@ -320,8 +321,9 @@ export interface TrainerOptions {
    * gradients, down's a 16-bit silu(gate)·up, with A, B, s·Aᵀx and da rounded alike. The SwiGLU
    * node then writes 16 bits alone (6 bytes a number where it wrote 16), and the adapters read
    * half the bytes. At the Qwen2.5-1.5B shape in 16 GiB with every node and bf16 merges: 368.9
-   * GB planned a step instead of 413.9. Default false: 16-bit precision in those gradients, and
-   * not yet timed on a GPU.
+   * GB planned a step instead of 413.9. Default false: 16-bit precision in those gradients; an
+   * H200 timed it only with our other nodes (README), and the GPU run of their tests is not yet
+   * clean.
    */
   fusedLora16?: boolean;
   /**
