@@ -205,8 +205,9 @@ function randomDirection(like: Record<string, Float32Array>, seed: number): Reco
 }
 
 // Finite differences' bound, relative. A GPU's forward passes run ggml-cuda's f32 products on
-// TF32 tensor cores: a step of h = 0.01 along a unit vector moves each adapter element by less
-// than its TF32 rounding step, so the two losses carry rounding that does not cancel. On an
+// TF32 tensor cores: a step of h = 0.01 along a unit vector moves a typical adapter element by
+// about its TF32 rounding step or less (the attention test's qwen2: 6,144 B elements, a step of
+// 1.3e-4 rms; TF32's step at 0.3 is 2.4e-4), so the two losses' rounding does not cancel. On an
 // H200 (2026-11-27) one check parted by 2.1%. Emulated here, with every f32 dot product of
 // ggml's CPU kernels rounding its operands to TF32, these checks parted by up to 2.0% (largest
 // on the CPU as built: 1.2%); a larger h or Richardson's extrapolation did no better.
