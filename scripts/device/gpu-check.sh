@@ -354,6 +354,8 @@ do_fused_tests() {
   env $envs RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 --test-name-pattern "$pattern" $files > /tmp/fusedtests.log 2>&1
   local rc=$?
   log "fused node tests$tag rc=$rc $(grep -E '^# (pass|fail)' /tmp/fusedtests.log | tr '\n' ' ')"
+  # every finite-difference gap, passed or not: with and without TF32 side by side
+  grep -o 'FD-GAPS.*' /tmp/fusedtests.log | sed "s/^/${tag:- with TF32}: /" >> "$OUT/fd-gaps.log"
   [ $rc = 0 ] || { echo "fused node tests$tag:"; grep -E "error:|RRR-NODES|not ok" /tmp/fusedtests.log | head -40; } >> "$OUT/errors.log"
 }
 
