@@ -130,6 +130,17 @@ void expect(bool ok, const char * what) {
 
 bool plain_f32(const ggml_tensor * t) { return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && ggml_n_dims(t) <= 2; }
 
+// A gradients node's first srcs from its rows node: x, the rows node, and the rows node's own
+// (contiguous) copy of each gradient dyᵢ. Returns k.
+int64_t grads_args(ggml_tensor * rows, ggml_tensor ** args) {
+    expect(is_rows(rows), "the gradients node takes a rows node");
+    const int64_t k = rows_terms(rows);
+    args[0] = rows->src[0];
+    args[1] = rows;
+    for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
+    return k;
+}
+
 } // namespace
 
 ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * A, const std::vector<LoraBackTerm> & terms, float scale) {
@@ -157,22 +168,17 @@ ggml_tensor * lora_back_rows(ggml_context * ctx, ggml_tensor * x, ggml_tensor * 
 }
 
 ggml_tensor * lora_back_grads(ggml_context * ctx, ggml_tensor * rows) {
-    expect(is_rows(rows), "the gradients node takes a rows node");
-    const int64_t k = rows_terms(rows);
-    // x and the rows node's own (contiguous) copy of each gradient
-    ggml_tensor * args[5] = {rows->src[0], rows};
-    for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
+    ggml_tensor * args[GGML_MAX_SRC] = {};
+    const int64_t k = grads_args(rows, args);
     int64_t end = 0;
     grads_gemms(args, k, false, nullptr, &end);
     return ggml_custom_4d(ctx, GGML_TYPE_F32, end, 1, 1, 1, args, (int) (2 + k), grads_cpu, GGML_N_TASKS_MAX, nullptr);
 }
 
 ggml_tensor * lora_back_grads_into(ggml_context * ctx, ggml_tensor * rows, ggml_tensor * dA, const std::vector<ggml_tensor *> & dB) {
-    expect(is_rows(rows), "the gradients node takes a rows node");
-    const int64_t k = rows_terms(rows), n_in = rows->src[0]->ne[0], rk = rows->ne[0], r = rk / k;
+    ggml_tensor * args[GGML_MAX_SRC] = {};
+    const int64_t k = grads_args(rows, args), n_in = rows->src[0]->ne[0], rk = rows->ne[0], r = rk / k;
     expect((int64_t) dB.size() == k && plain_f32(dA) && dA->ne[0] == n_in && dA->ne[1] == rk, "expected f32 dA buffers [n_in, r k] and one dB buffer an adapter");
-    ggml_tensor * args[GGML_MAX_SRC] = {rows->src[0], rows};
-    for (int64_t i = 0; i < k; ++i) args[2 + i] = rows->src[2 + k + i];
     args[2 + k] = dA;
     for (int64_t i = 0; i < k; ++i) {
         expect(plain_f32(dB[(size_t) i]) && dB[(size_t) i]->ne[0] == r && dB[(size_t) i]->ne[1] == args[2 + i]->ne[0], "expected f32 dB buffers [r, n_out]");
