@@ -135,6 +135,9 @@ Prepared prepare(const std::vector<TrainSeq> & batch, const StepSettings & st) {
     return p;
 }
 
+// What a training pass adds its gradients into: the optimizer's, each and as one flat tensor.
+GradBuffers grad_buffers(const AdamW & opt) { return {opt.grads(), opt.grads_whole()}; }
+
 } // namespace
 
 TransposedMode parse_transposed_mode(const std::string & s) {
@@ -340,7 +343,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     TrainingPassCachePtr cache = backward && !loss.kl && p.mbs.size() > 1 ? new_training_pass_cache() : nullptr;
     for (MicroBatch & mb : p.mbs) {
         if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement, &st.graph_ms);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, {opt_->grads(), opt_->grads_whole()}, sched, mb, loss, g, &st.placement, &st.graph_ms, cache.get())
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, grad_buffers(*opt_), sched, mb, loss, g, &st.placement, &st.graph_ms, cache.get())
                                                : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement, &st.graph_ms);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
@@ -389,7 +392,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
                 for (float & v : mb.neg_w) v *= by;
                 for (float & v : mb.kl_m) v *= by;
                 mb.loss_scale = retry;
-                accumulate_gradients(w, *adapter_, {opt_->grads(), opt_->grads_whole()}, sched, mb, loss, g, &st.placement, &st.graph_ms);
+                accumulate_gradients(w, *adapter_, grad_buffers(*opt_), sched, mb, loss, g, &st.placement, &st.graph_ms);
             }
             st.grad_norm = opt_->grad_norm(sched, 1.0f / retry);
         }
@@ -460,7 +463,7 @@ std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> &
             mb = &with_ref;
         }
         // The attention backend (if any) shares the primary's buffer: the CPU's is the last.
-        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, {opt_->grads(), opt_->grads_whole()}, sched.get(), ggml_backend_sched_get_n_backends(sched.get()), *mb, loss, g, census);
+        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, grad_buffers(*opt_), sched.get(), ggml_backend_sched_get_n_backends(sched.get()), *mb, loss, g, census);
         out.first = std::max(out.first, b[0]);
         if (gpu) out.second = std::max(out.second, b.back());
     }
