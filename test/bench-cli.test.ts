@@ -147,4 +147,11 @@ test('bench rejects bad flags and missing models with one line', async () => {
   assert.notEqual(cpu.status, 0);
   assert.match(cpu.stderr, /^rrr-native: --train-all-nodes: every node of ours and their waits on the device are for a GPU; this model is on CPU/);
   assert.equal(cpu.stderr.trim().split('\n').length, 1, cpu.stderr);
+  // the trainer's own refusals, said in bench's flags
+  const alone = run(['bench', '--model', model, '--device', 'cpu', '--no-generation', '--train-swiglu-grad-16']);
+  assert.notEqual(alone.status, 0);
+  assert.match(alone.stderr, /^rrr-native: --train-swiglu-grad-16: the SwiGLU's node reads a 16-bit gradient only beside 16-bit gate and up; give --train-gate-up-16 too\n$/);
+  const waits = run(['bench', '--model', model, '--device', 'cpu', '--no-generation', '--train-node-waits', 'device']);
+  assert.notEqual(waits.status, 0);
+  assert.match(waits.stderr, /^rrr-native: --train-node-waits: .*it needs a GPU \(this model is on CPU\) and one of our nodes \(--train-fused-attn-backward and the like\)\n$/);
 });

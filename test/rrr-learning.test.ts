@@ -165,7 +165,9 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
     ['--kept-layers', 'many', /--kept-layers: expected a whole number or auto, got 'many'/],
     ['--train-memory-gib', '0', /--train-memory-gib: expected a positive number of GiB, got 0/],
     ['--lora-dropout', '1', /--lora-dropout: expected a number in \[0, 1\), got 1/],
-    ['--node-waits', 'device', /--node-waits device: it sets how a GPU's runs .* this model is on cpu/i],
+    // The trainer's own refusals, said in flags, before run.json is written.
+    ['--node-waits', 'device', /^rrr-native: --node-waits: it sets how a GPU's runs .*it needs a GPU \(this model is on cpu\) and one of our nodes \(--fused-attn-backward and the like\)$/im],
+    ['--fused-attn-f16', 'true', /^rrr-native: --fused-attn-f16: it sets how the fused attention backward multiplies; give --fused-attn-backward too$/m],
     ['--all-nodes', 'true', /--all-nodes: every node of ours and their waits on the device are for a GPU; this model is on cpu/i],
   ] as const) {
     const b = cli('train', flag, v, '--out', join(testDir(), 'memory-run-bad'));

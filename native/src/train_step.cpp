@@ -197,15 +197,16 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
             throw Error(std::string("fusedHead: the model's output weight is ") + ggml_type_name(ht) + "; the head node multiplies f32, f16 and bf16 heads only");
         }
     }
-    // Switches that refine another one would do nothing alone: said, not ignored.
-    if (attn_half_ && !fused_attn_) throw Error("fusedAttnF16: it sets how the fused attention backward multiplies; give fusedAttnBackward too (--fused-attn-backward)");
+    // Switches that refine another one would do nothing alone: said, not ignored. The messages name
+    // TrainerOptions; the CLI says them in its own flags (src/cli/step-flags.ts, inFlags).
+    if (attn_half_ && !fused_attn_) throw Error("fusedAttnF16: it sets how the fused attention backward multiplies; give fusedAttnBackward too");
     if (fused_lora16_ && !(fused_lora_ && fused_mlp_)) {
-        throw Error("fusedLora16: it sets how the adapters' nodes take the SwiGLU node's gradients; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
+        throw Error("fusedLora16: it sets how the adapters' nodes take the SwiGLU node's gradients; give fusedLoraBackward and fusedMlpBackward too");
     }
     if (gate_up16_ && (!fused_lora_ || !fused_mlp_)) {
-        throw Error("gateUp16: the 16-bit gate and up are read by the SwiGLU's node and down's adapter node; give fusedLoraBackward and fusedMlpBackward too (--fused-lora-backward --fused-mlp-backward)");
+        throw Error("gateUp16: the 16-bit gate and up are read by the SwiGLU's node and down's adapter node; give fusedLoraBackward and fusedMlpBackward too");
     }
-    if (swiglu_grad16_ && !gate_up16_) throw Error("swigluGrad16: the SwiGLU's node reads a 16-bit gradient only beside 16-bit gate and up; give gateUp16 too (--gate-up-16)");
+    if (swiglu_grad16_ && !gate_up16_) throw Error("swigluGrad16: the SwiGLU's node reads a 16-bit gradient only beside 16-bit gate and up; give gateUp16 too");
     attn_scratch_ = ts.attn_workspace_bytes >= 0 ? (size_t) ts.attn_workspace_bytes : b.is_gpu() ? (256ull << 20) : 0;
     // The GPU's kernels cannot go without one: any size gets at least one sequence's.
     if (b.is_gpu()) attn_scratch_ = std::max<size_t>(attn_scratch_, 1);
@@ -217,7 +218,8 @@ Trainer::Trainer(std::shared_ptr<ModelCore> model, const AdapterSpec & spec, con
     const char * node_switch = given != std::end(node_switches) ? given->second : nullptr;
     const bool nodes_of_ours = node_switch != nullptr;
     if (ts.node_waits >= 0 && !(nodes_of_ours && b.is_gpu())) {
-        throw Error("nodeWaits: it sets how a GPU's runs of our nodes and of ggml-cuda's ops wait for each other; it needs a GPU and one of our nodes (--fused-attn-backward and the like)");
+        throw Error("nodeWaits: it sets how a GPU's runs of our nodes and of ggml-cuda's ops wait for each other; it needs a GPU (this model is on " + b.name() +
+                    ") and one of our nodes (fusedAttnBackward and the like)");
     }
     node_device_waits_ = ts.node_waits == 1;
     if (nodes_of_ours && b.is_gpu()) {

@@ -38,6 +38,38 @@ export const ALL_NODES = {
   nodeWaits: 'device',
 } as const satisfies Partial<TrainerOptions>;
 
+/**
+ * The flags, less train's '--' or bench's '--train-', that set the TrainerOptions both commands
+ * take; --flash-attn is spelled the same in both.
+ */
+const TRAINER_FLAGS = {
+  fusedAttnBackward: 'fused-attn-backward',
+  fusedAttnF16: 'fused-attn-f16',
+  fusedMlpBackward: 'fused-mlp-backward',
+  fusedMerge: 'fused-merge',
+  mergeBf16: 'merge-bf16',
+  fusedLoraBackward: 'fused-lora-backward',
+  fusedLora16: 'fused-lora-16',
+  fusedHead: 'fused-head',
+  fusedNormBackward: 'fused-norm-backward',
+  gateUp16: 'gate-up-16',
+  swigluGrad16: 'swiglu-grad-16',
+  nodeWaits: 'node-waits',
+} as const satisfies Record<keyof typeof ALL_NODES, string>;
+
+/**
+ * The trainer refuses options by their TrainerOptions names ("fusedAttnF16: ...; give
+ * fusedAttnBackward too"): the same error, said in the flags of the command that gave them
+ * (`prefix` '--' for train, '--train-' for bench; `own` for the command's other flags).
+ */
+export function inFlags(e: unknown, prefix: '--' | '--train-', own: Partial<Record<keyof TrainerOptions, string>> = {}): unknown {
+  if (!(e instanceof Error)) return e;
+  const flags: Record<string, string> = { flashAttn: '--flash-attn', ...own };
+  for (const [key, flag] of Object.entries(TRAINER_FLAGS)) flags[key] = prefix + flag;
+  e.message = e.message.replace(new RegExp(`\\b(${Object.keys(flags).join('|')})\\b`, 'g'), (key) => flags[key]!);
+  return e;
+}
+
 /** Refuses `flag` (--all-nodes, --train-all-nodes) in one line where the model is not on a GPU. */
 export function refuseAllNodesOffGpu(flag: string, model: { device: string; gpu: boolean }): void {
   if (!model.gpu) throw new RrrError(`${flag}: every node of ours and their waits on the device are for a GPU; this model is on ${model.device} (each node would run as the CPU's plain loops)`);

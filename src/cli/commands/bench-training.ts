@@ -3,7 +3,7 @@
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
-import { ALL_NODES, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -71,6 +71,11 @@ export const trainingSection: BenchSection = {
     // The fused attention backward's work space as asked (the device's default otherwise), for the trainer and the report.
     const workspace = args['train-attn-workspace-mib'] !== undefined ? { attnWorkspaceMiB: args['train-attn-workspace-mib'] } : {};
     if (args['train-all-nodes']) refuseAllNodesOffGpu('--train-all-nodes', model.info);
+    const restoreCublas = () => {
+      if (cublasBefore === undefined) delete process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
+      else process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = cublasBefore;
+    };
+    const own = { transposedWeights: '--train-transposed', fusedHeadSteps: '--train-fused-head-steps', attnWorkspaceMiB: '--train-attn-workspace-mib' };
     const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], seed: 1 }, { lr: 1e-4 }, {
       transposedWeights: args['train-transposed'],
       flashAttn: flashAttnOption(args['flash-attn']),
@@ -89,6 +94,9 @@ export const trainingSection: BenchSection = {
       ...(args['train-fused-head-steps'] !== undefined && { fusedHeadSteps: args['train-fused-head-steps'] }),
       ...workspace,
       ...(args['train-all-nodes'] && ALL_NODES),
+    }).catch((e: unknown) => {
+      restoreCublas();
+      throw inFlags(e, '--train-', own);
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}${tr.info.nodeWaits === 'device' ? ', our nodes and ggml-cuda waiting on the device' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;
@@ -257,8 +265,7 @@ export const trainingSection: BenchSection = {
       };
     } finally {
       tr.dispose();
-      if (cublasBefore === undefined) delete process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
-      else process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = cublasBefore;
+      restoreCublas();
     }
   },
 };

@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
-import { ALL_NODES, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -418,23 +418,27 @@ export const trainCommand: CommandModule<object, Args> = {
       refuseAllNodesOffGpu('--all-nodes', model.info);
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
     }
-    if (execution.nodes.nodeWaits !== undefined) {
-      const { nodeWaits, ...switches } = execution.nodes;
-      if (!model.info.gpu) throw new RrrError(`--node-waits ${nodeWaits}: it sets how a GPU's runs of our nodes and ggml-cuda's ops wait for each other; this model is on ${model.info.device}`);
-      if (!Object.values(switches).some(Boolean)) throw new RrrError(`--node-waits ${nodeWaits}: it needs one of our nodes (--fused-attn-backward and the like)`);
-    }
-    // Written once the data and the model have loaded, so a refused start leaves no run folder.
-    if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
     const flash = { flashAttn: execution.flashAttn }; // undefined: the device's default
-    const generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
-    const trainer = await Trainer.create(
-      model,
-      { ...cfg.lora, seed: cfg.seed },
-      { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
-      { ...flash, ...execution.nodes },
-    );
+    let generator: Generator | undefined;
+    let trainer: Trainer;
+    try {
+      generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
+      trainer = await Trainer.create(
+        model,
+        { ...cfg.lora, seed: cfg.seed },
+        { lr: cfg.grpo.learningRate, weightDecay: cfg.grpo.weightDecay, gradClip: cfg.grpo.maxGradNorm },
+        { ...flash, ...execution.nodes },
+      );
+    } catch (e) {
+      generator?.dispose();
+      model.dispose();
+      throw inFlags(e, '--');
+    }
+    // Written once the data, the model and the trainer's options have passed, so a refused start
+    // leaves no run folder.
+    if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
