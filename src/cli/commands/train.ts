@@ -461,9 +461,13 @@ export const trainCommand: CommandModule<object, Args> = {
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
     let stop = false;
+    let stopAsked = 0;
     const onSigint = () => {
-      if (stop) process.exit(130);
-      stop = true;
+      // One Ctrl-C can arrive twice: from the terminal and forwarded by a parent that got it too
+      // (npm, timeout). A second within a second is that copy, not a wish to quit unsaved.
+      if (stop && Date.now() - stopAsked > 1000) process.exit(130);
+      if (stop) return;
+      [stop, stopAsked] = [true, Date.now()];
       process.stderr.write('\nrrr-native: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
     };
     process.on('SIGINT', onSigint);
