@@ -129,13 +129,13 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   const badWorkspace = run(['bench', '--model', model, '--no-generation', '--train-attn-workspace-mib', '-1']);
   assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number of MiB >= 0, got -1\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
-  assert.match(negative.stderr, /^rrr-native: --train-steps: expected a non-negative integer, got -1\n$/);
+  assert.match(negative.stderr, /^rrr-native: --train-steps: expected a whole number ≥ 0, got -1\n$/);
 });
 
 test('bench rejects bad flags and missing models with one line', async () => {
   const bad = run(['bench', '--model', join(dir, 'nope.gguf'), '--parallel', '0']);
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /^rrr-native: --parallel: expected a positive integer, got 0\n$/);
+  assert.match(bad.stderr, /^rrr-native: --parallel: expected a whole number ≥ 1, got 0\n$/);
   const missing = run(['bench', '--model', join(dir, 'nope.gguf')]);
   assert.notEqual(missing.status, 0);
   assert.equal(missing.stderr.trim().split('\n').length, 1, missing.stderr);
@@ -143,7 +143,8 @@ test('bench rejects bad flags and missing models with one line', async () => {
   // our nodes' fast set, asked off a GPU
   const model = join(dir, 'tiny-refused.gguf');
   await makeTinyModel({ out: model });
-  const cpu = run(['bench', '--model', model, '--device', 'cpu', '--no-generation', '--train-all-nodes']);
+  // (refused before the generation section runs, so the refusal is the only line)
+  const cpu = run(['bench', '--model', model, '--device', 'cpu', '--prompt', '8', '--gen', '4', '--parallel', '1', '--no-reference', '--train-all-nodes']);
   assert.notEqual(cpu.status, 0);
   assert.match(cpu.stderr, /^rrr-native: --train-all-nodes: every node of ours and their waits on the device are for a GPU; this model is on CPU/);
   assert.equal(cpu.stderr.trim().split('\n').length, 1, cpu.stderr);

@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/engine/native.js';
-import { testDir } from './helpers/models.js';
+import { testDir, tinyModel } from './helpers/models.js';
 
 const main = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -73,4 +73,62 @@ test('a refused weight type leaves no file behind', () => {
   assertOneLineError(cli('make-tiny-model', '--out', out2, '--type', 'q9_9'), 1, /--type: unknown weight type 'q9_9'/);
   assertOneLineError(cli('make-tiny-model', '--out', out2, '--type', 'q4_K'), 1, /not a multiple of the block size 256/);
   assert.deepEqual(readdirSync(testDir()).filter((f) => f.startsWith('bad-type')), []);
+});
+
+test('bad flag values: one line naming the flag, before any run folder is made', async () => {
+  const model = await tinyModel();
+  const out = join(testDir(), 'bad-flags-run');
+  const train = (...flags: string[]) => cli('train', '--model', model, '--device', 'cpu', '--out', out, ...flags);
+  const cases: [string[], RegExp][] = [
+    [['--steps', '0'], /^rrr-native: --steps: expected a whole number ≥ 1, got 0$/],
+    [['--threads', '0'], /^rrr-native: --threads: expected a whole number ≥ 1, got 0$/],
+    [['--seed', 'NaN'], /^rrr-native: --seed: expected a whole number, got NaN$/],
+    [['--limit', '-1'], /^rrr-native: --limit: expected a whole number ≥ 1, got -1$/],
+    [['--generate', '0'], /^rrr-native: --generate: expected a whole number ≥ 1, got 0$/],
+    [['--task', 'countdown', '--data', join(testDir(), 'some.jsonl'), '--generate', '5'], /^rrr-native: --generate: the items come from --data .*some\.jsonl; give one of the two$/],
+    [['--alpha', '-1'], /^rrr-native: --alpha: expected a number > 0, got -1$/],
+    [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
+    // The longest episode against the context: prompts + 2 × answer + reflection.
+    [['--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\)\); raise --ctx or lower those$/],
+  ];
+  for (const [flags, pattern] of cases) assertOneLineError(train(...flags), 1, pattern);
+  const ctx = train('--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4').err.match(/can take (\d+) tokens \(prompts (\d+)/)!;
+  assert.equal(Number(ctx[1]), Number(ctx[2]) + 2 * 8 + 4);
+  assert.ok(!existsSync(out), 'a refused start leaves no run folder');
+  const evalWith = (...flags: string[]) => cli('eval', '--model', model, '--device', 'cpu', '--generate', '2', ...flags);
+  for (const [flags, pattern] of [
+    [['--batch-size', '0'], /^rrr-native: --batch-size: expected a whole number ≥ 1, got 0$/],
+    [['--max-answer-tokens', '0'], /^rrr-native: --max-answer-tokens: expected a whole number ≥ 1, got 0$/],
+    [['--ctx', '-5'], /^rrr-native: --ctx: expected a whole number ≥ 16, got -5$/],
+    [['--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take \d+ tokens/],
+    [['--threads', '-3'], /^rrr-native: --threads: expected a whole number ≥ 1, got -3$/],
+  ] as [string[], RegExp][]) {
+    assertOneLineError(evalWith(...flags), 1, pattern);
+  }
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--layers', '0'), 1, /^rrr-native: --layers: expected a whole number ≥ 1, got 0$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--heads', '3', '--kv-heads', '2'), 1, /^rrr-native: --heads: must be a multiple of --kv-heads$/);
+});
+
+test('a run folder that is not one: --out a file, a broken run.json, run settings given to --resume', async () => {
+  const model = await tinyModel();
+  const file = join(testDir(), 'out-is-a-file');
+  writeFileSync(file, 'x');
+  assertOneLineError(cli('train', '--model', model, '--out', file), 1, /^rrr-native: --out .*out-is-a-file: exists and is not a folder$/);
+  const run = join(testDir(), 'broken-run');
+  mkdirSync(run, { recursive: true });
+  for (const [text, why] of [['{not json', /not a run's settings \(.*JSON.*\)$/], ['{}', /not a run's settings \(version undefined, expected 1\)$/], ['null', /not a run's settings \(a JSON null\)$/]] as const) {
+    writeFileSync(join(run, 'run.json'), text);
+    assertOneLineError(cli('train', '--resume', '--out', run), 1, why);
+  }
+  assertOneLineError(cli('train', '--resume', '--out', run, '--steps', '4'), 1, /^rrr-native: --steps: a resumed run keeps the settings in .*run\.json; start a new run \(another --out\) to change them$/);
+  assertOneLineError(cli('train', '--resume', '--out', run, '--rank', '4'), 1, /^rrr-native: --rank: a resumed run keeps/);
+});
+
+test('an adapter or a training state given as the model is said to be one', async () => {
+  const model = await tinyModel();
+  const out = join(testDir(), 'adapter-as-model');
+  const r = cli('train', '--model', model, '--device', 'cpu', '--out', out, '--steps', '1', '--generate', '8', '--checkpoint-every', '1');
+  assert.equal(r.code, 0, r.err);
+  assertOneLineError(cli('info', '--model', join(out, 'adapter.gguf')), 1, /adapter\.gguf: a LoRA adapter, not a model/);
+  assertOneLineError(cli('info', '--model', join(out, 'checkpoint', 'state.gguf')), 1, /state\.gguf: a GGUF of type '\S+', not a model$/);
 });

@@ -141,19 +141,19 @@ test('config: defaults, overrides, undefined values ignored', () => {
 
 test('config: each bad value gives a one-line error naming the flag', () => {
   const cases: Array<[Record<string, unknown>, string]> = [
-    [{ groupSize: 1 }, '--group-size must be an integer in [2, 1024] (got 1)'],
-    [{ groupSize: 2.5 }, '--group-size must be an integer in [2, 1024] (got 2.5)'],
-    [{ temperature: 0 }, '--temperature must be a number > 0 (at 0 every reflection of a group is the same) (got 0)'],
-    [{ retryTemperature: -1 }, '--retry-temperature must be a number ≥ 0 (0 = greedy) (got -1)'],
-    [{ clipEpsilon: 1 }, '--clip-epsilon must be a number in (0, 1) (got 1)'],
-    [{ beta: Number.NaN }, '--beta must be a number ≥ 0 (got NaN)'],
-    [{ learningRate: '1e-4' }, '--lr must be a number in (0, 1] (got "1e-4")'],
-    [{ lrSchedule: 'linear' }, '--lr-schedule must be one of "cosine", "constant" (got "linear")'],
-    [{ warmupSteps: -3 }, `--warmup-steps must be an integer in [0, ${Number.MAX_SAFE_INTEGER}] (got -3)`],
-    [{ minLrRatio: 2 }, '--min-lr-ratio must be a number in [0, 1] (got 2)'],
-    [{ advantageStd: 'biased' }, '--advantage-std must be one of "sample", "population" (got "biased")'],
-    [{ maxGradNorm: -1 }, '--max-grad-norm must be a number ≥ 0 (0 = no clipping) (got -1)'],
-    [{ passesPerBatch: 0 }, '--passes-per-batch must be an integer in [1, 64] (got 0)'],
+    [{ groupSize: 1 }, '--group-size: must be an integer in [2, 1024] (got 1)'],
+    [{ groupSize: 2.5 }, '--group-size: must be an integer in [2, 1024] (got 2.5)'],
+    [{ temperature: 0 }, '--temperature: must be a number > 0 (at 0 every reflection of a group is the same) (got 0)'],
+    [{ retryTemperature: -1 }, '--retry-temperature: must be a number ≥ 0 (0 = greedy) (got -1)'],
+    [{ clipEpsilon: 1 }, '--clip-epsilon: must be a number in (0, 1) (got 1)'],
+    [{ beta: Number.NaN }, '--beta: must be a number ≥ 0 (got NaN)'],
+    [{ learningRate: '1e-4' }, '--lr: must be a number in (0, 1] (got "1e-4")'],
+    [{ lrSchedule: 'linear' }, '--lr-schedule: must be one of "cosine", "constant" (got "linear")'],
+    [{ warmupSteps: -3 }, `--warmup-steps: must be an integer in [0, ${Number.MAX_SAFE_INTEGER}] (got -3)`],
+    [{ minLrRatio: 2 }, '--min-lr-ratio: must be a number in [0, 1] (got 2)'],
+    [{ advantageStd: 'biased' }, '--advantage-std: must be one of "sample", "population" (got "biased")'],
+    [{ maxGradNorm: -1 }, '--max-grad-norm: must be a number ≥ 0 (0 = no clipping) (got -1)'],
+    [{ passesPerBatch: 0 }, '--passes-per-batch: must be an integer in [1, 64] (got 0)'],
     [{ groupSiz: 4 }, 'unknown GRPO setting "groupSiz"'],
   ];
   for (const [over, msg] of cases) {

@@ -66,10 +66,10 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
     if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0) {
         throw Error("make-tiny-model: sizes must be positive");
     }
-    if (s.n_head % s.n_head_kv != 0) throw Error("--heads must be a multiple of --kv-heads");
+    if (s.n_head % s.n_head_kv != 0) throw Error("--heads: must be a multiple of --kv-heads");
     const int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
     if (head_dim % 2 != 0) throw Error("make-tiny-model: head dim must be even (rotary embeddings)");
-    if (s.head_dim <= 0 && s.n_embd % s.n_head != 0) throw Error("--embd must be a multiple of --heads");
+    if (s.head_dim <= 0 && s.n_embd % s.n_head != 0) throw Error("--embd: must be a multiple of --heads");
     const ggml_type wtype = parse_type(s.type);
     // Embedding tables dominate a tiny model's size (vocab x n_embd), so they stay 16-bit.
     const ggml_type etype = wtype == GGML_TYPE_BF16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;

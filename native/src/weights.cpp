@@ -52,6 +52,11 @@ std::string blk(int i, const char * name) { return "blk." + std::to_string(i) + 
 
 ModelConfig read_config(const gguf_context * g, ggml_context * meta, const std::string & path) {
     ModelConfig c;
+    // An adapter or a training state carries a model's architecture too: said for what it is,
+    // not as the first hyperparameter it lacks.
+    const std::string type = gguf_has(g, "general.type") ? gguf_str(g, "general.type", path) : "model";
+    if (type == "adapter") throw Error(path + ": a LoRA adapter, not a model (an adapter goes with its base model)");
+    if (type != "model") throw Error(path + ": a GGUF of type '" + type + "', not a model");
     const std::string arch = gguf_str(g, "general.architecture", path);
     if (arch == "llama") c.arch = Arch::Llama;
     else if (arch == "qwen2") c.arch = Arch::Qwen2;

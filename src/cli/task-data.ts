@@ -4,6 +4,7 @@ import { TASKS, taskByName } from '../tasks/index.js';
 import type { TaskItem } from '../tasks/types.js';
 import type { AnyTask } from '../rrr/types.js';
 import { RrrError } from '../engine/errors.js';
+import { integerFlag } from './flag-checks.js';
 
 export const TASK_NAMES = [...TASKS.keys()];
 
@@ -33,6 +34,11 @@ export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string
   let items: TaskItem[];
   let source: string;
   let skipped = 0;
+  if (s.limit !== undefined) integerFlag('--limit', s.limit);
+  if (s.generate !== undefined) {
+    if (s.data) throw new RrrError(`--generate: the items come from --data ${s.data}; give one of the two`);
+    integerFlag('--generate', s.generate);
+  }
   if (s.data) {
     let r;
     try {

@@ -143,7 +143,7 @@ export function resolveGrpoConfig(overrides: Readonly<Record<string, unknown>> =
   }
   for (const key of Object.keys(CHECKS) as (keyof GrpoConfig)[]) {
     const problem = CHECKS[key](out[key]);
-    if (problem !== null) throw new ConfigError(`${GRPO_FLAGS[key]} ${problem}`, GRPO_FLAGS[key]);
+    if (problem !== null) throw new ConfigError(`${GRPO_FLAGS[key]}: ${problem}`, GRPO_FLAGS[key]);
   }
   return out as unknown as GrpoConfig;
 }

@@ -3,7 +3,7 @@
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
 import { formatRate } from '../progress.js';
-import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { ALL_NODES, inFlags, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -70,7 +70,6 @@ export const trainingSection: BenchSection = {
     if (args['train-cublas'] !== 'auto') process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = args['train-cublas'];
     // The fused attention backward's work space as asked (the device's default otherwise), for the trainer and the report.
     const workspace = args['train-attn-workspace-mib'] !== undefined ? { attnWorkspaceMiB: args['train-attn-workspace-mib'] } : {};
-    if (args['train-all-nodes']) refuseAllNodesOffGpu('--train-all-nodes', model.info);
     const restoreCublas = () => {
       if (cublasBefore === undefined) delete process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE;
       else process.env.GGML_CUDA_CUBLAS_COMPUTE_TYPE = cublasBefore;

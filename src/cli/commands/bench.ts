@@ -11,7 +11,8 @@ import { trainingSection } from './bench-training.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
-import { flashAttnOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { integerFlag } from '../flag-checks.js';
 
 export interface BenchArgs {
   model: string;
@@ -431,17 +432,19 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
   handler: async (a) => {
     const mode = { json: a.json };
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new RrrError(`--${flag}: expected a positive integer, got ${v}`);
+      integerFlag(`--${flag}`, v, 1);
     }
     if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
     const ws = a['train-attn-workspace-mib'];
     if (ws !== undefined && !(Number.isFinite(ws) && ws >= 0)) throw new RrrError(`--train-attn-workspace-mib: expected a number of MiB >= 0, got ${ws}`);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']], ['train-micro-batch-tokens', a['train-micro-batch-tokens']]] as const) {
-      if (!Number.isInteger(v) || v < 0) throw new RrrError(`--${flag}: expected a non-negative integer, got ${v}`);
+      integerFlag(`--${flag}`, v, 0);
     }
     const model = await Model.load(a.model, { device: a.device, threads: a.threads });
     const reports: Record<string, unknown> = {};
     try {
+      // Before any section runs, so a refusal is the only line.
+      if (a['train-all-nodes']) refuseAllNodesOffGpu('--train-all-nodes', model.info);
       if (a.prompt + a.gen > model.info.nCtxTrain) {
         throw new RrrError(`--prompt ${a.prompt} + --gen ${a.gen} exceeds the model's context of ${model.info.nCtxTrain} tokens`);
       }

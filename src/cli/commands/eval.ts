@@ -5,9 +5,11 @@ import { Model } from '../../engine/model.js';
 import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
+import { longestEpisode } from '../../rrr/episode-length.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
+import { contextFlag, integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { Progress } from '../progress.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
@@ -55,22 +57,27 @@ export const evalCommand: CommandModule<object, Args> = {
     const mode = { json: a.json };
     const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
     const task = taskFor(a.task);
+    // Checked before the model loads, each in the flag's own words.
+    const settings = {
+      maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
+      maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
+      batchSize: integerFlag('--batch-size', a['batch-size']),
+    };
+    integerFlag('--ctx', a.ctx, 16);
+    seedFlag(a.seed);
     const modelPath = a.model ? resolve(a.model) : await ensureDefaultModel(log);
     const data = await loadItems(
       task,
       { data: a.data, generate: a.generate, limit: a.limit, seed: a.seed, skipBadLines: a['skip-bad-lines'] },
       log,
     );
-    const model = await Model.load(modelPath, { device: a.device, threads: a.threads });
+    const model = await Model.load(modelPath, { device: a.device, threads: threadsFlag(a.threads) });
     const generator = await Generator.create(model, { maxSeqs: a['batch-size'], nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
-    const trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
+    const policy = new EnginePolicy(model, generator);
+    let trainer: Trainer | undefined;
     try {
-      const policy = new EnginePolicy(model, generator);
-      const settings = {
-        maxAnswerTokens: a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens),
-        maxReflectionTokens: a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens),
-        batchSize: a['batch-size'],
-      };
+      contextFlag(a.ctx, model.info.nCtxTrain, longestEpisode(policy, task, data.items, settings), settings);
+      trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
       const run = async (label: string): Promise<EvalResult> => {
         const bar = new Progress(label, data.items.length, { unit: 'task', silent: a.json });
         const r = await evaluate(policy, task, data.items, { ...settings, onProgress: (d) => bar.update(d) });

@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeTinyModel } from '../../engine/tiny-model.js';
+import { integerFlag, seedFlag } from '../flag-checks.js';
 import { TINY_PRESETS } from '../../engine/tiny-model.js';
 import type { TinyPreset } from '../../engine/types.js';
 import { emitJson, say } from '../output.js';
@@ -58,6 +59,11 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const t0 = Date.now();
+    // Sizes the preset leaves to the flags, each refused in its own name.
+    for (const [flag, v] of [['--embd', a.embd], ['--layers', a.layers], ['--heads', a.heads], ['--kv-heads', a['kv-heads']], ['--head-dim', a['head-dim']], ['--ff', a.ff], ['--ctx', a.ctx], ['--copy-offset', a['copy-offset']]] as const) {
+      if (v !== undefined) integerFlag(flag, v);
+    }
+    seedFlag(a.seed);
     const bytes = await makeTinyModel({
       arch: a.arch,
       out: a.out,

@@ -11,6 +11,7 @@ import { RrrError } from '../../engine/errors.js';
 import type { DeviceName, LoraTarget, StepOptions, TrainerOptions } from '../../engine/types.js';
 import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/config.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
+import { longestEpisode } from '../../rrr/episode-length.js';
 import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
 import { MetricsLog, summarize } from '../../rrr/metrics.js';
 import { runTraining, type LoopSettings } from '../../rrr/train.js';
@@ -18,6 +19,7 @@ import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
+import { contextFlag, integerFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
@@ -44,16 +46,16 @@ interface Args {
   'clip-epsilon'?: number;
   'max-grad-norm'?: number;
   'weight-decay'?: number;
-  rank: number;
+  rank?: number;
   alpha?: number;
-  targets: string;
+  targets?: string;
   'max-reflection-tokens'?: number;
   'max-answer-tokens'?: number;
-  'checkpoint-every': number;
-  seed: number;
+  'checkpoint-every'?: number;
+  seed?: number;
   device: DeviceName;
   threads?: number;
-  ctx: number;
+  ctx?: number;
   'skip-bad-lines': boolean;
   json: boolean;
   'train-memory-gib'?: number;
@@ -77,7 +79,7 @@ interface Args {
   'all-nodes': boolean;
   'fused-attn-f16': boolean;
   'fuse-adapter': FuseAdapterFlag;
-  'lora-dropout': number;
+  'lora-dropout'?: number;
 }
 
 /** Everything that defines a run; stored in run.json so --resume continues the same run. */
@@ -94,6 +96,29 @@ interface RunConfig extends LoopSettings {
   lora: { rank: number; alpha: number; targets: LoraTarget[]; dropout?: number };
 }
 
+/** The flags buildConfig reads: what the run is, fixed in run.json when it starts. */
+const RUN_FLAGS = [
+  'model', 'task', 'data', 'generate', 'limit', 'steps', 'tasks-per-step', 'group-size', 'temperature', 'retry-temperature', 'lr', 'lr-schedule',
+  'warmup-steps', 'beta', 'clip-epsilon', 'max-grad-norm', 'weight-decay', 'rank', 'alpha', 'lora-dropout', 'targets', 'max-reflection-tokens',
+  'max-answer-tokens', 'checkpoint-every', 'seed', 'ctx',
+] as const satisfies readonly (keyof Args)[];
+
+/** A run folder's run.json, refused in one line when it is not one this command wrote. */
+function readRunConfig(path: string): RunConfig {
+  let cfg: Partial<RunConfig>;
+  try {
+    cfg = JSON.parse(readFileSync(path, 'utf8')) as Partial<RunConfig>;
+  } catch (e) {
+    throw new RrrError(`${path}: not a run's settings (${(e as Error).message})`);
+  }
+  if (typeof cfg !== 'object' || cfg === null) throw new RrrError(`${path}: not a run's settings (a JSON ${cfg === null ? 'null' : typeof cfg})`);
+  const bad = (['model', 'task'] as const).find((k) => typeof cfg[k] !== 'string') ?? (['steps', 'modelBytes', 'ctx'] as const).find((k) => typeof cfg[k] !== 'number');
+  if (cfg.version !== 1 || bad || typeof cfg.lora !== 'object' || typeof cfg.grpo !== 'object') {
+    throw new RrrError(`${path}: not a run's settings (${cfg.version !== 1 ? `version ${String(cfg.version)}, expected 1` : `no ${bad ?? 'lora or grpo'}`})`);
+  }
+  return cfg as RunConfig;
+}
+
 function parseTargets(s: string): LoraTarget[] {
   const list = s.split(',').map((x) => x.trim()).filter(Boolean);
   for (const t of list) {
@@ -108,12 +133,8 @@ function modelSize(path: string): number {
   return statSync(path).size;
 }
 
-function positive(flag: string, v: number, min = 1): number {
-  if (!Number.isInteger(v) || v < min) throw new RrrError(`${flag} must be an integer ≥ ${min} (got ${v})`);
-  return v;
-}
-
 function buildConfig(a: Args, model: string): RunConfig {
+  const rank = integerFlag('--rank', a.rank ?? 16);
   let grpo: GrpoConfig;
   try {
     grpo = resolveGrpoConfig({
@@ -140,15 +161,15 @@ function buildConfig(a: Args, model: string): RunConfig {
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),
     ...(a.limit !== undefined && { limit: a.limit }),
-    steps: positive('--steps', a.steps ?? (a.model ? 100 : DEMO_SETTINGS.steps)),
-    tasksPerStep: positive('--tasks-per-step', a['tasks-per-step'] ?? (a.model ? 4 : DEMO_SETTINGS.tasksPerStep)),
-    seed: a.seed,
-    checkpointEvery: positive('--checkpoint-every', a['checkpoint-every']),
+    steps: integerFlag('--steps', a.steps ?? (a.model ? 100 : DEMO_SETTINGS.steps)),
+    tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (a.model ? 4 : DEMO_SETTINGS.tasksPerStep)),
+    seed: seedFlag(a.seed ?? 1),
+    checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
     // The embedded tiny model is a toy: short outputs keep the demo to a minute.
-    maxReflectionTokens: positive('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
-    maxAnswerTokens: positive('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
-    ctx: positive('--ctx', a.ctx, 16),
-    lora: { rank: positive('--rank', a.rank), alpha: a.alpha ?? 2 * a.rank, targets: parseTargets(a.targets), dropout: loraDropout(a['lora-dropout']) },
+    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
+    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
+    ctx: integerFlag('--ctx', a.ctx ?? 2048, 16),
+    lora: { rank, alpha: a.alpha === undefined ? 2 * rank : positiveFlag('--alpha', a.alpha), targets: parseTargets(a.targets ?? ALL_TARGETS.join(',')), dropout: loraDropout(a['lora-dropout'] ?? 0) },
     grpo,
   };
 }
@@ -244,21 +265,20 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('clip-epsilon', { type: 'number', describe: 'PPO ratio clip ε (default 0.2)' })
       .option('max-grad-norm', { type: 'number', describe: 'global gradient-norm clip, 0 = off (default 1.0)' })
       .option('weight-decay', { type: 'number', describe: 'AdamW weight decay (default 0)' })
-      .option('rank', { type: 'number', default: 16, describe: 'LoRA rank' })
+      .option('rank', { type: 'number', describe: 'LoRA rank (default 16)' })
       .option('alpha', { type: 'number', describe: 'LoRA alpha (default 2 × rank)' })
       .option('lora-dropout', {
         type: 'number',
-        default: 0,
-        describe: "LoRA dropout in [0, 1): the share of each adapter's inputs zeroed in training steps (new masks every step; generation and evaluation see none)",
+        describe: "LoRA dropout in [0, 1): the share of each adapter's inputs zeroed in training steps (new masks every step; generation and evaluation see none; default 0)",
       })
-      .option('targets', { type: 'string', default: ALL_TARGETS.join(','), describe: 'projections that get LoRA: comma list of q,k,v,o,gate,up,down' })
+      .option('targets', { type: 'string', describe: `projections that get LoRA: comma list of q,k,v,o,gate,up,down (default ${ALL_TARGETS.join(',')})` })
       .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection in tokens (default 128; 2 for the embedded tiny model)' })
       .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry in tokens (default 256; 10 for the embedded tiny model)' })
-      .option('checkpoint-every', { type: 'number', default: 10, describe: 'save a resumable checkpoint every N steps (and on Ctrl-C)' })
-      .option('seed', { type: 'number', default: 1, describe: 'seed of data generation, task order and sampling' })
+      .option('checkpoint-every', { type: 'number', describe: 'save a resumable checkpoint every N steps (and on Ctrl-C; default 10)' })
+      .option('seed', { type: 'number', describe: 'seed of data generation, task order and sampling (default 1)' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-      .option('ctx', { type: 'number', default: 2048, describe: 'longest sequence (prompt + reflection + retry) in tokens' })
+      .option('ctx', { type: 'number', describe: "longest sequence (prompt + reflection + retry) in tokens (default 2048, or the model's context if shorter)" })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('train-memory-gib', {
         type: 'number',
@@ -395,7 +415,9 @@ export const trainCommand: CommandModule<object, Args> = {
       out = resolve(a.out);
       const runFile = join(out, 'run.json');
       if (!existsSync(runFile)) throw new RrrError(`${runFile}: not found, nothing to resume`);
-      cfg = JSON.parse(readFileSync(runFile, 'utf8')) as RunConfig;
+      const given = RUN_FLAGS.find((f) => a[f] !== undefined);
+      if (given) throw new RrrError(`--${given}: a resumed run keeps the settings in ${runFile}; start a new run (another --out) to change them`);
+      cfg = readRunConfig(runFile);
       if (!existsSync(cfg.model) || statSync(cfg.model).size !== cfg.modelBytes) {
         throw new RrrError(`${cfg.model}: the run's model is missing or changed since the run started`);
       }
@@ -404,6 +426,7 @@ export const trainCommand: CommandModule<object, Args> = {
       if (!a.model) log('no --model given: the embedded demo (tiny qwen2 copier model, synthetic secret-word task)');
       cfg = buildConfig(a, model);
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
+      if (existsSync(out) && !statSync(out).isDirectory()) throw new RrrError(`--out ${out}: exists and is not a folder`);
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
     }
     if (execution.merge === true && (cfg.lora.dropout ?? 0) > 0) {
@@ -413,7 +436,7 @@ export const trainCommand: CommandModule<object, Args> = {
     const data = await loadItems(task, { data: cfg.data, generate: cfg.generate, limit: cfg.limit, seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
-    const model = await Model.load(cfg.model, { device: a.device, threads: a.threads });
+    const model = await Model.load(cfg.model, { device: a.device, threads: threadsFlag(a.threads) });
     if (a['all-nodes']) {
       refuseAllNodesOffGpu('--all-nodes', model.info);
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
@@ -425,6 +448,7 @@ export const trainCommand: CommandModule<object, Args> = {
     let trainer: Trainer;
     try {
       generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
+      contextFlag(cfg.ctx, model.info.nCtxTrain, longestEpisode(new EnginePolicy(model, generator), task, data.items, cfg), cfg);
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },

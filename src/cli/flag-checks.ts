@@ -1,0 +1,38 @@
+// Checks of flag values that several commands share, each failing in one line that names the flag.
+import { RrrError } from '../engine/errors.js';
+import type { EpisodeLength } from '../rrr/episode-length.js';
+
+/** `v` as given for `flag` (e.g. '--steps'), which must be a whole number of at least `min`. */
+export function integerFlag(flag: string, v: number, min = 1): number {
+  if (!Number.isInteger(v) || v < min) throw new RrrError(`${flag}: expected a whole number ≥ ${min}, got ${v}`);
+  return v;
+}
+
+/** --threads: absent (every core) or a whole number of threads. */
+export function threadsFlag(v: number | undefined): number | undefined {
+  return v === undefined ? undefined : integerFlag('--threads', v);
+}
+
+/** --seed: any whole number, negative ones too (the generators hash it). */
+export function seedFlag(v: number): number {
+  if (!Number.isSafeInteger(v)) throw new RrrError(`--seed: expected a whole number, got ${v}`);
+  return v;
+}
+
+/** `v` as given for `flag`, which must be a finite number above 0. */
+export function positiveFlag(flag: string, v: number): number {
+  if (!(Number.isFinite(v) && v > 0)) throw new RrrError(`${flag}: expected a number > 0, got ${v}`);
+  return v;
+}
+
+/**
+ * --ctx against the longest episode (rrr/episode-length.ts), where the context is --ctx or the
+ * model's own if shorter (`modelCtx`): refused in one line that says what fills it.
+ */
+export function contextFlag(ctx: number, modelCtx: number, e: EpisodeLength, s: { maxAnswerTokens: number; maxReflectionTokens: number }): void {
+  const limit = Math.min(ctx, modelCtx);
+  if (e.tokens <= limit) return;
+  const parts = `prompts ${e.promptTokens}, the first answer and the retry ${s.maxAnswerTokens} each (--max-answer-tokens), the reflection ${s.maxReflectionTokens} (--max-reflection-tokens)`;
+  const fix = ctx <= modelCtx ? 'raise --ctx or lower those' : `lower those: the model's context is ${modelCtx} tokens`;
+  throw new RrrError(`--ctx ${ctx}: an episode of item ${e.itemId} can take ${e.tokens} tokens (${parts}); ${fix}`);
+}

@@ -1,0 +1,30 @@
+// The longest sequence an episode can reach: its retry prompt, with the first answer and the
+// reflection at their token limits, plus the retry. Checked before a run starts, so a context
+// too short fails there rather than at whichever step first meets the longest item.
+import { buildRetryConversation } from '../tasks/conversation.js';
+import type { TaskItem } from '../tasks/types.js';
+import type { AnyTask, Policy } from './types.js';
+
+export interface EpisodeLength {
+  itemId: string;
+  /** The retry conversation's tokens with an empty first answer and reflection. */
+  promptTokens: number;
+  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens. */
+  tokens: number;
+}
+
+export function longestEpisode(
+  policy: Pick<Policy, 'promptTokens'>,
+  task: AnyTask,
+  items: readonly TaskItem[],
+  s: { maxAnswerTokens: number; maxReflectionTokens: number },
+): EpisodeLength {
+  let longest: EpisodeLength | undefined;
+  for (const item of items) {
+    const conv = buildRetryConversation(task.buildPrompt(item), '', task.reflectionPrompt, '', task.retryPrompt);
+    const promptTokens = policy.promptTokens(conv).length;
+    if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens, tokens: 0 };
+  }
+  if (!longest) throw new Error('longestEpisode: no items');
+  return { ...longest, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens };
+}
