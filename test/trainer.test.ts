@@ -2,11 +2,11 @@
 // loss's edge cases, learning, and adapter files checked through libllama's own LoRA loader.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { Model, NonFiniteGradientError, ReferenceModel, Trainer, makeTinyModel, mergeAdapter, type GradientsResult } from '../src/engine/index.js';
 import type { OpCensus, StepOptions, TrainSequence, TrainerOptions } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
@@ -1834,6 +1834,17 @@ describe('learning and adapter files', () => {
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /^rrr-native: .*cli\.gguf: not a LoRA adapter GGUF.*\n$/);
     assert.equal(existsSync(join(dir, 'x.gguf')), false);
+    // --out naming an input another way (relative, through a link) is refused; the input stays.
+    const link = join(dir, 'cli-model-link.gguf');
+    rmSync(link, { force: true });
+    symlinkSync(path, link);
+    const before = readFileSync(path);
+    for (const [model, outPath] of [[link, path], [path, relative(process.cwd(), path)], [path, relative(process.cwd(), adapterPath)]]) {
+      const same = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', model!, '--adapter', adapterPath, '--out', outPath!], { encoding: 'utf8' });
+      assert.equal(same.status, 1, same.stdout);
+      assert.match(same.stderr, /^rrr-native: --out .*: it is the file of --model or --adapter\n$/);
+    }
+    assert.deepEqual(readFileSync(path), before);
     tr.dispose();
     model.dispose();
   });

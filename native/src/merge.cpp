@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -15,6 +16,14 @@
 namespace rrr {
 
 namespace {
+
+// Another spelling of the same file (./m.gguf, an absolute path, a link) is the same file:
+// renaming the output over it would replace the input.
+bool same_file(const std::string & a, const std::string & b) {
+    if (a == b) return true;
+    struct stat sa, sb;
+    return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
 
 struct File {
     FILE * f = nullptr;
@@ -47,7 +56,7 @@ struct Delta {
 
 MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path) {
     if (out_path.empty()) throw Error("--out: an output path is required");
-    if (out_path == model_path || out_path == adapter_path) throw Error("--out: must differ from --model and --adapter");
+    if (same_file(out_path, model_path) || same_file(out_path, adapter_path)) throw Error("--out " + out_path + ": it is the file of --model or --adapter");
     GgufFile base(model_path, false);
     GgufFile ad(adapter_path, true);
 

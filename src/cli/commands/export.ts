@@ -26,7 +26,7 @@ export const exportCommand: CommandModule<object, Args> = {
           'types that need an importance matrix (IQ*) are stored as f16. Every other tensor and all metadata are copied unchanged.',
       ),
   handler: async (a) => {
-    if (!a.merge) throw new RrrError('export: only --merge is supported (base + adapter -> one GGUF); add --merge');
+    if (!a.merge) throw new RrrError('--merge: export writes base + adapter as one GGUF, its only mode; add --merge');
     const t0 = Date.now();
     const r = await mergeAdapter({ model: a.model, adapter: a.adapter, out: a.out });
     const mode = { json: a.json };
