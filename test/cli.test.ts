@@ -88,8 +88,9 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--task', 'countdown', '--data', join(testDir(), 'some.jsonl'), '--generate', '5'], /^rrr-native: --generate: the items come from --data .*some\.jsonl; give one of the two$/],
     [['--alpha', '-1'], /^rrr-native: --alpha: expected a number > 0, got -1$/],
     [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
-    // The longest episode against the context: prompts + 2 × answer + reflection.
-    [['--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\)\); raise --ctx or lower those$/],
+    // The longest episode against the context: prompts + 2 × answer + reflection. Under --json,
+    // where notes go to stderr, none comes before the refusal.
+    [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\)\); raise --ctx or lower those$/],
   ];
   for (const [flags, pattern] of cases) assertOneLineError(train(...flags), 1, pattern);
   const ctx = train('--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4').err.match(/can take (\d+) tokens \(prompts (\d+)/)!;

@@ -423,7 +423,6 @@ export const trainCommand: CommandModule<object, Args> = {
       }
     } else {
       const model = a.model ? resolve(a.model) : await ensureDefaultModel(log);
-      if (!a.model) log('no --model given: the embedded demo (tiny qwen2 copier model, synthetic secret-word task)');
       cfg = buildConfig(a, model);
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(out) && !statSync(out).isDirectory()) throw new RrrError(`--out ${out}: exists and is not a folder`);
@@ -434,7 +433,6 @@ export const trainCommand: CommandModule<object, Args> = {
     }
     const task = taskFor(cfg.task);
     const data = await loadItems(task, { data: cfg.data, generate: cfg.generate, limit: cfg.limit, seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
-    log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
 
     const model = await Model.load(cfg.model, { device: a.device, threads: threadsFlag(a.threads) });
     if (a['all-nodes']) {
@@ -463,6 +461,9 @@ export const trainCommand: CommandModule<object, Args> = {
     // Written once the data, the model and the trainer's options have passed, so a refused start
     // leaves no run folder.
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
+    // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
+    if (!a.resume && !a.model) log(`no --model given: the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
+    log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
