@@ -151,6 +151,14 @@ test('without allowJsonArray a "[" file is read as JSON Lines', async () => {
   assert.match(err.message, new RegExp(`^${escape(p)}:1: invalid JSON`));
 });
 
+test('a line of control bytes is quoted escaped in its error, not sent to the terminal', async () => {
+  const p = file('control.jsonl', '\x00\x01\x1b[31mgarbage\n');
+  const err = await rejects(readJsonl(p, validate));
+  assert.match(err.message, new RegExp(`^${escape(p)}:1: invalid JSON`));
+  assert.doesNotMatch(err.message, /[\x00-\x1f\x7f]/);
+  assert.match(err.message, /\\x00\\x01\\x1b\[31mgarbage/);
+});
+
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -205,7 +205,8 @@ function errorMessage(err: unknown): string {
 
 /** Collapses whitespace and truncates, so a message built from data never spans lines. */
 export function oneLine(s: string, max = 160): string {
-  const flat = s.replace(/\s+/g, ' ').trim();
+  // Control bytes of a broken file (NUL, ESC) are shown escaped, not sent to the terminal.
+  const flat = s.replace(/\s+/g, ' ').trim().replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
 
