@@ -604,6 +604,11 @@ export const trainCommand: CommandModule<object, Args> = {
       );
       say(mode, `\nadapter: ${join(out, 'adapter.gguf')} (llama.cpp --lora compatible); metrics: ${metrics.path}`);
       say(mode, `evaluate it: rrr-native eval --model ${cfg.model} --adapter ${join(out, 'adapter.gguf')} --task ${cfg.task}${cfg.data ? ' --data <held-out.jsonl>' : ` --seed ${cfg.seed + 1000}`}`);
+    } catch (e) {
+      // The run folder outlives a refused step: say how to go on from it, e.g. with a larger
+      // --train-memory-gib, which a resumed run may change.
+      if (e instanceof RrrError && e.message.startsWith('step: ')) e.message += `; the run continues from its last checkpoint with: rrr-native train --resume --out ${out}`;
+      throw e;
     } finally {
       process.off('SIGINT', onSigint);
       generator.dispose();
