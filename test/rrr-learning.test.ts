@@ -85,6 +85,31 @@ test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
 });
 
+test('one train a run folder: a second is refused while the first runs; a dead one\'s lock is taken over', async () => {
+  const busy = join(testDir(), 'busy-run');
+  const child = spawn(process.execPath, [main, 'train', '--out', busy, '--steps', '100', '--tasks-per-step', '4'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const closed = new Promise<number | null>((r) => child.on('close', r));
+  let seen = '';
+  await Promise.race([
+    new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => /step 1\/100/.test((seen += d.toString())) && r())),
+    closed.then((c) => assert.fail(`the first run ended (${c}) before its first step`)),
+  ]);
+  const second = cli('train', '--resume', '--out', busy);
+  child.kill('SIGINT');
+  assert.equal(await closed, 130);
+  assert.equal(second.code, 1);
+  assert.match(second.err, new RegExp(`^rrr-native: --out .*busy-run: in use by another train \\(process ${child.pid}, .*train\\.lock\\)\\n$`));
+  assert.ok(!existsSync(join(busy, 'train.lock')), 'released when the run stops');
+  // A lock whose process is gone (killed, or the machine went down) is taken over.
+  const done = join(testDir(), 'done-run');
+  assert.equal(cli('train', '--out', done, '--steps', '1').code, 0);
+  const gone = spawnSync(process.execPath, ['-e', '']).pid!;
+  writeFileSync(join(done, 'train.lock'), `${gone}\n`);
+  const again = cli('train', '--resume', '--out', done);
+  assert.equal(again.code, 0, again.err);
+  assert.ok(!existsSync(join(done, 'train.lock')));
+});
+
 test('bad dataset lines are reported with their line number, or skipped on request', () => {
   const data = join(testDir(), 'bad.jsonl');
   writeFileSync(data, '{"options": ["apple", "river"], "secret": "river"}\n{"options": "apple"}\n{"options": ["a", "b"], "secret": "b"}\nnot json\n');

@@ -22,6 +22,7 @@ import { emitJson, say, table } from '../output.js';
 import { contextFlag, integerFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { lockRunFolder } from '../run-lock.js';
 import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -460,6 +461,13 @@ export const trainCommand: CommandModule<object, Args> = {
     }
     // Written once the data, the model and the trainer's options have passed, so a refused start
     // leaves no run folder.
+    let unlock: () => void;
+    try {
+      unlock = lockRunFolder(out);
+    } catch (e) {
+      [generator, trainer, model].forEach((x) => x.dispose());
+      throw e;
+    }
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
     if (!a.resume && !a.model) log(`no --model given: the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
@@ -610,6 +618,7 @@ export const trainCommand: CommandModule<object, Args> = {
       if (e instanceof RrrError && e.message.startsWith('step: ')) e.message += `; the run continues from its last checkpoint with: rrr-native train --resume --out ${out}`;
       throw e;
     } finally {
+      unlock();
       process.off('SIGINT', onSigint);
       generator.dispose();
       trainer.dispose();
