@@ -2,10 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/engine/native.js';
 import { testDir, tinyModel } from './helpers/models.js';
+import { RrrError } from '../src/engine/errors.js';
+import { contextFlag } from '../src/cli/flag-checks.js';
+import { inFlags } from '../src/cli/step-flags.js';
 
 const main = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -88,14 +91,20 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--task', 'countdown', '--data', join(testDir(), 'some.jsonl'), '--generate', '5'], /^rrr-native: --generate: the items come from --data .*some\.jsonl; give one of the two$/],
     [['--alpha', '-1'], /^rrr-native: --alpha: expected a number > 0, got -1$/],
     [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
+    [['--targets', 'q,,k'], /^rrr-native: --targets: an empty name in 'q,,k' \(expected a comma list of q,k,v,o,gate,up,down\)$/],
+    [['--rank', '1e9'], /^rrr-native: --rank: rank 1000000000 exceeds the size of /],
     // The longest episode against the context: prompts + 2 × answer + reflection. Under --json,
     // where notes go to stderr, none comes before the refusal.
-    [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\)\); raise --ctx or lower those$/],
+    [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\), 12 for their text tokenized again\); raise --ctx or lower those$/],
   ];
   for (const [flags, pattern] of cases) assertOneLineError(train(...flags), 1, pattern);
   const ctx = train('--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4').err.match(/can take (\d+) tokens \(prompts (\d+)/)!;
-  assert.equal(Number(ctx[1]), Number(ctx[2]) + 2 * 8 + 4);
+  assert.equal(Number(ctx[1]), Number(ctx[2]) + 2 * 8 + 4 + 12);
   assert.ok(!existsSync(out), 'a refused start leaves no run folder');
+  // At the length it asks for, the run starts and its steps fit.
+  const fits = train('--ctx', ctx[1]!, '--max-answer-tokens', '8', '--max-reflection-tokens', '4', '--steps', '2', '--generate', '16');
+  assert.equal(fits.code, 0, fits.err);
+  rmSync(out, { recursive: true });
   const evalWith = (...flags: string[]) => cli('eval', '--model', model, '--device', 'cpu', '--generate', '2', ...flags);
   for (const [flags, pattern] of [
     [['--batch-size', '0'], /^rrr-native: --batch-size: expected a whole number ≥ 1, got 0$/],
@@ -112,6 +121,13 @@ test('bad flag values: one line naming the flag, before any run folder is made',
 
 test('a run folder that is not one: --out a file, a broken run.json, run settings given to --resume', async () => {
   const model = await tinyModel();
+  // Not a folder to put a new run in: empty, holding other files, one that cannot be made.
+  assertOneLineError(cli('train', '--model', model, '--out', ''), 1, /^rrr-native: --out: expected a folder, got an empty path$/);
+  const other = join(testDir(), 'not-a-run');
+  mkdirSync(other, { recursive: true });
+  writeFileSync(join(other, 'notes.txt'), 'x');
+  assertOneLineError(cli('train', '--model', model, '--out', other), 1, /^rrr-native: --out .*not-a-run: holds other files and no run; give a new or empty folder$/);
+  assertOneLineError(cli('train', '--model', model, '--out', '/proc/rrr-x'), 1, /^rrr-native: --out \/proc\/rrr-x: cannot make the folder \/proc\/rrr-x \(ENOENT\)$/);
   const file = join(testDir(), 'out-is-a-file');
   writeFileSync(file, 'x');
   assertOneLineError(cli('train', '--model', model, '--out', file), 1, /^rrr-native: --out .*out-is-a-file: exists and is not a folder$/);
@@ -132,4 +148,22 @@ test('an adapter or a training state given as the model is said to be one', asyn
   assert.equal(r.code, 0, r.err);
   assertOneLineError(cli('info', '--model', join(out, 'adapter.gguf')), 1, /adapter\.gguf: a LoRA adapter, not a model/);
   assertOneLineError(cli('info', '--model', join(out, 'checkpoint', 'state.gguf')), 1, /state\.gguf: a GGUF of type '\S+', not a model$/);
+});
+
+test("the trainer's refusals are said in the command's flags; the context check's advice fits its cause", () => {
+  const said = (message: string, prefix: '--' | '--train-', own = {}, allNodes?: string) => (inFlags(new RrrError(message), prefix, own, allNodes) as Error).message;
+  assert.equal(said('fusedAttnF16: it sets how; give fusedAttnBackward too', '--'), '--fused-attn-f16: it sets how; give --fused-attn-backward too');
+  assert.equal(said('swigluGrad16: x; give gateUp16 too', '--train-'), '--train-swiglu-grad-16: x; give --train-gate-up-16 too');
+  // Whole names only: fusedHead is not a part of fusedHeadSteps.
+  assert.equal(said('fusedHeadSteps: x', '--train-', { fusedHeadSteps: '--train-fused-head-steps' }), '--train-fused-head-steps: x');
+  assert.equal(said("fusedHead: the model's output weight is q8_0", '--', {}, '--all-nodes'), "--all-nodes (--fused-head): the model's output weight is q8_0");
+  assert.equal(said('flashAttn: no kernel', '--train-'), '--flash-attn: no kernel');
+
+  const s = { maxAnswerTokens: 8, maxReflectionTokens: 4 };
+  const e = { itemId: 'i', promptTokens: 40, tokens: 60 };
+  assert.doesNotThrow(() => contextFlag(60, 100, e, s));
+  assert.throws(() => contextFlag(50, 100, e, s), /^RrrError: --ctx 50: an episode of item i can take 60 tokens .*; raise --ctx or lower those$/);
+  // Past the model's own context, a larger --ctx cannot help.
+  assert.throws(() => contextFlag(50, 55, e, s), /^RrrError: --ctx 50: .*; lower those: the model's context is 55 tokens$/);
+  assert.throws(() => contextFlag(2048, 55, e, s), /; lower those: the model's context is 55 tokens$/);
 });

@@ -1,5 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,6 +158,13 @@ test('a line of control bytes is quoted escaped in its error, not sent to the te
   assert.match(err.message, new RegExp(`^${escape(p)}:1: invalid JSON`));
   assert.doesNotMatch(err.message, /[\x00-\x1f\x7f]/);
   assert.match(err.message, /\\x00\\x01\\x1b\[31mgarbage/);
+});
+
+test('a FIFO given as a dataset is refused, not read until a writer comes', async () => {
+  const p = join(dir, 'pipe.jsonl');
+  assert.equal(spawnSync('mkfifo', [p]).status, 0, 'mkfifo');
+  const err = await rejects(readJsonl(p, validate));
+  assert.equal(err.message, `${p}: not a regular file, expected a dataset file`);
 });
 
 function escape(s: string): string {

@@ -31,7 +31,7 @@ ggml_tensor * Adapter::base_weight(const ModelWeights & w, int64_t il, LoraTarge
 }
 
 Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_t backend) : spec_(spec), arch_(w.config().arch_name) {
-    if (spec.rank < 1) throw Error("--lora-rank: rank must be >= 1 (got " + std::to_string(spec.rank) + ")");
+    if (spec.rank < 1) throw Error("--rank: rank must be >= 1 (got " + std::to_string(spec.rank) + ")");
     if (!(spec.alpha > 0) || !std::isfinite(spec.alpha)) throw Error("--lora-alpha: alpha must be > 0");
     bool any = false;
     for (bool b : spec.targets) any = any || b;
@@ -52,7 +52,7 @@ Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_
             ggml_tensor * base = base_weight(w, il, t);
             const int64_t n_in = base->ne[0], n_out = base->ne[1];
             if (spec.rank > std::min(n_in, n_out)) {
-                throw Error("--lora-rank: rank " + std::to_string(spec.rank) + " exceeds the size of " + ggml_get_name(base) + " [" +
+                throw Error("--rank: rank " + std::to_string(spec.rank) + " exceeds the size of " + ggml_get_name(base) + " [" +
                             std::to_string(n_in) + ", " + std::to_string(n_out) + "]");
             }
             LoraPair & p = layers_[il][t];

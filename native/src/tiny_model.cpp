@@ -68,7 +68,7 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
     }
     if (s.n_head % s.n_head_kv != 0) throw Error("--heads: must be a multiple of --kv-heads");
     const int64_t head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
-    if (head_dim % 2 != 0) throw Error("make-tiny-model: head dim must be even (rotary embeddings)");
+    if (head_dim % 2 != 0) throw Error("--head-dim: the head size (--embd / --heads without it) must be even for rotary embeddings, got " + std::to_string(head_dim));
     if (s.head_dim <= 0 && s.n_embd % s.n_head != 0) throw Error("--embd: must be a multiple of --heads");
     const ggml_type wtype = parse_type(s.type);
     // Embedding tables dominate a tiny model's size (vocab x n_embd), so they stay 16-bit.

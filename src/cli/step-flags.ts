@@ -60,12 +60,13 @@ const TRAINER_FLAGS = {
 /**
  * The trainer refuses options by their TrainerOptions names ("fusedAttnF16: ...; give
  * fusedAttnBackward too"): the same error, said in the flags of the command that gave them
- * (`prefix` '--' for train, '--train-' for bench; `own` for the command's other flags).
+ * (`prefix` '--' for train, '--train-' for bench; `own` for the command's other flags). Where
+ * `allNodes` (--all-nodes, --train-all-nodes) set them, it is named with the one at fault.
  */
-export function inFlags(e: unknown, prefix: '--' | '--train-', own: Partial<Record<keyof TrainerOptions, string>> = {}): unknown {
+export function inFlags(e: unknown, prefix: '--' | '--train-', own: Partial<Record<keyof TrainerOptions, string>> = {}, allNodes?: string): unknown {
   if (!(e instanceof Error)) return e;
   const flags: Record<string, string> = { flashAttn: '--flash-attn', ...own };
-  for (const [key, flag] of Object.entries(TRAINER_FLAGS)) flags[key] = prefix + flag;
+  for (const [key, flag] of Object.entries(TRAINER_FLAGS)) flags[key] = allNodes ? `${allNodes} (${prefix}${flag})` : prefix + flag;
   e.message = e.message.replace(new RegExp(`\\b(${Object.keys(flags).join('|')})\\b`, 'g'), (key) => flags[key]!);
   return e;
 }

@@ -16,6 +16,17 @@ export function taskFor(name: string): AnyTask {
   }
 }
 
+/**
+ * --data, --generate and --limit as given to train or eval, refused in one line where they do
+ * not go together; a resumed run's stored ones are taken as they were.
+ */
+export function itemFlags(a: { data?: string; generate?: number; limit?: number }): void {
+  if (a.limit !== undefined) integerFlag('--limit', a.limit);
+  if (a.generate === undefined) return;
+  if (a.data !== undefined) throw new RrrError(`--generate: the items come from --data ${a.data}; give one of the two`);
+  integerFlag('--generate', a.generate);
+}
+
 export interface ItemSource {
   data?: string;
   generate?: number;
@@ -34,11 +45,6 @@ export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string
   let items: TaskItem[];
   let source: string;
   let skipped = 0;
-  if (s.limit !== undefined) integerFlag('--limit', s.limit);
-  if (s.generate !== undefined) {
-    if (s.data) throw new RrrError(`--generate: the items come from --data ${s.data}; give one of the two`);
-    integerFlag('--generate', s.generate);
-  }
   if (s.data) {
     let r;
     try {

@@ -5,11 +5,19 @@ import { buildRetryConversation } from '../tasks/conversation.js';
 import type { TaskItem } from '../tasks/types.js';
 import type { AnyTask, Policy } from './types.js';
 
+/**
+ * Tokens a generated text may gain when its decoded text is tokenized again inside the retry
+ * prompt (other merges at its ends, a cut UTF-8 character decoded as U+FFFD): measured on the
+ * demo model with random tokens, the retry prompts ran past the sum by up to 1 token at
+ * temperature 1 and 3 at temperature 2 (64 failures x 8 reflections each).
+ */
+export const RETOKENIZE_SLACK = 4;
+
 export interface EpisodeLength {
   itemId: string;
   /** The retry conversation's tokens with an empty first answer and reflection. */
   promptTokens: number;
-  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens. */
+  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens + 3 × RETOKENIZE_SLACK. */
   tokens: number;
 }
 
@@ -26,5 +34,5 @@ export function longestEpisode(
     if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens, tokens: 0 };
   }
   if (!longest) throw new Error('longestEpisode: no items');
-  return { ...longest, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens };
+  return { ...longest, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens + 3 * RETOKENIZE_SLACK };
 }

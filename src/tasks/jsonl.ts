@@ -8,7 +8,7 @@
  * character is "[" is read as one JSON array instead (the xLAM release is a
  * single array); errors then name the line where the bad element starts.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { BadLine, LoadOptions, LoadResult } from './types.js';
 
 export class DataError extends Error {
@@ -47,8 +47,12 @@ export async function readJsonl<T>(
 ): Promise<LoadResult<T>> {
   let text: string;
   try {
+    // A FIFO or a device would block the read or never end: only files are datasets.
+    const st = await stat(path);
+    if (!st.isFile() && !st.isDirectory()) throw new DataError(`${path}: not a regular file, expected a dataset file`, path);
     text = await readFile(path, 'utf8');
   } catch (err) {
+    if (err instanceof DataError) throw err;
     throw new DataError(describeReadError(path, err), path);
   }
   return parseJsonlText(text, path, validate, opts);

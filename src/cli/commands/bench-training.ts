@@ -95,7 +95,7 @@ export const trainingSection: BenchSection = {
       ...(args['train-all-nodes'] && ALL_NODES),
     }).catch((e: unknown) => {
       restoreCublas();
-      throw inFlags(e, '--train-', own);
+      throw inFlags(e, '--train-', own, args['train-all-nodes'] ? '--train-all-nodes' : undefined);
     });
     const flash = `${tr.info.flashAttn ? ', flash attention' : ''}${tr.info.fusedAttnBackward ? `, fused attention backward${tr.info.fusedAttnF16 ? ' (f16 products)' : ''}` : ''}${tr.info.fusedMlpBackward ? ', fused SwiGLU backward' : ''}${tr.info.fusedHead ? ', LM head and loss by our node' : ''}${tr.info.fusedNormBackward ? ", norms' backward by our nodes" : ''}${tr.info.gateUp16 ? `, gate and up${tr.info.swigluGrad16 ? " and the SwiGLU's gradient" : ''} in 16 bits where merged into 16-bit weights` : ''}${tr.info.nodeWaits === 'device' ? ', our nodes and ggml-cuda waiting on the device' : ''}`;
     const mergeNode = `${tr.info.fusedMerge ? ' by our merge node (--train-fused-merge)' : ''}${tr.info.mergeBf16 ? ', merged weights in bf16 (--train-merge-bf16)' : ''}${tr.info.fusedLoraBackward ? `, adapters' gradients by our nodes (--train-fused-lora-backward${tr.info.fusedLora16 ? ", the MLP's in 16 bits" : ''})` : ''}`;

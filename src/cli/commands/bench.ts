@@ -12,7 +12,7 @@ import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
-import { integerFlag } from '../flag-checks.js';
+import { integerFlag, positiveFlag } from '../flag-checks.js';
 
 export interface BenchArgs {
   model: string;
@@ -434,7 +434,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       integerFlag(`--${flag}`, v, 1);
     }
-    if (a['train-memory-gib'] !== undefined && !(a['train-memory-gib'] > 0)) throw new RrrError(`--train-memory-gib: expected a positive number, got ${a['train-memory-gib']}`);
+    if (a['train-memory-gib'] !== undefined) positiveFlag('--train-memory-gib', a['train-memory-gib']);
     const ws = a['train-attn-workspace-mib'];
     if (ws !== undefined && !(Number.isFinite(ws) && ws >= 0)) throw new RrrError(`--train-attn-workspace-mib: expected a number of MiB >= 0, got ${ws}`);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']], ['train-micro-batch-tokens', a['train-micro-batch-tokens']]] as const) {

@@ -11,7 +11,7 @@ import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { contextFlag, integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { Progress } from '../progress.js';
-import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
+import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 interface Args {
   model?: string;
@@ -43,14 +43,14 @@ export const evalCommand: CommandModule<object, Args> = {
       .option('task', { choices: TASK_NAMES, default: 'synthetic', describe: 'task' })
       .option('data', { type: 'string', describe: 'held-out JSONL dataset' })
       .option('generate', { type: 'number', describe: 'without --data: number of items to generate (default 64)' })
-      .option('limit', { type: 'number', describe: 'use only the first N items' })
+      .option('limit', { type: 'number', describe: 'use only the first N items (default: all)' })
       .option('seed', { type: 'number', default: 1001, describe: 'generator seed; keep it different from the training seed so items are held out' })
       .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection (default 128; 2 for the embedded tiny model, as in train)' })
       .option('max-answer-tokens', { type: 'number', describe: 'longest answer (default 256; 10 for the embedded tiny model, as in train)' })
       .option('batch-size', { type: 'number', default: 32, describe: 'tasks generated together' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-      .option('ctx', { type: 'number', default: 2048, describe: 'longest sequence in tokens' })
+      .option('ctx', { type: 'number', default: 2048, describe: "longest sequence (prompt + reflection + retry) in tokens, or the model's context if shorter" })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
   handler: async (a) => {
@@ -65,6 +65,7 @@ export const evalCommand: CommandModule<object, Args> = {
     };
     integerFlag('--ctx', a.ctx, 16);
     seedFlag(a.seed);
+    itemFlags(a);
     const modelPath = a.model ? resolve(a.model) : await ensureDefaultModel(log);
     const data = await loadItems(
       task,

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
@@ -23,7 +23,7 @@ import { contextFlag, integerFlag, positiveFlag, seedFlag, threadsFlag } from '.
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
-import { loadItems, taskFor, TASK_NAMES } from '../task-data.js';
+import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
 const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 
@@ -97,11 +97,15 @@ interface RunConfig extends LoopSettings {
   lora: { rank: number; alpha: number; targets: LoraTarget[]; dropout?: number };
 }
 
-/** The flags buildConfig reads: what the run is, fixed in run.json when it starts. */
+/**
+ * The flags buildConfig reads but --checkpoint-every and --ctx: what the run is, fixed in
+ * run.json when it starts. How often it saves and the longest sequence it has room for are not
+ * what it trains, so a resumed run may change them.
+ */
 const RUN_FLAGS = [
   'model', 'task', 'data', 'generate', 'limit', 'steps', 'tasks-per-step', 'group-size', 'temperature', 'retry-temperature', 'lr', 'lr-schedule',
   'warmup-steps', 'beta', 'clip-epsilon', 'max-grad-norm', 'weight-decay', 'rank', 'alpha', 'lora-dropout', 'targets', 'max-reflection-tokens',
-  'max-answer-tokens', 'checkpoint-every', 'seed', 'ctx',
+  'max-answer-tokens', 'seed',
 ] as const satisfies readonly (keyof Args)[];
 
 /** A run folder's run.json, refused in one line when it is not one this command wrote. */
@@ -121,11 +125,13 @@ function readRunConfig(path: string): RunConfig {
 }
 
 function parseTargets(s: string): LoraTarget[] {
-  const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (s.trim() === '') throw new RrrError('--targets: at least one projection is needed');
+  const list = s.split(',').map((x) => x.trim());
   for (const t of list) {
-    if (!ALL_TARGETS.includes(t as LoraTarget)) throw new RrrError(`--targets: unknown projection '${t}' (expected a comma list of ${ALL_TARGETS.join(',')})`);
+    if (!ALL_TARGETS.includes(t as LoraTarget)) {
+      throw new RrrError(`--targets: ${t ? `unknown projection '${t}'` : `an empty name in '${s}'`} (expected a comma list of ${ALL_TARGETS.join(',')})`);
+    }
   }
-  if (list.length === 0) throw new RrrError('--targets: at least one projection is needed');
   return list as LoraTarget[];
 }
 
@@ -135,6 +141,7 @@ function modelSize(path: string): number {
 }
 
 function buildConfig(a: Args, model: string): RunConfig {
+  itemFlags(a);
   const rank = integerFlag('--rank', a.rank ?? 16);
   let grpo: GrpoConfig;
   try {
@@ -201,7 +208,7 @@ function executionSettings(a: Args): {
   nodes: NodeSwitches;
 } {
   const gib = a['train-memory-gib'];
-  if (gib !== undefined && !(Number.isFinite(gib) && gib > 0)) throw new RrrError(`--train-memory-gib: expected a positive number of GiB, got ${gib}`);
+  if (gib !== undefined) positiveFlag('--train-memory-gib', gib);
   const k = a['kept-layers'].trim();
   if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
   return {
@@ -251,7 +258,7 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('task', { choices: TASK_NAMES, describe: 'task: synthetic (default), countdown, function-calling' })
       .option('data', { type: 'string', describe: 'JSONL dataset for the task (countdown: {nums,target}; function-calling: APIGen/xLAM {query,tools,answers})' })
       .option('generate', { type: 'number', describe: 'without --data: number of task items to generate (default 64; synthetic and countdown)' })
-      .option('limit', { type: 'number', describe: 'use only the first N items' })
+      .option('limit', { type: 'number', describe: 'use only the first N items (default: all)' })
       .option('out', { type: 'string', describe: 'run folder: adapter, checkpoints, metrics.jsonl, summary.json (default runs/<task>-<time>)' })
       .option('resume', { type: 'boolean', default: false, describe: 'continue the run in --out from its last checkpoint (same settings, same results)' })
       .option('steps', { type: 'number', describe: 'GRPO steps (default 100; 60 for the embedded demo)' })
@@ -275,11 +282,11 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('targets', { type: 'string', describe: `projections that get LoRA: comma list of q,k,v,o,gate,up,down (default ${ALL_TARGETS.join(',')})` })
       .option('max-reflection-tokens', { type: 'number', describe: 'longest reflection in tokens (default 128; 2 for the embedded tiny model)' })
       .option('max-answer-tokens', { type: 'number', describe: 'longest first attempt / retry in tokens (default 256; 10 for the embedded tiny model)' })
-      .option('checkpoint-every', { type: 'number', describe: 'save a resumable checkpoint every N steps (and on Ctrl-C; default 10)' })
+      .option('checkpoint-every', { type: 'number', describe: 'save a resumable checkpoint every N steps (and on Ctrl-C; default 10; a resumed run may change it)' })
       .option('seed', { type: 'number', describe: 'seed of data generation, task order and sampling (default 1)' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-      .option('ctx', { type: 'number', describe: "longest sequence (prompt + reflection + retry) in tokens (default 2048, or the model's context if shorter)" })
+      .option('ctx', { type: 'number', describe: "longest sequence (prompt + reflection + retry) in tokens (default 2048, or the model's context if shorter; a resumed run may raise it)" })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('train-memory-gib', {
         type: 'number',
@@ -411,6 +418,9 @@ export const trainCommand: CommandModule<object, Args> = {
     const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
     let out: string;
     let cfg: RunConfig;
+    // Taken first for a run that exists (before loading what a running one already holds), and
+    // for a new one where its folder is made.
+    let unlock: (() => void) | undefined;
     if (a.resume) {
       if (!a.out) throw new RrrError('--resume needs --out, the run folder to continue');
       out = resolve(a.out);
@@ -419,15 +429,21 @@ export const trainCommand: CommandModule<object, Args> = {
       const given = RUN_FLAGS.find((f) => a[f] !== undefined);
       if (given) throw new RrrError(`--${given}: a resumed run keeps the settings in ${runFile}; start a new run (another --out) to change them`);
       cfg = readRunConfig(runFile);
+      if (a['checkpoint-every'] !== undefined) cfg.checkpointEvery = integerFlag('--checkpoint-every', a['checkpoint-every']);
+      if (a.ctx !== undefined) cfg.ctx = integerFlag('--ctx', a.ctx, 16);
+      unlock = lockRunFolder(out);
       if (!existsSync(cfg.model) || statSync(cfg.model).size !== cfg.modelBytes) {
         throw new RrrError(`${cfg.model}: the run's model is missing or changed since the run started`);
       }
     } else {
       const model = a.model ? resolve(a.model) : await ensureDefaultModel(log);
       cfg = buildConfig(a, model);
+      if (a.out?.trim() === '') throw new RrrError('--out: expected a folder, got an empty path');
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(out) && !statSync(out).isDirectory()) throw new RrrError(`--out ${out}: exists and is not a folder`);
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
+      // A run's files would mix with others' (--out . in a project, --out /): a new or empty folder.
+      if (existsSync(out) && readdirSync(out).some((f) => f !== 'train.lock')) throw new RrrError(`--out ${out}: holds other files and no run; give a new or empty folder`);
     }
     if (execution.merge === true && (cfg.lora.dropout ?? 0) > 0) {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
@@ -447,7 +463,9 @@ export const trainCommand: CommandModule<object, Args> = {
     let trainer: Trainer;
     try {
       generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
-      contextFlag(cfg.ctx, model.info.nCtxTrain, longestEpisode(new EnginePolicy(model, generator), task, data.items, cfg), cfg);
+      // A new run's, or a resumed one's given --ctx (one that goes on as it was started may
+      // predate this check).
+      if (!a.resume || a.ctx !== undefined) contextFlag(cfg.ctx, model.info.nCtxTrain, longestEpisode(new EnginePolicy(model, generator), task, data.items, cfg), cfg);
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },
@@ -457,17 +475,11 @@ export const trainCommand: CommandModule<object, Args> = {
     } catch (e) {
       generator?.dispose();
       model.dispose();
-      throw inFlags(e, '--');
+      throw inFlags(e, '--', {}, a['all-nodes'] ? '--all-nodes' : undefined);
     }
     // Written once the data, the model and the trainer's options have passed, so a refused start
     // leaves no run folder.
-    let unlock: () => void;
-    try {
-      unlock = lockRunFolder(out);
-    } catch (e) {
-      [generator, trainer, model].forEach((x) => x.dispose());
-      throw e;
-    }
+    unlock ??= lockRunFolder(out);
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
     if (!a.resume && !a.model) log(`no --model given: the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
@@ -613,9 +625,11 @@ export const trainCommand: CommandModule<object, Args> = {
       say(mode, `\nadapter: ${join(out, 'adapter.gguf')} (llama.cpp --lora compatible); metrics: ${metrics.path}`);
       say(mode, `evaluate it: rrr-native eval --model ${cfg.model} --adapter ${join(out, 'adapter.gguf')} --task ${cfg.task}${cfg.data ? ' --data <held-out.jsonl>' : ` --seed ${cfg.seed + 1000}`}`);
     } catch (e) {
-      // The run folder outlives a refused step: say how to go on from it, e.g. with a larger
-      // --train-memory-gib, which a resumed run may change.
-      if (e instanceof RrrError && e.message.startsWith('step: ')) e.message += `; the run continues from its last checkpoint with: rrr-native train --resume --out ${out}`;
+      // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
+      // with a larger --train-memory-gib or --ctx, which a resumed run may change.
+      const resume = `rrr-native train --resume --out ${out}`;
+      if (e instanceof RrrError && e.message.startsWith('step: ')) e.message += `; the run continues from its last checkpoint with: ${resume}`;
+      if (e instanceof RrrError && e.message.startsWith('context overflow')) e.message = `--ctx ${cfg.ctx}: ${e.message}; the run continues from its last checkpoint with: ${resume} --ctx <more>`;
       throw e;
     } finally {
       unlock();
