@@ -167,6 +167,21 @@ test('a FIFO given as a dataset is refused, not read until a writer comes', asyn
   assert.equal(err.message, `${p}: not a regular file, expected a dataset file`);
 });
 
+test('a line not in UTF-8 is reported with its number (skipped on request); in a JSON array it refuses the file', async () => {
+  const p = join(dir, 'latin1.jsonl');
+  writeFileSync(p, Buffer.concat([Buffer.from('{"n": 1}\n{"n": 2, "s": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n{"n": 3}\n')]));
+  assert.equal((await rejects(readJsonl(p, validate))).message, `${p}:2: not valid UTF-8`);
+  const r = await readJsonl(p, validate, { skipBadLines: true });
+  assert.equal(r.items.length, 2);
+  assert.deepEqual(r.skipped, [{ path: p, line: 2, message: 'not valid UTF-8' }]);
+  const arr = join(dir, 'latin1.json');
+  writeFileSync(arr, Buffer.concat([Buffer.from('[\n{"n": 1},\n{"n": 2, "s": "'), Buffer.from([0xff]), Buffer.from('"}\n]\n')]));
+  assert.equal((await rejects(readJsonl(arr, validate, { allowJsonArray: true, skipBadLines: true }))).message, `${arr}:3: not valid UTF-8`);
+  // U+FFFD written as UTF-8 is text like any other.
+  const fffd = file('fffd.jsonl', '{"n": 1, "s": "\ufffd"}\n');
+  assert.equal((await readJsonl(fffd, validate)).items.length, 1);
+});
+
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -8,6 +8,7 @@
  * character is "[" is read as one JSON array instead (the xLAM release is a
  * single array); errors then name the line where the bad element starts.
  */
+import { isUtf8 } from 'node:buffer';
 import { readFile, stat } from 'node:fs/promises';
 import type { BadLine, LoadOptions, LoadResult } from './types.js';
 
@@ -45,17 +46,32 @@ export async function readJsonl<T>(
   validate: RecordValidator<T>,
   opts: ReadOptions = {},
 ): Promise<LoadResult<T>> {
-  let text: string;
+  let bytes: Buffer;
   try {
     // A FIFO or a device would block the read or never end: only files are datasets.
     const st = await stat(path);
     if (!st.isFile() && !st.isDirectory()) throw new DataError(`${path}: not a regular file, expected a dataset file`, path);
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     if (err instanceof DataError) throw err;
     throw new DataError(describeReadError(path, err), path);
   }
-  return parseJsonlText(text, path, validate, opts);
+  return parseJsonlText(bytes.toString('utf8'), path, validate, { ...opts, notUtf8: isUtf8(bytes) ? undefined : linesNotUtf8(bytes) });
+}
+
+/**
+ * The 1-based lines whose bytes are not UTF-8: decoding turns them into U+FFFD without a word,
+ * so a dataset in another encoding would train on text it does not hold.
+ */
+function linesNotUtf8(bytes: Buffer): Set<number> {
+  const bad = new Set<number>();
+  for (let start = 0, line = 1; start <= bytes.length; line++) {
+    const end = bytes.indexOf(10, start);
+    const stop = end < 0 ? bytes.length : end;
+    if (!isUtf8(bytes.subarray(start, stop))) bad.add(line);
+    start = stop + 1;
+  }
+  return bad;
 }
 
 /** The pure part of readJsonl, separate so it can be used on text already in memory. */
@@ -63,21 +79,29 @@ export function parseJsonlText<T>(
   text: string,
   path: string,
   validate: RecordValidator<T>,
-  opts: ReadOptions = {},
+  opts: ReadOptions & { notUtf8?: ReadonlySet<number> } = {},
 ): LoadResult<T> {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  const chunks =
-    opts.allowJsonArray && /^\s*\[/.test(body) ? splitJsonArray(body, path) : splitLines(body);
+  const array = opts.allowJsonArray && /^\s*\[/.test(body);
+  const notUtf8 = opts.notUtf8 ?? new Set<number>();
+  // An array's elements span lines: the first line not in UTF-8 refuses the whole file.
+  if (array && notUtf8.size > 0) {
+    const line = [...notUtf8].reduce((a, b) => Math.min(a, b));
+    throw new DataError(`${path}:${line}: not valid UTF-8`, path, line);
+  }
+  const chunks = array ? splitJsonArray(body, path) : splitLines(body);
 
   const items: T[] = [];
   const skipped: BadLine[] = [];
   for (const chunk of chunks) {
     let value: unknown;
-    let problem: string | undefined;
-    try {
-      value = JSON.parse(chunk.text);
-    } catch (err) {
-      problem = `invalid JSON (${oneLine(errorMessage(err))})`;
+    let problem: string | undefined = notUtf8.has(chunk.line) ? 'not valid UTF-8' : undefined;
+    if (problem === undefined) {
+      try {
+        value = JSON.parse(chunk.text);
+      } catch (err) {
+        problem = `invalid JSON (${oneLine(errorMessage(err))})`;
+      }
     }
     if (problem === undefined) {
       try {
