@@ -9,6 +9,7 @@ import { testDir, tinyModel } from './helpers/models.js';
 import { RrrError } from '../src/engine/errors.js';
 import { contextFlag } from '../src/cli/flag-checks.js';
 import { inFlags } from '../src/cli/step-flags.js';
+import { loadItems, taskFor } from '../src/cli/task-data.js';
 
 const main = join(packageRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -166,4 +167,14 @@ test("the trainer's refusals are said in the command's flags; the context check'
   // Past the model's own context, a larger --ctx cannot help.
   assert.throws(() => contextFlag(50, 55, e, s), /^RrrError: --ctx 50: .*; lower those: the model's context is 55 tokens$/);
   assert.throws(() => contextFlag(2048, 55, e, s), /; lower those: the model's context is 55 tokens$/);
+});
+
+test('a dataset that repeats items keeps them and says how many', async () => {
+  const data = join(testDir(), 'repeats.jsonl');
+  writeFileSync(data, '{"nums": [1, 2, 3], "target": 6}\n{"nums": [2, 3, 4], "target": 9}\n{"nums": [1, 2, 3], "target": 6}\n{"nums": [1, 2, 3], "target": 6}\n');
+  const r = await loadItems(taskFor('countdown'), { data, seed: 1, skipBadLines: false }, () => {});
+  assert.equal(r.items.length, 4);
+  assert.equal(r.source, `${data} (2 of them repeat an earlier item; kept)`);
+  const once = await loadItems(taskFor('countdown'), { data, seed: 1, limit: 2, skipBadLines: false }, () => {});
+  assert.equal(once.source, data);
 });

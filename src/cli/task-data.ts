@@ -66,5 +66,10 @@ export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string
   }
   if (s.limit !== undefined) items = items.slice(0, s.limit);
   if (items.length === 0) throw new RrrError(`${s.data ?? '--generate'}: no task items to use`);
+  if (s.data) {
+    // Said, not dropped: a file may repeat an item on purpose, to weight it.
+    const repeats = items.length - new Set(items.map(({ id: _, ...rest }) => JSON.stringify(rest))).size;
+    if (repeats) source += ` (${repeats} of them repeat an earlier item; kept)`;
+  }
   return { items, source, skipped };
 }
