@@ -27,11 +27,11 @@ export function longestEpisode(
   items: readonly TaskItem[],
   s: { maxAnswerTokens: number; maxReflectionTokens: number },
 ): EpisodeLength {
-  let longest: EpisodeLength | undefined;
+  let longest: Omit<EpisodeLength, 'tokens'> | undefined;
   for (const item of items) {
     const conv = buildRetryConversation(task.buildPrompt(item), '', task.reflectionPrompt, '', task.retryPrompt);
     const promptTokens = policy.promptTokens(conv).length;
-    if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens, tokens: 0 };
+    if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens };
   }
   if (!longest) throw new Error('longestEpisode: no items');
   return { ...longest, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens + 3 * RETOKENIZE_SLACK };

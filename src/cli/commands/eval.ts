@@ -73,7 +73,7 @@ export const evalCommand: CommandModule<object, Args> = {
       log,
     );
     const model = await Model.load(modelPath, { device: a.device, threads: threadsFlag(a.threads) });
-    const generator = await Generator.create(model, { maxSeqs: a['batch-size'], nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
+    const generator = await Generator.create(model, { maxSeqs: settings.batchSize, nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
     const policy = new EnginePolicy(model, generator);
     let trainer: Trainer | undefined;
     try {
