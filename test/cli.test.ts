@@ -161,9 +161,9 @@ test("the trainer's refusals are said in the command's flags; the context check'
   assert.equal(said('flashAttn: no kernel', '--train-'), '--flash-attn: no kernel');
 
   const s = { maxAnswerTokens: 8, maxReflectionTokens: 4 };
-  const e = { itemId: 'i', promptTokens: 40, tokens: 60 };
+  const e = { itemId: 'i', promptTokens: 40, slackTokens: 0, tokens: 60 };
   assert.doesNotThrow(() => contextFlag(60, 100, e, s));
-  assert.throws(() => contextFlag(50, 100, e, s), /^RrrError: --ctx 50: an episode of item i can take 60 tokens .*; raise --ctx or lower those$/);
+  assert.throws(() => contextFlag(50, 100, e, s), /^RrrError: --ctx 50: an episode of item i can take 60 tokens \(prompts 40, .*, 0 for their text tokenized again\); raise --ctx or lower those$/);
   // Past the model's own context, a larger --ctx cannot help.
   assert.throws(() => contextFlag(50, 55, e, s), /^RrrError: --ctx 50: .*; lower those: the model's context is 55 tokens$/);
   assert.throws(() => contextFlag(2048, 55, e, s), /; lower those: the model's context is 55 tokens$/);

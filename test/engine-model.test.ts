@@ -42,6 +42,20 @@ test('tokenize / detokenize round trip and special tokens', async () => {
   }
 });
 
+test('tokenCounts counts as tokenize does, for many texts at once', async () => {
+  const m = await Model.load(await tinyModel(), { device: TEST_DEVICE, threads: 2 });
+  try {
+    const texts = ['', 'a', '<|im_start|>user\nhi<|im_end|>', 'Reflect, Retry, Reward ✓ '.repeat(40), ...Array.from({ length: 50 }, (_, i) => `item ${i}: ${'x'.repeat(i)}`)];
+    for (const parseSpecial of [false, true]) {
+      const counts = await m.tokenCounts(texts, { parseSpecial });
+      assert.deepEqual([...counts], texts.map((t) => m.tokenize(t, { parseSpecial }).length));
+    }
+    await assert.rejects(m.tokenCounts([1 as unknown as string]), /tokenCounts: text 0 is not a string/);
+  } finally {
+    m.dispose();
+  }
+});
+
 test('chat template from the model', async () => {
   const m = await Model.load(await tinyModel(), { device: TEST_DEVICE });
   try {

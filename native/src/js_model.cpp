@@ -6,6 +6,7 @@
 #include "js_convert.h"
 #include "js_trainer.h"
 #include "model_core.h"
+#include "parallel.h"
 #include "reference.h"
 #include "train_step.h"
 #include "vocab.h"
@@ -26,6 +27,7 @@ public:
             InstanceMethod("info", &NativeModel::info),
             InstanceMethod("tokenize", &NativeModel::tokenize),
             InstanceMethod("detokenize", &NativeModel::detokenize),
+            InstanceMethod("tokenCounts", &NativeModel::token_counts),
             InstanceMethod("tokenPiece", &NativeModel::token_piece),
             InstanceMethod("chatTemplate", &NativeModel::chat_template),
             InstanceMethod("applyChatTemplate", &NativeModel::apply_chat_template),
@@ -115,6 +117,36 @@ private:
         Napi::Int32Array out = Napi::Int32Array::New(env, t.size());
         std::copy(t.begin(), t.end(), out.Data());
         return out;
+    }
+
+    // Token counts of many texts, off the JS thread and over the model's threads: libllama's
+    // tokenizer is const once loaded, and a large dataset's prompts take it tens of seconds alone.
+    Napi::Value token_counts(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        core(env);
+        if (!info[0].IsArray()) throw Napi::TypeError::New(env, "tokenCounts: texts must be an array of strings");
+        Napi::Array arr = info[0].As<Napi::Array>();
+        auto texts = std::make_shared<std::vector<std::string>>();
+        texts->reserve(arr.Length());
+        for (uint32_t i = 0; i < arr.Length(); ++i) {
+            Napi::Value v = arr.Get(i);
+            if (!v.IsString()) throw Napi::TypeError::New(env, "tokenCounts: text " + std::to_string(i) + " is not a string");
+            texts->push_back(v.As<Napi::String>());
+        }
+        const bool parse_special = info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+        auto core = core_;
+        auto counts = std::make_shared<std::vector<int32_t>>(texts->size());
+        return PromiseJob::start(env,
+            [core, texts, parse_special, counts] {
+                parallel_for((int64_t) texts->size(), core->backends->n_threads(), [&](int64_t i) {
+                    (*counts)[(size_t) i] = (int32_t) core->vocab->tokenize((*texts)[(size_t) i], false, parse_special).size();
+                });
+            },
+            [counts](Napi::Env env) -> Napi::Value {
+                Napi::Int32Array out = Napi::Int32Array::New(env, counts->size());
+                std::copy(counts->begin(), counts->end(), out.Data());
+                return out;
+            });
     }
 
     Napi::Value detokenize(const Napi::CallbackInfo & info) {

@@ -32,8 +32,7 @@ export function positiveFlag(flag: string, v: number): number {
 export function contextFlag(ctx: number, modelCtx: number, e: EpisodeLength, s: { maxAnswerTokens: number; maxReflectionTokens: number }): void {
   const limit = Math.min(ctx, modelCtx);
   if (e.tokens <= limit) return;
-  const slack = e.tokens - e.promptTokens - 2 * s.maxAnswerTokens - s.maxReflectionTokens;
-  const parts = `prompts ${e.promptTokens}, the first answer and the retry ${s.maxAnswerTokens} each (--max-answer-tokens), the reflection ${s.maxReflectionTokens} (--max-reflection-tokens), ${slack} for their text tokenized again`;
+  const parts = `prompts ${e.promptTokens}, the first answer and the retry ${s.maxAnswerTokens} each (--max-answer-tokens), the reflection ${s.maxReflectionTokens} (--max-reflection-tokens), ${e.slackTokens} for their text tokenized again`;
   const fix = e.tokens <= modelCtx ? 'raise --ctx or lower those' : `lower those: the model's context is ${modelCtx} tokens`;
   throw new RrrError(`--ctx ${ctx}: an episode of item ${e.itemId} can take ${e.tokens} tokens (${parts}); ${fix}`);
 }

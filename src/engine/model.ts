@@ -41,6 +41,15 @@ export class Model {
     return this.native.tokenize(text, opts.addSpecial ?? false, opts.parseSpecial ?? false);
   }
 
+  /** How many tokens each text takes, as tokenize() counts them; off the JS thread, on the model's threads. */
+  async tokenCounts(texts: string[], opts: { parseSpecial?: boolean } = {}): Promise<Int32Array> {
+    try {
+      return await this.native.tokenCounts(texts, opts.parseSpecial ?? false);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   detokenize(tokens: Int32Array | number[], opts: { renderSpecial?: boolean } = {}): string {
     const t = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
     return this.native.detokenize(t, opts.renderSpecial ?? false);

@@ -10,6 +10,7 @@ export interface RawModel {
   info(): Record<string, unknown>;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, renderSpecial: boolean): string;
+  tokenCounts(texts: string[], parseSpecial: boolean): Promise<Int32Array>;
   tokenPiece(id: number, renderSpecial: boolean): string;
   chatTemplate(): string | null;
   applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean): string;

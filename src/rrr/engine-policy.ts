@@ -17,6 +17,11 @@ export class EnginePolicy implements Policy {
     return this.model.tokenize(this.model.applyChatTemplate(messages), { parseSpecial: true });
   }
 
+  /** promptTokens' lengths for many conversations, counted off the JS thread. */
+  async promptLengths(conversations: ChatMessage[][]): Promise<Int32Array> {
+    return this.model.tokenCounts(conversations.map((m) => this.model.applyChatTemplate(m)), { parseSpecial: true });
+  }
+
   generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
     return this.generator.generate(requests, opts);
   }

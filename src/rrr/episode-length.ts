@@ -2,8 +2,8 @@
 // reflection at their token limits, plus the retry. Checked before a run starts, so a context
 // too short fails there rather than at whichever step first meets the longest item.
 import { buildRetryConversation } from '../tasks/conversation.js';
-import type { TaskItem } from '../tasks/types.js';
-import type { AnyTask, Policy } from './types.js';
+import type { ChatMessage, TaskItem } from '../tasks/types.js';
+import type { AnyTask } from './types.js';
 
 /**
  * Tokens a generated text may gain when its decoded text is tokenized again inside the retry
@@ -17,22 +17,36 @@ export interface EpisodeLength {
   itemId: string;
   /** The retry conversation's tokens with an empty first answer and reflection. */
   promptTokens: number;
-  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens + 3 × RETOKENIZE_SLACK. */
+  /** 3 × RETOKENIZE_SLACK: the first answer, the reflection and the retry, each tokenized again. */
+  slackTokens: number;
+  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens + slackTokens. */
   tokens: number;
 }
 
-export function longestEpisode(
-  policy: Pick<Policy, 'promptTokens'>,
+/** Token counts of chat conversations, as the policy's template and tokenizer make them. */
+export type CountPromptTokens = (conversations: ChatMessage[][]) => Promise<ArrayLike<number>>;
+
+/** Items per counting call: the progress a large dataset shows, at little cost per call. */
+const CHUNK = 2048;
+
+export async function longestEpisode(
+  count: CountPromptTokens,
   task: AnyTask,
   items: readonly TaskItem[],
   s: { maxAnswerTokens: number; maxReflectionTokens: number },
-): EpisodeLength {
-  let longest: Omit<EpisodeLength, 'tokens'> | undefined;
-  for (const item of items) {
-    const conv = buildRetryConversation(task.buildPrompt(item), '', task.reflectionPrompt, '', task.retryPrompt);
-    const promptTokens = policy.promptTokens(conv).length;
-    if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens };
+  onProgress?: (done: number) => void,
+): Promise<EpisodeLength> {
+  let longest: { itemId: string; promptTokens: number } | undefined;
+  for (let i = 0; i < items.length; i += CHUNK) {
+    const chunk = items.slice(i, i + CHUNK);
+    const counts = await count(chunk.map((item) => buildRetryConversation(task.buildPrompt(item), '', task.reflectionPrompt, '', task.retryPrompt)));
+    chunk.forEach((item, j) => {
+      const promptTokens = counts[j]!;
+      if (!longest || promptTokens > longest.promptTokens) longest = { itemId: item.id, promptTokens };
+    });
+    onProgress?.(i + chunk.length);
   }
   if (!longest) throw new Error('longestEpisode: no items');
-  return { ...longest, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens + 3 * RETOKENIZE_SLACK };
+  const slackTokens = 3 * RETOKENIZE_SLACK;
+  return { ...longest, slackTokens, tokens: longest.promptTokens + 2 * s.maxAnswerTokens + s.maxReflectionTokens + slackTokens };
 }

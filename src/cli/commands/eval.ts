@@ -5,11 +5,11 @@ import { Model } from '../../engine/model.js';
 import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
-import { longestEpisode } from '../../rrr/episode-length.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
-import { contextFlag, integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
+import { checkContext } from '../context-check.js';
+import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { Progress } from '../progress.js';
 import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
@@ -77,7 +77,7 @@ export const evalCommand: CommandModule<object, Args> = {
     const policy = new EnginePolicy(model, generator);
     let trainer: Trainer | undefined;
     try {
-      contextFlag(a.ctx, model.info.nCtxTrain, longestEpisode(policy, task, data.items, settings), settings);
+      await checkContext(policy, task, data.items, { ...settings, ctx: a.ctx, modelCtx: model.info.nCtxTrain, silent: a.json });
       trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
       const run = async (label: string): Promise<EvalResult> => {
         const bar = new Progress(label, data.items.length, { unit: 'task', silent: a.json });

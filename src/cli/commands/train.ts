@@ -11,7 +11,6 @@ import { RrrError } from '../../engine/errors.js';
 import type { DeviceName, LoraTarget, StepOptions, TrainerOptions } from '../../engine/types.js';
 import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../../grpo/config.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
-import { longestEpisode } from '../../rrr/episode-length.js';
 import { firstAttempts, readFailureCache, writeFailureCache, type FirstAttemptResult } from '../../rrr/failures.js';
 import { MetricsLog, summarize } from '../../rrr/metrics.js';
 import { runTraining, type LoopSettings } from '../../rrr/train.js';
@@ -19,7 +18,8 @@ import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
-import { contextFlag, integerFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
+import { checkContext } from '../context-check.js';
+import { integerFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
@@ -465,7 +465,9 @@ export const trainCommand: CommandModule<object, Args> = {
       generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
       // A new run's, or a resumed one's given --ctx (one that goes on as it was started may
       // predate this check).
-      if (!a.resume || a.ctx !== undefined) contextFlag(cfg.ctx, model.info.nCtxTrain, longestEpisode(new EnginePolicy(model, generator), task, data.items, cfg), cfg);
+      if (!a.resume || a.ctx !== undefined) {
+        await checkContext(new EnginePolicy(model, generator), task, data.items, { ...cfg, modelCtx: model.info.nCtxTrain, silent: a.json });
+      }
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },
