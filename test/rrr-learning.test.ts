@@ -86,6 +86,40 @@ test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
 });
 
+test('Ctrl-C during first attempts saves them; --resume goes on to the same failures', async () => {
+  const args = ['--generate', '640', '--steps', '1'];
+  const full = join(testDir(), 'first-full');
+  assert.equal(cli('train', '--out', full, ...args).code, 0);
+
+  const cut = join(testDir(), 'first-cut');
+  const child = spawn(process.execPath, [main, 'train', '--out', cut, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let sent = false;
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    // Off a terminal the bar prints every tenth: here after the first of ten batches.
+    if (!sent && /first attempts +\d+%/.test(err)) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.ok(sent, 'the first attempts ended before they could be interrupted');
+  assert.equal(code, 130, err);
+  assert.match(err, /stopping after this batch of first attempts and saving them/);
+  const m = /interrupted during first attempts \((\d+) of 640 done, saved\)/.exec(out);
+  assert.ok(m && +m[1]! > 0 && +m[1]! < 640, out);
+  assert.ok(!existsSync(join(cut, 'checkpoint')), 'no step ran');
+
+  const resumed = cli('train', '--resume', '--out', cut);
+  assert.equal(resumed.code, 0, resumed.err);
+  assert.match(resumed.out, new RegExp(`first attempts: going on after ${m[1]} of 640`));
+  assert.deepEqual(readFileSync(join(cut, 'failures.json')), readFileSync(join(full, 'failures.json')));
+  assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
+});
+
 test('one train a run folder: a second is refused while the first runs; a dead one\'s lock is taken over', async () => {
   const busy = join(testDir(), 'busy-run');
   const child = spawn(process.execPath, [main, 'train', '--out', busy, '--steps', '100', '--tasks-per-step', '4'], { env, stdio: ['ignore', 'pipe', 'pipe'] });

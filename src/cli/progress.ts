@@ -7,6 +7,8 @@ export interface ProgressOptions {
   /** Write target; default process.stderr. */
   stream?: NodeJS.WriteStream;
   silent?: boolean;
+  /** Amount already done before this process started (a resumed phase): shown, not counted in the rate. */
+  from?: number;
 }
 
 export class Progress {
@@ -26,6 +28,7 @@ export class Progress {
   ) {
     this.stream = opts.stream ?? process.stderr;
     this.tty = Boolean(this.stream.isTTY);
+    this.done = opts.from ?? 0;
   }
 
   /** Sets the absolute amount done; `extra` is a short status such as "reward 0.42". */
@@ -40,9 +43,18 @@ export class Progress {
   }
 
   finish(extra?: string): void {
+    this.end(this.total, extra);
+  }
+
+  /** Ends the phase short of its total (it was stopped), with the amount done. */
+  halt(extra?: string): void {
+    this.end(this.done, extra);
+  }
+
+  private end(done: number, extra?: string): void {
     if (this.finished) return;
     if (extra !== undefined) this.extra = extra;
-    this.done = this.total;
+    this.done = done;
     this.render(true);
     this.finished = true;
   }
@@ -57,7 +69,7 @@ export class Progress {
     const now = Date.now();
     const pct = this.total > 0 ? Math.floor((100 * this.done) / this.total) : 100;
     const secs = Math.max((now - this.start) / 1000, 1e-3);
-    const rate = this.done / secs;
+    const rate = (this.done - (this.opts.from ?? 0)) / secs;
     const eta = rate > 0 && this.done < this.total ? (this.total - this.done) / rate : 0;
     const unit = this.opts.unit ?? 'it';
     const stats = `${this.done}/${this.total} ${formatRate(rate)} ${unit}/s ${final ? `in ${formatDuration(secs)}` : `ETA ${formatDuration(eta)}`}${this.extra ? `  ${this.extra}` : ''}`;

@@ -10,18 +10,29 @@ export interface FirstAttemptSettings {
   /** Prompts per generate call; bounds KV-cache memory. */
   batchSize: number;
   onProgress?: (done: number) => void;
+  /** Asked between batches: true ends the pass there, with the batches done so far. */
+  shouldStop?: () => boolean;
+  /** Told the result so far after each batch, so a long pass can be saved as it goes. */
+  onBatch?: (soFar: FirstAttemptResult) => void;
 }
 
+/** `attempted` counts items from the start of the list: less than all of them when the pass stopped early. */
 export interface FirstAttemptResult {
   attempted: number;
   correct: number;
   failures: Failure[];
 }
 
-export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskItem[], s: FirstAttemptSettings): Promise<FirstAttemptResult> {
-  const failures: Failure[] = [];
-  let correct = 0;
-  for (let i = 0; i < items.length; i += s.batchSize) {
+/**
+ * First attempts over `items`, going on after `from` (a pass that stopped early, over the same
+ * items in the same batches, so it ends as one pass would have).
+ */
+export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskItem[], s: FirstAttemptSettings, from?: FirstAttemptResult): Promise<FirstAttemptResult> {
+  const failures: Failure[] = [...(from?.failures ?? [])];
+  let correct = from?.correct ?? 0;
+  let i = from?.attempted ?? 0;
+  if (i % s.batchSize !== 0 && i !== items.length) throw new Error(`firstAttempts: ${i} attempted is not a whole number of batches of ${s.batchSize}`);
+  for (; i < items.length && !s.shouldStop?.(); ) {
     const chunk = items.slice(i, i + s.batchSize);
     const out = await policy.generate(
       chunk.map((item) => ({ prompt: policy.promptTokens(task.buildPrompt(item)) })),
@@ -33,9 +44,11 @@ export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskIt
       if (v.ok) correct++;
       else failures.push({ itemId: item.id, firstAnswer: answer, reason: v.reason });
     });
-    s.onProgress?.(Math.min(i + s.batchSize, items.length));
+    i += chunk.length;
+    s.onProgress?.(i);
+    s.onBatch?.({ attempted: i, correct, failures });
   }
-  return { attempted: items.length, correct, failures };
+  return { attempted: i, correct, failures };
 }
 
 interface CacheFile {
@@ -44,7 +57,7 @@ interface CacheFile {
   result: FirstAttemptResult;
 }
 
-/** The cached result when `key` matches, else undefined (a stale cache is simply redone). */
+/** The cached result when `key` matches, else undefined (a stale cache is simply redone); it may be a pass that stopped early. */
 export function readFailureCache(path: string, key: string): FirstAttemptResult | undefined {
   if (!existsSync(path)) return undefined;
   try {

@@ -242,6 +242,9 @@ function loraDropout(p: number): number {
   return p;
 }
 
+/** How often a long first-attempt pass is saved. */
+const FIRST_ATTEMPTS_SAVE_MS = 60_000;
+
 function failureKey(c: RunConfig): string {
   const h = createHash('sha256');
   h.update(JSON.stringify([c.model, c.modelBytes, c.task, c.data, c.generate, c.limit, c.seed, c.maxAnswerTokens]));
@@ -509,28 +512,59 @@ export const trainCommand: CommandModule<object, Args> = {
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
     let stop = false;
     let stopAsked = 0;
+    let phase: 'first attempts' | 'steps' = 'first attempts';
     const onSigint = () => {
       // One Ctrl-C can arrive twice: from the terminal and forwarded by a parent that got it too
       // (npm, timeout). A second within a second is that copy, not a wish to quit unsaved.
       if (stop && Date.now() - stopAsked > 1000) process.exit(130);
       if (stop) return;
       [stop, stopAsked] = [true, Date.now()];
-      process.stderr.write('\nrrr-native: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
+      const what = phase === 'steps' ? 'this step and saving a checkpoint' : 'this batch of first attempts and saving them';
+      process.stderr.write(`\nrrr-native: stopping after ${what} (Ctrl-C again to quit at once)\n`);
     };
     process.on('SIGINT', onSigint);
     try {
-      // Step 1: first attempts (the base model: no adapter is trained yet), cached per run.
+      // Step 1: first attempts (the base model: no adapter is trained yet), cached per run and
+      // saved as they go: over a large dataset they can take hours before the first step.
       const failuresPath = join(out, 'failures.json');
       const key = failureKey(cfg);
       let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key);
-      if (first) {
+      const total = data.items.length;
+      if (first && first.attempted >= total) {
         log(`first attempts: reusing ${failuresPath} (${first.failures.length} failures of ${first.attempted})`);
       } else {
-        const bar = new Progress('first attempts', data.items.length, { unit: 'task', silent: a.json });
-        first = await firstAttempts(policy, task, data.items, { maxAnswerTokens: cfg.maxAnswerTokens, batchSize: maxSeqs, onProgress: (d) => bar.update(d) });
-        bar.finish(`${first.correct}/${first.attempted} correct`);
+        if (first) log(`first attempts: going on after ${first.attempted} of ${total} (saved in ${failuresPath})`);
+        const bar = new Progress('first attempts', total, { unit: 'task', silent: a.json, from: first?.attempted });
+        let saved = Date.now();
+        first = await firstAttempts(
+          policy,
+          task,
+          data.items,
+          {
+            maxAnswerTokens: cfg.maxAnswerTokens,
+            batchSize: maxSeqs,
+            onProgress: (d) => bar.update(d),
+            shouldStop: () => stop,
+            // A crash or a second Ctrl-C loses at most about a minute of them.
+            onBatch: (soFar) => {
+              if (Date.now() - saved < FIRST_ATTEMPTS_SAVE_MS) return;
+              writeFailureCache(failuresPath, key, soFar);
+              saved = Date.now();
+            },
+          },
+          first,
+        );
         writeFailureCache(failuresPath, key, first);
+        if (first.attempted < total) {
+          bar.halt(`${first.correct}/${first.attempted} correct so far`);
+          log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: rrr-native train --resume --out ${out}`);
+          process.exitCode = 130;
+          emitJson(mode, { out, stopped: true, firstAttempts: { attempted: first.attempted, of: total, correct: first.correct } });
+          return;
+        }
+        bar.finish(`${first.correct}/${first.attempted} correct`);
       }
+      phase = 'steps';
       if (first.failures.length === 0) throw new RrrError('every first attempt succeeded: nothing to reflect on (use harder or more data)');
 
       let startStep = 0;
