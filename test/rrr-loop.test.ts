@@ -10,6 +10,7 @@ import { stepIndices } from '../src/rrr/schedule-data.js';
 import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
 import { NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
 import { summarize } from '../src/rrr/metrics.js';
+import { firstAttempts, type FirstAttemptResult } from '../src/rrr/failures.js';
 import type { Group, Policy, StepMetrics } from '../src/rrr/types.js';
 import type { Task, TaskItem } from '../src/tasks/types.js';
 
@@ -209,4 +210,24 @@ test('a step whose gradient is not finite drops its update and the run goes on; 
     runTraining(new FakePolicy(), learner(() => new RrrError('step: something else')), task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }),
     /something else/,
   );
+});
+
+test('first attempts stopped between batches and continued end as one pass', async () => {
+  const items: Item[] = Array.from({ length: 10 }, (_, i) => ({ id: `i${i}`, q: `q${i}` }));
+  const s = { maxAnswerTokens: 4, batchSize: 3 };
+  const whole = await firstAttempts(new FakePolicy(), task, items, s);
+  assert.equal(whole.attempted, 10);
+  assert.deepEqual(whole.failures.map((f) => f.itemId), items.map((i) => i.id));
+
+  const seen: number[] = [];
+  let batches = 0;
+  const part = await firstAttempts(new FakePolicy(), task, items, { ...s, shouldStop: () => batches++ === 2, onBatch: (r) => seen.push(r.attempted) });
+  assert.equal(part.attempted, 6);
+  assert.deepEqual(seen, [3, 6]);
+  assert.equal(part.failures.length, 6);
+  const rest = await firstAttempts(new FakePolicy(), task, items, { ...s, onBatch: (r) => seen.push(r.attempted) }, JSON.parse(JSON.stringify(part)) as FirstAttemptResult);
+  assert.deepEqual(seen, [3, 6, 9, 10]);
+  assert.deepEqual(rest, whole);
+  // Other batches than the saved pass's would not end as it would have.
+  await assert.rejects(firstAttempts(new FakePolicy(), task, items, { ...s, batchSize: 4 }, part), /6 attempted is not a whole number of batches of 4/);
 });
