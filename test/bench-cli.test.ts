@@ -127,7 +127,9 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   const customsIn = (role: string) => (fn.census.ops as { op: string; role: string; count: number }[]).filter((o) => o.op === 'CUSTOM' && o.role === role).reduce((a, o) => a + o.count, 0);
   assert.deepEqual([customsIn('bwd.mlp'), customsIn('fwd.lora'), customsIn('re.lora')], [2, 14, 14]);
   const badWorkspace = run(['bench', '--model', model, '--no-generation', '--train-attn-workspace-mib', '-1']);
-  assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number of MiB >= 0, got -1\n$/);
+  assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number ≥ 0, got -1\n$/);
+  const badKept = run(['bench', '--model', model, '--no-generation', '--train-kept-layers', '99']);
+  assert.match(badKept.stderr, /^rrr-native: --train-kept-layers 99: the model has \d+ layers\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a whole number ≥ 0, got -1\n$/);
 });

@@ -94,6 +94,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
     [['--targets', 'q,,k'], /^rrr-native: --targets: an empty name in 'q,,k' \(expected a comma list of q,k,v,o,gate,up,down\)$/],
     [['--rank', '1e9'], /^rrr-native: --rank: rank 1000000000 exceeds the size of /],
+    [['--kept-layers', '99'], /^rrr-native: --kept-layers 99: the model has \d+ layers$/],
     // The longest episode against the context: prompts + 2 × answer + reflection. Under --json,
     // where notes go to stderr, none comes before the refusal.
     [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\), 12 for their text tokenized again\); raise --ctx or lower those$/],

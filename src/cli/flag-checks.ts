@@ -25,6 +25,17 @@ export function positiveFlag(flag: string, v: number): number {
   return v;
 }
 
+/** `v` as given for `flag`, which must be a finite number of at least 0. */
+export function nonNegativeFlag(flag: string, v: number): number {
+  if (!(Number.isFinite(v) && v >= 0)) throw new RrrError(`${flag}: expected a number ≥ 0, got ${v}`);
+  return v;
+}
+
+/** Layers to keep (--kept-layers, --train-kept-layers), once the model says how many it has. */
+export function keptLayersFlag(flag: string, kept: number | 'auto' | undefined, nLayer: number): void {
+  if (typeof kept === 'number' && kept > nLayer) throw new RrrError(`${flag} ${kept}: the model has ${nLayer} layers`);
+}
+
 /**
  * --ctx against the longest episode (rrr/episode-length.ts), where the context is --ctx or the
  * model's own if shorter (`modelCtx`): refused in one line that says what fills it.

@@ -12,7 +12,7 @@ import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
-import { integerFlag, positiveFlag } from '../flag-checks.js';
+import { integerFlag, keptLayersFlag, nonNegativeFlag, positiveFlag } from '../flag-checks.js';
 
 export interface BenchArgs {
   model: string;
@@ -435,8 +435,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       integerFlag(`--${flag}`, v, 1);
     }
     if (a['train-memory-gib'] !== undefined) positiveFlag('--train-memory-gib', a['train-memory-gib']);
-    const ws = a['train-attn-workspace-mib'];
-    if (ws !== undefined && !(Number.isFinite(ws) && ws >= 0)) throw new RrrError(`--train-attn-workspace-mib: expected a number of MiB >= 0, got ${ws}`);
+    if (a['train-attn-workspace-mib'] !== undefined) nonNegativeFlag('--train-attn-workspace-mib', a['train-attn-workspace-mib']);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']], ['train-micro-batch-tokens', a['train-micro-batch-tokens']]] as const) {
       integerFlag(`--${flag}`, v, 0);
     }
@@ -445,6 +444,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     try {
       // Before any section runs, so a refusal is the only line.
       if (a['train-all-nodes']) refuseAllNodesOffGpu('--train-all-nodes', model.info);
+      keptLayersFlag('--train-kept-layers', a['train-kept-layers'], model.info.nLayer);
       if (a.prompt + a.gen > model.info.nCtxTrain) {
         throw new RrrError(`--prompt ${a.prompt} + --gen ${a.gen} exceeds the model's context of ${model.info.nCtxTrain} tokens`);
       }

@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
-import { integerFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
+import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
@@ -459,6 +459,7 @@ export const trainCommand: CommandModule<object, Args> = {
       refuseAllNodesOffGpu('--all-nodes', model.info);
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
     }
+    keptLayersFlag('--kept-layers', execution.kept, model.info.nLayer);
     const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
     const flash = { flashAttn: execution.flashAttn }; // undefined: the device's default
