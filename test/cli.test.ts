@@ -97,15 +97,19 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--rank', '1e9'], /^rrr-native: --rank: rank 1000000000 exceeds the size of /],
     // Number flags as typed: yargs would have made them NaN or 0.
     [['--lr', 'abc'], /^rrr-native: --lr: expected a number, got 'abc'$/],
-    [['--lr='], /^rrr-native: --lr: expected a number, got ''$/],
+    [['--lr='], /^rrr-native: --lr: expected a number, got an empty one$/],
     [['--steps', '2', '--lr'], /^rrr-native: --lr: expected a number after it$/],
-    [['--no-lr'], /^rrr-native: --no-lr: --lr takes a number, not a negation$/],
+    [['--no-lr'], /^rrr-native: --no-lr: --lr takes a value, not a negation$/],
+    [['--device'], /^rrr-native: --device: expected a value after it$/],
     [['--kept-layers', '99'], /^rrr-native: --kept-layers 99: the model has \d+ layers$/],
     // The longest episode against the context: prompts + 2 × answer + reflection. Under --json,
     // where notes go to stderr, none comes before the refusal.
     [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\), 12 for their text tokenized again\); raise --ctx or lower those$/],
   ];
   for (const [flags, pattern] of cases) assertOneLineError(train(...flags), 1, pattern);
+  // A path flag left empty is not "not given": the demo model or no adapter would stand in.
+  assertOneLineError(cli('train', '--out', out, '--model'), 1, /^rrr-native: --model: expected a value after it$/);
+  assertOneLineError(cli('eval', '--adapter'), 1, /^rrr-native: --adapter: expected a value after it$/);
   const ctx = train('--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4').err.match(/can take (\d+) tokens \(prompts (\d+)/)!;
   assert.equal(Number(ctx[1]), Number(ctx[2]) + 2 * 8 + 4 + 12);
   assert.ok(!existsSync(out), 'a refused start leaves no run folder');
@@ -130,7 +134,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
 test('a run folder that is not one: --out a file, a broken run.json, run settings given to --resume', async () => {
   const model = await tinyModel();
   // Not a folder to put a new run in: empty, holding other files, one that cannot be made.
-  assertOneLineError(cli('train', '--model', model, '--out', ''), 1, /^rrr-native: --out: expected a folder, got an empty path$/);
+  assertOneLineError(cli('train', '--model', model, '--out', ''), 1, /^rrr-native: --out: expected a value, got an empty one$/);
   const other = join(testDir(), 'not-a-run');
   mkdirSync(other, { recursive: true });
   writeFileSync(join(other, 'notes.txt'), 'x');

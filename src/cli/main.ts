@@ -5,22 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { RrrError } from '../engine/errors.js';
 import { commands } from './commands/index.js';
-
-/**
- * yargs turns a number flag's text into NaN ('abc') or 0 ('') before any check sees it: refuse
- * those here with the text as typed.
- */
-function numberFlagTexts(argv: string[], numberFlags: readonly string[]): void {
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--([^=]+)(?:=(.*))?$/s.exec(argv[i]!);
-    if (!m) continue;
-    if (m[1]!.startsWith('no-') && numberFlags.includes(m[1]!.slice(3))) throw new RrrError(`--${m[1]}: --${m[1]!.slice(3)} takes a number, not a negation`);
-    if (!numberFlags.includes(m[1]!)) continue;
-    const text = m[2] ?? argv[i + 1];
-    if (text === undefined) throw new RrrError(`--${m[1]}: expected a number after it`);
-    if (text.trim() === '' || Number.isNaN(Number(text))) throw new RrrError(`--${m[1]}: expected a number, got '${text}'`);
-  }
-}
+import { checkFlagTexts, type FlagKinds } from './flag-texts.js';
 
 function fail(message: string, code: number, err?: unknown): never {
   process.stderr.write(`rrr-native: ${message}\n`);
@@ -45,8 +30,8 @@ async function main(): Promise<void> {
     });
   for (const c of commands) cli = cli.command(c);
   // yargs hands middleware its instance, whose options are the running command's by then.
-  const checkNumbers = (_argv: unknown, y: unknown) => numberFlagTexts(hideBin(process.argv), (y as { getOptions(): { number: string[] } }).getOptions().number);
-  cli = cli.middleware(checkNumbers as unknown as (argv: unknown) => void, true);
+  const checkTexts = (_argv: unknown, y: unknown) => checkFlagTexts(hideBin(process.argv), (y as { getOptions(): FlagKinds }).getOptions());
+  cli = cli.middleware(checkTexts as unknown as (argv: unknown) => void, true);
   await cli.parseAsync();
 }
 

@@ -441,7 +441,6 @@ export const trainCommand: CommandModule<object, Args> = {
     } else {
       const model = a.model ? resolve(a.model) : await ensureDefaultModel(log);
       cfg = buildConfig(a, model);
-      if (a.out?.trim() === '') throw new RrrError('--out: expected a folder, got an empty path');
       out = resolve(a.out ?? join('runs', `${cfg.task}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`));
       if (existsSync(out) && !statSync(out).isDirectory()) throw new RrrError(`--out ${out}: exists and is not a folder`);
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);

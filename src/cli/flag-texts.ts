@@ -1,0 +1,29 @@
+// Flag values as typed, checked before yargs converts them: it turns a number flag's 'abc' into
+// NaN and '' into 0, and a flag given without its value into a default or an empty string,
+// which commands would then take for "not given" (`train --model` ran the demo model).
+import { RrrError } from '../engine/errors.js';
+
+export interface FlagKinds {
+  number: readonly string[];
+  string: readonly string[];
+  /** Flags with a list of values (--device auto|cpu|cuda): they too take a value. */
+  choices: Readonly<Record<string, unknown>>;
+}
+
+export function checkFlagTexts(argv: readonly string[], kinds: FlagKinds): void {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') return; // what follows is not flags
+    const m = /^--([^=]+)(?:=(.*))?$/s.exec(argv[i]!);
+    if (!m) continue;
+    const [name, inline] = [m[1]!, m[2]];
+    const isNumber = kinds.number.includes(name);
+    const takesValue = (f: string) => kinds.number.includes(f) || kinds.string.includes(f) || f in kinds.choices;
+    if (name.startsWith('no-') && takesValue(name.slice(3))) throw new RrrError(`--${name}: --${name.slice(3)} takes a value, not a negation`);
+    if (!takesValue(name)) continue;
+    // yargs reads a following flag as the next flag, not as this one's value.
+    const text = inline ?? (argv[i + 1]?.startsWith('--') ? undefined : argv[i + 1]);
+    if (text === undefined) throw new RrrError(`--${name}: expected ${isNumber ? 'a number' : 'a value'} after it`);
+    if (text.trim() === '') throw new RrrError(`--${name}: expected ${isNumber ? 'a number' : 'a value'}, got an empty one`);
+    if (isNumber && Number.isNaN(Number(text))) throw new RrrError(`--${name}: expected a number, got '${text}'`);
+  }
+}
