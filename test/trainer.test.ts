@@ -11,6 +11,7 @@ import { Model, NonFiniteGradientError, ReferenceModel, Trainer, makeTinyModel, 
 import type { OpCensus, StepOptions, TrainSequence, TrainerOptions } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
 import { ON_GPU, deviceTol } from './helpers/tolerance.js';
+import { writeGguf } from './helpers/gguf-writer.js';
 
 const ALL = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 // CPU by default; RRR_TEST_DEVICE=cuda runs the same checks on a GPU build.
@@ -1778,6 +1779,55 @@ describe('learning and adapter files', () => {
     for (let i = 0; i < ml.logits.length; i++) md = Math.max(md, Math.abs(ml.logits[i]! - ours.logits[i]!));
     assert.ok(md < deviceTol(2e-3, 6e-2), `merged model vs adapter: max |diff| ${md}`);
     mm.dispose();
+
+    // An adapter that skips layers (PEFT's layers_to_transform): libllama loads it, and so do
+    // our loader (the skipped pairs change nothing) and export --merge, to the same logits.
+    const partialPath = join(dir, 'learn-partial.gguf');
+    const rank = 8;
+    const kept = Object.entries(tr.params()).filter(([name]) => name.startsWith('blk.1.'));
+    writeGguf(
+      partialPath,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' }, 'adapter.lora.alpha': { f32: 16 } },
+      kept.map(([name, data]) => ({ name, data, shape: name.endsWith('lora_a') ? [data.length / rank, rank] : [rank, data.length / rank] })),
+    );
+    const partial = await Trainer.fromAdapter(model, partialPath);
+    assert.equal(Object.values(partial.params()).filter((v) => v.some((x) => x !== 0)).length > kept.length, true, 'the skipped layers keep their A');
+    for (const [name, v] of Object.entries(partial.params())) {
+      if (name.startsWith('blk.0.') && name.endsWith('lora_b')) assert.ok(v.every((x) => x === 0), `${name} is zero`);
+      if (name.startsWith('blk.1.')) assert.deepEqual(v, tr.params()[name]);
+    }
+    const pOurs = await model.forward(seqs, { adapter: partial });
+    const pRef = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
+    await pRef.setAdapter(partialPath);
+    const pTheirs = await pRef.logits(seqs);
+    pRef.dispose();
+    const pMerged = join(dir, 'learn-partial-merged.gguf');
+    assert.equal((await mergeAdapter({ model: path, adapter: partialPath, out: pMerged })).merged, 7);
+    const pm = await Model.load(pMerged, { device: DEVICE, threads: 2 });
+    const pml = await pm.forward(seqs);
+    pm.dispose();
+    let pDiff = 0;
+    let pMergedDiff = 0;
+    let pMoved = 0;
+    let pFromFull = 0;
+    for (let i = 0; i < pOurs.logits.length; i++) {
+      pDiff = Math.max(pDiff, Math.abs(pOurs.logits[i]! - pTheirs.logits[i]!));
+      pMergedDiff = Math.max(pMergedDiff, Math.abs(pOurs.logits[i]! - pml.logits[i]!));
+      pMoved = Math.max(pMoved, Math.abs(pOurs.logits[i]! - base.logits[i]!));
+      pFromFull = Math.max(pFromFull, Math.abs(pOurs.logits[i]! - ours.logits[i]!));
+    }
+    assert.ok(pMoved > 0.1 && pFromFull > 0.1, `half the adapter moves the logits, and not as the whole one (${pMoved}, ${pFromFull})`);
+    assert.ok(pDiff < deviceTol(2e-3, 6e-2), `partial adapter, ours vs libllama's: max |diff| ${pDiff}`);
+    assert.ok(pMergedDiff < deviceTol(2e-3, 6e-2), `partial adapter merged vs applied: max |diff| ${pMergedDiff}`);
+    // Half a pair is refused by name.
+    const halfPath = join(dir, 'learn-half.gguf');
+    writeGguf(
+      halfPath,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' }, 'adapter.lora.alpha': { f32: 16 } },
+      kept.filter(([name]) => name !== 'blk.1.attn_k.weight.lora_b').map(([name, data]) => ({ name, data, shape: name.endsWith('lora_a') ? [data.length / rank, rank] : [rank, data.length / rank] })),
+    );
+    await assert.rejects(Trainer.fromAdapter(model, halfPath), /learn-half\.gguf: layer 1 attn_k has lora_a without its lora_b$/);
+    partial.dispose();
     again.dispose();
     tr.dispose();
     model.dispose();

@@ -146,14 +146,12 @@ AdapterSpec read_adapter_spec(const std::string & path, const ModelWeights & w) 
         s.targets[(size_t) lt.target] = true;
     }
     if (s.rank == 0) throw Error(path + ": adapter has no LoRA tensors");
-    for (size_t t = 0; t < kLoraTargets; ++t) {
-        if (!s.targets[t]) continue;
-        for (int64_t il = 0; il < c.n_layer; ++il) {
-            auto it = seen.find({il, (int) t});
-            if (it == seen.end() || it->second != 3) {
-                throw Error(path + ": adapter has no complete lora_a/lora_b pair for layer " + std::to_string(il) + " " + lora_target_tensor((LoraTarget) t) +
-                            " (rrr-native needs each target on every layer)");
-            }
+    // A target may skip layers, as llama.cpp's loader allows (PEFT's layers_to_transform): those
+    // pairs load as B = 0, no change. Half a pair has no such meaning.
+    for (const auto & [at, bits] : seen) {
+        if (bits != 3) {
+            throw Error(path + ": layer " + std::to_string(at.first) + " " + lora_target_tensor((LoraTarget) at.second) + " has lora_" +
+                        (bits == 1 ? "a without its lora_b" : "b without its lora_a"));
         }
     }
     return s;
@@ -175,8 +173,11 @@ void load_adapter(Adapter & a, const std::string & path, const ModelWeights & w)
     GgufFile f(path, true);  // adapter and state files are small
     for (ggml_tensor * p : a.params()) {
         const ggml_tensor * t = ggml_get_tensor(f.ctx, p->name);
-        if (!t) throw Error(path + ": missing tensor '" + std::string(p->name) + "'");
-        set_from_file(p, t, path);
+        if (t) {
+            set_from_file(p, t, path);
+        } else if (const std::string n = p->name; n.size() > 7 && n.compare(n.size() - 7, 7, ".lora_b") == 0) {
+            ggml_backend_tensor_memset(p, 0, 0, ggml_nbytes(p)); // a layer the adapter skips
+        }
     }
 }
 

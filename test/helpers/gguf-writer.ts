@@ -9,6 +9,8 @@ export interface RawTensor {
   shape: number[]; // ggml order: ne0 first
   /** Filled with this value. */
   fill?: number;
+  /** Or these values, in ggml order. */
+  data?: Float32Array;
 }
 
 const ALIGN = 32;
@@ -83,7 +85,7 @@ export function writeGguf(path: string, kv: Record<string, Value>, tensors: RawT
   b.pad();
   tensors.forEach((t, i) => {
     const data = Buffer.alloc(Math.ceil(sizes[i]! / ALIGN) * ALIGN);
-    for (let j = 0; j < sizes[i]! / 4; j++) data.writeFloatLE(t.fill ?? 0.01, j * 4);
+    for (let j = 0; j < sizes[i]! / 4; j++) data.writeFloatLE(t.data ? t.data[j]! : (t.fill ?? 0.01), j * 4);
     b.push(data);
   });
   writeFileSync(path, b.concat());
