@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkFlagTexts } from '../src/cli/flag-texts.js';
 
-const kinds = { number: ['lr', 'steps'], string: ['model', 'out'], choices: { device: ['auto', 'cpu'] } };
+const kinds = { number: ['lr', 'steps', 'max-answer-tokens', 'parallel'], string: ['model', 'out'], choices: { device: ['auto', 'cpu'] }, array: ['parallel'] };
 const check = (...argv: string[]) => () => checkFlagTexts(['train', ...argv], kinds);
 
 test('values as typed pass', () => {
@@ -12,6 +12,8 @@ test('values as typed pass', () => {
     ['--lr', '-1'], // a range check says why, with the number
     ['--json', '--no-json', '--resume'], // not value flags
     ['--model', 'm.gguf', '--', '--lr'], // past "--" nothing is a flag
+    ['--parallel', '1', '--parallel=16'], // a list flag may repeat
+    ['--json', '--json'],
   ]) assert.doesNotThrow(check(...argv), argv.join(' '));
 });
 
@@ -28,6 +30,9 @@ test('a value that is not one is refused, naming the flag and the text', () => {
     [['--device', '--lr', '1'], /^--device: expected a value after it$/],
     [['--no-lr'], /^--no-lr: --lr takes a value, not a negation$/],
     [['--no-model'], /^--no-model: --model takes a value, not a negation$/],
+    [['--maxAnswerTokens', 'abc'], /^--max-answer-tokens: expected a number, got 'abc'$/],
+    [['--lr', '1e-3', '--steps', '2', '--lr=2e-3'], /^--lr: given 2 times \(1e-3, 2e-3\); give it once$/],
+    [['--model', 'a.gguf', '--model', 'b.gguf'], /^--model: given 2 times \(a\.gguf, b\.gguf\); give it once$/],
   ];
   for (const [argv, message] of cases) assert.throws(check(...argv), (e: Error) => message.test(e.message), argv.join(' '));
 });

@@ -8,14 +8,20 @@ export interface FlagKinds {
   string: readonly string[];
   /** Flags with a list of values (--device auto|cpu|cuda): they too take a value. */
   choices: Readonly<Record<string, unknown>>;
+  /** Flags that take several values (bench --parallel 1 16 64), and so may repeat. */
+  array: readonly string[];
 }
 
+/** yargs also takes --maxAnswerTokens for --max-answer-tokens. */
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 export function checkFlagTexts(argv: readonly string[], kinds: FlagKinds): void {
+  const given = new Map<string, string[]>();
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--') return; // what follows is not flags
+    if (argv[i] === '--') break; // what follows is not flags
     const m = /^--([^=]+)(?:=(.*))?$/s.exec(argv[i]!);
     if (!m) continue;
-    const [name, inline] = [m[1]!, m[2]];
+    const [name, inline] = [kebab(m[1]!), m[2]];
     const isNumber = kinds.number.includes(name);
     const takesValue = (f: string) => kinds.number.includes(f) || kinds.string.includes(f) || f in kinds.choices;
     if (name.startsWith('no-') && takesValue(name.slice(3))) throw new RrrError(`--${name}: --${name.slice(3)} takes a value, not a negation`);
@@ -25,5 +31,10 @@ export function checkFlagTexts(argv: readonly string[], kinds: FlagKinds): void 
     if (text === undefined) throw new RrrError(`--${name}: expected ${isNumber ? 'a number' : 'a value'} after it`);
     if (text.trim() === '') throw new RrrError(`--${name}: expected ${isNumber ? 'a number' : 'a value'}, got an empty one`);
     if (isNumber && Number.isNaN(Number(text))) throw new RrrError(`--${name}: expected a number, got '${text}'`);
+    given.set(name, [...(given.get(name) ?? []), text]);
+  }
+  // yargs would pass a repeated flag on as a list, which a one-value flag cannot take.
+  for (const [name, texts] of given) {
+    if (texts.length > 1 && !kinds.array.includes(name)) throw new RrrError(`--${name}: given ${texts.length} times (${texts.join(', ')}); give it once`);
   }
 }

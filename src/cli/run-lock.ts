@@ -59,10 +59,11 @@ function take(mine: string, path: string): boolean {
 }
 
 /**
- * Removes the lock `path` that reads `deadText` (a PID that is gone, or garbage), one process at a time (under `path`.takeover): a lock is
- * deleted by name, and two processes that both saw the dead lock would otherwise both go on, the
- * second deleting the first's new lock (6 processes at once did in 14 of 30 trials). The
- * takeover lock is held for one read and one delete; one its holder left by dying is removed.
+ * Removes the lock `path` that reads `deadText` (a PID that is gone, or garbage), one process at
+ * a time (under `path`.takeover): a lock is deleted by name, and two processes that both saw the
+ * dead lock would otherwise both go on, the second deleting the first's new lock (6 processes at
+ * once did in 14 of 30 trials). The takeover lock is held for one read and one delete; one left
+ * by a holder that died there (or that had our PID, in an earlier container) is removed.
  */
 function takeOver(mine: string, path: string, deadText: string): void {
   const guard = `${path}.takeover`;
@@ -76,7 +77,7 @@ function takeOver(mine: string, path: string, deadText: string): void {
       return;
     }
     const h = holder(guard);
-    if (h !== undefined && h !== process.pid && !alive(h)) rmSync(guard, { force: true });
+    if (h !== undefined && (h === process.pid || !alive(h))) rmSync(guard, { force: true });
     else sleepMs(5);
   }
 }
