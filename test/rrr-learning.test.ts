@@ -120,6 +120,30 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
 });
 
+test('Ctrl-C during eval stops after the batch and reports the items done', async () => {
+  // Not --json, whose progress is silent: the bar's first line off a terminal is the cue.
+  const child = spawn(process.execPath, [main, 'eval', '--generate', '640', '--batch-size', '64'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let sent = false;
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    if (!sent && /base +\d+%/.test(err)) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.ok(sent, 'the evaluation ended before it could be interrupted');
+  assert.equal(code, 130, err);
+  const m = /interrupted, the first (\d+) of 640 items\n.*\n.*\nbase +(\d+) /.exec(out);
+  assert.ok(m, out);
+  const done = Number(m[1]);
+  assert.ok(done > 0 && done < 640 && done % 64 === 0, `done ${done}`);
+  assert.equal(Number(m[2]), done, 'the table counts the items done');
+});
+
 test('one train a run folder: a second is refused while the first runs; a dead one\'s lock is taken over', async () => {
   const busy = join(testDir(), 'busy-run');
   const child = spawn(process.execPath, [main, 'train', '--out', busy, '--steps', '100', '--tasks-per-step', '4'], { env, stdio: ['ignore', 'pipe', 'pipe'] });

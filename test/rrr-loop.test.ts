@@ -11,6 +11,7 @@ import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
 import { NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
 import { summarize } from '../src/rrr/metrics.js';
 import { firstAttempts, type FirstAttemptResult } from '../src/rrr/failures.js';
+import { evaluate } from '../src/rrr/eval.js';
 import type { Group, Policy, StepMetrics } from '../src/rrr/types.js';
 import type { Task, TaskItem } from '../src/tasks/types.js';
 
@@ -230,4 +231,20 @@ test('first attempts stopped between batches and continued end as one pass', asy
   assert.deepEqual(rest, whole);
   // Other batches than the saved pass's would not end as it would have.
   await assert.rejects(firstAttempts(new FakePolicy(), task, items, { ...s, batchSize: 4 }, part), /6 attempted is not a whole number of batches of 4/);
+});
+
+test('eval compares every arm over the same items, batch by batch, and stops between batches', async () => {
+  const items: Item[] = Array.from({ length: 7 }, (_, i) => ({ id: `e${i}`, q: `q${i}` }));
+  const used: string[] = [];
+  const arms = ['base', 'tuned'].map((name) => ({ use: () => used.push(name) }));
+  const s = { maxAnswerTokens: 4, maxReflectionTokens: 3, batchSize: 3 };
+  const all = await evaluate(new FakePolicy(), task, items, arms, s);
+  assert.equal(all.done, 7);
+  assert.deepEqual(used, ['base', 'tuned', 'base', 'tuned', 'base', 'tuned']);
+  assert.deepEqual(all.results.map((r) => r.tasks), [7, 7]);
+  let batches = 0;
+  const part = await evaluate(new FakePolicy(), task, items, arms, { ...s, shouldStop: () => batches++ === 1 });
+  assert.equal(part.done, 3);
+  assert.deepEqual(part.results.map((r) => r.tasks), [3, 3]);
+  for (const r of part.results) assert.equal(r.firstAccuracy, r.firstCorrect / 3);
 });

@@ -9,6 +9,8 @@ export interface EvalSettings {
   maxReflectionTokens: number;
   batchSize: number;
   onProgress?: (done: number, total: number) => void;
+  /** Asked between batches: true ends the evaluation there, over the items done so far. */
+  shouldStop?: () => boolean;
 }
 
 export interface EvalResult {
@@ -20,42 +22,65 @@ export interface EvalResult {
   secondAccuracy: number;
 }
 
-export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[], s: EvalSettings): Promise<EvalResult> {
-  let first = 0;
-  let second = 0;
-  for (let i = 0; i < items.length; i += s.batchSize) {
-    const chunk = items.slice(i, i + s.batchSize);
-    const prompts = chunk.map((it) => task.buildPrompt(it));
-    const answers = (await policy.generate(prompts.map((p) => ({ prompt: policy.promptTokens(p) })), { maxTokens: s.maxAnswerTokens, temperature: 0 })).map(
-      (c) => c[0]!.text,
-    );
-    const failed: number[] = [];
-    chunk.forEach((it, j) => (task.verify(it, answers[j]!).ok ? first++ : failed.push(j)));
-    second += chunk.length - failed.length;
-    if (failed.length) {
-      const reflections = await policy.generate(
-        failed.map((j) => ({ prompt: policy.promptTokens(buildReflectConversation(prompts[j]!, answers[j]!, task.reflectionPrompt)) })),
-        { maxTokens: s.maxReflectionTokens, temperature: 0 },
-      );
-      const retries = await policy.generate(
-        failed.map((j, k) => ({
-          prompt: policy.promptTokens(
-            buildRetryConversation(prompts[j]!, answers[j]!, task.reflectionPrompt, reflections[k]![0]!.text, task.retryPrompt),
-          ),
-        })),
-        { maxTokens: s.maxAnswerTokens, temperature: 0 },
-      );
-      failed.forEach((j, k) => {
-        if (task.verify(chunk[j]!, retries[k]![0]!.text).ok) second++;
-      });
+/** One model under evaluation: `use()` makes the policy answer as it (the base, or base + adapter). */
+export interface EvalArm {
+  use(): void;
+}
+
+/**
+ * Each arm's results over the same items, batch by batch: an evaluation stopped early compares
+ * them over the items done (`done`), and each batch is what a whole pass would have given it.
+ */
+export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[], arms: EvalArm[], s: EvalSettings): Promise<{ done: number; results: EvalResult[] }> {
+  const counts = arms.map(() => ({ first: 0, second: 0 }));
+  let done = 0;
+  while (done < items.length && !s.shouldStop?.()) {
+    const chunk = items.slice(done, done + s.batchSize);
+    for (const [k, arm] of arms.entries()) {
+      arm.use();
+      const r = await evaluateBatch(policy, task, chunk, s);
+      counts[k]!.first += r.first;
+      counts[k]!.second += r.second;
     }
-    s.onProgress?.(Math.min(i + s.batchSize, items.length), items.length);
+    done += chunk.length;
+    s.onProgress?.(done, items.length);
   }
-  return {
-    tasks: items.length,
+  const results = counts.map(({ first, second }) => ({
+    tasks: done,
     firstCorrect: first,
     secondCorrect: second,
-    firstAccuracy: items.length ? first / items.length : 0,
-    secondAccuracy: items.length ? second / items.length : 0,
-  };
+    firstAccuracy: done ? first / done : 0,
+    secondAccuracy: done ? second / done : 0,
+  }));
+  return { done, results };
+}
+
+async function evaluateBatch(policy: Policy, task: AnyTask, chunk: TaskItem[], s: EvalSettings): Promise<{ first: number; second: number }> {
+  let first = 0;
+  let second = 0;
+  const prompts = chunk.map((it) => task.buildPrompt(it));
+  const answers = (await policy.generate(prompts.map((p) => ({ prompt: policy.promptTokens(p) })), { maxTokens: s.maxAnswerTokens, temperature: 0 })).map(
+    (c) => c[0]!.text,
+  );
+  const failed: number[] = [];
+  chunk.forEach((it, j) => (task.verify(it, answers[j]!).ok ? first++ : failed.push(j)));
+  second += chunk.length - failed.length;
+  if (failed.length) {
+    const reflections = await policy.generate(
+      failed.map((j) => ({ prompt: policy.promptTokens(buildReflectConversation(prompts[j]!, answers[j]!, task.reflectionPrompt)) })),
+      { maxTokens: s.maxReflectionTokens, temperature: 0 },
+    );
+    const retries = await policy.generate(
+      failed.map((j, k) => ({
+        prompt: policy.promptTokens(
+          buildRetryConversation(prompts[j]!, answers[j]!, task.reflectionPrompt, reflections[k]![0]!.text, task.retryPrompt),
+        ),
+      })),
+      { maxTokens: s.maxAnswerTokens, temperature: 0 },
+    );
+    failed.forEach((j, k) => {
+      if (task.verify(chunk[j]!, retries[k]![0]!.text).ok) second++;
+    });
+  }
+  return { first, second };
 }

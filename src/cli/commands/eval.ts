@@ -10,6 +10,7 @@ import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
+import { onInterrupt } from '../interrupt.js';
 import { Progress } from '../progress.js';
 import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
@@ -79,22 +80,28 @@ export const evalCommand: CommandModule<object, Args> = {
     try {
       await checkContext(policy, task, data.items, { ...settings, ctx: a.ctx, modelCtx: model.info.nCtxTrain, silent: a.json });
       trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
-      const run = async (label: string): Promise<EvalResult> => {
-        const bar = new Progress(label, data.items.length, { unit: 'task', silent: a.json });
-        const r = await evaluate(policy, task, data.items, { ...settings, onProgress: (d) => bar.update(d) });
-        bar.finish();
-        return r;
-      };
-      generator.setAdapter(null);
-      const base = await run('base');
-      let tuned: EvalResult | undefined;
-      if (trainer) {
-        generator.setAdapter(trainer);
-        tuned = await run('adapter');
+      const arms = [{ use: () => generator.setAdapter(null) }, ...(trainer ? [{ use: () => generator.setAdapter(trainer!) }] : [])];
+      const total = data.items.length;
+      const bar = new Progress(trainer ? 'base and adapter' : 'base', total, { unit: 'task', silent: a.json });
+      const interrupt = onInterrupt(() => 'this batch and showing the results so far');
+      let done: number;
+      let results: EvalResult[];
+      try {
+        ({ done, results } = await evaluate(policy, task, data.items, arms, { ...settings, onProgress: (d) => bar.update(d), shouldStop: () => interrupt.requested }));
+      } finally {
+        interrupt.dispose();
       }
-      emitJson(mode, { task: a.task, items: data.source, base, ...(tuned && { adapter: tuned }) });
+      const [base, tuned] = results as [EvalResult, EvalResult | undefined];
+      const stopped = done < total;
+      if (stopped) {
+        bar.halt();
+        process.exitCode = 130;
+      } else {
+        bar.finish();
+      }
+      emitJson(mode, { task: a.task, items: data.source, ...(stopped && { stopped: true, done }), base, ...(tuned && { adapter: tuned }) });
       const row = (name: string, r: EvalResult) => [name, r.tasks, `${r.firstCorrect} (${pct(r.firstAccuracy)})`, `${r.secondCorrect} (${pct(r.secondAccuracy)})`];
-      say(mode, `\n${a.task}, ${data.source}`);
+      say(mode, `\n${a.task}, ${data.source}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
       say(mode, table(['model', 'tasks', 'first attempt', 'second attempt'], [row('base', base), ...(tuned ? [row('base + adapter', tuned)] : [])]));
     } finally {
       generator.dispose();

@@ -21,6 +21,7 @@ import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
+import { onInterrupt } from '../interrupt.js';
 import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
 import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
@@ -510,19 +511,8 @@ export const trainCommand: CommandModule<object, Args> = {
     const ckptState = join(out, 'checkpoint', 'state.gguf');
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
-    let stop = false;
-    let stopAsked = 0;
     let phase: 'first attempts' | 'steps' = 'first attempts';
-    const onSigint = () => {
-      // One Ctrl-C can arrive twice: from the terminal and forwarded by a parent that got it too
-      // (npm, timeout). A second within a second is that copy, not a wish to quit unsaved.
-      if (stop && Date.now() - stopAsked > 1000) process.exit(130);
-      if (stop) return;
-      [stop, stopAsked] = [true, Date.now()];
-      const what = phase === 'steps' ? 'this step and saving a checkpoint' : 'this batch of first attempts and saving them';
-      process.stderr.write(`\nrrr-native: stopping after ${what} (Ctrl-C again to quit at once)\n`);
-    };
-    process.on('SIGINT', onSigint);
+    const interrupt = onInterrupt(() => (phase === 'steps' ? 'this step and saving a checkpoint' : 'this batch of first attempts and saving them'));
     try {
       // Step 1: first attempts (the base model: no adapter is trained yet), cached per run and
       // saved as they go: over a large dataset they can take hours before the first step.
@@ -544,7 +534,7 @@ export const trainCommand: CommandModule<object, Args> = {
             maxAnswerTokens: cfg.maxAnswerTokens,
             batchSize: maxSeqs,
             onProgress: (d) => bar.update(d),
-            shouldStop: () => stop,
+            shouldStop: () => interrupt.requested,
             // A crash or a second Ctrl-C loses at most about a minute of them.
             onBatch: (soFar) => {
               if (Date.now() - saved < FIRST_ATTEMPTS_SAVE_MS) return;
@@ -620,7 +610,7 @@ export const trainCommand: CommandModule<object, Args> = {
             await trainer.saveAdapter(join(out, 'adapter.gguf'));
             writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
           },
-          shouldStop: () => stop,
+          shouldStop: () => interrupt.requested,
           stepExecution: () => {
             const budget = execution.budget ?? defaultBudget();
             return {
@@ -669,7 +659,7 @@ export const trainCommand: CommandModule<object, Args> = {
       throw e;
     } finally {
       unlock();
-      process.off('SIGINT', onSigint);
+      interrupt.dispose();
       generator.dispose();
       trainer.dispose();
       model.dispose();
