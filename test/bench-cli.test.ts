@@ -130,6 +130,9 @@ test('bench --train-census counts the planned step, and --train-merge-adapter ti
   assert.match(badWorkspace.stderr, /^rrr-native: --train-attn-workspace-mib: expected a number ≥ 0, got -1\n$/);
   const badKept = run(['bench', '--model', model, '--no-generation', '--train-kept-layers', '99']);
   assert.match(badKept.stderr, /^rrr-native: --train-kept-layers 99: the model has \d+ layers\n$/);
+  // On the CPU no room is kept for cuBLAS: what the model and adapter leave is the budget.
+  const tiny = run(['bench', '--model', model, '--no-generation', '--train-memory-gib', '0.0001']);
+  assert.match(tiny.stderr, /^rrr-native: --train-memory-gib 0.0001: the model, the adapter and its optimizer state take [\d.]+ MiB of it before any compute buffer\n$/);
   const negative = run(['bench', '--model', model, '--no-generation', '--train-steps', '-1']);
   assert.match(negative.stderr, /^rrr-native: --train-steps: expected a whole number ≥ 0, got -1\n$/);
 });

@@ -247,7 +247,7 @@ test('--train-memory-gib splits steps into micro-batches and keeps the layers th
   assert.deepEqual([roomy.microBatches, roomy.keptLayers], [1, 2]);
   const small = cli('train', '--out', join(testDir(), 'memory-run-small'), '--steps', '1', '--train-memory-gib', '0.001');
   assert.equal(small.code, 1);
-  assert.match(small.err.trim().split("\n").pop()!, /^rrr-native: step: the training pass over one sequence of \d+ tokens plans \d+ MiB of compute buffer, over the memory budget of 1 MiB.*; the run continues from its last checkpoint with: rrr-native train --resume --out .*memory-run-small$/);
+  assert.match(small.err.trim().split("\n").pop()!, /^rrr-native: step: the training pass over one sequence of \d+ tokens plans [\d.]+ MiB of compute buffer, over the memory budget of 1\.0 MiB \(--train-memory-gib\): give it more memory or use shorter sequences \(--max-answer-tokens, --max-reflection-tokens\); the run continues from its last checkpoint with: rrr-native train --resume --out .*memory-run-small$/);
   for (const [flag, v, msg] of [
     ['--kept-layers', 'many', /--kept-layers: expected a whole number or auto, got 'many'/],
     ['--train-memory-gib', '0', /--train-memory-gib: expected a number > 0, got 0/],

@@ -8,12 +8,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <utility>
 
 namespace rrr {
 
 namespace {
+
+// "1.5 MiB", "312 MiB": small budgets (a test's, a CPU's) would read as 0 or 1 MiB in whole MiB.
+std::string mib_text(size_t bytes) {
+    const double m = (double) bytes / (1 << 20);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, m < 10 ? "%.1f MiB" : "%.0f MiB", m);
+    return buf;
+}
 
 struct Prepared {
     std::vector<MicroBatch> mbs;
@@ -558,9 +567,8 @@ std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSe
         std::vector<MicroBatch> lo_mbs = prepared(t);
         const size_t floor = bytes(lo_mbs, t);
         if (floor > budget) {
-            throw Error("step: the training pass over one sequence of " + std::to_string(longest) + " tokens plans " + std::to_string(floor >> 20) +
-                        " MiB of compute buffer, over the memory budget of " + std::to_string(budget >> 20) +
-                        " MiB (memoryBudget, --train-memory-gib): give it more memory or use shorter sequences (--ctx)");
+            throw Error("step: the training pass over one sequence of " + std::to_string(longest) + " tokens plans " + mib_text(floor) +
+                        " of compute buffer, over the memory budget of " + mib_text(budget) + " (memoryBudget): give it more memory or use shorter sequences");
         }
         // Whole sequences of the longest length per micro-batch: k of them fit at k = 1 and not at
         // all of them; each try plans the whole graph, so the search is over k, not tokens.

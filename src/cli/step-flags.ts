@@ -71,6 +71,18 @@ export function inFlags(e: unknown, prefix: '--' | '--train-', own: Partial<Reco
   return e;
 }
 
+/**
+ * A step refused by its memory budget, in the command's flags: the budget is --train-memory-gib
+ * in train and bench alike, and the sequences come from `sequences` (train's token limits,
+ * bench's --train-len).
+ */
+export function budgetInFlags(e: unknown, sequences: string): unknown {
+  if (e instanceof Error && e.message.startsWith('step: ')) {
+    e.message = e.message.replace('(memoryBudget)', '(--train-memory-gib)').replace('use shorter sequences', `use shorter sequences (${sequences})`);
+  }
+  return e;
+}
+
 /** Refuses `flag` (--all-nodes, --train-all-nodes) in one line where the model is not on a GPU. */
 export function refuseAllNodesOffGpu(flag: string, model: { device: string; gpu: boolean }): void {
   if (!model.gpu) throw new RrrError(`${flag}: every node of ours and their waits on the device are for a GPU; this model is on ${model.device} (each node would run as the CPU's plain loops)`);

@@ -2,8 +2,9 @@
 // seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
 import { gpuMemoryFree } from '../../engine/native.js';
 import { Trainer } from '../../engine/trainer.js';
+import { RrrError } from '../../engine/errors.js';
 import { formatRate } from '../progress.js';
-import { ALL_NODES, inFlags, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { ALL_NODES, budgetInFlags, inFlags, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -115,11 +116,15 @@ export const trainingSection: BenchSection = {
         microBatchTokens: args['train-micro-batch-tokens'],
       };
       // Everything but the compute buffer, for --train-memory-gib: the adapter's A and B, their
-      // gradients and two AdamW moments (4 x f32 each), and room for cuBLAS and conversions.
-      const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + 512 * 2 ** 20;
+      // gradients and two AdamW moments (4 x f32 each), and on a GPU room for cuBLAS and conversions.
+      const fixedBytes = model.info.weightBytes + tr.info.transposedWeightsBytes + 16 * tr.info.nParams + (model.info.gpu ? 512 * 2 ** 20 : 0);
       // With a budget, the trainer settles micro-batches and kept layers once, by plan; the timed
       // steps then run with what it settled, without planning again.
-      const budget = args['train-memory-gib'] !== undefined ? Math.max(1, args['train-memory-gib'] * 2 ** 30 - fixedBytes) : 0;
+      const gib = args['train-memory-gib'];
+      if (gib !== undefined && gib * 2 ** 30 <= fixedBytes) {
+        throw new RrrError(`--train-memory-gib ${gib}: the model, the adapter and its optimizer state${model.info.gpu ? ' and room for cuBLAS' : ''} take ${(fixedBytes / 2 ** 20).toFixed(1)} MiB of it before any compute buffer`);
+      }
+      const budget = gib !== undefined ? Math.floor(gib * 2 ** 30 - fixedBytes) : 0;
       const plan = await tr.plan(B, L, {
         ...base,
         ...(budget
@@ -262,6 +267,8 @@ export const trainingSection: BenchSection = {
           ...(profile && { profile: { stepMs: profile.ms, ops: profiled } }),
         },
       };
+    } catch (e) {
+      throw budgetInFlags(e, '--train-len');
     } finally {
       tr.dispose();
       restoreCublas();

@@ -282,7 +282,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('train-memory-gib', {
         type: 'number',
         describe:
-          'pick --train-kept-layers as the most that fit this many GiB of GPU memory in all: model weights, kept transposed weights, adapter and AdamW state, 512 MiB for cuBLAS, and the planned compute buffer',
+          'pick --train-kept-layers as the most that fit this many GiB of GPU memory in all: model weights, kept transposed weights, adapter and AdamW state, 512 MiB for cuBLAS on a GPU, and the planned compute buffer',
       })
       .option('train-micro-batch-tokens', {
         type: 'number',

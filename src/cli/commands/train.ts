@@ -22,7 +22,7 @@ import { checkContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
-import { ALL_NODES, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
+import { ALL_NODES, budgetInFlags, inFlags, refuseAllNodesOffGpu, flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
 import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
 
@@ -654,7 +654,10 @@ export const trainCommand: CommandModule<object, Args> = {
       // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
       // with a larger --train-memory-gib or --ctx, which a resumed run may change.
       const resume = `rrr-native train --resume --out ${out}`;
-      if (e instanceof RrrError && e.message.startsWith('step: ')) e.message += `; the run continues from its last checkpoint with: ${resume}`;
+      if (e instanceof RrrError && e.message.startsWith('step: ')) {
+        budgetInFlags(e, '--max-answer-tokens, --max-reflection-tokens');
+        e.message += `; the run continues from its last checkpoint with: ${resume}`;
+      }
       if (e instanceof RrrError && e.message.startsWith('context overflow')) e.message = `--ctx ${cfg.ctx}: ${e.message}; the run continues from its last checkpoint with: ${resume} --ctx <more>`;
       throw e;
     } finally {
