@@ -64,6 +64,8 @@ test('missing model file: one line, exit 1, no stack', () => {
 test('usage errors exit 2', () => {
   assertOneLineError(cli('make-tiny-model'), 2, /Missing required argument: out/);
   assertOneLineError(cli('no-such-command'), 2, /Unknown argument|Did you mean/);
+  assertOneLineError(cli(), 2, /^rrr-native: choose a command: train, eval, bench, export, make-tiny-model, info \(see --help\)$/);
+  assertOneLineError(cli('trian'), 2, /^rrr-native: unknown command 'trian'\. Did you mean train\? \(see --help\)$/);
   assertOneLineError(cli('make-tiny-model', '--out', 'x.gguf', '--arch', 'gpt2'), 2, /Invalid values/);
 });
 
@@ -105,6 +107,11 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     // The longest episode against the context: prompts + 2 × answer + reflection. Under --json,
     // where notes go to stderr, none comes before the refusal.
     [['--json', '--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take (\d+) tokens \(prompts (\d+), the first answer and the retry 8 each \(--max-answer-tokens\), the reflection 4 \(--max-reflection-tokens\), 12 for their text tokenized again\); raise --ctx or lower those$/],
+    // Past 4096 items the count shows a bar, on a terminal only and wiped: still one line.
+    [['--generate', '5000', '--ctx', '40'], /^rrr-native: --ctx 40: an episode of item \S+ can take \d+ tokens/],
+    // yargs would read these as short flags or as false.
+    [['--seed', '-1e1'], /^rrr-native: --seed: '-1e1' would be read as short flags; write --seed=-1e1$/],
+    [['--json=yes'], /^rrr-native: --json: a switch; give it alone, or =true or =false \(got 'yes'\)$/],
   ];
   for (const [flags, pattern] of cases) assertOneLineError(train(...flags), 1, pattern);
   // A path flag left empty is not "not given": the demo model or no adapter would stand in.
@@ -128,6 +135,8 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     assertOneLineError(evalWith(...flags), 1, pattern);
   }
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--layers', '0'), 1, /^rrr-native: --layers: expected a whole number ≥ 1, got 0$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--output-gain', 'Infinity'), 1, /^rrr-native: --output-gain: expected a number > 0, got Infinity$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--ctx', '1'), 1, /^rrr-native: --ctx: expected a whole number ≥ 16, got 1$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--heads', '3', '--kv-heads', '2'), 1, /^rrr-native: --heads: must be a multiple of --kv-heads$/);
 });
 

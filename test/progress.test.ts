@@ -29,3 +29,20 @@ test('finish shows the whole total', () => {
   p.finish('done');
   assert.match(lines.at(-1)!, /^eval 100% 10\/10 .*  done\n$/);
 });
+
+test('a transient bar shows only on a terminal and is wiped at the end', () => {
+  const off = capture();
+  const p = new Progress('prompt lengths', 10, { stream: off.stream, transient: true });
+  p.update(5);
+  p.clear();
+  assert.deepEqual(off.lines, []);
+  const on = capture();
+  (on.stream as unknown as { isTTY: boolean }).isTTY = true;
+  const q = new Progress('prompt lengths', 10, { stream: on.stream, transient: true });
+  q.update(5);
+  q.clear();
+  q.update(7);
+  assert.equal(on.lines.length, 2, JSON.stringify(on.lines));
+  assert.match(on.lines[0]!, /^\r\x1b\[2Kprompt lengths .* 50% /);
+  assert.equal(on.lines[1], '\r\x1b[2K');
+});

@@ -19,14 +19,17 @@ async function main(): Promise<void> {
     .usage('$0 <command> [options]\n\nReflect, Retry, Reward: teach a local GGUF model to write better self-reflections.')
     .strict()
     .recommendCommands()
-    .demandCommand(1, 'Choose a command (see the list above).')
+    .demandCommand(1, `choose a command: ${commands.map((c) => String(c.command).split(' ')[0]).join(', ')}`)
     .help()
     .alias('h', 'help')
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
       if (err) throw err;
-      fail(`${msg.replace(/\s*\n\s*/g, ' ')} (see --help)`, 2);
+      // yargs' "Did you mean train?" does not say what it was asked.
+      const asked = hideBin(process.argv).find((x) => !x.startsWith('-'));
+      const said = msg.replace(/\s*\n\s*/g, ' ');
+      fail(`${/^Did you mean/.test(said) && asked ? `unknown command '${asked}'. ${said}` : said} (see --help)`, 2);
     });
   for (const c of commands) cli = cli.command(c);
   // yargs hands middleware its instance, whose options are the running command's by then.

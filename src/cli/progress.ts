@@ -9,6 +9,8 @@ export interface ProgressOptions {
   silent?: boolean;
   /** Amount already done before this process started (a resumed phase): shown, not counted in the rate. */
   from?: number;
+  /** Shown only on a terminal, and wiped when the phase ends (clear()): for checks whose result is the next line. */
+  transient?: boolean;
 }
 
 export class Progress {
@@ -59,13 +61,19 @@ export class Progress {
     this.finished = true;
   }
 
+  /** Wipes a transient bar's line. */
+  clear(): void {
+    this.finished = true;
+    if (this.tty && !this.opts.silent && this.lastDraw) this.stream.write('\r\x1b[2K');
+  }
+
   /** Elapsed seconds since the phase started. */
   get seconds(): number {
     return (Date.now() - this.start) / 1000;
   }
 
   private render(final: boolean): void {
-    if (this.opts.silent) return;
+    if (this.opts.silent || (this.opts.transient && !this.tty) || this.finished) return;
     const now = Date.now();
     const pct = this.total > 0 ? Math.floor((100 * this.done) / this.total) : 100;
     const secs = Math.max((now - this.start) / 1000, 1e-3);

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeTinyModel } from '../../engine/tiny-model.js';
-import { integerFlag, seedFlag } from '../flag-checks.js';
+import { integerFlag, positiveFlag, seedFlag } from '../flag-checks.js';
 import { TINY_PRESETS } from '../../engine/tiny-model.js';
 import type { TinyPreset } from '../../engine/types.js';
 import { emitJson, say } from '../output.js';
@@ -60,9 +60,12 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
   handler: async (a) => {
     const t0 = Date.now();
     // Sizes the preset leaves to the flags, each refused in its own name.
-    for (const [flag, v] of [['--embd', a.embd], ['--layers', a.layers], ['--heads', a.heads], ['--kv-heads', a['kv-heads']], ['--head-dim', a['head-dim']], ['--ff', a.ff], ['--ctx', a.ctx], ['--copy-offset', a['copy-offset']]] as const) {
+    for (const [flag, v] of [['--embd', a.embd], ['--layers', a.layers], ['--heads', a.heads], ['--kv-heads', a['kv-heads']], ['--head-dim', a['head-dim']], ['--ff', a.ff], ['--copy-offset', a['copy-offset']]] as const) {
       if (v !== undefined) integerFlag(flag, v);
     }
+    // train and eval need at least 16 tokens of context, as their own --ctx does.
+    if (a.ctx !== undefined) integerFlag('--ctx', a.ctx, 16);
+    if (a['output-gain'] !== undefined) positiveFlag('--output-gain', a['output-gain']);
     seedFlag(a.seed);
     const bytes = await makeTinyModel({
       arch: a.arch,
