@@ -18,6 +18,23 @@ function cli(...args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** Runs the CLI and sends one SIGINT when its stderr first matches `cue`. */
+async function interruptOnCue(args: string[], cue: RegExp): Promise<{ sent: boolean; code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, [main, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let sent = false;
+  let [out, err] = ['', ''];
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    if (!sent && cue.test(err)) {
+      sent = true;
+      child.kill('SIGINT');
+    }
+  });
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  return { sent, code, out, err };
+}
+
 interface EvalJson {
   base: { tasks: number; firstAccuracy: number; secondAccuracy: number };
   adapter: { tasks: number; firstAccuracy: number; secondAccuracy: number };
@@ -92,20 +109,8 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
   assert.equal(cli('train', '--out', full, ...args).code, 0);
 
   const cut = join(testDir(), 'first-cut');
-  const child = spawn(process.execPath, [main, 'train', '--out', cut, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let sent = false;
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-    // Off a terminal the bar prints every tenth: here after the first of ten batches.
-    if (!sent && /first attempts +\d+%/.test(err)) {
-      sent = true;
-      child.kill('SIGINT');
-    }
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((r) => child.on('close', r));
+  // Off a terminal the bar prints every tenth: here after the first of ten batches.
+  const { sent, code, out, err } = await interruptOnCue(['train', '--out', cut, ...args], /first attempts +\d+%/);
   assert.ok(sent, 'the first attempts ended before they could be interrupted');
   assert.equal(code, 130, err);
   assert.match(err, /stopping after this batch of first attempts and saving them/);
@@ -122,19 +127,7 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
 
 test('Ctrl-C during eval stops after the batch and reports the items done', async () => {
   // Not --json, whose progress is silent: the bar's first line off a terminal is the cue.
-  const child = spawn(process.execPath, [main, 'eval', '--generate', '640', '--batch-size', '64'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let sent = false;
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-    if (!sent && /base +\d+%/.test(err)) {
-      sent = true;
-      child.kill('SIGINT');
-    }
-  });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((r) => child.on('close', r));
+  const { sent, code, out, err } = await interruptOnCue(['eval', '--generate', '640', '--batch-size', '64'], /base +\d+%/);
   assert.ok(sent, 'the evaluation ended before it could be interrupted');
   assert.equal(code, 130, err);
   const m = /interrupted, the first (\d+) of 640 items\n.*\n.*\nbase +(\d+) /.exec(out);
