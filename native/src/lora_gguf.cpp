@@ -173,9 +173,10 @@ void load_adapter(Adapter & a, const std::string & path, const ModelWeights & w)
     GgufFile f(path, true);  // adapter and state files are small
     for (ggml_tensor * p : a.params()) {
         const ggml_tensor * t = ggml_get_tensor(f.ctx, p->name);
+        LoraFileTensor lt;
         if (t) {
             set_from_file(p, t, path);
-        } else if (const std::string n = p->name; n.size() > 7 && n.compare(n.size() - 7, 7, ".lora_b") == 0) {
+        } else if (parse_lora_name(p->name, lt, path) && lt.is_b) {
             ggml_backend_tensor_memset(p, 0, 0, ggml_nbytes(p)); // a layer the adapter skips
         }
     }
