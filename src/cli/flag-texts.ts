@@ -21,6 +21,7 @@ const NEGATIVE = /^-([0-9]+(\.[0-9]+)?|\.[0-9]+)$/;
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 export function checkFlagTexts(argv: readonly string[], kinds: FlagKinds): void {
+  const takesValue = (f: string) => kinds.number.includes(f) || kinds.string.includes(f) || f in kinds.choices;
   const given = new Map<string, string[]>();
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--') {
@@ -36,7 +37,6 @@ export function checkFlagTexts(argv: readonly string[], kinds: FlagKinds): void 
       throw new RrrError(`--${name}: a switch; give it alone, or =true or =false (got '${inline}')`);
     }
     const isNumber = kinds.number.includes(name);
-    const takesValue = (f: string) => kinds.number.includes(f) || kinds.string.includes(f) || f in kinds.choices;
     if (name.startsWith('no-') && takesValue(name.slice(3))) throw new RrrError(`--${name}: --${name.slice(3)} takes a value, not a negation`);
     if (!takesValue(name)) continue;
     // yargs reads a following flag as the next flag, not as this one's value.

@@ -29,9 +29,9 @@ export interface EvalArm {
 
 /**
  * Each arm's results over the same items, batch by batch: an evaluation stopped early compares
- * them over the items done (`done`), and each batch is what a whole pass would have given it.
+ * them over the items done (`tasks`), and each batch is what a whole pass would have given it.
  */
-export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[], arms: EvalArm[], s: EvalSettings): Promise<{ done: number; results: EvalResult[] }> {
+export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[], arms: EvalArm[], s: EvalSettings): Promise<EvalResult[]> {
   const counts = arms.map(() => ({ first: 0, second: 0 }));
   let done = 0;
   while (done < items.length && !s.shouldStop?.()) {
@@ -45,14 +45,13 @@ export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[],
     done += chunk.length;
     s.onProgress?.(done, items.length);
   }
-  const results = counts.map(({ first, second }) => ({
+  return counts.map(({ first, second }) => ({
     tasks: done,
     firstCorrect: first,
     secondCorrect: second,
     firstAccuracy: done ? first / done : 0,
     secondAccuracy: done ? second / done : 0,
   }));
-  return { done, results };
 }
 
 async function evaluateBatch(policy: Policy, task: AnyTask, chunk: TaskItem[], s: EvalSettings): Promise<{ first: number; second: number }> {

@@ -32,7 +32,7 @@ export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskIt
   let correct = from?.correct ?? 0;
   let i = from?.attempted ?? 0;
   if (i % s.batchSize !== 0 && i !== items.length) throw new Error(`firstAttempts: ${i} attempted is not a whole number of batches of ${s.batchSize}`);
-  for (; i < items.length && !s.shouldStop?.(); ) {
+  while (i < items.length && !s.shouldStop?.()) {
     const chunk = items.slice(i, i + s.batchSize);
     const out = await policy.generate(
       chunk.map((item) => ({ prompt: policy.promptTokens(task.buildPrompt(item)) })),

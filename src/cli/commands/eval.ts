@@ -84,14 +84,14 @@ export const evalCommand: CommandModule<object, Args> = {
       const total = data.items.length;
       const bar = new Progress(trainer ? 'base and adapter' : 'base', total, { unit: 'task', silent: a.json });
       const interrupt = onInterrupt(() => 'this batch and showing the results so far');
-      let done: number;
       let results: EvalResult[];
       try {
-        ({ done, results } = await evaluate(policy, task, data.items, arms, { ...settings, onProgress: (d) => bar.update(d), shouldStop: () => interrupt.requested }));
+        results = await evaluate(policy, task, data.items, arms, { ...settings, onProgress: (d) => bar.update(d), shouldStop: () => interrupt.requested });
       } finally {
         interrupt.dispose();
       }
       const [base, tuned] = results as [EvalResult, EvalResult | undefined];
+      const done = base.tasks;
       const stopped = done < total;
       if (stopped) {
         bar.halt();
