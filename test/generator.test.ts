@@ -140,6 +140,77 @@ test('streams layout: sequences finishing out of order and split steps give the 
   });
 });
 
+test("streams layout: prompts of several lengths share prefill graphs and give libllama's tokens", async () => {
+  await withModel({ arch: 'qwen2' }, async (model, path) => {
+    // Twelve prompts from 1 to 40-odd tokens, one of them long beside short ones; groups of
+    // one and two samples, so both the shared-slot prefill and the prompt copies run.
+    const base = `${TEXTS[0]} ${TEXTS[1]}`;
+    const texts = Array.from({ length: 12 }, (_, i) => (i === 5 ? `${base} ${base}` : base.slice(0, 4 + 7 * i)));
+    const requests = texts.map((t, i) => ({ prompt: model.tokenize(t), n: 1 + (i % 2) }));
+    const lengths = requests.map((q) => q.prompt.length);
+    assert.ok(Math.min(...lengths) <= 2 && Math.max(...lengths) >= 40, `lengths ${lengths.join(',')}`);
+    const prompts = requests.map((q) => q.prompt);
+    const total = lengths.reduce((a, b) => a + b, 0);
+    const ref = await ReferenceDecoder.load(path, { f32Kv: true, kvUnified: false });
+    try {
+      const theirs = (await ref.greedy(requests, { maxTokens: 12 })).tokens.map((g) => g.map((t) => Array.from(t)));
+      for (const nUbatch of [512, 16]) {
+        const gen = await Generator.create(model, { maxSeqs: 18, nCtx: 128, kvType: 'f32', kvLayout: 'streams', nUbatch });
+        try {
+          const ours = tokensOf(await gen.generate(requests, { maxTokens: 12, temperature: 0 }));
+          await agree(model, prompts, ours, theirs, `nUbatch ${nUbatch}`);
+          const st = gen.lastStats!;
+          assert.equal(st.prefillTokens, total);
+          // One graph per prompt was the old way; batches now hold many streams' prompts, up
+          // to nUbatch tokens (and padding of twice that).
+          const most = nUbatch === 512 ? 2 : Math.ceil(total / nUbatch) + 4;
+          assert.ok(st.prefillSteps <= most, `${st.prefillSteps} prefill graphs for ${total} tokens in batches of ${nUbatch}`);
+        } finally {
+          gen.dispose();
+        }
+      }
+    } finally {
+      ref.dispose();
+    }
+  });
+});
+
+test('suffixes: a shared start prefilled once, then each sample its own rest, gives the whole prompts\' tokens', async () => {
+  await withModel({ arch: 'llama' }, async (model) => {
+    // Two groups of retries-like prompts: one start, then rests of different lengths.
+    const starts = [TEXTS[0]!, TEXTS[1]!].map((t) => model.tokenize(t));
+    const rests = [
+      ['a', ' cat sat on the mat and', ' 7', ' then three more words'].map((t) => model.tokenize(t)),
+      [' x y z', ' no', ' and so on, and so on'].map((t) => model.tokenize(t)),
+    ];
+    const whole = starts.flatMap((s, g) => rests[g]!.map((r) => Int32Array.from([...s, ...r])));
+    const grouped = starts.map((prompt, g) => ({ prompt, suffixes: rests[g]! }));
+    const prefixTokens = starts.reduce((a, s) => a + s.length, 0);
+    const restTokens = rests.flat().reduce((a, r) => a + r.length, 0);
+    for (const opts of [{ temperature: 0 }, { temperature: 0, repeatPenalty: 1.5, repeatLastN: 64 }]) {
+      for (const [kvLayout, maxSeqs] of [['streams', 7], ['unified', 7], ['streams', 2], ['unified', 3]] as const) {
+        const gen = await Generator.create(model, { maxSeqs, nCtx: 96, kvType: 'f32', kvLayout });
+        try {
+          const o = { maxTokens: 12, ignoreEos: true, ...opts };
+          const alone = (await gen.generate(whole.map((prompt) => ({ prompt })), o)).map((c) => c[0]!);
+          const shared = await gen.generate(grouped, o);
+          assert.deepEqual(shared.map((g) => g.length), [4, 3]);
+          const what = `${kvLayout}, maxSeqs ${maxSeqs}, repeat penalty ${opts.repeatPenalty ?? 1}`;
+          await agree(model, whole, shared.flat().map((c) => [Array.from(c.tokens)]), alone.map((c) => [Array.from(c.tokens)]), what);
+          if (maxSeqs === 7) assert.equal(gen.lastStats!.prefillTokens, prefixTokens + restTokens, `${what}: each start prefilled once`);
+          // Log-probs of the completions decoded alike.
+          shared.flat().forEach((c, i) => {
+            if (c.tokens.join() !== alone[i]!.tokens.join()) return;
+            c.logprobs.forEach((x, t) => assert.ok(Math.abs(x - alone[i]!.logprobs[t]!) < deviceTol(1e-4, 2e-2), `${what}: log-prob ${i}/${t}`));
+          });
+        } finally {
+          gen.dispose();
+        }
+      }
+    }
+  });
+});
+
 test('log-probs are log-softmax of the model logits at the sampled tokens', async () => {
   await withModel({ arch: 'qwen2' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64, kvType: 'f32' });
@@ -339,6 +410,12 @@ test('KV cache size follows maxSeqs × nCtx in 256-cell tiles; bad input gives o
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 4, topP: 0 }), (e: Error) => e instanceof RrrError && /^topP: /.test(e.message));
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 0 }), (e: Error) => e instanceof RrrError && /^maxTokens: /.test(e.message));
     await assert.rejects(gen.generate([{ prompt: [1, 999999] }], { maxTokens: 2 }), /outside the vocabulary/);
+    await assert.rejects(gen.generate([{ prompt, suffixes: [[5], [6, 999999]] }], { maxTokens: 2 }), /^RrrError: request 0: token id 999999 is outside the vocabulary|request 0: token id 999999/);
+    await assert.rejects(gen.generate([{ prompt, suffixes: [[5], []] }], { maxTokens: 2 }), (e: Error) => e instanceof RrrError && e.message === 'request 0: suffix 1 is empty');
+    await assert.rejects(gen.generate([{ prompt, n: 3, suffixes: [[5], [6]] }], { maxTokens: 2 }), (e: Error) =>
+      e instanceof RrrError && e.message === 'request 0: 2 suffixes for n = 3 samples');
+    await assert.rejects(gen.generate([{ prompt, suffixes: [[5], Array(30).fill(5)] }], { maxTokens: 4 }), (e: Error) =>
+      e instanceof RrrError && e.message === `context overflow: request 0 has a ${prompt.length + 30}-token prompt + maxTokens 4 = ${prompt.length + 34} > nCtx 40`);
     await assert.rejects(Generator.create(model, { maxSeqs: 1, nCtx: 1 << 20 }), /nCtx: .*training context/);
     await assert.rejects(Generator.create(model, { maxSeqs: 3, nCtx: 40, nCells: 50, kvLayout: 'streams' }), (e: Error) =>
       e instanceof RrrError && /^nCells: 50 sizes a unified KV cache; the streams layout holds maxSeqs × nCtx = 120 cells/.test(e.message));

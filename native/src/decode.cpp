@@ -27,8 +27,9 @@ ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t
 // Picks the attention layout of a batch. Window: the cells every sequence of the batch sees,
 // one range inside one stream, padded so that consecutive steps keep one shape (and their
 // graph) and GPU kernels get whole tiles (CUDA's flash attention works in strides of 256
-// cells); padding cells are masked out. Streams: each token alone in its stream, every stream
-// read up to the highest cell any of them uses, padded alike.
+// cells); padding cells are masked out. Streams: each stream of the range is a slot holding
+// its tokens' queries (one in decode, a prompt's in prefill, padded to the fullest slot), every
+// stream read up to the highest cell any of them uses, padded alike.
 void Decoder::plan(const KvCache & cache, const std::vector<StepToken> & batch, Shape & s) {
     const int64_t sc = cache.stream_cells();
     int first = cache.stream_of(batch[0].cell), last = first;
@@ -65,22 +66,31 @@ void Decoder::plan(const KvCache & cache, const std::vector<StepToken> & batch, 
         s.gather = false;
         return;
     }
-    // Slot k reads stream first + k; slot_rows_host_[k] is its batch row (-1: none).
-    slot_rows_host_.assign((size_t) (last - first + 1), -1);
+    // Slot k reads stream first + k and holds per_slot query rows: the stream's tokens in batch
+    // order, then padding. slot_rows_host_[k * per_slot + j] is the batch row of its j-th
+    // token (-1: padding); row_slots_host_[i] is the place of batch row i.
+    const int64_t n_slot = last - first + 1;
+    std::vector<int64_t> & count = slot_count_;
+    count.assign((size_t) n_slot, 0);
+    for (const StepToken & t : batch) ++count[(size_t) (cache.stream_of(t.cell) - first)];
+    const int64_t per_slot = *std::max_element(count.begin(), count.end());
+    slot_rows_host_.assign((size_t) (n_slot * per_slot), -1);
     row_slots_host_.resize(batch.size());
+    std::fill(count.begin(), count.end(), 0);
     int64_t used = 0;
-    s.gather = (int64_t) batch.size() != last - first + 1;
+    s.gather = (int64_t) batch.size() != n_slot * per_slot;
     for (size_t i = 0; i < batch.size(); ++i) {
         const int st = cache.stream_of(batch[i].cell);
-        int32_t & row = slot_rows_host_[(size_t) (st - first)];
-        if (row >= 0) throw Error("internal error: a decode batch has two tokens in stream " + std::to_string(st));
-        row = (int32_t) i;
-        row_slots_host_[i] = st - first;
-        s.gather = s.gather || st != first + (int) i;
+        const int64_t k = st - first;
+        const int64_t place = k * per_slot + count[(size_t) k]++;
+        slot_rows_host_[(size_t) place] = (int32_t) i;
+        row_slots_host_[i] = (int32_t) place;
+        s.gather = s.gather || place != (int64_t) i;
         used = std::max(used, cache.stream_used(st));
     }
     s.s0 = first;
-    s.n_slot = last - first + 1;
+    s.n_slot = n_slot;
+    s.per_slot = per_slot;
     s.lo = 0;
     s.n_kv = pad_window(used, kWindowPad, sc);
 }
@@ -95,11 +105,12 @@ void Decoder::fill_mask(const KvCache & cache, const std::vector<StepToken> & ba
                         std::vector<T> & mask) {
     const int64_t n_kv = s.n_kv, sc = cache.stream_cells();
     if (s.n_slot > 0) {
-        mask.assign((size_t) (n_kv * s.n_slot), closed);
-        for (int64_t k = 0; k < s.n_slot; ++k) {
-            const int32_t r = slot_rows_host_[(size_t) k];
-            const int64_t base = (s.s0 + k) * sc;
-            T * row = &mask[(size_t) (k * n_kv)];
+        const int64_t n_place = s.n_slot * s.per_slot;
+        mask.assign((size_t) (n_kv * n_place), closed);
+        for (int64_t q = 0; q < n_place; ++q) {
+            const int32_t r = slot_rows_host_[(size_t) q];
+            const int64_t k = q / s.per_slot, base = (s.s0 + k) * sc;
+            T * row = &mask[(size_t) (q * n_kv)];
             if (r < 0) {
                 row[0] = open;
                 continue;
@@ -149,10 +160,10 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
     pos_ = new_input(ctx, GGML_TYPE_I32, s.T);
     k_idx_ = new_input(ctx, GGML_TYPE_I64, s.T);
     v_idx_ = new_input(ctx, GGML_TYPE_I64, cache.v_index_len(s.T));
-    const int64_t n_slot = s.n_slot > 0 ? s.n_slot : 1, per_slot = s.n_slot > 0 ? 1 : s.T;
+    const int64_t n_slot = s.n_slot > 0 ? s.n_slot : 1, per_slot = s.n_slot > 0 ? s.per_slot : s.T;
     mask_ = new_input(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, s.n_kv, per_slot, 1, n_slot);
     out_rows_ = s.n_out < s.T ? new_input(ctx, GGML_TYPE_I32, s.n_out) : nullptr;
-    slot_rows_ = s.gather ? new_input(ctx, GGML_TYPE_I32, s.n_slot) : nullptr;
+    slot_rows_ = s.gather ? new_input(ctx, GGML_TYPE_I32, s.n_slot * s.per_slot) : nullptr;
     row_slots_ = s.gather ? new_input(ctx, GGML_TYPE_I32, s.T) : nullptr;
 
     const float kq_scale = 1.0f / std::sqrt((float) c.head_dim);
@@ -163,7 +174,8 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
         ggml_build_forward_expand(gf_, cache.store_v(c0, il, v, v_idx_));
         const int64_t n_embd_q = c.head_dim * c.n_head;
         // Streams mode puts each query in its stream's slot (the slice of the 4-D batch that
-        // reads that stream's cells): [head_dim, n_head, per_slot, n_slot].
+        // reads that stream's cells): [head_dim, n_head, per_slot, n_slot]. Padding places
+        // gather any row; their outputs are never gathered back.
         if (s.gather) q = ggml_get_rows(c0, ggml_reshape_2d(c0, q, n_embd_q, s.T), slot_rows_);
         q = ggml_reshape_4d(c0, q, c.head_dim, c.n_head, per_slot, n_slot);
         ggml_tensor * Q = ggml_permute(c0, q, 0, 2, 1, 3); // [head_dim, per_slot, n_head, n_slot]
@@ -293,7 +305,7 @@ void Decoder::step(const ModelWeights & w, const LoraView & lora, Backends & b, 
     }
     cache.fill_v_index(cells_, v_index_);
     if (s.gather) {
-        // An empty slot gathers row 0: any finite query does, its output is never read.
+        // A padding place gathers row 0: any finite query does, its output is never read.
         std::vector<int32_t> rows(slot_rows_host_);
         for (int32_t & r : rows) r = std::max(r, 0);
         ggml_backend_tensor_set(slot_rows_, rows.data(), 0, ggml_nbytes(slot_rows_));

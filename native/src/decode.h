@@ -2,8 +2,8 @@
 // through the layer stack; its K/V land in those cells and its queries attend to every cell
 // their sequence sees. Prefill (many tokens of few sequences) and decode (one token for each of
 // many sequences) are the same call with different batches. Attention reads either one window
-// of cells masked per row (a unified cache, or tokens all in one stream) or, when each token
-// is in its own stream, each stream's cells as one slice of a 4-D batch (kv_cache.h).
+// of cells masked per row (a unified cache, or tokens all in one stream) or, when the tokens
+// are in several streams, each stream's cells as one slice of a 4-D batch (kv_cache.h).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -82,10 +82,12 @@ private:
     struct Shape {
         int64_t T = 0, n_out = 0;
         // Window mode (n_slot == 0): cells [lo, lo+n_kv) of stream s0. Streams mode: the first
-        // n_kv cells of streams [s0, s0+n_slot); gather: the batch rows are not exactly the
-        // slots in order, so queries are gathered into slots and outputs back.
+        // n_kv cells of streams [s0, s0+n_slot), per_slot query rows each (the most tokens
+        // one stream has in the batch: one in decode, a prompt's in prefill); gather: the
+        // batch rows are not exactly the slots' rows in order, so queries are gathered into
+        // slots and outputs back.
         int s0 = 0;
-        int64_t n_slot = 0, lo = 0, n_kv = 0;
+        int64_t n_slot = 0, per_slot = 1, lo = 0, n_kv = 0;
         bool gather = false;
         bool flash_attn = false;
         HeadMode head = HeadMode::logits;
@@ -96,7 +98,7 @@ private:
             temperature = opt.head == HeadMode::temperature ? opt.temperature : 1.0f;
         }
         bool operator==(const Shape & o) const {
-            return T == o.T && n_out == o.n_out && s0 == o.s0 && n_slot == o.n_slot && lo == o.lo && n_kv == o.n_kv &&
+            return T == o.T && n_out == o.n_out && s0 == o.s0 && n_slot == o.n_slot && per_slot == o.per_slot && lo == o.lo && n_kv == o.n_kv &&
                    gather == o.gather && flash_attn == o.flash_attn && head == o.head && temperature == o.temperature;
         }
     };
@@ -121,6 +123,7 @@ private:
     std::vector<float> mask_host_;
     std::vector<ggml_fp16_t> mask16_;
     std::vector<std::vector<int32_t>> rows_of_seq_;  // batch rows of each sequence
+    std::vector<int64_t> slot_count_;                // tokens of each slot's stream in the batch
     std::vector<int32_t> k_src_, v_src_;
     std::vector<int64_t> k_dst_, v_dst_;
 };

@@ -69,19 +69,31 @@ void Generator::check(const std::vector<GenGroup> & groups, const GenParams & p)
         const int64_t P = (int64_t) gr.prompt.size();
         if (P == 0) throw Error("request " + std::to_string(gr.request) + ": the prompt is empty");
         if (gr.n < 1) throw Error("request " + std::to_string(gr.request) + ": n must be >= 1 (got " + std::to_string(gr.n) + ")");
-        for (int32_t t : gr.prompt) {
-            if (t < 0 || t >= n_vocab) {
-                throw Error("request " + std::to_string(gr.request) + ": token id " + std::to_string(t) +
-                            " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
-            }
+        if (!gr.suffixes.empty() && (int) gr.suffixes.size() != gr.n) {
+            throw Error("request " + std::to_string(gr.request) + ": " + std::to_string(gr.suffixes.size()) + " suffixes for " +
+                        std::to_string(gr.n) + " samples");
         }
-        if (P + p.max_tokens > opt_.n_ctx) {
-            throw Error("context overflow: request " + std::to_string(gr.request) + " has a " + std::to_string(P) +
-                        "-token prompt + maxTokens " + std::to_string(p.max_tokens) + " = " + std::to_string(P + p.max_tokens) +
+        auto in_vocab = [&](const std::vector<int32_t> & toks) {
+            for (int32_t t : toks) {
+                if (t < 0 || t >= n_vocab) {
+                    throw Error("request " + std::to_string(gr.request) + ": token id " + std::to_string(t) +
+                                " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+                }
+            }
+        };
+        in_vocab(gr.prompt);
+        for (size_t j = 0; j < gr.suffixes.size(); ++j) {
+            if (gr.suffixes[j].empty()) throw Error("request " + std::to_string(gr.request) + ": suffix " + std::to_string(j) + " is empty");
+            in_vocab(gr.suffixes[j]);
+        }
+        const int64_t L = longest_prompt(gr);
+        if (L + p.max_tokens > opt_.n_ctx) {
+            throw Error("context overflow: request " + std::to_string(gr.request) + " has a " + std::to_string(L) +
+                        "-token prompt + maxTokens " + std::to_string(p.max_tokens) + " = " + std::to_string(L + p.max_tokens) +
                         " > nCtx " + std::to_string(opt_.n_ctx));
         }
         seqs += gr.n;
-        cells += cells_needed(P, gr.n, p.max_tokens);
+        cells += cells_needed(gr, p.max_tokens);
     }
     if (seqs > opt_.max_seqs) {
         throw Error("batch of " + std::to_string(seqs) + " sequences exceeds maxSeqs " + std::to_string(opt_.max_seqs));
@@ -113,17 +125,26 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         Decoder & d;
         ~Release() { d.invalidate(); }
     } release{decoder_};
-    std::vector<Seq> seqs;
-    std::vector<int> first_seq(groups.size());
+    // Sequence g is group g's first sample, the one its prompt is prefilled into; the groups'
+    // other samples follow. With streams, the prompts then lie in neighbouring streams and
+    // prefill batches span few of them.
+    std::vector<int> more(groups.size());  // sequence of group g's second sample
+    int n_seqs = (int) groups.size();
     for (size_t g = 0; g < groups.size(); ++g) {
-        first_seq[g] = (int) seqs.size();
+        more[g] = n_seqs;
+        n_seqs += groups[g].n - 1;
+    }
+    auto seq_of = [&](size_t g, int j) { return j == 0 ? (int) g : more[g] + j - 1; };
+    std::vector<Seq> seqs((size_t) n_seqs);
+    for (size_t g = 0; g < groups.size(); ++g) {
         for (int j = 0; j < groups[g].n; ++j) {
-            Seq s;
-            s.id = (int) seqs.size();
+            Seq & s = seqs[(size_t) seq_of(g, j)];
+            s.id = seq_of(g, j);
             s.group = g;
-            s.next_pos = (int32_t) groups[g].prompt.size();
-            s.sampler = std::make_unique<SequenceSampler>(p.sampling, groups[g].request, groups[g].first_sample + (uint64_t) j, groups[g].prompt);
-            seqs.push_back(std::move(s));
+            std::vector<int32_t> read = groups[g].prompt;  // what the repetition penalty looks back on
+            if (!groups[g].suffixes.empty()) read.insert(read.end(), groups[g].suffixes[(size_t) j].begin(), groups[g].suffixes[(size_t) j].end());
+            s.next_pos = (int32_t) read.size();
+            s.sampler = std::make_unique<SequenceSampler>(p.sampling, groups[g].request, groups[g].first_sample + (uint64_t) j, read);
         }
     }
 
@@ -189,37 +210,68 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     };
     std::vector<float> uniforms;
 
-    // ---- prefill: every prompt once, its cells shared by all samples of the group ----
+    // ---- prefill: every prompt once, its cells shared by all samples of the group; then each
+    // sample's own suffix, if the group has them ----
     auto t0 = Clock::now();
     std::vector<StepToken> batch;
-    std::vector<size_t> batch_groups; // groups whose last prompt token is in `batch`, in order
+    // Who samples from each logits row of `batch`, in order: (group, kAll) all samples of the
+    // group (its prompt's last token), (group, sequence) that one sequence (its suffix's last).
+    constexpr int kAll = -1, kNone = -2;
+    std::vector<std::pair<size_t, int>> batch_outs;
     StepResult res;
+    // With streams a batch's slots are padded to the most tokens one stream has in it; these
+    // track that, to cap the padding (a long prompt beside short ones).
+    int64_t slots = 0, slot_len = 0, slot_max = 0;
     auto flush_prefill = [&] {
+        slots = slot_len = slot_max = 0;
         if (batch.empty()) return;
         decoder_.step(w_, lora_, b_, *cache_, batch, so, uniforms, res);
         st.prefill_tokens += (int64_t) batch.size();
+        ++st.prefill_steps;
         picks.clear();
-        for (size_t k = 0; k < batch_groups.size(); ++k) {
-            const size_t g = batch_groups[k];
-            for (int j = 0; j < groups[g].n; ++j) picks.push_back({&seqs[(size_t) first_seq[g] + j], k});
+        for (size_t k = 0; k < batch_outs.size(); ++k) {
+            const auto [g, seq] = batch_outs[k];
+            if (seq != kAll) {
+                picks.push_back({&seqs[(size_t) seq], k});
+                continue;
+            }
+            for (int j = 0; j < groups[g].n; ++j) picks.push_back({&seqs[(size_t) seq_of(g, j)], k});
         }
-        sample_rows(picks, batch_groups.size(), res.logits);
+        sample_rows(picks, batch_outs.size(), res.logits);
         batch.clear();
-        batch_groups.clear();
+        batch_outs.clear();
     };
-    // With streams a sequence's cell for position p is its stream's p-th: the prompt goes into
-    // the first sample's stream (one stream per prefill batch) and is copied to the others.
     const bool streams = cache_->n_streams() > 1;
     const int64_t sc = cache_->stream_cells();
+    // Adds the tokens at positions [from, from + toks.size()) of sequence `seq` in `cells`; the
+    // last one's logits row goes to `out` unless that is (_, kNone).
+    auto prefill = [&](const std::vector<int32_t> & toks, int32_t from, const std::vector<int64_t> & cells, int seq, std::pair<size_t, int> out) {
+        if (streams) slot_len = 0;
+        for (size_t i = 0; i < toks.size(); ++i) {
+            if (streams) {
+                // Padded query rows cost attention work only; allow twice the batch in them.
+                const int64_t n_slots = slots + (slot_len == 0 ? 1 : 0);
+                if (!batch.empty() && std::max(slot_max, slot_len + 1) * n_slots > 2 * opt_.n_ubatch) flush_prefill();
+                if (slot_len == 0) ++slots;
+                slot_max = std::max(slot_max, ++slot_len);
+            }
+            const bool last = i + 1 == toks.size() && out.second != kNone;
+            batch.push_back({toks[i], from + (int32_t) i, cells[i], seq, last});
+            if (last) batch_outs.push_back(out);
+            if ((int64_t) batch.size() == opt_.n_ubatch) flush_prefill();
+        }
+    };
+    // With streams a sequence's cell for position p is its stream's p-th: the prompt goes into
+    // the first sample's stream and is copied to the others' afterwards.
     std::vector<int> copy_src, copy_dst;
     int64_t copy_len = 0;
+    bool any_suffix = false;
     for (size_t g = 0; g < groups.size(); ++g) {
         const auto & prompt = groups[g].prompt;
         const int64_t P = (int64_t) prompt.size();
-        const int owner = first_seq[g];
+        const int owner = seq_of(g, 0);
         std::vector<int64_t> cells;
         if (streams) {
-            flush_prefill();
             for (int64_t i = 0; i < P; ++i) cells.push_back((int64_t) owner * sc + i);
         } else {
             cells = cache_->allocate(P);
@@ -227,25 +279,41 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         for (int64_t i = 0; i < P; ++i) {
             cache_->occupy(cells[i], (int32_t) i, owner);
             if (streams) continue;
-            for (int j = 1; j < groups[g].n; ++j) cache_->add_seq(cells[i], owner + j);
+            for (int j = 1; j < groups[g].n; ++j) cache_->add_seq(cells[i], seq_of(g, j));
         }
         if (streams && groups[g].n > 1) {
             copy_len = std::max(copy_len, P);
             for (int j = 1; j < groups[g].n; ++j) {
+                const int dst = seq_of(g, j);
                 copy_src.push_back(owner);
-                copy_dst.push_back(owner + j);
-                for (int64_t i = 0; i < P; ++i) cache_->occupy((int64_t) (owner + j) * sc + i, (int32_t) i, owner + j);
+                copy_dst.push_back(dst);
+                for (int64_t i = 0; i < P; ++i) cache_->occupy((int64_t) dst * sc + i, (int32_t) i, dst);
             }
         }
-        for (int64_t i = 0; i < P; ++i) {
-            const bool last = i == P - 1;
-            batch.push_back({prompt[i], (int32_t) i, cells[i], owner, last});
-            if (last) batch_groups.push_back(g);
-            if ((int64_t) batch.size() == opt_.n_ubatch) flush_prefill();
-        }
+        any_suffix = any_suffix || !groups[g].suffixes.empty();
+        // A group with suffixes samples from its suffixes' rows, not from its prompt's last.
+        prefill(prompt, 0, cells, owner, {g, groups[g].suffixes.empty() ? kAll : kNone});
     }
     flush_prefill();
     decoder_.copy_prefix(b_, *cache_, copy_len, copy_src, copy_dst);
+    if (any_suffix) {
+        // Sequence by sequence, so that a batch spans neighbouring streams.
+        for (Seq & s : seqs) {
+            const GenGroup & gr = groups[s.group];
+            if (gr.suffixes.empty()) continue;
+            const auto & suffix = gr.suffixes[s.id == seq_of(s.group, 0) ? 0 : (size_t) (s.id - more[s.group] + 1)];
+            const int32_t from = (int32_t) gr.prompt.size();
+            std::vector<int64_t> cells;
+            if (streams) {
+                for (size_t i = 0; i < suffix.size(); ++i) cells.push_back((int64_t) s.id * sc + from + (int64_t) i);
+            } else {
+                cells = cache_->allocate((int64_t) suffix.size());
+            }
+            for (size_t i = 0; i < suffix.size(); ++i) cache_->occupy(cells[i], from + (int32_t) i, s.id);
+            prefill(suffix, from, cells, s.id, {s.group, s.id});
+        }
+        flush_prefill();
+    }
     st.prefill_ms += ms_since(t0);
     if (progress) progress(st.generated);
 
@@ -255,7 +323,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         int64_t live_n = 0, cells = 0;
         for (size_t g = 0; g < groups.size(); ++g) {
             const int64_t P = (int64_t) groups[g].prompt.size();
-            cells = streams ? std::max(cells, P + p.max_tokens) : cells + cells_needed(P, groups[g].n, p.max_tokens);
+            cells = streams ? std::max(cells, longest_prompt(groups[g]) + p.max_tokens) : cells + cells_needed(groups[g], p.max_tokens);
         }
         for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
         if (live_n > 0) decoder_.reserve(w_, lora_, b_, *cache_, std::min<int64_t>(live_n, opt_.n_ubatch), cells, ds);

@@ -3,6 +3,7 @@
 // step until each stops on its own (end-of-generation token, stop token, stop string, or
 // max_tokens). Owns the KV cache; borrows the model (weights, vocabulary, backends).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +41,10 @@ struct GeneratorOptions {
 struct GenGroup {
     std::vector<int32_t> prompt;
     int n = 1;
+    // Empty, or one non-empty continuation per sample: sample j then reads prompt + suffixes[j].
+    // The prompt is still prefilled once (the reflection prompt of an RRR group, say, before
+    // each sample's own reflection and retry instruction).
+    std::vector<std::vector<int32_t>> suffixes;
     uint64_t request = 0;       // identity for the random streams: (seed, request, first_sample + j)
     uint64_t first_sample = 0;
 };
@@ -61,6 +66,7 @@ struct GenOutput {
 
 struct GenStats {
     int64_t prefill_tokens = 0;  // prompt tokens evaluated (each shared prompt once)
+    int64_t prefill_steps = 0;   // graphs those tokens went through
     int64_t decode_tokens = 0;   // tokens evaluated by decode steps
     int64_t generated = 0;       // tokens sampled
     int64_t steps = 0;
@@ -84,8 +90,18 @@ public:
     const KvCache & cache() const { return *cache_; }
 
     // Cells a group may occupy at most in a unified cache: its prompt once plus every sample's
-    // completion.
-    static int64_t cells_needed(int64_t prompt_len, int n, int32_t max_tokens) { return prompt_len + (int64_t) n * max_tokens; }
+    // suffix and completion.
+    static int64_t cells_needed(const GenGroup & g, int32_t max_tokens) {
+        int64_t n = (int64_t) g.prompt.size() + (int64_t) g.n * max_tokens;
+        for (const auto & s : g.suffixes) n += (int64_t) s.size();
+        return n;
+    }
+    // The longest prompt one of its samples reads.
+    static int64_t longest_prompt(const GenGroup & g) {
+        size_t n = 0;
+        for (const auto & s : g.suffixes) n = std::max(n, s.size());
+        return (int64_t) (g.prompt.size() + n);
+    }
 
     // Runs all groups in one batch; Σ n must fit max_seqs and, in a unified cache, Σ
     // cells_needed its cells (the caller splits larger workloads into waves). Result: per

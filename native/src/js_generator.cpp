@@ -45,6 +45,19 @@ std::vector<GenGroup> groups_from_js(const Napi::Value & v) {
         Napi::Int32Array a = p.As<Napi::Int32Array>();
         out[i].prompt.assign(a.Data(), a.Data() + a.ElementLength());
         out[i].n = (int) int_opt(o, "n", 1);
+        Napi::Value sv = o.Get("suffixes");
+        if (!sv.IsUndefined() && !sv.IsNull()) {
+            if (!sv.IsArray()) throw Napi::TypeError::New(env, "generate: group " + std::to_string(i) + " suffixes is not an array");
+            Napi::Array sa = sv.As<Napi::Array>();
+            for (uint32_t j = 0; j < sa.Length(); ++j) {
+                Napi::Value x = sa.Get(j);
+                if (!x.IsTypedArray() || x.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+                    throw Napi::TypeError::New(env, "generate: group " + std::to_string(i) + " suffix " + std::to_string(j) + " is not an Int32Array");
+                }
+                Napi::Int32Array xa = x.As<Napi::Int32Array>();
+                out[i].suffixes.emplace_back(xa.Data(), xa.Data() + xa.ElementLength());
+            }
+        }
         out[i].request = (uint64_t) int_opt(o, "request", i);
         out[i].first_sample = (uint64_t) int_opt(o, "firstSample", 0);
     }
@@ -81,6 +94,7 @@ GenParams params_from_js(const Napi::Value & v) {
 Napi::Object stats_to_js(Napi::Env env, const GenStats & st) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("prefillTokens", (double) st.prefill_tokens);
+    o.Set("prefillSteps", (double) st.prefill_steps);
     o.Set("decodeTokens", (double) st.decode_tokens);
     o.Set("generated", (double) st.generated);
     o.Set("steps", (double) st.steps);

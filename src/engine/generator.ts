@@ -74,7 +74,7 @@ export class Generator {
     if (!Number.isSafeInteger(params.seed) || params.seed < 0) throw new RrrError(`seed: expected a non-negative integer, got ${params.seed}`);
     const waves = this.plan(requests, maxTokens);
     const out: Completion[][] = requests.map(() => []);
-    const stats: GenerateStats = { waves: 0, prefillTokens: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
+    const stats: GenerateStats = { waves: 0, prefillTokens: 0, prefillSteps: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
     // Native progress arrives through a thread-safe queue that may trail the result: report
     // only increases, and each wave's final count when it resolves.
     let reported = 0;
@@ -96,7 +96,7 @@ export class Generator {
       wave.forEach((g, i) => out[g.request]!.push(...r.completions[i]!));
       stats.waves++;
       report(base + r.stats.generated);
-      for (const k of ['prefillTokens', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
+      for (const k of ['prefillTokens', 'prefillSteps', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
       stats.graphSplits = Math.max(stats.graphSplits, r.stats.graphSplits);
       stats.graphHostInputs = Math.max(stats.graphHostInputs, r.stats.graphHostInputs);
       stats.fallbackOps = [...new Set([...stats.fallbackOps, ...r.stats.fallbackOps])].sort();
@@ -107,31 +107,43 @@ export class Generator {
 
   /**
    * Splits requests into waves that fit maxSeqs sequences and the cache's cells. A group larger
-   * than one wave is split into chunks (each re-reads its prompt); chunks keep their sample
-   * numbers, so the split changes no result.
+   * than one wave is split into chunks (each re-reads its prompt, and takes its samples'
+   * suffixes); chunks keep their sample numbers, so the split changes no result.
    */
   private plan(requests: GenerateRequest[], maxTokens: number): RawGroup[][] {
     const { maxSeqs, nCtx, nCells, kvLayout } = this.info;
     // Streams give every sequence its own nCtx cells, so only the sequence count limits a wave.
-    const cellsOf = (promptLen: number, n: number) => (kvLayout === 'streams' ? n * nCtx : promptLen + n * maxTokens);
+    const suffixCells = (s: Int32Array[] | undefined) => (s ?? []).reduce((a, x) => a + x.length, 0);
+    const cellsOf = (c: RawGroup) => (kvLayout === 'streams' ? c.n * nCtx : c.prompt.length + suffixCells(c.suffixes) + c.n * maxTokens);
     const chunks: RawGroup[] = [];
     requests.forEach((req, i) => {
-      const n = req.n === undefined ? 1 : positiveInt(`request ${i}: n`, req.n);
+      const suffixes = req.suffixes?.map((s, j) => {
+        const t = s instanceof Int32Array ? s : Int32Array.from(s);
+        if (t.length === 0) throw new RrrError(`request ${i}: suffix ${j} is empty`);
+        return t;
+      });
+      const n = req.n === undefined ? (suffixes?.length ?? 1) : positiveInt(`request ${i}: n`, req.n);
+      if (suffixes && suffixes.length !== n) throw new RrrError(`request ${i}: ${suffixes.length} suffixes for n = ${n} samples`);
       const prompt = req.prompt instanceof Int32Array ? req.prompt : Int32Array.from(req.prompt);
       if (prompt.length === 0) throw new RrrError(`request ${i}: the prompt is empty`);
-      if (prompt.length + maxTokens > nCtx) {
-        throw new RrrError(`context overflow: request ${i} has a ${prompt.length}-token prompt + maxTokens ${maxTokens} = ${prompt.length + maxTokens} > nCtx ${nCtx}`);
+      const longest = prompt.length + Math.max(0, ...(suffixes ?? []).map((s) => s.length));
+      if (longest + maxTokens > nCtx) {
+        throw new RrrError(`context overflow: request ${i} has a ${longest}-token prompt + maxTokens ${maxTokens} = ${longest + maxTokens} > nCtx ${nCtx}`);
       }
-      const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / maxTokens));
+      const sample = Math.max(0, ...(suffixes ?? []).map((s) => s.length)) + maxTokens;
+      const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / sample));
       if (fit < 1) {
-        throw new RrrError(`request ${i}: a ${prompt.length}-token prompt + maxTokens ${maxTokens} does not fit the KV cache's ${nCells} cells`);
+        throw new RrrError(`request ${i}: a ${longest}-token prompt + maxTokens ${maxTokens} does not fit the KV cache's ${nCells} cells`);
       }
-      for (let first = 0; first < n; first += fit) chunks.push({ prompt, n: Math.min(fit, n - first), request: i, firstSample: first });
+      for (let first = 0; first < n; first += fit) {
+        const m = Math.min(fit, n - first);
+        chunks.push({ prompt, n: m, request: i, firstSample: first, ...(suffixes ? { suffixes: suffixes.slice(first, first + m) } : {}) });
+      }
     });
     // First fit: each chunk joins the first wave with room for its sequences and cells.
     const waves: { groups: RawGroup[]; seqs: number; cells: number }[] = [];
     for (const c of chunks) {
-      const need = cellsOf(c.prompt.length, c.n);
+      const need = cellsOf(c);
       let w = waves.find((x) => x.seqs + c.n <= maxSeqs && x.cells + need <= nCells);
       if (!w) waves.push((w = { groups: [], seqs: 0, cells: 0 }));
       w.groups.push(c);

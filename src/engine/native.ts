@@ -58,6 +58,7 @@ export type RawGenerateStats = Omit<GenerateStats, 'waves'>;
 export interface RawGroup {
   prompt: Int32Array;
   n: number;
+  suffixes?: Int32Array[];
   /** Index of the request: with firstSample + j it keys sample j's random stream. */
   request: number;
   firstSample: number;

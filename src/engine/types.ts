@@ -117,6 +117,12 @@ export interface GenerateRequest {
   prompt: Int32Array | number[];
   /** Number of completions sampled from this prompt (a GRPO group). Default 1. */
   n?: number;
+  /**
+   * One non-empty continuation of the prompt per sample: sample j reads prompt + suffixes[j],
+   * and the prompt is still prefilled once (n defaults to, and must equal, suffixes.length).
+   * For prompts that share a long start, e.g. RRR's retries of one task.
+   */
+  suffixes?: (Int32Array | number[])[];
 }
 
 export interface Completion {
@@ -185,6 +191,8 @@ export interface GenerateStats {
   waves: number;
   /** Prompt tokens evaluated: each shared prompt once. */
   prefillTokens: number;
+  /** Graphs the prompts went through: prompts share one while they fit the prefill batch. */
+  prefillSteps: number;
   /** Tokens evaluated by decode steps. */
   decodeTokens: number;
   /** Tokens sampled (≥ decodeTokens: the first token of each sample comes from the prefill). */
