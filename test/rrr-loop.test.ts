@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import type { Completion, GenerateOptions, GenerateRequest, StepOptions, TrainSequence } from '../src/engine/types.js';
 import { buildTrainBatch } from '../src/rrr/batch.js';
 import { reflectAndRetry } from '../src/rrr/episode.js';
+import { sharedStartRequests } from '../src/rrr/shared-start.js';
 import { runTraining, type LoopSettings } from '../src/rrr/train.js';
 import { stepIndices } from '../src/rrr/schedule-data.js';
 import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
@@ -31,8 +32,8 @@ class FakePolicy implements Policy {
     let state = (opts.seed ?? 0) + 1;
     const next = () => (state = (state * 1103515245 + 12345) % 2147483648);
     return requests.map((r) =>
-      Array.from({ length: r.n ?? 1 }, () => {
-        const prompt = String.fromCharCode(...r.prompt);
+      Array.from({ length: r.n ?? r.suffixes?.length ?? 1 }, (_, j) => {
+        const prompt = String.fromCharCode(...r.prompt, ...(r.suffixes?.[j] ?? []));
         if (prompt.includes('Try again')) {
           const refl = prompt.slice(prompt.lastIndexOf('<assistant>') + 11);
           const ok = refl.includes('z');
@@ -94,7 +95,7 @@ test('groups with equal rewards are skipped and counted', () => {
   assert.equal(b.sequences.length, 3);
 });
 
-test('reflect and retry: G reflections share one prompt, one retry each, rewarded by the verifier', async () => {
+test('reflect and retry: G reflections share one prompt, one retry each (their common start shared), rewarded by the verifier', async () => {
   const p = new FakePolicy();
   const items: Item[] = [{ id: 'i1', q: 'q1' }, { id: 'i2', q: 'q2' }];
   const groups = await reflectAndRetry(
@@ -105,12 +106,38 @@ test('reflect and retry: G reflections share one prompt, one retry each, rewarde
   );
   assert.equal(p.calls.length, 2);
   assert.deepEqual(p.calls[0]!.requests.map((r) => r.n), [4, 4]);
-  assert.equal(p.calls[1]!.requests.length, 8);
+  // One retry request per task: its reflection prompt is the shared start, each sample's
+  // reflection and the retry instruction its own rest.
+  const retries = p.calls[1]!.requests;
+  assert.deepEqual(retries.map((r) => r.suffixes?.length), [4, 4]);
   assert.equal(p.calls[1]!.opts.temperature, 0);
-  for (const g of groups) {
+  groups.forEach((g, i) => {
     assert.equal(g.reflections.length, 4);
     g.reflections.forEach((r, k) => assert.equal(g.rewards[k], r.text.includes('z') ? 1 : 0));
-  }
+    const start = String.fromCharCode(...retries[i]!.prompt);
+    assert.ok(start.length >= g.reflectPrompt.length, 'the shared start holds the whole reflection prompt');
+    retries[i]!.suffixes!.forEach((s, k) => {
+      const whole = start + String.fromCharCode(...s);
+      assert.ok(whole.startsWith(String.fromCharCode(...g.reflectPrompt)), `retry ${k} repeats the reflection prompt`);
+      assert.ok(whole.endsWith(`<assistant>${g.reflections[k]!.text}<user>Try again.`), `retry ${k}: ${whole}`);
+    });
+  });
+  assert.ok(groups.some((g) => g.rewards.some((r) => r === 1)) && groups.some((g) => g.rewards.some((r) => r === 0)), 'both rewards occur');
+});
+
+test('prompts with a common start become one request; the start leaves every prompt a token of its own', () => {
+  const t = (...x: number[]) => Int32Array.from(x);
+  const [r] = sharedStartRequests([t(1, 2, 3, 4), t(1, 2, 3, 9, 9), t(1, 2, 3, 4, 5)]);
+  assert.deepEqual([...r!.prompt], [1, 2, 3]);
+  assert.deepEqual(r!.suffixes!.map((s) => [...s]), [[4], [9, 9], [4, 5]]);
+  // Identical prompts: the last token stays each sample's own.
+  const [same] = sharedStartRequests([t(7, 8, 9), t(7, 8, 9)]);
+  assert.deepEqual([...same!.prompt], [7, 8]);
+  assert.deepEqual(same!.suffixes!.map((s) => [...s]), [[9], [9]]);
+  // Nothing in common, a one-token prompt, or a single prompt: one request per prompt.
+  assert.deepEqual(sharedStartRequests([t(1, 2), t(3, 4)]).map((q) => [...q.prompt]), [[1, 2], [3, 4]]);
+  assert.deepEqual(sharedStartRequests([t(1), t(1, 2)]).map((q) => [...q.prompt]), [[1], [1, 2]]);
+  assert.deepEqual(sharedStartRequests([t(5, 6)]).map((q) => [q.prompt.length, q.suffixes]), [[2, undefined]]);
 });
 
 test('each epoch visits every failure once', () => {

@@ -1,6 +1,7 @@
 // Reflect and Retry for a batch of failed tasks: G reflections per task sampled from one shared
 // prompt prefix, then one retry per reflection, scored by the task's verifier.
 import { buildReflectConversation, buildRetryConversation } from '../tasks/conversation.js';
+import { sharedStartRequests } from './shared-start.js';
 import type { AnyTask, Failure, Group, Policy } from './types.js';
 import type { TaskItem } from '../tasks/types.js';
 
@@ -33,12 +34,13 @@ export async function reflectAndRetry(policy: Policy, task: AnyTask, batch: Epis
   );
   generated += reflections.flat().reduce((a, c) => a + c.tokens.length, 0);
 
+  // A task's retries share its reflection prompt: one request each, that start prefilled once.
   const retryRequests = batch.flatMap((b, i) =>
-    reflections[i]!.map((r) => ({
-      prompt: policy.promptTokens(
-        buildRetryConversation(firstPrompts[i]!, b.failure.firstAnswer, task.reflectionPrompt, r.text, task.retryPrompt),
+    sharedStartRequests(
+      reflections[i]!.map((r) =>
+        policy.promptTokens(buildRetryConversation(firstPrompts[i]!, b.failure.firstAnswer, task.reflectionPrompt, r.text, task.retryPrompt)),
       ),
-    })),
+    ),
   );
   const retries = (
     await policy.generate(retryRequests, {
@@ -47,7 +49,7 @@ export async function reflectAndRetry(policy: Policy, task: AnyTask, batch: Epis
       seed: s.seed + 1,
       onProgress: progress,
     })
-  ).map((c) => c[0]!);
+  ).flat();
 
   return batch.map((b, i) => {
     const mine = retries.slice(i * s.groupSize, (i + 1) * s.groupSize);
