@@ -18,7 +18,8 @@ const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { en
 test('bench --json reports ours and llama.cpp side by side for each batch size', async () => {
   const model = join(dir, 'tiny.gguf');
   await makeTinyModel({ out: model, arch: 'llama' });
-  const r = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '1', '3', '--kv-type', 'f32', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1', '--json']);
+  const r = run(['bench', '--model', model, '--prompt', '12', '--gen', '6', '--parallel', '1', '3', '--kv-type', 'f32', '--threads', '1', '--train-batch', '2', '--train-len', '16', '--train-steps', '1',
+    '--retry-tasks', '2', '--retry-group', '3', '--retry-start', '20', '--retry-rest', '5', '--retry-gen', '4', '--json']);
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   const g = j.generation.data;
@@ -35,6 +36,16 @@ test('bench --json reports ours and llama.cpp side by side for each batch size',
     assert.deepEqual([x.ours.graphSplits, x.ours.fallbackOps], [1, []], 'where our graphs ran');
   }
   assert.deepEqual([g.kvLayout, g.referenceKv], ['streams', 'streams']);
+  // The retry pass: each task's start read once with suffixes, once per retry without.
+  const rp = j.retries.data;
+  assert.deepEqual([rp.tasks, rp.group, rp.start, rp.rest, rp.gen], [2, 3, 20, 5, 4]);
+  assert.equal(rp.ours.promptTokens, 2 * 20 + 6 * 5);
+  assert.equal(rp.oursWhole.promptTokens, 6 * 25);
+  assert.equal(rp.llamaCpp.promptTokens, 6 * 25);
+  // One prefill graph for the starts and one for the rests; the whole prompts fit one.
+  assert.deepEqual([rp.ours.prefillSteps, rp.oursWhole.prefillSteps], [2, 1]);
+  assert.ok(rp.ours.ms > 0 && rp.oursWhole.ms > 0 && rp.llamaCpp.ms > 0, JSON.stringify(rp));
+  assert.deepEqual([rp.sameTokensWhole, rp.sameTokensLlamaCpp], [6, 6], 'f32 caches: the same greedy tokens all three ways');
   const t = j['lora-training-step'].data;
   assert.deepEqual([t.batch, t.len, t.steps], [2, 16, 1]);
   assert.ok(t.tokPerSec > 0 && t.msPerStep > 0);
@@ -141,6 +152,8 @@ test('bench rejects bad flags and missing models with one line', async () => {
   const bad = run(['bench', '--model', join(dir, 'nope.gguf'), '--parallel', '0']);
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /^rrr-native: --parallel: expected a whole number ≥ 1, got 0\n$/);
+  const badRest = run(['bench', '--model', join(dir, 'nope.gguf'), '--retry-rest', '0']);
+  assert.match(badRest.stderr, /^rrr-native: --retry-rest: expected a whole number ≥ 1, got 0\n$/);
   const missing = run(['bench', '--model', join(dir, 'nope.gguf')]);
   assert.notEqual(missing.status, 0);
   assert.equal(missing.stderr.trim().split('\n').length, 1, missing.stderr);
@@ -153,6 +166,8 @@ test('bench rejects bad flags and missing models with one line', async () => {
   assert.notEqual(cpu.status, 0);
   assert.match(cpu.stderr, /^rrr-native: --train-all-nodes: every node of ours and their waits on the device are for a GPU; this model is on CPU/);
   assert.equal(cpu.stderr.trim().split('\n').length, 1, cpu.stderr);
+  const long = run(['bench', '--model', model, '--no-train', '--retry-start', '2000', '--retry-rest', '100']);
+  assert.match(long.stderr, /^rrr-native: --retry-start 2000 \+ --retry-rest 100 \+ --retry-gen 32 exceeds the model's context of \d+ tokens\n$/);
   // the trainer's own refusals, said in bench's flags
   const alone = run(['bench', '--model', model, '--device', 'cpu', '--no-generation', '--train-swiglu-grad-16']);
   assert.notEqual(alone.status, 0);

@@ -8,13 +8,14 @@ import { Model } from '../../engine/model.js';
 import { ReferenceDecoder } from '../../engine/reference-decoder.js';
 import { RrrError } from '../../engine/errors.js';
 import { trainingSection } from './bench-training.js';
+import { retriesSection, type RetryBenchArgs } from './bench-retries.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { integerFlag, keptLayersFlag, nonNegativeFlag, positiveFlag } from '../flag-checks.js';
 
-export interface BenchArgs {
+export interface BenchArgs extends RetryBenchArgs {
   model: string;
   prompt: number;
   gen: number;
@@ -223,6 +224,7 @@ export const generationSection: BenchSection = {
 };
 
 addBenchSection(generationSection);
+addBenchSection(retriesSection);
 addBenchSection(trainingSection);
 
 export const benchCommand: CommandModule<object, BenchArgs> = {
@@ -255,6 +257,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       })
       .option('repeat', { type: 'number', default: 1, describe: 'runs per engine and batch size; the best is reported' })
       .option('generation', { type: 'boolean', default: true, describe: 'time generation against llama.cpp (--no-generation skips it)' })
+      .option('retries', { type: 'boolean', default: true, describe: "also time RRR's retry pass: prompts sharing their task's start, shared or whole, against llama.cpp (--no-retries skips it; --no-generation skips it too)" })
+      .option('retry-tasks', { type: 'number', default: 8, describe: 'retry pass: failed tasks (each with its own start)' })
+      .option('retry-group', { type: 'number', default: 8, describe: 'retry pass: retries per task (the GRPO group size)' })
+      .option('retry-start', { type: 'number', default: 256, describe: "retry pass: tokens of a task's start (first prompt, first answer, reflection request), shared by its retries" })
+      .option('retry-rest', { type: 'number', default: 64, describe: "retry pass: tokens of each retry's own rest (its reflection and the retry instruction)" })
+      .option('retry-gen', { type: 'number', default: 32, describe: 'retry pass: new tokens per retry' })
       .option('train', { type: 'boolean', default: true, describe: 'also time LoRA training steps (--no-train skips them)' })
       .option('train-batch', { type: 'number', default: 16, describe: 'sequences per training step' })
       .option('train-len', { type: 'number', default: 512, describe: 'tokens per training sequence' })
@@ -431,7 +439,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const mode = { json: a.json };
-    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
+    for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['retry-tasks', a['retry-tasks']], ['retry-group', a['retry-group']], ['retry-start', a['retry-start']], ['retry-rest', a['retry-rest']], ['retry-gen', a['retry-gen']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       integerFlag(`--${flag}`, v, 1);
     }
     if (a['train-memory-gib'] !== undefined) positiveFlag('--train-memory-gib', a['train-memory-gib']);
@@ -447,6 +455,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       keptLayersFlag('--train-kept-layers', a['train-kept-layers'], model.info.nLayer);
       if (a.prompt + a.gen > model.info.nCtxTrain) {
         throw new RrrError(`--prompt ${a.prompt} + --gen ${a.gen} exceeds the model's context of ${model.info.nCtxTrain} tokens`);
+      }
+      const retryLen = a['retry-start'] + a['retry-rest'] + a['retry-gen'];
+      if (a.generation && a.retries && retryLen > model.info.nCtxTrain) {
+        throw new RrrError(`--retry-start ${a['retry-start']} + --retry-rest ${a['retry-rest']} + --retry-gen ${a['retry-gen']} exceeds the model's context of ${model.info.nCtxTrain} tokens`);
       }
       say(mode, `model: ${a.model} (${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, ${mib(model.info.weightBytes)} MiB)`);
       for (const s of sections) {
