@@ -19,7 +19,7 @@ using AttentionFn = std::function<ggml_tensor *(ggml_context * ctx, int64_t il, 
 struct TransformerInputs {
     ggml_tensor * tokens = nullptr;    // I32 [T]
     ggml_tensor * positions = nullptr; // I32 [T]
-    ggml_tensor * out_rows = nullptr;  // I32 [R] rows of T to keep before the LM head, or null for all
+    ggml_tensor * out_rows = nullptr;  // I32 [R] rows of T the output keeps (from the last layer's attention on), or null for all
 };
 
 // Returns logits [n_vocab, R] (or [n_vocab, T]).
