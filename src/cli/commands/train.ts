@@ -174,7 +174,7 @@ function buildConfig(a: Args, model: string): RunConfig {
     tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (a.model ? 4 : DEMO_SETTINGS.tasksPerStep)),
     seed: seedFlag(a.seed ?? 1),
     checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
-    // The embedded tiny model is a toy: short outputs keep the demo to a minute.
+    // The embedded tiny model is a toy: short outputs keep the demo to half a minute.
     maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
     maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
     ctx: integerFlag('--ctx', a.ctx ?? 2048, 16),
@@ -255,7 +255,7 @@ function failureKey(c: RunConfig): string {
 
 export const trainCommand: CommandModule<object, Args> = {
   command: 'train',
-  describe: 'Train a LoRA adapter with Reflect, Retry, Reward (no arguments: a one-minute demo on a tiny built-in model)',
+  describe: 'Train a LoRA adapter with Reflect, Retry, Reward (no arguments: a half-minute demo on a tiny built-in model)',
   builder: (y) =>
     y
       .option('model', { type: 'string', describe: 'GGUF model to train (default: the embedded tiny random model, generated on first use)' })
