@@ -162,7 +162,7 @@ test("streams layout: prompts of several lengths share prefill graphs and give l
           const st = gen.lastStats!;
           assert.equal(st.prefillTokens, total);
           // One graph per prompt was the old way; batches now hold many streams' prompts, up
-          // to nUbatch tokens (and padding of twice that).
+          // to nUbatch tokens, padding included.
           const most = nUbatch === 512 ? 2 : Math.ceil(total / nUbatch) + 4;
           assert.ok(st.prefillSteps <= most, `${st.prefillSteps} prefill graphs for ${total} tokens in batches of ${nUbatch}`);
         } finally {

@@ -249,9 +249,10 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         if (streams) slot_len = 0;
         for (size_t i = 0; i < toks.size(); ++i) {
             if (streams) {
-                // Padded query rows cost attention work only; allow twice the batch in them.
+                // Padded query rows cost attention work and memory: slots × their longest stay
+                // within a batch, so no attention buffer outgrows one stream's.
                 const int64_t n_slots = slots + (slot_len == 0 ? 1 : 0);
-                if (!batch.empty() && std::max(slot_max, slot_len + 1) * n_slots > 2 * opt_.n_ubatch) flush_prefill();
+                if (!batch.empty() && std::max(slot_max, slot_len + 1) * n_slots > opt_.n_ubatch) flush_prefill();
                 if (slot_len == 0) ++slots;
                 slot_max = std::max(slot_max, ++slot_len);
             }
