@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -104,7 +105,8 @@ test('missing file, directory and empty file give one-line errors naming the pat
     `${allBad}: no valid records (2 bad lines skipped)`,
   );
   const r = await readJsonl(empty, validate, { allowEmpty: true });
-  assert.deepEqual(r, { items: [], skipped: [] });
+  // The digest is of the bytes read.
+  assert.deepEqual(r, { items: [], skipped: [], digest: createHash('sha256').update('\n\n').digest('hex') });
 });
 
 test('errors that are not InvalidRecord are bugs and propagate unchanged', () => {

@@ -39,12 +39,15 @@ export interface LoadedItems {
   items: TaskItem[];
   source: string;
   skipped: number;
+  /** sha256 of the --data file's bytes the items were read from. */
+  digest?: string;
 }
 
 export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string) => void): Promise<LoadedItems> {
   let items: TaskItem[];
   let source: string;
   let skipped = 0;
+  let digest: string | undefined;
   if (s.data) {
     let r;
     try {
@@ -54,6 +57,7 @@ export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string
       throw e;
     }
     items = r.items;
+    digest = r.digest;
     skipped = r.skipped.length;
     for (const b of r.skipped.slice(0, 5)) log(`skipped ${b.path}:${b.line}: ${b.message}`);
     if (skipped > 5) log(`… and ${skipped - 5} more bad lines skipped`);
@@ -71,5 +75,5 @@ export async function loadItems(task: AnyTask, s: ItemSource, log: (line: string
     const repeats = items.length - new Set(items.map(({ id: _, ...rest }) => JSON.stringify(rest))).size;
     if (repeats) source += ` (${repeats} of them repeat an earlier item; kept)`;
   }
-  return { items, source, skipped };
+  return { items, source, skipped, ...(digest !== undefined && { digest }) };
 }

@@ -9,6 +9,7 @@
  * single array); errors then name the line where the bad element starts.
  */
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import type { BadLine, LoadOptions, LoadResult } from './types.js';
 
@@ -56,7 +57,9 @@ export async function readJsonl<T>(
     if (err instanceof DataError) throw err;
     throw new DataError(describeReadError(path, err), path);
   }
-  return parseJsonlText(bytes.toString('utf8'), path, validate, { ...opts, notUtf8: isUtf8(bytes) ? undefined : linesNotUtf8(bytes) });
+  const r = parseJsonlText(bytes.toString('utf8'), path, validate, { ...opts, notUtf8: isUtf8(bytes) ? undefined : linesNotUtf8(bytes) });
+  // Of these very bytes: a key computed by reading the file again could describe another version.
+  return { ...r, digest: createHash('sha256').update(bytes).digest('hex') };
 }
 
 /**

@@ -39,6 +39,8 @@ export interface LoadOptions {
 export interface LoadResult<I> {
   items: I[];
   skipped: BadLine[];
+  /** sha256 (hex) of the file's bytes as read, where the items came from a file. */
+  digest?: string;
 }
 
 /**

@@ -246,10 +246,13 @@ function loraDropout(p: number): number {
 /** How often a long first-attempt pass is saved. */
 const FIRST_ATTEMPTS_SAVE_MS = 60_000;
 
-function failureKey(c: RunConfig): string {
+function failureKey(c: RunConfig, dataDigest: string | undefined): string {
   const h = createHash('sha256');
   h.update(JSON.stringify([c.model, c.modelBytes, c.task, c.data, c.generate, c.limit, c.seed, c.maxAnswerTokens]));
-  if (c.data) h.update(readFileSync(c.data));
+  if (c.data) {
+    if (dataDigest === undefined) throw new Error(`internal error: no digest of ${c.data}`);
+    h.update(dataDigest);
+  }
   return h.digest('hex');
 }
 
@@ -517,7 +520,7 @@ export const trainCommand: CommandModule<object, Args> = {
       // Step 1: first attempts (the base model: no adapter is trained yet), cached per run and
       // saved as they go: over a large dataset they can take hours before the first step.
       const failuresPath = join(out, 'failures.json');
-      const key = failureKey(cfg);
+      const key = failureKey(cfg, data.digest);
       let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key);
       const total = data.items.length;
       if (first && first.attempted >= total) {
