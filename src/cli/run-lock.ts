@@ -42,9 +42,10 @@ function lockText(path: string): string | undefined {
   }
 }
 
-function holder(path: string): number | undefined {
-  const text = lockText(path);
-  return text === undefined ? undefined : Number.parseInt(text, 10);
+/** The live process, other than this one, whose PID a lock's text holds; undefined: the lock is dead. */
+function liveHolder(text: string): number | undefined {
+  const pid = Number.parseInt(text, 10);
+  return pid > 0 && pid !== process.pid && alive(pid) ? pid : undefined;
 }
 
 /** Links `mine` in as `path`: true when this process now holds it. */
@@ -76,8 +77,8 @@ function takeOver(mine: string, path: string, deadText: string): void {
       }
       return;
     }
-    const h = holder(guard);
-    if (h !== undefined && (h === process.pid || !alive(h))) rmSync(guard, { force: true });
+    const text = lockText(guard);
+    if (text !== undefined && liveHolder(text) === undefined) rmSync(guard, { force: true });
     else sleepMs(5);
   }
 }
@@ -106,8 +107,8 @@ export function lockRunFolder(out: string): () => void {
       }
       const text = lockText(path);
       if (text === undefined) continue; // released between the two calls
-      const pid = Number.parseInt(text, 10);
-      if (pid !== process.pid && pid > 0 && alive(pid)) throw new RrrError(`--out ${out}: in use by another train (process ${pid}, ${path})`);
+      const pid = liveHolder(text);
+      if (pid !== undefined) throw new RrrError(`--out ${out}: in use by another train (process ${pid}, ${path})`);
       takeOver(mine, path, text);
     }
     throw new RrrError(`--out ${out}: ${path} could not be taken`);
