@@ -31,6 +31,14 @@ for (const f of ['bench.json', 'bench-unified.json', 'bench-host-sampling.json']
   }
 }
 
+// The RRR retry pass: its start shared, against whole prompts (ours, then llama.cpp's).
+for (const f of ['bench.json', 'bench-unified.json']) {
+  const r = read(f)?.retries?.data;
+  if (!r?.ours) continue;
+  out.push(`${f}: retry pass ${r.tasks}x${r.group}, start ${r.start} + rest ${r.rest}, ${r.gen} new: pass ms shared, whole, llama.cpp whole; prefill ms the same; same greedy (whole, llama.cpp)`);
+  out.push(`  ${fix(r.ours.ms)} ${fix(r.oursWhole?.ms)} ${fix(r.llamaCpp?.ms)}; ${fix(r.ours.prefillMs)} ${fix(r.oursWhole?.prefillMs)} ${fix(r.llamaCpp?.prefillMs)}; ${r.sameTokensWhole ?? '-'} ${r.sameTokensLlamaCpp ?? '-'}`);
+}
+
 const peftLine = existsSync(join(dir, 'summary.txt'))
   ? readFileSync(join(dir, 'summary.txt'), 'utf8').split('\n').find((l) => l.includes('"tokPerSec"'))
   : undefined;
