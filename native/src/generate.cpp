@@ -323,7 +323,6 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     {
         int64_t live_n = 0, cells = 0;
         for (size_t g = 0; g < groups.size(); ++g) {
-            const int64_t P = (int64_t) groups[g].prompt.size();
             cells = streams ? std::max(cells, longest_prompt(groups[g]) + p.max_tokens) : cells + cells_needed(groups[g], p.max_tokens);
         }
         for (const Seq & s : seqs) live_n += s.done ? 0 : 1;
