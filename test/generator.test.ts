@@ -211,6 +211,37 @@ test('suffixes: a shared start prefilled once, then each sample its own rest, gi
   });
 });
 
+test('a group split across waves keeps its samples in order; suffixes between plain groups keep the padding cap', async () => {
+  await withModel({ arch: 'qwen2' }, async (model) => {
+    // First fit puts the group's second chunk (samples 3, 4) into the first wave, beside the
+    // one-sample request, and its first chunk into the second.
+    const prompt = model.tokenize(TEXTS[1]!);
+    const suffixes = [' one', ' two two', ' three', ' four four four', ' five'].map((t) => model.tokenize(t));
+    const requests = [{ prompt: model.tokenize('Hi'), n: 1 }, { prompt, suffixes }];
+    const whole = suffixes.map((s) => Int32Array.from([...prompt, ...s]));
+    const gen = await Generator.create(model, { maxSeqs: 3, nCtx: 64, kvType: 'f32' });
+    try {
+      const split = await gen.generate(requests, { maxTokens: 6, temperature: 0, ignoreEos: true });
+      assert.equal(gen.lastStats!.waves, 2);
+      const alone = await gen.generate(whole.map((p) => ({ prompt: p })), { maxTokens: 6, temperature: 0, ignoreEos: true });
+      await agree(model, whole, split[1]!.map((c) => [Array.from(c.tokens)]), alone.map((g) => [Array.from(g[0]!.tokens)]), 'split group');
+      assert.ok(new Set(split[1]!.map((c) => c.tokens.join())).size > 2, 'the samples differ, so an order mix-up would show');
+    } finally {
+      gen.dispose();
+    }
+    // A group with suffixes as sequences 0 and 61, 60 one-token prompts between: its two
+    // 40-token suffixes span 62 streams, which one 512-token batch cannot pad.
+    const wide = await Generator.create(model, { maxSeqs: 62, nCtx: 64, kvType: 'f32', kvLayout: 'streams' });
+    try {
+      const long = (k: number) => Array.from({ length: 40 }, (_, i) => 1000 + 7 * k + i);
+      await wide.generate([{ prompt: [1, 2, 3], suffixes: [long(0), long(1)] }, ...Array.from({ length: 60 }, (_, i) => ({ prompt: [5 + i] }))], { maxTokens: 2, temperature: 0 });
+      assert.equal(wide.lastStats!.prefillSteps, 3, 'the prompts in one graph, each suffix in its own');
+    } finally {
+      wide.dispose();
+    }
+  });
+});
+
 test('log-probs are log-softmax of the model logits at the sampled tokens', async () => {
   await withModel({ arch: 'qwen2' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64, kvType: 'f32' });
@@ -412,6 +443,16 @@ test('KV cache size follows maxSeqs × nCtx in 256-cell tiles; bad input gives o
     await assert.rejects(gen.generate([{ prompt: [1, 999999] }], { maxTokens: 2 }), /outside the vocabulary/);
     await assert.rejects(gen.generate([{ prompt, suffixes: [[5], [6, 999999]] }], { maxTokens: 2 }), /^RrrError: request 0: token id 999999 is outside the vocabulary|request 0: token id 999999/);
     await assert.rejects(gen.generate([{ prompt, suffixes: [[5], []] }], { maxTokens: 2 }), (e: Error) => e instanceof RrrError && e.message === 'request 0: suffix 1 is empty');
+    for (const suffixes of [[], 'abc', null]) {
+      await assert.rejects(gen.generate([{ prompt, suffixes: suffixes as unknown as number[][] }], { maxTokens: 2 }), (e: Error) =>
+        e instanceof RrrError && e.message === 'request 0: suffixes must be a non-empty array, one per sample');
+    }
+    await assert.rejects(gen.generate([{ prompt, suffixes: [[5], null as unknown as number[]] }], { maxTokens: 2 }), (e: Error) =>
+      e instanceof RrrError && e.message === 'request 0: suffix 1: expected an Int32Array or an array of token ids, got null');
+    await assert.rejects(gen.generate([{ prompt, suffixes: [[5], 'hello' as unknown as number[]] }], { maxTokens: 2 }), (e: Error) =>
+      e instanceof RrrError && e.message === 'request 0: suffix 1: expected an Int32Array or an array of token ids, got string');
+    await assert.rejects(gen.generate([{ prompt: [1, 3.7] }], { maxTokens: 2 }), (e: Error) => e instanceof RrrError && e.message === 'request 0: prompt: token 1 is 3.7, not a token id');
+    await assert.rejects(gen.generate([{ prompt: [NaN] }], { maxTokens: 2 }), (e: Error) => e instanceof RrrError && e.message === 'request 0: prompt: token 0 is NaN, not a token id');
     await assert.rejects(gen.generate([{ prompt, n: 3, suffixes: [[5], [6]] }], { maxTokens: 2 }), (e: Error) =>
       e instanceof RrrError && e.message === 'request 0: 2 suffixes for n = 3 samples');
     await assert.rejects(gen.generate([{ prompt, suffixes: [[5], Array(30).fill(5)] }], { maxTokens: 4 }), (e: Error) =>

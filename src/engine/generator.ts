@@ -12,6 +12,15 @@ import type { Completion, GenerateOptions, GenerateRequest, GenerateStats, Gener
 
 const DEFAULTS = { temperature: 1.0, topK: 0, topP: 1.0, minP: 0.0, repeatPenalty: 1.0, repeatLastN: 64, seed: 0 };
 
+/** Token ids as the addon takes them; integers only (Int32Array.from would turn 3.7 into 3, 'ab' into 0s). */
+function tokenIds(what: string, v: unknown): Int32Array {
+  if (v instanceof Int32Array) return v;
+  if (!Array.isArray(v)) throw new RrrError(`${what}: expected an Int32Array or an array of token ids, got ${v === null ? 'null' : typeof v}`);
+  const bad = v.findIndex((t) => !Number.isInteger(t) || t < -(2 ** 31) || t >= 2 ** 31);
+  if (bad >= 0) throw new RrrError(`${what}: token ${bad} is ${String(v[bad])}, not a token id`);
+  return Int32Array.from(v as number[]);
+}
+
 function positiveInt(name: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
     throw new RrrError(`${name}: expected a positive integer, got ${String(v)}`);
@@ -93,7 +102,8 @@ export class Generator {
       } catch (e) {
         throw fromNative(e);
       }
-      wave.forEach((g, i) => out[g.request]!.push(...r.completions[i]!));
+      // By sample number: first fit may put a group's later chunk in an earlier wave.
+      wave.forEach((g, i) => r.completions[i]!.forEach((c, k) => (out[g.request]![g.firstSample + k] = c)));
       stats.waves++;
       report(base + r.stats.generated);
       for (const k of ['prefillTokens', 'prefillSteps', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
@@ -117,14 +127,18 @@ export class Generator {
     const cellsOf = (c: RawGroup) => (kvLayout === 'streams' ? c.n * nCtx : c.prompt.length + suffixCells(c.suffixes) + c.n * maxTokens);
     const chunks: RawGroup[] = [];
     requests.forEach((req, i) => {
-      const suffixes = req.suffixes?.map((s, j) => {
-        const t = s instanceof Int32Array ? s : Int32Array.from(s);
-        if (t.length === 0) throw new RrrError(`request ${i}: suffix ${j} is empty`);
-        return t;
-      });
+      let suffixes: Int32Array[] | undefined;
+      if (req.suffixes !== undefined) {
+        if (!Array.isArray(req.suffixes) || req.suffixes.length === 0) throw new RrrError(`request ${i}: suffixes must be a non-empty array, one per sample`);
+        suffixes = req.suffixes.map((s, j) => {
+          const t = tokenIds(`request ${i}: suffix ${j}`, s);
+          if (t.length === 0) throw new RrrError(`request ${i}: suffix ${j} is empty`);
+          return t;
+        });
+      }
       const n = req.n === undefined ? (suffixes?.length ?? 1) : positiveInt(`request ${i}: n`, req.n);
       if (suffixes && suffixes.length !== n) throw new RrrError(`request ${i}: ${suffixes.length} suffixes for n = ${n} samples`);
-      const prompt = req.prompt instanceof Int32Array ? req.prompt : Int32Array.from(req.prompt);
+      const prompt = tokenIds(`request ${i}: prompt`, req.prompt);
       if (prompt.length === 0) throw new RrrError(`request ${i}: the prompt is empty`);
       const longest = prompt.length + Math.max(0, ...(suffixes ?? []).map((s) => s.length));
       if (longest + maxTokens > nCtx) {
