@@ -219,11 +219,14 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     constexpr int kAll = -1, kNone = -2;
     std::vector<std::pair<size_t, int>> batch_outs;
     StepResult res;
-    // With streams a batch's slots are padded to the most tokens one stream has in it; these
-    // track that, to cap the padding (a long prompt beside short ones).
-    int64_t slots = 0, slot_len = 0, slot_max = 0;
+    // With streams a batch's slots are the streams from its first sequence's to its last's (gaps
+    // included), each padded to the most tokens one stream has in it; these track that, to cap
+    // the padding (a long prompt beside short ones, suffixes between groups without).
+    int first_seq = -1;
+    int64_t slot_len = 0, slot_max = 0;
     auto flush_prefill = [&] {
-        slots = slot_len = slot_max = 0;
+        first_seq = -1;
+        slot_len = slot_max = 0;
         if (batch.empty()) return;
         decoder_.step(w_, lora_, b_, *cache_, batch, so, uniforms, res);
         st.prefill_tokens += (int64_t) batch.size();
@@ -251,9 +254,9 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
             if (streams) {
                 // Padded query rows cost attention work and memory: slots × their longest stay
                 // within a batch, so no attention buffer outgrows one stream's.
-                const int64_t n_slots = slots + (slot_len == 0 ? 1 : 0);
+                const int64_t n_slots = first_seq < 0 ? 1 : seq - first_seq + 1;
                 if (!batch.empty() && std::max(slot_max, slot_len + 1) * n_slots > opt_.n_ubatch) flush_prefill();
-                if (slot_len == 0) ++slots;
+                if (first_seq < 0) first_seq = seq;
                 slot_max = std::max(slot_max, ++slot_len);
             }
             const bool last = i + 1 == toks.size() && out.second != kNone;
