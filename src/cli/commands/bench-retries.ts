@@ -5,6 +5,7 @@
 // (as the loop asked before), and libllama with the same whole prompts.
 import { Generator } from '../../engine/generator.js';
 import { ReferenceDecoder } from '../../engine/reference-decoder.js';
+import { RrrError } from '../../engine/errors.js';
 import type { Model } from '../../engine/model.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption } from '../step-flags.js';
@@ -47,14 +48,20 @@ export const retriesSection: BenchSection = {
     const whole = starts.flatMap((s, t) => rests.slice(t * G, (t + 1) * G).map((r) => ({ prompt: Int32Array.from([...s, ...r]) })));
     const wholeTokens = T * G * (S + R);
     const deviceSampling = args['device-sampling'] === 'auto' ? undefined : args['device-sampling'] === 'on';
-    const gen = await Generator.create(model, {
-      maxSeqs: T * G,
-      nCtx: S + R + N,
-      kvLayout: args['kv-layout'],
-      kvType: args['kv-type'],
-      flashAttn: flashAttnOption(args['flash-attn']),
-      deviceSampling,
-    });
+    let gen: Generator;
+    try {
+      gen = await Generator.create(model, {
+        maxSeqs: T * G,
+        nCtx: S + R + N,
+        kvLayout: args['kv-layout'],
+        kvType: args['kv-type'],
+        flashAttn: flashAttnOption(args['flash-attn']),
+        deviceSampling,
+      });
+    } catch (e) {
+      if (!(e instanceof RrrError)) throw e;
+      throw new RrrError(`--retry-tasks ${T} × --retry-group ${G} = ${T * G} sequences of ${S + R + N} tokens: ${e.message}`);
+    }
     const flashAttn = gen.info.flashAttn;
     const referenceKv = args['reference-kv'] ?? args['kv-layout'];
     const ref = args.reference
