@@ -229,7 +229,7 @@ addBenchSection(trainingSection);
 
 export const benchCommand: CommandModule<object, BenchArgs> = {
   command: 'bench',
-  describe: 'Measure prefill and decode speed at 1, 16, 64 sequences against llama.cpp on the same model (KV cache memory too), and LoRA training step speed',
+  describe: "Measure prefill and decode speed at 1, 16, 64 sequences against llama.cpp on the same model (KV cache memory too), RRR's retry pass, and LoRA training step speed",
   builder: (y) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'GGUF model file' })
