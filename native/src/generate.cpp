@@ -17,6 +17,7 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 struct Seq {
     int id = 0;          // cache sequence id
     size_t group = 0;
+    int sample = 0;      // its number in the group
     int32_t next_pos = 0;
     bool done = false;
     bool by_token = false; // stopped by a token rather than a string or the length limit
@@ -141,6 +142,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
             Seq & s = seqs[(size_t) seq_of(g, j)];
             s.id = seq_of(g, j);
             s.group = g;
+            s.sample = j;
             std::vector<int32_t> read = groups[g].prompt;  // what the repetition penalty looks back on
             if (!groups[g].suffixes.empty()) read.insert(read.end(), groups[g].suffixes[(size_t) j].begin(), groups[g].suffixes[(size_t) j].end());
             s.next_pos = (int32_t) read.size();
@@ -305,7 +307,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         for (Seq & s : seqs) {
             const GenGroup & gr = groups[s.group];
             if (gr.suffixes.empty()) continue;
-            const auto & suffix = gr.suffixes[s.id == seq_of(s.group, 0) ? 0 : (size_t) (s.id - more[s.group] + 1)];
+            const auto & suffix = gr.suffixes[(size_t) s.sample];
             const int32_t from = (int32_t) gr.prompt.size();
             std::vector<int64_t> cells;
             if (streams) {

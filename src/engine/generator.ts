@@ -140,12 +140,12 @@ export class Generator {
       if (suffixes && suffixes.length !== n) throw new RrrError(`request ${i}: ${suffixes.length} suffixes for n = ${n} samples`);
       const prompt = tokenIds(`request ${i}: prompt`, req.prompt);
       if (prompt.length === 0) throw new RrrError(`request ${i}: the prompt is empty`);
-      const longest = prompt.length + Math.max(0, ...(suffixes ?? []).map((s) => s.length));
+      const longestSuffix = Math.max(0, ...(suffixes ?? []).map((s) => s.length));
+      const longest = prompt.length + longestSuffix;
       if (longest + maxTokens > nCtx) {
         throw new RrrError(`context overflow: request ${i} has a ${longest}-token prompt + maxTokens ${maxTokens} = ${longest + maxTokens} > nCtx ${nCtx}`);
       }
-      const sample = Math.max(0, ...(suffixes ?? []).map((s) => s.length)) + maxTokens;
-      const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / sample));
+      const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / (longestSuffix + maxTokens)));
       if (fit < 1) {
         throw new RrrError(`request ${i}: a ${longest}-token prompt + maxTokens ${maxTokens} does not fit the KV cache's ${nCells} cells`);
       }
