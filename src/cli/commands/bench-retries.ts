@@ -9,6 +9,7 @@ import { RrrError } from '../../engine/errors.js';
 import type { Model } from '../../engine/model.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption } from '../step-flags.js';
+import { repeatedText } from './bench-text.js';
 import type { BenchSection } from './bench.js';
 
 export interface RetryBenchArgs {
@@ -23,10 +24,7 @@ export interface RetryBenchArgs {
 /** Distinct ordinary-text windows of a long token run: one per task start and one per rest. */
 function windows(model: Model, count: number, len: number, offset: number): Int32Array[] {
   const text = 'Reflect on what went wrong: the call named the wrong tool, the argument city was missing, and the date format was off by one. ';
-  const unit = model.tokenize(text);
-  const need = offset + count * (len + 7) + len;
-  const run = new Int32Array(need);
-  for (let i = 0; i < need; i++) run[i] = unit[i % unit.length]!;
+  const run = repeatedText(model, text, offset + count * (len + 7) + len);
   // A stride that is not a multiple of the text's length gives each window another phase.
   return Array.from({ length: count }, (_, k) => run.slice(offset + k * (len + 7), offset + k * (len + 7) + len));
 }

@@ -9,6 +9,7 @@ import { ReferenceDecoder } from '../../engine/reference-decoder.js';
 import { RrrError } from '../../engine/errors.js';
 import { trainingSection } from './bench-training.js';
 import { retriesSection, type RetryBenchArgs } from './bench-retries.js';
+import { repeatedText } from './bench-text.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table, type OutputMode } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
@@ -99,10 +100,7 @@ export function addBenchSection(s: BenchSection): void {
 
 /** A fixed, ordinary-text prompt of exactly n tokens. */
 function benchPrompt(model: Model, n: number): Int32Array {
-  const text = 'The quick brown fox jumps over the lazy dog while the committee reviews every proposal twice. ';
-  let t = model.tokenize(text);
-  while (t.length < n) t = Int32Array.from([...t, ...model.tokenize(text)]);
-  return t.slice(0, n);
+  return repeatedText(model, 'The quick brown fox jumps over the lazy dog while the committee reviews every proposal twice. ', n);
 }
 
 const rate = (tokens: number, ms: number) => (ms > 0 ? (1000 * tokens) / ms : 0);
