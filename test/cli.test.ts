@@ -57,6 +57,23 @@ test('make-tiny-model then info --json', () => {
   assert.equal(typeof j.build.cuda, 'boolean');
 });
 
+test('make-tiny-model --embd-type f32: the embedding table in f32, the rest as before', () => {
+  const made = (name: string, ...flags: string[]) => {
+    const r = cli('make-tiny-model', '--out', join(testDir(), name), '--json', ...flags);
+    assert.equal(r.code, 0, r.err);
+    return (JSON.parse(r.out) as { bytes: number }).bytes;
+  };
+  const f16 = made('embd-f16.gguf');
+  const f32 = made('embd-f32.gguf', '--embd-type', 'f32');
+  // qwen2 ties the output to the embedding: one table of 151,936 × 64 grows by 2 bytes a value
+  // (up to the 32-byte alignment of the tensors that follow it)
+  assert.ok(Math.abs(f32 - f16 - 151936 * 64 * 2) <= 32, `${f32} - ${f16}`);
+  const info = cli('info', '--model', join(testDir(), 'embd-f32.gguf'), '--json', '--device', 'cpu');
+  assert.equal(info.code, 0, info.err);
+  assert.equal((JSON.parse(info.out) as { model: { weightType: string } }).model.weightType, 'f32');
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'embd-bad.gguf'), '--embd-type', 'q8_0'), 2, /Invalid values/);
+});
+
 test('missing model file: one line, exit 1, no stack', () => {
   assertOneLineError(cli('info', '--model', '/nonexistent/m.gguf'), 1, /\/nonexistent\/m\.gguf: no such file/);
 });

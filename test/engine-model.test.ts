@@ -120,6 +120,25 @@ test('same seed, same weights; another seed, other weights', async () => {
   }
 });
 
+test('an f32 embedding table holds the same draws as the f16 one, unrounded', async () => {
+  const a = join(testDir(), 'embd-16.gguf');
+  const b = join(testDir(), 'embd-32.gguf');
+  await makeTinyModel({ out: a, seed: 3 });
+  await makeTinyModel({ out: b, seed: 3, embdType: 'f32' });
+  const [ma, mb] = await Promise.all([a, b].map((p) => Model.load(p, { device: TEST_DEVICE })));
+  try {
+    const t = [ma!.tokenize('the same draws')];
+    const [la, lb] = await Promise.all([ma!.forward(t), mb!.forward(t)]);
+    let worst = 0;
+    for (let i = 0; i < la!.logits.length; i++) worst = Math.max(worst, Math.abs(la!.logits[i]! - lb!.logits[i]!));
+    // f16 keeps 11 significant bits: logits of a few units move by about 1e-3, not more
+    assert.ok(worst > 0 && worst < 0.05, `largest logit gap ${worst}`);
+  } finally {
+    [ma, mb].forEach((m) => m!.dispose());
+  }
+  await assert.rejects(makeTinyModel({ out: join(testDir(), 'embd-bad.gguf'), embdType: 'q8_0' as 'f32' }), /^RrrError: --embd-type: unknown type 'q8_0' \(expected f32, f16 or bf16\)$/m);
+});
+
 test('the copy initialisation predicts the token `copyOffset` positions back', async () => {
   const out = join(testDir(), 'copier.gguf');
   await makeTinyModel({ arch: 'qwen2', out, nHeadKv: 4, init: 'copy', copyOffset: 5 });

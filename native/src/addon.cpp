@@ -67,6 +67,7 @@ Napi::Value write_tiny(const Napi::CallbackInfo & info) {
     s.vocab_path = str_opt(o, "vocabPath", "");
     s.out_path = str_opt(o, "outPath", "");
     s.type = str_opt(o, "type", s.type);
+    s.embd_type = str_opt(o, "embdType", s.embd_type);
     s.n_embd = int_opt(o, "nEmbd", s.n_embd);
     s.n_layer = int_opt(o, "nLayer", s.n_layer);
     s.n_head = int_opt(o, "nHead", s.n_head);

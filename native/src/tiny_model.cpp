@@ -71,8 +71,13 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
     if (head_dim % 2 != 0) throw Error("--head-dim: the head size (--embd / --heads without it) must be even for rotary embeddings, got " + std::to_string(head_dim));
     if (s.head_dim <= 0 && s.n_embd % s.n_head != 0) throw Error("--embd: must be a multiple of --heads");
     const ggml_type wtype = parse_type(s.type);
-    // Embedding tables dominate a tiny model's size (vocab x n_embd), so they stay 16-bit.
-    const ggml_type etype = wtype == GGML_TYPE_BF16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+    ggml_type etype = wtype == GGML_TYPE_BF16 ? GGML_TYPE_BF16 : GGML_TYPE_F16;
+    if (!s.embd_type.empty()) {
+        if (s.embd_type == "f32") etype = GGML_TYPE_F32;
+        else if (s.embd_type == "f16") etype = GGML_TYPE_F16;
+        else if (s.embd_type == "bf16") etype = GGML_TYPE_BF16;
+        else throw Error("--embd-type: unknown type '" + s.embd_type + "' (expected f32, f16 or bf16)");
+    }
     const bool tied = s.tied < 0 ? s.arch == "qwen2" : s.tied != 0;
 
     check_gguf_header(s.vocab_path);

@@ -11,6 +11,9 @@ struct TinyModelSpec {
     std::string vocab_path;          // GGUF whose tokenizer.* keys are copied
     std::string out_path;
     std::string type = "f32";        // type of the 2-D projection weights
+    // Type of the embedding and output tables; "" keeps them 16-bit (bf16 beside bf16 weights,
+    // else f16) because they dominate a tiny model's size. "f32" makes a model f32 end to end.
+    std::string embd_type;
     int64_t n_embd = 64;
     int64_t n_layer = 2;
     int64_t n_head = 4;

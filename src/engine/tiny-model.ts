@@ -33,6 +33,7 @@ export async function makeTinyModel(opts: TinyModelOptions): Promise<number> {
     vocabPath: vocab,
     outPath: resolve(opts.out),
     type: opts.type ?? (preset === 'tiny' ? 'f32' : 'f16'),
+    ...(opts.embdType === undefined ? {} : { embdType: opts.embdType }),
     nEmbd: opts.nEmbd ?? shape.nEmbd,
     nLayer: opts.nLayer ?? shape.nLayer,
     nHead: opts.nHead ?? shape.nHead,

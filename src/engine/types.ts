@@ -53,6 +53,13 @@ export interface TinyModelOptions {
   out: string;
   /** Projection weight type: f32, f16, bf16, q8_0, q4_0, q4_K, ... */
   type?: string;
+  /**
+   * Embedding and output table type. Default 16-bit (bf16 beside bf16 weights, else f16), as
+   * these tables dominate a tiny model's size; 'f32' makes a model f32 end to end, which gradient
+   * checks need: a 16-bit output table rounds the last hidden state to 16 bits on ggml's CPU and
+   * accumulates in f16 in ggml-cuda's cuBLAS path.
+   */
+  embdType?: 'f32' | 'f16' | 'bf16';
   preset?: TinyPreset;
   nEmbd?: number;
   nLayer?: number;

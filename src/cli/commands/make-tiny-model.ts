@@ -10,6 +10,7 @@ interface Args {
   out: string;
   preset: TinyPreset;
   type?: string;
+  'embd-type'?: 'f32' | 'f16' | 'bf16';
   embd?: number;
   layers?: number;
   heads?: number;
@@ -39,6 +40,10 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
         describe: 'shape: tiny (a few MB, tests) or a real model shape for speed measurements',
       })
       .option('type', { type: 'string', describe: 'projection weight type: f32, f16, bf16, q8_0, q4_0, q4_K (default f32 for tiny, f16 otherwise)' })
+      .option('embd-type', {
+        choices: ['f32', 'f16', 'bf16'] as const,
+        describe: 'type of the embedding and output tables (default 16-bit: bf16 with --type bf16, else f16, as they dominate a tiny model\'s size; f32 makes the model f32 end to end)',
+      })
       .option('embd', { type: 'number', describe: 'hidden size (overrides the preset)' })
       .option('layers', { type: 'number', describe: 'number of transformer blocks' })
       .option('heads', { type: 'number', describe: 'attention heads' })
@@ -72,6 +77,7 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
       out: a.out,
       preset: a.preset,
       type: a.type,
+      embdType: a['embd-type'],
       nEmbd: a.embd,
       nLayer: a.layers,
       nHead: a.heads,
