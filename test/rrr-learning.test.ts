@@ -36,6 +36,8 @@ async function interruptOnCue(args: string[], cue: RegExp): Promise<{ sent: bool
 }
 
 interface EvalJson {
+  maxReflectionTokens: number;
+  maxAnswerTokens: number;
   base: { tasks: number; firstAccuracy: number; secondAccuracy: number };
   adapter: { tasks: number; firstAccuracy: number; secondAccuracy: number };
 }
@@ -60,6 +62,29 @@ test('train with no model arguments learns; eval on held-out items shows it', ()
   assert.equal(r.base.tasks, 64);
   assert.ok(r.adapter.secondAccuracy >= r.base.secondAccuracy + 0.4, `second attempt: base ${r.base.secondAccuracy}, adapter ${r.adapter.secondAccuracy}`);
   assert.ok(r.adapter.secondAccuracy >= r.adapter.firstAccuracy);
+});
+
+test("the embedded model named by its path gets the demo's settings; train's eval line runs as printed", () => {
+  const out = join(testDir(), 'demo-hint-run');
+  const t = cli('train', '--out', out, '--steps', '1', '--tasks-per-step', '2');
+  assert.equal(t.code, 0, t.err);
+  const line = t.out.split('\n').find((l) => l.startsWith('evaluate it: rrr-native eval '));
+  assert.ok(line, t.out);
+  const embedded = join(env.XDG_CACHE_HOME, 'rrr-native', 'default-qwen2-tiny-copy-v2.gguf');
+  const common = ['--adapter', join(out, 'adapter.gguf'), '--task', 'synthetic', '--seed', '1001', '--generate', '8', '--json'];
+  const results = [line.replace('evaluate it: rrr-native ', '').split(' ').concat('--generate', '8', '--json'), ['eval', ...common], ['eval', '--model', embedded, ...common]].map((args) => {
+    const r = cli(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+    return JSON.parse(r.out) as EvalJson;
+  });
+  assert.deepEqual([results[1]!.maxReflectionTokens, results[1]!.maxAnswerTokens], [2, 10]);
+  assert.deepEqual(results[2], results[1], 'eval --model <the embedded file> against eval without --model');
+  assert.deepEqual(results[0], results[1], "train's printed eval line against eval without --model");
+  assert.doesNotMatch(line, /--model/);
+  const named = join(testDir(), 'demo-by-path-run');
+  assert.equal(cli('train', '--model', embedded, '--out', named, '--steps', '1', '--tasks-per-step', '2').code, 0);
+  const cfg = JSON.parse(readFileSync(join(named, 'run.json'), 'utf8')) as { maxAnswerTokens: number; maxReflectionTokens: number; tasksPerStep: number };
+  assert.deepEqual([cfg.maxAnswerTokens, cfg.maxReflectionTokens, cfg.tasksPerStep], [10, 2, 2]);
 });
 
 test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted run', async () => {

@@ -7,7 +7,7 @@
 // low output gain keeps sampling diverse (about half the draws copy, half are random).
 import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { makeTinyModel } from '../engine/tiny-model.js';
 
 /** Also used by the learning test, so the test proves what the default run shows. */
@@ -16,9 +16,22 @@ export const DEFAULT_MODEL_SPEC = { arch: 'qwen2', seed: 42, nHeadKv: 4, init: '
 /** Settings of the no-argument demo run (train) and its evaluation (eval), tuned for the model above. */
 export const DEMO_SETTINGS = { steps: 60, tasksPerStep: 8, lr: 5e-3, lrSchedule: 'constant', maxReflectionTokens: 2, maxAnswerTokens: 10 } as const;
 
+/** Lengths of reflections and answers that train and eval default to, for a model given by path (or none). */
+export function defaultLengths(model: string | undefined): { maxReflectionTokens: number; maxAnswerTokens: number } {
+  return isDemoModel(model) ? { maxReflectionTokens: DEMO_SETTINGS.maxReflectionTokens, maxAnswerTokens: DEMO_SETTINGS.maxAnswerTokens } : { maxReflectionTokens: 128, maxAnswerTokens: 256 };
+}
+
 export function defaultModelPath(): string {
   const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
   return join(base, 'rrr-native', 'default-qwen2-tiny-copy-v2.gguf');
+}
+
+/**
+ * Whether a run uses the embedded model: no --model, or --model naming its file (as train's
+ * "evaluate it" line once did). Either way it gets the demo's settings, which suit no other model.
+ */
+export function isDemoModel(model: string | undefined): boolean {
+  return model === undefined || resolve(model) === defaultModelPath();
 }
 
 export async function ensureDefaultModel(log: (line: string) => void): Promise<string> {

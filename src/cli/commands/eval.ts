@@ -6,7 +6,7 @@ import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
-import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
+import { defaultLengths, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
@@ -59,9 +59,10 @@ export const evalCommand: CommandModule<object, Args> = {
     const log = (line: string) => (a.json ? process.stderr.write(line + '\n') : say(mode, line));
     const task = taskFor(a.task);
     // Checked before the model loads, each in the flag's own words.
+    const lengths = defaultLengths(a.model);
     const settings = {
-      maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
-      maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
+      maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? lengths.maxAnswerTokens),
+      maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? lengths.maxReflectionTokens),
       batchSize: integerFlag('--batch-size', a['batch-size']),
     };
     integerFlag('--ctx', a.ctx, 16);
@@ -99,9 +100,9 @@ export const evalCommand: CommandModule<object, Args> = {
       } else {
         bar.finish();
       }
-      emitJson(mode, { task: a.task, items: data.source, ...(stopped && { stopped: true, done }), base, ...(tuned && { adapter: tuned }) });
+      emitJson(mode, { task: a.task, items: data.source, model: modelPath, maxReflectionTokens: settings.maxReflectionTokens, maxAnswerTokens: settings.maxAnswerTokens, ...(stopped && { stopped: true, done }), base, ...(tuned && { adapter: tuned }) });
       const row = (name: string, r: EvalResult) => [name, r.tasks, `${r.firstCorrect} (${pct(r.firstAccuracy)})`, `${r.secondCorrect} (${pct(r.secondAccuracy)})`];
-      say(mode, `\n${a.task}, ${data.source}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
+      say(mode, `\n${a.task}, ${data.source}; reflections up to ${settings.maxReflectionTokens} tokens, answers up to ${settings.maxAnswerTokens}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
       say(mode, table(['model', 'tasks', 'first attempt', 'second attempt'], [row('base', base), ...(tuned ? [row('base + adapter', tuned)] : [])]));
     } finally {
       generator.dispose();

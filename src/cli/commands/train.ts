@@ -16,7 +16,7 @@ import { MetricsLog, summarize } from '../../rrr/metrics.js';
 import { runTraining, type LoopSettings } from '../../rrr/train.js';
 import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
-import { DEMO_SETTINGS, ensureDefaultModel } from '../default-model.js';
+import { DEMO_SETTINGS, defaultLengths, ensureDefaultModel, isDemoModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
@@ -143,6 +143,7 @@ function modelSize(path: string): number {
 
 function buildConfig(a: Args, model: string): RunConfig {
   itemFlags(a);
+  const demo = isDemoModel(model);
   const rank = integerFlag('--rank', a.rank ?? 16);
   let grpo: GrpoConfig;
   try {
@@ -150,8 +151,8 @@ function buildConfig(a: Args, model: string): RunConfig {
       groupSize: a['group-size'],
       temperature: a.temperature,
       retryTemperature: a['retry-temperature'],
-      learningRate: a.lr ?? (a.model ? undefined : DEMO_SETTINGS.lr),
-      lrSchedule: a['lr-schedule'] ?? (a.model ? undefined : DEMO_SETTINGS.lrSchedule),
+      learningRate: a.lr ?? (demo ? DEMO_SETTINGS.lr : undefined),
+      lrSchedule: a['lr-schedule'] ?? (demo ? DEMO_SETTINGS.lrSchedule : undefined),
       warmupSteps: a['warmup-steps'],
       beta: a.beta,
       clipEpsilon: a['clip-epsilon'],
@@ -170,17 +171,27 @@ function buildConfig(a: Args, model: string): RunConfig {
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),
     ...(a.limit !== undefined && { limit: a.limit }),
-    steps: integerFlag('--steps', a.steps ?? (a.model ? 100 : DEMO_SETTINGS.steps)),
-    tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (a.model ? 4 : DEMO_SETTINGS.tasksPerStep)),
+    steps: integerFlag('--steps', a.steps ?? (demo ? DEMO_SETTINGS.steps : 100)),
+    tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (demo ? DEMO_SETTINGS.tasksPerStep : 4)),
     seed: seedFlag(a.seed ?? 1),
     checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
     // The embedded tiny model is a toy: short outputs keep the demo to half a minute.
-    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? (a.model ? 128 : DEMO_SETTINGS.maxReflectionTokens)),
-    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? (a.model ? 256 : DEMO_SETTINGS.maxAnswerTokens)),
+    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? defaultLengths(model).maxReflectionTokens),
+    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? defaultLengths(model).maxAnswerTokens),
     ctx: integerFlag('--ctx', a.ctx ?? 2048, 16),
     lora: { rank, alpha: a.alpha === undefined ? 2 * rank : positiveFlag('--alpha', a.alpha), targets: parseTargets(a.targets ?? ALL_TARGETS.join(',')), dropout: loraDropout(a['lora-dropout'] ?? 0) },
     grpo,
   };
+}
+
+/** The eval command for a run's adapter, with the lengths the run trained on where eval's defaults differ. */
+export function evalCommand(cfg: RunConfig, adapter: string): string {
+  const lengths = defaultLengths(cfg.model);
+  const flags = [...(isDemoModel(cfg.model) ? [] : [`--model ${cfg.model}`]), `--adapter ${adapter}`, `--task ${cfg.task}`, cfg.data ? '--data <held-out.jsonl>' : `--seed ${cfg.seed + 1000}`];
+  if (cfg.maxReflectionTokens !== lengths.maxReflectionTokens) flags.push(`--max-reflection-tokens ${cfg.maxReflectionTokens}`);
+  if (cfg.maxAnswerTokens !== lengths.maxAnswerTokens) flags.push(`--max-answer-tokens ${cfg.maxAnswerTokens}`);
+  if (cfg.ctx !== 2048) flags.push(`--ctx ${cfg.ctx}`);
+  return `rrr-native eval ${flags.join(' ')}`;
 }
 
 // Why each node switch is off by default, said once for all of them in --help.
@@ -491,7 +502,7 @@ export const trainCommand: CommandModule<object, Args> = {
     unlock ??= lockRunFolder(out);
     if (!a.resume) writeFileAtomic(join(out, 'run.json'), JSON.stringify(cfg, null, 2) + '\n');
     // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
-    if (!a.resume && !a.model) log(`no --model given: the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
+    if (!a.resume && isDemoModel(cfg.model)) log(`${a.model ? '--model' : 'no --model given:'} the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
@@ -601,7 +612,7 @@ export const trainCommand: CommandModule<object, Args> = {
             log(
               `step ${m.step + 1}/${cfg.steps}  reward ${m.rewardMean.toFixed(3)}  solved-after-reflection ${(100 * m.successAfterReflection).toFixed(0)}%  ` +
                 `groups ${m.groupsTrained} trained/${m.groupsSkipped} skipped  loss ${m.loss.toFixed(4)}  ` +
-                `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${formatRate(m.trainTokensPerSec)} tok/s  ETA ${formatDuration(left / 1000)}` +
+                `gen ${formatRate(m.generateTokensPerSec)} tok/s  train ${m.groupsTrained ? `${formatRate(m.trainTokensPerSec)} tok/s` : '- (no group to train)'}  ETA ${formatDuration(left / 1000)}` +
                 (fit && fit !== lastFit ? `  (training step: ${fit}, ${(m.trainComputeBytes / 2 ** 20).toFixed(0)} MiB compute buffer)` : '') +
                 (m.updateSkipped ? `  update skipped: ${m.updateSkipped.replace(/^step: /, '')}` : ''),
             );
@@ -652,7 +663,7 @@ export const trainCommand: CommandModule<object, Args> = {
         ),
       );
       say(mode, `\nadapter: ${join(out, 'adapter.gguf')} (llama.cpp --lora compatible); metrics: ${metrics.path}`);
-      say(mode, `evaluate it: rrr-native eval --model ${cfg.model} --adapter ${join(out, 'adapter.gguf')} --task ${cfg.task}${cfg.data ? ' --data <held-out.jsonl>' : ` --seed ${cfg.seed + 1000}`}`);
+      say(mode, `evaluate it: ${evalCommand(cfg, join(out, 'adapter.gguf'))}`);
     } catch (e) {
       // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
       // with a larger --train-memory-gib or --ctx, which a resumed run may change.
