@@ -243,7 +243,10 @@ test('a group split across waves keeps its samples in order; suffixes between pl
 });
 
 test('log-probs are log-softmax of the model logits at the sampled tokens', async () => {
-  await withModel({ arch: 'qwen2' }, async (model) => {
+  // f32 end to end: with a 16-bit output table ggml's CPU rounds the last hidden state to 16 bits
+  // before the product, and a value on a rounding edge can land either side in the decode graph
+  // and in forward's, moving a log-prob by up to about 6e-4.
+  await withModel({ arch: 'qwen2', embdType: 'f32' }, async (model) => {
     const gen = await Generator.create(model, { maxSeqs: 2, nCtx: 64, kvType: 'f32' });
     try {
       const prompt = model.tokenize(TEXTS[0]!);
@@ -260,7 +263,7 @@ test('log-probs are log-softmax of the model logits at the sampled tokens', asyn
           let s = 0;
           for (const v of row) s += Math.exp(v - mx);
           const want = row[c.tokens[t]!]! - mx - Math.log(s);
-          assert.ok(Math.abs(c.logprobs[t]! - want) < deviceTol(1e-3, 2e-2), `T ${temperature}, token ${t}: ${c.logprobs[t]} vs ${want}`);
+          assert.ok(Math.abs(c.logprobs[t]! - want) < deviceTol(2e-5, 2e-2), `T ${temperature}, token ${t}: ${c.logprobs[t]} vs ${want}`);
         }
       }
     } finally {
