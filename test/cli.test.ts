@@ -8,6 +8,7 @@ import { packageRoot } from '../src/engine/native.js';
 import { testDir, tinyModel } from './helpers/models.js';
 import { RrrError } from '../src/engine/errors.js';
 import { contextFlag } from '../src/cli/flag-checks.js';
+import { shellArg } from '../src/cli/output.js';
 import { inFlags } from '../src/cli/step-flags.js';
 import { loadItems, taskFor } from '../src/cli/task-data.js';
 
@@ -214,4 +215,14 @@ test('a dataset that repeats items keeps them and says how many', async () => {
   assert.equal(r.source, `${data} (2 of them repeat an earlier item; kept)`);
   const once = await loadItems(taskFor('countdown'), { data, seed: 1, limit: 2, skipBadLines: false }, () => {});
   assert.equal(once.source, data);
+});
+
+test('printed commands quote what the shell would split or expand', () => {
+  const cases = ['runs/plain-2026.gguf', '/tmp/with space/a.gguf', "it's/x", 'a$b`c`*?[x]', 'tab\there', ''];
+  for (const s of cases) {
+    const q = shellArg(s);
+    const back = spawnSync('sh', ['-c', `printf %s ${q}`], { encoding: 'utf8' });
+    assert.equal(back.stdout, s, `${JSON.stringify(s)} as ${q}`);
+  }
+  assert.equal(shellArg('runs/plain-2026.gguf'), 'runs/plain-2026.gguf');
 });

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/engine/native.js';
 import { testDir } from './helpers/models.js';
@@ -185,6 +185,28 @@ test('one train a run folder: a second is refused while the first runs; a dead o
   const again = cli('train', '--resume', '--out', done);
   assert.equal(again.code, 0, again.err);
   assert.ok(!existsSync(join(done, 'train.lock')));
+});
+
+test('a resumed run refuses a --data file that changed or went missing', () => {
+  const data = join(testDir(), 'resume-data.jsonl');
+  const item = (w: string) => `{"options": ["apple", "${w}", "stone", "cloud"], "secret": "apple"}\n`;
+  writeFileSync(data, ['river', 'lake', 'sea', 'hill'].map(item).join(''));
+  const out = join(testDir(), 'resume-data-run');
+  const first = cli('train', '--task', 'synthetic', '--data', data, '--out', out, '--steps', '2', '--tasks-per-step', '2', '--checkpoint-every', '1');
+  assert.equal(first.code, 0, first.err);
+  const runJson = readFileSync(join(out, 'run.json'), 'utf8');
+  assert.match(runJson, /"dataSha256": "[0-9a-f]{64}"/);
+  // the same bytes: it goes on (here: the run is done, so it reports the finished run again)
+  assert.equal(cli('train', '--resume', '--out', out).code, 0);
+  writeFileSync(data, ['river', 'lake', 'sea', 'hill', 'dune'].map(item).join(''));
+  const changed = cli('train', '--resume', '--out', out);
+  assert.equal(changed.code, 1);
+  assert.match(changed.err.trim(), /^rrr-native: .*resume-data\.jsonl: the run's --data file changed since the run started \(its sha256 is not run\.json's\); restore it, or start a new run \(another --out\)$/);
+  rmSync(data);
+  const missing = cli('train', '--resume', '--out', out);
+  assert.equal(missing.code, 1);
+  assert.match(missing.err.trim(), /^rrr-native: .*resume-data\.jsonl: the run's --data file \(in run\.json\) is missing$/);
+  assert.equal(readFileSync(join(out, 'run.json'), 'utf8'), runJson);
 });
 
 test('bad dataset lines are reported with their line number, or skipped on request', () => {

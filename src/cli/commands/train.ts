@@ -17,7 +17,7 @@ import { runTraining, type LoopSettings } from '../../rrr/train.js';
 import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { DEMO_SETTINGS, defaultLengths, ensureDefaultModel, isDemoModel } from '../default-model.js';
-import { emitJson, say, table } from '../output.js';
+import { emitJson, say, shellArg, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { formatDuration, formatRate, Progress } from '../progress.js';
@@ -91,6 +91,8 @@ interface RunConfig extends LoopSettings {
   modelBytes: number;
   task: string;
   data?: string;
+  /** sha256 of --data's bytes when the run started; absent in runs made before it was kept. */
+  dataSha256?: string;
   generate?: number;
   limit?: number;
   ctx: number;
@@ -187,7 +189,7 @@ function buildConfig(a: Args, model: string): RunConfig {
 /** The eval command for a run's adapter, with the lengths the run trained on where eval's defaults differ. */
 export function evalCommand(cfg: RunConfig, adapter: string): string {
   const lengths = defaultLengths(cfg.model);
-  const flags = [...(isDemoModel(cfg.model) ? [] : [`--model ${cfg.model}`]), `--adapter ${adapter}`, `--task ${cfg.task}`, cfg.data ? '--data <held-out.jsonl>' : `--seed ${cfg.seed + 1000}`];
+  const flags = [...(isDemoModel(cfg.model) ? [] : [`--model ${shellArg(cfg.model)}`]), `--adapter ${shellArg(adapter)}`, `--task ${cfg.task}`, cfg.data ? '--data <held-out.jsonl>' : `--seed ${cfg.seed + 1000}`];
   if (cfg.maxReflectionTokens !== lengths.maxReflectionTokens) flags.push(`--max-reflection-tokens ${cfg.maxReflectionTokens}`);
   if (cfg.maxAnswerTokens !== lengths.maxAnswerTokens) flags.push(`--max-answer-tokens ${cfg.maxAnswerTokens}`);
   if (cfg.ctx !== 2048) flags.push(`--ctx ${cfg.ctx}`);
@@ -466,7 +468,13 @@ export const trainCommand: CommandModule<object, Args> = {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
     }
     const task = taskFor(cfg.task);
+    if (a.resume && cfg.data && !existsSync(cfg.data)) throw new RrrError(`${cfg.data}: the run's --data file (in run.json) is missing`);
     const data = await loadItems(task, { data: cfg.data, generate: cfg.generate, limit: cfg.limit, seed: cfg.seed, skipBadLines: a['skip-bad-lines'] }, log);
+    // A resumed run trains on the items it started with, or not at all.
+    if (a.resume && cfg.data && cfg.dataSha256 && data.digest !== cfg.dataSha256) {
+      throw new RrrError(`${cfg.data}: the run's --data file changed since the run started (its sha256 is not run.json's); restore it, or start a new run (another --out)`);
+    }
+    if (!a.resume && cfg.data) cfg.dataSha256 = data.digest;
 
     const model = await Model.load(cfg.model, { device: a.device, threads: threadsFlag(a.threads) });
     if (a['all-nodes']) {
@@ -561,7 +569,7 @@ export const trainCommand: CommandModule<object, Args> = {
         writeFailureCache(failuresPath, key, first);
         if (first.attempted < total) {
           bar.halt(`${first.correct}/${first.attempted} correct so far`);
-          log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: rrr-native train --resume --out ${out}`);
+          log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: rrr-native train --resume --out ${shellArg(out)}`);
           process.exitCode = 130;
           emitJson(mode, { out, stopped: true, firstAttempts: { attempted: first.attempted, of: total, correct: first.correct } });
           return;
@@ -643,7 +651,7 @@ export const trainCommand: CommandModule<object, Args> = {
       const summary = summarize(done, first, first.failures.length);
       writeFileAtomic(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
       if (result.stopped) {
-        log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: rrr-native train --resume --out ${out}`);
+        log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: rrr-native train --resume --out ${shellArg(out)}`);
         process.exitCode = 130;
       }
       emitJson(mode, { out, stopped: result.stopped, ...summary });
@@ -667,7 +675,7 @@ export const trainCommand: CommandModule<object, Args> = {
     } catch (e) {
       // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
       // with a larger --train-memory-gib or --ctx, which a resumed run may change.
-      const resume = `rrr-native train --resume --out ${out}`;
+      const resume = `rrr-native train --resume --out ${shellArg(out)}`;
       if (e instanceof RrrError && e.message.startsWith('step: ')) {
         budgetInFlags(e, '--max-answer-tokens, --max-reflection-tokens');
         e.message += `; the run continues from its last checkpoint with: ${resume}`;
