@@ -150,6 +150,22 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
 });
 
+test('a reader that closes early (| head) stops the run as Ctrl-C does: saved, no stack, --resume finishes', async () => {
+  const out = join(testDir(), 'closed-output-run');
+  const child = spawn(process.execPath, [main, 'train', '--out', out, '--steps', '4', '--tasks-per-step', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  // The first line read, the pipe is closed: its next write fails with EPIPE.
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.equal(code, 130, err);
+  assert.match(err, /stopping after .* \(its output was closed\)/);
+  assert.doesNotMatch(err, /EPIPE|\n\s+at /);
+  const resumed = cli('train', '--resume', '--out', out, '--json');
+  assert.equal(resumed.code, 0, resumed.err);
+  assert.equal((JSON.parse(resumed.out) as { steps: number }).steps, 4);
+});
+
 test('Ctrl-C during eval stops after the batch and reports the items done', async () => {
   // Not --json, whose progress is silent: the bar's first line off a terminal is the cue.
   const { sent, code, out, err } = await interruptOnCue(['eval', '--generate', '640', '--batch-size', '64'], /base +\d+%/);

@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { RrrError } from '../engine/errors.js';
 import { commands } from './commands/index.js';
 import { checkFlagTexts, type FlagKinds } from './flag-texts.js';
+import { requestStop } from './interrupt.js';
 
 function fail(message: string, code: number, err?: unknown): never {
   process.stderr.write(`rrr-native: ${message}\n`);
@@ -36,6 +37,16 @@ async function main(): Promise<void> {
   const checkTexts = (_argv: unknown, y: unknown) => checkFlagTexts(hideBin(process.argv), (y as { getOptions(): FlagKinds }).getOptions());
   cli = cli.middleware(checkTexts as unknown as (argv: unknown) => void, true);
   await cli.parseAsync();
+}
+
+// A reader that went away (`| head`) is no failure of ours. The stream is then destroyed, so
+// later writes to it are dropped without another error; a command that can stop at a safe point
+// does so, saving its work (a run stops after the step with a checkpoint), and others just end.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') fail(`${stream === process.stdout ? 'stdout' : 'stderr'}: ${e.message}`, 1, e);
+    if (!requestStop(`its ${stream === process.stdout ? 'output' : 'error output'} was closed`)) process.exit(process.exitCode ?? 0);
+  });
 }
 
 main().catch((e: unknown) => {
