@@ -96,6 +96,7 @@ test('a refused weight type leaves no file behind', () => {
   const out2 = join(testDir(), 'bad-type.gguf');
   assertOneLineError(cli('make-tiny-model', '--out', out2, '--type', 'q9_9'), 1, /--type: unknown weight type 'q9_9'/);
   assertOneLineError(cli('make-tiny-model', '--out', out2, '--type', 'q4_K'), 1, /not a multiple of the block size 256/);
+  assertOneLineError(cli('make-tiny-model', '--out', testDir()), 1, /^rrr-native: --out .*: is a folder \(expected the path of the \.gguf file to write\)$/);
   assert.deepEqual(readdirSync(testDir()).filter((f) => f.startsWith('bad-type')), []);
 });
 

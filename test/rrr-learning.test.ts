@@ -46,8 +46,10 @@ test('train with no model arguments learns; eval on held-out items shows it', ()
   const out = join(testDir(), 'learn-run');
   const t = cli('train', '--out', out, '--json');
   assert.equal(t.code, 0, t.err);
-  const summary = JSON.parse(t.out) as { steps: number; rewardFirstQuarter: number; rewardLastQuarter: number; stopped: boolean };
+  const summary = JSON.parse(t.out) as { steps: number; rewardFirstQuarter: number; rewardLastQuarter: number; stopped: boolean; adapter: string; evalCommand: string };
   assert.equal(summary.steps, 60);
+  assert.equal(summary.adapter, join(out, 'adapter.gguf'));
+  assert.equal(summary.evalCommand, `rrr-native eval --adapter ${summary.adapter} --task synthetic --seed 1001`);
   assert.equal(summary.stopped, false);
   assert.ok(summary.rewardLastQuarter > summary.rewardFirstQuarter + 0.3, `reward ${summary.rewardFirstQuarter} -> ${summary.rewardLastQuarter}`);
   for (const f of ['adapter.gguf', 'metrics.jsonl', 'summary.json', 'run.json', 'failures.json', 'checkpoint/state.gguf']) {
@@ -82,7 +84,10 @@ test("the embedded model named by its path gets the demo's settings; train's eva
   assert.deepEqual(results[0], results[1], "train's printed eval line against eval without --model");
   assert.doesNotMatch(line, /--model/);
   const named = join(testDir(), 'demo-by-path-run');
-  assert.equal(cli('train', '--model', embedded, '--out', named, '--steps', '1', '--tasks-per-step', '2').code, 0);
+  const byModel = cli('train', '--model', embedded, '--out', named, '--steps', '1', '--tasks-per-step', '2', '--ctx', '100000');
+  assert.equal(byModel.code, 0, byModel.err);
+  assert.match(byModel.out, /^--ctx 100000: above the model's context, so sequences are held to its 2048 tokens$/m);
+  assert.match(byModel.out, /^evaluate it: rrr-native eval --adapter \S+ --task synthetic --seed 1001 --ctx 100000$/m);
   const cfg = JSON.parse(readFileSync(join(named, 'run.json'), 'utf8')) as { maxAnswerTokens: number; maxReflectionTokens: number; tasksPerStep: number };
   assert.deepEqual([cfg.maxAnswerTokens, cfg.maxReflectionTokens, cfg.tasksPerStep], [10, 2, 2]);
 });

@@ -1911,6 +1911,9 @@ describe('learning and adapter files', () => {
       assert.match(same.stderr, /^rrr-native: --out .*: it is the file of --model or --adapter\n$/);
     }
     assert.deepEqual(readFileSync(path), before);
+    const folder = spawnSync(process.execPath, [cli, 'export', '--merge', '--model', path, '--adapter', adapterPath, '--out', dir], { encoding: 'utf8' });
+    assert.equal(folder.status, 1, folder.stdout);
+    assert.match(folder.stderr, /^rrr-native: --out .*: is a folder \(expected the path of the \.gguf file to write\)\n$/);
     tr.dispose();
     model.dispose();
   });

@@ -1,4 +1,5 @@
 // Checks of flag values that several commands share, each failing in one line that names the flag.
+import { existsSync, statSync } from 'node:fs';
 import { RrrError } from '../engine/errors.js';
 import type { EpisodeLength } from '../rrr/episode-length.js';
 
@@ -6,6 +7,12 @@ import type { EpisodeLength } from '../rrr/episode-length.js';
 export function integerFlag(flag: string, v: number, min = 1): number {
   if (!Number.isInteger(v) || v < min) throw new RrrError(`${flag}: expected a whole number ≥ ${min}, got ${v}`);
   return v;
+}
+
+/** --out of a command that writes one file: a folder there would only fail at the final rename. */
+export function outFileFlag(out: string): string {
+  if (existsSync(out) && statSync(out).isDirectory()) throw new RrrError(`--out ${out}: is a folder (expected the path of the .gguf file to write)`);
+  return out;
 }
 
 /** --threads: absent (every core) or a whole number of threads. */

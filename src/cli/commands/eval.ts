@@ -75,6 +75,7 @@ export const evalCommand: CommandModule<object, Args> = {
       log,
     );
     const model = await Model.load(modelPath, { device: a.device, threads: threadsFlag(a.threads) });
+    if (a.ctx > model.info.nCtxTrain) log(`--ctx ${a.ctx}: above the model's context, so sequences are held to its ${model.info.nCtxTrain} tokens`);
     const generator = await Generator.create(model, { maxSeqs: settings.batchSize, nCtx: Math.min(a.ctx, model.info.nCtxTrain) });
     const policy = new EnginePolicy(model, generator);
     let trainer: Trainer | undefined;

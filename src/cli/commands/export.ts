@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { RrrError } from '../../engine/errors.js';
 import { mergeAdapter } from '../../engine/trainer.js';
+import { outFileFlag } from '../flag-checks.js';
 import { emitJson, say } from '../output.js';
 
 interface Args {
@@ -28,7 +29,7 @@ export const exportCommand: CommandModule<object, Args> = {
   handler: async (a) => {
     if (!a.merge) throw new RrrError('--merge: export writes base + adapter as one GGUF, its only mode; add --merge');
     const t0 = Date.now();
-    const r = await mergeAdapter({ model: a.model, adapter: a.adapter, out: a.out });
+    const r = await mergeAdapter({ model: a.model, adapter: a.adapter, out: outFileFlag(a.out) });
     const mode = { json: a.json };
     const f16 = r.storedAsF16 ? `, ${r.storedAsF16} stored as f16` : '';
     say(mode, `wrote ${a.out}: ${r.merged} projections merged${f16}, ${(r.bytes / 1e6).toFixed(1)} MB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeTinyModel } from '../../engine/tiny-model.js';
-import { integerFlag, positiveFlag, seedFlag } from '../flag-checks.js';
+import { integerFlag, outFileFlag, positiveFlag, seedFlag } from '../flag-checks.js';
 import { TINY_PRESETS } from '../../engine/tiny-model.js';
 import type { TinyPreset } from '../../engine/types.js';
 import { emitJson, say } from '../output.js';
@@ -72,6 +72,7 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
     if (a.ctx !== undefined) integerFlag('--ctx', a.ctx, 16);
     if (a['output-gain'] !== undefined) positiveFlag('--output-gain', a['output-gain']);
     seedFlag(a.seed);
+    outFileFlag(a.out);
     const bytes = await makeTinyModel({
       arch: a.arch,
       out: a.out,

@@ -512,6 +512,7 @@ export const trainCommand: CommandModule<object, Args> = {
     // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
     if (!a.resume && isDemoModel(cfg.model)) log(`${a.model ? '--model' : 'no --model given:'} the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
+    if (cfg.ctx > model.info.nCtxTrain) log(`--ctx ${cfg.ctx}: above the model's context, so sequences are held to its ${model.info.nCtxTrain} tokens`);
     log(
       `model ${cfg.model}: ${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, on ${model.info.device}; ` +
         `LoRA r=${cfg.lora.rank}${cfg.lora.dropout ? `, dropout ${cfg.lora.dropout}` : ''} on ${cfg.lora.targets.join(',')} (${trainer.info.nParams.toLocaleString('en-US')} parameters); KV cache ${(generator.info.kvBytes / 2 ** 20).toFixed(0)} MiB` +
@@ -577,7 +578,7 @@ export const trainCommand: CommandModule<object, Args> = {
         bar.finish(`${first.correct}/${first.attempted} correct`);
       }
       phase = 'steps';
-      if (first.failures.length === 0) throw new RrrError('every first attempt succeeded: nothing to reflect on (use harder or more data)');
+      if (first.failures.length === 0) throw new RrrError(`every first attempt succeeded: nothing to reflect on (use harder or more data, with another --out: ${out} holds this run's first attempts)`);
 
       let startStep = 0;
       if (a.resume && existsSync(ckptProgress)) {
@@ -654,7 +655,7 @@ export const trainCommand: CommandModule<object, Args> = {
         log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: rrr-native train --resume --out ${shellArg(out)}`);
         process.exitCode = 130;
       }
-      emitJson(mode, { out, stopped: result.stopped, ...summary });
+      emitJson(mode, { out, stopped: result.stopped, adapter: join(out, 'adapter.gguf'), evalCommand: evalCommand(cfg, join(out, 'adapter.gguf')), ...summary });
       say(mode, '');
       say(
         mode,
