@@ -46,3 +46,11 @@ test('a transient bar shows only on a terminal and is wiped at the end', () => {
   assert.match(on.lines[0]!, /^\r\x1b\[2Kprompt lengths .* 50% /);
   assert.equal(on.lines[1], '\r\x1b[2K');
 });
+
+test('before anything is done the ETA is unknown, and the status text shows on a terminal', () => {
+  const on = capture();
+  (on.stream as unknown as { isTTY: boolean }).isTTY = true;
+  const p = new Progress('base', 64, { unit: 'task', stream: on.stream });
+  p.update(0, '32 tokens into this batch');
+  assert.match(on.lines.at(-1)!, /0\/64 0\.00 task\/s ETA \?  32 tokens into this batch$/);
+});

@@ -260,6 +260,47 @@ test('first attempts stopped between batches and continued end as one pass', asy
   await assert.rejects(firstAttempts(new FakePolicy(), task, items, { ...s, batchSize: 4 }, part), /6 attempted is not a whole number of batches of 4/);
 });
 
+test("eval's and the first attempts' token counts run through each batch, over all its generate calls", async () => {
+  // Reports as the engine does: each call's running count from 0, the last one its total.
+  class Counting extends FakePolicy {
+    generated = 0;
+    override async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
+      const out = await super.generate(requests, opts);
+      let n = 0;
+      for (const c of out.flat()) {
+        n += c.tokens.length;
+        opts.onProgress?.(n);
+      }
+      this.generated += n;
+      return out;
+    }
+  }
+  const items: Item[] = Array.from({ length: 7 }, (_, i) => ({ id: `t${i}`, q: `q${i}` }));
+  for (const run of ['eval', 'first attempts'] as const) {
+    const policy = new Counting();
+    const seen: number[][] = [[]];
+    const perBatch: number[] = [];
+    const onTokens = (n: number) => seen[seen.length - 1]!.push(n);
+    const onBatchDone = () => {
+      perBatch.push(policy.generated);
+      policy.generated = 0;
+      seen.push([]);
+    };
+    if (run === 'eval') {
+      const arms = [{ use: () => {} }, { use: () => {} }];
+      await evaluate(policy, task, items, arms, { maxAnswerTokens: 4, maxReflectionTokens: 3, batchSize: 3, onTokens, onProgress: onBatchDone });
+    } else {
+      await firstAttempts(policy, task, items, { maxAnswerTokens: 4, batchSize: 3, onTokens, onProgress: onBatchDone });
+    }
+    assert.equal(perBatch.length, 3, run);
+    perBatch.forEach((total, b) => {
+      const counts = seen[b]!;
+      assert.ok(counts.every((x, i) => i === 0 || x >= counts[i - 1]!), `${run}, batch ${b}: ${counts.join(',')}`);
+      assert.equal(counts.at(-1), total, `${run}, batch ${b}: the last count is the batch's tokens`);
+    });
+  }
+});
+
 test('eval compares every arm over the same items, batch by batch, and stops between batches', async () => {
   const items: Item[] = Array.from({ length: 7 }, (_, i) => ({ id: `e${i}`, q: `q${i}` }));
   const used: string[] = [];

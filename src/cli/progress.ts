@@ -78,7 +78,8 @@ export class Progress {
     const pct = this.total > 0 ? Math.floor((100 * this.done) / this.total) : 100;
     const secs = Math.max((now - this.start) / 1000, 1e-3);
     const rate = (this.done - (this.opts.from ?? 0)) / secs;
-    const eta = rate > 0 && this.done < this.total ? (this.total - this.done) / rate : 0;
+    // Nothing done yet gives no rate to go by: '?' rather than a made-up 0 s.
+    const eta = this.done >= this.total ? 0 : rate > 0 ? (this.total - this.done) / rate : NaN;
     const unit = this.opts.unit ?? 'it';
     const stats = `${this.done}/${this.total} ${formatRate(rate)} ${unit}/s ${final ? `in ${formatDuration(secs)}` : `ETA ${formatDuration(eta)}`}${this.extra ? `  ${this.extra}` : ''}`;
     if (this.tty) {

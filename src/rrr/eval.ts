@@ -2,6 +2,7 @@
 // held-out tasks. Everything is greedy so a rerun gives the same table.
 import { buildReflectConversation, buildRetryConversation } from '../tasks/conversation.js';
 import type { TaskItem } from '../tasks/types.js';
+import type { GenerateRequest } from '../engine/types.js';
 import type { AnyTask, Policy } from './types.js';
 
 export interface EvalSettings {
@@ -9,6 +10,8 @@ export interface EvalSettings {
   maxReflectionTokens: number;
   batchSize: number;
   onProgress?: (done: number, total: number) => void;
+  /** Tokens generated so far in the current batch (every arm, every attempt), as they come. */
+  onTokens?: (n: number) => void;
   /** Asked between batches: true ends the evaluation there, over the items done so far. */
   shouldStop?: () => boolean;
 }
@@ -36,9 +39,11 @@ export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[],
   let done = 0;
   while (done < items.length && !s.shouldStop?.()) {
     const chunk = items.slice(done, done + s.batchSize);
+    let before = 0; // tokens of this batch's generate calls that have returned
+    const running = s.onTokens && ((n: number) => s.onTokens!(before + n));
     for (const [k, arm] of arms.entries()) {
       arm.use();
-      const r = await evaluateBatch(policy, task, chunk, s);
+      const r = await evaluateBatch(policy, task, chunk, s, running, (n) => (before += n));
       counts[k]!.first += r.first;
       counts[k]!.second += r.second;
     }
@@ -54,28 +59,42 @@ export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[],
   }));
 }
 
-async function evaluateBatch(policy: Policy, task: AnyTask, chunk: TaskItem[], s: EvalSettings): Promise<{ first: number; second: number }> {
+/**
+ * One arm over one batch. `onTokens` hears each generate call's running count; `ended` each
+ * call's total once it returns, so the caller can add them up across calls.
+ */
+async function evaluateBatch(
+  policy: Policy,
+  task: AnyTask,
+  chunk: TaskItem[],
+  s: EvalSettings,
+  onTokens: ((n: number) => void) | undefined,
+  ended: (n: number) => void,
+): Promise<{ first: number; second: number }> {
+  const generate = async (requests: GenerateRequest[], maxTokens: number) => {
+    const out = await policy.generate(requests, { maxTokens, temperature: 0, ...(onTokens && { onProgress: onTokens }) });
+    ended(out.reduce((t, c) => t + c[0]!.tokens.length, 0));
+    return out;
+  };
   let first = 0;
   let second = 0;
   const prompts = chunk.map((it) => task.buildPrompt(it));
-  const answers = (await policy.generate(prompts.map((p) => ({ prompt: policy.promptTokens(p) })), { maxTokens: s.maxAnswerTokens, temperature: 0 })).map(
-    (c) => c[0]!.text,
-  );
+  const answers = (await generate(prompts.map((p) => ({ prompt: policy.promptTokens(p) })), s.maxAnswerTokens)).map((c) => c[0]!.text);
   const failed: number[] = [];
   chunk.forEach((it, j) => (task.verify(it, answers[j]!).ok ? first++ : failed.push(j)));
   second += chunk.length - failed.length;
   if (failed.length) {
-    const reflections = await policy.generate(
+    const reflections = await generate(
       failed.map((j) => ({ prompt: policy.promptTokens(buildReflectConversation(prompts[j]!, answers[j]!, task.reflectionPrompt)) })),
-      { maxTokens: s.maxReflectionTokens, temperature: 0 },
+      s.maxReflectionTokens,
     );
-    const retries = await policy.generate(
+    const retries = await generate(
       failed.map((j, k) => ({
         prompt: policy.promptTokens(
           buildRetryConversation(prompts[j]!, answers[j]!, task.reflectionPrompt, reflections[k]![0]!.text, task.retryPrompt),
         ),
       })),
-      { maxTokens: s.maxAnswerTokens, temperature: 0 },
+      s.maxAnswerTokens,
     );
     failed.forEach((j, k) => {
       if (task.verify(chunk[j]!, retries[k]![0]!.text).ok) second++;

@@ -10,6 +10,8 @@ export interface FirstAttemptSettings {
   /** Prompts per generate call; bounds KV-cache memory. */
   batchSize: number;
   onProgress?: (done: number) => void;
+  /** Tokens generated so far in the current batch, as they come: a batch can take minutes. */
+  onTokens?: (n: number) => void;
   /** Asked between batches: true ends the pass there, with the batches done so far. */
   shouldStop?: () => boolean;
   /** Told the result so far after each batch, so a long pass can be saved as it goes. */
@@ -36,7 +38,7 @@ export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskIt
     const chunk = items.slice(i, i + s.batchSize);
     const out = await policy.generate(
       chunk.map((item) => ({ prompt: policy.promptTokens(task.buildPrompt(item)) })),
-      { maxTokens: s.maxAnswerTokens, temperature: 0 },
+      { maxTokens: s.maxAnswerTokens, temperature: 0, ...(s.onTokens && { onProgress: s.onTokens }) },
     );
     chunk.forEach((item, j) => {
       const answer = out[j]![0]!.text;

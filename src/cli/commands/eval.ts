@@ -88,7 +88,13 @@ export const evalCommand: CommandModule<object, Args> = {
       const interrupt = onInterrupt(() => 'this batch and showing the results so far');
       let results: EvalResult[];
       try {
-        results = await evaluate(policy, task, data.items, arms, { ...settings, onProgress: (d) => bar.update(d), shouldStop: () => interrupt.requested });
+        let done = 0;
+        results = await evaluate(policy, task, data.items, arms, {
+          ...settings,
+          onProgress: (d) => bar.update((done = d), ''),
+          onTokens: (n) => bar.update(done, `${n.toLocaleString('en-US')} tokens into this batch`),
+          shouldStop: () => interrupt.requested,
+        });
       } finally {
         interrupt.dispose();
       }

@@ -549,6 +549,7 @@ export const trainCommand: CommandModule<object, Args> = {
         if (first) log(`first attempts: going on after ${first.attempted} of ${total} (saved in ${failuresPath})`);
         const bar = new Progress('first attempts', total, { unit: 'task', silent: a.json, from: first?.attempted });
         let saved = Date.now();
+        let doneSoFar = first?.attempted ?? 0;
         first = await firstAttempts(
           policy,
           task,
@@ -556,7 +557,8 @@ export const trainCommand: CommandModule<object, Args> = {
           {
             maxAnswerTokens: cfg.maxAnswerTokens,
             batchSize: maxSeqs,
-            onProgress: (d) => bar.update(d),
+            onProgress: (d) => bar.update((doneSoFar = d), ''),
+            onTokens: (n) => bar.update(doneSoFar, `${n.toLocaleString('en-US')} tokens into this batch`),
             shouldStop: () => interrupt.requested,
             // A crash or a second Ctrl-C loses at most about a minute of them.
             onBatch: (soFar) => {
