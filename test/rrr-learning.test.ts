@@ -241,6 +241,7 @@ test('bad dataset lines are reported with their line number, or skipped on reque
   assert.match(s.err, /skipped .*bad\.jsonl:2/);
   assert.match(s.err, /skipped .*bad\.jsonl:4/);
   assert.equal((JSON.parse(s.out) as EvalJson).base.tasks, 2);
+  assert.equal((JSON.parse(s.out) as { skippedLines: number }).skippedLines, 2);
 });
 
 test('unknown task and a run folder in use are refused', () => {

@@ -107,9 +107,10 @@ export const evalCommand: CommandModule<object, Args> = {
       } else {
         bar.finish();
       }
-      emitJson(mode, { task: a.task, items: data.source, model: modelPath, maxReflectionTokens: settings.maxReflectionTokens, maxAnswerTokens: settings.maxAnswerTokens, ...(stopped && { stopped: true, done }), base, ...(tuned && { adapter: tuned }) });
+      emitJson(mode, { task: a.task, items: data.source, ...(a['skip-bad-lines'] && { skippedLines: data.skipped }), model: modelPath, maxReflectionTokens: settings.maxReflectionTokens, maxAnswerTokens: settings.maxAnswerTokens, ...(stopped && { stopped: true, done }), base, ...(tuned && { adapter: tuned }) });
       const row = (name: string, r: EvalResult) => [name, r.tasks, `${r.firstCorrect} (${pct(r.firstAccuracy)})`, `${r.secondCorrect} (${pct(r.secondAccuracy)})`];
-      say(mode, `\n${a.task}, ${data.source}; reflections up to ${settings.maxReflectionTokens} tokens, answers up to ${settings.maxAnswerTokens}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
+      // The blank line parts the table from the progress bar on a terminal; a pipe gets no blank first line.
+      say(mode, `${process.stdout.isTTY ? '\n' : ''}${a.task}, ${data.source}; reflections up to ${settings.maxReflectionTokens} tokens, answers up to ${settings.maxAnswerTokens}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
       say(mode, table(['model', 'tasks', 'first attempt', 'second attempt'], [row('base', base), ...(tuned ? [row('base + adapter', tuned)] : [])]));
     } finally {
       generator.dispose();
