@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Generator, Model, ReferenceDecoder, RrrError, logitsRow, makeTinyModel } from '../src/engine/index.js';
+import { GenerationStopped, Generator, Model, ReferenceDecoder, RrrError, logitsRow, makeTinyModel } from '../src/engine/index.js';
 import type { Completion, TinyModelOptions } from '../src/engine/types.js';
 import { TEST_DEVICE } from './helpers/models.js';
 import { NEAR_TIE, assertGreedyAgree, deviceTol } from './helpers/tolerance.js';
@@ -470,5 +470,39 @@ test('KV cache size follows maxSeqs × nCtx in 256-cell tiles; bad input gives o
     small.dispose();
     gen.dispose();
     await assert.rejects(gen.generate([{ prompt }], { maxTokens: 2 }), /generator has been disposed/);
+  });
+});
+
+test('an aborted signal ends generate after the current step; the generator then runs as fresh', async () => {
+  await withModel({ arch: 'qwen2' }, async (model) => {
+    const gen = await Generator.create(model, { maxSeqs: 4, nCtx: 512, kvType: 'f32' });
+    try {
+      const requests = TEXTS.slice(0, 3).map((t) => ({ prompt: model.tokenize(t) }));
+      const opts = { maxTokens: 400, temperature: 0, ignoreEos: true };
+      const whole = await gen.generate(requests, opts);
+      const stopper = new AbortController();
+      let seen = 0;
+      const stopped = gen.generate(requests, {
+        ...opts,
+        signal: stopper.signal,
+        onProgress: (n) => {
+          seen = n;
+          if (n > 0) stopper.abort();
+        },
+      });
+      await assert.rejects(stopped, (e: unknown) => e instanceof GenerationStopped && /^generation stopped on request$/.test((e as Error).message));
+      // It ended within a few steps of the abort, not after the 1,200 tokens asked for.
+      assert.ok(seen > 0 && seen < 100, `tokens generated before it ended: ${seen}`);
+      assert.deepEqual(tokensOf(await gen.generate(requests, opts)), tokensOf(whole));
+      // An aborted signal stops a call before it starts; a signal aborted after its call ended
+      // does not touch the next call.
+      await assert.rejects(gen.generate(requests, { ...opts, signal: stopper.signal }), GenerationStopped);
+      const late = new AbortController();
+      await gen.generate(requests, { ...opts, maxTokens: 2, signal: late.signal });
+      late.abort();
+      assert.deepEqual(tokensOf(await gen.generate(requests, opts)), tokensOf(whole));
+    } finally {
+      gen.dispose();
+    }
   });
 });

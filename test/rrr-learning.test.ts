@@ -110,9 +110,11 @@ test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted
       setTimeout(() => child.kill('SIGINT'), 50);
     }
   });
-  const code = await new Promise<number | null>((r) => child.on('close', r));
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])));
   assert.ok(sent, 'the run ended before it could be interrupted');
-  assert.equal(code, 130);
+  // Stopping cuts the step's generation short, so the run can be exiting when the copy lands,
+  // after Node has let go of its signal handlers: killed by it then, with all saved (below).
+  assert.ok(code === 130 || signal === 'SIGINT', `exit code ${code}, signal ${signal}`);
   const progress = JSON.parse(readFileSync(join(cut, 'checkpoint', 'progress.json'), 'utf8')) as { stepsDone: number };
   assert.ok(progress.stepsDone >= 2 && progress.stepsDone < 8, `stopped after ${progress.stepsDone} steps`);
 
@@ -143,7 +145,7 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
   const { sent, code, out, err } = await interruptOnCue(['train', '--out', cut, ...args], /first attempts +\d+%/);
   assert.ok(sent, 'the first attempts ended before they could be interrupted');
   assert.equal(code, 130, err);
-  assert.match(err, /stopping after this batch of first attempts and saving them/);
+  assert.match(err, /stopping: the batch of first attempts in progress ends \(redone on resume\) and the ones done are saved/);
   const m = /interrupted during first attempts \((\d+) of 640 done, saved\)/.exec(out);
   assert.ok(m && +m[1]! > 0 && +m[1]! < 640, out);
   assert.ok(!existsSync(join(cut, 'checkpoint')), 'no step ran');
@@ -164,7 +166,7 @@ test('a reader that closes early (| head) stops the run as Ctrl-C does: saved, n
   child.stdout.once('data', () => child.stdout.destroy());
   const code = await new Promise<number | null>((r) => child.on('close', r));
   assert.equal(code, 130, err);
-  assert.match(err, /stopping after .* \(its output was closed\)/);
+  assert.match(err, /stopping: .* \(its output was closed\)/);
   assert.doesNotMatch(err, /EPIPE|\n\s+at /);
   const resumed = cli('train', '--resume', '--out', out, '--json');
   assert.equal(resumed.code, 0, resumed.err);

@@ -9,7 +9,7 @@ import { sharedStartRequests } from '../src/rrr/shared-start.js';
 import { runTraining, type LoopSettings } from '../src/rrr/train.js';
 import { stepIndices } from '../src/rrr/schedule-data.js';
 import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
-import { NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
+import { GenerationStopped, NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
 import { summarize } from '../src/rrr/metrics.js';
 import { firstAttempts, type FirstAttemptResult } from '../src/rrr/failures.js';
 import { evaluate } from '../src/rrr/eval.js';
@@ -205,6 +205,65 @@ test('a run interrupted and resumed trains on exactly the same batches', async (
   const part2 = record();
   await runTraining(new FakePolicy(), part2.learner, task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }, stop.stepsDone);
   assert.deepEqual([...part1.seen, ...part2.seen], full.seen);
+});
+
+/** A policy that honours GenerateOptions.signal as the engine does, and aborts on its `call`-th generate call. */
+class StoppingPolicy extends FakePolicy {
+  constructor(
+    private readonly stopper: AbortController,
+    private readonly atCall: number,
+  ) {
+    super();
+  }
+  override async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
+    if (this.calls.length === this.atCall) this.stopper.abort();
+    if (opts.signal?.aborted) throw new GenerationStopped();
+    return super.generate(requests, opts);
+  }
+}
+
+test('a stop during a step drops that step, checkpoints the ones before, and a resume trains as one run', async () => {
+  const { items, failures, settings } = loopFixture(6);
+  const seenBy = () => {
+    const seen: string[] = [];
+    return { seen, learner: { step: async (batch: TrainSequence[], o: StepOptions) => (seen.push(JSON.stringify([o.lr, batch.map((x) => Array.from(x.tokens))])), stepResult(batch)) } };
+  };
+  const full = seenBy();
+  await runTraining(new FakePolicy(), full.learner, task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false });
+  // Each step makes two generate calls (reflections, retries): call 5 is step 2's retries.
+  const stopper = new AbortController();
+  const part = seenBy();
+  const checkpoints: number[] = [];
+  const steps: number[] = [];
+  const r = await runTraining(new StoppingPolicy(stopper, 5), part.learner, task, items, failures, settings, {
+    onStep: (m) => void steps.push(m.step),
+    checkpoint: async (n) => void checkpoints.push(n),
+    shouldStop: () => false,
+    signal: stopper.signal,
+  });
+  assert.deepEqual(r, { stepsDone: 2, stopped: true });
+  assert.deepEqual(steps, [0, 1]);
+  assert.deepEqual(checkpoints, [2, 2]);
+  const rest = seenBy();
+  await runTraining(new FakePolicy(), rest.learner, task, items, failures, settings, { checkpoint: async () => {}, shouldStop: () => false }, r.stepsDone);
+  assert.deepEqual([...part.seen, ...rest.seen], full.seen);
+});
+
+test('a stop during a batch of first attempts or of eval ends the pass with the batches before it', async () => {
+  const items: Item[] = Array.from({ length: 10 }, (_, i) => ({ id: `s${i}`, q: `q${i}` }));
+  const stopper = new AbortController();
+  const part = await firstAttempts(new StoppingPolicy(stopper, 2), task, items, { maxAnswerTokens: 4, batchSize: 3, signal: stopper.signal });
+  assert.equal(part.attempted, 6);
+  const whole = await firstAttempts(new FakePolicy(), task, items, { maxAnswerTokens: 4, batchSize: 3 });
+  assert.deepEqual(await firstAttempts(new FakePolicy(), task, items, { maxAnswerTokens: 4, batchSize: 3 }, part), whole);
+  // eval: every item fails its first attempt, so a batch makes 3 calls per arm, 6 for two arms;
+  // call 9 is the second arm's first in the second batch, whose first arm then goes uncounted.
+  const halt = new AbortController();
+  const arms = [{ use: () => {} }, { use: () => {} }];
+  const r = await evaluate(new StoppingPolicy(halt, 9), task, items, arms, { maxAnswerTokens: 4, maxReflectionTokens: 3, batchSize: 3, signal: halt.signal });
+  assert.deepEqual(r.map((x) => x.tasks), [3, 3]);
+  const first = await evaluate(new FakePolicy(), task, items.slice(0, 3), arms, { maxAnswerTokens: 4, maxReflectionTokens: 3, batchSize: 3 });
+  assert.deepEqual(r, first);
 });
 
 test('a step whose gradient is not finite drops its update and the run goes on; other errors end it', async () => {

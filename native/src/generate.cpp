@@ -105,7 +105,8 @@ void Generator::check(const std::vector<GenGroup> & groups, const GenParams & p)
 }
 
 std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> & groups, const GenParams & p,
-                                                   const std::function<void(int64_t)> & progress, GenStats & st) {
+                                                   const std::function<void(int64_t)> & progress, GenStats & st,
+                                                   const std::function<bool()> & stop) {
     check(groups, p);
     const int64_t n_vocab = w_.config().n_vocab;
     StepOptions so;  // prefill: a group's one row serves all its samples, so logits come back
@@ -322,6 +323,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
     }
     st.prefill_ms += ms_since(t0);
     if (progress) progress(st.generated);
+    if (stop && stop()) throw StopRequested();
 
     // ---- decode: one token for every live sequence per step ----
     t0 = Clock::now();
@@ -369,6 +371,7 @@ std::vector<std::vector<GenOutput>> Generator::run(const std::vector<GenGroup> &
         }
         ++st.steps;
         if (progress) progress(st.generated);
+        if (stop && stop()) throw StopRequested();
     }
     st.decode_ms += ms_since(t0);
     st.placement = decoder_.placement();

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "decode.h"
+#include "errors.h"
 #include "kv_cache.h"
 #include "lora.h"
 #include "sampler.h"
@@ -74,6 +75,12 @@ struct GenStats {
     Placement placement;  // where the prefill, copy and decode graphs ran (backend.h)
 };
 
+// Thrown by Generator::run when its caller asks it to stop; the cache is left for the next run
+// to clear, as after any error.
+struct StopRequested : Error {
+    StopRequested() : Error("generation stopped on request") {}
+};
+
 class Generator {
 public:
     Generator(const ModelWeights & w, const Vocab & vocab, Backends & b, const GeneratorOptions & opt);
@@ -105,9 +112,12 @@ public:
 
     // Runs all groups in one batch; Σ n must fit max_seqs and, in a unified cache, Σ
     // cells_needed its cells (the caller splits larger workloads into waves). Result: per
-    // group, its n completions.
+    // group, its n completions. `stop`, asked after the prefill and after every decode step,
+    // ends the run there by throwing StopRequested: a caller that is told to stop (Ctrl-C) need
+    // not wait out a batch that can take minutes.
     std::vector<std::vector<GenOutput>> run(const std::vector<GenGroup> & groups, const GenParams & params,
-                                            const std::function<void(int64_t generated)> & progress, GenStats & stats);
+                                            const std::function<void(int64_t generated)> & progress, GenStats & stats,
+                                            const std::function<bool()> & stop = {});
 
 private:
     void check(const std::vector<GenGroup> & groups, const GenParams & params) const;

@@ -2,6 +2,7 @@
 // and borrows a loaded model (kept alive by a shared_ptr to its core); generate() runs a whole
 // batch off the JS thread and reports progress through a thread-safe function.
 #include "js_generator.h"
+#include <atomic>
 #include "addon_state.h"
 #include "generate.h"
 #include "js_async.h"
@@ -20,6 +21,10 @@ struct GenCore {
     std::unique_ptr<Generator> gen;
     // Keeps the adapter's tensors alive while the generator samples with them.
     std::shared_ptr<Trainer> adapter;
+    // The generate call (its ticket, counted by the caller from 1) that stop() asked to end.
+    // A ticket rather than a flag: a stop that lands before its call's job starts, or after it
+    // ended, can then neither be lost nor end the next call.
+    std::atomic<int64_t> stop_ticket{0};
 };
 
 ggml_type parse_kv_type(const std::string & s) {
@@ -113,6 +118,7 @@ public:
             InstanceMethod("info", &NativeGenerator::info),
             InstanceMethod("generate", &NativeGenerator::generate),
             InstanceMethod("setAdapter", &NativeGenerator::set_adapter),
+            InstanceMethod("stop", &NativeGenerator::stop),
             InstanceMethod("dispose", &NativeGenerator::dispose),
         });
     }
@@ -192,11 +198,12 @@ private:
             tsfn = std::make_shared<Napi::ThreadSafeFunction>(
                 Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "rrr-generate-progress", 0, 1));
         }
+        const int64_t ticket = info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
         auto core = core_;
         auto out = std::make_shared<std::vector<std::vector<GenOutput>>>();
         auto stats = std::make_shared<GenStats>();
         return PromiseJob::start(env,
-            [core, groups = std::move(groups), params = std::move(params), tsfn, out, stats] {
+            [core, groups = std::move(groups), params = std::move(params), tsfn, out, stats, ticket] {
                 struct Release {
                     std::shared_ptr<Napi::ThreadSafeFunction> f;
                     ~Release() { if (f) f->Release(); }
@@ -208,7 +215,9 @@ private:
                     };
                 }
                 std::lock_guard<std::mutex> lock(core->model->mu);
-                *out = core->gen->run(groups, params, progress, *stats);
+                std::function<bool()> stop;
+                if (ticket > 0) stop = [core, ticket] { return core->stop_ticket.load() == ticket; };
+                *out = core->gen->run(groups, params, progress, *stats, stop);
             },
             [out, stats](Napi::Env env) -> Napi::Value {
                 Napi::Array groups = Napi::Array::New(env, out->size());
@@ -249,6 +258,14 @@ private:
         std::lock_guard<std::mutex> lock(c.model->mu);
         c.gen->set_lora(t ? t->adapter().view() : LoraView{});
         c.adapter = std::move(t);
+        return env.Undefined();
+    }
+
+    // Asks the generate call holding `ticket` to end after its current step (it rejects).
+    Napi::Value stop(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "stop: expected a ticket number");
+        core(env).stop_ticket.store(info[0].As<Napi::Number>().Int64Value());
         return env.Undefined();
     }
 

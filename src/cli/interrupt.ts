@@ -1,21 +1,26 @@
-// Ctrl-C as a request to stop at the next safe point (after a step, a batch), saving what is
-// done; a second Ctrl-C quits at once.
+// Ctrl-C as a request to stop at the next safe point, saving what is done: generation in
+// progress ends after its current decode step (its batch or step is dropped, and redone on a
+// resume), a training update in progress finishes. A second Ctrl-C quits at once.
 export interface Interrupt {
   /** True once Ctrl-C was pressed. */
   readonly requested: boolean;
+  /** Aborted at the same moment: generation in progress ends after its current decode step. */
+  readonly signal: AbortSignal;
   dispose(): void;
 }
 
 /** The running commands' first-Ctrl-C actions, for stops that come from elsewhere (requestStop). */
 const stoppers = new Set<(why: string) => void>();
 
-/** `what()` says what the command will finish before it stops ("this step and saving a checkpoint"). */
+/** `what()` says how the command stops ("the step in progress is cut short ..."). */
 export function onInterrupt(what: () => string): Interrupt {
   let asked = 0;
+  const abort = new AbortController();
   const stop = (why: string) => {
     if (asked) return;
     asked = Date.now();
-    process.stderr.write(`\nrrr-native: stopping after ${what()} (${why})\n`);
+    process.stderr.write(`\nrrr-native: stopping: ${what()} (${why})\n`);
+    abort.abort();
   };
   const handler = () => {
     // One Ctrl-C can arrive twice: from the terminal and forwarded by a parent that got it too
@@ -29,8 +34,11 @@ export function onInterrupt(what: () => string): Interrupt {
     get requested() {
       return asked > 0;
     },
+    signal: abort.signal,
     dispose: () => {
-      process.off('SIGINT', handler);
+      // Once asked, the handler stays: the forwarded copy of that Ctrl-C can land after the
+      // command has stopped, while it saves and prints, and must not kill it there.
+      if (!asked) process.off('SIGINT', handler);
       stoppers.delete(stop);
     },
   };

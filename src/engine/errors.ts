@@ -20,6 +20,14 @@ export class NonFiniteGradientError extends RrrError {
   }
 }
 
+/** A generate call whose signal was aborted: it ended after its current step and returns nothing. */
+export class GenerationStopped extends RrrError {
+  constructor() {
+    super('generation stopped on request');
+    this.name = 'GenerationStopped';
+  }
+}
+
 /** Native rejections carry rrr's own one-line message unless they start with "internal error". */
 export function fromNative(e: unknown): Error {
   if (e instanceof Error && e.message.startsWith('step: the gradient is not finite')) return new NonFiniteGradientError(e.message);

@@ -4,7 +4,7 @@
 // (seed, request, sample), so packing changes no draw. (Greedy output is identical however
 // requests are packed; a sampled token can still differ where batch-shape-dependent float
 // rounding in the matmuls tips a draw, as in llama.cpp.)
-import { fromNative, RrrError } from './errors.js';
+import { fromNative, GenerationStopped, RrrError } from './errors.js';
 import type { Model } from './model.js';
 import type { RawGenerator, RawGroup, RawTrainer } from './native.js';
 import { addon } from './native.js';
@@ -33,6 +33,8 @@ export class Generator {
   readonly info: GeneratorInfo;
   /** Statistics of the latest generate() call. */
   lastStats: GenerateStats | undefined;
+  /** generate() calls so far: each call's number is its ticket for the native stop(). */
+  private tickets = 0;
 
   private constructor(raw: RawGenerator) {
     this.raw = raw;
@@ -81,6 +83,8 @@ export class Generator {
       ignoreEos: opts.ignoreEos ?? false,
     };
     if (!Number.isSafeInteger(params.seed) || params.seed < 0) throw new RrrError(`seed: expected a non-negative integer, got ${params.seed}`);
+    const signal = opts.signal;
+    if (signal?.aborted) throw new GenerationStopped();
     const waves = this.plan(requests, maxTokens);
     const out: Completion[][] = requests.map(() => []);
     const stats: GenerateStats = { waves: 0, prefillTokens: 0, prefillSteps: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
@@ -93,23 +97,31 @@ export class Generator {
         opts.onProgress(n);
       }
     };
-    for (const wave of waves) {
-      const base = stats.generated;
-      const progress = opts.onProgress ? (n: number) => report(base + n) : undefined;
-      let r;
-      try {
-        r = await raw.generate(wave, params, progress);
-      } catch (e) {
-        throw fromNative(e);
+    const ticket = ++this.tickets;
+    const stop = () => this.raw?.stop(ticket);
+    signal?.addEventListener('abort', stop);
+    try {
+      for (const wave of waves) {
+        if (signal?.aborted) throw new GenerationStopped();
+        const base = stats.generated;
+        const progress = opts.onProgress ? (n: number) => report(base + n) : undefined;
+        let r;
+        try {
+          r = await raw.generate(wave, params, progress, ticket);
+        } catch (e) {
+          throw signal?.aborted ? new GenerationStopped() : fromNative(e);
+        }
+        // By sample number: first fit may put a group's later chunk in an earlier wave.
+        wave.forEach((g, i) => r.completions[i]!.forEach((c, k) => (out[g.request]![g.firstSample + k] = c)));
+        stats.waves++;
+        report(base + r.stats.generated);
+        for (const k of ['prefillTokens', 'prefillSteps', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
+        stats.graphSplits = Math.max(stats.graphSplits, r.stats.graphSplits);
+        stats.graphHostInputs = Math.max(stats.graphHostInputs, r.stats.graphHostInputs);
+        stats.fallbackOps = [...new Set([...stats.fallbackOps, ...r.stats.fallbackOps])].sort();
       }
-      // By sample number: first fit may put a group's later chunk in an earlier wave.
-      wave.forEach((g, i) => r.completions[i]!.forEach((c, k) => (out[g.request]![g.firstSample + k] = c)));
-      stats.waves++;
-      report(base + r.stats.generated);
-      for (const k of ['prefillTokens', 'prefillSteps', 'decodeTokens', 'generated', 'steps', 'prefillMs', 'decodeMs', 'sampleMs'] as const) stats[k] += r.stats[k];
-      stats.graphSplits = Math.max(stats.graphSplits, r.stats.graphSplits);
-      stats.graphHostInputs = Math.max(stats.graphHostInputs, r.stats.graphHostInputs);
-      stats.fallbackOps = [...new Set([...stats.fallbackOps, ...r.stats.fallbackOps])].sort();
+    } finally {
+      signal?.removeEventListener('abort', stop);
     }
     this.lastStats = stats;
     return out;

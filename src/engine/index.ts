@@ -5,6 +5,6 @@ export { Trainer, mergeAdapter, type TrainerInfo, type GradientsResult } from '.
 export { Generator } from './generator.js';
 export { ReferenceDecoder, type ReferenceDecoderOptions, type ReferenceGreedyResult } from './reference-decoder.js';
 export { makeTinyModel, TINY_PRESETS, defaultVocabPath } from './tiny-model.js';
-export { NonFiniteGradientError, RrrError } from './errors.js';
+export { GenerationStopped, NonFiniteGradientError, RrrError } from './errors.js';
 export { addon, packageRoot } from './native.js';
 export type * from './types.js';

@@ -77,7 +77,11 @@ export interface RawGenerator {
     groups: RawGroup[],
     params: Record<string, unknown>,
     onProgress?: (generated: number) => void,
+    /** This call's number (from 1) for stop(); 0 or absent: it cannot be stopped. */
+    ticket?: number,
   ): Promise<{ completions: RawCompletion[][]; stats: RawGenerateStats }>;
+  /** Ends the generate call holding `ticket` after its current step (it rejects). */
+  stop(ticket: number): void;
   setAdapter(trainer: RawTrainer | null): void;
   dispose(): void;
 }

@@ -115,6 +115,12 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokens?: number[];
   /** Called after every decode step with the number of tokens generated so far (all sequences). */
   onProgress?: (generatedTokens: number) => void;
+  /**
+   * Aborting ends the call after the current decode step: it rejects with GenerationStopped and
+   * returns nothing of the batch. For a caller told to stop (Ctrl-C) that cannot wait out a
+   * batch, which on a CPU can take minutes.
+   */
+  signal?: AbortSignal;
   /** Keep generating past end-of-generation tokens (benchmarks need fixed lengths). Default false. */
   ignoreEos?: boolean;
 }

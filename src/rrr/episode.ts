@@ -14,6 +14,8 @@ export interface EpisodeSettings {
   /** Seed of this batch's sampling; derive it from (run seed, step) so resumes replay exactly. */
   seed: number;
   onProgress?: (generatedTokens: number) => void;
+  /** Aborting ends the episode's generation (GenerationStopped). */
+  signal?: AbortSignal;
 }
 
 export interface EpisodeInput {
@@ -30,7 +32,7 @@ export async function reflectAndRetry(policy: Policy, task: AnyTask, batch: Epis
   const progress = (n: number) => s.onProgress?.(generated + n);
   const reflections = await policy.generate(
     reflectPrompts.map((prompt) => ({ prompt, n: s.groupSize })),
-    { maxTokens: s.maxReflectionTokens, temperature: s.reflectionTemperature, seed: s.seed, onProgress: progress },
+    { maxTokens: s.maxReflectionTokens, temperature: s.reflectionTemperature, seed: s.seed, onProgress: progress, ...(s.signal && { signal: s.signal }) },
   );
   generated += reflections.flat().reduce((a, c) => a + c.tokens.length, 0);
 
@@ -48,6 +50,7 @@ export async function reflectAndRetry(policy: Policy, task: AnyTask, batch: Epis
       temperature: s.retryTemperature,
       seed: s.seed + 1,
       onProgress: progress,
+      ...(s.signal && { signal: s.signal }),
     })
   ).flat();
 

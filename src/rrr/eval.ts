@@ -2,6 +2,7 @@
 // held-out tasks. Everything is greedy so a rerun gives the same table.
 import { buildReflectConversation, buildRetryConversation } from '../tasks/conversation.js';
 import type { TaskItem } from '../tasks/types.js';
+import { GenerationStopped } from '../engine/errors.js';
 import type { GenerateRequest } from '../engine/types.js';
 import type { AnyTask, Policy } from './types.js';
 
@@ -14,6 +15,8 @@ export interface EvalSettings {
   onTokens?: (n: number) => void;
   /** Asked between batches: true ends the evaluation there, over the items done so far. */
   shouldStop?: () => boolean;
+  /** Aborting ends the batch in progress: the results are those of the batches done before it. */
+  signal?: AbortSignal;
 }
 
 export interface EvalResult {
@@ -41,12 +44,21 @@ export async function evaluate(policy: Policy, task: AnyTask, items: TaskItem[],
     const chunk = items.slice(done, done + s.batchSize);
     let before = 0; // tokens of this batch's generate calls that have returned
     const running = s.onTokens && ((n: number) => s.onTokens!(before + n));
-    for (const [k, arm] of arms.entries()) {
-      arm.use();
-      const r = await evaluateBatch(policy, task, chunk, s, running, (n) => (before += n));
+    const batch = [];
+    try {
+      for (const arm of arms) {
+        arm.use();
+        batch.push(await evaluateBatch(policy, task, chunk, s, running, (n) => (before += n)));
+      }
+    } catch (e) {
+      if (e instanceof GenerationStopped) break;
+      throw e;
+    }
+    // Counted once every arm has answered the batch, so all arms cover the same items.
+    batch.forEach((r, k) => {
       counts[k]!.first += r.first;
       counts[k]!.second += r.second;
-    }
+    });
     done += chunk.length;
     s.onProgress?.(done, items.length);
   }
@@ -72,7 +84,7 @@ async function evaluateBatch(
   ended: (n: number) => void,
 ): Promise<{ first: number; second: number }> {
   const generate = async (requests: GenerateRequest[], maxTokens: number) => {
-    const out = await policy.generate(requests, { maxTokens, temperature: 0, ...(onTokens && { onProgress: onTokens }) });
+    const out = await policy.generate(requests, { maxTokens, temperature: 0, ...(onTokens && { onProgress: onTokens }), ...(s.signal && { signal: s.signal }) });
     ended(out.reduce((t, c) => t + c[0]!.tokens.length, 0));
     return out;
   };

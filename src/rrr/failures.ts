@@ -1,6 +1,7 @@
 // Step 1 of RRR: first attempts over the dataset, keeping the failures. The result is cached
 // in the run folder, keyed by everything that determines it, so a second run skips the work.
 import { existsSync, readFileSync } from 'node:fs';
+import { GenerationStopped } from '../engine/errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { TaskItem } from '../tasks/types.js';
 import type { AnyTask, Failure, Policy } from './types.js';
@@ -14,6 +15,8 @@ export interface FirstAttemptSettings {
   onTokens?: (n: number) => void;
   /** Asked between batches: true ends the pass there, with the batches done so far. */
   shouldStop?: () => boolean;
+  /** Aborting ends the batch in progress: the pass ends with the batches done before it. */
+  signal?: AbortSignal;
   /** Told the result so far after each batch, so a long pass can be saved as it goes. */
   onBatch?: (soFar: FirstAttemptResult) => void;
 }
@@ -36,10 +39,16 @@ export async function firstAttempts(policy: Policy, task: AnyTask, items: TaskIt
   if (i % s.batchSize !== 0 && i !== items.length) throw new Error(`firstAttempts: ${i} attempted is not a whole number of batches of ${s.batchSize}`);
   while (i < items.length && !s.shouldStop?.()) {
     const chunk = items.slice(i, i + s.batchSize);
-    const out = await policy.generate(
-      chunk.map((item) => ({ prompt: policy.promptTokens(task.buildPrompt(item)) })),
-      { maxTokens: s.maxAnswerTokens, temperature: 0, ...(s.onTokens && { onProgress: s.onTokens }) },
-    );
+    let out;
+    try {
+      out = await policy.generate(
+        chunk.map((item) => ({ prompt: policy.promptTokens(task.buildPrompt(item)) })),
+        { maxTokens: s.maxAnswerTokens, temperature: 0, ...(s.onTokens && { onProgress: s.onTokens }), ...(s.signal && { signal: s.signal }) },
+      );
+    } catch (e) {
+      if (e instanceof GenerationStopped) break;
+      throw e;
+    }
     chunk.forEach((item, j) => {
       const answer = out[j]![0]!.text;
       const v = task.verify(item, answer);

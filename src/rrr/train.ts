@@ -7,7 +7,7 @@ import type { TaskItem } from '../tasks/types.js';
 import { buildTrainBatch } from './batch.js';
 import { reflectAndRetry } from './episode.js';
 import { stepIndices, stepSeed } from './schedule-data.js';
-import { NonFiniteGradientError } from '../engine/errors.js';
+import { GenerationStopped, NonFiniteGradientError } from '../engine/errors.js';
 import type { StepOptions } from '../engine/types.js';
 import type { AnyTask, Failure, Learner, Policy, StepMetrics } from './types.js';
 
@@ -30,6 +30,12 @@ export interface LoopHooks {
   checkpoint(stepsDone: number): Promise<void>;
   /** Polled between steps; true ends the loop after a checkpoint. */
   shouldStop(): boolean;
+  /**
+   * Aborting ends a step's generation where it is: the step is dropped (nothing of it was
+   * trained; it is redone on resume, the same, as its data and seeds follow its number) and the
+   * loop ends after a checkpoint of the steps before it.
+   */
+  signal?: AbortSignal;
   /**
    * How each GRPO step runs (how it is split in memory, whether the adapter is merged into the
    * weights in its graph), not what it trains, asked for just before the step: a budget can then
@@ -66,15 +72,23 @@ export async function runTraining(
       if (!item) throw new Error(`failure cache refers to unknown item ${f.itemId}`);
       return { item, failure: f };
     });
-    const groups = await reflectAndRetry(policy, task, batch, {
-      groupSize: g.groupSize,
-      reflectionTemperature: g.temperature,
-      retryTemperature: g.retryTemperature,
-      maxReflectionTokens: s.maxReflectionTokens,
-      maxAnswerTokens: s.maxAnswerTokens,
-      seed: stepSeed(s.seed, step),
-      onProgress: (n) => hooks.onTokens?.(step, n),
-    });
+    let groups;
+    try {
+      groups = await reflectAndRetry(policy, task, batch, {
+        groupSize: g.groupSize,
+        reflectionTemperature: g.temperature,
+        retryTemperature: g.retryTemperature,
+        maxReflectionTokens: s.maxReflectionTokens,
+        maxAnswerTokens: s.maxAnswerTokens,
+        seed: stepSeed(s.seed, step),
+        onProgress: (n) => hooks.onTokens?.(step, n),
+        ...(hooks.signal && { signal: hooks.signal }),
+      });
+    } catch (e) {
+      if (!(e instanceof GenerationStopped)) throw e;
+      await hooks.checkpoint(step);
+      return { stepsDone: step, stopped: true };
+    }
     const tGen = Date.now();
     const tb = buildTrainBatch(groups, { eps: g.advantageEps, std: g.advantageStd });
     const lr = learningRate(step, {

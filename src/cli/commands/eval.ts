@@ -85,7 +85,7 @@ export const evalCommand: CommandModule<object, Args> = {
       const arms = [{ use: () => generator.setAdapter(null) }, ...(trainer ? [{ use: () => generator.setAdapter(trainer!) }] : [])];
       const total = data.items.length;
       const bar = new Progress(trainer ? 'base and adapter' : 'base', total, { unit: 'task', silent: a.json });
-      const interrupt = onInterrupt(() => 'this batch and showing the results so far');
+      const interrupt = onInterrupt(() => 'the batch in progress ends and the results of the batches done are shown');
       let results: EvalResult[];
       try {
         let done = 0;
@@ -94,6 +94,7 @@ export const evalCommand: CommandModule<object, Args> = {
           onProgress: (d) => bar.update((done = d), ''),
           onTokens: (n) => bar.update(done, `${n.toLocaleString('en-US')} tokens into this batch`),
           shouldStop: () => interrupt.requested,
+          signal: interrupt.signal,
         });
       } finally {
         interrupt.dispose();

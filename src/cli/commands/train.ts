@@ -535,7 +535,11 @@ export const trainCommand: CommandModule<object, Args> = {
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
     let phase: 'first attempts' | 'steps' = 'first attempts';
-    const interrupt = onInterrupt(() => (phase === 'steps' ? 'this step and saving a checkpoint' : 'this batch of first attempts and saving them'));
+    const interrupt = onInterrupt(() =>
+      phase === 'steps'
+        ? 'the step in progress ends (dropped and redone on resume, unless it is already training) and a checkpoint is saved'
+        : 'the batch of first attempts in progress ends (redone on resume) and the ones done are saved',
+    );
     try {
       // Step 1: first attempts (the base model: no adapter is trained yet), cached per run and
       // saved as they go: over a large dataset they can take hours before the first step.
@@ -560,6 +564,7 @@ export const trainCommand: CommandModule<object, Args> = {
             onProgress: (d) => bar.update((doneSoFar = d), ''),
             onTokens: (n) => bar.update(doneSoFar, `${n.toLocaleString('en-US')} tokens into this batch`),
             shouldStop: () => interrupt.requested,
+            signal: interrupt.signal,
             // A crash or a second Ctrl-C loses at most about a minute of them.
             onBatch: (soFar) => {
               if (Date.now() - saved < FIRST_ATTEMPTS_SAVE_MS) return;
@@ -636,6 +641,7 @@ export const trainCommand: CommandModule<object, Args> = {
             writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
           },
           shouldStop: () => interrupt.requested,
+          signal: interrupt.signal,
           stepExecution: () => {
             const budget = execution.budget ?? defaultBudget();
             return {
