@@ -534,11 +534,13 @@ export const trainCommand: CommandModule<object, Args> = {
     const ckptState = join(out, 'checkpoint', 'state.gguf');
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
-    let phase: 'first attempts' | 'steps' = 'first attempts';
+    let phase: 'first attempts' | 'steps' | 'done' = 'first attempts';
     const interrupt = onInterrupt(() =>
-      phase === 'steps'
-        ? 'the step in progress ends (dropped and redone on resume, unless it is already training) and a checkpoint is saved'
-        : 'the batch of first attempts in progress ends (redone on resume) and the ones done are saved',
+      phase === 'done'
+        ? 'the run has done all its steps and is saving them'
+        : phase === 'steps'
+          ? 'the step in progress ends (dropped and redone on resume, unless it is already training) and a checkpoint is saved'
+          : 'the batch of first attempts in progress ends (redone on resume) and the ones done are saved',
     );
     try {
       // Step 1: first attempts (the base model: no adapter is trained yet), cached per run and
@@ -619,6 +621,8 @@ export const trainCommand: CommandModule<object, Args> = {
             stepStart = Date.now();
             metrics.append(m);
             done.push(m);
+            // What is left after the last step is its checkpoint and the summary: no step to stop.
+            if (m.step + 1 === cfg.steps) phase = 'done';
             stepsThisRun++;
             const left = ((Date.now() - t0) / stepsThisRun) * (cfg.steps - m.step - 1);
             // How the step fitted in memory, the first time and when the split or kept layers change.
