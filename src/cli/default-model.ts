@@ -16,6 +16,9 @@ export const DEFAULT_MODEL_SPEC = { arch: 'qwen2', seed: 42, nHeadKv: 4, init: '
 /** Settings of the no-argument demo run (train) and its evaluation (eval), tuned for the model above. */
 export const DEMO_SETTINGS = { steps: 60, tasksPerStep: 8, lr: 5e-3, lrSchedule: 'constant', maxReflectionTokens: 2, maxAnswerTokens: 10 } as const;
 
+/** --ctx of train and eval when not given (or the model's context if shorter). */
+export const DEFAULT_CTX = 2048;
+
 /** Lengths of reflections and answers that train and eval default to, for a model given by path (or none). */
 export function defaultLengths(model: string | undefined): { maxReflectionTokens: number; maxAnswerTokens: number } {
   return isDemoModel(model) ? { maxReflectionTokens: DEMO_SETTINGS.maxReflectionTokens, maxAnswerTokens: DEMO_SETTINGS.maxAnswerTokens } : { maxReflectionTokens: 128, maxAnswerTokens: 256 };

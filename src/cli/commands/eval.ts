@@ -6,7 +6,7 @@ import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
-import { defaultLengths, ensureDefaultModel } from '../default-model.js';
+import { DEFAULT_CTX, defaultLengths, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
@@ -51,7 +51,7 @@ export const evalCommand: CommandModule<object, Args> = {
       .option('batch-size', { type: 'number', default: 32, describe: 'tasks generated together' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-      .option('ctx', { type: 'number', default: 2048, describe: "longest sequence (prompt + reflection + retry) in tokens, or the model's context if shorter" })
+      .option('ctx', { type: 'number', default: DEFAULT_CTX, describe: "longest sequence (prompt + reflection + retry) in tokens, or the model's context if shorter" })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),
   handler: async (a) => {

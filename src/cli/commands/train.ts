@@ -16,7 +16,7 @@ import { MetricsLog, summarize } from '../../rrr/metrics.js';
 import { runTraining, type LoopSettings } from '../../rrr/train.js';
 import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
-import { DEMO_SETTINGS, defaultLengths, ensureDefaultModel, isDemoModel } from '../default-model.js';
+import { DEFAULT_CTX, DEMO_SETTINGS, defaultLengths, ensureDefaultModel, isDemoModel } from '../default-model.js';
 import { emitJson, say, shellArg, table } from '../output.js';
 import { checkContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, positiveFlag, seedFlag, threadsFlag } from '../flag-checks.js';
@@ -146,6 +146,7 @@ function modelSize(path: string): number {
 function buildConfig(a: Args, model: string): RunConfig {
   itemFlags(a);
   const demo = isDemoModel(model);
+  const lengths = defaultLengths(model);
   const rank = integerFlag('--rank', a.rank ?? 16);
   let grpo: GrpoConfig;
   try {
@@ -178,9 +179,9 @@ function buildConfig(a: Args, model: string): RunConfig {
     seed: seedFlag(a.seed ?? 1),
     checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
     // The embedded tiny model is a toy: short outputs keep the demo to half a minute.
-    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? defaultLengths(model).maxReflectionTokens),
-    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? defaultLengths(model).maxAnswerTokens),
-    ctx: integerFlag('--ctx', a.ctx ?? 2048, 16),
+    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? lengths.maxReflectionTokens),
+    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? lengths.maxAnswerTokens),
+    ctx: integerFlag('--ctx', a.ctx ?? DEFAULT_CTX, 16),
     lora: { rank, alpha: a.alpha === undefined ? 2 * rank : positiveFlag('--alpha', a.alpha), targets: parseTargets(a.targets ?? ALL_TARGETS.join(',')), dropout: loraDropout(a['lora-dropout'] ?? 0) },
     grpo,
   };
@@ -192,7 +193,7 @@ export function evalCommand(cfg: RunConfig, adapter: string): string {
   const flags = [...(isDemoModel(cfg.model) ? [] : [`--model ${shellArg(cfg.model)}`]), `--adapter ${shellArg(adapter)}`, `--task ${cfg.task}`, cfg.data ? '--data <held-out.jsonl>' : `--seed ${cfg.seed + 1000}`];
   if (cfg.maxReflectionTokens !== lengths.maxReflectionTokens) flags.push(`--max-reflection-tokens ${cfg.maxReflectionTokens}`);
   if (cfg.maxAnswerTokens !== lengths.maxAnswerTokens) flags.push(`--max-answer-tokens ${cfg.maxAnswerTokens}`);
-  if (cfg.ctx !== 2048) flags.push(`--ctx ${cfg.ctx}`);
+  if (cfg.ctx !== DEFAULT_CTX) flags.push(`--ctx ${cfg.ctx}`);
   return `rrr-native eval ${flags.join(' ')}`;
 }
 
@@ -306,7 +307,7 @@ export const trainCommand: CommandModule<object, Args> = {
       .option('seed', { type: 'number', describe: 'seed of data generation, task order and sampling (default 1)' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
       .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-      .option('ctx', { type: 'number', describe: "longest sequence (prompt + reflection + retry) in tokens (default 2048, or the model's context if shorter; a resumed run may raise it)" })
+      .option('ctx', { type: 'number', describe: `longest sequence (prompt + reflection + retry) in tokens (default ${DEFAULT_CTX}, or the model's context if shorter; a resumed run may raise it)` })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('train-memory-gib', {
         type: 'number',
@@ -534,6 +535,7 @@ export const trainCommand: CommandModule<object, Args> = {
     const ckptState = join(out, 'checkpoint', 'state.gguf');
     const ckptProgress = join(out, 'checkpoint', 'progress.json');
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
+    const resume = `rrr-native train --resume --out ${shellArg(out)}`;
     let phase: 'first attempts' | 'steps' | 'done' = 'first attempts';
     const interrupt = onInterrupt(() =>
       phase === 'done'
@@ -579,7 +581,7 @@ export const trainCommand: CommandModule<object, Args> = {
         writeFailureCache(failuresPath, key, first);
         if (first.attempted < total) {
           bar.halt(`${first.correct}/${first.attempted} correct so far`);
-          log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: rrr-native train --resume --out ${shellArg(out)}`);
+          log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: ${resume}`);
           process.exitCode = 130;
           emitJson(mode, { out, stopped: true, firstAttempts: { attempted: first.attempted, of: total, correct: first.correct } });
           return;
@@ -664,7 +666,7 @@ export const trainCommand: CommandModule<object, Args> = {
       const summary = summarize(done, first, first.failures.length);
       writeFileAtomic(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
       if (result.stopped) {
-        log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: rrr-native train --resume --out ${shellArg(out)}`);
+        log(`interrupted after step ${result.stepsDone}; checkpoint saved. Continue with: ${resume}`);
         process.exitCode = 130;
       }
       emitJson(mode, { out, stopped: result.stopped, adapter: join(out, 'adapter.gguf'), evalCommand: evalCommand(cfg, join(out, 'adapter.gguf')), ...summary });
@@ -688,7 +690,6 @@ export const trainCommand: CommandModule<object, Args> = {
     } catch (e) {
       // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
       // with a larger --train-memory-gib or --ctx, which a resumed run may change.
-      const resume = `rrr-native train --resume --out ${shellArg(out)}`;
       if (e instanceof RrrError && e.message.startsWith('step: ')) {
         budgetInFlags(e, '--max-answer-tokens, --max-reflection-tokens');
         e.message += `; the run continues from its last checkpoint with: ${resume}`;
