@@ -1,9 +1,9 @@
 // The engine layer's public surface.
 export { Model, logitsRow, argmax } from './model.js';
-export { ReferenceModel, type ReferenceOptions } from './reference.js';
-export { Trainer, mergeAdapter, type TrainerInfo, type GradientsResult } from './trainer.js';
+export { ReferenceModel } from './reference.js';
+export { Trainer, mergeAdapter } from './trainer.js';
 export { Generator } from './generator.js';
-export { ReferenceDecoder, type ReferenceDecoderOptions, type ReferenceGreedyResult } from './reference-decoder.js';
+export { ReferenceDecoder } from './reference-decoder.js';
 export { makeTinyModel, TINY_PRESETS, defaultVocabPath } from './tiny-model.js';
 export { GenerationStopped, NonFiniteGradientError, RrrError } from './errors.js';
 export { addon, packageRoot } from './native.js';

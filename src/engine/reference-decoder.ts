@@ -2,30 +2,7 @@
 // prefilled once): what our Generator is tested and benchmarked against.
 import { addon, type RawReferenceDecoder } from './native.js';
 import { fromNative, RrrError } from './errors.js';
-
-export interface ReferenceDecoderOptions {
-  gpu?: boolean;
-  threads?: number;
-  /** f32 KV cache (llama.cpp's default is f16). */
-  f32Kv?: boolean;
-  flashAttn?: boolean;
-  nUbatch?: number;
-  /**
-   * true (default): one KV cell pool, a group's prompt cells shared by its sequences. false:
-   * one stream per sequence, the prompt copied into each (llama-batched-bench's default, so
-   * each sequence's attention covers only its own cells).
-   */
-  kvUnified?: boolean;
-}
-
-export interface ReferenceGreedyResult {
-  /** [request][sample] -> generated tokens. */
-  tokens: Int32Array[][];
-  stats: { prefillTokens: number; decodeTokens: number; generated: number; prefillMs: number; decodeMs: number };
-  /** KV cells libllama allocated for the workload, and their bytes. */
-  nCells: number;
-  kvBytes: number;
-}
+import type { ReferenceDecoderOptions, ReferenceGreedyResult } from './types.js';
 
 export class ReferenceDecoder {
   private raw: RawReferenceDecoder | undefined;

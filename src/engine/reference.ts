@@ -2,18 +2,7 @@
 // benchmarked against, never used for training.
 import { addon, type RawReference } from './native.js';
 import { fromNative, RrrError } from './errors.js';
-import type { Logits } from './types.js';
-
-export interface ReferenceOptions {
-  gpu?: boolean;
-  nCtx?: number;
-  threads?: number;
-  /** f32 KV cache (default) so comparisons are not blurred by llama.cpp's f16 cache. */
-  f32Kv?: boolean;
-  flashAttn?: boolean;
-  /** llama.cpp's repacked CPU weight layouts (default on); off => the same kernels as our engine. */
-  repack?: boolean;
-}
+import type { Logits, ReferenceOptions } from './types.js';
 
 export class ReferenceModel {
   private raw: RawReference | undefined;

@@ -707,3 +707,83 @@ export interface StepResult {
   /** With StepOptions.profile: time per (op kind, role), slowest first. */
   profile?: OpTime[];
 }
+
+export interface TrainerInfo {
+  rank: number;
+  alpha: number;
+  /** LoraConfig.dropout (0 for a trainer made from an adapter file). */
+  dropout: number;
+  targets: LoraTarget[];
+  /** Trainable parameters (elements of all A and B tensors). */
+  nParams: number;
+  /** Optimizer steps taken (restored by loadState). */
+  steps: number;
+  /** Device bytes of the transposed frozen weights kept (TrainerOptions); 0 when transposed per step. */
+  transposedWeightsBytes: number;
+  /** Whether the passes use flash attention (TrainerOptions.flashAttn, settled). */
+  flashAttn: boolean;
+  /** Whether the backward passes use the fused attention node (TrainerOptions.fusedAttnBackward). */
+  fusedAttnBackward: boolean;
+  /** Whether the backward passes use the fused SwiGLU node (TrainerOptions.fusedMlpBackward). */
+  fusedMlpBackward: boolean;
+  /** Whether merged steps merge with our node (TrainerOptions.fusedMerge). */
+  fusedMerge: boolean;
+  /** Whether merged steps take the adapters' gradients in our nodes (TrainerOptions.fusedLoraBackward). */
+  fusedLoraBackward: boolean;
+  /** Whether the MLP's adapter gradients multiply 16-bit numbers (TrainerOptions.fusedLora16). */
+  fusedLora16: boolean;
+  /** Whether merges of 16-bit and quantized weights go into bf16 (TrainerOptions.mergeBf16). */
+  mergeBf16: boolean;
+  /** Whether the fused attention backward multiplies f16 copies (TrainerOptions.fusedAttnF16). */
+  fusedAttnF16: boolean;
+  /** Whether the LM head and the loss's gradient at it are our node (TrainerOptions.fusedHead). */
+  fusedHead: boolean;
+  /** Whether the layers' norms take their backward pass in our nodes (TrainerOptions.fusedNormBackward). */
+  fusedNormBackward: boolean;
+  /** Whether the MLP's gate and up products write 16 bits (TrainerOptions.gateUp16). */
+  gateUp16: boolean;
+  /** Whether the gradient at the MLP's SwiGLU is written in 16 bits (TrainerOptions.swigluGrad16). */
+  swigluGrad16: boolean;
+  /** Where a GPU's runs of our nodes and of ggml-cuda's ops wait for each other (TrainerOptions.nodeWaits, settled; 'host' without them). */
+  nodeWaits: 'host' | 'device';
+}
+
+export interface GradientsResult extends StepResult {
+  /** dLoss/dθ per adapter tensor, named like the GGUF ("blk.0.attn_q.weight.lora_a"). */
+  grads: Record<string, Float32Array>;
+}
+
+export interface ReferenceOptions {
+  gpu?: boolean;
+  nCtx?: number;
+  threads?: number;
+  /** f32 KV cache (default) so comparisons are not blurred by llama.cpp's f16 cache. */
+  f32Kv?: boolean;
+  flashAttn?: boolean;
+  /** llama.cpp's repacked CPU weight layouts (default on); off => the same kernels as our engine. */
+  repack?: boolean;
+}
+
+export interface ReferenceDecoderOptions {
+  gpu?: boolean;
+  threads?: number;
+  /** f32 KV cache (llama.cpp's default is f16). */
+  f32Kv?: boolean;
+  flashAttn?: boolean;
+  nUbatch?: number;
+  /**
+   * true (default): one KV cell pool, a group's prompt cells shared by its sequences. false:
+   * one stream per sequence, the prompt copied into each (llama-batched-bench's default, so
+   * each sequence's attention covers only its own cells).
+   */
+  kvUnified?: boolean;
+}
+
+export interface ReferenceGreedyResult {
+  /** [request][sample] -> generated tokens. */
+  tokens: Int32Array[][];
+  stats: { prefillTokens: number; decodeTokens: number; generated: number; prefillMs: number; decodeMs: number };
+  /** KV cells libllama allocated for the workload, and their bytes. */
+  nCells: number;
+  kvBytes: number;
+}

@@ -1,0 +1,145 @@
+// A run's settings, as run.json keeps them so that --resume continues the same run.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { RrrError } from '../engine/errors.js';
+import type { LoraTarget } from '../engine/types.js';
+import { ConfigError, resolveGrpoConfig, type GrpoConfig } from '../grpo/config.js';
+import type { LoopSettings } from '../rrr/train.js';
+import type { TrainArgs } from './commands/train-flags.js';
+import { DEFAULT_CTX, DEMO_SETTINGS, defaultLengths, isDemoModel } from './default-model.js';
+import { integerFlag, positiveFlag, seedFlag } from './flag-checks.js';
+import { shellArg } from './output.js';
+import { itemFlags } from './task-data.js';
+
+export const ALL_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+/** Everything that defines a run; stored in run.json so --resume continues the same run. */
+export interface RunConfig extends LoopSettings {
+  version: 1;
+  model: string;
+  modelBytes: number;
+  task: string;
+  data?: string;
+  /** sha256 of --data's bytes when the run started; absent in runs made before it was kept. */
+  dataSha256?: string;
+  generate?: number;
+  limit?: number;
+  ctx: number;
+  /** dropout: absent in runs made before --lora-dropout, which trained without it. */
+  lora: { rank: number; alpha: number; targets: LoraTarget[]; dropout?: number };
+}
+
+/**
+ * The flags buildConfig reads but --checkpoint-every and --ctx: what the run is, fixed in
+ * run.json when it starts. How often it saves and the longest sequence it has room for are not
+ * what it trains, so a resumed run may change them.
+ */
+export const RUN_FLAGS = [
+  'model', 'task', 'data', 'generate', 'limit', 'steps', 'tasks-per-step', 'group-size', 'temperature', 'retry-temperature', 'lr', 'lr-schedule',
+  'warmup-steps', 'beta', 'clip-epsilon', 'max-grad-norm', 'weight-decay', 'rank', 'alpha', 'lora-dropout', 'targets', 'max-reflection-tokens',
+  'max-answer-tokens', 'seed',
+] as const satisfies readonly (keyof TrainArgs)[];
+
+/** A run folder's run.json, refused in one line when it is not one this command wrote. */
+export function readRunConfig(path: string): RunConfig {
+  let cfg: Partial<RunConfig>;
+  try {
+    cfg = JSON.parse(readFileSync(path, 'utf8')) as Partial<RunConfig>;
+  } catch (e) {
+    throw new RrrError(`${path}: not a run's settings (${(e as Error).message})`);
+  }
+  if (typeof cfg !== 'object' || cfg === null) throw new RrrError(`${path}: not a run's settings (a JSON ${cfg === null ? 'null' : typeof cfg})`);
+  const bad = (['model', 'task'] as const).find((k) => typeof cfg[k] !== 'string') ?? (['steps', 'modelBytes', 'ctx'] as const).find((k) => typeof cfg[k] !== 'number');
+  if (cfg.version !== 1 || bad || typeof cfg.lora !== 'object' || typeof cfg.grpo !== 'object') {
+    throw new RrrError(`${path}: not a run's settings (${cfg.version !== 1 ? `version ${String(cfg.version)}, expected 1` : `no ${bad ?? 'lora or grpo'}`})`);
+  }
+  return cfg as RunConfig;
+}
+
+function parseTargets(s: string): LoraTarget[] {
+  if (s.trim() === '') throw new RrrError('--targets: at least one projection is needed');
+  const list = s.split(',').map((x) => x.trim());
+  for (const t of list) {
+    if (!ALL_TARGETS.includes(t as LoraTarget)) {
+      throw new RrrError(`--targets: ${t ? `unknown projection '${t}'` : `an empty name in '${s}'`} (expected a comma list of ${ALL_TARGETS.join(',')})`);
+    }
+  }
+  return list as LoraTarget[];
+}
+
+function modelSize(path: string): number {
+  if (!existsSync(path)) throw new RrrError(`${path}: no such file`);
+  return statSync(path).size;
+}
+
+export function buildConfig(a: TrainArgs, model: string): RunConfig {
+  itemFlags(a);
+  const demo = isDemoModel(model);
+  const lengths = defaultLengths(model);
+  const rank = integerFlag('--rank', a.rank ?? 16);
+  let grpo: GrpoConfig;
+  try {
+    grpo = resolveGrpoConfig({
+      groupSize: a['group-size'],
+      temperature: a.temperature,
+      retryTemperature: a['retry-temperature'],
+      learningRate: a.lr ?? (demo ? DEMO_SETTINGS.lr : undefined),
+      lrSchedule: a['lr-schedule'] ?? (demo ? DEMO_SETTINGS.lrSchedule : undefined),
+      warmupSteps: a['warmup-steps'],
+      beta: a.beta,
+      clipEpsilon: a['clip-epsilon'],
+      maxGradNorm: a['max-grad-norm'],
+      weightDecay: a['weight-decay'],
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) throw new RrrError(e.message);
+    throw e;
+  }
+  return {
+    version: 1,
+    model,
+    modelBytes: modelSize(model),
+    task: a.task ?? 'synthetic',
+    ...(a.data !== undefined && { data: resolve(a.data) }),
+    ...(a.generate !== undefined && { generate: a.generate }),
+    ...(a.limit !== undefined && { limit: a.limit }),
+    steps: integerFlag('--steps', a.steps ?? (demo ? DEMO_SETTINGS.steps : 100)),
+    tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (demo ? DEMO_SETTINGS.tasksPerStep : 4)),
+    seed: seedFlag(a.seed ?? 1),
+    checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
+    // The embedded tiny model is a toy: short outputs keep the demo to half a minute.
+    maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? lengths.maxReflectionTokens),
+    maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? lengths.maxAnswerTokens),
+    ctx: integerFlag('--ctx', a.ctx ?? DEFAULT_CTX, 16),
+    lora: { rank, alpha: a.alpha === undefined ? 2 * rank : positiveFlag('--alpha', a.alpha), targets: parseTargets(a.targets ?? ALL_TARGETS.join(',')), dropout: loraDropout(a['lora-dropout'] ?? 0) },
+    grpo,
+  };
+}
+
+/** The eval command for a run's adapter, with the lengths the run trained on where eval's defaults differ. */
+export function evalCommand(cfg: RunConfig, adapter: string): string {
+  const lengths = defaultLengths(cfg.model);
+  const flags = [...(isDemoModel(cfg.model) ? [] : [`--model ${shellArg(cfg.model)}`]), `--adapter ${shellArg(adapter)}`, `--task ${cfg.task}`, cfg.data ? '--data <held-out.jsonl>' : `--seed ${cfg.seed + 1000}`];
+  if (cfg.maxReflectionTokens !== lengths.maxReflectionTokens) flags.push(`--max-reflection-tokens ${cfg.maxReflectionTokens}`);
+  if (cfg.maxAnswerTokens !== lengths.maxAnswerTokens) flags.push(`--max-answer-tokens ${cfg.maxAnswerTokens}`);
+  if (cfg.ctx !== DEFAULT_CTX) flags.push(`--ctx ${cfg.ctx}`);
+  return `rrr-native eval ${flags.join(' ')}`;
+}
+
+
+function loraDropout(p: number): number {
+  if (!(Number.isFinite(p) && p >= 0 && p < 1)) throw new RrrError(`--lora-dropout: expected a number in [0, 1), got ${p}`);
+  return p;
+}
+
+/** Names the first attempts a run's failures.json holds: the same model, items and answer length. */
+export function failureKey(c: RunConfig, dataDigest: string | undefined): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify([c.model, c.modelBytes, c.task, c.data, c.generate, c.limit, c.seed, c.maxAnswerTokens]));
+  if (c.data) {
+    if (dataDigest === undefined) throw new Error(`internal error: no digest of ${c.data}`);
+    h.update(dataDigest);
+  }
+  return h.digest('hex');
+}
