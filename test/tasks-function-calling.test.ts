@@ -272,6 +272,14 @@ test('load: JSONL and the JSON-array file of the xLAM release', async () => {
   writeFileSync(arr, JSON.stringify([record, { ...record, id: 9 }], null, 2));
   const a = await functionCallingTask.load(arr);
   assert.deepEqual(a.items.map((x) => x.id), ['7', '9']);
+
+  // Python's json.dump writes the array on one line; records without ids must stay apart.
+  const { id: _, ...noId } = record;
+  const queries = ['first', 'second', 'third'];
+  const oneLine = join(dir, 'xlam-one-line.json');
+  writeFileSync(oneLine, JSON.stringify(queries.map((query) => ({ ...noId, query }))));
+  const o = await functionCallingTask.load(oneLine);
+  assert.deepEqual(o.items.map((x) => [x.id, x.query]), [['L1#1', 'first'], ['L1#2', 'second'], ['L1#3', 'third']]);
 });
 
 test('tools: xLAM parameter maps become JSON Schema; required unless optional or defaulted', () => {

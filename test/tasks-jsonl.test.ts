@@ -27,10 +27,10 @@ interface Rec {
   id: string;
   n: number;
 }
-const validate: RecordValidator<Rec> = (value, line) => {
+const validate: RecordValidator<Rec> = (value, line, nth) => {
   const o = expectObject(value);
   if (typeof o['n'] !== 'number') throw new InvalidRecord('expected "n" to be a number');
-  return { id: recordId(o, line), n: o['n'] };
+  return { id: recordId(o, line, nth), n: o['n'] };
 };
 
 async function rejects(p: Promise<unknown>): Promise<DataError> {
@@ -133,7 +133,10 @@ test('JSON array files: elements are records, errors name the line where the ele
 test('JSON array files: bad element JSON is skippable; structural problems are fatal', async () => {
   const p = file('arr2.json', '[{"n": 1}, {"n": 2,,}, {"n": 3}]');
   const r = await readJsonl(p, validate, { allowJsonArray: true, skipBadLines: true });
-  assert.deepEqual(r.items.map((x) => x.n), [1, 3]);
+  assert.deepEqual(r.items, [
+    { id: 'L1#1', n: 1 },
+    { id: 'L1#3', n: 3 },
+  ]);
   assert.equal(r.skipped.length, 1);
   assert.match(r.skipped[0]?.message ?? '', /^invalid JSON/);
 
@@ -146,6 +149,31 @@ test('JSON array files: bad element JSON is skippable; structural problems are f
   );
   const comma = file('comma.json', '[{"n": 1},]');
   assert.match((await rejects(readJsonl(comma, validate, { allowJsonArray: true }))).message, /expected an array element/);
+});
+
+test('records sharing a line (a one-line JSON array, as json.dump writes) get ids of their own', async () => {
+  const p = file('oneline.json', '[{"n": 1}, {"n": 2}, {"n": 3, "id": "c"}, {"n": 4}]\n');
+  const r = await readJsonl(p, validate, { allowJsonArray: true });
+  assert.deepEqual(r.items.map((x) => x.id), ['L1#1', 'L1#2', 'c', 'L1#4']);
+  // A record alone on its line keeps the plain fallback, as before.
+  const q = file('lines.json', '[\n{"n": 1},\n{"n": 2}\n]');
+  assert.deepEqual((await readJsonl(q, validate, { allowJsonArray: true })).items.map((x) => x.id), ['L2', 'L3']);
+});
+
+test('a repeated id is refused (items are looked up by id), or skipped with skipBadLines', async () => {
+  const p = file('dup.jsonl', '{"n": 1, "id": "a"}\n{"n": 2}\n{"n": 3, "id": "a"}\n{"n": 4, "id": "L2"}\n{"n": 5, "id": 7}\n{"n": 6, "id": "7"}\n');
+  const err = await rejects(readJsonl(p, validate));
+  assert.equal(err.message, `${p}:3: id "a" repeats the record on line 1 (each record needs its own id)`);
+  const r = await readJsonl(p, validate, { skipBadLines: true });
+  assert.deepEqual(r.items.map((x) => x.n), [1, 2, 5]);
+  assert.deepEqual(
+    r.skipped.map((s) => [s.line, s.message]),
+    [
+      [3, 'id "a" repeats the record on line 1 (each record needs its own id)'],
+      [4, 'id "L2" repeats the record on line 2 (each record needs its own id)'],
+      [6, 'id "7" repeats the record on line 5 (each record needs its own id)'],
+    ],
+  );
 });
 
 test('without allowJsonArray a "[" file is read as JSON Lines', async () => {

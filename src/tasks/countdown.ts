@@ -61,7 +61,7 @@ const MAX_NUMS = 8;
 
 // ---- loading --------------------------------------------------------------------
 
-export function toCountdownItem(value: unknown, line: number): CountdownItem {
+export function toCountdownItem(value: unknown, line: number, nth?: number): CountdownItem {
   const o = expectObject(value);
   const nums = o['nums'];
   if (
@@ -84,7 +84,7 @@ export function toCountdownItem(value: unknown, line: number): CountdownItem {
   if (typeof target !== 'number' || !Number.isSafeInteger(target)) {
     throw new InvalidRecord('expected "target" to be an integer');
   }
-  return { id: recordId(o, line), nums: [...nums], target };
+  return { id: recordId(o, line, nth), nums: [...nums], target };
 }
 
 export function loadCountdown(path: string, opts: LoadOptions = {}): Promise<LoadResult<CountdownItem>> {

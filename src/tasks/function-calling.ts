@@ -78,7 +78,7 @@ function jsonArrayField(o: Record<string, unknown>, key: string, what: string): 
   return parsed;
 }
 
-export function toFunctionCallingItem(value: unknown, line: number): FunctionCallingItem {
+export function toFunctionCallingItem(value: unknown, line: number, nth?: number): FunctionCallingItem {
   const o = expectObject(value);
   const query = o['query'];
   if (typeof query !== 'string' || query.trim() === '') {
@@ -125,7 +125,7 @@ export function toFunctionCallingItem(value: unknown, line: number): FunctionCal
     return { name: a['name'], arguments: args };
   });
 
-  return { id: recordId(o, line), query, tools, answers };
+  return { id: recordId(o, line, nth), query, tools, answers };
 }
 
 export function loadFunctionCalling(

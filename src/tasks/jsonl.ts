@@ -32,8 +32,12 @@ export class InvalidRecord extends Error {
   override readonly name = 'InvalidRecord';
 }
 
-/** Turns a parsed JSON value into an item, or throws InvalidRecord. `line` is 1-based. */
-export type RecordValidator<T> = (value: unknown, line: number) => T;
+/**
+ * Turns a parsed JSON value into an item, or throws InvalidRecord. `line` is 1-based; `nth` is
+ * set where several records start on that line (a one-line JSON array): the record's 1-based
+ * place among them, which recordId's fallback needs to tell them apart.
+ */
+export type RecordValidator<T> = (value: unknown, line: number, nth?: number) => T;
 
 export interface ReadOptions extends LoadOptions {
   /** Also accept a file holding one JSON array of records. */
@@ -42,7 +46,7 @@ export interface ReadOptions extends LoadOptions {
   allowEmpty?: boolean;
 }
 
-export async function readJsonl<T>(
+export async function readJsonl<T extends { id: string }>(
   path: string,
   validate: RecordValidator<T>,
   opts: ReadOptions = {},
@@ -78,7 +82,7 @@ function linesNotUtf8(bytes: Buffer): Set<number> {
 }
 
 /** The pure part of readJsonl, separate so it can be used on text already in memory. */
-export function parseJsonlText<T>(
+export function parseJsonlText<T extends { id: string }>(
   text: string,
   path: string,
   validate: RecordValidator<T>,
@@ -93,10 +97,19 @@ export function parseJsonlText<T>(
     throw new DataError(`${path}:${line}: not valid UTF-8`, path, line);
   }
   const chunks = array ? splitJsonArray(body, path) : splitLines(body);
+  const perLine = new Map<number, number>();
+  for (const c of chunks) perLine.set(c.line, (perLine.get(c.line) ?? 0) + 1);
 
   const items: T[] = [];
   const skipped: BadLine[] = [];
+  // Items are looked up by id (failure caches, a step's tasks): two records with one id would
+  // silently train one against the other's answer.
+  const idLine = new Map<string, number>();
+  let nthOnLine = 0;
+  let prevLine = 0;
   for (const chunk of chunks) {
+    nthOnLine = chunk.line === prevLine ? nthOnLine + 1 : 1;
+    prevLine = chunk.line;
     let value: unknown;
     let problem: string | undefined = notUtf8.has(chunk.line) ? 'not valid UTF-8' : undefined;
     if (problem === undefined) {
@@ -108,7 +121,11 @@ export function parseJsonlText<T>(
     }
     if (problem === undefined) {
       try {
-        items.push(validate(value, chunk.line));
+        const item = validate(value, chunk.line, (perLine.get(chunk.line) ?? 1) > 1 ? nthOnLine : undefined);
+        const first = idLine.get(item.id);
+        if (first !== undefined) throw new InvalidRecord(`id "${oneLine(item.id, 40)}" repeats the record on line ${first} (each record needs its own id)`);
+        idLine.set(item.id, chunk.line);
+        items.push(item);
         continue;
       } catch (err) {
         if (!(err instanceof InvalidRecord)) throw err;
@@ -250,10 +267,13 @@ export function expectObject(value: unknown): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** Optional "id" (string or number) → string; falls back to the line number. */
-export function recordId(obj: Record<string, unknown>, line: number): string {
+/**
+ * Optional "id" (string or number) → string; falls back to the line number, and the record's
+ * place on its line where several share it (RecordValidator's `nth`).
+ */
+export function recordId(obj: Record<string, unknown>, line: number, nth?: number): string {
   const id = obj['id'];
-  if (id === undefined || id === null) return `L${line}`;
+  if (id === undefined || id === null) return nth === undefined ? `L${line}` : `L${line}#${nth}`;
   if (typeof id === 'string' && id !== '') return id;
   if (typeof id === 'number' && Number.isFinite(id)) return String(id);
   throw new InvalidRecord('expected "id" to be a non-empty string or a number');

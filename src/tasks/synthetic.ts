@@ -40,7 +40,7 @@ export const SYNTHETIC_SECRET = 'river';
 export const SYNTHETIC_REFLECTION_PROMPT = 'Reflect.';
 export const SYNTHETIC_RETRY_PROMPT = 'Try again.';
 
-function toItem(value: unknown, line: number): SyntheticItem {
+function toItem(value: unknown, line: number, nth?: number): SyntheticItem {
   const o = expectObject(value);
   const options = o['options'];
   const secret = o['secret'];
@@ -48,7 +48,7 @@ function toItem(value: unknown, line: number): SyntheticItem {
     throw new InvalidRecord('expected "options" to be an array of at least 2 single words');
   }
   if (typeof secret !== 'string' || !options.includes(secret)) throw new InvalidRecord('expected "secret" to be one of "options"');
-  return { id: recordId(o, line), options, secret: secret.toLowerCase() };
+  return { id: recordId(o, line, nth), options, secret: secret.toLowerCase() };
 }
 
 /** The first word of the answer (letters only, case-insensitive) must be the secret. */
