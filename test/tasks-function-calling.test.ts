@@ -158,6 +158,20 @@ test('compare: type variants under the lenient (default) rules', () => {
   assert.equal(cmp([f(0)], [f(false)]).ok, false);
 });
 
+test('compare: numerals longer than a double holds are ids, compared digit for digit', () => {
+  const f = (v: unknown): ToolCall => ({ name: 'f', arguments: { aweme_id: v } });
+  const id = '7213135398283792645'; // an xLAM video id: 19 digits
+  assert.equal(cmp([f(id)], [f(id)]).ok, true);
+  for (const wrong of ['7213135398283792600', '7213135398283792645.0', '7.213135398283792645e18', '7213135398283792646']) {
+    assert.equal(cmp([f(id)], [f(wrong)]).ok, false, wrong);
+  }
+  // 15 significant digits still read as numbers; overflow and underflow are not numbers.
+  assert.equal(cmp([f(123456789012345)], [f('123456789012345')]).ok, true);
+  assert.equal(cmp([f('1e400')], [f('2e400')]).ok, false);
+  assert.equal(cmp([f('1e-400')], [f(0)]).ok, false);
+  assert.equal(cmp([f('100000000000000000000')], [f(1e20)]).ok, true); // one significant digit
+});
+
 test('compare: lenientTypes false requires exact JSON types', () => {
   const f = (v: unknown): ToolCall => ({ name: 'f', arguments: { v } });
   assert.equal(cmp([f(5)], [f(5.0)], { lenientTypes: false }).ok, true);

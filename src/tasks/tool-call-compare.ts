@@ -15,7 +15,10 @@
  *       objects   deep, keys as a set;
  *     and, with `lenientTypes` (default on), across types:
  *       a numeric string equals that number ("5" = 5, "2.50" = 2.5), unless it
- *       has a leading zero ("007", "02139": identifiers, kept as strings);
+ *       has a leading zero ("007", "02139": identifiers, kept as strings) or
+ *       more significant digits than a double holds (15): such a numeral is an
+ *       id ("7213135398283792645", as xLAM's video and user ids), and read as a
+ *       number it would equal numerals that differ in their last digits;
  *       "true"/"false" (any case) equal the booleans.
  *     Small models quote numbers and booleans often, and the value is what the
  *     tool receives after the usual coercion; the reward is about choosing the
@@ -43,7 +46,7 @@ export function canonicalKey(v: unknown, lenient = true): string {
   if (typeof v === 'string') {
     const s = v.trim();
     if (lenient) {
-      if (NUMERIC.test(s)) return `n:${Number(s)}`;
+      if (NUMERIC.test(s) && exactAsNumber(s)) return `n:${Number(s)}`;
       if (/^(true|false)$/i.test(s)) return `b:${s.toLowerCase()}`;
     }
     return `s:${JSON.stringify(s)}`;
@@ -55,6 +58,16 @@ export function canonicalKey(v: unknown, lenient = true): string {
     return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalKey(o[k], lenient)}`).join(',')}}`;
   }
   return `?:${String(v)}`;
+}
+
+/**
+ * Whether a numeral's double is it: at most 15 significant digits (every such decimal has a double
+ * of its own) and no overflow to Infinity or underflow to 0.
+ */
+function exactAsNumber(numeral: string): boolean {
+  const digits = numeral.replace(/[eE].*$/, '').replace(/\D/g, '').replace(/^0+/, '').replace(/0+$/, '');
+  const n = Number(numeral);
+  return digits.length <= 15 && Number.isFinite(n) && (n !== 0 || digits === '');
 }
 
 function callKey(c: ToolCall, lenient: boolean): string {
