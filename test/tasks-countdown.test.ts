@@ -60,6 +60,12 @@ test('an answer may state the result: "expr = target" or "target = expr"', () =>
   bad(A, tagged('(8 - 7) * 25 * 4 = 99'), 'the answer claims 99, but the target is 100');
   bad(A, tagged('1 = 1 = 100'), "more than one '=' in the answer");
   bad(A, tagged('25 * 4 = (8 - 7) * 100'), "expected an expression, or an expression '= target'");
+  ok(A, tagged('(8 - 7) * 25 * 4 = 100.0'));
+  ok(A, tagged('(8 - 7) * 25 * 4 = +100'));
+  // A negative target (the loader takes any integer) can be claimed.
+  ok({ nums: [3, 5], target: -2 }, tagged('3 - 5 = -2'));
+  ok({ nums: [3, 5], target: -2 }, tagged('3 - 5 = \u22122'));
+  bad(A, tagged('(8 - 7) * 25 * 4 = 100.5'), "expected an expression, or an expression '= target'");
 });
 
 test('exact arithmetic: fractions along the way are exact (floats would give 0.9999999999999999)', () => {
@@ -165,6 +171,17 @@ test('extraction fallbacks: \\boxed{…}, then the last expression-looking line'
     source: 'line',
   });
   assert.equal(extractCountdownAnswer('The year 2024 was fine.\nNumbers: 25'), null);
+  // A list marker is not part of the line's expression; LaTeX operators are operators there too.
+  ok(A, 'So:\n- (8 - 7) * 25 * 4');
+  ok(A, 'Steps:\n1. (8 - 7) * 25 * 4');
+  ok(A, 'So:\n$(8 - 7) \\times 25 \\cdot 4$');
+  bad(A, '- (8 - 7) * 25 + 4', '(8 - 7) * 25 + 4 = 29, not the target 100');
+});
+
+test("extraction: a thinking model's drafts before </think> do not count", () => {
+  bad(A, '<think>draft <answer>(8 - 7) * 25 * 4</answer></think>\nSo:\n25 * 4 + (8 - 7)', '25 * 4 + (8 - 7) = 101, not the target 100');
+  ok(A, '<think>draft <answer>25 * 4</answer></think>\n<answer>(8 - 7) * 25 * 4</answer>');
+  assert.equal(extractCountdownAnswer('<think>(8 - 7) * 25 * 4</think>\nI give up.'), null);
 });
 
 test('requireTags refuses the fallbacks', () => {
@@ -203,6 +220,7 @@ test('records: valid ones load, invalid ones name the field', () => {
     ['{"target": 6}', 'expected "nums" to be an array of integers'],
     ['{"nums": [1, -2], "target": 6}', 'expected "nums" to hold non-negative integers'],
     ['{"nums": [1], "target": 1}', 'expected "nums" to hold 2 to 8 numbers (got 1)'],
+    ['{"nums": [1, 1234567890123456], "target": 1}', 'expected "nums" to hold numbers of at most 15 digits'],
     ['{"nums": [1, 2], "target": "3"}', 'expected "target" to be an integer'],
     ['{"nums": [1, 2], "target": 3.5}', 'expected "target" to be an integer'],
     ['[1, 2, 3]', 'expected a JSON object'],

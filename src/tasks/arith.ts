@@ -25,7 +25,7 @@ import { Rational } from '../util/rational.js';
 
 export const MAX_EXPRESSION_LENGTH = 256;
 export const MAX_DEPTH = 32;
-const MAX_DIGITS = 15;
+export const MAX_DIGITS = 15;
 
 export type Op = '+' | '-' | '*' | '/';
 

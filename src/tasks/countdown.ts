@@ -6,16 +6,18 @@
  * line: {"nums": [44, 19, 35], "target": 98} with an optional "id".
  *
  * Answer format asked for: the final expression inside <answer>…</answer>.
- * Extraction, in order of preference:
+ * Anything up to a closing </think> is ignored (a thinking model's drafts), as
+ * the function-calling parser does. Extraction, in order of preference:
  *   1. the content of the LAST complete <answer>…</answer> block (tags are
  *      case-insensitive), so drafts in earlier blocks do not count;
  *   2. otherwise the content of the last \boxed{…} (math-tuned models use it);
  *   3. otherwise the last line that looks like an arithmetic expression
  *      (only digits, operators, parentheses, spaces and "="; at least one digit
- *      and one operator), after stripping markdown/LaTeX wrappers and a leading
- *      "Answer:" style label.
- * The answer may end with "= <number>" or start with "<number> =", in which
- * case the number must be the target; the expression side is checked.
+ *      and one operator), after stripping markdown/LaTeX wrappers, a list
+ *      marker ("- ", "1. ") and a leading "Answer:" style label.
+ * The answer may end with "= <number>" or start with "<number> =" (an integer,
+ * signed or not, "98.0" too), in which case the number must be the target; the
+ * expression side is checked.
  *
  * Verification (see arith.ts for the grammar and accepted operator symbols):
  * parse; the multiset of literals must equal the multiset of given numbers;
@@ -24,7 +26,7 @@
  * fine), because the public dataset's reward does the same; `integerSteps`
  * forbids them.
  */
-import { ArithError, MAX_EXPRESSION_LENGTH, evaluate, numbersIn, parseExpression } from './arith.js';
+import { ArithError, MAX_DIGITS, MAX_EXPRESSION_LENGTH, evaluate, numbersIn, parseExpression } from './arith.js';
 import { InvalidRecord, expectObject, readJsonl, recordId } from './jsonl.js';
 import {
   MATH_REFLECTION_PROMPT,
@@ -75,6 +77,10 @@ export function toCountdownItem(value: unknown, line: number, nth?: number): Cou
     // could never be written.
     throw new InvalidRecord('expected "nums" to hold non-negative integers');
   }
+  if (nums.some((x) => String(x).length > MAX_DIGITS)) {
+    // Nor could a number longer than the answer grammar reads.
+    throw new InvalidRecord(`expected "nums" to hold numbers of at most ${MAX_DIGITS} digits`);
+  }
   if (nums.length < MIN_NUMS || nums.length > MAX_NUMS) {
     throw new InvalidRecord(
       `expected "nums" to hold ${MIN_NUMS} to ${MAX_NUMS} numbers (got ${nums.length})`,
@@ -119,9 +125,14 @@ export interface ExtractedAnswer {
 
 const ANSWER_TAG = /<answer>([\s\S]*?)<\/answer>/gi;
 const EXPRESSION_LINE = /^[0-9\s+\-\u2212\u2013*\u00d7xX\u00b7\u22c5/\u00f7()=]+$/;
+// LaTeX operators the grammar reads (arith.ts), allowed in a line without being letters there.
+const LATEX_OPERATORS = /\\(?:times|cdot|div)(?![A-Za-z])/g;
+const LIST_MARKER = /^(?:[-*•]|\d{1,2}[.)])\s+/;
 const HAS_OPERATOR = /[+\-\u2212\u2013*\u00d7xX\u00b7\u22c5/\u00f7]/;
 
-export function extractCountdownAnswer(text: string): ExtractedAnswer | null {
+export function extractCountdownAnswer(answer: string): ExtractedAnswer | null {
+  const thinkEnd = answer.lastIndexOf('</think>');
+  const text = thinkEnd >= 0 ? answer.slice(thinkEnd + '</think>'.length) : answer;
   let last: string | undefined;
   for (const m of text.matchAll(ANSWER_TAG)) last = m[1];
   if (last !== undefined) return { expression: cleanup(last), source: 'tags' };
@@ -131,8 +142,9 @@ export function extractCountdownAnswer(text: string): ExtractedAnswer | null {
 
   const lines = text.split('\n');
   for (let i = lines.length - 1; i >= 0; i--) {
-    const line = cleanup(cleanup(lines[i] as string).replace(/^[A-Za-z ]{0,20}:\s*/, ''));
-    if (EXPRESSION_LINE.test(line) && /[0-9]/.test(line) && HAS_OPERATOR.test(line)) {
+    const line = cleanup(cleanup(cleanup(lines[i] as string).replace(LIST_MARKER, '')).replace(/^[A-Za-z ]{0,20}:\s*/, ''));
+    const symbols = line.replace(LATEX_OPERATORS, '*');
+    if (EXPRESSION_LINE.test(symbols) && /[0-9]/.test(line) && HAS_OPERATOR.test(symbols)) {
       return { expression: line.trim(), source: 'line' };
     }
   }
@@ -193,10 +205,10 @@ export function checkCountdownExpression(
   if (sides.length > 2) return fail("more than one '=' in the answer");
   if (sides.length === 2) {
     const [l, r] = sides.map((s) => s.trim()) as [string, string];
-    const plain = /^\d+$/;
+    const plain = /^[+\-\u2212]?\d+(?:\.0+)?$/;
     const claimed = plain.test(r) ? r : plain.test(l) ? l : null;
     if (claimed === null) return fail("expected an expression, or an expression '= target'");
-    if (BigInt(claimed) !== BigInt(target)) {
+    if (BigInt(claimed.replace('\u2212', '-').replace(/\.0+$/, '')) !== BigInt(target)) {
       return fail(`the answer claims ${claimed}, but the target is ${target}`);
     }
     expr = claimed === r ? l : r;
