@@ -18,7 +18,6 @@ import {
 import { MAX_EXPRESSION_LENGTH, parseExpression, tokenize } from '../src/tasks/arith.js';
 import { DataError, parseJsonlText } from '../src/tasks/jsonl.js';
 
-const item: CountdownItem = { id: 't', nums: [25, 7, 3, 50], target: 78 };
 const tagged = (e: string): string => `Let me think.\n<answer>${e}</answer>`;
 
 function ok(it: Pick<CountdownItem, 'nums' | 'target'>, answer: string, opts = {}): void {

@@ -75,8 +75,8 @@ test('a record failing the validator names path, line and what was expected', as
   const err = await rejects(readJsonl(p, validate));
   assert.equal(err.message, `${p}:2: expected "n" to be a number`);
   assert.equal(err.line, 2);
-  const err2 = await rejects(readJsonl(file('arr.jsonl', '[1, 2]\n'), validate));
-  assert.equal(err2.message, `${join(dir, 'arr.jsonl')}:1: expected a JSON object`);
+  const err2 = await rejects(readJsonl(file('arr.jsonl', '{"n": 0}\n[1, 2]\n'), validate));
+  assert.equal(err2.message, `${join(dir, 'arr.jsonl')}:2: expected a JSON object`);
 });
 
 test('skipBadLines collects every bad line and keeps the good ones', async () => {
@@ -176,10 +176,21 @@ test('a repeated id is refused (items are looked up by id), or skipped with skip
   );
 });
 
-test('without allowJsonArray a "[" file is read as JSON Lines', async () => {
-  const p = file('notarr.jsonl', '[\n{"n": 1}\n]\n');
-  const err = await rejects(readJsonl(p, validate));
-  assert.match(err.message, new RegExp(`^${escape(p)}:1: invalid JSON`));
+test('without allowJsonArray a JSON array file is named as such, on one line or many', async () => {
+  const why = ': a JSON array; this task reads JSON Lines, one {...} record per line (only function-calling also reads an array file)';
+  for (const [name, text] of [
+    ['notarr.jsonl', '[\n{"n": 1}\n]\n'],
+    ['onearr.json', '[{"n": 1}, {"n": 2}]'],
+  ] as const) {
+    const p = file(name, text);
+    assert.equal((await rejects(readJsonl(p, validate))).message, `${p}:1${why}`);
+    assert.equal((await rejects(readJsonl(p, validate, { skipBadLines: true }))).message, `${p}:1${why}`);
+  }
+});
+
+test('a byte-order mark inside the file (files joined with cat) is named', async () => {
+  const p = file('joined.jsonl', '\ufeff{"n": 1}\n\ufeff{"n": 2}\n');
+  assert.equal((await rejects(readJsonl(p, validate))).message, `${p}:2: a byte-order mark (U+FEFF) inside the file, where files were joined? (remove it)`);
 });
 
 test('a line of control bytes is quoted escaped in its error, not sent to the terminal', async () => {

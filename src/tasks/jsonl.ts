@@ -116,7 +116,13 @@ export function parseJsonlText<T extends { id: string }>(
       try {
         value = JSON.parse(chunk.text);
       } catch (err) {
-        problem = `invalid JSON (${oneLine(errorMessage(err))})`;
+        problem = chunk.text.includes('\ufeff')
+          ? 'a byte-order mark (U+FEFF) inside the file, where files were joined? (remove it)'
+          : `invalid JSON (${oneLine(errorMessage(err))})`;
+      }
+      // A whole file in the array form, where this task reads lines: say so, not what line 1 lacks.
+      if (!opts.allowJsonArray && chunk === chunks[0] && /^\s*\[/.test(chunk.text) && (problem !== undefined || Array.isArray(value))) {
+        throw new DataError(`${path}:${chunk.line}: a JSON array; this task reads JSON Lines, one {...} record per line (only function-calling also reads an array file)`, path, chunk.line);
       }
     }
     if (problem === undefined) {
