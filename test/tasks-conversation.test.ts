@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import {
   buildReflectConversation,
   buildRetryConversation,
-  reflectionMessageIndex,
 } from '../src/tasks/conversation.js';
 import {
   DEFAULT_RETRY_PROMPT,
@@ -50,8 +49,7 @@ test('the retry conversation extends the reflect conversation unchanged (shared 
   const reflect = buildReflectConversation(prompt, 'A', 'R');
   const retry = buildRetryConversation(prompt, 'A', 'R', 'REFL');
   assert.deepEqual(retry.slice(0, reflect.length), reflect);
-  assert.equal(retry[reflectionMessageIndex(prompt)]?.content, 'REFL');
-  assert.equal(retry[reflectionMessageIndex(prompt)]?.role, 'assistant');
+  assert.deepEqual(retry[reflect.length], { role: 'assistant', content: 'REFL' });
 });
 
 test('inputs are not mutated and outputs do not alias them', () => {

@@ -10,7 +10,6 @@ import {
   functionCallingTask,
   parseToolCalls,
   toFunctionCallingItem,
-  toToolDefinitions,
   verifyFunctionCalling,
   type FunctionCallingItem,
   type ToolCall,
@@ -296,53 +295,13 @@ test('load: JSONL and the JSON-array file of the xLAM release', async () => {
   assert.deepEqual(o.items.map((x) => [x.id, x.query]), [['L1#1', 'first'], ['L1#2', 'second'], ['L1#3', 'third']]);
 });
 
-test('tools: xLAM parameter maps become JSON Schema; required unless optional or defaulted', () => {
-  const defs = toToolDefinitions(item.tools);
-  assert.deepEqual(defs[0], {
-    type: 'function',
-    function: {
-      name: 'get_weather',
-      description: 'Current weather',
-      parameters: {
-        type: 'object',
-        properties: { city: { type: 'string', description: 'City' }, unit: { type: 'string', default: 'celsius' } },
-        required: ['city'],
-      },
-    },
-  });
-  assert.deepEqual(defs[1]?.function.parameters, {
-    type: 'object',
-    properties: { query: { type: 'string' }, limit: { type: 'integer', default: 10 } },
-    required: ['query'],
-  });
-  const more = toToolDefinitions([
-    { name: 'g', parameters: { a: { type: 'List[int]' }, b: { type: 'float' }, c: { type: 'bool' }, d: { type: 'Dict[str, Any]' }, e: { type: 'Weird' } } },
-  ]);
-  assert.deepEqual(more[0]?.function.parameters['properties'], {
-    a: { type: 'array', items: { type: 'integer' } },
-    b: { type: 'number' },
-    c: { type: 'boolean' },
-    d: { type: 'object' },
-    e: {},
-  });
-  const schema = { type: 'object', properties: { x: { type: 'string' } }, required: ['x'] };
-  assert.deepEqual(toToolDefinitions([{ name: 'h', parameters: schema }])[0]?.function.parameters, schema);
-  assert.deepEqual(toToolDefinitions([{ name: 'n' }])[0]?.function, { name: 'n', parameters: { type: 'object', properties: {}, required: [] } });
-});
-
-test('prompt: text fallback lists the tools and the answer format; template mode leaves them to the template', () => {
-  const text = buildFunctionCallingPrompt(item);
-  assert.equal(text.messages.length, 2);
-  assert.equal(text.messages[0]?.role, 'system');
-  assert.deepEqual(text.messages[1], { role: 'user', content: item.query });
-  const sys = text.messages[0]?.content ?? '';
+test('prompt: the tools, as released, and the answer format in the system message; the query as the user message', () => {
+  const messages = buildFunctionCallingPrompt(item);
+  assert.equal(messages.length, 2);
+  assert.equal(messages[0]?.role, 'system');
+  assert.deepEqual(messages[1], { role: 'user', content: item.query });
+  const sys = messages[0]?.content ?? '';
   for (const t of item.tools) assert.ok(sys.includes(JSON.stringify(t)), `missing ${t.name}`);
   assert.ok(sys.includes('[{"name": "function_name", "arguments": {"argument_name": value}}]'));
-  assert.deepEqual(text.tools, toToolDefinitions(item.tools));
-
-  const tpl = buildFunctionCallingPrompt(item, { toolsInTemplate: true });
-  assert.ok(!(tpl.messages[0]?.content ?? '').includes('get_weather'));
-  assert.deepEqual(tpl.messages[1], { role: 'user', content: item.query });
-  assert.deepEqual(functionCallingTask.buildPrompt(item, { toolsInTemplate: true }), tpl.messages);
-  assert.deepEqual(functionCallingTask.tools?.(item), tpl.tools);
+  assert.deepEqual(functionCallingTask.buildPrompt(item), messages);
 });

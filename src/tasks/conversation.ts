@@ -48,8 +48,3 @@ export function buildRetryConversation(
     { role: 'user', content: retryPrompt },
   ];
 }
-
-/** Index of the reflection message inside the conversation built by buildRetryConversation. */
-export function reflectionMessageIndex(firstPrompt: readonly ChatMessage[]): number {
-  return firstPrompt.length + 2;
-}

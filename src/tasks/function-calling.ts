@@ -8,16 +8,12 @@
  *
  * "tools" and "answers" are JSON strings holding arrays (as released); already
  * decoded arrays are accepted too. "id" is optional (string or number).
- * xLAM "parameters" map each argument name to {"type": "str"|"int"|…,
- * "description", "default"}; toToolDefinitions converts that to the JSON
- * Schema that chat templates expect.
  *
- * The first-attempt prompt comes in two forms (PromptOptions.toolsInTemplate):
- * with tools handed to the chat template (the model's native tool-call
- * format, e.g. <tool_call> tags), or with the tool specs written into the
- * system prompt and the answer asked for as a JSON array of calls. The parser
- * (tool-call-parse.ts) reads both, and the comparison rules are in
- * tool-call-compare.ts.
+ * The first-attempt prompt writes the tool specs, as released, into the system
+ * prompt and asks for a JSON array of calls: libllama's template engine does
+ * not render tools. The parser (tool-call-parse.ts) also reads the native
+ * tool-call forms models fall back to (<tool_call> tags, the OpenAI shape), and
+ * the comparison rules are in tool-call-compare.ts.
  */
 import { InvalidRecord, expectObject, oneLine, readJsonl, recordId } from './jsonl.js';
 import { compareToolCalls, type CompareOptions } from './tool-call-compare.js';
@@ -27,9 +23,7 @@ import {
   type ChatMessage,
   type LoadOptions,
   type LoadResult,
-  type PromptOptions,
   type Task,
-  type ToolDefinition,
   type VerifyResult,
 } from './types.js';
 
@@ -135,61 +129,7 @@ export function loadFunctionCalling(
   return readJsonl(path, toFunctionCallingItem, { ...opts, allowJsonArray: true });
 }
 
-// ---- tools for chat templates ----------------------------------------------------------
-
-/** JSON Schema for an xLAM type string such as "str", "int, optional", "List[int]". */
-function schemaForXlamType(type: string): Record<string, unknown> {
-  const t = type.replace(/,?\s*optional\s*$/i, '').trim();
-  const lower = t.toLowerCase();
-  if (/^(str|string)$/.test(lower)) return { type: 'string' };
-  if (/^(int|integer)$/.test(lower)) return { type: 'integer' };
-  if (/^(float|number|double)$/.test(lower)) return { type: 'number' };
-  if (/^(bool|boolean)$/.test(lower)) return { type: 'boolean' };
-  if (/^(list|array|tuple|set)\b/.test(lower)) {
-    const inner = /^[a-z]+\[(.*)\]$/i.exec(t)?.[1];
-    const items = inner !== undefined ? schemaForXlamType(inner) : {};
-    return Object.keys(items).length > 0 ? { type: 'array', items } : { type: 'array' };
-  }
-  if (/^(dict|object|map|mapping)\b/.test(lower)) return { type: 'object' };
-  return {};
-}
-
-/**
- * xLAM parameter maps → JSON Schema objects; parameters that already are a
- * JSON Schema object ({"type": "object", "properties": …}) pass through. An
- * argument is required unless its type says "optional" or it has a default.
- */
-export function toToolDefinitions(tools: readonly XlamTool[]): ToolDefinition[] {
-  return tools.map((tool) => {
-    const p = tool.parameters ?? {};
-    let parameters: Record<string, unknown>;
-    if (p['type'] === 'object' && isPlainObject(p['properties'])) {
-      parameters = p;
-    } else {
-      const properties: Record<string, unknown> = {};
-      const required: string[] = [];
-      for (const [arg, specRaw] of Object.entries(p)) {
-        const spec = isPlainObject(specRaw) ? specRaw : {};
-        const type = typeof spec['type'] === 'string' ? spec['type'] : '';
-        const prop: Record<string, unknown> = { ...schemaForXlamType(type) };
-        if (typeof spec['description'] === 'string') prop['description'] = spec['description'];
-        if ('default' in spec) prop['default'] = spec['default'];
-        properties[arg] = prop;
-        if (!/optional/i.test(type) && !('default' in spec)) required.push(arg);
-      }
-      parameters = { type: 'object', properties, required };
-    }
-    const fn: ToolDefinition['function'] = { name: tool.name, parameters };
-    if (tool.description !== undefined) fn.description = tool.description;
-    return { type: 'function', function: fn };
-  });
-}
-
 // ---- prompt -----------------------------------------------------------------------
-
-const TEMPLATE_SYSTEM =
-  'You are a helpful assistant with access to tools. Answer the user by calling the tools ' +
-  'that the request needs, with the exact argument values it asks for.';
 
 function textSystem(tools: readonly XlamTool[]): string {
   return (
@@ -203,24 +143,12 @@ function textSystem(tools: readonly XlamTool[]): string {
   );
 }
 
-export interface FunctionCallingPrompt {
-  messages: ChatMessage[];
-  /** Always returned; the engine passes them to the template only when it renders tools. */
-  tools: ToolDefinition[];
-}
-
-export function buildFunctionCallingPrompt(
-  item: FunctionCallingItem,
-  opts: PromptOptions = {},
-): FunctionCallingPrompt {
-  const system = opts.toolsInTemplate ? TEMPLATE_SYSTEM : textSystem(item.tools);
-  return {
-    messages: [
-      { role: 'system', content: system },
-      { role: 'user', content: item.query },
-    ],
-    tools: toToolDefinitions(item.tools),
-  };
+/** The first-attempt conversation: the tools in the system message, the query as the user's. */
+export function buildFunctionCallingPrompt(item: FunctionCallingItem): ChatMessage[] {
+  return [
+    { role: 'system', content: textSystem(item.tools) },
+    { role: 'user', content: item.query },
+  ];
 }
 
 // ---- verification -----------------------------------------------------------------
@@ -245,8 +173,7 @@ export function createFunctionCallingTask(opts: CompareOptions = {}): Task<Funct
     name: 'function-calling',
     reflectionPrompt: FUNCTION_CALLING_REFLECTION_PROMPT,
     retryPrompt: FUNCTION_CALLING_RETRY_PROMPT,
-    buildPrompt: (item, promptOpts) => buildFunctionCallingPrompt(item, promptOpts).messages,
-    tools: (item) => toToolDefinitions(item.tools),
+    buildPrompt: (item) => buildFunctionCallingPrompt(item),
     verify: (item, answerText) => verifyFunctionCalling(item, answerText, opts),
     load: (path, loadOpts) => loadFunctionCalling(path, loadOpts),
   };

@@ -43,28 +43,6 @@ export interface LoadResult<I> {
   digest?: string;
 }
 
-/**
- * A tool in the OpenAI function format, which is what chat templates with tool
- * support (Qwen 2.5, Llama 3.1, Hermes, ...) expect to receive.
- */
-export interface ToolDefinition {
-  type: 'function';
-  function: {
-    name: string;
-    description?: string;
-    parameters: Record<string, unknown>;
-  };
-}
-
-export interface PromptOptions {
-  /**
-   * True when the engine will hand `Task.tools(item)` to a chat template that
-   * renders tools itself; the prompt then leaves the tool specs out of the text.
-   * False (default): everything the model needs is in the messages.
-   */
-  toolsInTemplate?: boolean;
-}
-
 export interface Task<I extends TaskItem, G = never> {
   readonly name: string;
   /** Asked after a failed first attempt (exact texts from the RRR paper). */
@@ -72,9 +50,7 @@ export interface Task<I extends TaskItem, G = never> {
   /** Asked after the reflection, to get the second attempt. */
   readonly retryPrompt: string;
   /** The first-attempt conversation. */
-  buildPrompt(item: I, opts?: PromptOptions): ChatMessage[];
-  /** Tools to pass to the chat template, for tasks that have them. */
-  tools?(item: I): ToolDefinition[];
+  buildPrompt(item: I): ChatMessage[];
   /** Binary verifier over the model's raw answer text. Never throws on model output. */
   verify(item: I, answerText: string): VerifyResult;
   /** Reads a dataset file; malformed records throw DataError unless skipBadLines. */
