@@ -153,6 +153,10 @@ test('extraction: the last <answer> block wins; tags are case-insensitive', () =
   bad(A, '<answer>(8 - 7) * 25 * 4</answer> or maybe <answer>25 * 4</answer>', 'did not use 7; did not use 8');
   ok(A, 'So: <ANSWER>(8 - 7) * 25 * 4</Answer>');
   assert.deepEqual(extractCountdownAnswer('x <answer> 1 + 2 </answer>'), { expression: '1 + 2', source: 'tags' });
+  // An unclosed tag before the last block, or a stray closing tag after it, is not part of it.
+  assert.deepEqual(extractCountdownAnswer('<answer>draft <answer>1 + 2</answer>'), { expression: '1 + 2', source: 'tags' });
+  assert.deepEqual(extractCountdownAnswer('<answer>1 + 2</answer> so </answer>'), { expression: '1 + 2', source: 'tags' });
+  assert.equal(extractCountdownAnswer('</answer> <answer>1 + 2'), null);
 });
 
 test('extraction fallbacks: \\boxed{…}, then the last expression-looking line', () => {

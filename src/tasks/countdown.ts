@@ -123,7 +123,6 @@ export interface ExtractedAnswer {
   source: 'tags' | 'boxed' | 'line';
 }
 
-const ANSWER_TAG = /<answer>([\s\S]*?)<\/answer>/gi;
 const EXPRESSION_LINE = /^[0-9\s+\-\u2212\u2013*\u00d7xX\u00b7\u22c5/\u00f7()=]+$/;
 // LaTeX operators the grammar reads (arith.ts), allowed in a line without being letters there.
 const LATEX_OPERATORS = /\\(?:times|cdot|div)(?![A-Za-z])/g;
@@ -133,9 +132,8 @@ const HAS_OPERATOR = /[+\-\u2212\u2013*\u00d7xX\u00b7\u22c5/\u00f7]/;
 export function extractCountdownAnswer(answer: string): ExtractedAnswer | null {
   const thinkEnd = answer.lastIndexOf('</think>');
   const text = thinkEnd >= 0 ? answer.slice(thinkEnd + '</think>'.length) : answer;
-  let last: string | undefined;
-  for (const m of text.matchAll(ANSWER_TAG)) last = m[1];
-  if (last !== undefined) return { expression: cleanup(last), source: 'tags' };
+  const last = lastAnswerBlock(text);
+  if (last !== null) return { expression: cleanup(last), source: 'tags' };
 
   const boxed = lastBoxed(text);
   if (boxed !== null) return { expression: cleanup(boxed), source: 'boxed' };
@@ -149,6 +147,22 @@ export function extractCountdownAnswer(answer: string): ExtractedAnswer | null {
     }
   }
   return null;
+}
+
+/**
+ * The content of the last complete <answer>…</answer> (tags in any case): the opening tag nearest
+ * before the last closing tag, up to the first closing tag after it. Searches from the end, so a
+ * long run of unclosed tags costs one pass, where a lazy regex would rescan the rest of the text
+ * from each.
+ */
+function lastAnswerBlock(text: string): string | null {
+  const lower = text.toLowerCase();
+  const close = lower.lastIndexOf('</answer>');
+  if (close < 0) return null;
+  const open = lower.lastIndexOf('<answer>', close - '<answer>'.length);
+  if (open < 0) return null;
+  const start = open + '<answer>'.length;
+  return text.slice(start, lower.indexOf('</answer>', start));
 }
 
 /**
