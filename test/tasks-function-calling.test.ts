@@ -155,6 +155,8 @@ test('compare: type variants under the lenient (default) rules', () => {
   assert.equal(cmp([f(true)], [f(1)]).ok, false);
   assert.equal(cmp([f(null)], [f('null')]).ok, false);
   assert.equal(cmp([f(0)], [f(false)]).ok, false);
+  assert.equal(cmp([f('Z\u00fcrich')], [f('Zu\u0308rich')]).ok, true); // the same text, composed or not
+  assert.equal(cmp([f('Z\u00fcrich')], [f('Zurich')]).ok, false);
 });
 
 test('compare: numerals longer than a double holds are ids, compared digit for digit', () => {

@@ -9,7 +9,8 @@
  *     even one whose value equals a default (the reference is the spec); a key
  *     present with value null is present;
  *   - values are compared after normalisation:
- *       strings   trimmed, case-sensitive ("Paris" ≠ "paris");
+ *       strings   trimmed, Unicode NFC (a composed "ü" = "u" + combining
+ *                 diaeresis), case-sensitive ("Paris" ≠ "paris");
  *       numbers   by value (5 and 5.0 are the same JSON number);
  *       arrays    order-sensitive, element by element;
  *       objects   deep, keys as a set;
@@ -44,7 +45,7 @@ export function canonicalKey(v: unknown, lenient = true): string {
   if (typeof v === 'boolean') return `b:${v}`;
   if (typeof v === 'number') return `n:${Object.is(v, -0) ? 0 : v}`;
   if (typeof v === 'string') {
-    const s = v.trim();
+    const s = v.trim().normalize('NFC');
     if (lenient) {
       if (NUMERIC.test(s) && exactAsNumber(s)) return `n:${Number(s)}`;
       if (/^(true|false)$/i.test(s)) return `b:${s.toLowerCase()}`;
