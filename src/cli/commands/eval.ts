@@ -41,7 +41,7 @@ export const evalCommand: CommandModule<object, Args> = {
     y
       .option('model', { type: 'string', describe: 'GGUF base model (default: the embedded tiny model)' })
       .option('adapter', { type: 'string', describe: 'LoRA adapter GGUF from `train` (omit to evaluate the base model only)' })
-      .option('task', { choices: TASK_NAMES, default: 'synthetic', describe: 'task' })
+      .option('task', { choices: TASK_NAMES, default: 'synthetic', describe: 'task: synthetic, countdown, function-calling (how each scores an answer: README, "How answers are scored")' })
       .option('data', { type: 'string', describe: 'held-out JSONL dataset' })
       .option('generate', { type: 'number', describe: 'without --data: number of items to generate (default 64)' })
       .option('limit', { type: 'number', describe: 'use only the first N items (default: all)' })

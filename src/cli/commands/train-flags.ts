@@ -123,7 +123,7 @@ export function executionSettings(a: TrainArgs): {
 export function trainFlags<T>(y: Argv<T>) {
   return y
     .option('model', { type: 'string', describe: 'GGUF model to train (default: the embedded tiny random model, generated on first use)' })
-    .option('task', { choices: TASK_NAMES, describe: 'task: synthetic (default), countdown, function-calling' })
+    .option('task', { choices: TASK_NAMES, describe: 'task: synthetic (default), countdown, function-calling (how each scores an answer: README, "How answers are scored")' })
     .option('data', { type: 'string', describe: 'JSONL dataset for the task (countdown: {nums,target}; function-calling: APIGen/xLAM {query,tools,answers})' })
     .option('generate', { type: 'number', describe: 'without --data: number of task items to generate (default 64; synthetic and countdown)' })
     .option('limit', { type: 'number', describe: 'use only the first N items (default: all)' })
