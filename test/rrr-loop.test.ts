@@ -78,6 +78,14 @@ test('weights sit exactly on the reflection tokens, scaled by the group advantag
   assert.deepEqual(Array.from(s0.weights), [0, 0, 0, 0, 1.5, 1.5]);
   assert.deepEqual(Array.from(b.sequences[2]!.weights), [0, 0, 0, 0, -0.5, -0.5, -0.5]);
   assert.deepEqual(Array.from(s0.oldLogprobs!), [0, 0, 0, 0, -1, -1]);
+  assert.deepEqual(Array.from(s0.mask!), [0, 0, 0, 0, 1, 1]);
+
+  // A reward equal to the group's mean gives advantage 0: its tokens carry no weight but still
+  // count in the normaliser, so the mask is given, not left to weights ≠ 0.
+  const graded = buildTrainBatch([{ ...g, reflections: g.reflections.slice(0, 3), rewards: [1, 0.5, 0] }], { eps: 0, std: 'sample' });
+  assert.deepEqual(Array.from(graded.sequences[1]!.weights), [0, 0, 0, 0, 0]);
+  assert.deepEqual(Array.from(graded.sequences[1]!.mask!), [0, 0, 0, 0, 1]);
+  assert.equal(graded.sequences.reduce((a, x) => a + x.mask!.reduce((b, m) => b + m, 0), 0), graded.maskSum);
 });
 
 test('groups with equal rewards are skipped and counted', () => {
@@ -171,6 +179,34 @@ function loopFixture(steps: number): { items: Map<string, Item>; failures: { ite
 function stepResult(batch: TrainSequence[]) {
   return { loss: 0.5, kl: 0, gradNorm: 1, meanRatio: 1, tokens: batch.length, ms: 1, graphMs: 0, meanLogprob: -1, clipFraction: 0, lossScale: 1, lossTokens: batch.length, skipped: false, graphSplits: 1, graphHostInputs: 10, graphCustomRuns: 0, fallbackOps: [], computeBytes: 0, microBatches: 1, microBatchTokens: 0, keptLayers: 0, adapterMerged: false };
 }
+
+test('--passes-per-batch: every pass of a step trains the same sequences, with their sampling log-probs as old', async () => {
+  const { items, failures, settings } = loopFixture(6);
+  const calls: string[][] = [];
+  let pass = 0;
+  const learner = {
+    step: async (batch: TrainSequence[], o: StepOptions) => {
+      if (pass++ % 3 === 0) calls.push([]);
+      assert.ok(batch.every((x) => x.oldLogprobs !== undefined && x.oldLogprobs.length === x.tokens.length));
+      calls.at(-1)!.push(JSON.stringify({ lr: o.lr, b: batch.map((x) => [Array.from(x.tokens), Array.from(x.weights), Array.from(x.oldLogprobs!)]) }));
+      return { ...stepResult(batch), loss: pass };
+    },
+  };
+  const losses: number[] = [];
+  await runTraining(new FakePolicy(), learner, task, items, failures, { ...settings, steps: 3, grpo: { ...settings.grpo, passesPerBatch: 3 } }, {
+    checkpoint: async () => {},
+    shouldStop: () => false,
+    onStep: (m) => void (m.groupsTrained && losses.push(m.loss)),
+  });
+  assert.ok(calls.length > 0, 'no step trained');
+  for (const step of calls) {
+    assert.equal(step.length, 3);
+    assert.equal(step[1], step[0]);
+    assert.equal(step[2], step[0]);
+  }
+  // The step's metrics are its last pass's.
+  assert.deepEqual(losses, calls.map((_, i) => 3 * (i + 1)));
+});
 
 test('a run interrupted and resumed trains on exactly the same batches', async () => {
   const { items, failures, settings } = loopFixture(6);

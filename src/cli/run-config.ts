@@ -37,7 +37,7 @@ export interface RunConfig extends LoopSettings {
  */
 export const RUN_FLAGS = [
   'model', 'task', 'data', 'generate', 'limit', 'steps', 'tasks-per-step', 'group-size', 'temperature', 'retry-temperature', 'lr', 'lr-schedule',
-  'warmup-steps', 'beta', 'clip-epsilon', 'max-grad-norm', 'weight-decay', 'rank', 'alpha', 'lora-dropout', 'targets', 'max-reflection-tokens',
+  'warmup-steps', 'beta', 'clip-epsilon', 'max-grad-norm', 'weight-decay', 'min-lr-ratio', 'advantage-std', 'advantage-eps', 'passes-per-batch', 'rank', 'alpha', 'lora-dropout', 'targets', 'max-reflection-tokens',
   'max-answer-tokens', 'seed',
 ] as const satisfies readonly (keyof TrainArgs)[];
 
@@ -91,6 +91,10 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
       clipEpsilon: a['clip-epsilon'],
       maxGradNorm: a['max-grad-norm'],
       weightDecay: a['weight-decay'],
+      minLrRatio: a['min-lr-ratio'],
+      advantageStd: a['advantage-std'],
+      advantageEps: a['advantage-eps'],
+      passesPerBatch: a['passes-per-batch'],
     });
   } catch (e) {
     if (e instanceof ConfigError) throw new RrrError(e.message);

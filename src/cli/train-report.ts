@@ -65,7 +65,7 @@ export function summaryTable(first: FirstAttemptResult, summary: RunSummary): st
       ['first attempts correct', `${first.correct}/${first.attempted}`],
       ['steps', summary.steps],
       ['reward (first → last quarter of steps)', `${summary.rewardFirstQuarter.toFixed(3)} → ${summary.rewardLastQuarter.toFixed(3)}`],
-      ['solved after reflection', `${(100 * summary.successAfterReflectionFirstQuarter).toFixed(0)}% → ${(100 * summary.successAfterReflectionLastQuarter).toFixed(0)}%`],
+      ['solved after reflection (any of G retries)', `${(100 * summary.successAfterReflectionFirstQuarter).toFixed(0)}% → ${(100 * summary.successAfterReflectionLastQuarter).toFixed(0)}%`],
       ['groups trained / skipped (all-equal rewards)', `${summary.groupsTrained} / ${summary.groupsSkipped}`],
       ['tokens generated / trained', `${summary.generatedTokens} / ${summary.trainTokens}`],
     ],

@@ -5,7 +5,7 @@
  * std is the SAMPLE standard deviation (divide by G − 1) by default. That is
  * what TRL's GRPOTrainer computes (torch.Tensor.std is unbiased by default),
  * so advantages here match the reference implementation the RRR authors
- * built on. The sample std is larger than the population one by
+ * built on, but for ε (1e-6 by default here, 1e-4 there). The sample std is larger than the population one by
  * sqrt(G / (G − 1)), so advantages are smaller by that factor: rewards
  * [1, 0, 0, 0] give [1.5, −0.5, −0.5, −0.5] here, [√3, −1/√3, …] with
  * `std: 'population'` (divide by G), which is available for comparison.

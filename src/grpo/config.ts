@@ -7,6 +7,10 @@
  *   groupSize 8          G reflections per failed task, as in the paper.
  *   temperature 1.0      reflections are sampled at T = 1, as in the paper;
  *                        diversity inside a group is what produces signal.
+ *                        The loss takes log-probs at T = 1 whatever the
+ *                        sampling temperature (TRL divides the logits by T
+ *                        in both), so at T ≠ 1 the samples come from another
+ *                        distribution than the one trained.
  *   retryTemperature 0   the retry is greedy, so its reward reflects the
  *                        reflection rather than sampling luck.
  *   clipEpsilon 0.2      the usual PPO/GRPO clip range. With one
@@ -18,9 +22,16 @@
  *                        small value (e.g. 0.01–0.04) to add KL(π‖π_ref).
  *   learningRate 5e-5    for LoRA: full-model RL fine-tuning typically uses
  *                        1e-6…5e-6 and LoRA wants roughly 10× the full-model
- *                        rate; 5e-5 sits at the careful end of that.
+ *                        rate; 5e-5 sits at the careful end of that. Unlike
+ *                        TRL, whose normaliser also counts the tokens of
+ *                        groups with equal rewards (at advantage 0), Σm here
+ *                        counts only the trained groups' reflection tokens,
+ *                        as DESIGN's loss: where most groups are skipped a
+ *                        token's gradient is that much larger than TRL's at
+ *                        the same rate (the gradient-norm clip bounds it).
  *   lrSchedule cosine, warmupSteps 0, minLrRatio 0.1.
- *   advantageEps 1e-6, advantageStd "sample" (see advantages.ts).
+ *   advantageEps 1e-6, advantageStd "sample" (see advantages.ts; TRL adds
+ *                        1e-4: 2.4749 against 2.4742 for one success in 8).
  *   weightDecay 0        AdamW decay on LoRA weights is of little use.
  *   maxGradNorm 1.0      global gradient-norm clipping; 0 turns it off.
  *   passesPerBatch 1     optimisation passes over each batch of groups.

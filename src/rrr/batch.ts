@@ -43,8 +43,10 @@ export function buildTrainBatch(groups: Group[], opts: { eps: number; std: StdKi
       const r = g.reflections[i]!;
       const old = new Float32Array(t.length);
       old.set(r.logprobs, P);
-      // An empty reflection has nothing to train on.
-      if (r.tokens.length > 0) sequences.push({ tokens: t, weights: w.weights[i]!, oldLogprobs: old });
+      // An empty reflection has nothing to train on. The mask is given, not left to the engine's
+      // weights ≠ 0: a reflection whose advantage is 0 (a reward equal to its group's mean) still
+      // counts in Σm, as maskSum says.
+      if (r.tokens.length > 0) sequences.push({ tokens: t, weights: w.weights[i]!, mask: w.masks[i]!, oldLogprobs: old });
     });
   }
   return { sequences, groupsTrained: trained, groupsSkipped: skipped, maskSum };

@@ -28,6 +28,10 @@ export interface TrainArgs {
   'clip-epsilon'?: number;
   'max-grad-norm'?: number;
   'weight-decay'?: number;
+  'min-lr-ratio'?: number;
+  'advantage-std'?: string;
+  'advantage-eps'?: number;
+  'passes-per-batch'?: number;
   rank?: number;
   alpha?: number;
   targets?: string;
@@ -132,7 +136,7 @@ export function trainFlags<T>(y: Argv<T>) {
     .option('steps', { type: 'number', describe: 'GRPO steps (default 100; 60 for the embedded demo)' })
     .option('tasks-per-step', { type: 'number', describe: 'failed tasks per step, each gets --group-size reflections (default 4; 8 for the demo)' })
     .option('group-size', { type: 'number', describe: 'reflections per failed task, the GRPO group (default 8)' })
-    .option('temperature', { type: 'number', describe: 'sampling temperature of reflections (default 1.0)' })
+    .option('temperature', { type: 'number', describe: 'sampling temperature of reflections (default 1.0; the loss takes log-probs at 1 whatever this is)' })
     .option('retry-temperature', { type: 'number', describe: 'temperature of retries, 0 = greedy (default 0)' })
     .option('lr', { type: 'number', describe: 'peak learning rate (default 5e-5; 5e-3 for the embedded tiny model)' })
     .option('lr-schedule', { choices: ['cosine', 'constant'], describe: 'learning-rate schedule after warm-up (default cosine; constant for the embedded demo)' })
@@ -141,6 +145,17 @@ export function trainFlags<T>(y: Argv<T>) {
     .option('clip-epsilon', { type: 'number', describe: 'PPO ratio clip ε (default 0.2)' })
     .option('max-grad-norm', { type: 'number', describe: 'global gradient-norm clip, 0 = off (default 1.0)' })
     .option('weight-decay', { type: 'number', describe: 'AdamW weight decay (default 0)' })
+    .option('min-lr-ratio', { type: 'number', describe: 'cosine schedule: the learning rate at the last step, as a share of --lr (default 0.1)' })
+    .option('advantage-std', {
+      choices: ['sample', 'population'],
+      describe: "the group's reward spread that divides its advantages: sample (n − 1, as TRL's torch.std; default) or population (n)",
+    })
+    .option('advantage-eps', { type: 'number', describe: 'added to that spread before dividing (default 1e-6)' })
+    .option('passes-per-batch', {
+      type: 'number',
+      describe:
+        "optimisation passes over each step's groups (default 1: the plain policy gradient). Each pass weighs a token by ρ = π/π_old against the log-probs its reflection was sampled with, clipped by --clip-epsilon: about 1 in the first pass, moved by the updates in later ones",
+    })
     .option('rank', { type: 'number', describe: 'LoRA rank (default 16)' })
     .option('alpha', { type: 'number', describe: 'LoRA alpha (default 2 × rank)' })
     .option('lora-dropout', {
