@@ -144,7 +144,8 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
 
   const cut = join(testDir(), 'first-cut');
   // Off a terminal the bar prints every tenth: here after the first of ten batches.
-  const { sent, code, out, err } = await interruptOnCue(['train', '--out', cut, ...args], /first attempts +\d+%/);
+  // Its own first attempts, not the full run's from the shared cache.
+  const { sent, code, out, err } = await interruptOnCue(['train', '--out', cut, ...args, '--no-reuse-first-attempts'], /first attempts +\d+%/);
   assert.ok(sent, 'the first attempts ended before they could be interrupted');
   assert.equal(code, 130, err);
   assert.match(err, /stopping: the batch of first attempts in progress ends \(redone on resume\) and the ones done are saved/);
@@ -157,6 +158,28 @@ test('Ctrl-C during first attempts saves them; --resume goes on to the same fail
   assert.match(resumed.out, new RegExp(`first attempts: going on after ${m[1]} of 640`));
   assert.deepEqual(readFileSync(join(cut, 'failures.json')), readFileSync(join(full, 'failures.json')));
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
+});
+
+test('a new run takes its first attempts from an earlier one with the same model, items and answer length', () => {
+  const args = ['--generate', '96', '--seed', '4242', '--steps', '1'];
+  const run = (name: string, ...more: string[]) => {
+    const out = join(testDir(), name);
+    const r = cli('train', '--out', out, ...args, ...more);
+    assert.equal(r.code, 0, r.err);
+    return { out: r.out, failures: readFileSync(join(out, 'failures.json')) };
+  };
+  const reused = /first attempts: 96 of 96 \(\d+ failures\) from an earlier run with the same model file, items and --max-answer-tokens \(.*rrr-native\/first-attempts\/[0-9a-f]+\.json; --no-reuse-first-attempts redoes them\)/;
+  const a = run('shared-a');
+  assert.doesNotMatch(a.out, reused);
+  const b = run('shared-b', '--lr', '1e-3');
+  assert.match(b.out, reused);
+  assert.deepEqual(b.failures, a.failures);
+  // Another answer length or item set is other first attempts; the flag redoes them, the same.
+  assert.doesNotMatch(run('shared-c', '--max-answer-tokens', '9').out, reused);
+  assert.doesNotMatch(run('shared-d', '--limit', '95').out, reused);
+  const d = run('shared-e', '--no-reuse-first-attempts');
+  assert.doesNotMatch(d.out, reused);
+  assert.deepEqual(d.failures, a.failures);
 });
 
 test('a reader that closes early (| head) stops the run as Ctrl-C does: saved, no stack, --resume finishes', async () => {

@@ -24,9 +24,13 @@ export function defaultLengths(model: string | undefined): { maxReflectionTokens
   return isDemoModel(model) ? { maxReflectionTokens: DEMO_SETTINGS.maxReflectionTokens, maxAnswerTokens: DEMO_SETTINGS.maxAnswerTokens } : { maxReflectionTokens: 128, maxAnswerTokens: 256 };
 }
 
+/** rrr-native's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache). */
+export function cacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rrr-native');
+}
+
 export function defaultModelPath(): string {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'rrr-native', 'default-qwen2-tiny-copy-v2.gguf');
+  return join(cacheDir(), 'default-qwen2-tiny-copy-v2.gguf');
 }
 
 /**

@@ -1,5 +1,6 @@
-// Step 1 of RRR: first attempts over the dataset, keeping the failures. The result is cached
-// in the run folder, keyed by everything that determines it, so a second run skips the work.
+// Step 1 of RRR: first attempts over the dataset, keeping the failures. The result is cached,
+// keyed by everything that determines it, in the run folder (for --resume) and in the user's
+// cache (cli/shared-first-attempts.ts, for a new run over the same model and items).
 import { existsSync, readFileSync } from 'node:fs';
 import { GenerationStopped } from '../engine/errors.js';
 import { writeFileAtomic } from '../util/atomic.js';

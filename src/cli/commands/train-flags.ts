@@ -43,6 +43,7 @@ export interface TrainArgs {
   threads?: number;
   ctx?: number;
   'skip-bad-lines': boolean;
+  'reuse-first-attempts': boolean;
   json: boolean;
   'train-memory-gib'?: number;
   'kept-layers': string;
@@ -170,6 +171,12 @@ export function trainFlags<T>(y: Argv<T>) {
     .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
     .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
     .option('ctx', { type: 'number', describe: `longest sequence (prompt + reflection + retry) in tokens (default ${DEFAULT_CTX}, or the model's context if shorter; a resumed run may raise it)` })
+    .option('reuse-first-attempts', {
+      type: 'boolean',
+      default: true,
+      describe:
+        "a new run takes its first attempts from an earlier run with the same model file, items (--data, or --generate and --seed; --limit) and --max-answer-tokens, kept in the user's cache folder (~/.cache/rrr-native/first-attempts); --no-reuse-first-attempts redoes them",
+    })
     .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
     .option('train-memory-gib', {
       type: 'number',

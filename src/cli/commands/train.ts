@@ -24,6 +24,7 @@ import { lockRunFolder } from '../run-lock.js';
 import { buildConfig, evalCommand, failureKey, readRunConfig, RUN_FLAGS, type RunConfig } from '../run-config.js';
 import { loadItems, taskFor } from '../task-data.js';
 import { setupLine, stepFit, stepLine, summaryTable } from '../train-report.js';
+import { SharedFirstAttempts } from '../shared-first-attempts.js';
 import { executionSettings, trainFlags, type TrainArgs } from './train-flags.js';
 
 /** How often a long first-attempt pass is saved. */
@@ -146,10 +147,24 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       const key = failureKey(cfg, data.digest);
       let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key);
       const total = data.items.length;
+      // --seed makes no items where --data gives them, and first attempts are greedy.
+      const shared = a['reuse-first-attempts'] ? SharedFirstAttempts.of(cfg.model, cfg.data ? failureKey({ ...cfg, seed: 0 }, data.digest) : key) : undefined;
+      const save = (r: FirstAttemptResult) => {
+        writeFailureCache(failuresPath, key, r);
+        shared?.write(r);
+      };
+      const earlier = first ? undefined : shared?.read(total, maxSeqs);
+      if (earlier) {
+        first = earlier;
+        writeFailureCache(failuresPath, key, first);
+        log(
+          `first attempts: ${first.attempted} of ${total} (${first.failures.length} failures) from an earlier run with the same model file, items and --max-answer-tokens (${shared!.path}; --no-reuse-first-attempts redoes them)`,
+        );
+      }
       if (first && first.attempted >= total) {
-        log(`first attempts: reusing ${failuresPath} (${first.failures.length} failures of ${first.attempted})`);
+        if (!earlier) log(`first attempts: reusing ${failuresPath} (${first.failures.length} failures of ${first.attempted})`);
       } else {
-        if (first) log(`first attempts: going on after ${first.attempted} of ${total} (saved in ${failuresPath})`);
+        if (first && !earlier) log(`first attempts: going on after ${first.attempted} of ${total} (saved in ${failuresPath})`);
         const bar = new Progress('first attempts', total, { unit: 'task', silent: a.json, from: first?.attempted });
         let saved = Date.now();
         let doneSoFar = first?.attempted ?? 0;
@@ -167,13 +182,13 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
             // A crash or a second Ctrl-C loses at most about a minute of them.
             onBatch: (soFar) => {
               if (Date.now() - saved < FIRST_ATTEMPTS_SAVE_MS) return;
-              writeFailureCache(failuresPath, key, soFar);
+              save(soFar);
               saved = Date.now();
             },
           },
           first,
         );
-        writeFailureCache(failuresPath, key, first);
+        save(first);
         if (first.attempted < total) {
           bar.halt(`${first.correct}/${first.attempted} correct so far`);
           log(`interrupted during first attempts (${first.attempted} of ${total} done, saved). Continue with: ${resume}`);
