@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openSync, readSync, closeSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Model, RrrError } from '../src/engine/index.js';
+import { Model, RrrError, Trainer } from '../src/engine/index.js';
 import { tinyModel, testDir } from './helpers/models.js';
 import { writeRawModel } from './helpers/gguf-writer.js';
 
@@ -106,4 +106,17 @@ test('bad forward input is rejected with a clear message', async () => {
     m.dispose();
   }
   await assert.rejects(m.forward([[1, 2]]), /disposed/);
+});
+
+test('a bad micro-batch size is refused in one line, by the engine and by the addon', async () => {
+  const m = await Model.load(await tinyModel(), { device: 'cpu' });
+  const t = await Trainer.create(m, { rank: 2, alpha: 4, targets: ['q'] }, { lr: 1e-3 });
+  try {
+    const batch = [{ tokens: Int32Array.from([1, 2, 3]), weights: Float32Array.from([0, 1, 1]) }];
+    await assert.rejects(t.step(batch, { lr: 1e-3, microBatchTokens: -5 }), /step: microBatchTokens must be a whole number ≥ 0, 0 = the whole batch at once \(got -5\)/);
+    await assert.rejects(async () => t.rawTrainer.step(batch, { lr: 1e-3, microBatchTokens: -5 } as never), /microBatchTokens: must be a whole number >= 0/);
+  } finally {
+    t.dispose();
+    m.dispose();
+  }
 });

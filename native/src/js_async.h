@@ -38,12 +38,22 @@ protected:
         try {
             deferred_.Resolve(result_(env));
         } catch (const Napi::Error & e) {
-            deferred_.Reject(e.Value());
+            reject(e);
         }
     }
-    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+    void OnError(const Napi::Error & e) override { reject(e); }
 
 private:
+    // Rejecting fails too where the environment is shutting down (a worker thread ended, or the
+    // process exits, with this job in flight): no one is left to tell, and an exception out of
+    // here would abort the whole process.
+    void reject(const Napi::Error & e) {
+        try {
+            deferred_.Reject(e.Value());
+        } catch (const Napi::Error &) {
+        }
+    }
+
     PromiseJob(Napi::Env env, Work work, Result result)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), result_(std::move(result)) {}
 

@@ -19,8 +19,11 @@ namespace {
 struct GenCore {
     std::shared_ptr<ModelCore> model;
     std::unique_ptr<Generator> gen;
-    // Keeps the adapter's tensors alive while the generator samples with them.
-    std::shared_ptr<Trainer> adapter;
+    // The adapter setAdapter chose (JS thread only): each generate call samples with the one
+    // chosen when it was called, so setAdapter never waits for a call in flight.
+    std::shared_ptr<Trainer> chosen;
+    // The adapter `gen` holds views of, kept alive by this (under the model's lock).
+    std::shared_ptr<Trainer> applied;
     // The generate call (its ticket, counted by the caller from 1) that stop() asked to end.
     // A ticket rather than a flag: a stop that lands before its call's job starts, or after it
     // ended, can then neither be lost nor end the next call.
@@ -162,7 +165,13 @@ private:
             [core, opt] {
                 std::lock_guard<std::mutex> lock(core->model->mu);
                 ModelCore & m = *core->model;
-                core->gen = std::make_unique<Generator>(*m.weights, *m.vocab, *m.backends, opt);
+                try {
+                    core->gen = std::make_unique<Generator>(*m.weights, *m.vocab, *m.backends, opt);
+                } catch (const std::bad_alloc &) {
+                    // Host tables sized by the cells run out before the KV cache's own check can say so.
+                    throw Error("out of host memory for a generator of maxSeqs " + std::to_string(opt.max_seqs) + " x nCtx " +
+                                std::to_string(opt.n_ctx) + " tokens; lower maxSeqs or nCtx");
+                }
             },
             [core](Napi::Env env) -> Napi::Value {
                 return construct_with(env, env.GetInstanceData<AddonState>()->generator_ctor, core);
@@ -203,7 +212,7 @@ private:
         auto out = std::make_shared<std::vector<std::vector<GenOutput>>>();
         auto stats = std::make_shared<GenStats>();
         return PromiseJob::start(env,
-            [core, groups = std::move(groups), params = std::move(params), tsfn, out, stats, ticket] {
+            [core, adapter = core->chosen, groups = std::move(groups), params = std::move(params), tsfn, out, stats, ticket] {
                 struct Release {
                     std::shared_ptr<Napi::ThreadSafeFunction> f;
                     ~Release() { if (f) f->Release(); }
@@ -215,6 +224,10 @@ private:
                     };
                 }
                 std::lock_guard<std::mutex> lock(core->model->mu);
+                if (core->applied != adapter) {
+                    core->gen->set_lora(adapter ? adapter->adapter().view() : LoraView{});
+                    core->applied = adapter;
+                }
                 std::function<bool()> stop;
                 if (ticket > 0) stop = [core, ticket] { return core->stop_ticket.load() == ticket; };
                 *out = core->gen->run(groups, params, progress, *stats, stop);
@@ -246,7 +259,8 @@ private:
             });
     }
 
-    // Samples from base + adapter (a NativeTrainer over the same model), or the base model with null.
+    // Samples from base + adapter (a NativeTrainer over the same model), or the base model with
+    // null, from the next generate call on; the calls before it keep the adapter they were given.
     Napi::Value set_adapter(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         GenCore & c = core(env);
@@ -255,9 +269,7 @@ private:
             t = unwrap_trainer(info[0], "setAdapter");
             if (t->model() != c.model) throw Napi::Error::New(env, "setAdapter: the adapter was created for another model");
         }
-        std::lock_guard<std::mutex> lock(c.model->mu);
-        c.gen->set_lora(t ? t->adapter().view() : LoraView{});
-        c.adapter = std::move(t);
+        c.chosen = std::move(t);
         return env.Undefined();
     }
 

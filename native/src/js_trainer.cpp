@@ -66,6 +66,7 @@ StepSettings settings_from_js(const Napi::Value & v) {
     s.clip_eps = (float) num_opt(o, "clipEps", s.clip_eps);
     s.beta = (float) num_opt(o, "beta", 0.0);
     s.micro_batch_tokens = int_opt(o, "microBatchTokens", 0);
+    if (s.micro_batch_tokens < 0) throw Napi::RangeError::New(env, "microBatchTokens: must be a whole number >= 0 (0: the whole batch at once)");
     s.graph.recompute = bool_opt(o, "recompute", true);
     const Napi::Value kept = o.Get("keptLayers");
     if (kept.IsString() && kept.ToString().Utf8Value() == "auto") {

@@ -180,8 +180,10 @@ export class Generator {
   }
 
   /**
-   * Samples from base + the trainer's LoRA adapter from now on (null: the base model again).
-   * The adapter is read live: optimizer steps taken later show up in later generations.
+   * Samples from base + the trainer's LoRA adapter from the next generate() call on (null: the
+   * base model again); calls made before keep the adapter they were made with, and this does not
+   * wait for them. The adapter is read live: optimizer steps taken later show up in later
+   * generations.
    */
   setAdapter(trainer: { rawTrainer: RawTrainer } | null): void {
     try {

@@ -54,6 +54,9 @@ function rawOptions(o: StepOptions): RawStepOptions {
     throw new RrrError(`step: memoryBudget must be a number of bytes ≥ 0 (got ${o.memoryBudget})`);
   }
   if (o.keptLayers === 'auto' && !o.memoryBudget) throw new RrrError("step: keptLayers 'auto' needs a memoryBudget");
+  if (o.microBatchTokens !== undefined && !(Number.isInteger(o.microBatchTokens) && o.microBatchTokens >= 0)) {
+    throw new RrrError(`step: microBatchTokens must be a whole number ≥ 0, 0 = the whole batch at once (got ${o.microBatchTokens})`);
+  }
   return {
     lr: o.lr,
     clipEps: o.clipEps ?? 0.2,
