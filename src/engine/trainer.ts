@@ -147,12 +147,15 @@ export class Trainer {
     return call(() => this.rawTrainer.plan(batch, len, o));
   }
 
-  /** Copies of all adapter tensors by name (debugging and tests). */
+  /**
+   * Copies of all adapter tensors by name (debugging and tests). Synchronous: on the JS thread it
+   * waits for a step or a generation in flight on the same model, so call it between them.
+   */
   params(): Record<string, Float32Array> {
     return this.rawTrainer.params();
   }
 
-  /** Overwrites one adapter tensor (debugging and tests). */
+  /** Overwrites one adapter tensor (debugging and tests); synchronous, as params(). */
   setParam(name: string, values: Float32Array): void {
     try {
       this.rawTrainer.setParam(name, values);
