@@ -22,8 +22,18 @@ std::vector<std::vector<int32_t>> seqs_from_js(const Napi::Value & v, const char
 
 Napi::Object forward_result_to_js(Napi::Env env, ForwardResult && r) {
     Napi::Object o = Napi::Object::New(env);
-    Napi::Float32Array logits = Napi::Float32Array::New(env, r.logits.size());
-    std::memcpy(logits.Data(), r.logits.data(), r.logits.size() * sizeof(float));
+    // The result's own memory becomes the array's, freed with it: all logits of a long batch run
+    // to hundreds of MB, whose copy (and zero fill) would hold up the event loop for seconds.
+    const size_t n = r.logits.size();
+    Napi::Float32Array logits;
+    if (n == 0) {
+        logits = Napi::Float32Array::New(env, 0);
+    } else {
+        auto * owned = new std::vector<float>(std::move(r.logits));
+        Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, owned->data(), n * sizeof(float),
+                                                       [](Napi::Env, void *, std::vector<float> * v) { delete v; }, owned);
+        logits = Napi::Float32Array::New(env, n, buf, 0);
+    }
     Napi::Array starts = Napi::Array::New(env, r.row_start.size());
     for (size_t i = 0; i < r.row_start.size(); ++i) starts.Set((uint32_t) i, Napi::Number::New(env, (double) r.row_start[i]));
     o.Set("nVocab", Napi::Number::New(env, (double) r.n_vocab));
