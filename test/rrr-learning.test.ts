@@ -48,6 +48,7 @@ test('train with no model arguments learns; eval on held-out items shows it', ()
   assert.equal(t.code, 0, t.err);
   const summary = JSON.parse(t.out) as { steps: number; rewardFirstQuarter: number; rewardLastQuarter: number; stopped: boolean; adapter: string; evalCommand: string };
   assert.equal(summary.steps, 60);
+  assert.match(t.err, /^first attempts 100% 64\/64 .*\n(.*\n)*step 60\/60 /m);
   assert.equal(summary.adapter, join(out, 'adapter.gguf'));
   assert.equal(summary.evalCommand, `rrr-native eval --adapter ${summary.adapter} --task synthetic --seed 1001`);
   assert.equal(summary.stopped, false);
@@ -62,6 +63,8 @@ test('train with no model arguments learns; eval on held-out items shows it', ()
   assert.equal(e.code, 0, e.err);
   const r = JSON.parse(e.out) as EvalJson;
   assert.equal(r.base.tasks, 64);
+  // --json keeps stdout for the result; progress goes to stderr.
+  assert.match(e.err, /^base and adapter 100% 64\/64 /m);
   assert.ok(r.adapter.secondAccuracy >= r.base.secondAccuracy + 0.4, `second attempt: base ${r.base.secondAccuracy}, adapter ${r.adapter.secondAccuracy}`);
   assert.ok(r.adapter.secondAccuracy >= r.adapter.firstAccuracy);
 });

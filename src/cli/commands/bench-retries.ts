@@ -65,7 +65,7 @@ export const retriesSection: BenchSection = {
     const ref = args.reference
       ? await ReferenceDecoder.load(model.info.path, { gpu: model.info.gpu, threads: args.threads, f32Kv: args['kv-type'] === 'f32', flashAttn, kvUnified: referenceKv === 'unified' })
       : undefined;
-    const progress = new Progress('retries', args.repeat * (ref ? 3 : 2), { unit: 'run', silent: mode.json });
+    const progress = new Progress('retries', args.repeat * (ref ? 3 : 2), { unit: 'run' });
     let ours: Timing | undefined, oursWhole: Timing | undefined, theirs: Timing | undefined;
     const best = (x: Timing | undefined, y: Timing) => (x && x.ms <= y.ms ? x : y);
     const opts = { maxTokens: N, temperature: 0, ignoreEos: true };

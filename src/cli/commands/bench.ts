@@ -145,7 +145,7 @@ export const generationSection: BenchSection = {
         })
       : undefined;
     const runs = args.parallel.length * (ref ? 2 : 1) * args.repeat;
-    const progress = new Progress('bench', runs, { unit: 'run', silent: mode.json });
+    const progress = new Progress('bench', runs, { unit: 'run' });
     const data: Record<string, unknown>[] = [];
     const rows: (string | number)[][] = [];
     const fallbackOps = new Set<string>();

@@ -84,7 +84,7 @@ export const evalCommand: CommandModule<object, Args> = {
       trainer = a.adapter ? await Trainer.fromAdapter(model, resolve(a.adapter)) : undefined;
       const arms = [{ use: () => generator.setAdapter(null) }, ...(trainer ? [{ use: () => generator.setAdapter(trainer!) }] : [])];
       const total = data.items.length;
-      const bar = new Progress(trainer ? 'base and adapter' : 'base', total, { unit: 'task', silent: a.json });
+      const bar = new Progress(trainer ? 'base and adapter' : 'base', total, { unit: 'task' });
       const interrupt = onInterrupt(() => 'the batch in progress ends and the results of the batches done are shown');
       let results: EvalResult[];
       try {

@@ -165,7 +165,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
         if (!earlier) log(`first attempts: reusing ${failuresPath} (${first.failures.length} failures of ${first.attempted})`);
       } else {
         if (first && !earlier) log(`first attempts: going on after ${first.attempted} of ${total} (saved in ${failuresPath})`);
-        const bar = new Progress('first attempts', total, { unit: 'task', silent: a.json, from: first?.attempted });
+        const bar = new Progress('first attempts', total, { unit: 'task', from: first?.attempted });
         let saved = Date.now();
         let doneSoFar = first?.attempted ?? 0;
         first = await firstAttempts(
