@@ -478,6 +478,20 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test('a quantized model as deep as a real one (28 layers, q4_0) keeps its weights transposed and trains', async () => {
+    // The graph that transposes them once has two leaves and up to four nodes a weight: sized for
+    // nodes alone, ggml's scheduler aborted the process from 8 quantized layers on.
+    const { model } = await tinyModel('deep-q4_0', { type: 'q4_0', nLayer: 28 });
+    for (const transposedWeights of ['cache', 'per-step'] as const) {
+      const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: [...ALL], seed: 3 }, { lr: 1e-3 }, { transposedWeights });
+      assert.equal(tr.info.transposedWeightsBytes > 0, transposedWeights === 'cache', transposedWeights);
+      const r = await tr.step(mixedBatch(), { lr: 1e-3 });
+      assert.ok(Number.isFinite(r.loss) && Number.isFinite(r.gradNorm) && r.gradNorm > 0, `${transposedWeights}: loss ${r.loss}, gradient norm ${r.gradNorm}`);
+      tr.dispose();
+    }
+    model.dispose();
+  });
+
   test('an adapter merged into the weights (mergeAdapter): finite differences, and the gradients of the adapter path', async () => {
     // The same sums in another order. Measured on the CPU: 2.4e-6 at most, 2.7e-5 with KL; on a
     // GPU the merge's f32 product may run on TF32 tensor cores.

@@ -43,7 +43,9 @@ TransposedWeights::TransposedWeights(const ModelWeights & w, const Backends & b)
 
     // One graph copies every W through a transposed view straight into its cache tensor;
     // quantised types are dequantised by get_rows first, as the per-step path does.
-    const size_t n_nodes = 4 * src.size() + 16;
+    // Up to four nodes a weight (a view of iota, get_rows, the transpose, the copy) and two leaves
+    // (the weight and its cache tensor): the scheduler's table must hold nodes and leaves.
+    const size_t n_nodes = 6 * src.size() + 16;
     ggml_init_params gp{ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false), nullptr, true};
     ggml_context * g = ggml_init(gp);
     if (!g) {
