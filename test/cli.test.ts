@@ -106,7 +106,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
   const train = (...flags: string[]) => cli('train', '--model', model, '--device', 'cpu', '--out', out, ...flags);
   const cases: [string[], RegExp][] = [
     [['--steps', '0'], /^rrr-native: --steps: expected a whole number ≥ 1, got 0$/],
-    [['--threads', '0'], /^rrr-native: --threads: expected a whole number ≥ 1, got 0$/],
+    [['--threads', '-1'], /^rrr-native: --threads: expected a whole number ≥ 0, got -1$/],
     [['--seed', '1.5'], /^rrr-native: --seed: expected a whole number, got 1.5$/],
     [['--seed', 'NaN'], /^rrr-native: --seed: expected a number, got 'NaN'$/],
     [['--limit', '-1'], /^rrr-native: --limit: expected a whole number ≥ 1, got -1$/],
@@ -149,7 +149,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--max-answer-tokens', '0'], /^rrr-native: --max-answer-tokens: expected a whole number ≥ 1, got 0$/],
     [['--ctx', '-5'], /^rrr-native: --ctx: expected a whole number ≥ 16, got -5$/],
     [['--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take \d+ tokens/],
-    [['--threads', '-3'], /^rrr-native: --threads: expected a whole number ≥ 1, got -3$/],
+    [['--threads', '-3'], /^rrr-native: --threads: expected a whole number ≥ 0, got -3$/],
   ] as [string[], RegExp][]) {
     assertOneLineError(evalWith(...flags), 1, pattern);
   }

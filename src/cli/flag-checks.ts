@@ -15,9 +15,9 @@ export function outFileFlag(out: string): string {
   return out;
 }
 
-/** --threads: absent (every core) or a whole number of threads. */
+/** --threads: a whole number; 0, as bench's default, or none means all cores (undefined). */
 export function threadsFlag(v: number | undefined): number | undefined {
-  return v === undefined ? undefined : integerFlag('--threads', v);
+  return v === undefined || integerFlag('--threads', v, 0) === 0 ? undefined : v;
 }
 
 /** --seed: any whole number, negative ones too (the generators hash it). */

@@ -50,7 +50,7 @@ export const evalCommand: CommandModule<object, Args> = {
       .option('max-answer-tokens', { type: 'number', describe: 'longest answer (default 256; 10 for the embedded tiny model, as in train)' })
       .option('batch-size', { type: 'number', default: 32, describe: 'tasks generated together' })
       .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
-      .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
+      .option('threads', { type: 'number', describe: 'CPU threads (default, or 0: all cores)' })
       .option('ctx', { type: 'number', default: DEFAULT_CTX, describe: "longest sequence (prompt + reflection + retry) in tokens, or the model's context if shorter" })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
       .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON' }),

@@ -169,13 +169,13 @@ export function trainFlags<T>(y: Argv<T>) {
     .option('checkpoint-every', { type: 'number', describe: 'save a resumable checkpoint every N steps (and on Ctrl-C; default 10; a resumed run may change it)' })
     .option('seed', { type: 'number', describe: 'seed of data generation, task order and sampling (default 1)' })
     .option('device', { choices: ['auto', 'cpu', 'cuda'] as const, default: 'auto' as const, describe: 'compute device' })
-    .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' })
-    .option('ctx', { type: 'number', describe: `longest sequence (prompt + reflection + retry) in tokens (default ${DEFAULT_CTX}, or the model's context if shorter; a resumed run may raise it)` })
+    .option('threads', { type: 'number', describe: 'CPU threads (default, or 0: all cores)' })
+    .option('ctx', { type: 'number', describe: `longest sequence (prompt + reflection + retry) in tokens (default ${DEFAULT_CTX}, or the model's context if shorter; a resumed run may change it, checked to fit)` })
     .option('reuse-first-attempts', {
       type: 'boolean',
       default: true,
       describe:
-        "a new run takes its first attempts from an earlier run with the same model file, items (--data, or --generate and --seed; --limit) and --max-answer-tokens, kept in the user's cache folder (~/.cache/rrr-native/first-attempts); --no-reuse-first-attempts redoes them",
+        "a new run takes its first attempts from an earlier run with the same model file, items (--data, or --generate and --seed; --limit) and --max-answer-tokens, kept in the user's cache folder ($XDG_CACHE_HOME or ~/.cache, rrr-native/first-attempts); --no-reuse-first-attempts redoes them",
     })
     .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'skip malformed dataset lines (reported) instead of stopping' })
     .option('train-memory-gib', {
