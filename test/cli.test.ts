@@ -1,7 +1,7 @@
 // The command line as a user meets it: help text, JSON output, exit codes, one-line errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/engine/native.js';
@@ -226,4 +226,28 @@ test('printed commands quote what the shell would split or expand', () => {
     assert.equal(back.stdout, s, `${JSON.stringify(s)} as ${q}`);
   }
   assert.equal(shellArg('runs/plain-2026.gguf'), 'runs/plain-2026.gguf');
+});
+
+test('Ctrl-C while a model file is written leaves neither it nor its temporary file', async () => {
+  const out = join(testDir(), 'interrupted.gguf');
+  // A 0.5B-shaped model of two layers: over 300 MB, seconds to write on two cores.
+  const child = spawn(process.execPath, [main, 'make-tiny-model', '--preset', 'qwen2.5-0.5b', '--layers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const tmp = `${out}.tmp-${child.pid}`;
+  const closed = new Promise<number | null>((r) => child.on('close', r));
+  let sent = false;
+  for (let i = 0; i < 3000 && child.exitCode === null; i++) {
+    if (existsSync(tmp)) {
+      child.kill('SIGINT');
+      sent = true;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const code = await closed;
+  assert.ok(sent, `the temporary file never appeared (exit ${code}): ${err}`);
+  assert.equal(code, 130, err);
+  assert.match(err, /rrr-native: stopped; .*interrupted\.gguf was not written/);
+  assert.deepEqual(readdirSync(testDir()).filter((f) => f.startsWith('interrupted.gguf')), []);
 });

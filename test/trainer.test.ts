@@ -1857,8 +1857,98 @@ describe('learning and adapter files', () => {
       kept.filter(([name]) => name !== 'blk.1.attn_k.weight.lora_b').map(([name, data]) => ({ name, data, shape: name.endsWith('lora_a') ? [data.length / rank, rank] : [rank, data.length / rank] })),
     );
     await assert.rejects(Trainer.fromAdapter(model, halfPath), /learn-half\.gguf: layer 1 attn_k has lora_a without its lora_b$/);
+
+    // As llama.cpp's converter may write them: lora_a in q8_0 (--outtype q8_0; lora_b, whose rows
+    // are rank long, in f16), no adapter.lora.alpha (libllama then scales by 1), a norm vector
+    // (skipped by both loaders). Ours, libllama's and the merged model give the same logits.
+    const convertedPath = join(dir, 'learn-converted.gguf');
+    const shape = (name: string, data: Float32Array) => (name.endsWith('lora_a') ? [data.length / rank, rank] : [rank, data.length / rank]);
+    writeGguf(
+      convertedPath,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' } },
+      [
+        ...kept.map(([name, data]) => ({ name, data, shape: shape(name, data), type: name.endsWith('lora_a') ? ('q8_0' as const) : ('f16' as const) })),
+        { name: 'blk.0.attn_norm.weight', shape: [model.info.nEmbd], fill: 1 },
+      ],
+    );
+    const converted = await Trainer.fromAdapter(model, convertedPath);
+    assert.equal(converted.info.alpha, rank, 'no alpha: scale 1, as alpha = rank');
+    const cOurs = await model.forward(seqs, { adapter: converted });
+    const cRef = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
+    await cRef.setAdapter(convertedPath);
+    const cTheirs = await cRef.logits(seqs);
+    cRef.dispose();
+    const cMergedPath = join(dir, 'learn-converted-merged.gguf');
+    assert.equal((await mergeAdapter({ model: path, adapter: convertedPath, out: cMergedPath })).merged, 7);
+    const cm = await Model.load(cMergedPath, { device: DEVICE, threads: 2 });
+    const cMerged = await cm.forward(seqs);
+    cm.dispose();
+    let cDiff = 0;
+    let cMergedDiff = 0;
+    let cMoved = 0;
+    for (let i = 0; i < cOurs.logits.length; i++) {
+      cDiff = Math.max(cDiff, Math.abs(cOurs.logits[i]! - cTheirs.logits[i]!));
+      cMergedDiff = Math.max(cMergedDiff, Math.abs(cOurs.logits[i]! - cMerged.logits[i]!));
+      cMoved = Math.max(cMoved, Math.abs(cOurs.logits[i]! - base.logits[i]!));
+    }
+    assert.ok(cMoved > 0.1, `the converted adapter moves the logits (${cMoved})`);
+    // libllama multiplies by the q8_0 tensors as stored, its CPU product rounding the inputs to
+    // 8 bits too; we multiply by their f32 values. Measured on the CPU: 0.040 where the adapter
+    // moves the logits by 13.
+    assert.ok(cDiff < 0.01 * cMoved, `converted adapter, ours vs libllama's: max |diff| ${cDiff} where it moves them by ${cMoved}`);
+    assert.ok(cMergedDiff < deviceTol(2e-3, 6e-2), `converted adapter merged vs applied: max |diff| ${cMergedDiff}`);
+    converted.dispose();
+    // A tensor that is not a LoRA's is refused by name, as libllama refuses it; so are lora_a and
+    // lora_b of different ranks.
+    const junkPath = join(dir, 'learn-junk.gguf');
+    writeGguf(
+      junkPath,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' }, 'adapter.lora.alpha': { f32: 16 } },
+      [...kept.map(([name, data]) => ({ name, data, shape: shape(name, data) })), { name: 'rrr.junk', shape: [4], fill: 1 }],
+    );
+    await assert.rejects(Trainer.fromAdapter(model, junkPath), /learn-junk\.gguf: tensor 'rrr\.junk' is not a LoRA tensor \(expected names ending in \.lora_a or \.lora_b; llama\.cpp refuses it too\)$/);
+    await assert.rejects(mergeAdapter({ model: path, adapter: junkPath, out: join(dir, 'junk-merged.gguf') }), /tensor 'rrr\.junk' is not a LoRA tensor/);
+    const ranksPath = join(dir, 'learn-ranks.gguf');
+    writeGguf(
+      ranksPath,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' }, 'adapter.lora.alpha': { f32: 16 } },
+      kept.map(([name, data]) => (name === 'blk.1.attn_q.weight.lora_a' ? { name, shape: [data.length / rank, rank / 2], fill: 0.01 } : { name, data, shape: shape(name, data) })),
+    );
+    await assert.rejects(mergeAdapter({ model: path, adapter: ranksPath, out: join(dir, 'ranks-merged.gguf') }), /learn-ranks\.gguf: 'blk\.1\.attn_q\.weight' has lora_a of rank 4 and lora_b of rank 8$/);
     partial.dispose();
     again.dispose();
+    tr.dispose();
+    model.dispose();
+  });
+
+  test('export --merge into a 4-bit base re-quantizes its projections (and says so), or keeps them f16 on request', async () => {
+    const { path, model } = await tinyModel('merge-q4_0', { type: 'q4_0' });
+    const tr = await Trainer.create(model, { rank: 8, alpha: 16, targets: [...ALL], seed: 5 }, { lr: 1e-2 });
+    randomizeB(tr, 0.3);
+    const adapter = join(dir, 'merge-q4_0.adapter.gguf');
+    await tr.saveAdapter(adapter);
+    const seqs = [seq(16, 3)];
+    const applied = (await model.forward(seqs, { adapter: tr })).logits;
+    const base = (await model.forward(seqs)).logits;
+    const merged = async (mergedType: 'base' | 'f16') => {
+      const out = join(dir, `merge-q4_0-${mergedType}.gguf`);
+      const r = await mergeAdapter({ model: path, adapter, out, mergedType });
+      const m = await Model.load(out, { device: DEVICE, threads: 2 });
+      const l = (await m.forward(seqs)).logits;
+      m.dispose();
+      let d = 0;
+      for (let i = 0; i < l.length; i++) d = Math.max(d, Math.abs(l[i]! - applied[i]!));
+      return { r, d };
+    };
+    let moved = 0;
+    for (let i = 0; i < base.length; i++) moved = Math.max(moved, Math.abs(applied[i]! - base[i]!));
+    const q = await merged('base');
+    const f = await merged('f16');
+    assert.deepEqual([q.r.merged, q.r.quantized, q.r.quantizedType], [14, 14, 'q4_0']);
+    assert.deepEqual([f.r.merged, f.r.quantized, f.r.quantizedType], [14, 0, undefined]);
+    // What is left in f16 is the q4_0 base's own rounding of the products base + adapter runs.
+    assert.ok(f.d < q.d / 2, `merged in f16: ${f.d} from base + adapter, re-quantized: ${q.d} (the adapter moves the logits by ${moved})`);
+    await assert.rejects(mergeAdapter({ model: path, adapter, out: join(dir, 'x.gguf'), mergedType: 'q4' as never }), /--merged-type: expected base, f16, bf16 or f32, got 'q4'/);
     tr.dispose();
     model.dispose();
   });

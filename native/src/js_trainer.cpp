@@ -529,12 +529,20 @@ Napi::Value merge_adapter_js(const Napi::CallbackInfo & info) {
     const std::string model = str_opt(o, "model", ""), adapter = str_opt(o, "adapter", ""), out = str_opt(o, "out", "");
     if (model.empty()) throw Napi::TypeError::New(env, "--model: a base model path is required");
     if (adapter.empty()) throw Napi::TypeError::New(env, "--adapter: an adapter path is required");
+    const std::string mt = str_opt(o, "mergedType", "base");
+    ggml_type merged_type = GGML_TYPE_COUNT;
+    if (mt == "f32") merged_type = GGML_TYPE_F32;
+    else if (mt == "f16") merged_type = GGML_TYPE_F16;
+    else if (mt == "bf16") merged_type = GGML_TYPE_BF16;
+    else if (mt != "base") throw Napi::TypeError::New(env, "--merged-type: expected base, f16, bf16 or f32, got '" + mt + "'");
     auto res = std::make_shared<MergeResult>();
-    return PromiseJob::start(env, [model, adapter, out, res] { *res = merge_adapter(model, adapter, out); },
+    return PromiseJob::start(env, [model, adapter, out, merged_type, res] { *res = merge_adapter(model, adapter, out, merged_type); },
                              [res](Napi::Env env) -> Napi::Value {
                                  Napi::Object r = Napi::Object::New(env);
                                  r.Set("merged", (double) res->merged);
                                  r.Set("storedAsF16", (double) res->requantized_f16);
+                                 r.Set("quantized", (double) res->quantized);
+                                 if (!res->quantized_type.empty()) r.Set("quantizedType", res->quantized_type);
                                  r.Set("bytes", (double) res->bytes);
                                  return r;
                              });

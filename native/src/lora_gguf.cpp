@@ -44,18 +44,14 @@ size_t bytes_of(const std::vector<ggml_tensor *> & ts) {
     return n;
 }
 
-// Copies file tensor `src` (f32, f16 or bf16) into backend tensor `dst` of the same shape.
+// Copies file tensor `src` into backend tensor `dst` of the same shape, as f32.
 void set_from_file(ggml_tensor * dst, const ggml_tensor * src, const std::string & path) {
     if (!ggml_are_same_shape(dst, src)) throw Error(path + ": tensor '" + std::string(src->name) + "' has the wrong shape for this model");
-    const int64_t n = ggml_nelements(src);
     if (src->type == GGML_TYPE_F32) {
         ggml_backend_tensor_set(dst, src->data, 0, ggml_nbytes(dst));
         return;
     }
-    std::vector<float> tmp((size_t) n);
-    if (src->type == GGML_TYPE_F16) ggml_fp16_to_fp32_row((const ggml_fp16_t *) src->data, tmp.data(), n);
-    else if (src->type == GGML_TYPE_BF16) ggml_bf16_to_fp32_row((const ggml_bf16_t *) src->data, tmp.data(), n);
-    else throw Error(path + ": tensor '" + std::string(src->name) + "' has type " + ggml_type_name(src->type) + " (expected f32, f16 or bf16)");
+    const std::vector<float> tmp = lora_tensor_f32(src, path);
     ggml_backend_tensor_set(dst, tmp.data(), 0, ggml_nbytes(dst));
 }
 
@@ -81,10 +77,41 @@ void check_same_spec(const AdapterSpec & want, const AdapterSpec & got, const st
 
 } // namespace
 
+std::vector<float> lora_tensor_f32(const ggml_tensor * t, const std::string & path) {
+    std::vector<float> out((size_t) ggml_nelements(t));
+    if (t->type == GGML_TYPE_F32) {
+        std::memcpy(out.data(), t->data, out.size() * sizeof(float));
+        return out;
+    }
+    // Any type ggml can turn back into floats: the converter writes f32, f16, bf16 or q8_0.
+    const ggml_type_traits * tr = ggml_get_type_traits(t->type);
+    if (!tr->to_float || t->ne[0] % ggml_blck_size(t->type) != 0) {
+        throw Error(path + ": tensor '" + std::string(t->name) + "' has type " + ggml_type_name(t->type) + ", which rrr-native cannot read as numbers");
+    }
+    const size_t row = ggml_row_size(t->type, t->ne[0]);
+    for (int64_t r = 0; r < ggml_nrows(t); ++r) tr->to_float((const char *) t->data + r * row, out.data() + r * t->ne[0], t->ne[0]);
+    return out;
+}
+
+float lora_alpha(const gguf_context * g, int64_t rank, const std::string & path) {
+    const float alpha = gguf_float_or(g, "adapter.lora.alpha", 0.0f, path);
+    if (alpha < 0) throw Error(path + ": adapter.lora.alpha is negative (" + std::to_string(alpha) + ")");
+    // llama.cpp's loader scales by alpha / rank, or by 1 where alpha is 0 or missing: alpha = rank.
+    return alpha > 0 ? alpha : (float) rank;
+}
+
 bool parse_lora_name(const std::string & name, LoraFileTensor & out, const std::string & path) {
-    const bool is_a = name.size() > 7 && name.compare(name.size() - 7, 7, ".lora_a") == 0;
-    const bool is_b = name.size() > 7 && name.compare(name.size() - 7, 7, ".lora_b") == 0;
-    if (!is_a && !is_b) return false;
+    const auto ends_with = [&](const char * suffix) {
+        const size_t n = std::strlen(suffix);
+        return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+    };
+    const bool is_a = ends_with(".lora_a");
+    const bool is_b = ends_with(".lora_b");
+    if (!is_a && !is_b) {
+        // As llama.cpp's loader: norm vectors are skipped, anything else is not a LoRA file's.
+        if (ends_with("_norm.weight")) return false;
+        throw Error(path + ": tensor '" + name + "' is not a LoRA tensor (expected names ending in .lora_a or .lora_b; llama.cpp refuses it too)");
+    }
     const std::string base = name.substr(0, name.size() - 7);
     int layer = -1, consumed = 0;
     char stem[64] = {0};
@@ -123,8 +150,6 @@ AdapterSpec read_adapter_spec(const std::string & path, const ModelWeights & w) 
     const std::string arch = gguf_str(f.g, "general.architecture", path);
     if (arch != c.arch_name) throw Error(path + ": adapter for architecture '" + arch + "', but the model is '" + c.arch_name + "'");
     AdapterSpec s;
-    s.alpha = gguf_float_or(f.g, "adapter.lora.alpha", 0.0f, path);
-    if (!(s.alpha > 0)) throw Error(path + ": missing or non-positive adapter.lora.alpha");
     s.rank = 0;
     std::map<std::pair<int64_t, int>, int> seen; // (layer, target) -> bit 1 = a, bit 2 = b
     for (int64_t i = 0; i < gguf_get_n_tensors(f.g); ++i) {
@@ -146,6 +171,7 @@ AdapterSpec read_adapter_spec(const std::string & path, const ModelWeights & w) 
         s.targets[(size_t) lt.target] = true;
     }
     if (s.rank == 0) throw Error(path + ": adapter has no LoRA tensors");
+    s.alpha = lora_alpha(f.g, s.rank, path);
     // A target may skip layers, as llama.cpp's loader allows (PEFT's layers_to_transform): those
     // pairs load as B = 0, no change. Half a pair has no such meaning.
     for (const auto & [at, bits] : seen) {

@@ -6,6 +6,7 @@
 // temporary file and renamed, so a failure never leaves a partial file behind.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "gguf.h"
 
@@ -32,9 +33,15 @@ struct LoraFileTensor {
     LoraTarget target = LoraTarget::Q;
     bool is_b = false;
 };
-// Parses "blk.N.attn_q.weight.lora_a"; returns false for names that are not LoRA tensors and
-// throws for LoRA tensors on projections rrr-native does not handle.
+// Parses "blk.N.attn_q.weight.lora_a"; returns false for the norm vectors llama.cpp's loader
+// skips, and throws for other names and for LoRA tensors on projections rrr-native does not handle.
 bool parse_lora_name(const std::string & name, LoraFileTensor & out, const std::string & path);
+
+// A LoRA tensor of a file, as f32, from any type ggml can read back (f32, f16, bf16, q8_0, ...).
+std::vector<float> lora_tensor_f32(const ggml_tensor * t, const std::string & path);
+
+// adapter.lora.alpha, or `rank` where it is 0 or missing (llama.cpp's loader then scales by 1).
+float lora_alpha(const gguf_context * g, int64_t rank, const std::string & path);
 
 // Writes `g` to `path` through a temporary file and a rename.
 void write_gguf_atomic(const gguf_context * g, const std::string & path);

@@ -33,15 +33,6 @@ struct File {
     }
 };
 
-std::vector<float> to_f32(const ggml_tensor * t, const std::string & path) {
-    std::vector<float> out((size_t) ggml_nelements(t));
-    if (t->type == GGML_TYPE_F32) std::memcpy(out.data(), t->data, out.size() * sizeof(float));
-    else if (t->type == GGML_TYPE_F16) ggml_fp16_to_fp32_row((const ggml_fp16_t *) t->data, out.data(), (int64_t) out.size());
-    else if (t->type == GGML_TYPE_BF16) ggml_bf16_to_fp32_row((const ggml_bf16_t *) t->data, out.data(), (int64_t) out.size());
-    else throw Error(path + ": tensor '" + std::string(t->name) + "' has type " + ggml_type_name(t->type) + " (expected f32, f16 or bf16)");
-    return out;
-}
-
 bool can_store(ggml_type t) {
     if (t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) return true;
     return ggml_get_type_traits(t)->to_float != nullptr && !ggml_quantize_requires_imatrix(t);
@@ -54,7 +45,7 @@ struct Delta {
 
 } // namespace
 
-MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path) {
+MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path, ggml_type merged_type) {
     if (out_path.empty()) throw Error("--out: an output path is required");
     if (same_file(out_path, model_path) || same_file(out_path, adapter_path)) throw Error("--out " + out_path + ": it is the file of --model or --adapter");
     GgufFile base(model_path, false);
@@ -67,9 +58,8 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
     }
     const std::string ad_arch = gguf_str(ad.g, "general.architecture", adapter_path);
     if (ad_arch != arch) throw Error(adapter_path + ": adapter for architecture '" + ad_arch + "', but " + model_path + " is '" + arch + "'");
-    const float alpha = gguf_float_or(ad.g, "adapter.lora.alpha", 0.0f, adapter_path);
-    if (!(alpha > 0)) throw Error(adapter_path + ": missing or non-positive adapter.lora.alpha");
 
+    lora_alpha(ad.g, 1, adapter_path);  // refused before any output is written
     std::map<std::string, Delta> deltas; // base tensor name -> (A, B)
     for (int64_t i = 0; i < gguf_get_n_tensors(ad.g); ++i) {
         const std::string name = gguf_get_tensor_name(ad.g, i);
@@ -83,7 +73,10 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
         const ggml_tensor * w = ggml_get_tensor(base.ctx, name.c_str());
         if (!w) throw Error(adapter_path + ": LoRA for '" + name + "', which " + model_path + " does not have (adapter for another model?)");
         if (!d.a || !d.b) throw Error(adapter_path + ": '" + name + "' has only one of lora_a / lora_b");
-        if (d.a->ne[0] != w->ne[0] || d.b->ne[1] != w->ne[1] || d.a->ne[1] != d.b->ne[0]) {
+        if (d.a->ne[1] != d.b->ne[0]) {
+            throw Error(adapter_path + ": '" + name + "' has lora_a of rank " + std::to_string(d.a->ne[1]) + " and lora_b of rank " + std::to_string(d.b->ne[0]));
+        }
+        if (d.a->ne[0] != w->ne[0] || d.b->ne[1] != w->ne[1]) {
             throw Error(adapter_path + ": LoRA shapes for '" + name + "' do not fit " + model_path + " (adapter for another model?)");
         }
     }
@@ -101,12 +94,22 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
         ggml_init_params ip{ggml_tensor_overhead() * (size_t) (n + 1), nullptr, true};
         meta = ggml_init(ip);
         std::vector<ggml_type> out_type((size_t) n);
+        ggml_type lowest = GGML_TYPE_COUNT;
         for (int64_t i = 0; i < n; ++i) {
             const ggml_tensor * src = ggml_get_tensor(base.ctx, gguf_get_tensor_name(base.g, i));
             ggml_type t = src->type;
-            if (deltas.count(src->name) && !can_store(t)) {
-                t = GGML_TYPE_F16;
-                ++res.requantized_f16;
+            if (deltas.count(src->name)) {
+                if (merged_type != GGML_TYPE_COUNT) {
+                    t = merged_type;
+                } else if (!can_store(t)) {
+                    t = GGML_TYPE_F16;
+                    ++res.requantized_f16;
+                }
+                if (ggml_is_quantized(t)) {
+                    ++res.quantized;
+                    const auto bits = [](ggml_type q) { return (double) ggml_type_size(q) / (double) ggml_blck_size(q); };
+                    if (lowest == GGML_TYPE_COUNT || bits(t) < bits(lowest)) lowest = t;
+                }
             }
             out_type[(size_t) i] = t;
             ggml_tensor * dst = ggml_new_tensor(meta, t, GGML_MAX_DIMS, src->ne);
@@ -114,6 +117,7 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
             gguf_add_tensor(out, dst);
         }
 
+        if (lowest != GGML_TYPE_COUNT) res.quantized_type = ggml_type_name(lowest);
         File in(model_path, "rb");
         File fo(tmp, "wb");
         if (!in.f) throw Error(model_path + ": cannot open for reading");
@@ -137,12 +141,12 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
             auto it = deltas.find(src->name);
             if (it != deltas.end()) {
                 const int64_t n_in = src->ne[0], n_out = src->ne[1], r = it->second.a->ne[1];
-                const float s = alpha / (float) r;
+                const float s = lora_alpha(ad.g, r, adapter_path) / (float) r;
                 w32.resize((size_t) (n_in * n_out));
                 if (src->type == GGML_TYPE_F32) std::memcpy(w32.data(), data, w32.size() * sizeof(float));
                 else ggml_get_type_traits(src->type)->to_float(data, w32.data(), (int64_t) w32.size());
-                a32 = to_f32(it->second.a, adapter_path);
-                b32 = to_f32(it->second.b, adapter_path);
+                a32 = lora_tensor_f32(it->second.a, adapter_path);
+                b32 = lora_tensor_f32(it->second.b, adapter_path);
                 // Row o of W (its n_in inputs) gains s * sum_j B[o][j] * A[j][:].
                 for (int64_t o = 0; o < n_out; ++o) {
                     float * row = &w32[(size_t) (o * n_in)];

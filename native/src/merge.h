@@ -8,14 +8,20 @@
 #include <cstdint>
 #include <string>
 
+#include "ggml.h"
+
 namespace rrr {
 
 struct MergeResult {
     int64_t merged = 0;     // projections that received a LoRA delta
     int64_t requantized_f16 = 0; // of those, stored as f16 instead of the base type
+    int64_t quantized = 0;  // of those, stored quantized (rounding the adapter with the weights)
+    std::string quantized_type; // the lowest-bit such type ("" when none)
     uint64_t bytes = 0;
 };
 
-MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path);
+// `merged_type`: the type merged projections are stored in; GGML_TYPE_COUNT keeps each base type.
+MergeResult merge_adapter(const std::string & model_path, const std::string & adapter_path, const std::string & out_path,
+                          ggml_type merged_type = GGML_TYPE_COUNT);
 
 } // namespace rrr

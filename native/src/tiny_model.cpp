@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 #include "ggml.h"
@@ -123,7 +124,8 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
         gguf_free(g);
         throw Error("make-tiny-model: out of memory (" + std::to_string(total) + " bytes)");
     }
-    const std::string tmp = s.out_path + ".partial";
+    // The addon's atomic writes share this name, which the CLI removes on Ctrl-C.
+    const std::string tmp = s.out_path + ".tmp-" + std::to_string((long) getpid());
     try {
         Rng rng(s.seed);
         Writer w{ctx, g, rng};

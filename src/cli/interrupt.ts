@@ -1,3 +1,5 @@
+import { rmSync } from 'node:fs';
+
 // Ctrl-C as a request to stop at the next safe point, saving what is done: generation in
 // progress ends after its current decode step (its batch or step is dropped, and redone on a
 // resume), a training update in progress finishes. A second Ctrl-C quits at once.
@@ -51,4 +53,19 @@ export function onInterrupt(what: () => string): Interrupt {
 export function requestStop(why: string): boolean {
   for (const stop of stoppers) stop(why);
   return stoppers.size > 0;
+}
+
+/**
+ * For a command whose one output file is written to `<out>.tmp-<pid>` and renamed (the addon's
+ * atomic writes): until the returned function is called, Ctrl-C removes that temporary file, says
+ * nothing was written, and exits 130. Without it the process dies with the file half written.
+ */
+export function removeTempOnInterrupt(out: string): () => void {
+  const handler = () => {
+    rmSync(`${out}.tmp-${process.pid}`, { force: true });
+    process.stderr.write(`\nrrr-native: stopped; ${out} was not written\n`);
+    process.exit(130);
+  };
+  process.on('SIGINT', handler);
+  return () => void process.off('SIGINT', handler);
 }

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, MemoryPlan, StepOptions, StepResult, TrainerOptions } from './types.js';
+import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, MemoryPlan, MergeOptions, MergeResult, StepOptions, StepResult, TrainerOptions } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -108,7 +108,7 @@ export interface RawAddon {
     create(model: RawModel, lora: Record<string, unknown>, opt: Record<string, unknown>, settings: TrainerOptions): Promise<RawTrainer>;
     fromAdapter(model: RawModel, path: string, opt: Record<string, unknown>, settings: TrainerOptions): Promise<RawTrainer>;
   };
-  mergeAdapter(spec: { model: string; adapter: string; out: string }): Promise<{ merged: number; storedAsF16: number; bytes: number }>;
+  mergeAdapter(spec: MergeOptions): Promise<MergeResult>;
   NativeGenerator: {
     create(
       model: RawModel,

@@ -14,7 +14,7 @@
 import { addon, type RawStepOptions, type RawTrainer, type RawTrainSequence } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { Model } from './model.js';
-import type { GradientsResult, LoraConfig, LoraTarget, MemoryPlan, OptimizerConfig, PlanOptions, StepOptions, StepResult, TrainerInfo, TrainerOptions, TrainSequence } from './types.js';
+import type { GradientsResult, LoraConfig, LoraTarget, MemoryPlan, MergeOptions, MergeResult, OptimizerConfig, PlanOptions, StepOptions, StepResult, TrainerInfo, TrainerOptions, TrainSequence } from './types.js';
 
 const DEFAULT_TARGETS: LoraTarget[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 
@@ -191,10 +191,6 @@ export class Trainer {
 }
 
 /** base + adapter → one GGUF (see native/src/merge.h for the stored types). */
-export async function mergeAdapter(opts: {
-  model: string;
-  adapter: string;
-  out: string;
-}): Promise<{ merged: number; storedAsF16: number; bytes: number }> {
+export async function mergeAdapter(opts: MergeOptions): Promise<MergeResult> {
   return call(() => addon().mergeAdapter(opts));
 }

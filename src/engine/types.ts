@@ -787,3 +787,27 @@ export interface ReferenceGreedyResult {
   nCells: number;
   kvBytes: number;
 }
+
+/** export --merge: base + adapter into one GGUF (mergeAdapter). */
+export interface MergeOptions {
+  model: string;
+  adapter: string;
+  out: string;
+  /**
+   * Type of the merged projections: 'base' (default) keeps each one's own type, re-quantizing a
+   * quantized base, which rounds off part of the adapter (on 4-bit types much of it); 'f16',
+   * 'bf16' or 'f32' store them so, exact to that precision, in a larger file.
+   */
+  mergedType?: 'base' | 'f16' | 'bf16' | 'f32';
+}
+
+export interface MergeResult {
+  /** Projections that received the adapter. */
+  merged: number;
+  /** Of those, stored as f16 because their type needs an importance matrix (IQ*). */
+  storedAsF16: number;
+  /** Of those, stored in a quantized type; `quantizedType` is the one of fewest bits. */
+  quantized: number;
+  quantizedType?: string;
+  bytes: number;
+}

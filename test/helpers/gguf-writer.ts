@@ -1,5 +1,6 @@
 // A minimal GGUF v3 writer for tests that need files our own tiny-model writer refuses to make
-// (unknown architectures, inconsistent shapes). Supports u32/f32/string values and f32 tensors.
+// (unknown architectures, inconsistent shapes). Supports u32/f32/string values and f32, f16 and
+// q8_0 tensors (q8_0 as llama.cpp's converter writes LoRA tensors with --outtype q8_0).
 import { writeFileSync } from 'node:fs';
 
 type Value = { u32: number } | { f32: number } | { str: string };
@@ -11,6 +12,50 @@ export interface RawTensor {
   fill?: number;
   /** Or these values, in ggml order. */
   data?: Float32Array;
+  /** Stored as (default f32); q8_0 needs ne0 to be a multiple of 32. */
+  type?: 'f32' | 'f16' | 'q8_0';
+}
+
+const TYPE_ID = { f32: 0, f16: 1, q8_0: 8 } as const;
+
+/** IEEE half-precision bits of `v`, rounded to nearest even (normal and subnormal numbers). */
+export function toHalf(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = ((x >>> 23) & 0xff) - 127 + 15;
+  let mant = x & 0x7fffff;
+  if (exp >= 31) return sign | 0x7c00;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - exp;
+    const half = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    return sign | (half + (rest > mid || (rest === mid && half & 1) ? 1 : 0));
+  }
+  const half = (exp << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0));
+}
+
+/** Bytes of `values` in `type`: f16 halves, or q8_0 blocks of 32 (an f16 scale, 32 int8). */
+function encode(values: Float32Array, type: 'f32' | 'f16' | 'q8_0'): Buffer {
+  if (type === 'f32') return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+  if (type === 'f16') {
+    const b = Buffer.alloc(values.length * 2);
+    values.forEach((v, i) => b.writeUInt16LE(toHalf(v), i * 2));
+    return b;
+  }
+  const b = Buffer.alloc((values.length / 32) * 34);
+  for (let k = 0; k < values.length / 32; k++) {
+    const block = values.subarray(k * 32, k * 32 + 32);
+    const d = block.reduce((a, v) => Math.max(a, Math.abs(v)), 0) / 127;
+    b.writeUInt16LE(toHalf(d), k * 34);
+    block.forEach((v, i) => b.writeInt8(d ? Math.round(v / d) : 0, k * 34 + 2 + i));
+  }
+  return b;
 }
 
 const ALIGN = 32;
@@ -71,23 +116,24 @@ export function writeGguf(path: string, kv: Record<string, Value>, tensors: RawT
     }
   }
   let offset = 0;
-  const sizes: number[] = [];
+  const bodies: Buffer[] = [];
   for (const t of tensors) {
+    const n = t.shape.reduce((a, c) => a * c, 1);
+    const body = encode(t.data ?? new Float32Array(n).fill(t.fill ?? 0.01), t.type ?? 'f32');
+    bodies.push(body);
     b.str(t.name);
     b.u32(t.shape.length);
     for (const d of t.shape) b.u64(d);
-    b.u32(0); // GGML_TYPE_F32
+    b.u32(TYPE_ID[t.type ?? 'f32']);
     b.u64(offset);
-    const bytes = t.shape.reduce((a, c) => a * c, 1) * 4;
-    sizes.push(bytes);
-    offset += Math.ceil(bytes / ALIGN) * ALIGN;
+    offset += Math.ceil(body.length / ALIGN) * ALIGN;
   }
   b.pad();
-  tensors.forEach((t, i) => {
-    const data = Buffer.alloc(Math.ceil(sizes[i]! / ALIGN) * ALIGN);
-    for (let j = 0; j < sizes[i]! / 4; j++) data.writeFloatLE(t.data ? t.data[j]! : (t.fill ?? 0.01), j * 4);
+  for (const body of bodies) {
+    const data = Buffer.alloc(Math.ceil(body.length / ALIGN) * ALIGN);
+    body.copy(data);
     b.push(data);
-  });
+  }
   writeFileSync(path, b.concat());
 }
 

@@ -4,6 +4,7 @@ import { integerFlag, outFileFlag, positiveFlag, seedFlag } from '../flag-checks
 import { TINY_PRESETS } from '../../engine/tiny-model.js';
 import type { TinyPreset } from '../../engine/types.js';
 import { emitJson, say } from '../output.js';
+import { removeTempOnInterrupt } from '../interrupt.js';
 
 interface Args {
   arch: 'llama' | 'qwen2' | 'qwen3';
@@ -72,7 +73,7 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
     if (a.ctx !== undefined) integerFlag('--ctx', a.ctx, 16);
     if (a['output-gain'] !== undefined) positiveFlag('--output-gain', a['output-gain']);
     seedFlag(a.seed);
-    outFileFlag(a.out);
+    const done = removeTempOnInterrupt(outFileFlag(a.out));
     const bytes = await makeTinyModel({
       arch: a.arch,
       out: a.out,
@@ -92,7 +93,7 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
       init: a.init,
       copyOffset: a['copy-offset'],
       outputGain: a['output-gain'],
-    });
+    }).finally(done);
     const mode = { json: a.json };
     say(mode, `wrote ${a.out} (${a.arch}, preset ${a.preset}, ${(bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     emitJson(mode, { out: a.out, arch: a.arch, preset: a.preset, bytes });
