@@ -1908,6 +1908,20 @@ describe('learning and adapter files', () => {
     );
     await assert.rejects(Trainer.fromAdapter(model, junkPath), /learn-junk\.gguf: tensor 'rrr\.junk' is not a LoRA tensor \(expected names ending in \.lora_a or \.lora_b; llama\.cpp refuses it too\)$/);
     await assert.rejects(mergeAdapter({ model: path, adapter: junkPath, out: join(dir, 'junk-merged.gguf') }), /tensor 'rrr\.junk' is not a LoRA tensor/);
+    // An alpha stored as f64: ours reads it, libllama would abort the process on it, so its
+    // loader is not asked.
+    const f64Path = join(dir, 'learn-f64.gguf');
+    writeGguf(
+      f64Path,
+      { 'general.architecture': { str: model.info.arch }, 'general.type': { str: 'adapter' }, 'adapter.type': { str: 'lora' }, 'adapter.lora.alpha': { f64: 16 } },
+      kept.map(([name, data]) => ({ name, data, shape: shape(name, data) })),
+    );
+    const f64 = await Trainer.fromAdapter(model, f64Path);
+    assert.equal(f64.info.alpha, 16);
+    f64.dispose();
+    const f64Ref = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
+    await assert.rejects(f64Ref.setAdapter(f64Path), /learn-f64\.gguf: adapter\.lora\.alpha is stored as f64; libllama reads only f32$/);
+    f64Ref.dispose();
     const ranksPath = join(dir, 'learn-ranks.gguf');
     writeGguf(
       ranksPath,

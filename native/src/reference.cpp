@@ -54,7 +54,14 @@ void ReferenceModel::set_adapter(const std::string & path, float scale) {
     if (adapter_) llama_adapter_lora_free(adapter_);
     adapter_ = nullptr;
     if (path.empty()) return;
-    check_gguf_header(path);
+    {
+        // libllama asserts (aborting the process) where the alpha is stored as another type.
+        GgufFile f(path, false);
+        const int64_t id = gguf_find_key(f.g, "adapter.lora.alpha");
+        if (id >= 0 && gguf_get_kv_type(f.g, id) != GGUF_TYPE_FLOAT32) {
+            throw Error(path + ": adapter.lora.alpha is stored as " + gguf_type_name(gguf_get_kv_type(f.g, id)) + "; libllama reads only f32");
+        }
+    }
     adapter_ = llama_adapter_lora_init(model_, path.c_str());
     if (!adapter_) throw Error(path + ": libllama rejected this LoRA adapter (RRR_VERBOSE=1 shows why)");
     if (llama_set_adapters_lora(ctx_, &adapter_, 1, &scale) != 0) throw Error(path + ": libllama could not apply this LoRA adapter");

@@ -1,9 +1,9 @@
 // A minimal GGUF v3 writer for tests that need files our own tiny-model writer refuses to make
-// (unknown architectures, inconsistent shapes). Supports u32/f32/string values and f32, f16 and
+// (unknown architectures, inconsistent shapes). Supports u32/f32/f64/string values and f32, f16 and
 // q8_0 tensors (q8_0 as llama.cpp's converter writes LoRA tensors with --outtype q8_0).
 import { writeFileSync } from 'node:fs';
 
-type Value = { u32: number } | { f32: number } | { str: string };
+type Value = { u32: number } | { f32: number } | { f64: number } | { str: string };
 
 export interface RawTensor {
   name: string;
@@ -110,6 +110,11 @@ export function writeGguf(path: string, kv: Record<string, Value>, tensors: RawT
     } else if ('f32' in v) {
       b.u32(6); // GGUF_TYPE_FLOAT32
       b.f32(v.f32);
+    } else if ('f64' in v) {
+      b.u32(12); // GGUF_TYPE_FLOAT64
+      const d = Buffer.alloc(8);
+      d.writeDoubleLE(v.f64);
+      b.push(d);
     } else {
       b.u32(8); // GGUF_TYPE_STRING
       b.str(v.str);
