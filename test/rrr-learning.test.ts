@@ -185,6 +185,20 @@ test('a new run takes its first attempts from an earlier one with the same model
   assert.deepEqual(d.failures, a.failures);
 });
 
+test("the generator's KV cache holds the longest episode, not all of --ctx, and run.json keeps that length", () => {
+  const out = join(testDir(), 'kv-run');
+  const t = cli('train', '--out', out, '--steps', '1', '--tasks-per-step', '2');
+  assert.equal(t.code, 0, t.err);
+  const cfg = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as { ctx: number; longestEpisode: number };
+  assert.equal(cfg.ctx, 2048);
+  assert.ok(cfg.longestEpisode > 16 && cfg.longestEpisode <= 256, `longest episode ${cfg.longestEpisode} tokens`);
+  const embedded = join(env.XDG_CACHE_HOME, 'rrr-native', 'default-qwen2-tiny-copy-v2.gguf');
+  const info = (JSON.parse(cli('info', '--model', embedded, '--json').out) as { model: { nLayer: number; nHeadKv: number; headDim: number } }).model;
+  const cellBytes = 2 * info.nLayer * info.nHeadKv * info.headDim * 2; // K and V, f16
+  // 2 tasks x 8 reflections, each in one 256-cell tile (was 2048 cells each: 8 times this).
+  assert.match(t.out, new RegExp(`KV cache ${((16 * 256 * cellBytes) / 2 ** 20).toFixed(0)} MiB`));
+});
+
 test('a reader that closes early (| head) stops the run as Ctrl-C does: saved, no stack, --resume finishes', async () => {
   const out = join(testDir(), 'closed-output-run');
   const child = spawn(process.execPath, [main, 'train', '--out', out, '--steps', '4', '--tasks-per-step', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });

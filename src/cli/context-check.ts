@@ -1,5 +1,6 @@
 // --ctx against every item's longest episode, before a run or an evaluation spends time on it.
-import type { EnginePolicy } from '../rrr/engine-policy.js';
+import type { Model } from '../engine/model.js';
+import { promptLengths } from '../rrr/engine-policy.js';
 import { longestEpisode } from '../rrr/episode-length.js';
 import type { AnyTask } from '../rrr/types.js';
 import type { TaskItem } from '../tasks/types.js';
@@ -12,14 +13,26 @@ import { Progress } from './progress.js';
  */
 const SHOW_PROGRESS_FROM = 4096;
 
+/** The longest episode of any item, in tokens, refused in one line where it does not fit --ctx. */
 export async function checkContext(
-  policy: EnginePolicy,
+  model: Model,
   task: AnyTask,
   items: readonly TaskItem[],
   s: { ctx: number; modelCtx: number; maxAnswerTokens: number; maxReflectionTokens: number; silent: boolean },
-): Promise<void> {
+): Promise<number> {
   const bar = items.length >= SHOW_PROGRESS_FROM ? new Progress('prompt lengths', items.length, { unit: 'task', silent: s.silent, transient: true }) : undefined;
-  const longest = await longestEpisode((c) => policy.promptLengths(c), task, items, s, (d) => bar?.update(d));
+  const longest = await longestEpisode((c) => promptLengths(model, c), task, items, s, (d) => bar?.update(d));
   bar?.clear();
   contextFlag(s.ctx, s.modelCtx, longest, s);
+  return longest.tokens;
+}
+
+/**
+ * The generator's context for episodes of up to `longest` tokens: no more than --ctx (`ctx`), and
+ * no more than they need, in whole 256-token tiles as the KV cache pads them. Each sequence holds
+ * its own cells, so a cache sized by --ctx alone (2048 by default) took several times the memory
+ * the longest episode can use; a GPU gives what it saves to the training steps.
+ */
+export function generatorContext(ctx: number, longest: number | undefined): number {
+  return longest === undefined ? ctx : Math.min(ctx, Math.ceil(longest / 256) * 256);
 }

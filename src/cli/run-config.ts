@@ -26,6 +26,11 @@ export interface RunConfig extends LoopSettings {
   generate?: number;
   limit?: number;
   ctx: number;
+  /**
+   * Tokens of the longest episode any item can take (checkContext), which sizes the generator;
+   * absent in runs made before it was kept, whose generators take all of --ctx.
+   */
+  longestEpisode?: number;
   /** dropout: absent in runs made before --lora-dropout, which trained without it. */
   lora: { rank: number; alpha: number; targets: LoraTarget[]; dropout?: number };
 }

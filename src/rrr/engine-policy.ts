@@ -18,11 +18,16 @@ export class EnginePolicy implements Policy {
   }
 
   /** promptTokens' lengths for many conversations, counted off the JS thread. */
-  async promptLengths(conversations: ChatMessage[][]): Promise<Int32Array> {
-    return this.model.tokenCounts(conversations.map((m) => this.model.applyChatTemplate(m)), { parseSpecial: true });
+  promptLengths(conversations: ChatMessage[][]): Promise<Int32Array> {
+    return promptLengths(this.model, conversations);
   }
 
   generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
     return this.generator.generate(requests, opts);
   }
+}
+
+/** EnginePolicy.promptTokens' lengths, from the model alone (before a generator is sized by them). */
+export function promptLengths(model: Model, conversations: ChatMessage[][]): Promise<Int32Array> {
+  return model.tokenCounts(conversations.map((m) => model.applyChatTemplate(m)), { parseSpecial: true });
 }

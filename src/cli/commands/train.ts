@@ -15,7 +15,7 @@ import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { ensureDefaultModel, isDemoModel } from '../default-model.js';
 import { emitJson, say, shellArg } from '../output.js';
-import { checkContext } from '../context-check.js';
+import { checkContext, generatorContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, threadsFlag } from '../flag-checks.js';
 import { formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
@@ -90,12 +90,14 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     let generator: Generator | undefined;
     let trainer: Trainer;
     try {
-      generator = await Generator.create(model, { maxSeqs, nCtx: ctx, ...flash });
-      // A new run's, or a resumed one's given --ctx (one that goes on as it was started may
-      // predate this check).
+      // A new run's, or a resumed one's given --ctx; one that goes on as it was started kept its
+      // longest episode in run.json (or predates that, and its generator takes all of --ctx).
       if (!a.resume || a.ctx !== undefined) {
-        await checkContext(new EnginePolicy(model, generator), task, data.items, { ...cfg, modelCtx: model.info.nCtxTrain, silent: a.json });
+        const longest = await checkContext(model, task, data.items, { ...cfg, modelCtx: model.info.nCtxTrain, silent: a.json });
+        if (!a.resume) cfg.longestEpisode = longest;
+        else if (cfg.longestEpisode !== undefined) cfg.longestEpisode = Math.max(cfg.longestEpisode, longest);
       }
+      generator = await Generator.create(model, { maxSeqs, nCtx: generatorContext(ctx, cfg.longestEpisode), ...flash });
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },
