@@ -89,6 +89,12 @@ function mixedBatch(): TrainSequence[] {
   ];
 }
 
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+}
+
 function dot(a: Record<string, Float32Array>, b: Record<string, Float32Array>): number {
   let s = 0;
   for (const [k, v] of Object.entries(a)) {
@@ -1826,26 +1832,22 @@ describe('learning and adapter files', () => {
       if (name.startsWith('blk.0.') && name.endsWith('lora_b')) assert.ok(v.every((x) => x === 0), `${name} is zero`);
       if (name.startsWith('blk.1.')) assert.deepEqual(v, tr.params()[name]);
     }
-    const pOurs = await model.forward(seqs, { adapter: partial });
-    const pRef = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
-    await pRef.setAdapter(partialPath);
-    const pTheirs = await pRef.logits(seqs);
-    pRef.dispose();
-    const pMerged = join(dir, 'learn-partial-merged.gguf');
-    assert.equal((await mergeAdapter({ model: path, adapter: partialPath, out: pMerged })).merged, 7);
-    const pm = await Model.load(pMerged, { device: DEVICE, threads: 2 });
-    const pml = await pm.forward(seqs);
-    pm.dispose();
-    let pDiff = 0;
-    let pMergedDiff = 0;
-    let pMoved = 0;
-    let pFromFull = 0;
-    for (let i = 0; i < pOurs.logits.length; i++) {
-      pDiff = Math.max(pDiff, Math.abs(pOurs.logits[i]! - pTheirs.logits[i]!));
-      pMergedDiff = Math.max(pMergedDiff, Math.abs(pOurs.logits[i]! - pml.logits[i]!));
-      pMoved = Math.max(pMoved, Math.abs(pOurs.logits[i]! - base.logits[i]!));
-      pFromFull = Math.max(pFromFull, Math.abs(pOurs.logits[i]! - ours.logits[i]!));
-    }
+    // An adapter file through our loader, libllama's and export --merge, on the same sequences.
+    const threeWays = async (file: string, loaded: Trainer, projections: number) => {
+      const logits = (await model.forward(seqs, { adapter: loaded })).logits;
+      const ref = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
+      await ref.setAdapter(file);
+      const theirs = (await ref.logits(seqs)).logits;
+      ref.dispose();
+      const out = file.replace(/\.gguf$/, '-merged.gguf');
+      assert.equal((await mergeAdapter({ model: path, adapter: file, out })).merged, projections);
+      const mm = await Model.load(out, { device: DEVICE, threads: 2 });
+      const merged = (await mm.forward(seqs)).logits;
+      mm.dispose();
+      return { logits, vsLibllama: maxAbsDiff(logits, theirs), vsMerged: maxAbsDiff(logits, merged), moved: maxAbsDiff(logits, base.logits) };
+    };
+    const p = await threeWays(partialPath, partial, 7);
+    const [pDiff, pMergedDiff, pMoved, pFromFull] = [p.vsLibllama, p.vsMerged, p.moved, maxAbsDiff(p.logits, ours.logits)];
     assert.ok(pMoved > 0.1 && pFromFull > 0.1, `half the adapter moves the logits, and not as the whole one (${pMoved}, ${pFromFull})`);
     assert.ok(pDiff < deviceTol(2e-3, 6e-2), `partial adapter, ours vs libllama's: max |diff| ${pDiff}`);
     assert.ok(pMergedDiff < deviceTol(2e-3, 6e-2), `partial adapter merged vs applied: max |diff| ${pMergedDiff}`);
@@ -1873,24 +1875,8 @@ describe('learning and adapter files', () => {
     );
     const converted = await Trainer.fromAdapter(model, convertedPath);
     assert.equal(converted.info.alpha, rank, 'no alpha: scale 1, as alpha = rank');
-    const cOurs = await model.forward(seqs, { adapter: converted });
-    const cRef = await ReferenceModel.load(path, { nCtx: 64, threads: 2 });
-    await cRef.setAdapter(convertedPath);
-    const cTheirs = await cRef.logits(seqs);
-    cRef.dispose();
-    const cMergedPath = join(dir, 'learn-converted-merged.gguf');
-    assert.equal((await mergeAdapter({ model: path, adapter: convertedPath, out: cMergedPath })).merged, 7);
-    const cm = await Model.load(cMergedPath, { device: DEVICE, threads: 2 });
-    const cMerged = await cm.forward(seqs);
-    cm.dispose();
-    let cDiff = 0;
-    let cMergedDiff = 0;
-    let cMoved = 0;
-    for (let i = 0; i < cOurs.logits.length; i++) {
-      cDiff = Math.max(cDiff, Math.abs(cOurs.logits[i]! - cTheirs.logits[i]!));
-      cMergedDiff = Math.max(cMergedDiff, Math.abs(cOurs.logits[i]! - cMerged.logits[i]!));
-      cMoved = Math.max(cMoved, Math.abs(cOurs.logits[i]! - base.logits[i]!));
-    }
+    const c = await threeWays(convertedPath, converted, 7);
+    const [cDiff, cMergedDiff, cMoved] = [c.vsLibllama, c.vsMerged, c.moved];
     assert.ok(cMoved > 0.1, `the converted adapter moves the logits (${cMoved})`);
     // libllama multiplies by the q8_0 tensors as stored, its CPU product rounding the inputs to
     // 8 bits too; we multiply by their f32 values. Measured on the CPU: 0.040 where the adapter
