@@ -484,6 +484,20 @@ describe('LoRA gradients match finite differences', () => {
     model.dispose();
   });
 
+  test("many LM-head chunks in one pass stay within ggml's allocator (it aborted the process past 256 free blocks)", async () => {
+    const { model } = await tinyModel('many-chunks');
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'v'], seed: 3 }, { lr: 1e-3 });
+    // 600 one-row chunks asked for: a real step.
+    const tokens = seq(601, 5);
+    const r = await tr.step([{ tokens, weights: new Float32Array(601).fill(1) }], { lr: 1e-3, logitsChunkRows: 1 });
+    assert.ok(Number.isFinite(r.loss) && r.lossTokens === 600, `loss ${r.loss} over ${r.lossTokens} tokens`);
+    // The default chunk (about 220 rows at this vocabulary) over 64 x 2048 rows: planned whole.
+    const plan = await tr.plan(64, 2048);
+    assert.ok(plan.deviceBytes + plan.cpuBytes > 0);
+    tr.dispose();
+    model.dispose();
+  });
+
   test('a quantized model as deep as a real one (28 layers, q4_0) keeps its weights transposed and trains', async () => {
     // The graph that transposes them once has two leaves and up to four nodes a weight: sized for
     // nodes alone, ggml's scheduler aborted the process from 8 quantized layers on.

@@ -27,6 +27,8 @@ namespace {
 
 // About 32M logits (128 MiB of f32) per LM-head chunk: the only full-vocabulary tensors.
 constexpr int64_t kChunkLogits = 32ll << 20;
+// The LM head's chunks in one pass, at most (chunk_rows_for).
+constexpr int64_t kMaxHeadChunks = 128;
 
 struct GraphMem {
     ggml_context * ctx = nullptr;
@@ -1230,6 +1232,10 @@ bool needs_dequant(const ModelWeights & w) {
 
 int64_t chunk_rows_for(const ModelConfig & c, const GraphOptions & opt, int64_t R) {
     int64_t chunk = opt.chunk_rows > 0 ? opt.chunk_rows : std::max<int64_t>(1, kChunkLogits / c.n_vocab);
+    // At most kMaxHeadChunks chunks a pass: each pins its log-probs (an output) between the
+    // buffers freed around it, and ggml's allocator aborts the process past 256 free blocks
+    // (MAX_FREE_BLOCKS): 512 one-row chunks did, and so did 64 x 2048 rows at the default size.
+    chunk = std::max(chunk, (R + kMaxHeadChunks - 1) / kMaxHeadChunks);
     // flat indices into a chunk's [V, n] probabilities are int32
     chunk = std::min(chunk, (int64_t) (std::numeric_limits<int32_t>::max() / c.n_vocab) - 1);
     return std::max<int64_t>(1, std::min(chunk, R));

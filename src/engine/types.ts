@@ -497,7 +497,10 @@ export interface StepOptions {
    * plans 2 micro-batches with all 28 layers kept instead of 1 with 13.
    */
   keptSplit?: boolean;
-  /** Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU). */
+  /**
+   * Loss rows per LM-head chunk (default: about 32M logits per chunk on the CPU, 160M on a GPU);
+   * raised where a pass would have more than 128 chunks, which ggml's allocator cannot hold.
+   */
   logitsChunkRows?: number;
   /**
    * Multiply each adapted projection by W + s·B·A, merged in the step's graph (per layer, pass
