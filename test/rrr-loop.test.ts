@@ -159,6 +159,23 @@ test('each epoch visits every failure once', () => {
   assert.deepEqual(stepIndices(10, 2, 3, 7), stepIndices(10, 2, 3, 7), 'a pure function of the step');
 });
 
+test('a step never takes a failure twice, where tasks per step do not divide the failures (schedule 2)', () => {
+  for (const [n, k] of [[5, 4], [7, 3], [10, 4], [3, 8]] as const) {
+    const perEpoch = Math.ceil(n / Math.min(k, n));
+    for (let step = 0; step < 60; step++) {
+      const picked = stepIndices(n, k, 11, step);
+      assert.equal(new Set(picked).size, Math.min(k, n), `n ${n}, k ${k}, step ${step}: ${picked}`);
+      if (step % perEpoch === 0) {
+        const epoch = Array.from({ length: perEpoch }, (_, j) => stepIndices(n, k, 11, step + j)).flat();
+        assert.equal(new Set(epoch).size, n, `n ${n}, k ${k}: the epoch from step ${step} takes every failure`);
+      }
+    }
+  }
+  // Runs started before it keep schedule 1, where a step across two shuffles could repeat one.
+  const repeats = Array.from({ length: 60 }, (_, step) => stepIndices(5, 4, 11, step, 1)).filter((p) => new Set(p).size < p.length).length;
+  assert.ok(repeats > 0, 'schedule 1 is the old one');
+});
+
 /** Six items, all failed once, and a loop of `steps` steps over two of them at a time. */
 function loopFixture(steps: number): { items: Map<string, Item>; failures: { itemId: string; firstAnswer: string; reason: string }[]; settings: LoopSettings } {
   const items = new Map<string, Item>(Array.from({ length: 6 }, (_, i) => [`i${i}`, { id: `i${i}`, q: `question ${i}` }]));

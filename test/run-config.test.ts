@@ -22,6 +22,8 @@ test("the GRPO settings' flags land in run.json, and a resumed run refuses them"
   assert.equal(cfg.grpo.passesPerBatch, 2);
   const plain = buildConfig(args({}), model);
   assert.deepEqual([plain.grpo.minLrRatio, plain.grpo.advantageStd, plain.grpo.advantageEps, plain.grpo.passesPerBatch], [0.1, 'sample', 1e-6, 1]);
+  // New runs take schedule 2 (no failure twice in a step); run.json keeps it for resume.
+  assert.equal(plain.schedule, 2);
   for (const f of ['min-lr-ratio', 'advantage-std', 'advantage-eps', 'passes-per-batch'] as const) assert.ok((RUN_FLAGS as readonly string[]).includes(f), f);
   assert.throws(() => buildConfig(args({ 'passes-per-batch': 65 }), model), /^RrrError: --passes-per-batch: must be an integer in \[1, 64\] \(got 65\)$/);
 });

@@ -121,6 +121,7 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? lengths.maxReflectionTokens),
     maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? lengths.maxAnswerTokens),
     ctx: integerFlag('--ctx', a.ctx ?? DEFAULT_CTX, 16),
+    schedule: 2,
     lora: { rank, alpha: a.alpha === undefined ? 2 * rank : positiveFlag('--alpha', a.alpha), targets: parseTargets(a.targets ?? ALL_TARGETS.join(',')), dropout: loraDropout(a['lora-dropout'] ?? 0) },
     grpo,
   };

@@ -19,6 +19,8 @@ export interface LoopSettings {
   maxReflectionTokens: number;
   maxAnswerTokens: number;
   grpo: GrpoConfig;
+  /** Which failures each step takes (stepIndices); absent in runs started before schedule 2, which resume on 1. */
+  schedule?: 1 | 2;
 }
 
 export interface LoopHooks {
@@ -66,7 +68,7 @@ export async function runTraining(
       return { stepsDone: step, stopped: true };
     }
     const t0 = Date.now();
-    const picked = stepIndices(failures.length, s.tasksPerStep, s.seed, step).map((i) => failures[i]!);
+    const picked = stepIndices(failures.length, s.tasksPerStep, s.seed, step, s.schedule ?? 1).map((i) => failures[i]!);
     const batch = picked.map((f) => {
       const item = items.get(f.itemId);
       if (!item) throw new Error(`failure cache refers to unknown item ${f.itemId}`);
