@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace rrr {
 
@@ -55,6 +56,22 @@ float gguf_float_or(const gguf_context * g, const std::string & key, float fallb
             if (read_int(g, id, v)) return (float) v;
             throw Error(path + ": metadata key '" + key + "' is not a number");
         }
+    }
+}
+
+std::string temp_path_for(const std::string & path) {
+    return path + ".tmp-" + std::to_string((long) getpid());
+}
+
+void write_gguf_atomic(const gguf_context * g, const std::string & path) {
+    const std::string tmp = temp_path_for(path);
+    if (!gguf_write_to_file(g, tmp.c_str(), false)) {
+        std::remove(tmp.c_str());
+        throw Error(path + ": cannot write (is the directory writable and is there space left?)");
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw Error(path + ": cannot rename the temporary file into place");
     }
 }
 

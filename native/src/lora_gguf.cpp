@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <unistd.h>
 #include <vector>
 
 #include "gguf.h"
@@ -126,18 +125,6 @@ bool parse_lora_name(const std::string & name, LoraFileTensor & out, const std::
         }
     }
     throw Error(path + ": LoRA tensor '" + name + "' is on a projection rrr-native does not support (supported: attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)");
-}
-
-void write_gguf_atomic(const gguf_context * g, const std::string & path) {
-    const std::string tmp = path + ".tmp-" + std::to_string((long) getpid());
-    if (!gguf_write_to_file(g, tmp.c_str(), false)) {
-        std::remove(tmp.c_str());
-        throw Error(path + ": cannot write (is the directory writable and is there space left?)");
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        throw Error(path + ": cannot rename the temporary file into place");
-    }
 }
 
 AdapterSpec read_adapter_spec(const std::string & path, const ModelWeights & w) {

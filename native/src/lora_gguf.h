@@ -43,7 +43,4 @@ std::vector<float> lora_tensor_f32(const ggml_tensor * t, const std::string & pa
 // adapter.lora.alpha, or `rank` where it is 0 or missing (llama.cpp's loader then scales by 1).
 float lora_alpha(const gguf_context * g, int64_t rank, const std::string & path);
 
-// Writes `g` to `path` through a temporary file and a rename.
-void write_gguf_atomic(const gguf_context * g, const std::string & path);
-
 } // namespace rrr

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <map>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <vector>
 
 #include "ggml.h"
@@ -85,7 +84,7 @@ MergeResult merge_adapter(const std::string & model_path, const std::string & ad
     gguf_context * out = gguf_init_empty();
     ggml_context * meta = nullptr;
     MergeResult res;
-    const std::string tmp = out_path + ".tmp-" + std::to_string((long) getpid());
+    const std::string tmp = temp_path_for(out_path);
     try {
         gguf_set_kv(out, base.g);
         const size_t slash = adapter_path.find_last_of('/');

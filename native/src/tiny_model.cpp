@@ -9,7 +9,6 @@
 #include <cstring>
 #include <string>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <vector>
 
 #include "ggml.h"
@@ -124,8 +123,6 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
         gguf_free(g);
         throw Error("make-tiny-model: out of memory (" + std::to_string(total) + " bytes)");
     }
-    // The addon's atomic writes share this name, which the CLI removes on Ctrl-C.
-    const std::string tmp = s.out_path + ".tmp-" + std::to_string((long) getpid());
     try {
         Rng rng(s.seed);
         Writer w{ctx, g, rng};
@@ -170,10 +167,8 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
             w.add(b + "ffn_up.weight", {s.n_embd, s.n_ff}, wtype, 0.0f, in_std);
             w.add(b + "ffn_down.weight", {s.n_ff, s.n_embd}, wtype, 0.0f, 1.0f / std::sqrt((float) s.n_ff));
         }
-        if (!gguf_write_to_file(g, tmp.c_str(), false)) throw Error(s.out_path + ": could not write the model file");
-        if (std::rename(tmp.c_str(), s.out_path.c_str()) != 0) throw Error(s.out_path + ": could not move the finished file into place");
+        write_gguf_atomic(g, s.out_path);
     } catch (...) {
-        std::remove(tmp.c_str());
         ggml_free(ctx);
         gguf_free(g);
         throw;
