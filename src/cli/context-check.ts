@@ -28,11 +28,18 @@ export async function checkContext(
 }
 
 /**
- * The generator's context for episodes of up to `longest` tokens: no more than --ctx (`ctx`), and
+ * The generator's context for episodes of up to `longest` tokens: no more than --ctx (`ctx`) or
+ * the model's context, and
  * no more than they need, in whole 256-token tiles as the KV cache pads them. Each sequence holds
  * its own cells, so a cache sized by --ctx alone (2048 by default) took several times the memory
  * the longest episode can use; a GPU gives what it saves to the training steps.
  */
-export function generatorContext(ctx: number, longest: number | undefined): number {
-  return longest === undefined ? ctx : Math.min(ctx, Math.ceil(longest / 256) * 256);
+export function generatorContext(ctx: number, modelCtx: number, longest: number | undefined): number {
+  const limit = Math.min(ctx, modelCtx);
+  return longest === undefined ? limit : Math.min(limit, Math.ceil(longest / 256) * 256);
+}
+
+/** The line train and eval print where --ctx is above the model's context; undefined where not. */
+export function ctxAboveModel(ctx: number, modelCtx: number): string | undefined {
+  return ctx > modelCtx ? `--ctx ${ctx}: above the model's context, so sequences are held to its ${modelCtx} tokens` : undefined;
 }

@@ -8,7 +8,7 @@ import { EnginePolicy } from '../../rrr/engine-policy.js';
 import { evaluate, type EvalResult } from '../../rrr/eval.js';
 import { DEFAULT_CTX, defaultLengths, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
-import { checkContext, generatorContext } from '../context-check.js';
+import { checkContext, ctxAboveModel, generatorContext } from '../context-check.js';
 import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { onInterrupt } from '../interrupt.js';
 import { Progress } from '../progress.js';
@@ -75,7 +75,8 @@ export const evalCommand: CommandModule<object, Args> = {
       log,
     );
     const model = await Model.load(modelPath, { device: a.device, threads: threadsFlag(a.threads) });
-    if (a.ctx > model.info.nCtxTrain) log(`--ctx ${a.ctx}: above the model's context, so sequences are held to its ${model.info.nCtxTrain} tokens`);
+    const above = ctxAboveModel(a.ctx, model.info.nCtxTrain);
+    if (above) log(above);
     let longest: number;
     try {
       longest = await checkContext(model, task, data.items, { ...settings, ctx: a.ctx, modelCtx: model.info.nCtxTrain, silent: a.json });
@@ -83,7 +84,7 @@ export const evalCommand: CommandModule<object, Args> = {
       model.dispose();
       throw e;
     }
-    const generator = await Generator.create(model, { maxSeqs: settings.batchSize, nCtx: generatorContext(Math.min(a.ctx, model.info.nCtxTrain), longest) });
+    const generator = await Generator.create(model, { maxSeqs: settings.batchSize, nCtx: generatorContext(a.ctx, model.info.nCtxTrain, longest) });
     const policy = new EnginePolicy(model, generator);
     let trainer: Trainer | undefined;
     try {

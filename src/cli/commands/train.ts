@@ -15,7 +15,7 @@ import type { StepMetrics } from '../../rrr/types.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { ensureDefaultModel, isDemoModel } from '../default-model.js';
 import { emitJson, say, shellArg } from '../output.js';
-import { checkContext, generatorContext } from '../context-check.js';
+import { checkContext, ctxAboveModel, generatorContext } from '../context-check.js';
 import { integerFlag, keptLayersFlag, threadsFlag } from '../flag-checks.js';
 import { formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
@@ -84,7 +84,6 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
     }
     keptLayersFlag('--kept-layers', execution.kept, model.info.nLayer);
-    const ctx = Math.min(cfg.ctx, model.info.nCtxTrain);
     const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
     const flash = { flashAttn: execution.flashAttn }; // undefined: the device's default
     let generator: Generator | undefined;
@@ -97,7 +96,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
         if (!a.resume) cfg.longestEpisode = longest;
         else if (cfg.longestEpisode !== undefined) cfg.longestEpisode = Math.max(cfg.longestEpisode, longest);
       }
-      generator = await Generator.create(model, { maxSeqs, nCtx: generatorContext(ctx, cfg.longestEpisode), ...flash });
+      generator = await Generator.create(model, { maxSeqs, nCtx: generatorContext(cfg.ctx, model.info.nCtxTrain, cfg.longestEpisode), ...flash });
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },
@@ -116,7 +115,8 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     // Said once nothing can refuse the start, so a refusal stays one line on stderr under --json.
     if (!a.resume && isDemoModel(cfg.model)) log(`${a.model ? '--model' : 'no --model given:'} the embedded demo model (a tiny qwen2 that copies${cfg.task === 'synthetic' ? '; the synthetic secret-word task is its demo' : ''})`);
     log(`task ${cfg.task}: ${data.items.length} items from ${data.source}`);
-    if (cfg.ctx > model.info.nCtxTrain) log(`--ctx ${cfg.ctx}: above the model's context, so sequences are held to its ${model.info.nCtxTrain} tokens`);
+    const above = ctxAboveModel(cfg.ctx, model.info.nCtxTrain);
+    if (above) log(above);
     log(setupLine(cfg, model.info, generator.info, trainer.info));
     const policy = new EnginePolicy(model, generator);
     let lastFit = '';
