@@ -1967,6 +1967,46 @@ describe('learning and adapter files', () => {
     model.dispose();
   });
 
+  test("AdamW's update is the formula's: betas, eps, decoupled weight decay and bias correction over two steps", async () => {
+    const { model } = await tinyModel('adamw');
+    // Betas and eps away from the defaults, so a betas option dropped on its way to ggml shows.
+    const o = { lr: 1e-2, beta1: 0.7, beta2: 0.8, eps: 1e-3, weightDecay: 0.2, gradClip: 0 };
+    const tr = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'down'], seed: 5 }, o);
+    randomizeB(tr, 0.3, 2);
+    const batch = mixedBatch();
+    const m: Record<string, Float64Array> = {};
+    const v: Record<string, Float64Array> = {};
+    for (let t = 1; t <= 2; t++) {
+      const lr = t === 1 ? 1e-2 : 4e-3;
+      const p0 = tr.params();
+      const g = (await tr.gradients(batch)).grads;
+      await tr.step(batch, { lr });
+      const p1 = tr.params();
+      let worst = 0;
+      let moved = 0;
+      for (const [name, w] of Object.entries(p0)) {
+        const gr = g[name]!;
+        m[name] ??= new Float64Array(w.length);
+        v[name] ??= new Float64Array(w.length);
+        for (let i = 0; i < w.length; i++) {
+          m[name]![i] = o.beta1 * m[name]![i]! + (1 - o.beta1) * gr[i]!;
+          v[name]![i] = o.beta2 * v[name]![i]! + (1 - o.beta2) * gr[i]! * gr[i]!;
+          const mh = m[name]![i]! / (1 - o.beta1 ** t);
+          const vh = v[name]![i]! / (1 - o.beta2 ** t);
+          const want = w[i]! * (1 - lr * o.weightDecay) - (lr * mh) / (Math.sqrt(vh) + o.eps);
+          worst = Math.max(worst, Math.abs(p1[name]![i]! - want));
+          moved = Math.max(moved, Math.abs(want - w[i]!));
+        }
+      }
+      // f32 weights and moments against doubles: a few ulps of values near 0.3, beside steps of ~lr.
+      assert.ok(moved > 1e-3, `step ${t} moves the weights (${moved})`);
+      assert.ok(worst < 1e-5, `step ${t}: largest gap to the formula ${worst} (steps up to ${moved})`);
+    }
+    await assert.rejects(Trainer.create(model, { rank: 4, alpha: 8, targets: ['q'] }, { lr: 1e-2, beta1: 1 }), /beta1: must be in \[0, 1\)/);
+    tr.dispose();
+    model.dispose();
+  });
+
   test('training state resumes bit-for-bit; files are written atomically; mismatches are named', async () => {
     const { model } = await tinyModel('state');
     const cfg = { rank: 4, alpha: 8, targets: ['q', 'v', 'up'] as ('q' | 'v' | 'up')[], seed: 9 };
