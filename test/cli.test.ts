@@ -116,6 +116,8 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
     [['--targets', 'q,,k'], /^rrr-native: --targets: an empty name in 'q,,k' \(expected a comma list of q,k,v,o,gate,up,down\)$/],
     [['--rank', '1e9'], /^rrr-native: --rank: rank 1000000000 exceeds the size of /],
+    // The schedule would refuse it only at the first step, after the first attempts.
+    [['--steps', '10', '--warmup-steps', '11'], /^rrr-native: --warmup-steps 11: must be at most --steps \(10\)$/],
     // Number flags as typed: yargs would have made them NaN or 0.
     [['--lr', 'abc'], /^rrr-native: --lr: expected a number, got 'abc'$/],
     [['--lr='], /^rrr-native: --lr: expected a number, got an empty one$/],

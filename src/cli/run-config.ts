@@ -105,6 +105,10 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     if (e instanceof ConfigError) throw new RrrError(e.message);
     throw e;
   }
+  const steps = integerFlag('--steps', a.steps ?? (demo ? DEMO_SETTINGS.steps : 100));
+  // The schedule itself refuses this, but only when the first step asks for its rate: after the
+  // first attempts, which can take hours.
+  if (grpo.warmupSteps > steps) throw new RrrError(`--warmup-steps ${grpo.warmupSteps}: must be at most --steps (${steps})`);
   return {
     version: 1,
     model,
@@ -113,7 +117,7 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),
     ...(a.limit !== undefined && { limit: a.limit }),
-    steps: integerFlag('--steps', a.steps ?? (demo ? DEMO_SETTINGS.steps : 100)),
+    steps,
     tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (demo ? DEMO_SETTINGS.tasksPerStep : 4)),
     seed: seedFlag(a.seed ?? 1),
     checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
