@@ -33,11 +33,11 @@ void compute(ggml_backend_sched_t sched, ggml_cgraph * gf, const char * what, Pl
 
 AdamW::AdamW(const std::vector<ggml_tensor *> & params, ggml_tensor * params_whole, ggml_backend_t backend, const AdamWConfig & cfg)
     : cfg_(cfg), params_(params), params_whole_(params_whole) {
-    if (!(cfg.beta1 >= 0 && cfg.beta1 < 1)) throw Error("--beta1: must be in [0, 1)");
-    if (!(cfg.beta2 >= 0 && cfg.beta2 < 1)) throw Error("--beta2: must be in [0, 1)");
-    if (!(cfg.eps > 0)) throw Error("--adam-eps: must be > 0");
-    if (!(cfg.weight_decay >= 0)) throw Error("--weight-decay: must be >= 0");
-    if (!(cfg.grad_clip >= 0)) throw Error("--grad-clip: must be >= 0 (0 disables clipping)");
+    if (!(cfg.beta1 >= 0 && cfg.beta1 < 1)) throw Error("optimizer beta1: must be in [0, 1)");
+    if (!(cfg.beta2 >= 0 && cfg.beta2 < 1)) throw Error("optimizer beta2: must be in [0, 1)");
+    if (!(cfg.eps > 0)) throw Error("optimizer eps: must be > 0");
+    if (!(cfg.weight_decay >= 0)) throw Error("optimizer weightDecay: must be >= 0");
+    if (!(cfg.grad_clip >= 0)) throw Error("optimizer gradClip: must be >= 0 (0 disables clipping)");
     ggml_init_params ip{ggml_tensor_overhead() * (3 * params.size() + 3), nullptr, true};
     ctx_ = ggml_init(ip);
     if (!ctx_) throw Error("out of host memory creating the optimizer");

@@ -31,11 +31,11 @@ ggml_tensor * Adapter::base_weight(const ModelWeights & w, int64_t il, LoraTarge
 }
 
 Adapter::Adapter(const ModelWeights & w, const AdapterSpec & spec, ggml_backend_t backend) : spec_(spec), arch_(w.config().arch_name) {
-    if (spec.rank < 1) throw Error("--rank: rank must be >= 1 (got " + std::to_string(spec.rank) + ")");
-    if (!(spec.alpha > 0) || !std::isfinite(spec.alpha)) throw Error("--lora-alpha: alpha must be > 0");
+    if (spec.rank < 1) throw Error("LoRA rank: must be >= 1 (got " + std::to_string(spec.rank) + ")");
+    if (!(spec.alpha > 0) || !std::isfinite(spec.alpha)) throw Error("LoRA alpha: must be > 0");
     bool any = false;
     for (bool b : spec.targets) any = any || b;
-    if (!any) throw Error("--lora-targets: at least one target projection is required");
+    if (!any) throw Error("LoRA targets: at least one target projection is required");
 
     const int64_t n_layer = w.config().n_layer;
     size_t n_tensors = 0;

@@ -219,11 +219,11 @@ AdapterSpec spec_from_js(const Napi::Value & v) {
         throw Napi::RangeError::New(env, "LoRA dropout: expected a number in [0, 1), got " + o.Get("dropout").ToString().Utf8Value());
     }
     Napi::Value t = o.Get("targets");
-    if (!t.IsArray()) throw Napi::TypeError::New(env, "--lora-targets: targets must be an array like ['q', 'v']");
+    if (!t.IsArray()) throw Napi::TypeError::New(env, "LoRA targets: expected an array like ['q', 'v']");
     Napi::Array arr = t.As<Napi::Array>();
     for (uint32_t i = 0; i < arr.Length(); ++i) {
         const std::string name = arr.Get(i).ToString();
-        s.targets[(size_t) guard(env, [&] { return parse_lora_target(name, "--lora-targets"); })] = true;
+        s.targets[(size_t) guard(env, [&] { return parse_lora_target(name, "LoRA targets"); })] = true;
     }
     return s;
 }

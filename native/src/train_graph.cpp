@@ -1375,7 +1375,7 @@ std::vector<float> run(ggml_backend_sched_t sched, ggml_cgraph * gf, const Input
     const int host_inputs = placed ? host_inputs_of(gf) : 0;
     if (!ggml_backend_sched_alloc_graph(sched, gf)) {
         throw Error(std::string("out of memory for the ") + what + " over " + std::to_string(mb.B) + " x " + std::to_string(mb.L) +
-                    " tokens (use smaller micro-batches: microBatchTokens / --micro-batch-tokens)");
+                    " tokens (a smaller memoryBudget or microBatchTokens makes smaller micro-batches)");
     }
     if (placed) placed->merge(placement_of(sched, gf, host_inputs));
     std::vector<float> out = compute_allocated(sched, gf, in, mb, n_vocab, chunk, lps, what, dropout_seed, built_from, host_ms);

@@ -72,13 +72,17 @@ export function inFlags(e: unknown, prefix: '--' | '--train-', own: Partial<Reco
 }
 
 /**
- * A step refused by its memory budget, in the command's flags: the budget is --train-memory-gib
- * in train and bench alike, and the sequences come from `sequences` (train's token limits,
- * bench's --train-len).
+ * A step refused by its memory budget, or one the device had no memory for, in the command's
+ * flags: the budget is --train-memory-gib in train and bench alike, the sequences come from
+ * `sequences` (train's token limits, bench's --train-len), and bench alone sets micro-batches
+ * (`microBatchFlag`).
  */
-export function budgetInFlags(e: unknown, sequences: string): unknown {
+export function budgetInFlags(e: unknown, sequences: string, microBatchFlag?: string): unknown {
   if (e instanceof Error && e.message.startsWith('step: ')) {
     e.message = e.message.replace('(memoryBudget)', '(--train-memory-gib)').replace('use shorter sequences', `use shorter sequences (${sequences})`);
+  } else if (e instanceof Error && e.message.includes('out of memory for the ')) {
+    // The device ran out below the plan's estimate.
+    e.message = e.message.replace('a smaller memoryBudget or microBatchTokens', `a smaller --train-memory-gib${microBatchFlag ? ` or ${microBatchFlag}` : ''}`);
   }
   return e;
 }

@@ -268,7 +268,7 @@ export const trainingSection: BenchSection = {
         },
       };
     } catch (e) {
-      throw budgetInFlags(e, '--train-len');
+      throw budgetInFlags(e, '--train-len', '--train-micro-batch-tokens');
     } finally {
       tr.dispose();
       restoreCublas();

@@ -281,7 +281,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     } catch (e) {
       // The run folder outlives a refused step or a retry longer than --ctx: say how to go on,
       // with a larger --train-memory-gib or --ctx, which a resumed run may change.
-      if (e instanceof RrrError && e.message.startsWith('step: ')) {
+      if (e instanceof RrrError && (e.message.startsWith('step: ') || e.message.includes('out of memory for the '))) {
         budgetInFlags(e, '--max-answer-tokens, --max-reflection-tokens');
         e.message += `; the run continues from its last checkpoint with: ${resume}`;
       }
