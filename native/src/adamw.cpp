@@ -90,12 +90,6 @@ void AdamW::release() {
 
 void AdamW::zero_grads() { ggml_backend_buffer_clear(grad_buf_, 0); }
 
-void AdamW::reset_moments() {
-    ggml_backend_buffer_clear(m_buf_, 0);
-    ggml_backend_buffer_clear(v_buf_, 0);
-    t_ = 0;
-}
-
 double AdamW::grad_norm(ggml_backend_sched_t sched, float unscale) {
     // The squares are summed while the gradients are still scaled (values near 1, where their
     // squares cannot overflow f32 as those of huge true gradients can); the norm is unscaled in double.

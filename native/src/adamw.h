@@ -48,7 +48,6 @@ public:
     // One AdamW update with learning rate `lr`; the gradients are first multiplied by
     // `grad_scale` (the clipping factor). Increments the step count used for bias correction.
     void update(ggml_backend_sched_t sched, float lr, float grad_scale);
-    void reset_moments();
     // Where the norm and update graphs ran (backend.h), since construction.
     const Placement & placement() const { return placement_; }
 

@@ -221,7 +221,6 @@ void Decoder::build(const ModelWeights & w, const LoraView & lora, Backends & b,
     placement_.merge(placement_of(sched, gf_, host_inputs));
     shape_ = s;
     valid_ = true;
-    ++built_;
 }
 
 void Decoder::reserve(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, int64_t T, int64_t n_kv,

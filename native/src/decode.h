@@ -73,7 +73,6 @@ public:
     void step(const ModelWeights & w, const LoraView & lora, Backends & b, KvCache & cache, const std::vector<StepToken> & batch,
               const StepOptions & opt, const std::vector<float> & uniforms, StepResult & out);
 
-    int64_t graphs_built() const { return built_; }
     // Where the graphs built since the last reset ran (backend.h).
     const Placement & placement() const { return placement_; }
     void reset_placement() { placement_ = Placement{}; }
@@ -112,7 +111,6 @@ private:
     ggml_cgraph * gf_ = nullptr;
     bool valid_ = false;
     Shape shape_;
-    int64_t built_ = 0;
     Placement placement_;
     ggml_tensor *tokens_ = nullptr, *pos_ = nullptr, *k_idx_ = nullptr, *v_idx_ = nullptr, *mask_ = nullptr,
                 *out_rows_ = nullptr, *logits_ = nullptr, *slot_rows_ = nullptr, *row_slots_ = nullptr,

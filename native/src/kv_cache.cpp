@@ -27,7 +27,6 @@ KvCache::KvCache(const ModelConfig & c, ggml_backend_t backend, const KvCacheOpt
     pos_.assign((size_t) n_cells_, -1);
     seqs_.assign((size_t) n_cells_ * n_words_, 0);
     stream_hi_.assign((size_t) n_streams_, 0);
-    n_free_ = n_cells_;
 
     const size_t n_tensors = 2 * (size_t) c.n_layer;
     ggml_init_params ip{ggml_tensor_overhead() * n_tensors, nullptr, true};
@@ -63,7 +62,6 @@ void KvCache::clear() {
     std::fill(pos_.begin(), pos_.end(), -1);
     std::fill(seqs_.begin(), seqs_.end(), 0);
     std::fill(stream_hi_.begin(), stream_hi_.end(), 0);
-    n_free_ = n_cells_;
 }
 
 std::vector<int64_t> KvCache::allocate(int64_t n, int stream) const {
@@ -101,7 +99,6 @@ void KvCache::occupy(int64_t cell, int32_t pos, int seq) {
     if (pos_[cell] >= 0) throw Error("internal error: KV cell " + std::to_string(cell) + " is already occupied");
     check_stream(cell, seq);
     pos_[cell] = pos;
-    --n_free_;
     int64_t & hi = stream_hi_[(size_t) stream_of(cell)];
     hi = std::max(hi, cell % stream_cells_ + 1);
     add_seq(cell, seq);
@@ -127,7 +124,6 @@ void KvCache::seq_remove(int seq) {
         words[w] &= ~bit;
         if (std::all_of(words, words + n_words_, [](uint64_t x) { return x == 0; })) {
             pos_[c] = -1;
-            ++n_free_;
         }
     }
     for (int s = 0; s < n_streams_; ++s) {

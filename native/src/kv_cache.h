@@ -57,7 +57,6 @@ public:
 
     // ---- cell bookkeeping (host) ----
     void clear();
-    int64_t n_free() const { return n_free_; }
     // `n` free cells of `stream` (unified: stream 0, the whole cache), one contiguous run when
     // there is one (contiguity keeps a prompt's attention window tight), else the first free
     // ones; throws when fewer than `n` are free.
@@ -133,7 +132,6 @@ private:
     size_t n_words_;
     std::vector<int32_t> pos_;    // -1: free
     std::vector<uint64_t> seqs_;  // n_cells × n_words bitsets
-    int64_t n_free_ = 0;
     std::vector<int64_t> stream_hi_;
 
     ggml_context * meta_ = nullptr;

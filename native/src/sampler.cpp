@@ -108,11 +108,6 @@ void validate(const SamplingParams & p) {
     if (p.repeat_last_n < 0) bad("repeatLastN", std::to_string(p.repeat_last_n), ">= 0");
 }
 
-float token_logprob(const float * logits, int64_t n, int32_t token) {
-    const float mx = row_max(logits, n);
-    return (float) ((double) (logits[token] - mx) - std::log(sum_exp(logits, n, mx)));
-}
-
 SequenceSampler::SequenceSampler(const SamplingParams & p, uint64_t request, uint64_t sample, const std::vector<int32_t> & history)
     : p_(p) {
     uint64_t s = p.seed;

@@ -76,7 +76,4 @@ private:
     std::vector<double> blocks_;
 };
 
-// log softmax(logits)[token], computed stably.
-float token_logprob(const float * logits, int64_t n_vocab, int32_t token);
-
 } // namespace rrr

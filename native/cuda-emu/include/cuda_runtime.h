@@ -15,8 +15,9 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-// One block runs at a time, so a function's statics are its block's shared memory.
-#define __shared__ static
+// One block runs at a time on a thread, so a function's thread-local statics are its block's
+// shared memory; two emulated nodes on two threads (two models' steps) each keep their own.
+#define __shared__ static thread_local
 
 struct uint3 {
     unsigned x, y, z;
