@@ -49,6 +49,40 @@ test('greedy generation follows the adapter the trainer learned, and logprobs ag
   }
 });
 
+test('a cache smaller than a request grows to it up to maxCtx, keeping its adapter, with the tokens of a cache sized for it', async () => {
+  const model = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });
+  const trainer = await Trainer.create(model, { rank: 4, alpha: 8, targets: ['q', 'v', 'down'], seed: 2 }, { lr: 1e-2 });
+  const small = await Generator.create(model, { maxSeqs: 2, nCtx: 256, maxCtx: 768, kvType: 'f32' });
+  const sized = await Generator.create(model, { maxSeqs: 2, nCtx: 512, kvType: 'f32' });
+  try {
+    // B = 0 leaves a new adapter without effect: a few steps make it one that shows.
+    const text = model.tokenize(' the quick brown fox jumps over the lazy dog'.repeat(4));
+    for (let i = 0; i < 5; i++) await trainer.step([{ tokens: text, weights: new Float32Array(text.length).fill(1) }], { lr: 1e-2 });
+    const prompt = model.tokenize(' one two three four five six seven eight nine ten'.repeat(30));
+    assert.ok(prompt.length > 256 && prompt.length + 40 <= 512, `prompt of ${prompt.length} tokens`);
+    const opts = { maxTokens: 40, temperature: 0.8, seed: 3, ignoreEos: true };
+    small.setAdapter(trainer);
+    sized.setAdapter(trainer);
+    const grown = (await small.generate([{ prompt, n: 2 }], opts))[0]!;
+    assert.equal(small.info.nCtx, 512);
+    const want = (await sized.generate([{ prompt, n: 2 }], opts))[0]!;
+    assert.deepEqual(grown.map((c) => Array.from(c.tokens)), want.map((c) => Array.from(c.tokens)));
+    sized.setAdapter(null);
+    const base = (await sized.generate([{ prompt, n: 2 }], opts))[0]!;
+    assert.notDeepEqual(base.map((c) => Array.from(c.tokens)), want.map((c) => Array.from(c.tokens)), 'the adapter changes the tokens');
+    // Past maxCtx the request is refused before anything runs, naming that limit.
+    const long = model.tokenize(' one two three four five six seven eight nine ten'.repeat(80));
+    await assert.rejects(small.generate([{ prompt: long }], opts), /^RrrError: context overflow: request 0 has a \d+-token prompt \+ maxTokens 40 = \d+ > maxCtx 768$/);
+    assert.equal(small.info.nCtx, 512);
+    await assert.rejects(Generator.create(model, { maxSeqs: 1, nCtx: 256, maxCtx: 128 }), /maxCtx: 128 is below nCtx 256/);
+  } finally {
+    small.dispose();
+    sized.dispose();
+    trainer.dispose();
+    model.dispose();
+  }
+});
+
 test('an adapter of another model is refused', async () => {
   const a = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });
   const b = await Model.load(await tinyModel({ arch: 'qwen2', type: 'f32' }), { device: TEST_DEVICE });

@@ -29,14 +29,16 @@ export async function checkContext(
 
 /**
  * The generator's context for episodes of up to `longest` tokens: no more than --ctx (`ctx`) or
- * the model's context, and
- * no more than they need, in whole 256-token tiles as the KV cache pads them. Each sequence holds
- * its own cells, so a cache sized by --ctx alone (2048 by default) took several times the memory
- * the longest episode can use; a GPU gives what it saves to the training steps.
+ * the model's context, and no more than they need, in whole 256-token tiles as the KV cache pads
+ * them. Each sequence holds its own cells, so a cache sized by --ctx alone (2048 by default) took
+ * several times the memory the longest episode can use; a GPU gives what it saves to the
+ * training steps. `longest` is an estimate (a sampled text can take more tokens when tokenized
+ * again than it was sampled as, up to several times for some tokens), so the cache may grow up to
+ * the limit (`maxCtx`) where an episode is longer.
  */
-export function generatorContext(ctx: number, modelCtx: number, longest: number | undefined): number {
+export function generatorContext(ctx: number, modelCtx: number, longest: number | undefined): { nCtx: number; maxCtx: number } {
   const limit = Math.min(ctx, modelCtx);
-  return longest === undefined ? limit : Math.min(limit, Math.ceil(longest / 256) * 256);
+  return { nCtx: longest === undefined ? limit : Math.min(limit, Math.ceil(longest / 256) * 256), maxCtx: limit };
 }
 
 /** The line train and eval print where --ctx is above the model's context; undefined where not. */

@@ -28,17 +28,44 @@ function positiveInt(name: string, v: unknown): number {
   return v;
 }
 
+/** A request longer than the cache's nCtx (or than maxCtx, where it may grow). */
+class ContextOverflow extends RrrError {
+  constructor(
+    readonly request: number,
+    readonly prompt: number,
+    readonly maxTokens: number,
+    limit: string,
+  ) {
+    super(`context overflow: request ${request} has a ${prompt}-token prompt + maxTokens ${maxTokens} = ${prompt + maxTokens} > ${limit}`);
+  }
+
+  get needed(): number {
+    return this.prompt + this.maxTokens;
+  }
+}
+
 export class Generator {
   private raw: RawGenerator | undefined;
-  readonly info: GeneratorInfo;
+  private current: GeneratorInfo;
   /** Statistics of the latest generate() call. */
   lastStats: GenerateStats | undefined;
   /** generate() calls so far: each call's number is its ticket for the native stop(). */
   private tickets = 0;
+  /** What setAdapter chose last, given again to a cache grown after it (maxCtx). */
+  private adapter: RawTrainer | null = null;
 
-  private constructor(raw: RawGenerator) {
+  private constructor(
+    raw: RawGenerator,
+    private readonly model: Model,
+    private readonly opts: GeneratorOptions,
+  ) {
     this.raw = raw;
-    this.info = raw.info();
+    this.current = raw.info();
+  }
+
+  /** The cache as it is now: nCtx and its bytes grow where maxCtx lets a request grow them. */
+  get info(): GeneratorInfo {
+    return this.current;
   }
 
   /** Allocates the KV cache (maxSeqs × nCtx cells unless nCells says otherwise) on the model's device. */
@@ -50,11 +77,34 @@ export class Generator {
     if (opts.kvLayout !== undefined && !['auto', 'unified', 'streams'].includes(opts.kvLayout)) {
       throw new RrrError(`kvLayout: unknown layout '${String(opts.kvLayout)}' (expected auto, unified or streams)`);
     }
+    if (opts.maxCtx !== undefined) {
+      if (positiveInt('maxCtx', opts.maxCtx) < opts.nCtx) throw new RrrError(`maxCtx: ${opts.maxCtx} is below nCtx ${opts.nCtx}`);
+      if (opts.nCells !== undefined) throw new RrrError('maxCtx: grows a cache of nCtx cells a sequence; give it without nCells');
+    }
+    const { maxCtx: _, ...native } = opts;
     try {
-      return new Generator(await addon().NativeGenerator.create(model.nativeHandle, { ...opts }));
+      return new Generator(await addon().NativeGenerator.create(model.nativeHandle, native), model, opts);
     } catch (e) {
       throw fromNative(e);
     }
+  }
+
+  /**
+   * A new cache of `needed` cells a sequence, in whole 256-cell tiles up to maxCtx, in place of
+   * the one that was too short. The old one goes first: on a GPU both might not fit. Cells hold
+   * nothing between calls, and no result depends on how many there are.
+   */
+  private async grow(needed: number): Promise<void> {
+    const { maxCtx, ...native } = this.opts;
+    const nCtx = Math.min(maxCtx!, Math.ceil(needed / 256) * 256);
+    this.dispose();
+    try {
+      this.raw = await addon().NativeGenerator.create(this.model.nativeHandle, { ...native, nCtx });
+      this.raw.setAdapter(this.adapter);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.current = this.raw.info();
   }
 
   private get native(): RawGenerator {
@@ -64,7 +114,7 @@ export class Generator {
 
   /** Completions per request, in request order; request i gets requests[i].n of them. */
   async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
-    const raw = this.native;
+    if (!this.raw) throw new RrrError('generator has been disposed');
     const maxTokens = positiveInt('maxTokens', opts.maxTokens);
     const params = {
       ...DEFAULTS,
@@ -85,7 +135,17 @@ export class Generator {
     if (!Number.isSafeInteger(params.seed) || params.seed < 0) throw new RrrError(`seed: expected a non-negative integer, got ${params.seed}`);
     const signal = opts.signal;
     if (signal?.aborted) throw new GenerationStopped();
-    const waves = this.plan(requests, maxTokens);
+    let waves;
+    try {
+      waves = this.plan(requests, maxTokens);
+    } catch (e) {
+      const maxCtx = this.opts.maxCtx;
+      if (!(e instanceof ContextOverflow) || maxCtx === undefined) throw e;
+      if (e.needed > maxCtx) throw new ContextOverflow(e.request, e.prompt, e.maxTokens, `maxCtx ${maxCtx}`);
+      await this.grow(e.needed);
+      waves = this.plan(requests, maxTokens);
+    }
+    const raw = this.native;
     const out: Completion[][] = requests.map(() => []);
     const stats: GenerateStats = { waves: 0, prefillTokens: 0, prefillSteps: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
     // Native progress arrives through a thread-safe queue that may trail the result: report
@@ -155,7 +215,7 @@ export class Generator {
       const longestSuffix = Math.max(0, ...(suffixes ?? []).map((s) => s.length));
       const longest = prompt.length + longestSuffix;
       if (longest + maxTokens > nCtx) {
-        throw new RrrError(`context overflow: request ${i} has a ${longest}-token prompt + maxTokens ${maxTokens} = ${longest + maxTokens} > nCtx ${nCtx}`);
+        throw new ContextOverflow(i, longest, maxTokens, `nCtx ${nCtx}`);
       }
       const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / (longestSuffix + maxTokens)));
       if (fit < 1) {
@@ -191,6 +251,7 @@ export class Generator {
     } catch (e) {
       throw fromNative(e);
     }
+    this.adapter = trainer ? trainer.rawTrainer : null;
   }
 
   /**

@@ -153,6 +153,13 @@ export interface GeneratorOptions {
   /** Longest prompt + completion of one sequence. */
   nCtx: number;
   /**
+   * Where a request needs more than nCtx cells a sequence, the cache is made again with what it
+   * needs (in 256-cell tiles), up to maxCtx, before the call runs, instead of the call being
+   * refused; info.nCtx says the size it has. For a cache sized to an estimate of the longest
+   * request. Default: nCtx, no growing. Not with nCells.
+   */
+  maxCtx?: number;
+  /**
    * KV cache cells of the unified layout. Default maxSeqs × nCtx, enough for any batch; prompts
    * shared by a group occupy their cells once, so a smaller cache often suffices (waves are
    * then packed to fit). Giving nCells picks the unified layout unless kvLayout says otherwise.

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
+import { RrrError } from '../../engine/errors.js';
 import { Model } from '../../engine/model.js';
 import { Trainer } from '../../engine/trainer.js';
 import type { DeviceName } from '../../engine/types.js';
@@ -77,14 +78,14 @@ export const evalCommand: CommandModule<object, Args> = {
     const model = await Model.load(modelPath, { device: a.device, threads: threadsFlag(a.threads) });
     const above = ctxAboveModel(a.ctx, model.info.nCtxTrain);
     if (above) log(above);
-    let longest: number;
+    let generator: Generator;
     try {
-      longest = await checkContext(model, task, data.items, { ...settings, ctx: a.ctx, modelCtx: model.info.nCtxTrain, silent: a.json });
+      const longest = await checkContext(model, task, data.items, { ...settings, ctx: a.ctx, modelCtx: model.info.nCtxTrain, silent: a.json });
+      generator = await Generator.create(model, { maxSeqs: settings.batchSize, ...generatorContext(a.ctx, model.info.nCtxTrain, longest) });
     } catch (e) {
       model.dispose();
       throw e;
     }
-    const generator = await Generator.create(model, { maxSeqs: settings.batchSize, nCtx: generatorContext(a.ctx, model.info.nCtxTrain, longest) });
     const policy = new EnginePolicy(model, generator);
     let trainer: Trainer | undefined;
     try {
@@ -120,6 +121,10 @@ export const evalCommand: CommandModule<object, Args> = {
       // The blank line parts the table from the progress bar on a terminal; a pipe gets no blank first line.
       say(mode, `${process.stdout.isTTY ? '\n' : ''}${a.task}, ${data.source}; reflections up to ${settings.maxReflectionTokens} tokens, answers up to ${settings.maxAnswerTokens}${stopped ? `: interrupted, the first ${done} of ${total} items` : ''}`);
       say(mode, table(['model', 'tasks', 'first attempt', 'second attempt'], [row('base', base), ...(tuned ? [row('base + adapter', tuned)] : [])]));
+    } catch (e) {
+      // Past the check's estimate and past --ctx: a sampled text tokenized again grew.
+      if (e instanceof RrrError && e.message.startsWith('context overflow')) e.message = `--ctx ${a.ctx}: ${e.message}; raise --ctx`;
+      throw e;
     } finally {
       generator.dispose();
       trainer?.dispose();

@@ -96,7 +96,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
         if (!a.resume) cfg.longestEpisode = longest;
         else if (cfg.longestEpisode !== undefined) cfg.longestEpisode = Math.max(cfg.longestEpisode, longest);
       }
-      generator = await Generator.create(model, { maxSeqs, nCtx: generatorContext(cfg.ctx, model.info.nCtxTrain, cfg.longestEpisode), ...flash });
+      generator = await Generator.create(model, { maxSeqs, ...generatorContext(cfg.ctx, model.info.nCtxTrain, cfg.longestEpisode), ...flash });
       trainer = await Trainer.create(
         model,
         { ...cfg.lora, seed: cfg.seed },
