@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/engine/native.js';
 import { testDir } from './helpers/models.js';
@@ -183,6 +183,56 @@ test('a new run takes its first attempts from an earlier one with the same model
   const d = run('shared-e', '--no-reuse-first-attempts');
   assert.doesNotMatch(d.out, reused);
   assert.deepEqual(d.failures, a.failures);
+});
+
+test('first attempts are not taken from a model file replaced in place, another engine setting, or a damaged entry; old entries go', () => {
+  const dir = join(testDir(), 'shared-models');
+  mkdirSync(dir, { recursive: true });
+  const [a, b, m] = ['a', 'b', 'm'].map((n) => join(dir, `${n}.gguf`));
+  for (const [path, seed] of [[a, '1'], [b, '2']] as const) assert.equal(cli('make-tiny-model', '--out', path!, '--seed', seed).code, 0);
+  assert.equal(statSync(a!).size, statSync(b!).size);
+  // As `cp -p` leaves it: the same path, size and modification time, other weights.
+  const place = (from: string) => {
+    copyFileSync(from, m!);
+    utimesSync(m!, new Date(2024, 0, 1), new Date(2024, 0, 1));
+  };
+  const args = ['--model', m!, '--task', 'countdown', '--generate', '24', '--steps', '1', '--max-answer-tokens', '12', '--max-reflection-tokens', '8'];
+  const run = (name: string, ...more: string[]) => {
+    const r = cli('train', '--out', join(dir, name), ...args, ...more);
+    assert.equal(r.code, 0, r.err);
+    return r.out;
+  };
+  const reused = /from an earlier run with the same model file/;
+  place(a!);
+  assert.doesNotMatch(run('r1'), reused);
+  assert.match(run('r2'), reused);
+  place(b!);
+  assert.doesNotMatch(run('r3'), reused, "b's first attempts are not a's");
+  assert.notDeepEqual(readFileSync(join(dir, 'r3', 'failures.json')), readFileSync(join(dir, 'r1', 'failures.json')));
+  // A resumed run refuses the replaced file too.
+  const resumed = cli('train', '--resume', '--out', join(dir, 'r1'));
+  assert.equal(resumed.code, 1);
+  assert.match(resumed.err, /^rrr-native: \S+m\.gguf: the run's model is missing or changed since the run started\n$/);
+  // Flash attention rounds otherwise, and a greedy token can tip: its own entry.
+  assert.doesNotMatch(run('r4', '--flash-attn', 'on'), reused);
+  assert.match(run('r5', '--flash-attn', 'on'), reused);
+
+  // An entry whose key still matches but whose failures name items the run does not have is
+  // redone (the steps would fail on it), and rewritten.
+  const entries = join(env.XDG_CACHE_HOME, 'rrr-native', 'first-attempts');
+  const newest = readdirSync(entries).map((f) => join(entries, f)).sort((x, y) => statSync(y).mtimeMs - statSync(x).mtimeMs)[0]!;
+  const entry = JSON.parse(readFileSync(newest, 'utf8')) as { result: { failures: { itemId: string }[] } };
+  entry.result.failures[0]!.itemId = 'no-such-item';
+  writeFileSync(newest, JSON.stringify(entry));
+  assert.doesNotMatch(run('r6', '--flash-attn', 'on'), reused);
+  assert.match(run('r7', '--flash-attn', 'on'), reused);
+
+  // Entries unused for 90 days are removed when one is written.
+  const stale = join(entries, 'stale.json');
+  writeFileSync(stale, '{}');
+  utimesSync(stale, new Date(Date.now() - 91 * 86400e3), new Date(Date.now() - 91 * 86400e3));
+  run('r8', '--limit', '23');
+  assert.ok(!existsSync(stale), 'the stale entry is gone');
 });
 
 test("the generator's KV cache holds the longest episode, not all of --ctx, and run.json keeps that length", () => {

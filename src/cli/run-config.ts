@@ -9,6 +9,7 @@ import type { LoopSettings } from '../rrr/train.js';
 import type { TrainArgs } from './commands/train-flags.js';
 import { DEFAULT_CTX, DEMO_SETTINGS, defaultLengths, isDemoModel } from './default-model.js';
 import { integerFlag, positiveFlag, seedFlag } from './flag-checks.js';
+import { modelFingerprint } from './model-fingerprint.js';
 import { shellArg } from './output.js';
 import { itemFlags } from './task-data.js';
 
@@ -19,6 +20,8 @@ export interface RunConfig extends LoopSettings {
   version: 1;
   model: string;
   modelBytes: number;
+  /** modelFingerprint of the model file when the run started; absent in runs made before it was kept. */
+  modelFingerprint?: string;
   task: string;
   data?: string;
   /** sha256 of --data's bytes when the run started; absent in runs made before it was kept. */
@@ -113,6 +116,7 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     version: 1,
     model,
     modelBytes: modelSize(model),
+    modelFingerprint: modelFingerprint(model),
     task: a.task ?? 'synthetic',
     ...(a.data !== undefined && { data: resolve(a.data) }),
     ...(a.generate !== undefined && { generate: a.generate }),

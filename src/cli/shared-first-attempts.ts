@@ -3,11 +3,15 @@
 // from an earlier run instead of redoing them (over a large dataset, hours on a CPU). Kept in the
 // user's cache folder beside the embedded model; a run folder keeps its own copy for --resume.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../engine/native.js';
 import { readFailureCache, writeFailureCache, type FirstAttemptResult } from '../rrr/failures.js';
 import { cacheDir } from './default-model.js';
+import { modelFingerprint } from './model-fingerprint.js';
+
+/** Entries neither written nor reused for this long are removed when another is written. */
+const KEEP_DAYS = 90;
 
 export class SharedFirstAttempts {
   private constructor(
@@ -18,12 +22,14 @@ export class SharedFirstAttempts {
 
   /**
    * The cache entry of a run's first attempts. `runKey` (failureKey) names the model by path and
-   * size; the file's modification time and this package's version are added, so a model file
-   * rewritten in place, or a verifier that scores differently, is not taken for the same.
+   * size; added are a fingerprint of the file's contents, so a model file replaced in place is
+   * not taken for the same, this package's version, so a verifier that scores differently
+   * is not, and how the answers were computed (`engine`: the device, flash attention), whose
+   * rounding can tip a greedy token, so that a run's first attempts are the ones it would make.
    */
-  static of(model: string, runKey: string): SharedFirstAttempts {
+  static of(model: string, runKey: string, engine: { device: string; flashAttn: boolean }): SharedFirstAttempts {
     const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
-    const key = createHash('sha256').update(JSON.stringify([runKey, statSync(model).mtimeMs, version])).digest('hex');
+    const key = createHash('sha256').update(JSON.stringify([runKey, modelFingerprint(model), version, engine.device, engine.flashAttn])).digest('hex');
     return new SharedFirstAttempts(join(cacheDir(), 'first-attempts', `${key.slice(0, 32)}.json`), key);
   }
 
@@ -31,9 +37,17 @@ export class SharedFirstAttempts {
    * An earlier run's result, where this run can take it: all of the items, or a pass that stopped
    * after a whole number of this run's batches (a pass goes on batch by batch).
    */
-  read(total: number, batchSize: number): FirstAttemptResult | undefined {
-    const r = readFailureCache(this.path, this.key);
-    return r && (r.attempted >= total || r.attempted % batchSize === 0) && r.attempted > 0 ? r : undefined;
+  read(itemIds: ReadonlySet<string>, batchSize: number): FirstAttemptResult | undefined {
+    const r = readFailureCache(this.path, this.key, itemIds);
+    if (!(r && (r.attempted >= itemIds.size || r.attempted % batchSize === 0) && r.attempted > 0)) return undefined;
+    try {
+      // Reused: it stays as long as a new entry would.
+      const now = new Date();
+      utimesSync(this.path, now, now);
+    } catch {
+      // A read-only cache still serves.
+    }
+    return r;
   }
 
   /** Best effort: a cache folder that cannot be written costs the next run time, not this one its result. */
@@ -41,8 +55,19 @@ export class SharedFirstAttempts {
     try {
       mkdirSync(join(this.path, '..'), { recursive: true });
       writeFailureCache(this.path, this.key, result);
+      this.prune();
     } catch {
       // Nothing to do: the run folder has its own copy.
+    }
+  }
+
+  /** An entry a file per model, items and answer length: without this the folder only grows. */
+  private prune(): void {
+    const dir = join(this.path, '..');
+    const before = Date.now() - KEEP_DAYS * 24 * 3600 * 1000;
+    for (const f of readdirSync(dir)) {
+      const p = join(dir, f);
+      if (f.endsWith('.json') && statSync(p).mtimeMs < before) rmSync(p, { force: true });
     }
   }
 }

@@ -69,15 +69,35 @@ interface CacheFile {
   result: FirstAttemptResult;
 }
 
-/** The cached result when `key` matches, else undefined (a stale cache is simply redone); it may be a pass that stopped early. */
-export function readFailureCache(path: string, key: string): FirstAttemptResult | undefined {
+/**
+ * The cached result when `key` matches, else undefined (a stale cache is simply redone); it may
+ * be a pass that stopped early. A file edited or damaged past its key (failures of items not in
+ * `itemIds`, counts that do not add up) is redone too: the steps would fail on it, or train on
+ * what no first attempt said.
+ */
+export function readFailureCache(path: string, key: string, itemIds: ReadonlySet<string>): FirstAttemptResult | undefined {
   if (!existsSync(path)) return undefined;
   try {
     const c = JSON.parse(readFileSync(path, 'utf8')) as CacheFile;
-    return c.version === 1 && c.key === key ? c.result : undefined;
+    return c.version === 1 && c.key === key && wellFormed(c.result, itemIds) ? c.result : undefined;
   } catch {
     return undefined;
   }
+}
+
+function wellFormed(r: unknown, itemIds: ReadonlySet<string>): r is FirstAttemptResult {
+  if (typeof r !== 'object' || r === null) return false;
+  const { attempted, correct, failures } = r as Partial<FirstAttemptResult>;
+  const count = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0;
+  if (!count(attempted) || !count(correct) || attempted > itemIds.size || !Array.isArray(failures) || correct + failures.length !== attempted) return false;
+  const text = (x: unknown) => typeof x === 'string';
+  const ids = new Set<string>();
+  for (const f of failures as unknown[]) {
+    const { itemId, firstAnswer, reason } = (f ?? {}) as Partial<Failure>;
+    if (!text(itemId) || !text(firstAnswer) || !text(reason) || !itemIds.has(itemId!) || ids.has(itemId!)) return false;
+    ids.add(itemId!);
+  }
+  return true;
 }
 
 export function writeFailureCache(path: string, key: string, result: FirstAttemptResult): void {

@@ -21,6 +21,7 @@ import { formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
 import { ALL_NODES, budgetInFlags, inFlags, refuseAllNodesOffGpu } from '../step-flags.js';
 import { lockRunFolder } from '../run-lock.js';
+import { modelFingerprint } from '../model-fingerprint.js';
 import { buildConfig, evalCommand, failureKey, readRunConfig, RUN_FLAGS, type RunConfig } from '../run-config.js';
 import { loadItems, taskFor } from '../task-data.js';
 import { setupLine, stepFit, stepLine, summaryTable } from '../train-report.js';
@@ -54,7 +55,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       if (a['checkpoint-every'] !== undefined) cfg.checkpointEvery = integerFlag('--checkpoint-every', a['checkpoint-every']);
       if (a.ctx !== undefined) cfg.ctx = integerFlag('--ctx', a.ctx, 16);
       unlock = lockRunFolder(out);
-      if (!existsSync(cfg.model) || statSync(cfg.model).size !== cfg.modelBytes) {
+      if (!existsSync(cfg.model) || statSync(cfg.model).size !== cfg.modelBytes || (cfg.modelFingerprint !== undefined && modelFingerprint(cfg.model) !== cfg.modelFingerprint)) {
         throw new RrrError(`${cfg.model}: the run's model is missing or changed since the run started`);
       }
     } else {
@@ -147,15 +148,16 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       // saved as they go: over a large dataset they can take hours before the first step.
       const failuresPath = join(out, 'failures.json');
       const key = failureKey(cfg, data.digest);
-      let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key);
+      const itemIds = new Set(data.items.map((i) => i.id));
+      let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key, itemIds);
       const total = data.items.length;
       // --seed makes no items where --data gives them, and first attempts are greedy.
-      const shared = a['reuse-first-attempts'] ? SharedFirstAttempts.of(cfg.model, cfg.data ? failureKey({ ...cfg, seed: 0 }, data.digest) : key) : undefined;
+      const shared = a['reuse-first-attempts'] ? SharedFirstAttempts.of(cfg.model, cfg.data ? failureKey({ ...cfg, seed: 0 }, data.digest) : key, generator.info) : undefined;
       const save = (r: FirstAttemptResult) => {
         writeFailureCache(failuresPath, key, r);
         shared?.write(r);
       };
-      const earlier = first ? undefined : shared?.read(total, maxSeqs);
+      const earlier = first ? undefined : shared?.read(itemIds, maxSeqs);
       if (earlier) {
         first = earlier;
         writeFailureCache(failuresPath, key, first);
