@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { Model, Trainer, makeTinyModel, addon } from '../dist/src/engine/index.js';
+import { Model, Trainer, makeTinyModel, devices } from '../dist/src/engine/index.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -29,7 +29,7 @@ const path = join(tmpdir(), `rrr-bench-train-${process.pid}.gguf`);
 try {
   await makeTinyModel({ out: path, preset: a.preset, type: a.type, ...(a.layers ? { nLayer: Number(a.layers) } : {}) });
   const model = await Model.load(path, { device: a.device, threads: Number(a.threads) });
-  const gpuFree = () => addon().devices().filter((d) => d.type === 'gpu').map((d) => d.memoryFree);
+  const gpuFree = () => devices().filter((d) => d.type === 'gpu').map((d) => d.memoryFree);
   const free0 = gpuFree();
   const tr = await Trainer.create(model, { rank: 16, alpha: 32, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] }, { lr: 1e-4 });
   const batch = Array.from({ length: B }, (_, b) => ({

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../src/engine/native.js';
+import { packageRoot } from '../src/util/package-root.js';
 import { testDir, tinyModel } from './helpers/models.js';
 import { RrrError } from '../src/engine/errors.js';
 import { contextFlag } from '../src/cli/flag-checks.js';

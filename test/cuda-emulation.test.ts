@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { addon } from '../src/engine/native.js';
+import { buildInfo } from '../src/engine/devices.js';
 import { FUSED_TEST_FILES, FUSED_TEST_PATTERN } from './helpers/fused-tests.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const emulated = addon().buildInfo().cudaEmulation;
+const emulated = buildInfo().cudaEmulation;
 
 test("our nodes' CUDA code, emulated on the CPU, passes the fused nodes' tests", { skip: !emulated && 'a CUDA build runs these tests on the GPU' }, () => {
   // a test runner's child is told so (NODE_TEST_CONTEXT) and would run no files of its own

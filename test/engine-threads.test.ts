@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Generator, Model, Trainer } from '../src/engine/index.js';
-import { packageRoot } from '../src/engine/native.js';
+import { packageRoot } from '../src/util/package-root.js';
 import { TEST_DEVICE, testDir, tinyModel } from './helpers/models.js';
 
 const engine = pathToFileURL(join(packageRoot, 'dist', 'src', 'engine', 'index.js')).href;

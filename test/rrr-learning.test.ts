@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../src/engine/native.js';
+import { packageRoot } from '../src/util/package-root.js';
 import { testDir } from './helpers/models.js';
 
 const main = join(packageRoot, 'dist', 'src', 'cli', 'main.js');

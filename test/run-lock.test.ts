@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { lockRunFolder } from '../src/cli/run-lock.js';
-import { packageRoot } from '../src/engine/native.js';
+import { packageRoot } from '../src/util/package-root.js';
 import { testDir } from './helpers/models.js';
 
 const lockModule = pathToFileURL(join(packageRoot, 'dist', 'src', 'cli', 'run-lock.js')).href;

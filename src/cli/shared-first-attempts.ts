@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../engine/native.js';
+import { packageRoot } from '../util/package-root.js';
 import { readFailureCache, writeFailureCache, type FirstAttemptResult } from '../rrr/failures.js';
 import { cacheDir } from './default-model.js';
 import { modelFingerprint } from './model-fingerprint.js';

@@ -6,5 +6,5 @@ export { Generator } from './generator.js';
 export { ReferenceDecoder } from './reference-decoder.js';
 export { makeTinyModel, TINY_PRESETS, defaultVocabPath } from './tiny-model.js';
 export { GenerationStopped, NonFiniteGradientError, RrrError } from './errors.js';
-export { addon, packageRoot } from './native.js';
+export { buildInfo, devices, gpuMemoryFree } from './devices.js';
 export type * from './types.js';

@@ -1,9 +1,9 @@
 // Loads the compiled addon and describes its raw surface. Only src/engine talks to it.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-import type { DeviceInfo, GenerateStats, GeneratorInfo, Logits, MemoryPlan, MergeOptions, MergeResult, StepOptions, StepResult, TrainerOptions } from './types.js';
+import { join } from 'node:path';
+import { packageRoot } from '../util/package-root.js';
+import type { BuildInfo, DeviceInfo, GenerateStats, GeneratorInfo, Logits, MemoryPlan, MergeOptions, MergeResult, StepOptions, StepResult, TrainerOptions } from './types.js';
 import { RrrError } from './errors.js';
 
 export interface RawModel {
@@ -119,20 +119,9 @@ export interface RawAddon {
     load(path: string, opts: { gpu?: boolean; threads?: number; f32Kv?: boolean; flashAttn?: boolean; nUbatch?: number; kvUnified?: boolean }): Promise<RawReferenceDecoder>;
   };
   devices(): DeviceInfo[];
-  buildInfo(): { cuda: boolean; cudaEmulation: boolean; system: string };
+  buildInfo(): BuildInfo;
   writeTinyModel(spec: Record<string, unknown>): Promise<number>;
 }
-
-/** Repository (or installed package) root: two levels above dist/src/engine or src/engine. */
-export const packageRoot: string = (() => {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('rrr-native: cannot find the package root');
-    dir = up;
-  }
-  return dir;
-})();
 
 let cached: RawAddon | undefined;
 
@@ -144,12 +133,4 @@ export function addon(): RawAddon {
   }
   cached = createRequire(import.meta.url)(file) as RawAddon;
   return cached;
-}
-
-/** Bytes free now on all GPUs together (0 without one). */
-export function gpuMemoryFree(): number {
-  return addon()
-    .devices()
-    .filter((d) => d.type === 'gpu')
-    .reduce((a, d) => a + d.memoryFree, 0);
 }

@@ -2,7 +2,8 @@
 // run and speed benchmarks need no download.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { addon, packageRoot } from './native.js';
+import { packageRoot } from '../util/package-root.js';
+import { addon } from './native.js';
 import { fromNative, RrrError } from './errors.js';
 import type { TinyModelOptions, TinyPreset } from './types.js';
 

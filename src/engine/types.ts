@@ -81,6 +81,13 @@ export interface TinyModelOptions {
 
 export type TinyPreset = 'tiny' | 'qwen2.5-0.5b' | 'qwen2.5-1.5b';
 
+export interface BuildInfo {
+  cuda: boolean;
+  /** Our CUDA nodes built as plain C++ for the CPU (tests of their code without a GPU). */
+  cudaEmulation: boolean;
+  system: string;
+}
+
 export interface DeviceInfo {
   name: string;
   description: string;

@@ -1,6 +1,6 @@
 // The bench's LoRA training rows: fwd + bwd + AdamW steps of B x L tokens, rank 16 on all
 // seven projections (the workload of DESIGN.md's PEFT anchor), with the memory it took.
-import { gpuMemoryFree } from '../../engine/native.js';
+import { gpuMemoryFree } from '../../engine/devices.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
 import { formatRate } from '../progress.js';

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { Model } from '../../engine/model.js';
-import { addon } from '../../engine/native.js';
+import { buildInfo, devices as listDevices } from '../../engine/devices.js';
 import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table } from '../output.js';
 
@@ -20,8 +20,8 @@ export const infoCommand: CommandModule<object, Args> = {
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
   handler: async (a) => {
     const mode = { json: a.json };
-    const build = addon().buildInfo();
-    const devices = addon().devices();
+    const build = buildInfo();
+    const devices = listDevices();
     let model: Record<string, unknown> | undefined;
     if (a.model) {
       const m = await Model.load(a.model, { device: a.device });

@@ -4,7 +4,7 @@ import { freemem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
-import { gpuMemoryFree } from '../../engine/native.js';
+import { gpuMemoryFree } from '../../engine/devices.js';
 import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
 import { EnginePolicy } from '../../rrr/engine-policy.js';
