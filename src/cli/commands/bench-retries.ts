@@ -33,7 +33,7 @@ type Timing = { promptTokens: number; prefillSteps?: number; prefillMs: number; 
 
 export const retriesSection: BenchSection = {
   key: 'retries',
-  async run({ model, args, mode }) {
+  async run({ model, args }) {
     const a = args as typeof args & RetryBenchArgs;
     const title = 'RRR retry pass';
     if (!args.generation || !a.retries) {

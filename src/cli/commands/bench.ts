@@ -1,7 +1,7 @@
 // `rrr-native bench`: our engine against libllama on the same workload in the same process.
-// The report is a list of sections, each a function from the loaded model to a table; the
-// generation section is built in, and other engines (the LoRA training step) add theirs with
-// addBenchSection() instead of editing this command.
+// The report is a list of sections, each a function from the loaded model to a table:
+// generation (here), RRR's retry pass (bench-retries.ts) and the LoRA training step
+// (bench-training.ts), run in that order.
 import type { CommandModule } from 'yargs';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
@@ -11,7 +11,7 @@ import { trainingSection } from './bench-training.js';
 import { retriesSection, type RetryBenchArgs } from './bench-retries.js';
 import { repeatedText } from './bench-text.js';
 import type { DeviceName } from '../../engine/types.js';
-import { emitJson, say, table, type OutputMode } from '../output.js';
+import { emitJson, say, table } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { integerFlag, keptLayersFlag, nonNegativeFlag, positiveFlag } from '../flag-checks.js';
@@ -72,7 +72,6 @@ export interface BenchArgs extends RetryBenchArgs {
 export interface BenchContext {
   model: Model;
   args: BenchArgs;
-  mode: OutputMode;
 }
 
 export interface BenchReport {
@@ -89,14 +88,6 @@ export interface BenchSection {
   run(ctx: BenchContext): Promise<BenchReport>;
 }
 
-const sections: BenchSection[] = [];
-
-/** Appends a section to every later `bench` run (e.g. the LoRA training step). Replaces one with the same key. */
-export function addBenchSection(s: BenchSection): void {
-  const i = sections.findIndex((x) => x.key === s.key);
-  if (i >= 0) sections[i] = s;
-  else sections.push(s);
-}
 
 /** A fixed, ordinary-text prompt of exactly n tokens. */
 function benchPrompt(model: Model, n: number): Int32Array {
@@ -110,7 +101,7 @@ const layoutName = (l: 'unified' | 'streams') => (l === 'unified' ? 'one shared 
 
 export const generationSection: BenchSection = {
   key: 'generation',
-  async run({ model, args, mode }) {
+  async run({ model, args }) {
     const P = args.prompt;
     const G = args.gen;
     if (!args.generation) return { title: 'Generation', headers: ['workload', 'tok/s'], rows: [['skipped (--no-generation)', '-']], notes: [], data: null };
@@ -221,9 +212,7 @@ export const generationSection: BenchSection = {
   },
 };
 
-addBenchSection(generationSection);
-addBenchSection(retriesSection);
-addBenchSection(trainingSection);
+const sections: readonly BenchSection[] = [generationSection, retriesSection, trainingSection];
 
 export const benchCommand: CommandModule<object, BenchArgs> = {
   command: 'bench',
@@ -460,7 +449,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       }
       say(mode, `model: ${a.model} (${model.info.arch}, ${model.info.nLayer} layers, ${model.info.weightType}, ${mib(model.info.weightBytes)} MiB)`);
       for (const s of sections) {
-        const r = await s.run({ model, args: a, mode });
+        const r = await s.run({ model, args: a });
         reports[s.key] = { title: r.title, data: r.data ?? r.rows };
         say(mode, `\n${r.title}`);
         say(mode, table(r.headers, r.rows));
