@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { groupAdvantages } from '../src/grpo/advantages.js';
 import { packRows, reflectionWeights } from '../src/grpo/weights.js';
-import { learningRate, type LrSchedule } from '../src/grpo/schedule.js';
+import { learningRate } from '../src/grpo/schedule.js';
+import type { LrSchedule } from '../src/grpo/types.js';
 import { ConfigError, DEFAULT_GRPO_CONFIG, resolveGrpoConfig } from '../src/grpo/config.js';
 
 function close(actual: readonly number[], expected: readonly number[], tol = 1e-9): void {

@@ -6,12 +6,13 @@ import type { Completion, GenerateOptions, GenerateRequest, StepOptions, TrainSe
 import { buildTrainBatch } from '../src/rrr/batch.js';
 import { reflectAndRetry } from '../src/rrr/episode.js';
 import { sharedStartRequests } from '../src/rrr/shared-start.js';
-import { runTraining, type LoopSettings } from '../src/rrr/train.js';
+import { runTraining } from '../src/rrr/train.js';
 import { stepIndices } from '../src/rrr/schedule-data.js';
 import { DEFAULT_GRPO_CONFIG } from '../src/grpo/config.js';
 import { GenerationStopped, NonFiniteGradientError, RrrError } from '../src/engine/errors.js';
 import { summarize } from '../src/rrr/metrics.js';
-import { firstAttempts, type FirstAttemptResult } from '../src/rrr/failures.js';
+import { firstAttempts } from '../src/rrr/failures.js';
+import type { FirstAttemptResult, LoopSettings } from '../src/rrr/types.js';
 import { evaluate } from '../src/rrr/eval.js';
 import type { Group, Policy, StepMetrics } from '../src/rrr/types.js';
 import type { Task, TaskItem } from '../src/tasks/types.js';

@@ -5,12 +5,8 @@ import {
   buildReflectConversation,
   buildRetryConversation,
 } from '../src/tasks/conversation.js';
-import {
-  DEFAULT_RETRY_PROMPT,
-  FUNCTION_CALLING_REFLECTION_PROMPT,
-  MATH_REFLECTION_PROMPT,
-  type ChatMessage,
-} from '../src/tasks/types.js';
+import { DEFAULT_RETRY_PROMPT, FUNCTION_CALLING_REFLECTION_PROMPT, MATH_REFLECTION_PROMPT } from '../src/tasks/prompts.js';
+import type { ChatMessage } from '../src/tasks/types.js';
 import { countdownTask, COUNTDOWN_RETRY_PROMPT } from '../src/tasks/countdown.js';
 import { functionCallingTask } from '../src/tasks/function-calling.js';
 import { taskByName, TASKS } from '../src/tasks/index.js';

@@ -2,7 +2,7 @@
 import type { Model } from '../engine/model.js';
 import { promptLengths } from '../rrr/engine-policy.js';
 import { longestEpisode } from '../rrr/episode-length.js';
-import type { AnyTask } from '../rrr/types.js';
+import type { AnyTask } from '../tasks/types.js';
 import type { TaskItem } from '../tasks/types.js';
 import { contextFlag } from './flag-checks.js';
 import { Progress } from './progress.js';

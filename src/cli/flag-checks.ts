@@ -1,7 +1,7 @@
 // Checks of flag values that several commands share, each failing in one line that names the flag.
 import { existsSync, statSync } from 'node:fs';
 import { RrrError } from '../engine/errors.js';
-import type { EpisodeLength } from '../rrr/episode-length.js';
+import type { EpisodeLength } from '../rrr/types.js';
 
 /** `v` as given for `flag` (e.g. '--steps'), which must be a whole number of at least `min`. */
 export function integerFlag(flag: string, v: number, min = 1): number {

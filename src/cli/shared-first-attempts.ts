@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../util/package-root.js';
-import { readFailureCache, writeFailureCache, type FirstAttemptResult } from '../rrr/failures.js';
+import { readFailureCache, writeFailureCache } from '../rrr/failures.js';
+import type { FirstAttemptResult } from '../rrr/types.js';
 import { cacheDir } from './default-model.js';
 import { modelFingerprint } from './model-fingerprint.js';
 

@@ -2,7 +2,7 @@
 import { DataError } from '../tasks/jsonl.js';
 import { TASKS, taskByName } from '../tasks/index.js';
 import type { TaskItem } from '../tasks/types.js';
-import type { AnyTask } from '../rrr/types.js';
+import type { AnyTask } from '../tasks/types.js';
 import { RrrError } from '../engine/errors.js';
 import { integerFlag } from './flag-checks.js';
 

@@ -1,7 +1,6 @@
 // What train prints: its set-up, one line per step, and the table at the end.
 import type { GeneratorInfo, ModelInfo, TrainerInfo } from '../engine/types.js';
-import type { FirstAttemptResult } from '../rrr/failures.js';
-import type { RunSummary } from '../rrr/metrics.js';
+import type { FirstAttemptResult, RunSummary } from '../rrr/types.js';
 import type { StepMetrics } from '../rrr/types.js';
 import { table } from './output.js';
 import { formatDuration, formatRate } from './progress.js';

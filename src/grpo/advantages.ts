@@ -14,8 +14,7 @@
  * signal: every advantage would be 0. It is reported as skipped so the loop
  * can leave it out of the batch and count it in the metrics.
  */
-
-export type StdKind = 'sample' | 'population';
+import type { StdKind } from './types.js';
 
 export interface GroupAdvantages {
   /** One per reward; all 0 when skipped. */

@@ -36,25 +36,7 @@
  *   maxGradNorm 1.0      global gradient-norm clipping; 0 turns it off.
  *   passesPerBatch 1     optimisation passes over each batch of groups.
  */
-import type { StdKind } from './advantages.js';
-import type { ScheduleKind } from './schedule.js';
-
-export interface GrpoConfig {
-  groupSize: number;
-  temperature: number;
-  retryTemperature: number;
-  clipEpsilon: number;
-  beta: number;
-  learningRate: number;
-  lrSchedule: ScheduleKind;
-  warmupSteps: number;
-  minLrRatio: number;
-  advantageEps: number;
-  advantageStd: StdKind;
-  weightDecay: number;
-  maxGradNorm: number;
-  passesPerBatch: number;
-}
+import type { GrpoConfig } from './types.js';
 
 export const DEFAULT_GRPO_CONFIG: Readonly<GrpoConfig> = Object.freeze({
   groupSize: 8,

@@ -14,17 +14,7 @@
  * r is minLrRatio. The same conventions as the usual cosine-with-warm-up
  * schedulers, apart from the warm-up offset by one.
  */
-
-export type ScheduleKind = 'cosine' | 'constant';
-
-export interface LrSchedule {
-  kind: ScheduleKind;
-  baseLr: number;
-  warmupSteps: number;
-  totalSteps: number;
-  /** Final rate as a fraction of baseLr (cosine only). */
-  minLrRatio: number;
-}
+import type { LrSchedule } from './types.js';
 
 export function validateSchedule(s: LrSchedule): void {
   if (s.kind !== 'cosine' && s.kind !== 'constant') {

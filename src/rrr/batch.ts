@@ -1,7 +1,8 @@
 // From scored groups to training sequences: each sequence is a reflection prompt followed by
 // one sampled reflection, weighted by that reflection's group advantage on the reflection
 // tokens only (prompt, first attempt and retry carry weight 0).
-import { groupAdvantages, type StdKind } from '../grpo/advantages.js';
+import { groupAdvantages } from '../grpo/advantages.js';
+import type { StdKind } from '../grpo/types.js';
 import { reflectionWeights } from '../grpo/weights.js';
 import type { TrainSequence } from '../engine/types.js';
 import type { Group } from './types.js';

@@ -2,8 +2,8 @@
 // reflection at their token limits, plus the retry. Checked before a run starts, so a context
 // too short fails there rather than at whichever step first meets the longest item.
 import { buildRetryConversation } from '../tasks/conversation.js';
-import type { ChatMessage, TaskItem } from '../tasks/types.js';
-import type { AnyTask } from './types.js';
+import type { AnyTask, ChatMessage, TaskItem } from '../tasks/types.js';
+import type { EpisodeLength } from './types.js';
 
 /**
  * Tokens a generated text may gain when its decoded text is tokenized again inside the retry
@@ -12,16 +12,6 @@ import type { AnyTask } from './types.js';
  * temperature 1 and 3 at temperature 2 (64 failures x 8 reflections each).
  */
 export const RETOKENIZE_SLACK = 4;
-
-export interface EpisodeLength {
-  itemId: string;
-  /** The retry conversation's tokens with an empty first answer and reflection. */
-  promptTokens: number;
-  /** 3 × RETOKENIZE_SLACK: the first answer, the reflection and the retry, each tokenized again. */
-  slackTokens: number;
-  /** promptTokens + 2 × maxAnswerTokens + maxReflectionTokens + slackTokens. */
-  tokens: number;
-}
 
 /** Token counts of chat conversations, as the policy's template and tokenizer make them. */
 export type CountPromptTokens = (conversations: ChatMessage[][]) => Promise<ArrayLike<number>>;

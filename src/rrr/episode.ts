@@ -2,8 +2,8 @@
 // prompt prefix, then one retry per reflection, scored by the task's verifier.
 import { buildReflectConversation, buildRetryConversation } from '../tasks/conversation.js';
 import { sharedStartRequests } from './shared-start.js';
-import type { AnyTask, Failure, Group, Policy } from './types.js';
-import type { TaskItem } from '../tasks/types.js';
+import type { Failure, Group, Policy } from './types.js';
+import type { AnyTask, TaskItem } from '../tasks/types.js';
 
 export interface EpisodeSettings {
   groupSize: number;

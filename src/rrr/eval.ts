@@ -1,10 +1,10 @@
 // `eval`: first-attempt accuracy, and second-attempt accuracy after one reflection, on
 // held-out tasks. Everything is greedy so a rerun gives the same table.
 import { buildReflectConversation, buildRetryConversation } from '../tasks/conversation.js';
-import type { TaskItem } from '../tasks/types.js';
+import type { AnyTask, TaskItem } from '../tasks/types.js';
 import { GenerationStopped } from '../engine/errors.js';
 import type { GenerateRequest } from '../engine/types.js';
-import type { AnyTask, Policy } from './types.js';
+import type { EvalResult, Policy } from './types.js';
 
 export interface EvalSettings {
   maxAnswerTokens: number;
@@ -17,15 +17,6 @@ export interface EvalSettings {
   shouldStop?: () => boolean;
   /** Aborting ends the batch in progress: the results are those of the batches done before it. */
   signal?: AbortSignal;
-}
-
-export interface EvalResult {
-  tasks: number;
-  firstCorrect: number;
-  /** Correct on the first attempt, or on the retry after one reflection. */
-  secondCorrect: number;
-  firstAccuracy: number;
-  secondAccuracy: number;
 }
 
 /** One model under evaluation: `use()` makes the policy answer as it (the base, or base + adapter). */

@@ -4,8 +4,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { GenerationStopped } from '../engine/errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import type { TaskItem } from '../tasks/types.js';
-import type { AnyTask, Failure, Policy } from './types.js';
+import type { AnyTask, TaskItem } from '../tasks/types.js';
+import type { Failure, FirstAttemptResult, Policy } from './types.js';
 
 export interface FirstAttemptSettings {
   maxAnswerTokens: number;
@@ -20,13 +20,6 @@ export interface FirstAttemptSettings {
   signal?: AbortSignal;
   /** Told the result so far after each batch, so a long pass can be saved as it goes. */
   onBatch?: (soFar: FirstAttemptResult) => void;
-}
-
-/** `attempted` counts items from the start of the list: less than all of them when the pass stopped early. */
-export interface FirstAttemptResult {
-  attempted: number;
-  correct: number;
-  failures: Failure[];
 }
 
 /**

@@ -2,7 +2,7 @@
 // run summary. On resume, lines of steps that will be redone are dropped first.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic.js';
-import type { StepMetrics } from './types.js';
+import type { RunSummary, StepMetrics } from './types.js';
 
 export class MetricsLog {
   constructor(readonly path: string) {}
@@ -25,24 +25,6 @@ export class MetricsLog {
       .filter((l) => l.trim())
       .map((l) => JSON.parse(l) as StepMetrics);
   }
-}
-
-export interface RunSummary {
-  steps: number;
-  firstAttempt: { attempted: number; correct: number; accuracy: number };
-  failures: number;
-  /** Mean retry reward over the first and the last quarter of the steps. */
-  rewardFirstQuarter: number;
-  rewardLastQuarter: number;
-  successAfterReflectionFirstQuarter: number;
-  successAfterReflectionLastQuarter: number;
-  groupsSkipped: number;
-  groupsTrained: number;
-  /** Steps whose update was dropped because their gradient was not finite. */
-  updatesSkipped: number;
-  generatedTokens: number;
-  trainTokens: number;
-  seconds: number;
 }
 
 function mean(xs: number[]): number {

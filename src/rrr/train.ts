@@ -2,26 +2,13 @@
 // task, retries with each, rewards successful retries, and takes one GRPO step on the
 // reflection tokens. Checkpoints every N steps and when asked to stop (Ctrl-C).
 import { learningRate } from '../grpo/schedule.js';
-import type { GrpoConfig } from '../grpo/config.js';
-import type { TaskItem } from '../tasks/types.js';
+import type { AnyTask, TaskItem } from '../tasks/types.js';
 import { buildTrainBatch } from './batch.js';
 import { reflectAndRetry } from './episode.js';
 import { stepIndices, stepSeed } from './schedule-data.js';
 import { GenerationStopped, NonFiniteGradientError } from '../engine/errors.js';
 import type { StepOptions } from '../engine/types.js';
-import type { AnyTask, Failure, Learner, Policy, StepMetrics } from './types.js';
-
-export interface LoopSettings {
-  steps: number;
-  tasksPerStep: number;
-  seed: number;
-  checkpointEvery: number;
-  maxReflectionTokens: number;
-  maxAnswerTokens: number;
-  grpo: GrpoConfig;
-  /** Which failures each step takes (stepIndices); absent in runs started before schedule 2, which resume on 1. */
-  schedule?: 1 | 2;
-}
+import type { Failure, Learner, LoopSettings, Policy, StepMetrics } from './types.js';
 
 export interface LoopHooks {
   /** Called after every step with its metrics. */

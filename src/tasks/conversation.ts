@@ -8,7 +8,8 @@
  *   reflect: prompt… + assistant(first answer) + user(reflection prompt)
  *   retry:   reflect… + assistant(reflection) + user(retry prompt)
  */
-import { DEFAULT_RETRY_PROMPT, type ChatMessage } from './types.js';
+import { DEFAULT_RETRY_PROMPT } from './prompts.js';
+import type { ChatMessage } from './types.js';
 
 function copyPrompt(firstPrompt: readonly ChatMessage[]): ChatMessage[] {
   if (firstPrompt.length === 0) {

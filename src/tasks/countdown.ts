@@ -28,8 +28,8 @@
  */
 import { ArithError, MAX_DIGITS, MAX_EXPRESSION_LENGTH, evaluate, numbersIn, parseExpression } from './arith.js';
 import { InvalidRecord, expectObject, readJsonl, recordId } from './jsonl.js';
+import { MATH_REFLECTION_PROMPT } from './prompts.js';
 import {
-  MATH_REFLECTION_PROMPT,
   type ChatMessage,
   type LoadOptions,
   type LoadResult,

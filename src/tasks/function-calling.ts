@@ -18,8 +18,8 @@
 import { InvalidRecord, expectObject, oneLine, readJsonl, recordId } from './jsonl.js';
 import { compareToolCalls, type CompareOptions } from './tool-call-compare.js';
 import { parseToolCalls, type ToolCall } from './tool-call-parse.js';
+import { FUNCTION_CALLING_REFLECTION_PROMPT } from './prompts.js';
 import {
-  FUNCTION_CALLING_REFLECTION_PROMPT,
   type ChatMessage,
   type LoadOptions,
   type LoadResult,

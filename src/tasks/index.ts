@@ -2,10 +2,7 @@
 import { countdownTask } from './countdown.js';
 import { functionCallingTask } from './function-calling.js';
 import { syntheticTask } from './synthetic.js';
-import type { Task, TaskItem } from './types.js';
-
-// The generator options type differs per task; callers that generate know which task they hold.
-type AnyTask = Task<TaskItem, any>;
+import type { AnyTask } from './types.js';
 
 export const TASKS: ReadonlyMap<string, AnyTask> = new Map<string, AnyTask>([
   [countdownTask.name, countdownTask as AnyTask],

@@ -59,12 +59,5 @@ export interface Task<I extends TaskItem, G = never> {
   generate?(n: number, seed: number, opts?: G): I[];
 }
 
-export const FUNCTION_CALLING_REFLECTION_PROMPT =
-  'You tried performing the task, but failed in generating the correct tool call. ' +
-  'Reflect on what went wrong and write a short explanation that will help you do better next time.';
-
-export const MATH_REFLECTION_PROMPT =
-  'You tried solving the problem and got the wrong answer. ' +
-  'Reflect on what went wrong and write a short explanation that will help you do better next time.';
-
-export const DEFAULT_RETRY_PROMPT = 'Try again.';
+/** Any of the tasks: their generator options differ, and callers that generate know which task they hold. */
+export type AnyTask = Task<TaskItem, any>;
