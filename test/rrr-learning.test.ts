@@ -53,7 +53,7 @@ test('train with no model arguments learns; eval on held-out items shows it', ()
   assert.equal(summary.evalCommand, `rrr-native eval --adapter ${summary.adapter} --task synthetic --seed 1001`);
   assert.equal(summary.stopped, false);
   assert.ok(summary.rewardLastQuarter > summary.rewardFirstQuarter + 0.3, `reward ${summary.rewardFirstQuarter} -> ${summary.rewardLastQuarter}`);
-  for (const f of ['adapter.gguf', 'metrics.jsonl', 'summary.json', 'run.json', 'failures.json', 'checkpoint/state.gguf']) {
+  for (const f of ['adapter.gguf', 'metrics.jsonl', 'summary.json', 'run.json', 'failures.json', 'checkpoint/state-60.gguf']) {
     assert.ok(existsSync(join(out, f)), `${f} missing`);
   }
   const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
@@ -121,6 +121,12 @@ test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted
   const progress = JSON.parse(readFileSync(join(cut, 'checkpoint', 'progress.json'), 'utf8')) as { stepsDone: number };
   assert.ok(progress.stepsDone >= 2 && progress.stepsDone < 8, `stopped after ${progress.stepsDone} steps`);
 
+  // A save killed after its state and before its progress.json leaves a later state beside it
+  // (here the full run's last), and a temporary file of a process that is gone: the resumed run
+  // takes the state progress.json names and removes the others.
+  copyFileSync(join(full, 'checkpoint', 'state-8.gguf'), join(cut, 'checkpoint', 'state-8.gguf'));
+  const stale = join(cut, 'checkpoint', `state-9.gguf.tmp-${2 ** 22 - 3}`);
+  writeFileSync(stale, 'x');
   // How often a run saves is not what it trains: a resumed run may change it, to the same result.
   const resumed = cli('train', '--resume', '--out', cut, '--checkpoint-every', '3');
   assert.equal(resumed.code, 0, resumed.err);
@@ -138,6 +144,7 @@ test('Ctrl-C saves a checkpoint; --resume finishes exactly like an uninterrupted
       });
   assert.deepEqual(strip(join(cut, 'metrics.jsonl')), strip(join(full, 'metrics.jsonl')));
   assert.deepEqual(readFileSync(join(cut, 'adapter.gguf')), readFileSync(join(full, 'adapter.gguf')));
+  assert.deepEqual(readdirSync(join(cut, 'checkpoint')).sort(), ['progress.json', 'state-8.gguf']);
 });
 
 test('Ctrl-C during first attempts saves them; --resume goes on to the same failures', async () => {
@@ -290,7 +297,7 @@ test('one train a run folder: a second is refused while the first runs; a dead o
   child.kill('SIGINT');
   assert.equal(await closed, 130);
   assert.equal(second.code, 1);
-  assert.match(second.err, new RegExp(`^rrr-native: --out .*busy-run: in use by another train \\(process ${child.pid}, .*train\\.lock\\)\\n$`));
+  assert.match(second.err, new RegExp(`^rrr-native: --out .*busy-run: in use by another train \\(process ${child.pid}, .*train\\.lock; if no train runs there, remove it\\)\\n$`));
   assert.ok(!existsSync(join(busy, 'train.lock')), 'released when the run stops');
   // A lock whose process is gone (killed, or the machine went down) is taken over.
   const done = join(testDir(), 'done-run');

@@ -32,7 +32,7 @@ test('processes that find a dead lock together: exactly one takes it over', asyn
     const startAt = Date.now() + 600;
     const said = await Promise.all(Array.from({ length: 6 }, () => contender(dir, startAt)));
     assert.equal(said.filter((s) => s === 'held').length, 1, `trial ${trial}: ${said.join(' | ')}`);
-    for (const s of said.filter((x) => x !== 'held')) assert.match(s, /^refused: --out .*: in use by another train \(process \d+, .*train\.lock\)$/);
+    for (const s of said.filter((x) => x !== 'held')) assert.match(s, /^refused: --out .*: in use by another train \(process \d+, .*train\.lock; if no train runs there, remove it\)$/);
     assert.deepEqual(readdirSync(dir), [], 'nothing left once the holder exits');
   }
 });

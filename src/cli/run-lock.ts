@@ -1,8 +1,9 @@
 // One train process a run folder: a second one on it (a --resume in another terminal) would
 // interleave its checkpoints and metrics with the first's.
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { RrrError } from '../engine/errors.js';
+import { WriteError } from '../util/atomic.js';
 
 function alive(pid: number): boolean {
   try {
@@ -84,6 +85,22 @@ function takeOver(mine: string, path: string, deadText: string): void {
 }
 
 /**
+ * Removes the temporary files (`<name>.tmp-<pid>`, see util/atomic.ts and the addon's GGUF
+ * writes) that processes gone before renaming them left in the run folder and its checkpoint:
+ * a killed save leaves one as large as the trainer's state. Called with the lock held, so no
+ * other train is writing there; a live process's (an export into the folder) stays.
+ */
+function removeStaleTemps(out: string): void {
+  for (const dir of [out, join(out, 'checkpoint')]) {
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir)) {
+      const m = /\.tmp-(\d+)$/.exec(f);
+      if (m && liveHolder(m[1]!) === undefined) rmSync(join(dir, f), { force: true });
+    }
+  }
+}
+
+/**
  * Takes `out`/train.lock for this process, or refuses in one line while another live process
  * holds it. A lock left by a process that is gone (killed, the machine restarted: a container's
  * train may well have been PID 1 too) is taken over. Released by the returned function, or when
@@ -94,10 +111,15 @@ export function lockRunFolder(out: string): () => void {
   const path = join(out, 'train.lock');
   // Made whole, then linked in: a reader never meets a lock without its PID.
   const mine = `${path}.${process.pid}`;
-  writeFileSync(mine, `${process.pid}\n`);
   try {
+    try {
+      writeFileSync(mine, `${process.pid}\n`);
+    } catch (e) {
+      throw new RrrError(`--out ${out}: ${new WriteError(mine, e).message}`);
+    }
     for (let attempt = 0; attempt < 10; attempt++) {
       if (take(mine, path)) {
+        removeStaleTemps(out);
         const release = () => rmSync(path, { force: true });
         process.once('exit', release);
         return () => {
@@ -108,7 +130,7 @@ export function lockRunFolder(out: string): () => void {
       const text = lockText(path);
       if (text === undefined) continue; // released between the two calls
       const pid = liveHolder(text);
-      if (pid !== undefined) throw new RrrError(`--out ${out}: in use by another train (process ${pid}, ${path})`);
+      if (pid !== undefined) throw new RrrError(`--out ${out}: in use by another train (process ${pid}, ${path}; if no train runs there, remove it)`);
       takeOver(mine, path, text);
     }
     throw new RrrError(`--out ${out}: ${path} could not be taken`);

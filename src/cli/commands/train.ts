@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { freemem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Generator } from '../../engine/generator.js';
 import { Model } from '../../engine/model.js';
 import { gpuMemoryFree } from '../../engine/devices.js';
@@ -20,6 +20,7 @@ import { integerFlag, keptLayersFlag, threadsFlag } from '../flag-checks.js';
 import { formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
 import { ALL_NODES, budgetInFlags, inFlags, refuseAllNodesOffGpu } from '../step-flags.js';
+import { RunCheckpoint } from '../checkpoint.js';
 import { lockRunFolder } from '../run-lock.js';
 import { modelFingerprint } from '../model-fingerprint.js';
 import { buildConfig, evalCommand, failureKey, readRunConfig, RUN_FLAGS, type RunConfig } from '../run-config.js';
@@ -131,8 +132,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       );
       return budgetAtStart;
     };
-    const ckptState = join(out, 'checkpoint', 'state.gguf');
-    const ckptProgress = join(out, 'checkpoint', 'progress.json');
+    const checkpoint = new RunCheckpoint(out);
     const metrics = new MetricsLog(join(out, 'metrics.jsonl'));
     const resume = `rrr-native train --resume --out ${shellArg(out)}`;
     let phase: 'first attempts' | 'steps' | 'done' = 'first attempts';
@@ -206,10 +206,11 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       if (first.failures.length === 0) throw new RrrError(`every first attempt succeeded: nothing to reflect on (use harder or more data, with another --out: ${out} holds this run's first attempts)`);
 
       let startStep = 0;
-      if (a.resume && existsSync(ckptProgress)) {
-        startStep = (JSON.parse(readFileSync(ckptProgress, 'utf8')) as { stepsDone: number }).stepsDone;
-        await trainer.loadState(ckptState);
-        log(`resuming after step ${startStep} of ${cfg.steps}`);
+      const saved = a.resume ? checkpoint.read(cfg.steps) : undefined;
+      if (saved) {
+        startStep = saved.stepsDone;
+        await trainer.loadState(saved.state);
+        log(startStep === cfg.steps ? `the run had done all its ${cfg.steps} steps` : `resuming after step ${startStep} of ${cfg.steps}`);
       }
       const done: StepMetrics[] = metrics.truncateFrom(startStep);
       generator.setAdapter(trainer);
@@ -246,12 +247,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
             log(stepLine(m, cfg.steps, left / 1000, fit !== lastFit ? fit : ''));
             if (fit) lastFit = fit;
           },
-          checkpoint: async (stepsDone) => {
-            mkdirSync(dirname(ckptState), { recursive: true });
-            await trainer.saveState(ckptState);
-            await trainer.saveAdapter(join(out, 'adapter.gguf'));
-            writeFileAtomic(ckptProgress, JSON.stringify({ stepsDone }) + '\n');
-          },
+          checkpoint: (stepsDone) => checkpoint.save(trainer, stepsDone, join(out, 'adapter.gguf')),
           shouldStop: () => interrupt.requested,
           signal: interrupt.signal,
           stepExecution: () => {
