@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../src/util/package-root.js';
 import { testDir, tinyModel } from './helpers/models.js';
@@ -189,7 +189,37 @@ test('an adapter or a training state given as the model is said to be one', asyn
   const r = cli('train', '--model', model, '--device', 'cpu', '--out', out, '--steps', '1', '--generate', '8', '--checkpoint-every', '1');
   assert.equal(r.code, 0, r.err);
   assertOneLineError(cli('info', '--model', join(out, 'adapter.gguf')), 1, /adapter\.gguf: a LoRA adapter, not a model/);
-  assertOneLineError(cli('info', '--model', join(out, 'checkpoint', 'state.gguf')), 1, /state\.gguf: a GGUF of type '\S+', not a model$/);
+  assertOneLineError(cli('info', '--model', join(out, 'checkpoint', 'state-1.gguf')), 1, /state-1\.gguf: a GGUF of type '\S+', not a model$/);
+});
+
+test("a resumed run's damaged files are named in one line; a metrics line cut short is dropped", async () => {
+  const model = await tinyModel();
+  const run = join(testDir(), 'damaged-run');
+  const r = cli('train', '--model', model, '--device', 'cpu', '--out', run, '--steps', '2', '--generate', '8', '--checkpoint-every', '1');
+  assert.equal(r.code, 0, r.err);
+  const keep = Object.fromEntries(['run.json', 'checkpoint/progress.json', 'metrics.jsonl'].map((f) => [f, readFileSync(join(run, f), 'utf8')]));
+  const damaged = (file: string, text: string, why: RegExp) => {
+    writeFileSync(join(run, file), text);
+    assertOneLineError(cli('train', '--resume', '--out', run), 1, why);
+    writeFileSync(join(run, file), keep[file]!);
+  };
+  const cfg = JSON.parse(keep['run.json']!) as Record<string, Record<string, unknown>>;
+  damaged('run.json', JSON.stringify({ ...cfg, lora: {} }), /run\.json: lora\.rank must be a whole number ≥ 1 \(got undefined\)$/);
+  damaged('run.json', JSON.stringify({ ...cfg, grpo: { ...cfg.grpo, groupSize: 1 } }), /run\.json: grpo, as --group-size: must be an integer in \[2, 1024\] \(got 1\)$/);
+  damaged('run.json', JSON.stringify({ ...cfg, tasksPerStep: 0 }), /run\.json: tasksPerStep must be a whole number ≥ 1 \(got 0\)$/);
+  const restart = '; remove the checkpoint folder to start the steps again$';
+  damaged('checkpoint/progress.json', '{"steps', new RegExp(`progress\\.json: not a checkpoint's progress \\(.*JSON.*\\)${restart}`));
+  // {} would have resumed from step 0 on the saved state, 99 as a run that was done: both exit 0.
+  damaged('checkpoint/progress.json', '{}', new RegExp(`progress\\.json: stepsDone undefined is not a step count of this run \\(0 to 2\\)${restart}`));
+  damaged('checkpoint/progress.json', '{"stepsDone":99}', new RegExp(`progress\\.json: stepsDone 99 is not a step count of this run \\(0 to 2\\)${restart}`));
+  damaged('checkpoint/progress.json', '{"stepsDone":1,"state":"../run.json"}', new RegExp(`progress\\.json: state "\\.\\./run\\.json" is not a checkpoint's state file${restart}`));
+  damaged('metrics.jsonl', '{"step":0}\nnot json\n', /metrics\.jsonl:2: not a step's metrics; remove the line \(or the file\) to go on$/);
+  // A full disk cut the last step's line short: it is after the last checkpoint, and redone.
+  writeFileSync(join(run, 'checkpoint', 'progress.json'), '{"stepsDone":1,"state":"state-2.gguf"}\n');
+  writeFileSync(join(run, 'metrics.jsonl'), keep['metrics.jsonl']!.split('\n')[0] + '\n{"step":1,"reward');
+  const again = cli('train', '--resume', '--out', run);
+  assert.equal(again.code, 0, again.err);
+  assert.equal(readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
 });
 
 test("the trainer's refusals are said in the command's flags; the context check's advice fits its cause", () => {

@@ -2,6 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../src/util/rng.js';
 import { Rational } from '../src/util/rational.js';
+import { appendFileOrFail, WriteError, writeFileAtomic } from '../src/util/atomic.js';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 test('Rng: same seed gives the same stream, different seeds differ', () => {
   const a = new Rng(42);
@@ -69,4 +73,20 @@ test('Rational: lowest terms, sign in the numerator, exact arithmetic', () => {
   assert.throws(() => Rational.of(1n, 0n), /zero denominator/);
   assert.ok(Rational.of(4n, 2n).isInteger());
   assert.ok(!Rational.of(3n, 2n).isInteger());
+});
+
+test('writeFileAtomic: a file it cannot write is one line naming it and why, and nothing is left', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rrr-atomic-'));
+  try {
+    const blocker = join(dir, 'a-file');
+    writeFileSync(blocker, 'x');
+    // A folder on its path is a file: ENOTDIR whoever runs the test (root writes anywhere else).
+    const path = join(blocker, 'out.json');
+    assert.throws(() => writeFileAtomic(path, '{}'), (e: unknown) => e instanceof WriteError && e.message === `${path}: cannot write (a part of its path is a file, not a folder)`);
+    assert.throws(() => appendFileOrFail(path, 'x\n'), (e: unknown) => e instanceof WriteError && e.message === `${path}: cannot write (a part of its path is a file, not a folder)`);
+    writeFileAtomic(join(dir, 'ok.json'), '{}');
+    assert.deepEqual(readdirSync(dir).sort(), ['a-file', 'ok.json']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -4,6 +4,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { RrrError } from '../engine/errors.js';
+import { WriteError } from '../util/atomic.js';
 import { commands } from './commands/index.js';
 import { checkFlagTexts, type FlagKinds } from './flag-texts.js';
 import { requestStop } from './interrupt.js';
@@ -50,7 +51,7 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 main().catch((e: unknown) => {
-  if (e instanceof RrrError) fail(e.message, 1, e);
+  if (e instanceof RrrError || e instanceof WriteError) fail(e.message, 1, e);
   const msg = e instanceof Error ? e.message : String(e);
   fail(`internal error: ${msg}`, 1, e);
 });

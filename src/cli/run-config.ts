@@ -63,6 +63,25 @@ export function readRunConfig(path: string): RunConfig {
   if (cfg.version !== 1 || bad || typeof cfg.lora !== 'object' || typeof cfg.grpo !== 'object') {
     throw new RrrError(`${path}: not a run's settings (${cfg.version !== 1 ? `version ${String(cfg.version)}, expected 1` : `no ${bad ?? 'lora or grpo'}`})`);
   }
+  // What a resumed run reads from it, checked as the flags were when it started: an edited or
+  // damaged file is named here, not met as a NaN or a crash steps later.
+  const field = (name: string, problem: string | undefined) => {
+    if (problem) throw new RrrError(`${path}: ${name} ${problem}`);
+  };
+  const whole = (v: unknown, min: number) => (Number.isSafeInteger(v) && (v as number) >= min ? undefined : `must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
+  for (const k of ['steps', 'tasksPerStep', 'checkpointEvery', 'maxReflectionTokens', 'maxAnswerTokens', 'ctx'] as const) field(k, whole(cfg[k], 1));
+  field('seed', whole(cfg.seed, 0));
+  const lora = (cfg.lora ?? {}) as Partial<RunConfig['lora']>;
+  field('lora.rank', whole(lora.rank, 1));
+  field('lora.alpha', typeof lora.alpha === 'number' && lora.alpha > 0 ? undefined : `must be a number > 0 (got ${JSON.stringify(lora.alpha)})`);
+  field('lora.targets', Array.isArray(lora.targets) && lora.targets.length > 0 && lora.targets.every((t) => ALL_TARGETS.includes(t)) ? undefined : `must list projections of ${ALL_TARGETS.join(',')} (got ${JSON.stringify(lora.targets)})`);
+  field('lora.dropout', lora.dropout === undefined || (typeof lora.dropout === 'number' && lora.dropout >= 0 && lora.dropout < 1) ? undefined : `must be a number in [0, 1) (got ${JSON.stringify(lora.dropout)})`);
+  try {
+    cfg.grpo = resolveGrpoConfig(cfg.grpo as unknown as Record<string, unknown>);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new RrrError(`${path}: grpo, as ${e.message}`);
+    throw e;
+  }
   return cfg as RunConfig;
 }
 

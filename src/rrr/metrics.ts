@@ -1,7 +1,8 @@
 // Per-step metrics as JSON lines (one object per step, appended as steps finish) and the
 // run summary. On resume, lines of steps that will be redone are dropped first.
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../util/atomic.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { RrrError } from '../engine/errors.js';
+import { appendFileOrFail, writeFileAtomic } from '../util/atomic.js';
 import type { RunSummary, StepMetrics } from './types.js';
 
 export class MetricsLog {
@@ -15,15 +16,27 @@ export class MetricsLog {
   }
 
   append(m: StepMetrics): void {
-    appendFileSync(this.path, JSON.stringify(m) + '\n');
+    appendFileOrFail(this.path, JSON.stringify(m) + '\n');
   }
 
+  /**
+   * The steps' lines. A last line without its newline is a step whose append was cut short (a
+   * full disk, a kill): after the last checkpoint, so redone, and dropped here.
+   */
   read(): StepMetrics[] {
     if (!existsSync(this.path)) return [];
-    return readFileSync(this.path, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as StepMetrics);
+    const lines = readFileSync(this.path, 'utf8').split('\n');
+    lines.pop();
+    return lines.flatMap((l, i) => {
+      if (!l.trim()) return [];
+      try {
+        const m = JSON.parse(l) as StepMetrics;
+        if (typeof m === 'object' && m !== null && Number.isSafeInteger(m.step)) return [m];
+      } catch {
+        // named below
+      }
+      throw new RrrError(`${this.path}:${i + 1}: not a step's metrics; remove the line (or the file) to go on`);
+    });
   }
 }
 
