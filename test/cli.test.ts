@@ -116,6 +116,12 @@ test('bad flag values: one line naming the flag, before any run folder is made',
     [['--group-size', '1'], /^rrr-native: --group-size: must be an integer in \[2, 1024\] \(got 1\)$/],
     [['--targets', 'q,,k'], /^rrr-native: --targets: an empty name in 'q,,k' \(expected a comma list of q,k,v,o,gate,up,down\)$/],
     [['--rank', '1e9'], /^rrr-native: --rank: rank 1000000000 exceeds the size of /],
+    // Counts past what one process holds: internal errors (an array length, an int32 wrapped) before.
+    [['--tasks-per-step', '1e6'], /^rrr-native: --tasks-per-step x --group-size: at most 65536, got 8000000$/],
+    [['--generate', '1e12'], /^rrr-native: --generate: at most 10000000, got 1000000000000$/],
+    [['--threads', '1e12'], /^rrr-native: --threads: at most 4096, got 1000000000000$/],
+    [['--train-memory-gib', '1e-320'], /^rrr-native: --train-memory-gib: 1e-320 GiB is less than a byte$/],
+    [['--temperature', '1e300'], /^rrr-native: --temperature: must be a number in \[0\.001, 100\]/],
     // The schedule would refuse it only at the first step, after the first attempts.
     [['--steps', '10', '--warmup-steps', '11'], /^rrr-native: --warmup-steps 11: must be at most --steps \(10\)$/],
     // Number flags as typed: yargs would have made them NaN or 0.
@@ -148,6 +154,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
   const evalWith = (...flags: string[]) => cli('eval', '--model', model, '--device', 'cpu', '--generate', '2', ...flags);
   for (const [flags, pattern] of [
     [['--batch-size', '0'], /^rrr-native: --batch-size: expected a whole number ≥ 1, got 0$/],
+    [['--batch-size', '1e6'], /^rrr-native: --batch-size: at most 65536, got 1000000$/],
     [['--max-answer-tokens', '0'], /^rrr-native: --max-answer-tokens: expected a whole number ≥ 1, got 0$/],
     [['--ctx', '-5'], /^rrr-native: --ctx: expected a whole number ≥ 16, got -5$/],
     [['--ctx', '40', '--max-answer-tokens', '8', '--max-reflection-tokens', '4'], /^rrr-native: --ctx 40: an episode of item \S+ can take \d+ tokens/],

@@ -144,8 +144,9 @@ test('config: each bad value gives a one-line error naming the flag', () => {
   const cases: Array<[Record<string, unknown>, string]> = [
     [{ groupSize: 1 }, '--group-size: must be an integer in [2, 1024] (got 1)'],
     [{ groupSize: 2.5 }, '--group-size: must be an integer in [2, 1024] (got 2.5)'],
-    [{ temperature: 0 }, '--temperature: must be a number > 0 (at 0 every reflection of a group is the same) (got 0)'],
-    [{ retryTemperature: -1 }, '--retry-temperature: must be a number ≥ 0 (0 = greedy) (got -1)'],
+    [{ temperature: 0 }, '--temperature: must be a number in [0.001, 100] (at 0 every reflection of a group is the same) (got 0)'],
+    [{ temperature: 1e300 }, '--temperature: must be a number in [0.001, 100] (at 0 every reflection of a group is the same) (got 1e+300)'],
+    [{ retryTemperature: -1 }, '--retry-temperature: must be a number in [0, 100] (0 = greedy) (got -1)'],
     [{ clipEpsilon: 1 }, '--clip-epsilon: must be a number in (0, 1) (got 1)'],
     [{ beta: Number.NaN }, '--beta: must be a number ≥ 0 (got NaN)'],
     [{ learningRate: '1e-4' }, '--lr: must be a number in (0, 1] (got "1e-4")'],

@@ -9,7 +9,7 @@ import type { GrpoConfig } from '../grpo/types.js';
 import type { LoopSettings } from '../rrr/types.js';
 import type { TrainArgs } from './commands/train-flags.js';
 import { DEFAULT_CTX, DEMO_SETTINGS, defaultLengths, isDemoModel } from './default-model.js';
-import { integerFlag, positiveFlag, seedFlag } from './flag-checks.js';
+import { integerFlag, MAX_SEQS, maxFlag, positiveFlag, seedFlag } from './flag-checks.js';
 import { modelFingerprint } from './model-fingerprint.js';
 import { shellArg } from './output.js';
 import { itemFlags } from './task-data.js';
@@ -129,6 +129,8 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     throw e;
   }
   const steps = integerFlag('--steps', a.steps ?? (demo ? DEMO_SETTINGS.steps : 100));
+  const tasksPerStep = integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (demo ? DEMO_SETTINGS.tasksPerStep : 4));
+  maxFlag('--tasks-per-step x --group-size', tasksPerStep * grpo.groupSize, MAX_SEQS);
   // The schedule itself refuses this, but only when the first step asks for its rate: after the
   // first attempts, which can take hours.
   if (grpo.warmupSteps > steps) throw new RrrError(`--warmup-steps ${grpo.warmupSteps}: must be at most --steps (${steps})`);
@@ -142,7 +144,7 @@ export function buildConfig(a: TrainArgs, model: string): RunConfig {
     ...(a.generate !== undefined && { generate: a.generate }),
     ...(a.limit !== undefined && { limit: a.limit }),
     steps,
-    tasksPerStep: integerFlag('--tasks-per-step', a['tasks-per-step'] ?? (demo ? DEMO_SETTINGS.tasksPerStep : 4)),
+    tasksPerStep,
     seed: seedFlag(a.seed ?? 1),
     checkpointEvery: integerFlag('--checkpoint-every', a['checkpoint-every'] ?? 10),
     // The embedded tiny model is a toy: short outputs keep the demo to half a minute.

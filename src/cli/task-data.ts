@@ -4,7 +4,7 @@ import { TASKS, taskByName } from '../tasks/index.js';
 import type { TaskItem } from '../tasks/types.js';
 import type { AnyTask } from '../tasks/types.js';
 import { RrrError } from '../engine/errors.js';
-import { integerFlag } from './flag-checks.js';
+import { integerFlag, maxFlag } from './flag-checks.js';
 
 export const TASK_NAMES = [...TASKS.keys()];
 
@@ -24,7 +24,8 @@ export function itemFlags(a: { data?: string; generate?: number; limit?: number 
   if (a.limit !== undefined) integerFlag('--limit', a.limit);
   if (a.generate === undefined) return;
   if (a.data !== undefined) throw new RrrError(`--generate: the items come from --data ${a.data}; give one of the two`);
-  integerFlag('--generate', a.generate);
+  // Generated items are held in memory; far more than any run takes is a typo (1e12 was an internal error).
+  maxFlag('--generate', integerFlag('--generate', a.generate), 10_000_000);
 }
 
 export interface ItemSource {

@@ -108,8 +108,10 @@ const oneOf =
 
 const CHECKS: Readonly<Record<keyof GrpoConfig, Check>> = {
   groupSize: int(2, 1024),
-  temperature: num((x) => x > 0, 'a number > 0 (at 0 every reflection of a group is the same)'),
-  retryTemperature: num((x) => x >= 0, 'a number ≥ 0 (0 = greedy)'),
+  // Below 0.001 a group's reflections are one, as at 0; far above 1 they are noise (1e300
+  // overflowed the addon's f32 and was refused there, naming no flag).
+  temperature: num((x) => x >= 1e-3 && x <= 100, 'a number in [0.001, 100] (at 0 every reflection of a group is the same)'),
+  retryTemperature: num((x) => x >= 0 && x <= 100, 'a number in [0, 100] (0 = greedy)'),
   clipEpsilon: num((x) => x > 0 && x < 1, 'a number in (0, 1)'),
   beta: num((x) => x >= 0, 'a number ≥ 0'),
   learningRate: num((x) => x > 0 && x <= 1, 'a number in (0, 1]'),

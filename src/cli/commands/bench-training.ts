@@ -5,6 +5,7 @@ import { Trainer } from '../../engine/trainer.js';
 import { RrrError } from '../../engine/errors.js';
 import { formatRate } from '../progress.js';
 import { ALL_NODES, budgetInFlags, inFlags, flashAttnOption, fuseAdapterOption } from '../step-flags.js';
+import { budgetBytes } from '../flag-checks.js';
 import type { OpCensus, OpTime } from '../../engine/types.js';
 import type { BenchReport, BenchSection } from './bench.js';
 
@@ -124,7 +125,7 @@ export const trainingSection: BenchSection = {
       if (gib !== undefined && gib * 2 ** 30 <= fixedBytes) {
         throw new RrrError(`--train-memory-gib ${gib}: the model, the adapter and its optimizer state${model.info.gpu ? ' and room for cuBLAS' : ''} take ${(fixedBytes / 2 ** 20).toFixed(1)} MiB of it before any compute buffer`);
       }
-      const budget = gib !== undefined ? Math.floor(gib * 2 ** 30 - fixedBytes) : 0;
+      const budget = gib !== undefined ? budgetBytes(gib) - fixedBytes : 0;
       const plan = await tr.plan(B, L, {
         ...base,
         ...(budget

@@ -14,7 +14,7 @@ import type { DeviceName } from '../../engine/types.js';
 import { emitJson, say, table } from '../output.js';
 import { Progress, formatRate } from '../progress.js';
 import { flashAttnOption, refuseAllNodesOffGpu, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
-import { integerFlag, keptLayersFlag, nonNegativeFlag, positiveFlag } from '../flag-checks.js';
+import { integerFlag, keptLayersFlag, MAX_SEQS, MAX_THREADS, maxFlag, memoryGibFlag, nonNegativeFlag } from '../flag-checks.js';
 
 export interface BenchArgs extends RetryBenchArgs {
   model: string;
@@ -429,7 +429,13 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     for (const [flag, v] of [['prompt', a.prompt], ['gen', a.gen], ['repeat', a.repeat], ['train-batch', a['train-batch']], ['train-len', a['train-len']], ['retry-tasks', a['retry-tasks']], ['retry-group', a['retry-group']], ['retry-start', a['retry-start']], ['retry-rest', a['retry-rest']], ['retry-gen', a['retry-gen']], ...a.parallel.map((p) => ['parallel', p] as const)] as const) {
       integerFlag(`--${flag}`, v, 1);
     }
-    if (a['train-memory-gib'] !== undefined) positiveFlag('--train-memory-gib', a['train-memory-gib']);
+    if (a['train-memory-gib'] !== undefined) memoryGibFlag('--train-memory-gib', a['train-memory-gib']);
+    // Checked before the generation sections, which can take minutes, run.
+    for (const p of a.parallel) maxFlag('--parallel', p, MAX_SEQS);
+    maxFlag('--retry-tasks x --retry-group', a['retry-tasks'] * a['retry-group'], MAX_SEQS);
+    maxFlag('--threads', a.threads ?? 0, MAX_THREADS);
+    // The batch's tokens and weights are built in JS before the trainer sees them.
+    maxFlag('--train-batch x --train-len', a['train-batch'] * a['train-len'], 2 ** 24);
     if (a['train-attn-workspace-mib'] !== undefined) nonNegativeFlag('--train-attn-workspace-mib', a['train-attn-workspace-mib']);
     for (const [flag, v] of [['threads', a.threads], ['train-steps', a['train-steps']], ['train-chunk-rows', a['train-chunk-rows']], ['train-kept-layers', a['train-kept-layers']], ['train-micro-batch-tokens', a['train-micro-batch-tokens']]] as const) {
       integerFlag(`--${flag}`, v, 0);

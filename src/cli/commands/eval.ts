@@ -11,7 +11,7 @@ import type { EvalResult } from '../../rrr/types.js';
 import { DEFAULT_CTX, defaultLengths, ensureDefaultModel } from '../default-model.js';
 import { emitJson, say, table } from '../output.js';
 import { checkContext, ctxAboveModel, generatorContext } from '../context-check.js';
-import { integerFlag, seedFlag, threadsFlag } from '../flag-checks.js';
+import { integerFlag, MAX_SEQS, maxFlag, seedFlag, threadsFlag } from '../flag-checks.js';
 import { onInterrupt } from '../interrupt.js';
 import { Progress } from '../progress.js';
 import { itemFlags, loadItems, taskFor, TASK_NAMES } from '../task-data.js';
@@ -65,7 +65,7 @@ export const evalCommand: CommandModule<object, Args> = {
     const settings = {
       maxAnswerTokens: integerFlag('--max-answer-tokens', a['max-answer-tokens'] ?? lengths.maxAnswerTokens),
       maxReflectionTokens: integerFlag('--max-reflection-tokens', a['max-reflection-tokens'] ?? lengths.maxReflectionTokens),
-      batchSize: integerFlag('--batch-size', a['batch-size']),
+      batchSize: maxFlag('--batch-size', integerFlag('--batch-size', a['batch-size']), MAX_SEQS),
     };
     integerFlag('--ctx', a.ctx, 16);
     seedFlag(a.seed);

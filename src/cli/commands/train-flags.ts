@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { RrrError } from '../../engine/errors.js';
 import type { DeviceName, StepOptions, TrainerOptions } from '../../engine/types.js';
 import { DEFAULT_CTX } from '../default-model.js';
-import { positiveFlag } from '../flag-checks.js';
+import { budgetBytes, memoryGibFlag } from '../flag-checks.js';
 import { flashAttnOption, fuseAdapterOption, type FlashAttnFlag, type FuseAdapterFlag } from '../step-flags.js';
 import { TASK_NAMES } from '../task-data.js';
 import { ALL_TARGETS } from '../run-config.js';
@@ -95,11 +95,11 @@ export function executionSettings(a: TrainArgs): {
   nodes: NodeSwitches;
 } {
   const gib = a['train-memory-gib'];
-  if (gib !== undefined) positiveFlag('--train-memory-gib', gib);
+  if (gib !== undefined) memoryGibFlag('--train-memory-gib', gib);
   const k = a['kept-layers'].trim();
   if (k !== 'auto' && !/^\d+$/.test(k)) throw new RrrError(`--kept-layers: expected a whole number or auto, got '${a['kept-layers']}'`);
   return {
-    ...(gib !== undefined && { budget: Math.floor(gib * 2 ** 30) }),
+    ...(gib !== undefined && { budget: budgetBytes(gib) }),
     kept: k === 'auto' ? 'auto' : Number(k),
     kept16: a['kept-f16'],
     keptNorms: a['kept-norms'],

@@ -86,7 +86,8 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       execution.nodes = { ...execution.nodes, ...ALL_NODES };
     }
     keptLayersFlag('--kept-layers', execution.kept, model.info.nLayer);
-    const maxSeqs = cfg.tasksPerStep * cfg.grpo.groupSize;
+    // A step takes no more failures than there are, and there are no more failures than items.
+    const maxSeqs = Math.min(cfg.tasksPerStep, data.items.length) * cfg.grpo.groupSize;
     const flash = { flashAttn: execution.flashAttn }; // undefined: the device's default
     let generator: Generator | undefined;
     let trainer: Trainer;
