@@ -166,6 +166,12 @@ test('bad flag values: one line naming the flag, before any run folder is made',
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--output-gain', 'Infinity'), 1, /^rrr-native: --output-gain: expected a number > 0, got Infinity$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--ctx', '1'), 1, /^rrr-native: --ctx: expected a whole number ≥ 16, got 1$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--heads', '3', '--kv-heads', '2'), 1, /^rrr-native: --heads: must be a multiple of --kv-heads$/);
+  // These aborted the process inside ggml (exit 134), or wrapped round in the file (--ctx).
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--embd', '1e12'), 1, /^rrr-native: --embd: at most 65536, got 1000000000000$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--ctx', '4294967312'), 1, /^rrr-native: --ctx: at most 2147483647, got 4294967312$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'f64'), 1, /^rrr-native: --type: f64 cannot be written here \(not a weight type; e\.g\. f32, f16, bf16, q8_0, q4_0, q4_K\)$/);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'iq2_xxs'), 1, /^rrr-native: --type: iq2_xxs cannot be written here \(it needs an importance matrix; /);
+  assert.ok(!existsSync(join(testDir(), 'bad-size.gguf')));
 });
 
 test('a run folder that is not one: --out a file, a broken run.json, run settings given to --resume', async () => {

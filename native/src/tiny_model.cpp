@@ -5,6 +5,8 @@
 #include "rng.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -20,10 +22,21 @@ namespace {
 
 using Rng = SplitMix64;
 
+// A weight type a model can be written in: floats, and quantized types ggml quantizes without an
+// importance matrix (ggml asserts on the others, and on integer types, inside the write).
+bool writable(ggml_type t) {
+    if (t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) return true;
+    return ggml_is_quantized(t) && !ggml_quantize_requires_imatrix(t);
+}
+
 ggml_type parse_type(const std::string & name) {
     for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
         const char * n = ggml_type_name((ggml_type) t);
-        if (n && name == n && ggml_type_size((ggml_type) t) > 0) return (ggml_type) t;
+        if (n && name == n && ggml_type_size((ggml_type) t) > 0) {
+            if (writable((ggml_type) t)) return (ggml_type) t;
+            throw Error("--type: " + name + " cannot be written here (" + (ggml_is_quantized((ggml_type) t) ? "it needs an importance matrix" : "not a weight type") +
+                        "; e.g. f32, f16, bf16, q8_0, q4_0, q4_K)");
+        }
     }
     throw Error("--type: unknown weight type '" + name + "' (e.g. f32, f16, bf16, q8_0, q4_0, q4_K)");
 }
@@ -117,12 +130,14 @@ uint64_t write_tiny_model(const TinyModelSpec & s) {
     const int64_t q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
     const size_t per_layer = (size_t) (2 * s.n_embd * q_dim + 2 * s.n_embd * kv_dim + 3 * s.n_embd * s.n_ff) * 4 + 64 * 1024;
     const size_t total = (size_t) n_vocab * s.n_embd * 4 * (tied ? 1 : 2) + per_layer * s.n_layer + ggml_tensor_overhead() * (16 * s.n_layer + 16) + (1 << 20);
-    ggml_init_params ip{total, nullptr, false};
-    ggml_context * ctx = ggml_init(ip);
-    if (!ctx) {
+    // Allocated here: ggml_init asserts (aborting the process) where its own allocation fails.
+    std::unique_ptr<void, decltype(&std::free)> mem(std::malloc(total), &std::free);
+    if (!mem) {
         gguf_free(g);
-        throw Error("make-tiny-model: out of memory (" + std::to_string(total) + " bytes)");
+        throw Error("make-tiny-model: out of memory for the model's " + std::to_string(total >> 20) + " MiB of weights");
     }
+    ggml_init_params ip{total, mem.get(), false};
+    ggml_context * ctx = ggml_init(ip);
     try {
         Rng rng(s.seed);
         Writer w{ctx, g, rng};

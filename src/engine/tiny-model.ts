@@ -48,6 +48,11 @@ export async function makeTinyModel(opts: TinyModelOptions): Promise<number> {
     copyOffset: opts.copyOffset ?? 13,
     ...(opts.tied === undefined ? {} : { tied: opts.tied }),
   };
+  // The addon writes these as GGUF's u32 and sizes its buffer from their products: 1e12 wrapped
+  // round (--ctx) or overflowed the size and aborted the process. Past the largest real models'.
+  for (const [flag, v, max] of [['--embd', spec.nEmbd, 65536], ['--ff', spec.nFf, 262144], ['--head-dim', spec.headDim, 1024], ['--heads', spec.nHead, 1024], ['--kv-heads', spec.nHeadKv, 1024], ['--layers', spec.nLayer, 1024], ['--ctx', spec.nCtx, 2 ** 31 - 1]] as const) {
+    if (v > max) throw new RrrError(`${flag}: at most ${max}, got ${v}`);
+  }
   try {
     return await addon().writeTinyModel(spec);
   } catch (e) {
