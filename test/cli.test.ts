@@ -280,7 +280,7 @@ test('Ctrl-C while a model file is written leaves neither it nor its temporary f
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const tmp = `${out}.tmp-${child.pid}`;
-  const closed = new Promise<number | null>((r) => child.on('close', r));
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])));
   let sent = false;
   for (let i = 0; i < 3000 && child.exitCode === null; i++) {
     if (existsSync(tmp)) {
@@ -290,9 +290,22 @@ test('Ctrl-C while a model file is written leaves neither it nor its temporary f
     }
     await new Promise((r) => setTimeout(r, 5));
   }
-  const code = await closed;
+  const [code, signal] = await closed;
   assert.ok(sent, `the temporary file never appeared (exit ${code}): ${err}`);
-  assert.equal(code, 130, err);
+  assert.equal(signal, 'SIGINT', err);
   assert.match(err, /rrr-native: stopped; .*interrupted\.gguf was not written/);
+  assert.deepEqual(readdirSync(testDir()).filter((f) => f.startsWith('interrupted.gguf')), []);
+
+  // Before the file is opened, while the weights are made: the addon's thread must not go on to
+  // write it (process.exit waited for that thread, which wrote and renamed the whole file).
+  const early = spawn(process.execPath, [main, 'make-tiny-model', '--preset', 'qwen2.5-0.5b', '--layers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let earlyErr = '';
+  early.stderr.on('data', (d: Buffer) => (earlyErr += d.toString()));
+  const earlyClosed = new Promise<[number | null, NodeJS.Signals | null]>((r) => early.on('close', (c, s) => r([c, s])));
+  await new Promise((r) => setTimeout(r, 700));
+  assert.ok(!existsSync(tmp.replace(String(child.pid), String(early.pid))), 'interrupted before the write, as meant');
+  early.kill('SIGINT');
+  const [, earlySignal] = await earlyClosed;
+  assert.equal(earlySignal, 'SIGINT', earlyErr);
   assert.deepEqual(readdirSync(testDir()).filter((f) => f.startsWith('interrupted.gguf')), []);
 });
