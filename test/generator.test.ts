@@ -198,11 +198,14 @@ test('suffixes: a shared start prefilled once, then each sample its own rest, gi
           const what = `${kvLayout}, maxSeqs ${maxSeqs}, repeat penalty ${opts.repeatPenalty ?? 1}`;
           await agree(model, whole, shared.flat().map((c) => [Array.from(c.tokens)]), alone.map((c) => [Array.from(c.tokens)]), what);
           if (maxSeqs === 7) assert.equal(gen.lastStats!.prefillTokens, prefixTokens + restTokens, `${what}: each start prefilled once`);
-          // Log-probs of the completions decoded alike.
+          // Log-probs of the completions decoded alike: most of them (all on the CPU), so the check compares something.
+          let compared = 0;
           shared.flat().forEach((c, i) => {
             if (c.tokens.join() !== alone[i]!.tokens.join()) return;
+            compared++;
             c.logprobs.forEach((x, t) => assert.ok(Math.abs(x - alone[i]!.logprobs[t]!) < deviceTol(1e-4, 2e-2), `${what}: log-prob ${i}/${t}`));
           });
+          assert.ok(compared > alone.length / 2, `${what}: only ${compared} of ${alone.length} completions decoded alike`);
         } finally {
           gen.dispose();
         }
