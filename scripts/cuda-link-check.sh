@@ -36,4 +36,4 @@ missing=$(nm -u --demangle $A | grep -ciE ' (ggml|rrr::|llama)' || true)
 echo "cuda-link-check: $A built; unresolved ggml/libllama/rrr symbols: $missing"
 [ "$missing" = 0 ] || exit 1
 LD_LIBRARY_PATH=$W/stubs:$CU/lib RRR_NATIVE_ADDON=$A node -e "console.log('buildInfo', JSON.stringify(require(process.env.RRR_NATIVE_ADDON).buildInfo()))"
-LD_LIBRARY_PATH=$W/stubs:$CU/lib RRR_NATIVE_ADDON=$A node --test dist/test/trainer.test.js dist/test/device-placement.test.js 2>&1 | grep -E '^# (pass|fail)'
+LD_LIBRARY_PATH=$W/stubs:$CU/lib RRR_NATIVE_ADDON=$A node --test dist/test/trainer-gradients.test.js dist/test/trainer-nodes.test.js dist/test/trainer-memory.test.js dist/test/trainer-loss.test.js dist/test/trainer-adapters.test.js dist/test/device-placement.test.js 2>&1 | grep -E '^# (pass|fail)'

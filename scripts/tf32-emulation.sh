@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the trainer's finite-difference tests with the GPU's bounds on a CPU build whose f32 dot
 # products round their operands to TF32, as ggml-cuda's f32 products on tensor cores do. It is
-# how the GPU's finite-difference bound (FD_TOL in test/trainer.test.ts) was checked without a
+# how the GPU's finite-difference bound (FD_TOL in test/helpers/trainer-fixtures.ts) was checked without a
 # GPU. The rounding is a few lines of ours put into a throwaway copy of the pinned ggml (under
 # $RRR_TF32_DIR, default /tmp/rrr-tf32-emu); the tree's own build is not touched.
 # The emulation rounds more than a GPU does in places (every f32 dot product, the LoRA path's
@@ -16,7 +16,7 @@ root=$PWD
 work=${RRR_TF32_DIR:-/tmp/rrr-tf32-emu}
 pattern=${1:-LoRA gradients match finite differences}
 [ -f third_party/llama.cpp/CMakeLists.txt ] || { echo "third_party/llama.cpp is missing: run npm install first" >&2; exit 1; }
-[ -f dist/test/trainer.test.js ] || { echo "dist/ is missing: run npx tsc -p . first" >&2; exit 1; }
+[ -f dist/test/trainer-gradients.test.js ] || { echo "dist/ is missing: run npx tsc -p . first" >&2; exit 1; }
 
 if [ ! -f "$work/build/Release/rrr_native.node" ]; then
   rm -rf "$work" && mkdir -p "$work/third_party"
@@ -34,4 +34,4 @@ if [ ! -f "$work/build/Release/rrr_native.node" ]; then
 fi
 
 RRR_NATIVE_ADDON="$work/build/Release/rrr_native.node" RRR_EMULATE_TF32=1 RRR_TEST_TOL=gpu \
-  node --test --test-name-pattern "$pattern" dist/test/trainer.test.js
+  node --test --test-name-pattern "$pattern" dist/test/trainer-gradients.test.js dist/test/trainer-nodes.test.js dist/test/trainer-memory.test.js dist/test/trainer-loss.test.js dist/test/trainer-adapters.test.js

@@ -107,7 +107,7 @@ do_tests() {
   # device-placement: every op of generation and training on the GPU, none fallen back to the CPU.
   RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-concurrency=1 dist/test/device-placement.test.js \
     dist/test/engine-parity.test.js dist/test/generator.test.js dist/test/generator-device-sampling.test.js \
-    dist/test/generator-adapter.test.js dist/test/trainer.test.js > "$OUT/gpu-tests.log" 2>&1
+    dist/test/generator-adapter.test.js dist/test/trainer-gradients.test.js dist/test/trainer-nodes.test.js dist/test/trainer-memory.test.js dist/test/trainer-loss.test.js dist/test/trainer-adapters.test.js > "$OUT/gpu-tests.log" 2>&1
   log "gpu tests rc=$? $(grep -E '^# (pass|fail)' "$OUT/gpu-tests.log" | tr '\n' ' ')"
 }
 
@@ -330,7 +330,7 @@ do_fusion_check() {
   local s; s=$(budget 60 20)
   [ "$s" = 0 ] && { log "fusion check skipped: out of time"; return; }
   GGML_CUDA_DISABLE_FUSION=1 RRR_TEST_DEVICE=$DEV timeout "$s" node --test --test-name-pattern "kept layers give" \
-    dist/test/trainer.test.js > /tmp/fusion.log 2>&1
+    dist/test/trainer-memory.test.js > /tmp/fusion.log 2>&1
   log "kept layers without ggml-cuda's fusion rc=$? $(grep -E '^# (pass|fail)' /tmp/fusion.log | tr '\n' ' ')"
 }
 
