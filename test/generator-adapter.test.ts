@@ -75,6 +75,31 @@ test('a cache smaller than a request grows to it up to maxCtx, keeping its adapt
     await assert.rejects(small.generate([{ prompt: long }], opts), /^RrrError: context overflow: request 0 has a \d+-token prompt \+ maxTokens 40 = \d+ > maxCtx 768$/);
     assert.equal(small.info.nCtx, 512);
     await assert.rejects(Generator.create(model, { maxSeqs: 1, nCtx: 256, maxCtx: 128 }), /maxCtx: 128 is below nCtx 256/);
+    await assert.rejects(Generator.create(model, { maxSeqs: 1, nCtx: 256, maxCtx: 2 ** 20 }), /maxCtx: 1048576 is above the model's context of \d+ tokens/);
+
+    // One call grows to its longest request, not to the first one too long (a second was still refused).
+    const multi = await Generator.create(model, { maxSeqs: 2, nCtx: 256, maxCtx: 1024, kvType: 'f32' });
+    try {
+      const longer = model.tokenize(' one two three four five six seven eight nine ten'.repeat(60));
+      assert.ok(longer.length > 512 && longer.length + 8 <= 768, `prompt of ${longer.length} tokens`);
+      const r = await multi.generate([{ prompt }, { prompt: longer }], { maxTokens: 8, temperature: 0 });
+      assert.equal(r.length, 2);
+      assert.equal(multi.info.nCtx, 768);
+      // A call in flight keeps the cache it started on while another grows it, and stops on request.
+      const many = Array.from({ length: 6 }, () => ({ prompt: text }));
+      const small = await Generator.create(model, { maxSeqs: 1, nCtx: 256, maxCtx: 1024, kvType: 'f32' });
+      try {
+        const inFlight = small.generate(many, { maxTokens: 30, temperature: 0 });
+        const grows = small.generate([{ prompt: longer }], { maxTokens: 8, temperature: 0 });
+        assert.deepEqual((await inFlight).map((c) => c.length), [1, 1, 1, 1, 1, 1]);
+        await grows;
+        assert.equal(small.info.nCtx, 768);
+      } finally {
+        small.dispose();
+      }
+    } finally {
+      multi.dispose();
+    }
   } finally {
     small.dispose();
     sized.dispose();

@@ -53,6 +53,11 @@ export class Generator {
   private tickets = 0;
   /** What setAdapter chose last, given again to a cache grown after it (maxCtx). */
   private adapter: RawTrainer | null = null;
+  private disposed = false;
+  /** A grow in progress: calls and setAdapter wait for it. */
+  private growing: Promise<void> | undefined;
+  /** Calls running on each native generator: one replaced by a grow is freed when its last ends. */
+  private readonly running = new Map<RawGenerator, number>();
 
   private constructor(
     raw: RawGenerator,
@@ -79,6 +84,7 @@ export class Generator {
     }
     if (opts.maxCtx !== undefined) {
       if (positiveInt('maxCtx', opts.maxCtx) < opts.nCtx) throw new RrrError(`maxCtx: ${opts.maxCtx} is below nCtx ${opts.nCtx}`);
+      if (opts.maxCtx > model.info.nCtxTrain) throw new RrrError(`maxCtx: ${opts.maxCtx} is above the model's context of ${model.info.nCtxTrain} tokens`);
       if (opts.nCells !== undefined) throw new RrrError('maxCtx: grows a cache of nCtx cells a sequence; give it without nCells');
     }
     const { maxCtx: _, ...native } = opts;
@@ -91,30 +97,54 @@ export class Generator {
 
   /**
    * A new cache of `needed` cells a sequence, in whole 256-cell tiles up to maxCtx, in place of
-   * the one that was too short. The old one goes first: on a GPU both might not fit. Cells hold
-   * nothing between calls, and no result depends on how many there are.
+   * the one that was too short. Cells hold nothing between calls, and no result depends on how
+   * many there are. The old cache goes first where no call is running on it (on a GPU both might
+   * not fit), else when its last call ends; where the new one cannot be made, one of the old size
+   * is made again, so the generator still serves what fits.
    */
-  private async grow(needed: number): Promise<void> {
-    const { maxCtx, ...native } = this.opts;
-    const nCtx = Math.min(maxCtx!, Math.ceil(needed / 256) * 256);
-    this.dispose();
-    try {
-      this.raw = await addon().NativeGenerator.create(this.model.nativeHandle, { ...native, nCtx });
-      this.raw.setAdapter(this.adapter);
-    } catch (e) {
-      throw fromNative(e);
-    }
-    this.current = this.raw.info();
+  private grow(needed: number): Promise<void> {
+    const run = async () => {
+      const { maxCtx, ...native } = this.opts;
+      const old = this.raw!;
+      const make = async (nCtx: number) => {
+        const raw = await addon().NativeGenerator.create(this.model.nativeHandle, { ...native, nCtx });
+        raw.setAdapter(this.adapter);
+        return raw;
+      };
+      if (!this.running.has(old)) old.dispose();
+      try {
+        this.raw = await make(Math.min(maxCtx!, Math.ceil(needed / 256) * 256));
+      } catch (e) {
+        if (!this.running.has(old)) this.raw = await make(this.current.nCtx).catch(() => undefined);
+        if (!this.raw) this.disposed = true;
+        throw fromNative(e);
+      }
+      this.current = this.raw.info();
+    };
+    this.growing = run().finally(() => (this.growing = undefined));
+    return this.growing;
+  }
+
+  /** Once no grow is in progress (one that failed is said to the call that asked for it). */
+  private async grown(): Promise<void> {
+    while (this.growing) await this.growing.catch(() => undefined);
   }
 
   private get native(): RawGenerator {
-    if (!this.raw) throw new RrrError('generator has been disposed');
+    if (this.disposed || !this.raw) throw new RrrError('generator has been disposed');
     return this.raw;
+  }
+
+  /** The longest prompt (with its longest suffix) + maxTokens of any request: what a sequence's cells must hold. */
+  private static longestNeed(requests: GenerateRequest[], maxTokens: number): number {
+    const length = (x: unknown) => (x instanceof Int32Array || Array.isArray(x) ? x.length : 0);
+    return Math.max(...requests.map((r) => length(r.prompt) + Math.max(0, ...(Array.isArray(r.suffixes) ? r.suffixes.map(length) : [])) + maxTokens));
   }
 
   /** Completions per request, in request order; request i gets requests[i].n of them. */
   async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
-    if (!this.raw) throw new RrrError('generator has been disposed');
+    await this.grown();
+    void this.native; // refuses a disposed generator before any work
     const maxTokens = positiveInt('maxTokens', opts.maxTokens);
     const params = {
       ...DEFAULTS,
@@ -142,10 +172,15 @@ export class Generator {
       const maxCtx = this.opts.maxCtx;
       if (!(e instanceof ContextOverflow) || maxCtx === undefined) throw e;
       if (e.needed > maxCtx) throw new ContextOverflow(e.request, e.prompt, e.maxTokens, `maxCtx ${maxCtx}`);
-      await this.grow(e.needed);
+      // To the longest request, not the first too long: plan() stops at that one.
+      const need = Generator.longestNeed(requests, maxTokens);
+      await this.grown();
+      if (need > this.current.nCtx) await this.grow(Math.min(need, maxCtx));
       waves = this.plan(requests, maxTokens);
     }
+    // This call's generator to the end, and the one its stop() reaches, whatever a grow does.
     const raw = this.native;
+    this.running.set(raw, (this.running.get(raw) ?? 0) + 1);
     const out: Completion[][] = requests.map(() => []);
     const stats: GenerateStats = { waves: 0, prefillTokens: 0, prefillSteps: 0, decodeTokens: 0, generated: 0, steps: 0, prefillMs: 0, decodeMs: 0, sampleMs: 0, graphSplits: 0, graphHostInputs: 0, fallbackOps: [] };
     // Native progress arrives through a thread-safe queue that may trail the result: report
@@ -158,7 +193,7 @@ export class Generator {
       }
     };
     const ticket = ++this.tickets;
-    const stop = () => this.raw?.stop(ticket);
+    const stop = () => raw.stop(ticket);
     signal?.addEventListener('abort', stop);
     try {
       for (const wave of waves) {
@@ -182,6 +217,12 @@ export class Generator {
       }
     } finally {
       signal?.removeEventListener('abort', stop);
+      const left = this.running.get(raw)! - 1;
+      if (left > 0) this.running.set(raw, left);
+      else {
+        this.running.delete(raw);
+        if (raw !== this.raw) raw.dispose();
+      }
     }
     this.lastStats = stats;
     return out;
@@ -246,8 +287,10 @@ export class Generator {
    * generations.
    */
   setAdapter(trainer: { rawTrainer: RawTrainer } | null): void {
+    // While a grow makes the new cache, the choice is kept for it (it sets this.adapter on it).
+    const raw = this.growing ? undefined : this.native;
     try {
-      this.native.setAdapter(trainer ? trainer.rawTrainer : null);
+      raw?.setAdapter(trainer ? trainer.rawTrainer : null);
     } catch (e) {
       throw fromNative(e);
     }
@@ -259,6 +302,7 @@ export class Generator {
    * generator also keeps its model's native memory alive until then, even if the Model is disposed.
    */
   dispose(): void {
+    this.disposed = true;
     this.raw?.dispose();
     this.raw = undefined;
   }
