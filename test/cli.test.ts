@@ -171,6 +171,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--ctx', '4294967312'), 1, /^rrr-native: --ctx: at most 2147483647, got 4294967312$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'f64'), 1, /^rrr-native: --type: f64 cannot be written here \(not a weight type; e\.g\. f32, f16, bf16, q8_0, q4_0, q4_K\)$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'iq2_xxs'), 1, /^rrr-native: --type: iq2_xxs cannot be written here \(it needs an importance matrix; /);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'q8_K'), 1, /^rrr-native: --type: q8_K cannot be written here \(ggml quantizes no weights to it; /);
   assert.ok(!existsSync(join(testDir(), 'bad-size.gguf')));
 });
 
@@ -208,7 +209,8 @@ test('an adapter or a training state given as the model is said to be one', asyn
 test("a resumed run's damaged files are named in one line; a metrics line cut short is dropped", async () => {
   const model = await tinyModel();
   const run = join(testDir(), 'damaged-run');
-  const r = cli('train', '--model', model, '--device', 'cpu', '--out', run, '--steps', '2', '--generate', '8', '--checkpoint-every', '1');
+  // A negative seed, which --seed takes, resumes too.
+  const r = cli('train', '--model', model, '--device', 'cpu', '--out', run, '--steps', '2', '--generate', '8', '--checkpoint-every', '1', '--seed=-5');
   assert.equal(r.code, 0, r.err);
   const keep = Object.fromEntries(['run.json', 'checkpoint/progress.json', 'metrics.jsonl'].map((f) => [f, readFileSync(join(run, f), 'utf8')]));
   const damaged = (file: string, text: string, why: RegExp) => {
@@ -232,6 +234,12 @@ test("a resumed run's damaged files are named in one line; a metrics line cut sh
   writeFileSync(join(run, 'metrics.jsonl'), keep['metrics.jsonl']!.split('\n')[0] + '\n{"step":1,"reward');
   const again = cli('train', '--resume', '--out', run);
   assert.equal(again.code, 0, again.err);
+  assert.equal(readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
+  // A whole last step without its newline stays.
+  writeFileSync(join(run, 'metrics.jsonl'), readFileSync(join(run, 'metrics.jsonl'), 'utf8').trimEnd());
+  const done = cli('train', '--resume', '--out', run);
+  assert.equal(done.code, 0, done.err);
+  assert.match(done.out, /^the run had done all its 2 steps$/m);
   assert.equal(readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
 });
 

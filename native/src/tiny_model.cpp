@@ -26,7 +26,8 @@ using Rng = SplitMix64;
 // importance matrix (ggml asserts on the others, and on integer types, inside the write).
 bool writable(ggml_type t) {
     if (t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) return true;
-    return ggml_is_quantized(t) && !ggml_quantize_requires_imatrix(t);
+    // q8_1 and q8_K are the dot products' intermediate types: ggml quantizes no weights to them.
+    return ggml_is_quantized(t) && !ggml_quantize_requires_imatrix(t) && t != GGML_TYPE_Q8_1 && t != GGML_TYPE_Q8_K;
 }
 
 ggml_type parse_type(const std::string & name) {
@@ -34,8 +35,10 @@ ggml_type parse_type(const std::string & name) {
         const char * n = ggml_type_name((ggml_type) t);
         if (n && name == n && ggml_type_size((ggml_type) t) > 0) {
             if (writable((ggml_type) t)) return (ggml_type) t;
-            throw Error("--type: " + name + " cannot be written here (" + (ggml_is_quantized((ggml_type) t) ? "it needs an importance matrix" : "not a weight type") +
-                        "; e.g. f32, f16, bf16, q8_0, q4_0, q4_K)");
+            const char * why = ggml_quantize_requires_imatrix((ggml_type) t) ? "it needs an importance matrix"
+                               : ggml_is_quantized((ggml_type) t)               ? "ggml quantizes no weights to it"
+                                                                                : "not a weight type";
+            throw Error("--type: " + name + " cannot be written here (" + why + "; e.g. f32, f16, bf16, q8_0, q4_0, q4_K)");
         }
     }
     throw Error("--type: unknown weight type '" + name + "' (e.g. f32, f16, bf16, q8_0, q4_0, q4_K)");

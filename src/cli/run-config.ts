@@ -70,7 +70,8 @@ export function readRunConfig(path: string): RunConfig {
   };
   const whole = (v: unknown, min: number) => (Number.isSafeInteger(v) && (v as number) >= min ? undefined : `must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
   for (const k of ['steps', 'tasksPerStep', 'checkpointEvery', 'maxReflectionTokens', 'maxAnswerTokens', 'ctx'] as const) field(k, whole(cfg[k], 1));
-  field('seed', whole(cfg.seed, 0));
+  // --seed takes negative numbers too (seedFlag).
+  field('seed', Number.isSafeInteger(cfg.seed) ? undefined : `must be a whole number (got ${JSON.stringify(cfg.seed)})`);
   const lora = (cfg.lora ?? {}) as Partial<RunConfig['lora']>;
   field('lora.rank', whole(lora.rank, 1));
   field('lora.alpha', typeof lora.alpha === 'number' && lora.alpha > 0 ? undefined : `must be a number > 0 (got ${JSON.stringify(lora.alpha)})`);

@@ -20,21 +20,25 @@ export class MetricsLog {
   }
 
   /**
-   * The steps' lines. A last line without its newline is a step whose append was cut short (a
+   * The steps' lines. A last line that is not a whole step is one whose append was cut short (a
    * full disk, a kill): after the last checkpoint, so redone, and dropped here.
    */
   read(): StepMetrics[] {
     if (!existsSync(this.path)) return [];
     const lines = readFileSync(this.path, 'utf8').split('\n');
-    lines.pop();
-    return lines.flatMap((l, i) => {
-      if (!l.trim()) return [];
+    const step = (l: string): StepMetrics | undefined => {
       try {
         const m = JSON.parse(l) as StepMetrics;
-        if (typeof m === 'object' && m !== null && Number.isSafeInteger(m.step)) return [m];
+        return typeof m === 'object' && m !== null && Number.isSafeInteger(m.step) ? m : undefined;
       } catch {
-        // named below
+        return undefined;
       }
+    };
+    return lines.flatMap((l, i) => {
+      if (!l.trim()) return [];
+      const m = step(l);
+      if (m) return [m];
+      if (i === lines.length - 1) return [];
       throw new RrrError(`${this.path}:${i + 1}: not a step's metrics; remove the line (or the file) to go on`);
     });
   }
