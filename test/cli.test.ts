@@ -195,6 +195,15 @@ test('a run folder that is not one: --out a file, a broken run.json, run setting
   }
   assertOneLineError(cli('train', '--resume', '--out', run, '--steps', '4'), 1, /^rrr-native: --steps: a resumed run keeps the settings in .*run\.json; start a new run \(another --out\) to change them$/);
   assertOneLineError(cli('train', '--resume', '--out', run, '--rank', '4'), 1, /^rrr-native: --rank: a resumed run keeps/);
+  // What a train killed while writing its run.json leaves (its lock and the temporary file) takes a new run.
+  const killed = join(testDir(), 'killed-at-start');
+  mkdirSync(killed, { recursive: true });
+  const gone = String(2 ** 22 - 5);
+  writeFileSync(join(killed, 'train.lock'), `${gone}\n`);
+  writeFileSync(join(killed, `run.json.tmp-${gone}`), '{');
+  const fresh = cli('train', '--model', model, '--device', 'cpu', '--out', killed, '--steps', '1', '--generate', '8');
+  assert.equal(fresh.code, 0, fresh.err);
+  assert.ok(!existsSync(join(killed, `run.json.tmp-${gone}`)));
 });
 
 test('an adapter or a training state given as the model is said to be one', async () => {

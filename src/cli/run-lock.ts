@@ -93,11 +93,21 @@ function takeOver(mine: string, path: string, deadText: string): void {
 function removeStaleTemps(out: string): void {
   for (const dir of [out, join(out, 'checkpoint')]) {
     if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir)) {
-      const m = /\.tmp-(\d+)$/.exec(f);
-      if (m && liveHolder(m[1]!) === undefined) rmSync(join(dir, f), { force: true });
-    }
+    for (const f of readdirSync(dir)) if (staleTemp(f)) rmSync(join(dir, f), { force: true });
   }
+}
+
+function staleTemp(name: string): boolean {
+  const m = /\.tmp-(\d+)$/.exec(name);
+  return m !== null && liveHolder(m[1]!) === undefined;
+}
+
+/**
+ * Files a train leaves in a new run's folder before its run.json is there: its lock, and the
+ * temporary file of a run.json whose write was killed. Such a folder takes a new run.
+ */
+export function leftByTrain(name: string): boolean {
+  return name === 'train.lock' || staleTemp(name);
 }
 
 /**

@@ -21,7 +21,7 @@ import { formatRate, Progress } from '../progress.js';
 import { onInterrupt } from '../interrupt.js';
 import { ALL_NODES, budgetInFlags, inFlags, refuseAllNodesOffGpu } from '../step-flags.js';
 import { RunCheckpoint } from '../checkpoint.js';
-import { lockRunFolder } from '../run-lock.js';
+import { leftByTrain, lockRunFolder } from '../run-lock.js';
 import { modelFingerprint } from '../model-fingerprint.js';
 import { buildConfig, evalCommand, failureKey, readRunConfig, RUN_FLAGS, type RunConfig } from '../run-config.js';
 import { loadItems, taskFor } from '../task-data.js';
@@ -66,7 +66,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       if (existsSync(out) && !statSync(out).isDirectory()) throw new RrrError(`--out ${out}: exists and is not a folder`);
       if (existsSync(join(out, 'run.json'))) throw new RrrError(`--out ${out}: already holds a run (use --resume to continue it, or another folder)`);
       // A run's files would mix with others' (--out . in a project, --out /): a new or empty folder.
-      if (existsSync(out) && readdirSync(out).some((f) => f !== 'train.lock')) throw new RrrError(`--out ${out}: holds other files and no run; give a new or empty folder`);
+      if (existsSync(out) && readdirSync(out).some((f) => !leftByTrain(f))) throw new RrrError(`--out ${out}: holds other files and no run; give a new or empty folder`);
     }
     if (execution.merge === true && (cfg.lora.dropout ?? 0) > 0) {
       throw new RrrError(`--merge-adapter: cannot merge an adapter trained with dropout (--lora-dropout ${cfg.lora.dropout}): its input differs from the weights'`);
