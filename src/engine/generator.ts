@@ -143,7 +143,9 @@ export class Generator {
 
   /** Completions per request, in request order; request i gets requests[i].n of them. */
   async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
-    await this.grown();
+    // Not awaited where no grow runs: the call must reach the addon before this tick ends, so it
+    // takes the adapter chosen when it was made, not one a setAdapter right after it chooses.
+    if (this.growing) await this.grown();
     void this.native; // refuses a disposed generator before any work
     const maxTokens = positiveInt('maxTokens', opts.maxTokens);
     const params = {
@@ -174,7 +176,7 @@ export class Generator {
       if (e.needed > maxCtx) throw new ContextOverflow(e.request, e.prompt, e.maxTokens, `maxCtx ${maxCtx}`);
       // To the longest request, not the first too long: plan() stops at that one.
       const need = Generator.longestNeed(requests, maxTokens);
-      await this.grown();
+      if (this.growing) await this.grown();
       if (need > this.current.nCtx) await this.grow(Math.min(need, maxCtx));
       waves = this.plan(requests, maxTokens);
     }
