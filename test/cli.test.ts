@@ -193,8 +193,6 @@ test('a run folder that is not one: --out a file, a broken run.json, run setting
     writeFileSync(join(run, 'run.json'), text);
     assertOneLineError(cli('train', '--resume', '--out', run), 1, why);
   }
-  assertOneLineError(cli('train', '--resume', '--out', run, '--steps', '4'), 1, /^rrr-native: --steps: a resumed run keeps the settings in .*run\.json; start a new run \(another --out\) to change them$/);
-  assertOneLineError(cli('train', '--resume', '--out', run, '--rank', '4'), 1, /^rrr-native: --rank: a resumed run keeps/);
   // What a train killed while writing its run.json leaves (its lock and the temporary file) takes a new run.
   const killed = join(testDir(), 'killed-at-start');
   mkdirSync(killed, { recursive: true });
@@ -237,6 +235,14 @@ test("a resumed run's damaged files are named in one line; a metrics line cut sh
   damaged('checkpoint/progress.json', '{}', new RegExp(`progress\\.json: stepsDone undefined is not a step count of this run \\(0 to 2\\)${restart}`));
   damaged('checkpoint/progress.json', '{"stepsDone":99}', new RegExp(`progress\\.json: stepsDone 99 is not a step count of this run \\(0 to 2\\)${restart}`));
   damaged('checkpoint/progress.json', '{"stepsDone":1,"state":"../run.json"}', new RegExp(`progress\\.json: state "\\.\\./run\\.json" is not a checkpoint's state file${restart}`));
+  // Run flags: another value than the run's is refused; the command that started it, given
+  // again with --resume, goes on.
+  assertOneLineError(cli('train', '--resume', '--out', run, '--steps', '4'), 1, /^rrr-native: --steps: a resumed run keeps the settings in .*run\.json, where it is 2; start a new run \(another --out\) to change them$/);
+  assertOneLineError(cli('train', '--resume', '--out', run, '--rank', '4'), 1, /^rrr-native: --rank: a resumed run keeps the settings in .*, where it is 16; /);
+  assertOneLineError(cli('train', '--resume', '--out', run, '--seed', '5'), 1, /^rrr-native: --seed: a resumed run keeps the settings in .*, where it is -5; /);
+  const same = cli('train', '--resume', '--model', model, '--device', 'cpu', '--out', run, '--steps', '2', '--generate', '8', '--checkpoint-every', '1', '--seed=-5');
+  assert.equal(same.code, 0, same.err);
+  assert.match(same.out, /^the run had done all its 2 steps$/m);
   damaged('metrics.jsonl', '{"step":0}\nnot json\n', /metrics\.jsonl:2: not a step's metrics; remove the line \(or the file\) to go on$/);
   // A full disk cut the last step's line short: it is after the last checkpoint, and redone.
   writeFileSync(join(run, 'checkpoint', 'progress.json'), '{"stepsDone":1,"state":"state-2.gguf"}\n');

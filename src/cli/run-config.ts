@@ -50,6 +50,55 @@ export const RUN_FLAGS = [
   'max-answer-tokens', 'seed',
 ] as const satisfies readonly (keyof TrainArgs)[];
 
+type RunFlag = (typeof RUN_FLAGS)[number];
+
+/** Where each run flag lands in run.json. */
+const RUN_FLAG_VALUES: Record<RunFlag, (c: RunConfig) => unknown> = {
+  model: (c) => c.model,
+  task: (c) => c.task,
+  data: (c) => c.data,
+  generate: (c) => c.generate,
+  limit: (c) => c.limit,
+  steps: (c) => c.steps,
+  'tasks-per-step': (c) => c.tasksPerStep,
+  'group-size': (c) => c.grpo.groupSize,
+  temperature: (c) => c.grpo.temperature,
+  'retry-temperature': (c) => c.grpo.retryTemperature,
+  lr: (c) => c.grpo.learningRate,
+  'lr-schedule': (c) => c.grpo.lrSchedule,
+  'warmup-steps': (c) => c.grpo.warmupSteps,
+  beta: (c) => c.grpo.beta,
+  'clip-epsilon': (c) => c.grpo.clipEpsilon,
+  'max-grad-norm': (c) => c.grpo.maxGradNorm,
+  'weight-decay': (c) => c.grpo.weightDecay,
+  'min-lr-ratio': (c) => c.grpo.minLrRatio,
+  'advantage-std': (c) => c.grpo.advantageStd,
+  'advantage-eps': (c) => c.grpo.advantageEps,
+  'passes-per-batch': (c) => c.grpo.passesPerBatch,
+  rank: (c) => c.lora.rank,
+  alpha: (c) => c.lora.alpha,
+  'lora-dropout': (c) => c.lora.dropout ?? 0,
+  targets: (c) => c.lora.targets.join(','),
+  'max-reflection-tokens': (c) => c.maxReflectionTokens,
+  'max-answer-tokens': (c) => c.maxAnswerTokens,
+  seed: (c) => c.seed,
+};
+
+/**
+ * The first run flag given to a resumed run with another value than its run.json's, and that
+ * value; undefined where every one given repeats the run's own (the command that started the
+ * run, given again with --resume, goes on).
+ */
+export function changedRunFlag(a: TrainArgs, cfg: RunConfig): { flag: RunFlag; was: unknown } | undefined {
+  const given = RUN_FLAGS.filter((f) => a[f] !== undefined);
+  if (given.length === 0) return undefined;
+  // The run's own steps for the checks between flags (--warmup-steps against --steps).
+  const again = buildConfig({ ...a, steps: a.steps ?? cfg.steps }, a.model === undefined ? cfg.model : resolve(a.model));
+  const text = (v: unknown) => JSON.stringify(v);
+  const flag = given.find((f) => text(RUN_FLAG_VALUES[f](again)) !== text(RUN_FLAG_VALUES[f](cfg)));
+  return flag && { flag, was: RUN_FLAG_VALUES[flag](cfg) };
+}
+
 /** A run folder's run.json, refused in one line when it is not one this command wrote. */
 export function readRunConfig(path: string): RunConfig {
   let cfg: Partial<RunConfig>;

@@ -23,7 +23,7 @@ import { ALL_NODES, budgetInFlags, inFlags, refuseAllNodesOffGpu } from '../step
 import { RunCheckpoint } from '../checkpoint.js';
 import { leftByTrain, lockRunFolder } from '../run-lock.js';
 import { modelFingerprint } from '../model-fingerprint.js';
-import { buildConfig, evalCommand, failureKey, readRunConfig, RUN_FLAGS, type RunConfig } from '../run-config.js';
+import { buildConfig, changedRunFlag, evalCommand, failureKey, readRunConfig, type RunConfig } from '../run-config.js';
 import { loadItems, taskFor } from '../task-data.js';
 import { setupLine, stepFit, stepLine, summaryTable } from '../train-report.js';
 import { SharedFirstAttempts } from '../shared-first-attempts.js';
@@ -50,9 +50,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       out = resolve(a.out);
       const runFile = join(out, 'run.json');
       if (!existsSync(runFile)) throw new RrrError(`${runFile}: not found, nothing to resume`);
-      const given = RUN_FLAGS.find((f) => a[f] !== undefined);
-      if (given) throw new RrrError(`--${given}: a resumed run keeps the settings in ${runFile}; start a new run (another --out) to change them`);
       cfg = readRunConfig(runFile);
+      const changed = changedRunFlag(a, cfg);
+      if (changed) throw new RrrError(`--${changed.flag}: a resumed run keeps the settings in ${runFile}, where it is ${JSON.stringify(changed.was) ?? 'not set'}; start a new run (another --out) to change them`);
       if (a['checkpoint-every'] !== undefined) cfg.checkpointEvery = integerFlag('--checkpoint-every', a['checkpoint-every']);
       if (a.ctx !== undefined) cfg.ctx = integerFlag('--ctx', a.ctx, 16);
       unlock = lockRunFolder(out);
