@@ -266,6 +266,8 @@ test('a reader that closes early (| head) stops the run as Ctrl-C does: saved, n
   const code = await new Promise<number | null>((r) => child.on('close', r));
   assert.equal(code, 130, err);
   assert.match(err, /stopping: .* \(its output was closed\)/);
+  // How to go on reaches the user on stderr, where stdout went nowhere.
+  assert.match(err, /^interrupted (after step \d+; checkpoint saved|during first attempts \(.*\))\. Continue with: rrr-native train --resume --out \S+closed-output-run$/m);
   assert.doesNotMatch(err, /EPIPE|\n\s+at /);
   const resumed = cli('train', '--resume', '--out', out, '--json');
   assert.equal(resumed.code, 0, resumed.err);

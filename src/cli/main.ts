@@ -8,6 +8,7 @@ import { WriteError } from '../util/atomic.js';
 import { commands } from './commands/index.js';
 import { checkFlagTexts, type FlagKinds } from './flag-texts.js';
 import { requestStop } from './interrupt.js';
+import { stdoutWentAway } from './output.js';
 
 function fail(message: string, code: number, err?: unknown): never {
   process.stderr.write(`rrr-native: ${message}\n`);
@@ -46,6 +47,7 @@ async function main(): Promise<void> {
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code !== 'EPIPE') fail(`${stream === process.stdout ? 'stdout' : 'stderr'}: ${e.message}`, 1, e);
+    if (stream === process.stdout) stdoutWentAway();
     if (!requestStop(`its ${stream === process.stdout ? 'output' : 'error output'} was closed`)) process.exit(process.exitCode ?? 0);
   });
 }

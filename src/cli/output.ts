@@ -3,8 +3,18 @@ export interface OutputMode {
   json: boolean;
 }
 
+/** Set once stdout's reader has gone (EPIPE: `train | head`); the stream itself does not say so reliably. */
+let stdoutGone = false;
+
+export function stdoutWentAway(): void {
+  stdoutGone = true;
+}
+
 export function say(mode: OutputMode, line: string): void {
-  if (!mode.json) process.stdout.write(line + '\n');
+  if (mode.json) return;
+  // What is left to say once the reader went away, such as how to resume the run that stopped
+  // for it, goes to stderr rather than nowhere.
+  (stdoutGone ? process.stderr : process.stdout).write(line + '\n');
 }
 
 export function emitJson(mode: OutputMode, value: unknown): void {
