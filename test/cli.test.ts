@@ -171,6 +171,7 @@ test('bad flag values: one line naming the flag, before any run folder is made',
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--ctx', '4294967312'), 1, /^rrr-native: --ctx: at most 2147483647, got 4294967312$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'f64'), 1, /^rrr-native: --type: f64 cannot be written here \(not a weight type; e\.g\. f32, f16, bf16, q8_0, q4_0, q4_K\)$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'iq2_xxs'), 1, /^rrr-native: --type: iq2_xxs cannot be written here \(it needs an importance matrix; /);
+  assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--copy-offset', '5'), 1, /^rrr-native: --copy-offset: only with --init copy \(random weights copy nothing\)$/);
   assertOneLineError(cli('make-tiny-model', '--out', join(testDir(), 'bad-size.gguf'), '--type', 'q8_K'), 1, /^rrr-native: --type: q8_K cannot be written here \(ggml quantizes no weights to it; /);
   assert.ok(!existsSync(join(testDir(), 'bad-size.gguf')));
 });

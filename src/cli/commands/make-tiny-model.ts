@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { makeTinyModel } from '../../engine/tiny-model.js';
+import { RrrError } from '../../engine/errors.js';
 import { integerFlag, outFileFlag, positiveFlag, seedFlag } from '../flag-checks.js';
 import { TINY_PRESETS } from '../../engine/tiny-model.js';
 import type { TinyPreset } from '../../engine/types.js';
@@ -69,6 +70,7 @@ export const makeTinyModelCommand: CommandModule<object, Args> = {
     for (const [flag, v] of [['--embd', a.embd], ['--layers', a.layers], ['--heads', a.heads], ['--kv-heads', a['kv-heads']], ['--head-dim', a['head-dim']], ['--ff', a.ff], ['--copy-offset', a['copy-offset']]] as const) {
       if (v !== undefined) integerFlag(flag, v);
     }
+    if (a['copy-offset'] !== undefined && a.init !== 'copy') throw new RrrError('--copy-offset: only with --init copy (random weights copy nothing)');
     // train and eval need at least 16 tokens of context, as their own --ctx does.
     if (a.ctx !== undefined) integerFlag('--ctx', a.ctx, 16);
     if (a['output-gain'] !== undefined) positiveFlag('--output-gain', a['output-gain']);
