@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "decode.h"
 #include "errors.h"
+#include "micro_batches.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,21 +16,6 @@
 namespace rrr {
 
 namespace {
-
-// "1.5 MiB", "312 MiB": small budgets (a test's, a CPU's) would read as 0 or 1 MiB in whole MiB.
-std::string mib_text(size_t bytes) {
-    const double m = (double) bytes / (1 << 20);
-    char buf[32];
-    std::snprintf(buf, sizeof buf, m < 10 ? "%.1f MiB" : "%.0f MiB", m);
-    return buf;
-}
-
-struct Prepared {
-    std::vector<MicroBatch> mbs;
-    int64_t n = 0;        // N: trained (masked-in) tokens of the whole batch
-    int64_t tokens = 0;
-    bool has_old = false;
-};
 
 void validate(const ModelConfig & c, const std::vector<TrainSeq> & batch, const char * what) {
     if (batch.empty()) throw Error(std::string(what) + ": empty batch");
@@ -64,88 +50,6 @@ void validate(const ModelConfig & c, const std::vector<TrainSeq> & batch, const 
         }
     }
 }
-
-bool trained(const TrainSeq & s, size_t t) { return s.mask.empty() ? s.weights[t] != 0.0f : s.mask[t] != 0; }
-
-// The backward pass runs on the loss times a power of two that brings the largest per-token
-// coefficient, max(|weight|, β) / N, up to between 1/2 and 1 (for advantages of about 1, about
-// the sum over tokens instead of the mean). 16-bit products take their inputs rounded to f16,
-// whose smallest normal number is 6.1e-5, and the mean over thousands of tokens puts per-token
-// gradients below it: with the Qwen2.5-1.5B shape (4 layers, f16) and the per-token weight of a
-// mean over 8,192 tokens, the adapter gradient's cosine to the f32 model's fell from 0.999999 to
-// 0.99988, and to 0.9928 at 65,536 tokens. A power of two scales f32 arithmetic exactly, so f32
-// weights give the same bits; the sums are divided by it again in f32 (AdamW::grad_norm) before
-// anything reads them.
-float loss_scale(double largest_coef) {
-    if (!(largest_coef > 0) || !std::isfinite(largest_coef)) return 1.0f;
-    const int e = (int) std::floor(-std::log2(largest_coef));
-    return std::ldexp(1.0f, std::min(100, std::max(-100, e))); // within f32's normal range
-}
-
-// Packs a validated batch into micro-batches (a step may pack it several times to fit a budget).
-Prepared prepare(const std::vector<TrainSeq> & batch, const StepSettings & st) {
-    Prepared p;
-    p.has_old = !batch[0].old_lp.empty();
-    std::vector<int64_t> rows_of(batch.size(), 0);
-    double largest = st.beta;
-    for (size_t i = 0; i < batch.size(); ++i) {
-        for (size_t t = 1; t < batch[i].tokens.size(); ++t) {
-            if (!trained(batch[i], t)) continue;
-            rows_of[i] += 1;
-            largest = std::max(largest, (double) std::fabs(batch[i].weights[t]));
-        }
-        p.n += rows_of[i];
-    }
-    if (p.n == 0) return p;
-    const float inv_n = 1.0f / (float) p.n, scale = loss_scale(largest / (double) p.n);
-
-    // Greedy packing in batch order: a micro-batch holds B sequences padded to its longest L, B*L <= budget.
-    std::vector<std::vector<int32_t>> groups;
-    int64_t longest = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-        if (rows_of[i] == 0) continue;
-        const int64_t len = (int64_t) batch[i].tokens.size();
-        const int64_t L = std::max(longest, len);
-        if (groups.empty() || (st.micro_batch_tokens > 0 && (int64_t) (groups.back().size() + 1) * L > st.micro_batch_tokens)) {
-            groups.emplace_back();
-            longest = 0;
-        }
-        groups.back().push_back((int32_t) i);
-        longest = std::max(longest, len);
-    }
-    for (const auto & grp : groups) {
-        MicroBatch mb;
-        mb.loss_scale = scale;
-        mb.B = (int64_t) grp.size();
-        for (int32_t i : grp) mb.L = std::max(mb.L, (int64_t) batch[i].tokens.size());
-        mb.tokens.assign((size_t) (mb.B * mb.L), 0);
-        mb.positions.resize(mb.tokens.size());
-        for (int64_t b = 0; b < mb.B; ++b) {
-            const TrainSeq & s = batch[grp[b]];
-            mb.seq_index.push_back(grp[b]);
-            mb.real_tokens += (int64_t) s.tokens.size();
-            for (int64_t q = 0; q < mb.L; ++q) {
-                mb.positions[b * mb.L + q] = (int32_t) q;
-                if (q < (int64_t) s.tokens.size()) mb.tokens[b * mb.L + q] = s.tokens[q];
-            }
-            for (size_t t = 1; t < s.tokens.size(); ++t) {
-                if (!trained(s, t)) continue;
-                mb.rows.push_back((int32_t) (b * mb.L + (int64_t) t - 1));
-                mb.targets.push_back(s.tokens[t]);
-                mb.w.push_back(s.weights[t]);
-                mb.neg_w.push_back((-s.weights[t] * inv_n) * scale);
-                if (st.beta > 0) mb.kl_m.push_back((st.beta * inv_n) * scale);
-                if (p.has_old) mb.old_lp.push_back(s.old_lp[t]);
-            }
-        }
-        p.tokens += mb.real_tokens;
-        p.mbs.push_back(std::move(mb));
-    }
-    return p;
-}
-
-// What a training pass adds its gradients into: the optimizer's, each and as one flat tensor.
-GradBuffers grad_buffers(const AdamW & opt) { return {opt.grads(), opt.grads_whole()}; }
 
 } // namespace
 
@@ -326,7 +230,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     validate(w.config(), batch, "step");
     const LossSpec loss{!batch[0].old_lp.empty(), s.beta > 0, s.clip_eps};
     StepSettings settled = s;
-    Prepared p;
+    PackedBatch p;
     p.has_old = loss.has_old;
     p.mbs = fit(batch, settled, loss, p.n, p.tokens);
     StepStats st;
@@ -354,7 +258,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
     TrainingPassCachePtr cache = backward && !loss.kl && p.mbs.size() > 1 ? new_training_pass_cache() : nullptr;
     for (MicroBatch & mb : p.mbs) {
         if (loss.kl) mb.ref_lp = compute_logprobs(w, LoraView{}, sched, mb, g, &st.placement, &st.graph_ms);
-        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, grad_buffers(*opt_), sched, mb, loss, g, &st.placement, &st.graph_ms, cache.get())
+        const std::vector<float> lp = backward ? accumulate_gradients(w, *adapter_, grad_buffers(), sched, mb, loss, g, &st.placement, &st.graph_ms, cache.get())
                                                : compute_logprobs(w, adapter_->view(), sched, mb, g, &st.placement, &st.graph_ms);
         for (size_t r = 0; r < lp.size(); ++r) {
             const double a = mb.w[r];
@@ -403,7 +307,7 @@ StepStats Trainer::run(const std::vector<TrainSeq> & batch, const StepSettings &
                 for (float & v : mb.neg_w) v *= by;
                 for (float & v : mb.kl_m) v *= by;
                 mb.loss_scale = retry;
-                accumulate_gradients(w, *adapter_, grad_buffers(*opt_), sched, mb, loss, g, &st.placement, &st.graph_ms);
+                accumulate_gradients(w, *adapter_, grad_buffers(), sched, mb, loss, g, &st.placement, &st.graph_ms);
             }
             st.grad_norm = opt_->grad_norm(sched, 1.0f / retry);
         }
@@ -431,213 +335,6 @@ StepStats Trainer::step(const std::vector<TrainSeq> & batch, const StepSettings 
     });
 }
 
-MemoryPlan Trainer::plan(int64_t batch, int64_t len, const StepSettings & s, std::optional<CensusKernels> census) {
-    const ModelWeights & w = *model_->weights;
-    if (batch < 1 || len < 2) throw Error("plan: need at least 1 sequence of at least 2 tokens");
-    if (len > w.config().n_ctx_train) {
-        throw Error("plan: " + std::to_string(len) + " tokens exceed the model's context length " + std::to_string(w.config().n_ctx_train));
-    }
-    std::vector<TrainSeq> seqs((size_t) batch);
-    for (TrainSeq & q : seqs) {
-        q.tokens.assign((size_t) len, 0);
-        q.weights.assign((size_t) len, 1.0f);
-    }
-    StepSettings st = s;
-    const LossSpec loss{false, s.beta > 0, s.clip_eps};
-    int64_t n = 0, tokens = 0;
-    const std::vector<MicroBatch> mbs = fit(seqs, st, loss, n, tokens);
-    const CensusKernels own = device_kernels(), counted = census.value_or(own);
-    Census ops(counted);
-    const GraphOptions g = graph_options(st.graph);
-    const auto [device, cpu] = planned_bytes(mbs, loss, g, &ops);
-    // The estimate prices the device's own kernels: this census where it counted those.
-    const double estimate = counted == own ? priced_ms(ops) : estimated_ms(mbs, st, loss);
-    return MemoryPlan{device, cpu, st.micro_batch_tokens, st.graph.kept_layers, (int64_t) mbs.size(), g.merge_adapter > 0, g.fuse_adapter,
-                      census ? ops.list() : std::vector<OpCensus>{}, census ? ops.custom_runs() : 0, estimate};
-}
-
-std::pair<size_t, size_t> Trainer::planned_bytes(const std::vector<MicroBatch> & mbs, const LossSpec & loss, const GraphOptions & g,
-                                                 Census * census) {
-    const ModelWeights & w = *model_->weights;
-    // Planning leaves a scheduler's allocator believing in buffers it freed, and would free the
-    // step's live ones: it gets a scheduler of its own.
-    std::unique_ptr<ggml_backend_sched, void (*)(ggml_backend_sched_t)> sched(new_sched(graph_nodes(mbs, g)), ggml_backend_sched_free);
-    const bool gpu = model_->backends->is_gpu();
-    std::pair<size_t, size_t> out{0, 0};
-    for (const MicroBatch & orig : mbs) {
-        const MicroBatch * mb = &orig;
-        MicroBatch with_ref;
-        if (loss.kl && orig.ref_lp.size() != orig.rows.size()) {
-            // an input's values, not its size: the base-model pass is not run
-            with_ref = orig;
-            with_ref.ref_lp.assign(orig.rows.size(), 0.0f);
-            mb = &with_ref;
-        }
-        // The attention backend (if any) shares the primary's buffer: the CPU's is the last.
-        const std::vector<size_t> b = training_pass_bytes(w, *adapter_, grad_buffers(*opt_), sched.get(), ggml_backend_sched_get_n_backends(sched.get()), *mb, loss, g, census);
-        out.first = std::max(out.first, b[0]);
-        if (gpu) out.second = std::max(out.second, b.back());
-    }
-    return out;
-}
-
-int64_t Trainer::most_kept(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss, int64_t guess) {
-    // Beyond one, more kept layers plan more (one can plan less than none: its backward shares
-    // room with the LM head's), and none is known to fit. Each try plans the whole graph, so the
-    // search starts at a guess (the last step's answer, which a batch of similar size usually
-    // keeps).
-    const int64_t n_layer = model_->weights->config().n_layer;
-    StepSettings t = s;
-    const auto fits = [&](int64_t k) {
-        t.graph.kept_layers = k;
-        return planned_bytes(mbs, loss, graph_options(t.graph)).first <= s.memory_budget;
-    };
-    int64_t lo = 0, hi = n_layer;
-    guess = std::clamp<int64_t>(guess, 1, n_layer);
-    if (fits(guess)) {
-        lo = guess;
-    } else {
-        hi = guess - 1;
-        lo = fits(1) ? 1 : 0;
-        if (lo == 0) hi = 0;
-    }
-    if (lo < hi && !fits(lo + 1)) hi = lo;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo + 1) / 2;
-        if (fits(mid)) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
-CensusKernels Trainer::device_kernels() const { return model_->backends->is_gpu() ? CensusKernels::cuda : CensusKernels::graph; }
-
-double Trainer::estimated_ms(const std::vector<MicroBatch> & mbs, const StepSettings & s, const LossSpec & loss) {
-    Census census(device_kernels());
-    planned_bytes(mbs, loss, graph_options(s.graph), &census);
-    return priced_ms(census);
-}
-
-double Trainer::priced_ms(const Census & census) const {
-    const bool gpu = model_->backends->is_gpu();
-    double flops = 0, bytes = 0, ops = 0;
-    for (const OpCensus & o : census.list()) {
-        flops += o.flops;
-        bytes += o.bytes;
-        ops += (double) o.count;
-    }
-    if (!gpu) {
-        // This project's 2-core machine, from one split and four kept layers of the Qwen2.5-1.5B
-        // shape cut to 4 layers (4 x 256 tokens): 150 GFLOP/s and 6 GB/s.
-        return flops / 1.5e8 + bytes / 6.0e6;
-    }
-    // Least squares over 12 timed steps of an H200 (Qwen2.5-1.5B shape, 16 x 512, 2026-11-27: the
-    // default, our nodes, 16 GiB plans in one and two micro-batches, waits on the host and on the
-    // device; 246 to 457 ms a step, within 4.3 ms rms): 2.7 TB/s, 620 TFLOP/s, 16 us an op, and
-    // 180 us each run of our nodes that the scheduler waits for on the host (the GPU idles while
-    // the host queues the next piece). Bytes and FLOPs alone (its rates before) ranked one micro-
-    // batch below two, where the GPU took 260 against 328 ms (246 against 268 waiting on the device).
-    const double runs = node_device_waits_ ? 0.0 : (double) census.custom_runs();
-    return flops / 6.2e11 + bytes / 2.7e9 + 0.016 * ops + 0.18 * runs;
-}
-
-std::vector<MicroBatch> Trainer::fit(const std::vector<TrainSeq> & batch, StepSettings & s, const LossSpec & loss, int64_t & n, int64_t & tokens) {
-    const ModelConfig & c = model_->weights->config();
-    auto prepared = [&](const StepSettings & t) {
-        Prepared p = prepare(batch, t);
-        n = p.n;
-        tokens = p.tokens;
-        return std::move(p.mbs);
-    };
-    if (s.auto_kept_layers) s.graph.kept_layers = 0;
-    std::vector<MicroBatch> mbs = prepared(s);
-    if (s.memory_budget == 0 || mbs.empty()) return mbs;
-    const size_t budget = s.memory_budget;
-    auto bytes = [&](const std::vector<MicroBatch> & m, const StepSettings & t) { return planned_bytes(m, loss, graph_options(t.graph)).first; };
-
-    if (bytes(mbs, s) > budget) {
-        // Fewer tokens per micro-batch, down to one sequence each (the longest sets the floor).
-        int64_t longest = 0, widest = 0;
-        for (const MicroBatch & mb : mbs) {
-            longest = std::max(longest, mb.L);
-            widest = std::max(widest, mb.L * mb.B);
-        }
-        StepSettings t = s;
-        t.micro_batch_tokens = longest;
-        std::vector<MicroBatch> lo_mbs = prepared(t);
-        const size_t floor = bytes(lo_mbs, t);
-        if (floor > budget) {
-            throw Error("step: the training pass over one sequence of " + std::to_string(longest) + " tokens plans " + mib_text(floor) +
-                        " of compute buffer, over the memory budget of " + mib_text(budget) + " (memoryBudget): give it more memory or use shorter sequences");
-        }
-        // Whole sequences of the longest length per micro-batch: k of them fit at k = 1 and not at
-        // all of them; each try plans the whole graph, so the search is over k, not tokens.
-        int64_t lo = 1, hi = (widest + longest - 1) / longest - 1;
-        while (lo < hi) {
-            const int64_t mid = lo + (hi - lo + 1) / 2;
-            t.micro_batch_tokens = mid * longest;
-            if (bytes(prepared(t), t) <= budget) lo = mid;
-            else hi = mid - 1;
-        }
-        s.micro_batch_tokens = lo * longest;
-        mbs = prepared(s);
-    }
-    if (s.auto_kept_layers && s.graph.recompute) {
-        int64_t seqs = 0, longest = 0, per = 0;
-        for (const MicroBatch & mb : mbs) {
-            seqs += mb.B;
-            longest = std::max(longest, mb.L);
-            per = std::max(per, mb.B);
-        }
-        const GraphOptions & go = s.graph;
-        const int64_t what = (int64_t) go.kept_f16 | (int64_t) (go.merge_adapter + 1) << 1 | (int64_t) (go.fuse_adapter + 1) << 3 | (int64_t) loss.kl << 6 |
-                             (int64_t) go.kept_norms << 7 | go.chunk_rows << 8;
-        const SplitMemo key{seqs, longest, tokens, s.micro_batch_tokens, budget, what, 0};
-        const auto same_shape = [&](const SplitMemo & m) {
-            return m.seqs == key.seqs && m.longest == key.longest && m.tokens == key.tokens && m.budget_tokens == key.budget_tokens &&
-                   m.budget == key.budget && m.what == key.what;
-        };
-        if (s.split_for_kept && same_shape(split_memo_) && split_memo_.micro_batch_tokens != s.micro_batch_tokens) {
-            s.micro_batch_tokens = split_memo_.micro_batch_tokens;
-            mbs = prepared(s);
-        }
-        s.graph.kept_layers = most_kept(mbs, s, loss, last_auto_kept_);
-        if (s.split_for_kept && !same_shape(split_memo_) && s.graph.kept_layers < c.n_layer) {
-            // Each further micro-batch reads the weights (and merges the adapter) once more, and
-            // each kept layer spares its recomputation: the census weighs the two. Splits are
-            // tried in order until one keeps every layer (more would only add passes) or two in
-            // a row plan more work than the best.
-            double best = estimated_ms(mbs, s, loss);
-            int worse = 0;
-            for (int64_t m = (int64_t) mbs.size() + 1; per > 1 && worse < 2; ++m) {
-                const int64_t k = (seqs + m - 1) / m; // sequences per micro-batch
-                if (k >= per) continue;
-                per = k;
-                StepSettings t = s;
-                t.micro_batch_tokens = k * longest;
-                std::vector<MicroBatch> cand = prepared(t);
-                t.graph.kept_layers = most_kept(cand, t, loss, c.n_layer);
-                const double est = estimated_ms(cand, t, loss);
-                if (est < best) {
-                    best = est;
-                    s = t;
-                    mbs = std::move(cand);
-                    worse = 0;
-                } else {
-                    worse += 1;
-                }
-                if (t.graph.kept_layers == c.n_layer) break;
-            }
-        }
-        if (s.split_for_kept) {
-            split_memo_ = key;
-            split_memo_.micro_batch_tokens = s.micro_batch_tokens;
-        }
-        last_auto_kept_ = s.graph.kept_layers;
-    }
-    return mbs;
-}
-
 StepStats Trainer::evaluate(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, false); }
 
 StepStats Trainer::gradients(const std::vector<TrainSeq> & batch, const StepSettings & s) { return run(batch, s, true); }
@@ -653,7 +350,7 @@ std::vector<std::vector<float>> Trainer::logprobs(const std::vector<std::vector<
     st.micro_batch_tokens = micro_batch_tokens;
     const ModelWeights & w = *model_->weights;
     validate(w.config(), batch, "logprobs");
-    Prepared p = prepare(batch, st);
+    PackedBatch p = pack_micro_batches(batch, st);
     std::vector<std::vector<float>> out(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) out[i].assign(seqs[i].size(), 0.0f);
     if (p.n == 0) return out;

@@ -198,6 +198,8 @@ private:
     std::shared_ptr<ModelCore> model_;
     std::unique_ptr<Adapter> adapter_;
     std::unique_ptr<AdamW> opt_;
+    // What a training pass adds its gradients into: the optimizer's, each and as one flat tensor.
+    GradBuffers grad_buffers() const { return {opt_->grads(), opt_->grads_whole()}; }
     std::unique_ptr<TransposedWeights> transposed_;
     bool flash_attn_ = false;
     bool fused_attn_ = false;
