@@ -135,12 +135,6 @@ export class Generator {
     return this.raw;
   }
 
-  /** The longest prompt (with its longest suffix) + maxTokens of any request: what a sequence's cells must hold. */
-  private static longestNeed(requests: GenerateRequest[], maxTokens: number): number {
-    const length = (x: unknown) => (x instanceof Int32Array || Array.isArray(x) ? x.length : 0);
-    return Math.max(...requests.map((r) => length(r.prompt) + Math.max(0, ...(Array.isArray(r.suffixes) ? r.suffixes.map(length) : [])) + maxTokens));
-  }
-
   /** Completions per request, in request order; request i gets requests[i].n of them. */
   async generate(requests: GenerateRequest[], opts: GenerateOptions): Promise<Completion[][]> {
     // Not awaited where no grow runs: the call must reach the addon before this tick ends, so it
@@ -174,10 +168,8 @@ export class Generator {
       const maxCtx = this.opts.maxCtx;
       if (!(e instanceof ContextOverflow) || maxCtx === undefined) throw e;
       if (e.needed > maxCtx) throw new ContextOverflow(e.request, e.prompt, e.maxTokens, `maxCtx ${maxCtx}`);
-      // To the longest request, not the first too long: plan() stops at that one.
-      const need = Generator.longestNeed(requests, maxTokens);
       if (this.growing) await this.grown();
-      if (need > this.current.nCtx) await this.grow(Math.min(need, maxCtx));
+      if (e.needed > this.current.nCtx) await this.grow(e.needed);
       waves = this.plan(requests, maxTokens);
     }
     // This call's generator to the end, and the one its stop() reaches, whatever a grow does.
@@ -241,7 +233,8 @@ export class Generator {
     const suffixCells = (s: Int32Array[] | undefined) => (s ?? []).reduce((a, x) => a + x.length, 0);
     const cellsOf = (c: RawGroup) => (kvLayout === 'streams' ? c.n * nCtx : c.prompt.length + suffixCells(c.suffixes) + c.n * maxTokens);
     const chunks: RawGroup[] = [];
-    requests.forEach((req, i) => {
+    let overflow: ContextOverflow | undefined;
+    for (const [i, req] of requests.entries()) {
       let suffixes: Int32Array[] | undefined;
       if (req.suffixes !== undefined) {
         if (!Array.isArray(req.suffixes) || req.suffixes.length === 0) throw new RrrError(`request ${i}: suffixes must be a non-empty array, one per sample`);
@@ -257,8 +250,10 @@ export class Generator {
       if (prompt.length === 0) throw new RrrError(`request ${i}: the prompt is empty`);
       const longestSuffix = Math.max(0, ...(suffixes ?? []).map((s) => s.length));
       const longest = prompt.length + longestSuffix;
+      // The longest request too long is said (and grown to, within maxCtx), not the first.
       if (longest + maxTokens > nCtx) {
-        throw new ContextOverflow(i, longest, maxTokens, `nCtx ${nCtx}`);
+        if (!overflow || longest > overflow.prompt) overflow = new ContextOverflow(i, longest, maxTokens, `nCtx ${nCtx}`);
+        continue;
       }
       const fit = kvLayout === 'streams' ? maxSeqs : Math.min(maxSeqs, Math.floor((nCells - prompt.length) / (longestSuffix + maxTokens)));
       if (fit < 1) {
@@ -268,7 +263,8 @@ export class Generator {
         const m = Math.min(fit, n - first);
         chunks.push({ prompt, n: m, request: i, firstSample: first, ...(suffixes ? { suffixes: suffixes.slice(first, first + m) } : {}) });
       }
-    });
+    }
+    if (overflow) throw overflow;
     // First fit: each chunk joins the first wave with room for its sequences and cells.
     const waves: { groups: RawGroup[]; seqs: number; cells: number }[] = [];
     for (const c of chunks) {
