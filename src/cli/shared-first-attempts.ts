@@ -9,7 +9,6 @@ import { packageRoot } from '../util/package-root.js';
 import { readFailureCache, writeFailureCache } from '../rrr/failures.js';
 import type { FirstAttemptResult } from '../rrr/types.js';
 import { cacheDir } from './default-model.js';
-import { modelFingerprint } from './model-fingerprint.js';
 
 /** Entries neither written nor reused for this long are removed when another is written. */
 const KEEP_DAYS = 90;
@@ -23,14 +22,15 @@ export class SharedFirstAttempts {
 
   /**
    * The cache entry of a run's first attempts. `runKey` (failureKey) names the model by path and
-   * size; added are a fingerprint of the file's contents, so a model file replaced in place is
-   * not taken for the same, this package's version, so a verifier that scores differently
-   * is not, and how the answers were computed (`engine`: the device, flash attention), whose
-   * rounding can tip a greedy token, so that a run's first attempts are the ones it would make.
+   * size; added are `fingerprint` (model-fingerprint.ts: the file's contents), so a model file
+   * replaced in place is not taken for the same, this package's version, so a verifier that
+   * scores differently is not, and how the answers were computed (`engine`: the device, flash
+   * attention), whose rounding can tip a greedy token, so that a run's first attempts are the
+   * ones it would make.
    */
-  static of(model: string, runKey: string, engine: { device: string; flashAttn: boolean }): SharedFirstAttempts {
+  static of(fingerprint: string, runKey: string, engine: { device: string; flashAttn: boolean }): SharedFirstAttempts {
     const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
-    const key = createHash('sha256').update(JSON.stringify([runKey, modelFingerprint(model), version, engine.device, engine.flashAttn])).digest('hex');
+    const key = createHash('sha256').update(JSON.stringify([runKey, fingerprint, version, engine.device, engine.flashAttn])).digest('hex');
     return new SharedFirstAttempts(join(cacheDir(), 'first-attempts', `${key.slice(0, 32)}.json`), key);
   }
 

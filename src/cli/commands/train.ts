@@ -152,8 +152,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       const itemIds = new Set(data.items.map((i) => i.id));
       let first: FirstAttemptResult | undefined = readFailureCache(failuresPath, key, itemIds);
       const total = data.items.length;
-      // --seed makes no items where --data gives them, and first attempts are greedy.
-      const shared = a['reuse-first-attempts'] ? SharedFirstAttempts.of(cfg.model, cfg.data ? failureKey({ ...cfg, seed: 0 }, data.digest) : key, generator.info) : undefined;
+      // --seed makes no items where --data gives them, and first attempts are greedy. run.json's
+      // fingerprint was taken at the start, or checked against the file on resume.
+      const shared = a['reuse-first-attempts'] ? SharedFirstAttempts.of(cfg.modelFingerprint ?? modelFingerprint(cfg.model), cfg.data ? failureKey({ ...cfg, seed: 0 }, data.digest) : key, generator.info) : undefined;
       const save = (r: FirstAttemptResult) => {
         writeFailureCache(failuresPath, key, r);
         shared?.write(r);
