@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Trainer } from '../src/engine/index.js';
 import type { OpCensus, StepOptions, TrainSequence } from '../src/engine/types.js';
 import { ON_GPU, deviceTol } from './helpers/tolerance.js';
-import { ALL, tinyModel, randomizeB, pairedTrainers, opsAndNodes, seq, mixedBatch, setAll, largestDiff, assertSameGrads, assertSameAcrossModes, checkAgainstPath, checkGradients } from './helpers/trainer-fixtures.js';
+import { ALL, tinyModel, randomizeB, pairedTrainers, opsAndNodes, seq, mixedBatch, setAll, largestDiff, assertSameGrads, assertSameAcrossModes, checkAgainstPath, checkGradients, plannedFlops } from './helpers/trainer-fixtures.js';
 
 describe('our nodes and the ggml paths they replace: the same gradients', () => {
   test('an adapter merged into the weights (mergeAdapter): finite differences, and the gradients of the adapter path', async () => {
@@ -360,9 +360,8 @@ describe('our nodes and the ggml paths they replace: the same gradients', () => 
     assert.ok(noRe.some((o) => o.role === 'bwd.attn' && o.op === 'SOFT_MAX'), 'without recomputation the backward pass builds the probabilities');
     // The census counts flash attention's two products: the same FLOPs as the plain path's, plus
     // the recomputed layers' Q Kᵀ for the backward pass's probabilities (2 hd L² per head).
-    const flops = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.reduce((a, o) => a + o.flops, 0);
     const { nLayer, nHead, headDim } = model.info;
-    assert.equal((await flops(flash)) - (await flops(plain)), nLayer * 2 * 2 * nHead * headDim * 16 * 16);
+    assert.equal((await plannedFlops(flash)) - (await plannedFlops(plain)), nLayer * 2 * 2 * nHead * headDim * 16 * 16);
     plain.dispose();
     flash.dispose();
     model.dispose();
@@ -429,9 +428,8 @@ describe('our nodes and the ggml paths they replace: the same gradients', () => 
         // The census counts the node's five products: with flash attention, the ones it replaces
         // (the probabilities rebuilt, dP, and dV, dQ, dK); without, a recomputed layer's
         // probabilities serve ggml's ops but not the node, which makes its own (2 hd L² a head).
-        const flops = async (tr: Trainer) => (await tr.plan(2, 16, { census: true })).census!.reduce((a, o) => a + o.flops, 0);
         const { nLayer, nHead, headDim } = model.info;
-        assert.equal((await flops(fused)) - (await flops(ops)), flashAttn ? 0 : nLayer * 2 * 2 * nHead * headDim * 16 * 16, `${name}, flash ${flashAttn}`);
+        assert.equal((await plannedFlops(fused)) - (await plannedFlops(ops)), flashAttn ? 0 : nLayer * 2 * 2 * nHead * headDim * 16 * 16, `${name}, flash ${flashAttn}`);
         ops.dispose();
         fused.dispose();
       }

@@ -277,3 +277,8 @@ export async function checkCoordinates(tr: Trainer, batch: TrainSequence[], opts
     assert.ok(Math.abs(fd - gr[i]!) <= 0.1 * Math.abs(gr[i]!) + 0.01, `${name}[${i}]: finite difference ${fd}, analytic ${gr[i]}`);
   }
 }
+
+/** The FLOPs a 2 x 16-token step plans, by its census. */
+export async function plannedFlops(tr: Trainer): Promise<number> {
+  return (await tr.plan(2, 16, { census: true })).census!.reduce((a, o) => a + o.flops, 0);
+}
